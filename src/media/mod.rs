@@ -1,0 +1,3 @@
+//! Pure DSP, allocation-free after construction.
+
+pub mod frame;

@@ -1,0 +1,8 @@
+//! The SIP user agent (RFC 3261), sans-IO: no sockets, no clock reads, no tokio.
+
+pub mod auth;
+pub mod dialog;
+pub mod endpoint;
+pub mod message;
+pub mod sdp;
+pub mod transaction;
