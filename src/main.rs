@@ -1,1 +1,272 @@
-fn main() {}
+//! The `earshot` command line: `run` (the default), `check-config`, `devices`, `jitter-sim`.
+//!
+//! This file only parses arguments, loads the configuration, sets up logging and the tokio
+//! runtime, and hands over to [`earshot::app::run`]. Configuration errors are printed one field
+//! per line (`sip.allow[2]: ...`) and exit with status 1, before anything starts.
+
+use std::error::Error;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use earshot::config::{self, Config, ConfigError, LogConfig, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// A headless call appliance: SIP trunks and Twilio Media Streams to speakers and recordings.
+#[derive(Debug, Parser)]
+#[command(name = "earshot", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options of the implicit `run`, so `earshot --config x.toml` works without `run`.
+    #[command(flatten)]
+    run: ConfigArg,
+}
+
+/// The `--config` option shared by `run` and `check-config`.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (TOML). Every key is optional; see the shipped config.toml.
+    #[arg(short, long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the appliance until SIGINT/SIGTERM (the default command).
+    Run(ConfigArg),
+    /// Validate a configuration file; print every invalid field and exit 1 if any.
+    CheckConfig(ConfigArg),
+    /// List the audio output devices usable as `[audio] output`.
+    Devices,
+    /// Replay a packet-arrival trace (CSV) through the jitter buffer and print what it plays.
+    JitterSim {
+        /// The trace file.
+        #[arg(value_name = "TRACE.csv")]
+        trace: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(arg) => run(&arg.config),
+        Command::CheckConfig(arg) => check_config(&arg.config),
+        Command::Devices => devices(),
+        Command::JitterSim { trace } => jitter_sim(&trace),
+    }
+}
+
+/// `earshot run`: load the configuration, start logging and the runtime, run the app.
+fn run(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failed(path, &err),
+    };
+    init_tracing(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(config = %path.display(), "earshot {} starting", env!("CARGO_PKG_VERSION"));
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the application inside the runtime, with the systemd watchdog kept fed.
+async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
+    systemd::spawn_watchdog();
+    // Readiness is reported here until app::run reports it itself once its sockets are bound.
+    systemd::notify("READY=1");
+    earshot::app::run(config).await.map_err(Into::into)
+}
+
+/// `earshot check-config`: validate and report, exit 1 on any error.
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("config OK: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => config_failed(path, &err),
+    }
+}
+
+/// Prints a configuration error, one field per line, and returns exit status 1.
+fn config_failed(path: &Path, err: &ConfigError) -> ExitCode {
+    match err {
+        ConfigError::Read { .. } => eprintln!("{err}"),
+        ConfigError::Syntax { .. } => eprintln!("config INVALID: {}\n{err}", path.display()),
+        ConfigError::Invalid(fields) => {
+            let n = fields.len();
+            let s = if n == 1 { "" } else { "s" };
+            eprintln!(
+                "config INVALID: {} ({n} invalid field{s})\n{err}",
+                path.display()
+            );
+        }
+    }
+    ExitCode::FAILURE
+}
+
+/// Sets up `tracing` on stderr: `RUST_LOG` if set, else `[log] level`.
+fn init_tracing(log: &LogConfig) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(&env).unwrap_or_else(|err| {
+            eprintln!("earshot: ignoring invalid RUST_LOG={env:?}: {err}");
+            EnvFilter::new(&log.level)
+        }),
+        _ => EnvFilter::new(&log.level),
+    };
+    let terminal = io::stderr().is_terminal();
+    // journald stamps every line itself and shows no colour; systemd sets JOURNAL_STREAM.
+    let journald = !terminal && std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match log.format {
+        LogFormat::Auto if journald => builder.with_ansi(false).without_time().init(),
+        LogFormat::Auto => builder.with_ansi(terminal).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => {
+            builder.with_ansi(false).init();
+            tracing::warn!(
+                "log.format = \"json\" needs tracing-subscriber's `json` feature; writing text"
+            );
+        }
+    }
+}
+
+/// `earshot devices`: list audio output devices, marking the default.
+fn devices() -> ExitCode {
+    use cpal::traits::{DeviceTrait, HostTrait};
+
+    let host = cpal::default_host();
+    let default = host.default_output_device();
+    let devices = match host.output_devices() {
+        Ok(devices) => devices,
+        Err(err) => {
+            eprintln!(
+                "earshot: cannot list {} output devices: {err}",
+                host.id().name()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{} output devices (* = default); use the id as [audio] output:",
+        host.id().name()
+    );
+    let mut count = 0;
+    for device in devices {
+        let mark = if default.as_ref() == Some(&device) {
+            '*'
+        } else {
+            ' '
+        };
+        let id = device
+            .id()
+            .map_or_else(|_| "?".to_owned(), |id| id.to_string());
+        println!("{mark} {id:<24} {device}");
+        count += 1;
+    }
+    if count == 0 {
+        println!("  (none; set [audio] output = \"none\")");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `earshot jitter-sim TRACE.csv`: replay a trace through the jitter buffer.
+fn jitter_sim(trace: &Path) -> ExitCode {
+    let csv = match std::fs::read_to_string(trace) {
+        Ok(csv) => csv,
+        Err(err) => {
+            eprintln!("earshot: cannot read {}: {err}", trace.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // LEAD: once src/media/jitter_sim.rs exports `run_trace`, replace the three lines below with
+    //     match earshot::media::jitter_sim::run_trace(&csv, &mut io::stdout().lock()) {
+    //         Ok(()) => ExitCode::SUCCESS,
+    //         Err(err) => { eprintln!("earshot: jitter-sim: {err}"); ExitCode::FAILURE }
+    //     }
+    drop(csv);
+    eprintln!("earshot: jitter-sim is not available in this build yet");
+    ExitCode::from(2)
+}
+
+mod systemd {
+    //! sd_notify(3) without libsystemd: readiness and watchdog datagrams to `$NOTIFY_SOCKET`.
+    //!
+    //! Outside systemd (no `NOTIFY_SOCKET`) every call here does nothing.
+
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    /// Sends one state string (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) to systemd. Failures are
+    /// logged, never fatal: a lost notification is systemd's problem to time out on.
+    pub(super) fn notify(state: &str) {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        if let Err(err) = send(&path, state) {
+            tracing::warn!("sd_notify {state}: {err}");
+        }
+    }
+
+    fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+
+        let socket = UnixDatagram::unbound()?;
+        // A leading '@' names a socket in the abstract namespace (Linux only).
+        #[cfg(target_os = "linux")]
+        if let Some(name) = path.as_bytes().strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+            return Ok(());
+        }
+        socket.send_to(state.as_bytes(), path)?;
+        Ok(())
+    }
+
+    /// When systemd asks for a watchdog (`WatchdogSec=`), pings it at half the interval from a
+    /// runtime task, so a wedged runtime gets the service restarted.
+    pub(super) fn spawn_watchdog() {
+        let Some(interval) = watchdog_interval() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval / 2);
+            loop {
+                ticks.tick().await;
+                notify("WATCHDOG=1");
+            }
+        });
+    }
+
+    /// `WATCHDOG_USEC`, if it is meant for this process (`WATCHDOG_PID` unset or ours).
+    fn watchdog_interval() -> Option<Duration> {
+        if let Some(pid) = std::env::var_os("WATCHDOG_PID")
+            && pid.to_str() != Some(std::process::id().to_string().as_str())
+        {
+            return None;
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        (usec > 0).then(|| Duration::from_micros(usec))
+    }
+}

@@ -1,3 +1,4 @@
 //! Pure DSP, allocation-free after construction.
 
 pub mod frame;
+pub mod g711;

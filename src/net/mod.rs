@@ -1,1 +1,10 @@
-//! (in progress)
+//! IO drivers: thin loops that move bytes between sockets and the sans-IO cores.
+//!
+//! [`sip`] runs the SIP transport (UDP and TCP on `[sip].listen`) around
+//! [`crate::sip::endpoint::Endpoint`]; [`rtp`] hands out RTP/RTCP socket pairs from
+//! `[rtp].ports`; [`clock`] is the one place that reads the time.
+
+pub mod clock;
+pub mod rtp;
+pub mod sip;
+pub mod tcp;

@@ -4,5 +4,6 @@ pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
+pub mod registration;
 pub mod sdp;
 pub mod transaction;

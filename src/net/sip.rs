@@ -1,0 +1,313 @@
+//! The SIP driver: UDP and TCP sockets on `[sip].listen` around the sans-IO
+//! [`Endpoint`]. It filters sources by `[sip].allow`, feeds the endpoint, sends what it asks,
+//! and carries call events to and from the call tasks. It decides nothing about SIP itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::clock;
+use super::tcp::{self, TcpEvent, TcpLimits};
+use crate::call::{CallHandle, CallSpawner};
+use crate::config::Cidr;
+use crate::sip::dialog::{ConnId, Flow, Transport};
+use crate::sip::endpoint::{CallRef, Endpoint, Event, Transmit};
+use crate::sip::registration::{RegOutcome, TrunkRegistration};
+
+/// Commands from the rest of the program to the SIP task.
+#[derive(Debug)]
+pub enum SipCommand {
+    /// Hang up a call (max duration, RTP silence, the API).
+    Hangup(CallRef),
+}
+
+/// Counters of the SIP transport, shared with the API.
+#[derive(Debug, Default)]
+pub struct SipCounters {
+    /// Datagrams and connections from sources outside `[sip].allow`.
+    pub blocked: AtomicU64,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+}
+
+/// Everything the SIP task needs, bound and ready.
+pub struct SipDriver {
+    pub endpoint: Endpoint,
+    pub udp: UdpSocket,
+    /// Taken by the accept loop when the driver starts.
+    pub tcp: Option<TcpListener>,
+    pub allow: Vec<Cidr>,
+    pub limits: TcpLimits,
+    pub spawner: CallSpawner,
+    pub commands: mpsc::UnboundedReceiver<SipCommand>,
+    pub counters: Arc<SipCounters>,
+    pub trunks: Vec<TrunkRegistration>,
+    /// Ringing time before the 200 OK.
+    pub ring: Duration,
+}
+
+/// How long shutdown waits for BYEs and unregistrations to be answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Binds the UDP socket and TCP listener on `listen`.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let udp = UdpSocket::bind(listen).await?;
+    let tcp = TcpListener::bind(udp.local_addr()?).await?;
+    Ok((udp, tcp))
+}
+
+impl SipDriver {
+    /// Runs until `shutdown` is cancelled and the calls have been hung up.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let tcp_stop = CancellationToken::new();
+        if let Some(listener) = self.tcp.take() {
+            let accept = tcp::accept_loop(
+                listener,
+                tcp_tx.clone(),
+                self.limits.clone(),
+                next_conn.clone(),
+                tcp_stop.clone(),
+            );
+            tokio::spawn(accept);
+        }
+
+        let mut state = LoopState {
+            conns: HashMap::new(),
+            calls: HashMap::new(),
+            tcp_tx,
+            next_conn,
+            tcp_stop: tcp_stop.clone(),
+            pending_connects: HashMap::new(),
+        };
+        let trunks = std::mem::take(&mut self.trunks);
+        self.endpoint.set_trunks(clock::now(), trunks);
+        self.drain(&mut state).await;
+
+        let mut buf = vec![0u8; 65536];
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = self
+                .endpoint
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let grace =
+                stopping.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled(), if stopping.is_none() => {
+                    let now = clock::now();
+                    self.endpoint.shut_down(now);
+                    for call in state.calls.keys().copied().collect::<Vec<_>>() {
+                        self.endpoint.hangup(now, call);
+                    }
+                    stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                }
+                _ = tokio::time::sleep_until(grace), if stopping.is_some() => break,
+                received = self.udp.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, from)) => self.datagram(Flow { transport: Transport::Udp, remote: from }, buf.get(..n).unwrap_or_default()),
+                        Err(err) => tracing::debug!(%err, "SIP UDP receive error"),
+                    }
+                }
+                Some(event) = tcp_rx.recv() => self.tcp_event(&mut state, event),
+                Some(command) = self.commands.recv() => match command {
+                    SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
+                },
+                _ = clock::sleep_until(deadline) => self.endpoint.handle_timeout(clock::now()),
+            }
+            self.drain(&mut state).await;
+            if stopping.is_some() && self.endpoint.is_idle() {
+                break;
+            }
+        }
+        tcp_stop.cancel();
+        for handle in state.calls.values() {
+            handle.ended();
+        }
+    }
+
+    fn datagram(&mut self, flow: Flow, bytes: &[u8]) {
+        if !self.allowed(flow.remote) {
+            self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // RFC 5626 §3.5.1 keep-alives (CRLF pings) are not messages.
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return;
+        }
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.endpoint.handle_datagram(clock::now(), flow, bytes);
+    }
+
+    fn tcp_event(&mut self, state: &mut LoopState, event: TcpEvent) {
+        match event {
+            TcpEvent::Opened { conn, peer, writer } => {
+                if !self.allowed(peer) {
+                    self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+                    // Dropping the writer closes the connection.
+                    return;
+                }
+                if let Some(queued) = state.pending_connects.remove(&peer) {
+                    for bytes in queued {
+                        let _ = writer.try_send(bytes);
+                    }
+                }
+                state.conns.insert(conn, (peer, writer));
+            }
+            TcpEvent::Message { conn, peer, bytes } => {
+                if state.conns.contains_key(&conn) {
+                    self.datagram(
+                        Flow {
+                            transport: Transport::Tcp(Some(conn)),
+                            remote: peer,
+                        },
+                        &bytes,
+                    );
+                }
+            }
+            TcpEvent::Closed { conn } => {
+                state.conns.remove(&conn);
+                self.endpoint.connection_closed(conn);
+            }
+            TcpEvent::ConnectFailed { peer } => {
+                state.pending_connects.remove(&peer);
+                tracing::debug!(%peer, "SIP TCP connect failed");
+            }
+        }
+    }
+
+    fn allowed(&self, from: SocketAddr) -> bool {
+        self.allow.iter().any(|cidr| cidr.contains(from.ip()))
+    }
+
+    /// After every input: send everything, deliver every event.
+    async fn drain(&mut self, state: &mut LoopState) {
+        while let Some(transmit) = self.endpoint.poll_transmit() {
+            self.transmit(state, transmit).await;
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.event(state, event);
+            while let Some(transmit) = self.endpoint.poll_transmit() {
+                self.transmit(state, transmit).await;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, state: &mut LoopState, Transmit { flow, bytes }: Transmit) {
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        match flow.transport {
+            Transport::Udp => {
+                if let Err(err) = self.udp.send_to(&bytes, flow.remote).await {
+                    tracing::debug!(%err, dest = %flow.remote, "SIP UDP send failed");
+                }
+            }
+            Transport::Tcp(Some(conn)) if state.conns.contains_key(&conn) => {
+                if let Some((_, writer)) = state.conns.get(&conn) {
+                    // A full queue means the peer stopped reading: drop rather than block the
+                    // whole SIP task on one connection.
+                    let _ = writer.try_send(bytes);
+                }
+            }
+            Transport::Tcp(_) => {
+                // Reuse any connection to that peer, else open one.
+                if let Some((_, writer)) =
+                    state.conns.values().find(|(peer, _)| *peer == flow.remote)
+                {
+                    let _ = writer.try_send(bytes);
+                    return;
+                }
+                if let Some(queue) = state.pending_connects.get_mut(&flow.remote) {
+                    queue.push(bytes);
+                    return;
+                }
+                state.pending_connects.insert(flow.remote, Vec::new());
+                let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+                tokio::spawn(tcp::connect(
+                    flow.remote,
+                    conn,
+                    bytes,
+                    state.tcp_tx.clone(),
+                    self.limits.clone(),
+                    state.tcp_stop.clone(),
+                ));
+            }
+        }
+    }
+
+    fn event(&mut self, state: &mut LoopState, event: Event) {
+        let now = clock::now();
+        match event {
+            Event::Incoming(incoming) => match self.spawner.spawn(&incoming) {
+                Ok((media, handle)) => {
+                    state.calls.insert(incoming.call, handle);
+                    self.endpoint.answer(now, incoming.call, media, self.ring);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot take call: no media sockets");
+                    self.endpoint.reject(now, incoming.call, 503);
+                }
+            },
+            Event::Confirmed { call } => {
+                if let Some(handle) = state.calls.get(&call) {
+                    handle.confirmed();
+                }
+            }
+            Event::MediaChanged { call, media } => {
+                if let Some(handle) = state.calls.get(&call) {
+                    handle.media(media);
+                }
+            }
+            Event::Dtmf {
+                call,
+                digit,
+                duration_ms,
+            } => {
+                if let Some(handle) = state.calls.get(&call) {
+                    handle.dtmf(digit, duration_ms, "sip-info");
+                }
+            }
+            Event::Ended { call, reason } => {
+                if let Some(handle) = state.calls.remove(&call) {
+                    tracing::info!(call = call.0, ?reason, "call ended");
+                    handle.ended();
+                }
+            }
+            Event::Registration { trunk, outcome } => match outcome {
+                RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
+                RegOutcome::Challenged => {
+                    tracing::debug!(%trunk, "registrar challenged, answering")
+                }
+                RegOutcome::Failed { status, retry_in } => {
+                    tracing::warn!(%trunk, status, retry_in_secs = retry_in.as_secs(), "registration failed")
+                }
+                RegOutcome::Unregistered => tracing::info!(%trunk, "unregistered"),
+            },
+        }
+    }
+}
+
+struct LoopState {
+    conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Vec<u8>>)>,
+    calls: HashMap<CallRef, CallHandle>,
+    tcp_tx: mpsc::Sender<TcpEvent>,
+    next_conn: Arc<AtomicU64>,
+    tcp_stop: CancellationToken,
+    /// Messages waiting for an outbound connection to open.
+    pending_connects: HashMap<SocketAddr, Vec<Vec<u8>>>,
+}
+
+/// Connection limits from the config.
+pub fn limits(max_message: usize, max_connections: usize, idle: Duration) -> TcpLimits {
+    TcpLimits {
+        max_message,
+        idle_timeout: idle,
+        slots: Arc::new(Semaphore::new(max_connections)),
+    }
+}

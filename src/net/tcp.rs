@@ -1,0 +1,185 @@
+//! SIP over TCP (RFC 3261 §18.3): one task per connection that frames the byte stream into
+//! messages and writes what the SIP task sends. Connection count, message size and idle time
+//! are bounded, so a peer cannot make earshot buffer without limit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::sip::dialog::ConnId;
+use crate::sip::message::StreamFramer;
+
+/// What connection tasks tell the SIP task.
+#[derive(Debug)]
+pub enum TcpEvent {
+    /// A connection is up; messages for it go into the sender.
+    Opened {
+        conn: ConnId,
+        peer: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    /// One complete SIP message.
+    Message {
+        conn: ConnId,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    /// An outbound connection could not be made.
+    ConnectFailed {
+        peer: SocketAddr,
+    },
+}
+
+/// Limits shared by all connections.
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    pub max_message: usize,
+    pub idle_timeout: Duration,
+    /// One permit per connection; a connection beyond the limit is closed at once.
+    pub slots: Arc<Semaphore>,
+}
+
+/// Messages queued for one connection before it counts as stuck and is closed.
+const WRITE_QUEUE: usize = 128;
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::Sender<TcpEvent>,
+    limits: TcpLimits,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%err, "SIP TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "SIP TCP connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
+        let conn = ConnId(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        tokio::spawn(run_connection(
+            stream,
+            peer,
+            conn,
+            events.clone(),
+            limits.clone(),
+            permit,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Opens an outbound connection (for requests over TCP to a peer we have no connection with)
+/// and sends `first` on it.
+pub async fn connect(
+    peer: SocketAddr,
+    conn: ConnId,
+    first: Vec<u8>,
+    events: mpsc::Sender<TcpEvent>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await;
+    let (Ok(Ok(mut stream)), Ok(permit)) = (stream, limits.slots.clone().try_acquire_owned())
+    else {
+        let _ = events.send(TcpEvent::ConnectFailed { peer }).await;
+        return;
+    };
+    if stream.write_all(&first).await.is_err() {
+        let _ = events.send(TcpEvent::ConnectFailed { peer }).await;
+        return;
+    }
+    run_connection(stream, peer, conn, events, limits, permit, shutdown).await;
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    events: mpsc::Sender<TcpEvent>,
+    limits: TcpLimits,
+    _permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut outbound) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    if events
+        .send(TcpEvent::Opened {
+            conn,
+            peer,
+            writer: tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut framer = StreamFramer::new(limits.max_message);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            read = tokio::time::timeout(limits.idle_timeout, reader.read(&mut buf)) => {
+                let n = match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::debug!(%peer, "SIP TCP connection idle, closing");
+                        break;
+                    }
+                    Ok(Ok(n)) => n,
+                };
+                if framer.push(buf.get(..n).unwrap_or_default()).is_err() {
+                    tracing::debug!(%peer, "SIP TCP message too large, closing");
+                    break;
+                }
+                let mut failed = false;
+                while let Some(frame) = framer.next_message() {
+                    match frame {
+                        Ok(bytes) => {
+                            if events.send(TcpEvent::Message { conn, peer, bytes }).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        Err(err) => {
+                            tracing::debug!(%peer, %err, "SIP TCP framing error, closing");
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    break;
+                }
+            }
+            Some(bytes) = outbound.recv() => {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+    let _ = events.send(TcpEvent::Closed { conn }).await;
+}

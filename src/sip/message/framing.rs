@@ -1,0 +1,260 @@
+//! Cutting a reliable byte stream (TCP, TLS) into SIP messages (RFC 3261 §18.3): CRLF
+//! keep-alives between messages are skipped (RFC 5626 §3.5.1), the header section ends at the
+//! first empty line, and Content-Length, mandatory on streams, gives the body length.
+//!
+//! A stream that cannot be framed — missing, malformed or conflicting Content-Length, or a
+//! message above the size limit — cannot be resynchronised: the connection must be closed.
+
+/// Why a stream cannot be cut into messages any more; the connection must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// A message (or the unframed bytes buffered for one) is larger than the limit.
+    #[error("message larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Content-Length is missing, not a number, or given twice with different values.
+    #[error("missing or malformed Content-Length on a stream")]
+    BadContentLength,
+}
+
+/// What the bytes at the head of the buffer hold.
+enum Frame {
+    /// One whole message of this many bytes.
+    Complete(usize),
+    /// More bytes are needed.
+    Incomplete,
+    Broken(FramingError),
+}
+
+/// Buffers bytes read from one stream connection and hands out whole messages.
+#[derive(Debug)]
+pub struct StreamFramer {
+    /// Unconsumed bytes; consumed messages are drained from the front.
+    buf: Vec<u8>,
+    /// The largest message accepted (header section plus body).
+    max_message: usize,
+    /// Set once framing failed: the stream is garbage from here on and nothing more is framed.
+    broken: Option<FramingError>,
+}
+
+impl StreamFramer {
+    /// A framer that accepts messages of at most `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max_message,
+            broken: None,
+        }
+    }
+
+    /// Appends bytes read from the stream. Fails when the bytes that do not yet form a whole
+    /// message exceed the limit, or when framing already failed.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FramingError> {
+        if let Some(error) = self.broken {
+            return Err(error);
+        }
+        self.buf.extend_from_slice(data);
+        let mut offset = 0;
+        while let Some(rest) = self.buf.get(offset..) {
+            match frame(rest, self.max_message) {
+                Frame::Complete(len) => offset += len,
+                // next_message reports it; the check here is only about size.
+                Frame::Broken(FramingError::BadContentLength) => return Ok(()),
+                Frame::Broken(error) => {
+                    self.broken = Some(error);
+                    self.buf.clear();
+                    return Err(error);
+                }
+                Frame::Incomplete => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole message (without the keep-alive CRLFs before it), `None` when more bytes
+    /// are needed. An error is returned once; afterwards the framer yields nothing and the
+    /// connection must be closed.
+    pub fn next_message(&mut self) -> Option<Result<Vec<u8>, FramingError>> {
+        if self.broken.is_some() {
+            return None;
+        }
+        let keep_alive = self
+            .buf
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.buf.drain(..keep_alive);
+        match frame(&self.buf, self.max_message) {
+            Frame::Complete(len) => Some(Ok(self.buf.drain(..len).collect())),
+            Frame::Incomplete => None,
+            Frame::Broken(error) => {
+                self.broken = Some(error);
+                self.buf.clear();
+                Some(Err(error))
+            }
+        }
+    }
+
+    /// How many bytes are buffered and not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Frames the message at the head of `buf` (after any keep-alive CRLFs, which it counts in).
+fn frame(buf: &[u8], max_message: usize) -> Frame {
+    let skipped = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let Some(message) = buf.get(skipped..) else {
+        return Frame::Incomplete;
+    };
+    if message.is_empty() {
+        return Frame::Incomplete;
+    }
+    let Some(body_start) = header_end(message) else {
+        return if message.len() > max_message {
+            Frame::Broken(FramingError::TooLarge { limit: max_message })
+        } else {
+            Frame::Incomplete
+        };
+    };
+    let Some(content_length) = message.get(..body_start).and_then(content_length) else {
+        return Frame::Broken(FramingError::BadContentLength);
+    };
+    let total = body_start.saturating_add(content_length);
+    if total > max_message {
+        Frame::Broken(FramingError::TooLarge { limit: max_message })
+    } else if message.len() < total {
+        Frame::Incomplete
+    } else {
+        Frame::Complete(skipped + total)
+    }
+}
+
+/// The offset just after the empty line that ends the header section (CRLF or bare LF lines).
+pub(crate) fn header_end(message: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(nl) = message.get(from..)?.iter().position(|&b| b == b'\n') {
+        let after = from + nl + 1;
+        match message.get(after..)? {
+            [b'\n', ..] => return Some(after + 1),
+            [b'\r', b'\n', ..] => return Some(after + 2),
+            _ => from = after,
+        }
+    }
+    None
+}
+
+/// The Content-Length of a header section: `None` when missing, malformed or conflicting.
+fn content_length(head: &[u8]) -> Option<usize> {
+    let mut found = None;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let name = name.trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+            continue;
+        }
+        let value = value.get(1..)?.trim_ascii();
+        if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let length: usize = std::str::from_utf8(value).ok()?.parse().ok()?;
+        if found.is_some_and(|previous| previous != length) {
+            return None;
+        }
+        found = Some(length);
+    }
+    found
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
+
+    #[test]
+    fn cuts_messages_split_across_reads_and_skips_keep_alives() {
+        let mut framer = StreamFramer::new(4096);
+        let stream = [b"\r\n\r\n".as_slice(), OPTIONS, b"\r\n", OPTIONS].concat();
+        for chunk in stream.chunks(7) {
+            framer.push(chunk).unwrap();
+        }
+        assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
+        assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
+        assert!(framer.next_message().is_none());
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn waits_for_the_whole_body() {
+        let mut framer = StreamFramer::new(4096);
+        let (head, tail) = OPTIONS.split_at(OPTIONS.len() - 2);
+        framer.push(head).unwrap();
+        assert!(framer.next_message().is_none());
+        framer.push(tail).unwrap();
+        assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
+    }
+
+    #[test]
+    fn accepts_bare_lf_line_ends() {
+        let mut framer = StreamFramer::new(4096);
+        framer
+            .push(b"OPTIONS sip:a@b SIP/2.0\nl: 2\n\nhiX")
+            .unwrap();
+        assert_eq!(
+            framer.next_message().unwrap().unwrap(),
+            b"OPTIONS sip:a@b SIP/2.0\nl: 2\n\nhi"
+        );
+    }
+
+    #[test]
+    fn missing_or_negative_content_length_breaks_the_stream() {
+        for head in [
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n".as_slice(),
+            b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\n",
+        ] {
+            let mut framer = StreamFramer::new(4096);
+            framer.push(head).unwrap();
+            assert_eq!(
+                framer.next_message(),
+                Some(Err(FramingError::BadContentLength))
+            );
+            assert_eq!(framer.next_message(), None);
+            assert_eq!(framer.push(b"x"), Err(FramingError::BadContentLength));
+        }
+    }
+
+    #[test]
+    fn oversized_messages_break_the_stream() {
+        let mut framer = StreamFramer::new(64);
+        assert_eq!(
+            framer.push(OPTIONS),
+            Err(FramingError::TooLarge { limit: 64 })
+        );
+        let mut framer = StreamFramer::new(64);
+        assert_eq!(
+            framer.push(&[b'A'; 65]),
+            Err(FramingError::TooLarge { limit: 64 })
+        );
+        let mut framer = StreamFramer::new(4096);
+        framer
+            .push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999\r\n\r\n")
+            .unwrap_err();
+    }
+
+    #[test]
+    fn many_complete_messages_may_exceed_the_limit_together() {
+        let mut framer = StreamFramer::new(OPTIONS.len());
+        framer.push(&[OPTIONS, OPTIONS, OPTIONS].concat()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
+        }
+    }
+}

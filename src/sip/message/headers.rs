@@ -1,0 +1,317 @@
+//! The header fields of one SIP message (RFC 3261 §7.3): an ordered list of `(name, value)`
+//! pairs kept exactly as received (names in their received spelling, values unfolded and
+//! trimmed), looked up case-insensitively with the compact forms of §7.3.3 treated as equal to
+//! their long names, plus typed accessors for the headers the transaction and dialog layers use.
+
+use super::{CSeq, NameAddr, Via};
+
+/// Compact header names (RFC 3261 §7.3.3 and the RFCs that registered further letters), with
+/// their long forms in lowercase.
+const COMPACT_FORMS: [(u8, &str); 13] = [
+    (b'v', "via"),
+    (b'f', "from"),
+    (b't', "to"),
+    (b'i', "call-id"),
+    (b'm', "contact"),
+    (b'l', "content-length"),
+    (b'c', "content-type"),
+    (b'k', "supported"),
+    (b's', "subject"),
+    (b'e', "content-encoding"),
+    (b'o', "event"),
+    (b'r', "refer-to"),
+    (b'u', "allow-events"),
+];
+
+/// The long form of `name` if it is a one-letter compact form, otherwise `name` itself.
+fn long_name(name: &str) -> &str {
+    match name.as_bytes() {
+        [letter] => COMPACT_FORMS
+            .iter()
+            .find(|(compact, _)| compact.eq_ignore_ascii_case(letter))
+            .map_or(name, |(_, long)| long),
+        _ => name,
+    }
+}
+
+/// Whether two header names denote the same header (case-insensitive, compact = long form).
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b) || long_name(a).eq_ignore_ascii_case(long_name(b))
+}
+
+/// Splits a header value into its comma-separated elements (RFC 3261 §7.3.1), ignoring commas
+/// inside quoted strings and inside `<...>`. Elements are trimmed; empty elements are dropped.
+pub(crate) fn split_list(value: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut in_angle = false;
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quotes = true,
+            '<' => in_angle = true,
+            '>' => in_angle = false,
+            ',' if !in_angle => {
+                if let Some(item) = value.get(start..i).map(str::trim).filter(|s| !s.is_empty()) {
+                    items.push(item);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if let Some(item) = value.get(start..).map(str::trim).filter(|s| !s.is_empty()) {
+        items.push(item);
+    }
+    items
+}
+
+/// The header fields of a message, in order, as `(name, value)` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Kept as a plain list: order matters for Via and Route, and messages carry ~10–20 headers,
+    /// so a linear case-insensitive scan beats hashing.
+    fields: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// An empty header list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of the first header named `name` (case-insensitive, compact forms equivalent).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of every header line named `name`, in order; values are not split on commas.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| same_name(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every element of the comma-separated lists in the headers named `name`, in order
+    /// (RFC 3261 §7.3.1): commas inside quoted strings and `<...>` do not split.
+    pub fn values<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        self.get_all(name).flat_map(split_list).collect()
+    }
+
+    /// How many header lines are named `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.fields
+            .iter()
+            .filter(|(n, _)| same_name(n, name))
+            .count()
+    }
+
+    /// Whether a header named `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Appends a header line.
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.fields.push((name.into(), value.into()));
+    }
+
+    /// Replaces every header named `name` by one line with `value`, at the position of the first
+    /// one; appends it when there was none.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.fields.iter().position(|(n, _)| same_name(n, name)) {
+            Some(first) => {
+                if let Some(field) = self.fields.get_mut(first) {
+                    field.1 = value;
+                }
+                let mut index = 0;
+                self.fields.retain(|(n, _)| {
+                    let keep = index <= first || !same_name(n, name);
+                    index += 1;
+                    keep
+                });
+            }
+            None => self.fields.push((name.to_owned(), value)),
+        }
+    }
+
+    /// Removes every header named `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.fields.retain(|(n, _)| !same_name(n, name));
+    }
+
+    /// Every header line as `(name, value)`, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The number of header lines.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no header lines.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The top-most Via value.
+    pub fn via(&self) -> Option<Via> {
+        self.values("via").first().and_then(|v| Via::parse(v).ok())
+    }
+
+    /// Every Via value, top-most first; values that do not parse are skipped (a parsed
+    /// [`Message`](super::Message) has none).
+    pub fn vias(&self) -> Vec<Via> {
+        self.values("via")
+            .into_iter()
+            .filter_map(|v| Via::parse(v).ok())
+            .collect()
+    }
+
+    /// The From header.
+    pub fn from(&self) -> Option<NameAddr> {
+        self.get("from").and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    /// The To header.
+    pub fn to(&self) -> Option<NameAddr> {
+        self.get("to").and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    /// The first Contact value (`None` for the REGISTER wildcard `*`).
+    pub fn contact(&self) -> Option<NameAddr> {
+        self.values("contact")
+            .first()
+            .and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.get("call-id")
+    }
+
+    /// The CSeq.
+    pub fn cseq(&self) -> Option<CSeq> {
+        self.get("cseq").and_then(|v| CSeq::parse(v).ok())
+    }
+
+    /// Max-Forwards.
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.get("max-forwards").and_then(parse_decimal)
+    }
+
+    /// The raw Content-Type value, parameters included.
+    pub fn content_type(&self) -> Option<&str> {
+        self.get("content-type")
+    }
+
+    /// The Content-Type media type without parameters, lowercased: `"application/sdp"`.
+    pub fn content_media_type(&self) -> Option<String> {
+        let value = self.content_type()?;
+        let media = value.split(';').next().unwrap_or(value);
+        let (kind, sub) = media.split_once('/')?;
+        let (kind, sub) = (kind.trim(), sub.trim());
+        if kind.is_empty() || sub.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}/{}",
+            kind.to_ascii_lowercase(),
+            sub.to_ascii_lowercase()
+        ))
+    }
+
+    /// The Expires header in seconds (`None` when absent, malformed or above 2³²−1).
+    pub fn expires(&self) -> Option<u32> {
+        self.get("expires").and_then(parse_decimal)
+    }
+}
+
+/// A decimal number made only of ASCII digits (no sign, no spaces) that fits in a `u32`.
+pub(crate) fn parse_decimal(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_forms_match_their_long_names_case_insensitively() {
+        let mut h = Headers::new();
+        h.push("v", "SIP/2.0/UDP a;branch=z9hG4bK1");
+        h.push("VIA", "SIP/2.0/UDP b;branch=z9hG4bK2");
+        h.push("i", "abc");
+        assert_eq!(h.get("Via"), Some("SIP/2.0/UDP a;branch=z9hG4bK1"));
+        assert_eq!(h.get_all("v").count(), 2);
+        assert_eq!(h.call_id(), Some("abc"));
+        assert_eq!(h.get("Call-ID"), Some("abc"));
+        assert_eq!(h.get("X"), None);
+    }
+
+    #[test]
+    fn list_values_split_outside_quotes_and_angle_brackets() {
+        let mut h = Headers::new();
+        h.push("Contact", "\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>");
+        h.push("m", "sip:q@r");
+        assert_eq!(
+            h.values("contact"),
+            vec!["\"a, b\" <sip:x@y;p=1,2>", "<sip:z@w>", "sip:q@r"]
+        );
+        let mut h = Headers::new();
+        h.push("Allow", " INVITE ,ACK,,BYE ");
+        assert_eq!(h.values("allow"), vec!["INVITE", "ACK", "BYE"]);
+    }
+
+    #[test]
+    fn set_replaces_every_line_at_the_first_position() {
+        let mut h = Headers::new();
+        h.push("A", "1");
+        h.push("B", "2");
+        h.push("a", "3");
+        h.set("a", "4");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("A", "4"), ("B", "2")]);
+        h.set("C", "5");
+        h.remove("b");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("A", "4"), ("C", "5")]);
+    }
+
+    #[test]
+    fn content_media_type_is_lowercased_without_parameters() {
+        let mut h = Headers::new();
+        h.push("c", "Application/SDP ; charset=utf-8");
+        assert_eq!(h.content_media_type().as_deref(), Some("application/sdp"));
+        assert_eq!(h.content_type(), Some("Application/SDP ; charset=utf-8"));
+    }
+
+    #[test]
+    fn scalar_headers_reject_signs_spaces_and_overflow() {
+        assert_eq!(parse_decimal("0068"), Some(68));
+        assert_eq!(parse_decimal("4294967295"), Some(u32::MAX));
+        assert_eq!(parse_decimal("4294967296"), None);
+        assert_eq!(parse_decimal("-1"), None);
+        assert_eq!(parse_decimal("+1"), None);
+        assert_eq!(parse_decimal(""), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! From bytes to a [`Message`] (RFC 3261 §7, §7.3.1 folding, §7.4.1 Content-Length, §7.5
+//! framing, §8.2.2 request checks, §18.3): start line, header section, body.
+//!
+//! Everything a later layer relies on is checked here, once: the start line, the header lines,
+//! Content-Length, and for requests the presence and syntax of Via, From, To, Call-ID and CSeq,
+//! that single-value headers appear once, and that the CSeq method matches the request method.
+
+use super::framing::header_end;
+use super::headers::{parse_decimal, split_list};
+use super::uri::is_token;
+use super::{
+    CSeq, Fault, Headers, Message, Method, NameAddr, ParseError, Request, Response, Uri, Via,
+};
+
+/// At most this many header fields (after unfolding); RFC 4475 longreq.dat has 18.
+pub(crate) const MAX_HEADERS: usize = 256;
+/// At most this many bytes in one unfolded header field; longreq.dat's longest is 594.
+pub(crate) const MAX_LINE: usize = 8192;
+
+/// Headers that must appear at most once, with one value (RFC 3261 §7.3.1, §20).
+const SINGLE_VALUE: [&str; 5] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+
+pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    // §7.5: CRLFs before the start line are ignored.
+    let skipped = bytes
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let message = bytes.get(skipped..).unwrap_or_default();
+    if message.is_empty() {
+        return Err(ParseError::Invalid(Fault::Empty));
+    }
+    let (head, body_start, terminated) = match header_end(message) {
+        Some(end) => (message.get(..end).unwrap_or_default(), end, true),
+        None => (message, message.len(), false),
+    };
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let start_line = String::from_utf8_lossy(lines.next().unwrap_or_default());
+    let (headers, header_fault) = read_headers(lines);
+    let available = message.get(body_start..).unwrap_or_default();
+    let body = frame_body(&headers, available, terminated);
+
+    // Trailing whitespace on the start line is tolerated (RFC 4475 §3.1.2.10).
+    let start_line = start_line.trim_end_matches([' ', '\t']);
+    let first = start_line.split(' ').next().unwrap_or_default();
+    let is_response = first
+        .get(..4)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("SIP/"));
+    if is_response {
+        let (status, reason) = parse_status_line(start_line).map_err(ParseError::Invalid)?;
+        let body = body.map_err(ParseError::Invalid)?;
+        if let Some(fault) = header_fault {
+            return Err(ParseError::Invalid(fault));
+        }
+        check_response(&headers).map_err(ParseError::Invalid)?;
+        return Ok(Message::Response(Response {
+            status,
+            reason: reason.to_owned(),
+            headers,
+            body: body.to_vec(),
+        }));
+    }
+
+    let bad = |fault| ParseError::BadRequest {
+        fault,
+        headers: headers.clone(),
+    };
+    let mut parts = start_line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(Fault::StartLine));
+    };
+    if !is_sip_version(version) {
+        return Err(bad(Fault::Version));
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(ParseError::VersionNotSupported {
+            version: version.to_owned(),
+            headers,
+        });
+    }
+    if !is_token(method) {
+        return Err(bad(Fault::Method));
+    }
+    let method = Method::from_token(method);
+    let uri = Uri::parse(uri).map_err(|_| bad(Fault::RequestUri))?;
+    let body = body.map_err(bad)?;
+    if let Some(fault) = header_fault {
+        return Err(bad(fault));
+    }
+    check_request(&method, &headers).map_err(bad)?;
+    let body = body.to_vec();
+    Ok(Message::Request(Request {
+        method,
+        uri,
+        headers,
+        body,
+    }))
+}
+
+/// Reads header lines up to the empty line, unfolding continuation lines (§7.3.1). Bad lines
+/// are skipped and the first fault is reported, so a 400 can still copy Via, From, To...
+fn read_headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> (Headers, Option<Fault>) {
+    let mut headers = Headers::new();
+    let mut fault = None;
+    let mut current: Option<(&[u8], Vec<u8>)> = None;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            match current.as_mut() {
+                Some((_, value)) => {
+                    let more = line.trim_ascii();
+                    if !more.is_empty() {
+                        if !value.is_empty() {
+                            value.push(b' ');
+                        }
+                        value.extend_from_slice(more);
+                    }
+                }
+                None => {
+                    fault.get_or_insert(Fault::HeaderLine);
+                }
+            }
+            continue;
+        }
+        if let Some((name, value)) = current.take() {
+            if let Err(f) = store(&mut headers, name, value) {
+                fault.get_or_insert(f);
+                if f == Fault::TooManyHeaders {
+                    return (headers, fault);
+                }
+            }
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            fault.get_or_insert(Fault::HeaderLine);
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let name = name.trim_ascii_end();
+        let value = value.get(1..).unwrap_or_default().trim_ascii();
+        if !name.iter().all(|&b| is_token_byte(b)) || name.is_empty() {
+            fault.get_or_insert(Fault::HeaderName);
+            continue;
+        }
+        current = Some((name, value.to_vec()));
+    }
+    if let Some((name, value)) = current.take() {
+        if let Err(f) = store(&mut headers, name, value) {
+            fault.get_or_insert(f);
+        }
+    }
+    (headers, fault)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    super::uri::is_token_char(b)
+}
+
+fn store(headers: &mut Headers, name: &[u8], value: Vec<u8>) -> Result<(), Fault> {
+    if headers.len() >= MAX_HEADERS {
+        return Err(Fault::TooManyHeaders);
+    }
+    let name = String::from_utf8_lossy(name).into_owned();
+    let value = String::from_utf8(value)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    // Measured after the lossy UTF-8 conversion, so a reserialized message passes again.
+    if name.len() + value.len() > MAX_LINE {
+        return Err(Fault::LineTooLong);
+    }
+    headers.push(name, value);
+    Ok(())
+}
+
+/// The body: exactly Content-Length bytes, or the rest of the datagram when it is absent.
+fn frame_body<'a>(
+    headers: &Headers,
+    available: &'a [u8],
+    terminated: bool,
+) -> Result<&'a [u8], Fault> {
+    let mut lengths = headers.get_all("content-length");
+    let Some(length) = lengths.next() else {
+        return Ok(available);
+    };
+    if lengths.next().is_some() {
+        return Err(Fault::MultipleContentLength);
+    }
+    let length = parse_decimal(length).ok_or(Fault::ContentLength)?;
+    let length = usize::try_from(length).map_err(|_| Fault::ContentLength)?;
+    if length > 0 && !terminated {
+        return Err(Fault::TruncatedBody);
+    }
+    available.get(..length).ok_or(Fault::TruncatedBody)
+}
+
+/// `SIP/` 1*DIGIT `.` 1*DIGIT (RFC 3261 §25.1 `SIP-Version`, "SIP" case-insensitive).
+fn is_sip_version(version: &str) -> bool {
+    let Some(number) = version
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .and_then(|_| version.get(4..))
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    number
+        .split_once('.')
+        .is_some_and(|(major, minor)| digits(major) && digits(minor))
+}
+
+/// `SIP/2.0 SP Status-Code SP Reason-Phrase` (the reason may be empty, the last SP missing).
+fn parse_status_line(line: &str) -> Result<(u16, &str), Fault> {
+    let (version, rest) = line.split_once(' ').ok_or(Fault::StartLine)?;
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Fault::Version);
+    }
+    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Fault::StatusCode);
+    }
+    let status: u16 = code.parse().map_err(|_| Fault::StatusCode)?;
+    if !(100..=699).contains(&status) {
+        return Err(Fault::StatusCode);
+    }
+    Ok((status, reason))
+}
+
+/// What the transaction layer needs of a response: a top Via and a CSeq that parse.
+fn check_response(headers: &Headers) -> Result<(), Fault> {
+    let vias = headers.values("via");
+    let top = vias.first().ok_or(Fault::MissingHeader("Via"))?;
+    Via::parse(top).map_err(|_| Fault::BadHeader("Via"))?;
+    let cseq = headers.get("cseq").ok_or(Fault::MissingHeader("CSeq"))?;
+    CSeq::parse(cseq).map_err(|_| Fault::BadHeader("CSeq"))?;
+    for name in ["From", "To", "Call-ID"] {
+        if !headers.contains(name) {
+            return Err(Fault::MissingHeader(name));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3261 §8.1.1 mandatory headers, §7.3.1 single values, §8.2.2 syntax, RFC 4475 §3.1.2.17.
+fn check_request(method: &Method, headers: &Headers) -> Result<(), Fault> {
+    if headers.values("via").is_empty() {
+        return Err(Fault::MissingHeader("Via"));
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        if !headers.contains(name) {
+            return Err(Fault::MissingHeader(name));
+        }
+    }
+    for name in SINGLE_VALUE {
+        if headers.count(name) > 1 {
+            return Err(Fault::MultipleValues(name));
+        }
+    }
+    for via in headers.values("via") {
+        Via::parse(via).map_err(|_| Fault::BadHeader("Via"))?;
+    }
+    for name in ["From", "To"] {
+        let value = headers.get(name).unwrap_or_default();
+        NameAddr::parse(value).map_err(|_| Fault::BadHeader(name))?;
+    }
+    let call_id = headers.call_id().unwrap_or_default();
+    if split_list(call_id).len() > 1 {
+        return Err(Fault::MultipleValues("Call-ID"));
+    }
+    if call_id.is_empty() || call_id.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(Fault::BadHeader("Call-ID"));
+    }
+    let cseq = CSeq::parse(headers.get("cseq").unwrap_or_default())
+        .map_err(|_| Fault::BadHeader("CSeq"))?;
+    if let Some(max_forwards) = headers.get("max-forwards") {
+        parse_decimal(max_forwards).ok_or(Fault::BadHeader("Max-Forwards"))?;
+    }
+    for contact in headers.values("contact") {
+        if contact != "*" {
+            NameAddr::parse(contact).map_err(|_| Fault::BadHeader("Contact"))?;
+        }
+    }
+    // An unknown method with another CSeq method is left to the endpoint's 501 (RFC 4475 §3.1.2.18).
+    if !matches!(method, Method::Other(_)) && cseq.method != *method {
+        return Err(Fault::CSeqMismatch);
+    }
+    Ok(())
+}
