@@ -15,6 +15,7 @@
 //! - [`app`]: wires the drivers together and runs until shutdown.
 
 pub mod app;
+pub mod audio;
 pub mod call;
 pub mod config;
 pub mod media;

@@ -90,7 +90,7 @@ fn run(path: &Path) -> ExitCode {
 /// Runs the application inside the runtime, with the systemd watchdog kept fed.
 async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     systemd::spawn_watchdog();
-    // Readiness is reported here until app::run reports it itself once its sockets are bound.
+    // Reported before the sockets are bound; app::run should send it itself once they are.
     systemd::notify("READY=1");
     earshot::app::run(config).await.map_err(Into::into)
 }

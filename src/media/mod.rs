@@ -2,3 +2,5 @@
 
 pub mod frame;
 pub mod g711;
+pub mod jitter;
+pub mod plc;

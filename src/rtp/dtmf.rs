@@ -13,6 +13,8 @@ pub(crate) const END_TIMEOUT: Duration = Duration::from_millis(400);
 const FLASH: u8 = 16;
 /// Largest duration a segment can carry before the sender starts a new one (§2.5.1.3).
 const MAX_SEGMENT: u32 = 0xffff;
+/// How many delivered events are remembered, so that late end packets stay ignored.
+const REMEMBERED: usize = 4;
 
 /// A finished digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +67,11 @@ impl Active {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DtmfReceiver {
     active: Option<Active>,
-    /// Timestamp of the last event delivered, so its retransmitted end packets are ignored.
-    delivered: Option<u32>,
+    /// Timestamps of the last events delivered, so their retransmitted or late end packets are
+    /// ignored; the oldest is overwritten first.
+    delivered: [Option<u32>; REMEMBERED],
+    /// Next slot of `delivered` to overwrite.
+    next_slot: usize,
 }
 
 impl DtmfReceiver {
@@ -80,7 +85,7 @@ impl DtmfReceiver {
         payload: EventPayload,
     ) -> [Option<Digit>; 2] {
         let mut out = [None, None];
-        if self.delivered == Some(timestamp) {
+        if self.delivered.contains(&Some(timestamp)) {
             return out;
         }
         match self.active {
@@ -134,12 +139,15 @@ impl DtmfReceiver {
     /// The source changed: deliver the event in progress and forget the old timestamps.
     pub(crate) fn reset(&mut self) -> Option<Digit> {
         let digit = self.active.take().and_then(|a| self.finish(a));
-        self.delivered = None;
+        self.delivered = [None; REMEMBERED];
         digit
     }
 
     fn finish(&mut self, a: Active) -> Option<Digit> {
-        self.delivered = Some(a.timestamp);
+        if let Some(slot) = self.delivered.get_mut(self.next_slot) {
+            *slot = Some(a.timestamp);
+        }
+        self.next_slot = (self.next_slot + 1) % REMEMBERED;
         Some(Digit {
             digit: digit_for(a.event)?,
             duration: a.duration(),

@@ -15,6 +15,7 @@ use ::rtcp::source_description::{
 };
 use bytes::Bytes;
 use thiserror::Error;
+use webrtc_util::marshal::Unmarshal;
 
 use super::Ssrc;
 
@@ -26,12 +27,21 @@ pub(crate) const MAX_CNAME_LEN: usize = 255;
 /// Why a datagram on the RTCP port was not taken. Always the peer's fault.
 #[derive(Debug, Error)]
 pub(crate) enum MalformedRtcp {
-    /// The `rtcp` crate could not parse it (bad version, lengths, truncated packets).
-    #[error("unparseable RTCP compound packet")]
-    Unparseable(#[source] ::rtcp::Error),
+    /// A packet header or the length it declares runs past the end of the datagram.
+    #[error("RTCP packet truncated")]
+    Truncated,
+    /// A.2: every packet must be version 2.
+    #[error("RTCP version {version}, expected 2")]
+    BadVersion { version: u8 },
+    /// A.2: only the last packet of a compound may be padded.
+    #[error("padding bit on an RTCP packet that is not the last of its compound")]
+    MisplacedPadding,
     /// A.2: a compound must begin with an SR or RR.
     #[error("RTCP compound packet does not begin with SR or RR")]
     FirstNotReport,
+    /// The `rtcp` crate rejected an SR, RR or BYE body.
+    #[error("unparseable RTCP packet")]
+    Unparseable(#[source] webrtc_util::Error),
 }
 
 /// The sender info block of an SR (§6.4.1).
@@ -107,39 +117,73 @@ pub(crate) struct Incoming {
     pub(crate) bye: Vec<Ssrc>,
 }
 
+/// RTCP packet types read here (RFC 3550 §12.1).
+const PT_SR: u8 = 200;
+const PT_RR: u8 = 201;
+const PT_BYE: u8 = 203;
+
 /// Parses a compound packet and picks out the reports on `local`'s stream.
+///
+/// The compound is split by this function, with the A.2 checks, and only SR, RR and BYE bodies
+/// are handed to the `rtcp` crate, each as its own slice: the crate's whole-compound
+/// `rtcp::packet::unmarshal` panics on some malformed feedback packets (found by fuzzing), and
+/// we have no use for SDES, APP, feedback or XR contents.
 pub(crate) fn parse(datagram: &[u8], local: Ssrc) -> Result<Incoming, MalformedRtcp> {
-    let mut buf = datagram;
-    let packets = ::rtcp::packet::unmarshal(&mut buf).map_err(MalformedRtcp::Unparseable)?;
     let mut incoming = Incoming {
         sender: Ssrc(0),
         sr_ntp: None,
         about_us: None,
         bye: Vec::new(),
     };
+    let mut rest = datagram;
     let mut first = true;
-    for packet in &packets {
-        let any = packet.as_any();
-        let blocks = if let Some(sr) = any.downcast_ref::<SenderReport>() {
-            incoming.sender = Ssrc(sr.ssrc);
-            incoming.sr_ntp = Some(sr.ntp_time);
-            &sr.reports
-        } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-            incoming.sender = Ssrc(rr.ssrc);
-            &rr.reports
-        } else {
-            if first {
-                return Err(MalformedRtcp::FirstNotReport);
-            }
-            if let Some(bye) = any.downcast_ref::<Goodbye>() {
-                incoming.bye.extend(bye.sources.iter().copied().map(Ssrc));
-            }
-            continue;
+    while !rest.is_empty() {
+        let Some(&[b0, packet_type, l0, l1]) = rest.first_chunk::<4>() else {
+            return Err(MalformedRtcp::Truncated);
         };
-        first = false;
-        if let Some(block) = blocks.iter().find(|b| b.ssrc == local.0) {
-            incoming.about_us = Some(block.clone());
+        let version = b0 >> 6;
+        if version != 2 {
+            return Err(MalformedRtcp::BadVersion { version });
         }
+        let len = (usize::from(u16::from_be_bytes([l0, l1])) + 1) * 4;
+        let Some((mut packet, tail)) = rest.split_at_checked(len) else {
+            return Err(MalformedRtcp::Truncated);
+        };
+        if b0 & 0x20 != 0 && !tail.is_empty() {
+            return Err(MalformedRtcp::MisplacedPadding);
+        }
+        if first && packet_type != PT_SR && packet_type != PT_RR {
+            return Err(MalformedRtcp::FirstNotReport);
+        }
+        first = false;
+        rest = tail;
+        let blocks = match packet_type {
+            PT_SR => {
+                let sr =
+                    SenderReport::unmarshal(&mut packet).map_err(MalformedRtcp::Unparseable)?;
+                incoming.sender = Ssrc(sr.ssrc);
+                incoming.sr_ntp = Some(sr.ntp_time);
+                sr.reports
+            }
+            PT_RR => {
+                let rr =
+                    ReceiverReport::unmarshal(&mut packet).map_err(MalformedRtcp::Unparseable)?;
+                incoming.sender = Ssrc(rr.ssrc);
+                rr.reports
+            }
+            PT_BYE => {
+                let bye = Goodbye::unmarshal(&mut packet).map_err(MalformedRtcp::Unparseable)?;
+                incoming.bye.extend(bye.sources.into_iter().map(Ssrc));
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(block) = blocks.into_iter().find(|b| b.ssrc == local.0) {
+            incoming.about_us = Some(block);
+        }
+    }
+    if first {
+        return Err(MalformedRtcp::Truncated);
     }
     Ok(incoming)
 }
@@ -256,7 +300,21 @@ mod tests {
         ));
         assert!(matches!(
             parse(&[0x80, 0xc9], Ssrc(1)),
-            Err(MalformedRtcp::Unparseable(_))
+            Err(MalformedRtcp::Truncated)
+        ));
+        assert!(matches!(parse(&[], Ssrc(1)), Err(MalformedRtcp::Truncated)));
+        assert!(matches!(
+            parse(&[0x40, 0xc9, 0, 0], Ssrc(1)),
+            Err(MalformedRtcp::BadVersion { version: 1 })
+        ));
+        assert!(matches!(
+            parse(&[0x80, 0xc9, 0, 5, 0, 0, 0, 1], Ssrc(1)),
+            Err(MalformedRtcp::Truncated)
+        ));
+        let padded_first = [0xa0, 0xc9, 0, 1, 0, 0, 0, 1, 0x80, 0xcb, 0, 0];
+        assert!(matches!(
+            parse(&padded_first, Ssrc(1)),
+            Err(MalformedRtcp::MisplacedPadding)
         ));
     }
 }

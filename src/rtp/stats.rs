@@ -177,6 +177,7 @@ impl SeqTracker {
     }
 
     /// A.3 packets counted since the base.
+    #[cfg(test)]
     pub(crate) fn received(&self) -> u64 {
         self.received
     }
@@ -236,7 +237,8 @@ pub struct RtpStats {
     pub malformed: u64,
     /// Packets from the remote source with a payload type we did not negotiate (e.g. CN).
     pub wrong_pt: u64,
-    /// Packets from an address that is not the established source (strict source learning).
+    /// RTP from an address that is not the established source (strict source learning), and
+    /// RTCP whose sender SSRC is not the remote source's.
     pub foreign_source: u64,
     /// RTP packets sent.
     pub packets_sent: u64,

@@ -287,7 +287,7 @@ impl Endpoint {
     /// True when nothing is left in flight: no call, no client transaction, no unregistration.
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
-            && self.client.is_empty()
+            && self.client.values().all(|e| e.tx.is_finished())
             && self
                 .registrations
                 .iter()
@@ -379,12 +379,11 @@ impl Endpoint {
         if !matches!(c.state, CallState::Offered) {
             return;
         }
-        if let Some(offer) = &c.offer {
-            if sdp::answer(offer, &media).is_err() {
+        if let Some(offer) = &c.offer
+            && sdp::answer(offer, &media).is_err() {
                 self.reject(now, call, 488);
                 return;
             }
-        }
         c.state = CallState::Ringing {
             answer_at: now + ring,
             media,
@@ -422,7 +421,7 @@ impl Endpoint {
                 self.reject(now, call, 480);
             }
             CallState::Established if !c.confirmed => c.bye_after_ack = true,
-            CallState::Established => self.send_bye(now, call),
+            CallState::Established => self.send_bye(now, call, EndReason::LocalHangup),
             CallState::Terminating => {}
         }
     }
@@ -436,8 +435,8 @@ impl Endpoint {
             return;
         };
         // §17.2.3: a retransmission goes to its transaction.
-        if req.method != Method::Ack {
-            if let Some(entry) = self.server.get(&key) {
+        if req.method != Method::Ack
+            && let Some(entry) = self.server.get(&key) {
                 let resend = match &entry.tx {
                     ServerTx::Invite(tx) => tx.on_request_retransmit(),
                     ServerTx::NonInvite(tx) => tx.on_request_retransmit(),
@@ -448,7 +447,6 @@ impl Endpoint {
                 }
                 return;
             }
-        }
         match req.method {
             Method::Ack => self.handle_ack(now, key, req),
             Method::Cancel => self.handle_cancel(now, flow, key, req),
@@ -463,11 +461,9 @@ impl Endpoint {
             tx: ServerTx::Invite(tx),
             ..
         }) = self.server.get_mut(&invite_key)
-        {
-            if tx.on_ack(now) {
+            && tx.on_ack(now) {
                 return;
             }
-        }
         // An ACK for a 2xx is part of the dialog (§13.2.2.4 / §13.3.1.4).
         let Some(call) = self.dialog_of(&req) else {
             return;
@@ -483,21 +479,20 @@ impl Endpoint {
         let first = !c.confirmed;
         c.confirmed = true;
         // Late offer: our 2xx carried the offer and the ACK the answer.
-        if c.offer.is_none() && !req.body.is_empty() {
-            if let (Ok(answer), Some(local)) =
+        if c.offer.is_none() && !req.body.is_empty()
+            && let (Ok(answer), Some(local)) =
                 (SessionDescription::parse(&req.body), c.media.as_ref())
             {
                 match sdp::negotiate_answer(&answer, local) {
                     Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
                     Err(_) => {
-                        self.send_bye(now, call);
+                        self.send_bye(now, call, EndReason::LocalHangup);
                         return;
                     }
                 }
             }
-        }
         if c.bye_after_ack {
-            self.send_bye(now, call);
+            self.send_bye(now, call, EndReason::LocalHangup);
         } else if first {
             self.events.push_back(Event::Confirmed { call });
         }
@@ -681,11 +676,10 @@ impl Endpoint {
             Method::Bye => {
                 let ringing = !c.invite_final;
                 self.respond_new(now, flow, key, &req, 200, None);
-                if ringing {
-                    if let Some(resp) = self.call_response(call, 487, None) {
+                if ringing
+                    && let Some(resp) = self.call_response(call, 487, None) {
                         self.respond_invite(now, call, resp);
                     }
-                }
                 self.end_call(call, EndReason::RemoteBye);
             }
             Method::Invite => self.handle_reinvite(now, flow, key, req, call),
@@ -905,11 +899,10 @@ impl Endpoint {
             let Some(c) = self.calls.get_mut(&call) else {
                 continue;
             };
-            if let CallState::Ringing { answer_at, .. } = c.state {
-                if answer_at <= now {
+            if let CallState::Ringing { answer_at, .. } = c.state
+                && answer_at <= now {
                     self.send_answer(now, call);
                 }
-            }
             let Some(c) = self.calls.get_mut(&call) else {
                 continue;
             };
@@ -920,8 +913,7 @@ impl Endpoint {
                 // §13.3.1.4: no ACK within 64·T1 — confirm and immediately end the dialog.
                 c.unacked = None;
                 c.confirmed = true;
-                self.send_bye(now, call);
-                self.end_call(call, EndReason::AckTimeout);
+                self.send_bye(now, call, EndReason::AckTimeout);
             } else if unacked.next <= now {
                 if !c.dialog.flow.transport.is_reliable() {
                     let bytes = unacked.bytes.clone();
@@ -1082,7 +1074,7 @@ impl Endpoint {
         self.send(dest, resp.to_bytes());
     }
 
-    fn send_bye(&mut self, now: Instant, call: CallRef) {
+    fn send_bye(&mut self, now: Instant, call: CallRef, reason: EndReason) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1096,7 +1088,7 @@ impl Endpoint {
         bye.headers.push("User-Agent", user_agent);
         self.send_request(now, flow, bye, Purpose::Bye(call));
         // The call is over for the application now; the BYE transaction finishes on its own.
-        self.end_call_keep(call, EndReason::LocalHangup);
+        self.end_call_keep(call, reason);
     }
 
     fn send_register(&mut self, now: Instant, idx: usize) {
@@ -1200,13 +1192,11 @@ impl Endpoint {
 /// §8.2.6.2: a response carrying the request's Via, From, To (plus our tag), Call-ID and CSeq.
 fn response_to(req: &Request, status: u16, tag: Option<String>) -> Response {
     let mut resp = stateless_response(&req.headers, status);
-    if let (Some(tag), true) = (tag, status > 100) {
-        if let Some(to) = req.headers.to() {
-            if to.tag().is_none() {
+    if let (Some(tag), true) = (tag, status > 100)
+        && let Some(to) = req.headers.to()
+            && to.tag().is_none() {
                 resp.headers.set("To", to.with_tag(&tag).to_string());
             }
-        }
-    }
     resp
 }
 
@@ -1463,3 +1453,6 @@ impl std::fmt::Debug for Endpoint {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests;

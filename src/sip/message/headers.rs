@@ -36,33 +36,48 @@ fn long_name(name: &str) -> &str {
 
 /// Whether two header names denote the same header (case-insensitive, compact = long form).
 pub(crate) fn same_name(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || long_name(a).eq_ignore_ascii_case(long_name(b))
+    // Lengths differ for almost every pair, so this is usually one comparison.
+    match (a.len(), b.len()) {
+        (x, y) if x == y => a.eq_ignore_ascii_case(b),
+        (1, _) => long_name(a).eq_ignore_ascii_case(b),
+        (_, 1) => a.eq_ignore_ascii_case(long_name(b)),
+        _ => false,
+    }
 }
 
 /// Splits a header value into its comma-separated elements (RFC 3261 §7.3.1), ignoring commas
 /// inside quoted strings and inside `<...>`. Elements are trimmed; empty elements are dropped.
 pub(crate) fn split_list(value: &str) -> Vec<&str> {
+    if !value.contains(',') {
+        let item = value.trim();
+        return if item.is_empty() {
+            Vec::new()
+        } else {
+            vec![item]
+        };
+    }
     let mut items = Vec::new();
     let mut in_quotes = false;
     let mut escaped = false;
     let mut in_angle = false;
     let mut start = 0;
-    for (i, c) in value.char_indices() {
+    // Every delimiter is ASCII, so byte offsets are always char boundaries.
+    for (i, b) in value.bytes().enumerate() {
         if in_quotes {
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_quotes = false;
             }
             continue;
         }
-        match c {
-            '"' => in_quotes = true,
-            '<' => in_angle = true,
-            '>' => in_angle = false,
-            ',' if !in_angle => {
+        match b {
+            b'"' => in_quotes = true,
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle => {
                 if let Some(item) = value.get(start..i).map(str::trim).filter(|s| !s.is_empty()) {
                     items.push(item);
                 }
@@ -77,12 +92,81 @@ pub(crate) fn split_list(value: &str) -> Vec<&str> {
     items
 }
 
+/// Which well-known header a name denotes (1-based); 0 for any other name. Lookups of these
+/// compare one byte per header line instead of a string.
+fn known_index(name: &str) -> u8 {
+    let long = long_name(name);
+    let mut lower = [0u8; 16];
+    let Some(lower) = lower.get_mut(..long.len()) else {
+        return 0;
+    };
+    for (to, from) in lower.iter_mut().zip(long.bytes()) {
+        *to = from.to_ascii_lowercase();
+    }
+    match &*lower {
+        b"to" => 1,
+        b"via" => 2,
+        b"from" => 3,
+        b"cseq" => 4,
+        b"route" => 5,
+        b"allow" => 6,
+        b"event" => 7,
+        b"accept" => 8,
+        b"call-id" => 9,
+        b"contact" => 10,
+        b"expires" => 11,
+        b"require" => 12,
+        b"subject" => 13,
+        b"refer-to" => 14,
+        b"supported" => 15,
+        b"content-type" => 16,
+        b"max-forwards" => 17,
+        b"record-route" => 18,
+        b"allow-events" => 19,
+        b"content-length" => 20,
+        b"content-encoding" => 21,
+        _ => 0,
+    }
+}
+
+/// One header line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: String,
+    value: String,
+    /// `known_index(name)`, computed once so that lookups of common headers are one byte compare.
+    known: u8,
+}
+
+/// A header name prepared for repeated comparison.
+struct Key<'a> {
+    name: &'a str,
+    known: u8,
+}
+
+impl<'a> Key<'a> {
+    fn new(name: &'a str) -> Self {
+        Key {
+            name,
+            known: known_index(name),
+        }
+    }
+
+    fn matches(&self, field: &Field) -> bool {
+        if self.known != 0 {
+            self.known == field.known
+        } else {
+            field.known == 0 && same_name(&field.name, self.name)
+        }
+    }
+}
+
 /// The header fields of a message, in order, as `(name, value)` pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Kept as a plain list: order matters for Via and Route, and messages carry ~10–20 headers,
-    /// so a linear case-insensitive scan beats hashing.
-    fields: Vec<(String, String)>,
+    /// so a linear scan beats hashing.
+    fields: Vec<Field>,
 }
 
 impl Headers {
@@ -93,18 +177,20 @@ impl Headers {
 
     /// The value of the first header named `name` (case-insensitive, compact forms equivalent).
     pub fn get(&self, name: &str) -> Option<&str> {
+        let key = Key::new(name);
         self.fields
             .iter()
-            .find(|(n, _)| same_name(n, name))
-            .map(|(_, v)| v.as_str())
+            .find(|f| key.matches(f))
+            .map(|f| f.value.as_str())
     }
 
     /// The value of every header line named `name`, in order; values are not split on commas.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let key = Key::new(name);
         self.fields
             .iter()
-            .filter(move |(n, _)| same_name(n, name))
-            .map(|(_, v)| v.as_str())
+            .filter(move |f| key.matches(f))
+            .map(|f| f.value.as_str())
     }
 
     /// Every element of the comma-separated lists in the headers named `name`, in order
@@ -115,10 +201,8 @@ impl Headers {
 
     /// How many header lines are named `name`.
     pub fn count(&self, name: &str) -> usize {
-        self.fields
-            .iter()
-            .filter(|(n, _)| same_name(n, name))
-            .count()
+        let key = Key::new(name);
+        self.fields.iter().filter(|f| key.matches(f)).count()
     }
 
     /// Whether a header named `name` is present.
@@ -128,37 +212,47 @@ impl Headers {
 
     /// Appends a header line.
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.fields.push((name.into(), value.into()));
+        let name = name.into();
+        let known = known_index(&name);
+        self.fields.push(Field {
+            name,
+            value: value.into(),
+            known,
+        });
     }
 
     /// Replaces every header named `name` by one line with `value`, at the position of the first
     /// one; appends it when there was none.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let key = Key::new(name);
         let value = value.into();
-        match self.fields.iter().position(|(n, _)| same_name(n, name)) {
+        match self.fields.iter().position(|f| key.matches(f)) {
             Some(first) => {
                 if let Some(field) = self.fields.get_mut(first) {
-                    field.1 = value;
+                    field.value = value;
                 }
                 let mut index = 0;
-                self.fields.retain(|(n, _)| {
-                    let keep = index <= first || !same_name(n, name);
+                self.fields.retain(|f| {
+                    let keep = index <= first || !key.matches(f);
                     index += 1;
                     keep
                 });
             }
-            None => self.fields.push((name.to_owned(), value)),
+            None => self.push(name, value),
         }
     }
 
     /// Removes every header named `name`.
     pub fn remove(&mut self, name: &str) {
-        self.fields.retain(|(n, _)| !same_name(n, name));
+        let key = Key::new(name);
+        self.fields.retain(|f| !key.matches(f));
     }
 
     /// Every header line as `(name, value)`, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.value.as_str()))
     }
 
     /// The number of header lines.

@@ -5,6 +5,8 @@
 //! Content-Length, and for requests the presence and syntax of Via, From, To, Call-ID and CSeq,
 //! that single-value headers appear once, and that the CSeq method matches the request method.
 
+use std::borrow::Cow;
+
 use super::framing::header_end;
 use super::headers::{parse_decimal, split_list};
 use super::uri::is_token;
@@ -34,10 +36,16 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         Some(end) => (message.get(..end).unwrap_or_default(), end, true),
         None => (message, message.len(), false),
     };
+    // Header fields are UTF-8 text (§7.3.1); invalid bytes become U+FFFD. Borrowed, no copy,
+    // when the section is valid.
+    let head = match std::str::from_utf8(head) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(head),
+    };
     let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
-    let start_line = String::from_utf8_lossy(lines.next().unwrap_or_default());
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line));
+    let start_line = lines.next().unwrap_or_default();
     let (headers, header_fault) = read_headers(lines);
     let available = message.get(body_start..).unwrap_or_default();
     let body = frame_body(&headers, available, terminated);
@@ -103,23 +111,24 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
 
 /// Reads header lines up to the empty line, unfolding continuation lines (§7.3.1). Bad lines
 /// are skipped and the first fault is reported, so a 400 can still copy Via, From, To...
-fn read_headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> (Headers, Option<Fault>) {
+fn read_headers<'a>(lines: impl Iterator<Item = &'a str>) -> (Headers, Option<Fault>) {
     let mut headers = Headers::new();
     let mut fault = None;
-    let mut current: Option<(&[u8], Vec<u8>)> = None;
+    let mut current: Option<(&str, Cow<'a, str>)> = None;
     for line in lines {
         if line.is_empty() {
             break;
         }
-        if line.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+        if line.starts_with([' ', '\t']) {
             match current.as_mut() {
                 Some((_, value)) => {
                     let more = line.trim_ascii();
                     if !more.is_empty() {
+                        let value = value.to_mut();
                         if !value.is_empty() {
-                            value.push(b' ');
+                            value.push(' ');
                         }
-                        value.extend_from_slice(more);
+                        value.push_str(more);
                     }
                 }
                 None => {
@@ -128,51 +137,41 @@ fn read_headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> (Headers, Option<F
             }
             continue;
         }
-        if let Some((name, value)) = current.take() {
-            if let Err(f) = store(&mut headers, name, value) {
-                fault.get_or_insert(f);
-                if f == Fault::TooManyHeaders {
-                    return (headers, fault);
-                }
+        if let Some((name, value)) = current.take()
+            && let Err(f) = store(&mut headers, name, value)
+        {
+            fault.get_or_insert(f);
+            if f == Fault::TooManyHeaders {
+                return (headers, fault);
             }
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some((name, value)) = line.split_once(':') else {
             fault.get_or_insert(Fault::HeaderLine);
             continue;
         };
-        let (name, value) = line.split_at(colon);
-        let name = name.trim_ascii_end();
-        let value = value.get(1..).unwrap_or_default().trim_ascii();
-        if !name.iter().all(|&b| is_token_byte(b)) || name.is_empty() {
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_token(name) {
             fault.get_or_insert(Fault::HeaderName);
             continue;
         }
-        current = Some((name, value.to_vec()));
+        current = Some((name, Cow::Borrowed(value.trim_ascii())));
     }
-    if let Some((name, value)) = current.take() {
-        if let Err(f) = store(&mut headers, name, value) {
-            fault.get_or_insert(f);
-        }
+    if let Some((name, value)) = current.take()
+        && let Err(f) = store(&mut headers, name, value)
+    {
+        fault.get_or_insert(f);
     }
     (headers, fault)
 }
 
-fn is_token_byte(b: u8) -> bool {
-    super::uri::is_token_char(b)
-}
-
-fn store(headers: &mut Headers, name: &[u8], value: Vec<u8>) -> Result<(), Fault> {
+fn store(headers: &mut Headers, name: &str, value: Cow<'_, str>) -> Result<(), Fault> {
     if headers.len() >= MAX_HEADERS {
         return Err(Fault::TooManyHeaders);
     }
-    let name = String::from_utf8_lossy(name).into_owned();
-    let value = String::from_utf8(value)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    // Measured after the lossy UTF-8 conversion, so a reserialized message passes again.
     if name.len() + value.len() > MAX_LINE {
         return Err(Fault::LineTooLong);
     }
-    headers.push(name, value);
+    headers.push(name, value.into_owned());
     Ok(())
 }
 
@@ -246,7 +245,8 @@ fn check_response(headers: &Headers) -> Result<(), Fault> {
 
 /// RFC 3261 §8.1.1 mandatory headers, §7.3.1 single values, §8.2.2 syntax, RFC 4475 §3.1.2.17.
 fn check_request(method: &Method, headers: &Headers) -> Result<(), Fault> {
-    if headers.values("via").is_empty() {
+    let vias = headers.values("via");
+    if vias.is_empty() {
         return Err(Fault::MissingHeader("Via"));
     }
     for name in ["From", "To", "Call-ID", "CSeq"] {
@@ -259,7 +259,7 @@ fn check_request(method: &Method, headers: &Headers) -> Result<(), Fault> {
             return Err(Fault::MultipleValues(name));
         }
     }
-    for via in headers.values("via") {
+    for via in vias {
         Via::parse(via).map_err(|_| Fault::BadHeader("Via"))?;
     }
     for name in ["From", "To"] {

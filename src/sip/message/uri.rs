@@ -14,7 +14,7 @@ fn invalid(fault: Fault) -> ParseError {
 }
 
 /// RFC 3261 §25.1 `token` characters.
-pub(crate) fn is_token_char(b: u8) -> bool {
+fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 

@@ -72,6 +72,11 @@ impl ClientNonInvite {
         self.state == NonInviteState::Terminated
     }
 
+    /// True once a final response arrived: only retransmissions are left to absorb.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, NonInviteState::Completed | NonInviteState::Terminated)
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }

@@ -1,0 +1,794 @@
+//! The speaker driver: opens the cpal output device on its own thread and runs the [`Mixer`]
+//! in its callback; hands out a [`SpeakerFeed`] per call.
+//!
+//! The device thread owns the cpal stream (streams are `!Send` on some hosts) and supervises
+//! it. A missing or failing device stops nothing: the thread logs once, keeps the mixer
+//! consuming every call's ring at real-time pace (so call tasks never find them full), and
+//! retries every [`RETRY_INTERVAL`]. When a stream is torn down, its callback closure hands the
+//! mixer back to the thread through a channel as it is dropped, so calls survive a device
+//! change. The same thread drops inputs the mixer retired, keeping frees out of the callback.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{OutputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig};
+use rtrb::{Consumer, RingBuffer};
+
+use super::mixer::{self, InputFeed, Mixer, MixerControl, MixerCounters};
+use crate::config::AudioOutput;
+use crate::media::frame::Frame;
+use crate::net::clock;
+
+/// Most calls mixed at once; calls beyond it get a silent feed (and a warning).
+pub const MAX_FEEDS: usize = 128;
+
+/// Wait between attempts to open a missing or failed device.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How often the device thread wakes to collect retired inputs and check the stream.
+const SUPERVISE_PERIOD: Duration = Duration::from_millis(100);
+
+/// How often the mixer runs while no device plays.
+const DRAIN_PERIOD: Duration = Duration::from_millis(20);
+
+/// A running stream whose callback has not run for this long is considered dead.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long to wait for a torn-down stream to hand the mixer back.
+const MIXER_RETURN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Output rate the mixer assumes while no device is open.
+const IDLE_RATE: u32 = 48_000;
+
+/// Samples per pass when converting the mix for integer devices or draining without a device.
+const SCRATCH_SAMPLES: usize = 8192;
+
+/// Sentinel for "no latency measured yet".
+const LATENCY_UNKNOWN: u64 = u64::MAX;
+
+/// One output device, as `earshot devices` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Human-readable name; `[audio] output` accepts it.
+    pub name: String,
+    /// The host's identifier (for ALSA the PCM name, like `default` or `hw:CARD=0,DEV=0`);
+    /// `[audio] output` accepts it too.
+    pub id: String,
+    /// Whether this is the host's default output.
+    pub is_default: bool,
+    /// Supported configurations; empty when the device could not be queried (e.g. busy).
+    pub formats: Vec<OutputFormat>,
+}
+
+/// One supported output configuration range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFormat {
+    /// Channel count.
+    pub channels: u16,
+    /// Lowest sample rate, Hz.
+    pub min_rate: u32,
+    /// Highest sample rate, Hz.
+    pub max_rate: u32,
+    /// Sample format name (`f32`, `i16`, ...).
+    pub sample_format: String,
+}
+
+impl DeviceInfo {
+    /// A one-line summary of channels and rates, e.g. `1-2 ch, 8000-192000 Hz`.
+    pub fn summary(&self) -> String {
+        let (Some(min_ch), Some(max_ch)) = (
+            self.formats.iter().map(|f| f.channels).min(),
+            self.formats.iter().map(|f| f.channels).max(),
+        ) else {
+            return "formats unknown".to_owned();
+        };
+        let min_rate = self.formats.iter().map(|f| f.min_rate).min().unwrap_or(0);
+        let max_rate = self.formats.iter().map(|f| f.max_rate).max().unwrap_or(0);
+        let channels = if min_ch == max_ch {
+            format!("{min_ch} ch")
+        } else {
+            format!("{min_ch}-{max_ch} ch")
+        };
+        if min_rate == max_rate {
+            format!("{channels}, {min_rate} Hz")
+        } else {
+            format!("{channels}, {min_rate}-{max_rate} Hz")
+        }
+    }
+}
+
+/// Lists the default host's output devices. Devices that cannot be queried are listed with no
+/// formats; a host that cannot enumerate at all gives an empty list.
+pub fn list_devices() -> Vec<DeviceInfo> {
+    let host = cpal::default_host();
+    let default_id = host
+        .default_output_device()
+        .and_then(|d| d.id().ok())
+        .map(|id| id.id().to_owned());
+    let Ok(devices) = host.output_devices() else {
+        return Vec::new();
+    };
+    devices
+        .map(|device| {
+            let id = device.id().map(|id| id.id().to_owned()).unwrap_or_default();
+            let name = device
+                .description()
+                .map(|d| d.name().to_owned())
+                .unwrap_or_else(|_| id.clone());
+            let formats = device
+                .supported_output_configs()
+                .map(|ranges| {
+                    ranges
+                        .map(|r| OutputFormat {
+                            channels: r.channels(),
+                            min_rate: r.min_sample_rate(),
+                            max_rate: r.max_sample_rate(),
+                            sample_format: r.sample_format().to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            DeviceInfo {
+                is_default: default_id.as_deref() == Some(id.as_str()),
+                name,
+                id,
+                formats,
+            }
+        })
+        .collect()
+}
+
+/// A snapshot of playout health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioStats {
+    /// Gaps: a listened call's ring ran dry mid-callback.
+    pub underruns: u64,
+    /// Frames a call task could not push because its ring was full.
+    pub overruns: u64,
+    /// Times a call's ring was too far ahead and its excess was discarded.
+    pub skips: u64,
+    /// Device-level underruns reported by the host (the callback was late).
+    pub xruns: u64,
+    /// The open device's name, if one is open.
+    pub device: Option<String>,
+    /// Whether a device stream is playing.
+    pub running: bool,
+    /// The open stream's rate and channel count.
+    pub sample_rate: Option<u32>,
+    /// Channels of the open stream.
+    pub channels: Option<u16>,
+    /// Latest callback-to-playback delay reported by the host, µs: the device's share of the
+    /// playout latency (the mixer adds about [`mixer::TARGET_FILL`] samples, 60 ms).
+    pub output_latency_us: Option<u64>,
+    /// Calls with a feed.
+    pub feeds: usize,
+    /// The last device error, while no device plays.
+    pub last_error: Option<String>,
+}
+
+/// Why the output device could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The host has no default output device.
+    #[error("no default output device")]
+    NoDefault,
+    /// No output device has this name or id.
+    #[error("no output device named {0:?}")]
+    NotFound(String),
+    /// The device offers neither f32 nor i16 output.
+    #[error("device offers neither f32 nor i16 output")]
+    NoUsableFormat,
+    /// cpal failed.
+    #[error("{0}")]
+    Cpal(#[from] cpal::Error),
+}
+
+/// What the device thread publishes about the device.
+#[derive(Debug, Default)]
+struct DeviceState {
+    name: Option<String>,
+    sample_rate: Option<u32>,
+    channels: Option<u16>,
+    last_error: Option<String>,
+}
+
+/// State shared between the service, its feeds, the device thread and the callback.
+#[derive(Debug)]
+struct Shared {
+    /// The control half of the mixer. Locked (briefly, never by the callback) because many
+    /// call tasks add and remove feeds and the device thread collects retired inputs, while
+    /// the command ring has a single producer.
+    control: Mutex<MixerControl>,
+    /// Counters of the current mixer; replaced only if a mixer is lost with a stream.
+    counters: Mutex<Arc<MixerCounters>>,
+    /// Device description for [`AudioService::stats`]; written by the device thread only,
+    /// locked because it holds strings.
+    device: Mutex<DeviceState>,
+    /// Whether a stream is playing.
+    running: AtomicBool,
+    /// Host-reported underruns.
+    xruns: AtomicU64,
+    /// Callback-to-playback delay in µs, [`LATENCY_UNKNOWN`] until measured.
+    latency_us: AtomicU64,
+    /// Incremented by every callback: the device thread's liveness check.
+    callbacks: AtomicU64,
+    /// Live feeds, to enforce [`MAX_FEEDS`].
+    feeds: AtomicUsize,
+}
+
+/// Recovers a guard from a poisoned lock: every value behind these locks stays consistent
+/// even if a holder panicked (single pushes, plain assignments).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Live playout of calls on the box's speaker.
+#[derive(Debug)]
+pub struct AudioService {
+    /// `None` when `[audio] output = "none"`: feeds are detached and nothing plays.
+    shared: Option<Arc<Shared>>,
+    /// Dropping it tells the device thread to stop.
+    stop: Option<mpsc::Sender<()>>,
+    /// The device thread.
+    thread: Option<JoinHandle<()>>,
+    /// Whether new calls start audible (`[audio] listen`).
+    default_listen: bool,
+}
+
+impl AudioService {
+    /// Starts playout on `output`. Never fails: a missing device is retried in the background.
+    pub fn start(output: &AudioOutput, default_listen: bool) -> AudioService {
+        let target = match output {
+            AudioOutput::None => {
+                return AudioService {
+                    shared: None,
+                    stop: None,
+                    thread: None,
+                    default_listen,
+                };
+            }
+            AudioOutput::Default => Target::Default,
+            AudioOutput::Device(name) => Target::Named(name.clone()),
+        };
+        let (mixer, control) = mixer::channel(IDLE_RATE, MAX_FEEDS);
+        let shared = Arc::new(Shared {
+            counters: Mutex::new(Arc::clone(control.counters())),
+            control: Mutex::new(control),
+            device: Mutex::new(DeviceState::default()),
+            running: AtomicBool::new(false),
+            xruns: AtomicU64::new(0),
+            latency_us: AtomicU64::new(LATENCY_UNKNOWN),
+            callbacks: AtomicU64::new(0),
+            feeds: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("earshot-audio".to_owned())
+            .spawn(move || DeviceThread::new(target, thread_shared, stopped, mixer).run());
+        let thread = match thread {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the audio thread; calls will not play");
+                lock(&shared.device).last_error = Some(err.to_string());
+                None
+            }
+        };
+        AudioService {
+            shared: thread.as_ref().map(|_| shared),
+            stop: Some(stop),
+            thread,
+            default_listen,
+        }
+    }
+
+    /// Whether new calls should start audible, from `[audio] listen`.
+    pub fn default_listen(&self) -> bool {
+        self.default_listen
+    }
+
+    /// A feed for call `call_id`; the call task pushes its received audio into it every 20 ms.
+    /// Dropping the feed removes the call from the mix.
+    pub fn add_call(&self, call_id: u64, listen: bool) -> SpeakerFeed {
+        let mut speaker = SpeakerFeed {
+            id: call_id,
+            listen_when_detached: AtomicBool::new(listen),
+            link: None,
+        };
+        let Some(shared) = &self.shared else {
+            return speaker;
+        };
+        if shared.feeds.fetch_add(1, Relaxed) >= MAX_FEEDS {
+            shared.feeds.fetch_sub(1, Relaxed);
+            tracing::warn!(call_id, max = MAX_FEEDS, "too many calls to mix; this one is not played");
+            return speaker;
+        }
+        match lock(&shared.control).add(call_id, listen) {
+            Ok(feed) => {
+                speaker.link = Some(FeedLink {
+                    feed,
+                    shared: Arc::clone(shared),
+                });
+                speaker
+            }
+            Err(err) => {
+                shared.feeds.fetch_sub(1, Relaxed);
+                tracing::warn!(call_id, error = %err, "call is not played");
+                speaker
+            }
+        }
+    }
+
+    /// A snapshot of playout health.
+    pub fn stats(&self) -> AudioStats {
+        let Some(shared) = &self.shared else {
+            return AudioStats {
+                underruns: 0,
+                overruns: 0,
+                skips: 0,
+                xruns: 0,
+                device: None,
+                running: false,
+                sample_rate: None,
+                channels: None,
+                output_latency_us: None,
+                feeds: 0,
+                last_error: None,
+            };
+        };
+        let counters = Arc::clone(&lock(&shared.counters));
+        let device = lock(&shared.device);
+        let latency = shared.latency_us.load(Relaxed);
+        AudioStats {
+            underruns: counters.underruns.load(Relaxed),
+            overruns: counters.overruns.load(Relaxed),
+            skips: counters.skips.load(Relaxed),
+            xruns: shared.xruns.load(Relaxed),
+            device: device.name.clone(),
+            running: shared.running.load(Relaxed),
+            sample_rate: device.sample_rate,
+            channels: device.channels,
+            output_latency_us: (latency != LATENCY_UNKNOWN).then_some(latency),
+            feeds: shared.feeds.load(Relaxed),
+            last_error: device.last_error.clone(),
+        }
+    }
+}
+
+impl Drop for AudioService {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the audio thread panicked");
+        }
+    }
+}
+
+/// One call's connection to the speaker.
+#[derive(Debug)]
+pub struct SpeakerFeed {
+    /// The call id given to [`AudioService::add_call`].
+    id: u64,
+    /// The listen flag of a detached feed (no device configured, or too many calls).
+    listen_when_detached: AtomicBool,
+    /// The mixer input, unless detached.
+    link: Option<FeedLink>,
+}
+
+/// A feed attached to the mixer.
+#[derive(Debug)]
+struct FeedLink {
+    feed: InputFeed,
+    shared: Arc<Shared>,
+}
+
+impl SpeakerFeed {
+    /// Queues one 20 ms frame for playout, without blocking. Returns false (and counts an
+    /// overrun) when the ring is full; a detached feed discards frames and returns true.
+    pub fn push(&mut self, frame: &Frame) -> bool {
+        match &mut self.link {
+            Some(link) => link.feed.push(frame),
+            None => true,
+        }
+    }
+
+    /// Makes this call audible or silent.
+    pub fn set_listen(&self, on: bool) {
+        match &self.link {
+            Some(link) => link.feed.set_listen(on),
+            None => self.listen_when_detached.store(on, Relaxed),
+        }
+    }
+
+    /// Whether this call is audible.
+    pub fn listen(&self) -> bool {
+        match &self.link {
+            Some(link) => link.feed.listen(),
+            None => self.listen_when_detached.load(Relaxed),
+        }
+    }
+
+    /// The call id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether frames pushed here reach the mixer.
+    pub fn is_attached(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Removes the call from the mix (the same as dropping the feed).
+    pub fn remove(self) {}
+}
+
+impl Drop for SpeakerFeed {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            // If the command ring is full, the mixer still retires the input once it sees the
+            // ring abandoned and drained.
+            lock(&link.shared.control).remove(self.id);
+            link.shared.feeds.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Which device to open.
+#[derive(Debug, Clone)]
+enum Target {
+    Default,
+    Named(String),
+}
+
+/// Why supervision of a running stream ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Stop,
+    Failed(String),
+}
+
+/// The callback's state. Dropping it (when cpal drops the stream's callback) sends the mixer
+/// back to the device thread.
+struct Playout {
+    mixer: Option<Mixer>,
+    home: mpsc::Sender<Mixer>,
+    channels: usize,
+    shared: Arc<Shared>,
+    /// Conversion buffer for integer devices, allocated before the stream starts.
+    scratch: Vec<f32>,
+}
+
+impl Playout {
+    fn note(&self, info: &OutputCallbackInfo) {
+        let ts = info.timestamp();
+        let latency = ts.playback.duration_since(ts.callback).as_micros();
+        self.shared
+            .latency_us
+            .store(u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1), Relaxed);
+        self.shared.callbacks.fetch_add(1, Relaxed);
+    }
+
+    fn render_f32(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
+        self.note(info);
+        let Some(mixer) = &mut self.mixer else {
+            out.fill(0.0);
+            return;
+        };
+        let n = mixer.fill(out, self.channels);
+        out[n * self.channels..].fill(0.0);
+    }
+
+    fn render_i16(&mut self, out: &mut [i16], info: &OutputCallbackInfo) {
+        self.note(info);
+        let Some(mixer) = &mut self.mixer else {
+            out.fill(0);
+            return;
+        };
+        let step = self.scratch.len() / self.channels * self.channels;
+        for block in out.chunks_mut(step.max(self.channels)) {
+            let scratch = &mut self.scratch[..block.len()];
+            let n = mixer.fill(scratch, self.channels);
+            scratch[n * self.channels..].fill(0.0);
+            for (o, &s) in block.iter_mut().zip(scratch.iter()) {
+                *o = (s * 32767.0) as i16;
+            }
+        }
+    }
+}
+
+impl Drop for Playout {
+    fn drop(&mut self) {
+        if let Some(mixer) = self.mixer.take() {
+            // The device thread may be gone at shutdown; the mixer is dropped here then.
+            let _ = self.home.send(mixer);
+        }
+    }
+}
+
+/// The device thread's state.
+struct DeviceThread {
+    target: Target,
+    shared: Arc<Shared>,
+    stopped: mpsc::Receiver<()>,
+    /// The mixer while no stream holds it.
+    mixer: Option<Mixer>,
+    /// The last error logged, so a device that keeps failing the same way is logged once.
+    last_logged: Option<String>,
+    /// Where the mixer writes while no device plays.
+    scratch: Vec<f32>,
+}
+
+impl DeviceThread {
+    fn new(
+        target: Target,
+        shared: Arc<Shared>,
+        stopped: mpsc::Receiver<()>,
+        mixer: Mixer,
+    ) -> DeviceThread {
+        DeviceThread {
+            target,
+            shared,
+            stopped,
+            mixer: Some(mixer),
+            last_logged: None,
+            scratch: vec![0.0; SCRATCH_SAMPLES],
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let ended = match self.open() {
+                Ok((stream, home, errors)) => {
+                    let ended = self.supervise(errors);
+                    drop(stream);
+                    self.shared.running.store(false, Relaxed);
+                    self.recover_mixer(&home);
+                    ended
+                }
+                Err(err) => Ended::Failed(err.to_string()),
+            };
+            match ended {
+                Ended::Stop => return,
+                Ended::Failed(reason) => self.report_failure(reason),
+            }
+            if self.drain_for(RETRY_INTERVAL) {
+                return;
+            }
+        }
+    }
+
+    fn report_failure(&mut self, reason: String) {
+        if self.last_logged.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(
+                error = %reason,
+                retry_secs = RETRY_INTERVAL.as_secs(),
+                "audio output unavailable; calls are not played until it comes back"
+            );
+        }
+        let mut device = lock(&self.shared.device);
+        device.name = None;
+        device.sample_rate = None;
+        device.channels = None;
+        device.last_error = Some(reason.clone());
+        drop(device);
+        self.last_logged = Some(reason);
+    }
+
+    /// Opens the device and starts the stream; the mixer moves into its callback.
+    fn open(
+        &mut self,
+    ) -> Result<(cpal::Stream, mpsc::Receiver<Mixer>, Consumer<cpal::Error>), OpenError> {
+        let host = cpal::default_host();
+        let device = match &self.target {
+            Target::Default => host.default_output_device().ok_or(OpenError::NoDefault)?,
+            Target::Named(name) => host
+                .output_devices()?
+                .find(|d| device_matches(d, name))
+                .ok_or_else(|| OpenError::NotFound(name.clone()))?,
+        };
+        let name = device
+            .description()
+            .map(|d| d.name().to_owned())
+            .unwrap_or_else(|_| device.to_string());
+        let supported = choose_config(&device)?;
+        let config = StreamConfig {
+            channels: supported.channels(),
+            sample_rate: supported.sample_rate(),
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let channels = usize::from(config.channels.max(1));
+
+        let (home_tx, home) = mpsc::channel();
+        let (mut error_tx, errors) = RingBuffer::new(16);
+        let shared = Arc::clone(&self.shared);
+        let on_error = move |err: cpal::Error| {
+            if err.kind() == cpal::ErrorKind::Xrun {
+                shared.xruns.fetch_add(1, Relaxed);
+            } else {
+                // Full ring: the device thread has enough to report already.
+                let _ = error_tx.push(err);
+            }
+        };
+        let mut mixer = self.take_mixer();
+        mixer.set_output_rate(config.sample_rate);
+        let mut playout = Playout {
+            mixer: Some(mixer),
+            home: home_tx,
+            channels,
+            shared: Arc::clone(&self.shared),
+            scratch: vec![0.0; SCRATCH_SAMPLES.max(channels)],
+        };
+        let built = match supported.sample_format() {
+            SampleFormat::F32 => device.build_output_stream(
+                config,
+                move |out: &mut [f32], info: &OutputCallbackInfo| playout.render_f32(out, info),
+                on_error,
+                None,
+            ),
+            _ => device.build_output_stream(
+                config,
+                move |out: &mut [i16], info: &OutputCallbackInfo| playout.render_i16(out, info),
+                on_error,
+                None,
+            ),
+        };
+        let stream = match built {
+            Ok(stream) => stream,
+            Err(err) => {
+                self.recover_mixer(&home);
+                return Err(err.into());
+            }
+        };
+        if let Err(err) = stream.play() {
+            drop(stream);
+            self.recover_mixer(&home);
+            return Err(err.into());
+        }
+        tracing::info!(
+            device = %name,
+            rate = config.sample_rate,
+            channels,
+            format = %supported.sample_format(),
+            "audio output playing"
+        );
+        let mut device = lock(&self.shared.device);
+        device.name = Some(name);
+        device.sample_rate = Some(config.sample_rate);
+        device.channels = Some(config.channels);
+        device.last_error = None;
+        drop(device);
+        self.shared.running.store(true, Relaxed);
+        self.last_logged = None;
+        Ok((stream, home, errors))
+    }
+
+    /// Watches a playing stream until it fails, stalls, or the service stops.
+    fn supervise(&mut self, mut errors: Consumer<cpal::Error>) -> Ended {
+        let mut last_count = self.shared.callbacks.load(Relaxed);
+        let mut last_progress = clock::now();
+        loop {
+            if self.wait(SUPERVISE_PERIOD) {
+                return Ended::Stop;
+            }
+            lock(&self.shared.control).collect_retired();
+            while let Ok(err) = errors.pop() {
+                match err.kind() {
+                    cpal::ErrorKind::DeviceNotAvailable
+                    | cpal::ErrorKind::StreamInvalidated
+                    | cpal::ErrorKind::HostUnavailable => return Ended::Failed(err.to_string()),
+                    _ => tracing::debug!(error = %err, "audio stream error"),
+                }
+            }
+            let count = self.shared.callbacks.load(Relaxed);
+            let now = clock::now();
+            if count != last_count {
+                (last_count, last_progress) = (count, now);
+            } else if now.duration_since(last_progress) > STALL_TIMEOUT {
+                return Ended::Failed("the audio device stopped calling back".to_owned());
+            }
+        }
+    }
+
+    /// Takes the mixer back from a dropped stream's callback. If it never comes back, a fresh
+    /// mixer replaces it; the calls in the lost one go silent (their feeds count overruns).
+    fn recover_mixer(&mut self, home: &mpsc::Receiver<Mixer>) {
+        match home.recv_timeout(MIXER_RETURN_TIMEOUT) {
+            Ok(mixer) => self.mixer = Some(mixer),
+            Err(_) => {
+                tracing::error!("audio stream kept the mixer; calls in progress go silent");
+                self.mixer = Some(self.replace_mixer());
+            }
+        }
+    }
+
+    /// The mixer, which is always here while no stream holds it.
+    fn take_mixer(&mut self) -> Mixer {
+        match self.mixer.take() {
+            Some(mixer) => mixer,
+            None => self.replace_mixer(),
+        }
+    }
+
+    /// A fresh mixer whose control half replaces the service's.
+    fn replace_mixer(&self) -> Mixer {
+        let (mixer, control) = mixer::channel(IDLE_RATE, MAX_FEEDS);
+        *lock(&self.shared.counters) = Arc::clone(control.counters());
+        *lock(&self.shared.control) = control;
+        mixer
+    }
+
+    /// Runs the mixer into a scratch buffer at real-time pace for `duration`, so call rings
+    /// keep draining while no device plays. True when the service is stopping.
+    fn drain_for(&mut self, duration: Duration) -> bool {
+        let mut mixer = self.take_mixer();
+        mixer.set_output_rate(IDLE_RATE);
+        let start: Instant = clock::now();
+        let mut last = start;
+        let mut owed = 0.0f64;
+        let stopping = loop {
+            if self.wait(DRAIN_PERIOD) {
+                break true;
+            }
+            let now = clock::now();
+            owed += now.duration_since(last).as_secs_f64() * f64::from(IDLE_RATE);
+            last = now;
+            while owed >= 1.0 {
+                let n = (owed as usize).min(self.scratch.len());
+                mixer.fill(&mut self.scratch[..n], 1);
+                owed -= n as f64;
+            }
+            lock(&self.shared.control).collect_retired();
+            if now.duration_since(start) >= duration {
+                break false;
+            }
+        };
+        self.mixer = Some(mixer);
+        stopping
+    }
+
+    /// Sleeps up to `timeout`; true when the service is stopping.
+    fn wait(&self, timeout: Duration) -> bool {
+        !matches!(
+            self.stopped.recv_timeout(timeout),
+            Err(RecvTimeoutError::Timeout)
+        )
+    }
+}
+
+/// Whether `device` is the one `[audio] output` names, by id or by name.
+fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
+    device.id().is_ok_and(|id| id.id() == wanted)
+        || device.description().is_ok_and(|d| d.name() == wanted)
+}
+
+/// The device's preferred configuration if it is f32 or i16, else the best f32 or i16 range at
+/// a standard rate.
+fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, OpenError> {
+    let preferred = device.default_output_config()?;
+    if matches!(
+        preferred.sample_format(),
+        SampleFormat::F32 | SampleFormat::I16
+    ) {
+        return Ok(preferred);
+    }
+    let ranges: Vec<_> = device.supported_output_configs()?.collect();
+    [SampleFormat::F32, SampleFormat::I16]
+        .into_iter()
+        .find_map(|format| {
+            ranges
+                .iter()
+                .filter(|r| r.sample_format() == format)
+                .max_by_key(|r| r.channels().min(2))
+                .map(|r| {
+                    r.try_with_standard_sample_rate()
+                        .unwrap_or_else(|| r.with_max_sample_rate())
+                })
+        })
+        .ok_or(OpenError::NoUsableFormat)
+}

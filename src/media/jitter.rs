@@ -1,0 +1,664 @@
+//! The adaptive jitter buffer: turns one RTP audio stream's packets, as they arrive, into one
+//! 20 ms frame per playout tick — real audio, concealment ([`crate::media::plc`]) or silence.
+//!
+//! Packets are placed on the stream's timestamp grid (RFC 3550 §5.1), in 10 ms half-slots, so
+//! reordering, 10–60 ms packets and timestamp gaps (DTX) need no special cases. Sequence numbers
+//! are extended across wrap and validated as in RFC 3550 §A.1 (a jump in numbering is believed
+//! only once the next packet follows it); they also detect duplicates. A new SSRC, a timestamp
+//! that runs backwards, or one that leaps more than three seconds restarts the stream.
+//!
+//! Timing is measured, never assumed. Each packet's relative delay (arrival minus media time)
+//! goes into a window of the last 512 packets; the playout offset targets the
+//! `coverage_permille` quantile of it, between `min_delay_ms` and `max_delay_ms` above the
+//! fastest packet. Following that quantile is also what tracks sender clock drift. The offset
+//! actually played changes only at safe points:
+//! - a frame that is missing while nothing later is due is waited for (concealing), so a delay
+//!   spike raises the delay at once instead of losing packets; waiting stops at `max_delay_ms`;
+//! - a gap (loss, DTX silence, a talkspurt's marker) re-aligns playout to the target for free;
+//! - otherwise one frame at a time is dropped (when ≥ 25 ms too late) or concealment inserted
+//!   (when ≥ 10 ms too early), at most every 100 ms, preferring low-energy frames; a loud frame
+//!   is only touched when 70 ms too late or 30 ms too early (drops are cross-faded).
+//!
+//! Everything is allocated in [`JitterBuffer::new`]; `push` and `pop` never allocate. The core
+//! never reads the clock: callers pass `now`.
+
+mod delay;
+
+use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
+use crate::media::plc::{BLOCK, Concealer};
+use delay::DelayWindow;
+use std::time::Instant;
+
+/// Samples per half-slot: 10 ms, the smallest packet accepted.
+const UNIT: usize = BLOCK;
+/// Duration of one sample (8 kHz) in µs.
+const SAMPLE_US: i64 = 125;
+/// Duration of one frame in µs.
+const FRAME_US: i64 = FRAME_SAMPLES as i64 * SAMPLE_US;
+/// Packets whose delays form the target window (~10 s of 20 ms packets).
+const DELAY_WINDOW: usize = 512;
+/// Below this many delay samples the initial delay is a floor for the target.
+const WARMUP_PACKETS: usize = 50;
+/// RFC 3550 §A.1: largest forward jump in sequence numbers still taken as loss.
+const MAX_DROPOUT: i64 = 3000;
+/// RFC 3550 §A.1: largest backward step in sequence numbers still taken as reordering.
+const MAX_MISORDER: i64 = 100;
+/// A timestamp leap (in samples) beyond which the stream restarts: 3 s.
+const RESYNC_JUMP: i64 = 3 * 8000;
+/// Sequence numbers remembered for duplicate detection (more than `MAX_MISORDER`).
+const SEEN_WINDOW: i64 = 128;
+/// Too late by at least this much: drop a quiet frame.
+const DROP_MARGIN_US: i64 = 25_000;
+/// Too late by at least this much: drop even a loud frame.
+const FORCED_DROP_US: i64 = 70_000;
+/// Too early by at least this much: insert concealment after a quiet frame.
+const INSERT_MARGIN_US: i64 = 10_000;
+/// Too early by at least this much: insert concealment even in loud audio.
+const FORCED_INSERT_US: i64 = 30_000;
+/// Frames between two delay adjustments (100 ms): the delay shrinks slowly.
+const ADJUST_SPACING: u32 = 5;
+/// Samples cross-faded when a frame is dropped.
+const DROP_FADE: usize = 40;
+/// Mean-square energy below which a frame is quiet in absolute terms (RMS 100, ≈ −50 dBFS).
+const QUIET_ENERGY: f32 = 100.0 * 100.0;
+/// A frame 15 dB below the recent speech level is quiet too.
+const QUIET_RATIO: f32 = 1.0 / 32.0;
+/// Per-frame decay of the speech level tracker (time constant ≈ 4 s).
+const LEVEL_DECAY: f32 = 0.995;
+
+/// Jitter buffer settings; every field is fixed at construction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JitterConfig {
+    /// Least playout delay above the fastest recent packet, in ms (default 20).
+    pub min_delay_ms: u32,
+    /// Most playout delay above the fastest recent packet, in ms (default 500). A frame not
+    /// there by then is given up as lost.
+    pub max_delay_ms: u32,
+    /// Capacity in 20 ms slots (default 64, i.e. 1.28 s; a 60 ms packet fills three). Raised to
+    /// `max_delay_ms` plus 80 ms if smaller, so waiting up to the maximum delay always fits.
+    pub max_packets: usize,
+    /// Target delay before 50 packets have been measured, in ms (default 40); after a restart
+    /// the previous stream's target is used instead.
+    pub initial_delay_ms: u32,
+    /// Share of recent packets the playout delay must cover, in per mille (default 980).
+    pub coverage_permille: u16,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            min_delay_ms: 20,
+            max_delay_ms: 500,
+            max_packets: 64,
+            initial_delay_ms: 40,
+            coverage_permille: 980,
+        }
+    }
+}
+
+/// What [`JitterBuffer::pop`] put in the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Playout {
+    /// Received audio. `seq` is the packet that supplied the frame's start (or its second half,
+    /// if only that arrived; the other half is concealed).
+    Played {
+        /// RTP sequence number of that packet.
+        seq: u16,
+    },
+    /// Synthesized audio covering a loss, a late packet or a delay increase.
+    Concealed,
+    /// Zeros: before the first frame, or once concealment has faded out (60 ms into a gap).
+    Silence,
+}
+
+/// Counters and gauges of one jitter buffer (all streams since construction).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Calls to `push`.
+    pub pushed: u64,
+    /// Frames popped as [`Playout::Played`].
+    pub played: u64,
+    /// Frames popped as [`Playout::Concealed`].
+    pub concealed: u64,
+    /// Frames popped as [`Playout::Silence`].
+    pub silence: u64,
+    /// Packets that arrived after their slot had been played, concealed or given up.
+    pub late: u64,
+    /// Packets received twice (by sequence number, or for an already filled slot).
+    pub duplicates: u64,
+    /// Packets too far ahead of playout to fit in the buffer.
+    pub dropped_overflow: u64,
+    /// Packets with a sequence number far from the stream's, dropped while on probation.
+    pub strays: u64,
+    /// Packets with fewer than 80 samples (10 ms), dropped.
+    pub malformed: u64,
+    /// Stream restarts: new SSRC, timestamp jump, or confirmed sequence jump.
+    pub resets: u64,
+    /// Frames received in time but dropped to reduce the delay.
+    pub discarded: u64,
+    /// Concealment frames inserted to increase the delay (also counted in `concealed`).
+    pub inserted: u64,
+    /// Current target playout delay above the fastest recent packet, in ms.
+    pub target_delay_ms: u32,
+    /// Audio buffered from the next frame to play up to the newest received, in ms.
+    pub buffered_ms: u32,
+}
+
+/// A 20 ms slot on the stream's timestamp grid; frame 0 starts at the first packet's timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FrameIndex(i64);
+
+impl FrameIndex {
+    /// Media time of the frame's start, in µs from the stream's first packet.
+    fn media_us(self) -> i64 {
+        self.0 * FRAME_US
+    }
+}
+
+/// An RTP sequence number extended across wrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ExtSeq(i64);
+
+/// One 20 ms slot of audio, filled by up to two 10 ms halves.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// The frame held, or `None` when free.
+    frame: Option<FrameIndex>,
+    /// Bit 0: first half present; bit 1: second half present.
+    filled: u8,
+    /// A packet starting here had the marker bit (talkspurt start).
+    marker: bool,
+    /// Sequence numbers of the packets that filled each half.
+    seq: [u16; 2],
+    pcm: Frame,
+}
+
+impl Slot {
+    const FREE: Slot = Slot { frame: None, filled: 0, marker: false, seq: [0; 2], pcm: SILENCE };
+
+    fn holds(&self, frame: FrameIndex) -> bool {
+        self.frame == Some(frame) && self.filled != 0
+    }
+
+    fn complete(&self, frame: FrameIndex) -> bool {
+        self.frame == Some(frame) && self.filled == 0b11
+    }
+}
+
+/// The numbering and timing of the current RTP stream.
+#[derive(Clone, Debug)]
+struct Stream {
+    ssrc: u32,
+    /// Arrival of the stream's first packet: zero of the delay clock.
+    epoch: Instant,
+    /// Extended timestamp of frame 0's start.
+    base_ts: i64,
+    highest_seq: ExtSeq,
+    /// Extended timestamp of the packet with `highest_seq`.
+    highest_ts: i64,
+    /// Bit i set: sequence number `highest_seq - i` was received.
+    seen: u128,
+}
+
+/// A packet whose sequence number jumped; believed only if the next one follows it.
+#[derive(Clone, Copy, Debug)]
+struct Probation {
+    seq: u16,
+    ts: u32,
+}
+
+/// Where an accepted packet goes.
+struct Admitted {
+    /// Extended RTP timestamp of its first sample.
+    ext_ts: i64,
+    /// Whether it is the newest packet of the stream so far.
+    newest: bool,
+}
+
+/// The adaptive jitter buffer of one call leg. See the module docs.
+#[derive(Clone, Debug)]
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    slots: Box<[Slot]>,
+    stream: Option<Stream>,
+    probation: Option<Probation>,
+    /// The frame the next `pop` plays (or waits for).
+    next_play: FrameIndex,
+    /// Whether this stream's first frame has been played (initial buffering is over).
+    playing: bool,
+    /// Highest frame holding audio; meaningful while `buffered > 0`.
+    newest: FrameIndex,
+    /// Slots holding audio for frames at or after `next_play`.
+    buffered: usize,
+    delays: DelayWindow,
+    plc: Concealer,
+    /// Target used until the delay window warms up.
+    initial_us: i64,
+    /// Pops since the last drop or insertion.
+    since_adjust: u32,
+    /// Slowly decaying peak of played frames' mean-square energy.
+    speech_level: f32,
+    /// Whether the last played frame was quiet.
+    last_quiet: bool,
+    /// Whether the last pop played received audio.
+    last_played: bool,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// Builds a buffer; all of its memory is allocated here.
+    pub fn new(cfg: JitterConfig) -> Self {
+        let max_delay_ms = cfg.max_delay_ms.max(cfg.min_delay_ms);
+        let needed = (max_delay_ms as usize).div_ceil(20) + 4;
+        let cfg = JitterConfig {
+            max_delay_ms,
+            max_packets: cfg.max_packets.max(needed),
+            coverage_permille: cfg.coverage_permille.min(1000),
+            ..cfg
+        };
+        Self {
+            slots: vec![Slot::FREE; cfg.max_packets].into_boxed_slice(),
+            stream: None,
+            probation: None,
+            next_play: FrameIndex(0),
+            playing: false,
+            newest: FrameIndex(0),
+            buffered: 0,
+            delays: DelayWindow::new(DELAY_WINDOW),
+            plc: Concealer::new(),
+            initial_us: i64::from(cfg.initial_delay_ms) * 1000,
+            since_adjust: 0,
+            speech_level: 0.0,
+            last_quiet: true,
+            last_played: false,
+            stats: JitterStats {
+                target_delay_ms: cfg.initial_delay_ms.clamp(cfg.min_delay_ms, max_delay_ms),
+                ..JitterStats::default()
+            },
+            cfg,
+        }
+    }
+
+    /// Takes one received packet's PCM (decoded, 8 kHz). `pcm` is cut into 10 ms halves of the
+    /// 20 ms slots on the timestamp grid, so any multiple of 80 samples works (10–60 ms ptime);
+    /// a trailing partial 10 ms is ignored and a packet under 10 ms is dropped as malformed.
+    /// `marker` starts a talkspurt; a new `ssrc` restarts the stream. Never allocates.
+    pub fn push(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, ssrc: u32, pcm: &[i16]) {
+        self.stats.pushed += 1;
+        if pcm.len() < UNIT {
+            self.stats.malformed += 1;
+            return;
+        }
+        let Some(admitted) = self.admit(now, seq, ts, ssrc) else {
+            return;
+        };
+        let Some(stream) = &self.stream else {
+            return;
+        };
+        let mut media = admitted.ext_ts - stream.base_ts;
+        let first_frame = (media + UNIT as i64 / 2).div_euclid(FRAME_SAMPLES as i64);
+        if admitted.newest
+            && self.playing
+            && first_frame - self.next_play.0 >= self.slots.len() as i64
+        {
+            // The newest packet lies beyond the buffer: the sender's timeline moved on.
+            self.restart(now, seq, ts, ssrc);
+            media = 0;
+        }
+        if let Some(stream) = &self.stream {
+            let arrival_us = micros_between(stream.epoch, now);
+            self.delays.push(arrival_us - media * SAMPLE_US);
+        }
+        self.place(seq, marker, media, pcm);
+    }
+
+    /// Produces the frame for this 20 ms tick into `out`. Never allocates.
+    pub fn pop(&mut self, now: Instant, out: &mut Frame) -> Playout {
+        self.since_adjust = self.since_adjust.saturating_add(1);
+        let Some(stream) = &self.stream else {
+            return self.fill_gap(out);
+        };
+        let now_us = micros_between(stream.epoch, now);
+        let (floor, offset) = self.playout_offset();
+        self.stats.target_delay_ms = u32::try_from((offset - floor) / 1000).unwrap_or(u32::MAX);
+        let playout = self.choose(now_us, floor, offset, out);
+        self.last_played = matches!(playout, Playout::Played { .. });
+        self.stats.buffered_ms = if self.buffered == 0 {
+            0
+        } else {
+            u32::try_from((self.newest.0 - self.next_play.0 + 1) * 20).unwrap_or(u32::MAX)
+        };
+        playout
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> &JitterStats {
+        &self.stats
+    }
+
+    /// Current target playout delay above the fastest recent packet, in ms.
+    pub fn target_delay_ms(&self) -> u32 {
+        self.stats.target_delay_ms
+    }
+
+    /// True when no received audio is waiting to be played.
+    pub fn is_drained(&self) -> bool {
+        self.buffered == 0
+    }
+
+    /// The configuration in force (after `new` raised the capacity if needed).
+    pub fn config(&self) -> &JitterConfig {
+        &self.cfg
+    }
+
+    /// Validates the packet's numbering against the stream; `None` if it is not to be stored.
+    fn admit(&mut self, now: Instant, seq: u16, ts: u32, ssrc: u32) -> Option<Admitted> {
+        let restart = Some(Admitted { ext_ts: i64::from(ts), newest: true });
+        let Some(stream) = self.stream.as_mut().filter(|s| s.ssrc == ssrc) else {
+            if self.stream.is_some() {
+                self.restart(now, seq, ts, ssrc);
+            } else {
+                self.begin(now, seq, ts, ssrc);
+            }
+            return restart;
+        };
+        let seq_delta = i64::from(seq.wrapping_sub(stream.highest_seq.0 as u16) as i16);
+        if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&seq_delta) {
+            let follows = self.probation.is_some_and(|p| {
+                p.seq.wrapping_add(1) == seq
+                    && i64::from(ts.wrapping_sub(p.ts)) <= RESYNC_JUMP
+            });
+            if follows {
+                self.probation = None;
+                self.restart(now, seq, ts, ssrc);
+                return restart;
+            }
+            self.probation = Some(Probation { seq, ts });
+            self.stats.strays += 1;
+            return None;
+        }
+        self.probation = None;
+        let ts_delta = i64::from(ts.wrapping_sub(stream.highest_ts as u32) as i32);
+        if seq_delta <= 0 {
+            let bit = 1u128 << (-seq_delta).min(SEEN_WINDOW - 1);
+            if stream.seen & bit != 0 {
+                self.stats.duplicates += 1;
+                return None;
+            }
+            stream.seen |= bit;
+            return Some(Admitted { ext_ts: stream.highest_ts + ts_delta, newest: false });
+        }
+        if !(0..=RESYNC_JUMP).contains(&ts_delta) {
+            self.restart(now, seq, ts, ssrc);
+            return restart;
+        }
+        stream.seen = if seq_delta >= SEEN_WINDOW { 0 } else { stream.seen << seq_delta } | 1;
+        stream.highest_seq = ExtSeq(stream.highest_seq.0 + seq_delta);
+        stream.highest_ts += ts_delta;
+        Some(Admitted { ext_ts: stream.highest_ts, newest: true })
+    }
+
+    /// Starts the first stream.
+    fn begin(&mut self, now: Instant, seq: u16, ts: u32, ssrc: u32) {
+        self.stream = Some(Stream {
+            ssrc,
+            epoch: now,
+            base_ts: i64::from(ts),
+            highest_seq: ExtSeq(i64::from(seq)),
+            highest_ts: i64::from(ts),
+            seen: 1,
+        });
+        self.next_play = FrameIndex(0);
+        self.playing = false;
+    }
+
+    /// Drops the current stream's audio and timing and starts over at this packet. The
+    /// concealer keeps its history so the old audio fades out; the learned target carries over.
+    fn restart(&mut self, now: Instant, seq: u16, ts: u32, ssrc: u32) {
+        self.stats.resets += 1;
+        if self.delays.len() > 0 {
+            let (floor, offset) = self.playout_offset();
+            self.initial_us = offset - floor;
+        }
+        self.slots.fill(Slot::FREE);
+        self.buffered = 0;
+        self.delays.clear();
+        self.probation = None;
+        self.begin(now, seq, ts, ssrc);
+    }
+
+    /// Copies the packet's 10 ms halves into their slots.
+    fn place(&mut self, seq: u16, marker: bool, media: i64, pcm: &[i16]) {
+        let cap = self.slots.len() as i64;
+        let first_unit = (media + UNIT as i64 / 2).div_euclid(UNIT as i64);
+        let (mut late, mut overflow, mut duplicate) = (false, false, false);
+        for (i, chunk) in pcm.chunks_exact(UNIT).enumerate() {
+            let unit = first_unit + i as i64;
+            let frame = FrameIndex(unit.div_euclid(2));
+            let half = unit.rem_euclid(2) as usize;
+            if !self.playing
+                && frame < self.next_play
+                && (self.buffered == 0 || self.newest.0 - frame.0 < cap)
+            {
+                // Still buffering the start: an earlier packet moves the start back.
+                self.next_play = frame;
+            }
+            if frame < self.next_play {
+                late = true;
+                continue;
+            }
+            if frame.0 - self.next_play.0 >= cap {
+                overflow = true;
+                continue;
+            }
+            let Some(slot) = self.slots.get_mut(frame.0.rem_euclid(cap) as usize) else {
+                continue;
+            };
+            if slot.frame != Some(frame) {
+                if slot.filled != 0 {
+                    self.buffered = self.buffered.saturating_sub(1);
+                }
+                *slot = Slot { frame: Some(frame), ..Slot::FREE };
+            }
+            let bit = 1u8 << half;
+            if slot.filled & bit != 0 {
+                duplicate = true;
+                continue;
+            }
+            if slot.filled == 0 {
+                if self.buffered == 0 || frame > self.newest {
+                    self.newest = frame;
+                }
+                self.buffered += 1;
+            }
+            slot.filled |= bit;
+            if let Some(s) = slot.seq.get_mut(half) {
+                *s = seq;
+            }
+            slot.marker |= marker && i == 0;
+            if let Some(dst) = slot.pcm.get_mut(half * UNIT..(half + 1) * UNIT) {
+                dst.copy_from_slice(chunk);
+            }
+        }
+        self.stats.late += u64::from(late);
+        self.stats.dropped_overflow += u64::from(overflow && !late);
+        self.stats.duplicates += u64::from(duplicate && !late && !overflow);
+    }
+
+    /// The fastest recent delay and the playout offset (media time → play time) in µs.
+    fn playout_offset(&self) -> (i64, i64) {
+        let floor = self.delays.floor().unwrap_or(0);
+        let quantile = self.delays.quantile(self.cfg.coverage_permille).unwrap_or(floor);
+        let mut target = quantile - floor;
+        if self.delays.len() < WARMUP_PACKETS {
+            target = target.max(self.initial_us);
+        }
+        let min = i64::from(self.cfg.min_delay_ms) * 1000;
+        let max = i64::from(self.cfg.max_delay_ms) * 1000;
+        (floor, floor + target.clamp(min, max))
+    }
+
+    /// Decides this tick's frame.
+    fn choose(&mut self, now_us: i64, floor: i64, offset: i64, out: &mut Frame) -> Playout {
+        let due = |frame: FrameIndex| now_us - frame.media_us() >= offset;
+        if !self.playing {
+            return match self.earliest_buffered() {
+                Some(first) if due(first) => {
+                    self.skip_to(first);
+                    self.playing = true;
+                    self.play_head(out, None)
+                }
+                _ => self.fill_gap(out),
+            };
+        }
+        if !self.head_present() {
+            match self.earliest_buffered() {
+                // Everything before the next received frame is lost or a silence: resume at
+                // that frame's own time, which re-aligns the delay to the target.
+                Some(next) if due(next) => self.skip_to(next),
+                _ => {
+                    // Wait for the missing frame (a delay spike) unless it is beyond hope.
+                    let max_us = i64::from(self.cfg.max_delay_ms) * 1000;
+                    if now_us - self.next_play.media_us() > floor + max_us {
+                        self.advance();
+                    }
+                    return self.fill_gap(out);
+                }
+            }
+        }
+        let error = now_us - self.next_play.media_us() - offset;
+        let head = self.slot(self.next_play);
+        if head.is_some_and(|s| s.marker) && !self.last_played && error < 0 {
+            // A talkspurt starts after silence, early: hold it until its time.
+            return self.fill_gap(out);
+        }
+        if self.since_adjust >= ADJUST_SPACING {
+            let next = FrameIndex(self.next_play.0 + 1);
+            let can_drop = head.is_some_and(|s| s.complete(self.next_play))
+                && self.slot(next).is_some_and(|s| s.complete(next));
+            if can_drop && error >= DROP_MARGIN_US {
+                let discarded = head.map_or(SILENCE, |s| s.pcm);
+                if error >= FORCED_DROP_US || self.is_quiet(&discarded) {
+                    self.since_adjust = 0;
+                    self.stats.discarded += 1;
+                    self.advance();
+                    return self.play_head(out, Some(&discarded));
+                }
+            }
+            if error <= -INSERT_MARGIN_US && (self.last_quiet || error <= -FORCED_INSERT_US) {
+                self.since_adjust = 0;
+                self.stats.inserted += 1;
+                return self.fill_gap(out);
+            }
+        }
+        self.play_head(out, None)
+    }
+
+    fn slot(&self, frame: FrameIndex) -> Option<&Slot> {
+        let cap = self.slots.len() as i64;
+        self.slots.get(frame.0.rem_euclid(cap) as usize).filter(|s| s.frame == Some(frame))
+    }
+
+    fn head_present(&self) -> bool {
+        self.slot(self.next_play).is_some_and(|s| s.holds(self.next_play))
+    }
+
+    /// The first frame at or after `next_play` holding audio.
+    fn earliest_buffered(&self) -> Option<FrameIndex> {
+        if self.buffered == 0 {
+            return None;
+        }
+        (self.next_play.0..=self.newest.0)
+            .map(FrameIndex)
+            .find(|&f| self.slot(f).is_some_and(|s| s.holds(f)))
+    }
+
+    /// Frees the slot of `next_play` and moves on by one frame.
+    fn advance(&mut self) {
+        let cap = self.slots.len() as i64;
+        let frame = self.next_play;
+        if let Some(slot) = self.slots.get_mut(frame.0.rem_euclid(cap) as usize)
+            && slot.frame == Some(frame)
+        {
+            if slot.filled != 0 {
+                self.buffered = self.buffered.saturating_sub(1);
+            }
+            *slot = Slot::FREE;
+        }
+        self.next_play = FrameIndex(frame.0 + 1);
+    }
+
+    fn skip_to(&mut self, frame: FrameIndex) {
+        while self.next_play < frame {
+            self.advance();
+        }
+    }
+
+    /// Plays `next_play`, concealing a missing half; `fade_from` is a dropped frame to
+    /// cross-fade from.
+    fn play_head(&mut self, out: &mut Frame, fade_from: Option<&Frame>) -> Playout {
+        let (filled, seq) = match self.slot(self.next_play) {
+            Some(slot) => {
+                *out = slot.pcm;
+                let seq = if slot.filled & 1 != 0 { slot.seq[0] } else { slot.seq[1] };
+                (slot.filled, seq)
+            }
+            None => (0, 0),
+        };
+        self.advance();
+        if let Some(from) = fade_from {
+            let step = 1.0 / (DROP_FADE + 1) as f32;
+            for (i, (s, &f)) in out.iter_mut().zip(from.iter()).take(DROP_FADE).enumerate() {
+                let rise = (i + 1) as f32 * step;
+                *s = (f32::from(*s) * rise + f32::from(f) * (1.0 - rise)).round() as i16;
+            }
+        }
+        let (blocks, _) = out.as_chunks_mut::<BLOCK>();
+        for (half, block) in blocks.iter_mut().enumerate() {
+            if filled & (1 << half) != 0 {
+                self.plc.good(block);
+            } else {
+                self.plc.conceal(block);
+            }
+        }
+        let energy = mean_square(out);
+        self.speech_level = (self.speech_level * LEVEL_DECAY).max(energy);
+        self.last_quiet = self.is_quiet(out);
+        self.stats.played += 1;
+        Playout::Played { seq }
+    }
+
+    /// Conceals (or, once faded, plays silence) without consuming a frame.
+    fn fill_gap(&mut self, out: &mut Frame) -> Playout {
+        let silent = self.plc.is_silent();
+        let (blocks, _) = out.as_chunks_mut::<BLOCK>();
+        for block in blocks {
+            self.plc.conceal(block);
+        }
+        if silent {
+            self.stats.silence += 1;
+            Playout::Silence
+        } else {
+            self.stats.concealed += 1;
+            Playout::Concealed
+        }
+    }
+
+    fn is_quiet(&self, frame: &Frame) -> bool {
+        let energy = mean_square(frame);
+        energy < QUIET_ENERGY || energy < self.speech_level * QUIET_RATIO
+    }
+}
+
+fn mean_square(frame: &Frame) -> f32 {
+    let sum: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    sum as f32 / FRAME_SAMPLES as f32
+}
+
+/// Signed µs from `epoch` to `now`.
+fn micros_between(epoch: Instant, now: Instant) -> i64 {
+    match now.checked_duration_since(epoch) {
+        Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        None => -i64::try_from(epoch.duration_since(now).as_micros()).unwrap_or(i64::MAX),
+    }
+}
