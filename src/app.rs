@@ -112,7 +112,7 @@ async fn build_sip(config: &Config) -> Result<SipDriver, AppError> {
         commands: sip_rx,
         counters: Arc::default(),
         trunks,
-        ring: Duration::ZERO,
+        ring: Duration::from_millis(config.calls.ring_ms),
     })
 }
 

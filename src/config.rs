@@ -178,6 +178,9 @@ pub struct CallsConfig {
     pub max_duration_secs: u64,
     /// WAV file played to each caller on answer; checked to exist when loading.
     pub greeting: Option<PathBuf>,
+    /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
+    /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
+    pub ring_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -186,6 +189,7 @@ impl Default for CallsConfig {
             max_concurrent: 100,
             max_duration_secs: 14400,
             greeting: None,
+            ring_ms: 0,
         }
     }
 }
@@ -860,6 +864,7 @@ struct RawCalls {
     max_concurrent: Option<usize>,
     max_duration_secs: Option<u64>,
     greeting: Option<PathBuf>,
+    ring_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1279,6 +1284,7 @@ fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         ),
         max_duration_secs: raw.max_duration_secs.unwrap_or(d.max_duration_secs),
         greeting: raw.greeting,
+        ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
     }
 }
 

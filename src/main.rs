@@ -199,14 +199,13 @@ fn jitter_sim(trace: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // LEAD: once src/media/jitter_sim.rs exports `run_trace`, replace the three lines below with
-    //     match earshot::media::jitter_sim::run_trace(&csv, &mut io::stdout().lock()) {
-    //         Ok(()) => ExitCode::SUCCESS,
-    //         Err(err) => { eprintln!("earshot: jitter-sim: {err}"); ExitCode::FAILURE }
-    //     }
-    drop(csv);
-    eprintln!("earshot: jitter-sim is not available in this build yet");
-    ExitCode::from(2)
+    match earshot::media::jitter_sim::run_trace(&csv, &mut io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("earshot: jitter-sim {}: {err}", trace.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 mod systemd {

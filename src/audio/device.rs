@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{OutputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig};
-use rtrb::{Consumer, RingBuffer};
+use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::mixer::{self, InputFeed, Mixer, MixerControl, MixerCounters};
 use crate::config::AudioOutput;
@@ -37,6 +37,15 @@ const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
 /// A running stream whose callback has not run for this long is considered dead.
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A new stream must call back in this many consecutive windows before it gets the mixer.
+const STEADY_WINDOWS: u32 = 3;
+
+/// Length of one such window; longer than any sane callback period.
+const STEADY_WINDOW: Duration = Duration::from_millis(100);
+
+/// A new stream that does not call back steadily within this time is given up on.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait for a torn-down stream to hand the mixer back.
 const MIXER_RETURN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -166,6 +175,8 @@ pub struct AudioStats {
     pub output_latency_us: Option<u64>,
     /// Calls with a feed.
     pub feeds: usize,
+    /// Device callbacks so far (stops growing when the device stalls).
+    pub callbacks: u64,
     /// The last device error, while no device plays.
     pub last_error: Option<String>,
 }
@@ -212,10 +223,8 @@ struct Shared {
     running: AtomicBool,
     /// Host-reported underruns.
     xruns: AtomicU64,
-    /// Callback-to-playback delay in µs, [`LATENCY_UNKNOWN`] until measured.
-    latency_us: AtomicU64,
-    /// Incremented by every callback: the device thread's liveness check.
-    callbacks: AtomicU64,
+    /// Latency and liveness reported by the callback.
+    probe: Arc<CallbackProbe>,
     /// Live feeds, to enforce [`MAX_FEEDS`].
     feeds: AtomicUsize,
 }
@@ -261,15 +270,22 @@ impl AudioService {
             device: Mutex::new(DeviceState::default()),
             running: AtomicBool::new(false),
             xruns: AtomicU64::new(0),
-            latency_us: AtomicU64::new(LATENCY_UNKNOWN),
-            callbacks: AtomicU64::new(0),
+            probe: Arc::default(),
             feeds: AtomicUsize::new(0),
         });
         let (stop, stopped) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("earshot-audio".to_owned())
-            .spawn(move || DeviceThread::new(target, thread_shared, stopped, mixer).run());
+            .spawn(move || {
+                let thread = DeviceThread {
+                    target,
+                    shared: thread_shared,
+                    stopped,
+                    last_logged: None,
+                };
+                thread.run(mixer);
+            });
         let thread = match thread {
             Ok(handle) => Some(handle),
             Err(err) => {
@@ -337,12 +353,13 @@ impl AudioService {
                 channels: None,
                 output_latency_us: None,
                 feeds: 0,
+                callbacks: 0,
                 last_error: None,
             };
         };
         let counters = Arc::clone(&lock(&shared.counters));
         let device = lock(&shared.device);
-        let latency = shared.latency_us.load(Relaxed);
+        let latency = shared.probe.latency_us.load(Relaxed);
         AudioStats {
             underruns: counters.underruns.load(Relaxed),
             overruns: counters.overruns.load(Relaxed),
@@ -354,6 +371,7 @@ impl AudioService {
             channels: device.channels,
             output_latency_us: (latency != LATENCY_UNKNOWN).then_some(latency),
             feeds: shared.feeds.load(Relaxed),
+            callbacks: shared.probe.callbacks.load(Relaxed),
             last_error: device.last_error.clone(),
         }
     }
@@ -453,29 +471,72 @@ enum Ended {
     Failed(String),
 }
 
-/// The callback's state. Dropping it (when cpal drops the stream's callback) sends the mixer
-/// back to the device thread.
-struct Playout {
+/// What the callback reports to the device thread, through atomics only.
+#[derive(Debug)]
+pub struct CallbackProbe {
+    /// Latest callback-to-playback delay in µs; `u64::MAX` until measured.
+    pub latency_us: AtomicU64,
+    /// Incremented by every callback: the device thread's liveness check.
+    pub callbacks: AtomicU64,
+}
+
+impl Default for CallbackProbe {
+    fn default() -> Self {
+        CallbackProbe {
+            latency_us: AtomicU64::new(LATENCY_UNKNOWN),
+            callbacks: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The body of the cpal output callback: runs the mixer into the device's buffer.
+///
+/// The stream is built and started without the mixer (the callback plays silence meanwhile,
+/// while a drainer thread keeps the call rings moving); the mixer then arrives through a
+/// one-slot ring and is picked up at the next callback. Dropping the callback (when cpal drops
+/// the stream's closure) sends the mixer home to the device thread, so the calls it holds
+/// survive the stream.
+#[derive(Debug)]
+pub struct Callback {
+    /// The mixer, once handed over.
     mixer: Option<Mixer>,
+    /// Where the mixer arrives.
+    incoming: Consumer<Mixer>,
+    /// Where the mixer goes when the callback is dropped.
     home: mpsc::Sender<Mixer>,
+    /// Interleaved channels of the device.
     channels: usize,
-    shared: Arc<Shared>,
-    /// Conversion buffer for integer devices, allocated before the stream starts.
+    /// Latency and liveness, for the device thread.
+    probe: Arc<CallbackProbe>,
+    /// Conversion buffer for integer devices, allocated here, before the stream starts.
     scratch: Vec<f32>,
 }
 
-impl Playout {
-    fn note(&self, info: &OutputCallbackInfo) {
-        let ts = info.timestamp();
-        let latency = ts.playback.duration_since(ts.callback).as_micros();
-        self.shared
-            .latency_us
-            .store(u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1), Relaxed);
-        self.shared.callbacks.fetch_add(1, Relaxed);
+impl Callback {
+    /// A callback for a device with `channels` interleaved channels, and the producer through
+    /// which its mixer is handed over.
+    pub fn new(
+        channels: usize,
+        home: mpsc::Sender<Mixer>,
+        probe: Arc<CallbackProbe>,
+    ) -> (Callback, Producer<Mixer>) {
+        let channels = channels.max(1);
+        let (handoff, incoming) = RingBuffer::new(1);
+        let callback = Callback {
+            mixer: None,
+            incoming,
+            home,
+            channels,
+            probe,
+            scratch: vec![0.0; SCRATCH_SAMPLES.max(channels)],
+        };
+        (callback, handoff)
     }
 
-    fn render_f32(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
+    /// The callback for f32 devices.
+    pub fn render_f32(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
         self.note(info);
+        self.pick_up_mixer();
         let Some(mixer) = &mut self.mixer else {
             out.fill(0.0);
             return;
@@ -484,83 +545,198 @@ impl Playout {
         out[n * self.channels..].fill(0.0);
     }
 
-    fn render_i16(&mut self, out: &mut [i16], info: &OutputCallbackInfo) {
+    /// The callback for i16 devices: mixes in f32 blocks through the scratch buffer.
+    pub fn render_i16(&mut self, out: &mut [i16], info: &OutputCallbackInfo) {
         self.note(info);
+        self.pick_up_mixer();
         let Some(mixer) = &mut self.mixer else {
             out.fill(0);
             return;
         };
-        let step = self.scratch.len() / self.channels * self.channels;
-        for block in out.chunks_mut(step.max(self.channels)) {
+        let block_len = self.scratch.len() / self.channels * self.channels;
+        for block in out.chunks_mut(block_len) {
             let scratch = &mut self.scratch[..block.len()];
             let n = mixer.fill(scratch, self.channels);
             scratch[n * self.channels..].fill(0.0);
             for (o, &s) in block.iter_mut().zip(scratch.iter()) {
+                // Saturating float-to-int cast; the mix is already within ±1.
                 *o = (s * 32767.0) as i16;
             }
         }
     }
+
+    /// Takes the mixer from the handoff ring if it has just arrived.
+    fn pick_up_mixer(&mut self) {
+        if self.mixer.is_none() {
+            self.mixer = self.incoming.pop().ok();
+        }
+    }
+
+    /// Records the host's callback-to-playback delay and that the callback ran.
+    fn note(&self, info: &OutputCallbackInfo) {
+        let ts = info.timestamp();
+        let latency = ts.playback.duration_since(ts.callback).as_micros();
+        self.probe
+            .latency_us
+            .store(u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1), Relaxed);
+        self.probe.callbacks.fetch_add(1, Relaxed);
+    }
 }
 
-impl Drop for Playout {
+impl Drop for Callback {
     fn drop(&mut self) {
-        if let Some(mixer) = self.mixer.take() {
+        if let Some(mixer) = self.mixer.take().or_else(|| self.incoming.pop().ok()) {
             // The device thread may be gone at shutdown; the mixer is dropped here then.
             let _ = self.home.send(mixer);
         }
     }
 }
 
-/// The device thread's state.
+/// Keeps the call rings draining at real-time pace on its own thread while no stream holds
+/// the mixer (no device, or one being opened, which can take seconds).
+struct Drainer {
+    /// Dropping or signalling it stops the thread.
+    stop: mpsc::Sender<()>,
+    /// Returns the mixer when joined.
+    thread: JoinHandle<Mixer>,
+}
+
+impl Drainer {
+    /// Starts draining `mixer`; if no thread can be started, gives the mixer back.
+    fn start(mut mixer: Mixer, shared: &Arc<Shared>) -> Result<Drainer, Mixer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let shared_for_thread = Arc::clone(shared);
+        let (give, take) = mpsc::channel::<Mixer>();
+        // The mixer moves in through a channel so it can be recovered if the spawn fails.
+        let spawned = std::thread::Builder::new()
+            .name("earshot-audio-drain".to_owned())
+            .spawn(move || {
+                let mut mixer = take.recv().unwrap_or_else(|_| mixer::channel(IDLE_RATE, 1).0);
+                drain(&mut mixer, &shared_for_thread, &stopped);
+                mixer
+            });
+        match spawned {
+            Ok(thread) => match give.send(mixer) {
+                Ok(()) => Ok(Drainer { stop, thread }),
+                Err(mpsc::SendError(mixer)) => Err(mixer),
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start the audio drain thread");
+                mixer.set_output_rate(IDLE_RATE);
+                Err(mixer)
+            }
+        }
+    }
+
+    /// Stops draining and returns the mixer (a fresh one if the thread panicked).
+    fn finish(self, device: &DeviceThread) -> Mixer {
+        drop(self.stop);
+        match self.thread.join() {
+            Ok(mixer) => mixer,
+            Err(_) => {
+                tracing::error!("the audio drain thread panicked; calls in progress go silent");
+                device.replace_mixer()
+            }
+        }
+    }
+}
+
+/// Runs `mixer` into a scratch buffer at real-time pace until `stopped` fires or disconnects,
+/// collecting retired inputs as it goes.
+fn drain(mixer: &mut Mixer, shared: &Shared, stopped: &mpsc::Receiver<()>) {
+    mixer.set_output_rate(IDLE_RATE);
+    let mut scratch = vec![0.0f32; SCRATCH_SAMPLES];
+    let mut last: Instant = clock::now();
+    let mut owed = 0.0f64;
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DRAIN_PERIOD) {
+        let now = clock::now();
+        owed += now.duration_since(last).as_secs_f64() * f64::from(IDLE_RATE);
+        last = now;
+        while owed >= 1.0 {
+            let n = (owed as usize).min(scratch.len());
+            mixer.fill(&mut scratch[..n], 1);
+            owed -= n as f64;
+        }
+        lock(&shared.control).collect_retired();
+    }
+}
+
+/// The device thread's state: it opens, holds and supervises the stream.
 struct DeviceThread {
     target: Target,
     shared: Arc<Shared>,
     stopped: mpsc::Receiver<()>,
-    /// The mixer while no stream holds it.
-    mixer: Option<Mixer>,
     /// The last error logged, so a device that keeps failing the same way is logged once.
     last_logged: Option<String>,
-    /// Where the mixer writes while no device plays.
-    scratch: Vec<f32>,
+}
+
+/// A playing stream and the ends of its rings.
+struct Open {
+    stream: cpal::Stream,
+    /// Hands the mixer to the callback.
+    handoff: Producer<Mixer>,
+    /// Where the callback sends the mixer back when dropped.
+    home: mpsc::Receiver<Mixer>,
+    /// Errors reported by cpal's error callback.
+    errors: Consumer<cpal::Error>,
+    /// The stream's rate.
+    rate: u32,
 }
 
 impl DeviceThread {
-    fn new(
-        target: Target,
-        shared: Arc<Shared>,
-        stopped: mpsc::Receiver<()>,
-        mixer: Mixer,
-    ) -> DeviceThread {
-        DeviceThread {
-            target,
-            shared,
-            stopped,
-            mixer: Some(mixer),
-            last_logged: None,
-            scratch: vec![0.0; SCRATCH_SAMPLES],
-        }
-    }
-
-    fn run(mut self) {
+    fn run(mut self, mut mixer: Mixer) {
         loop {
-            let ended = match self.open() {
-                Ok((stream, home, errors)) => {
-                    let ended = self.supervise(errors);
-                    drop(stream);
-                    self.shared.running.store(false, Relaxed);
-                    self.recover_mixer(&home);
-                    ended
+            // Drain while (re)opening: opening can take seconds and retries go on for as long
+            // as the device is missing.
+            let drainer = Drainer::start(mixer, &self.shared);
+            let opened = loop {
+                match self.open().map_err(|e| Ended::Failed(e.to_string())) {
+                    Ok(open) => match self.await_steady_callbacks() {
+                        Ok(()) => break Some(open),
+                        Err(Ended::Stop) => break None,
+                        Err(Ended::Failed(reason)) => self.report_failure(reason),
+                    },
+                    Err(Ended::Stop) => break None,
+                    Err(Ended::Failed(reason)) => self.report_failure(reason),
                 }
-                Err(err) => Ended::Failed(err.to_string()),
+                if self.wait(RETRY_INTERVAL) {
+                    break None;
+                }
             };
+            mixer = match drainer {
+                Ok(drainer) => drainer.finish(&self),
+                Err(mixer) => mixer,
+            };
+            let Some(open) = opened else { return };
+            let (ended, back) = self.play(open, mixer);
+            mixer = back;
             match ended {
                 Ended::Stop => return,
                 Ended::Failed(reason) => self.report_failure(reason),
             }
-            if self.drain_for(RETRY_INTERVAL) {
-                return;
-            }
         }
+    }
+
+    /// Hands `mixer` to the playing stream and supervises it; returns why it ended and the
+    /// mixer, recovered from the stream.
+    fn play(&mut self, mut open: Open, mut mixer: Mixer) -> (Ended, Mixer) {
+        mixer.set_output_rate(open.rate);
+        let ended = if open.handoff.is_abandoned() {
+            // The callback is already gone: keep the mixer.
+            self.shared.running.store(false, Relaxed);
+            return (Ended::Failed("the audio stream ended at once".to_owned()), mixer);
+        } else {
+            match open.handoff.push(mixer) {
+                Ok(()) => self.supervise(&mut open.errors),
+                Err(rtrb::PushError::Full(back)) => {
+                    return (Ended::Failed("audio handoff failed".to_owned()), back);
+                }
+            }
+        };
+        drop(open.stream);
+        drop(open.handoff);
+        self.shared.running.store(false, Relaxed);
+        (ended, self.recover_mixer(&open.home))
     }
 
     fn report_failure(&mut self, reason: String) {
@@ -580,10 +756,8 @@ impl DeviceThread {
         self.last_logged = Some(reason);
     }
 
-    /// Opens the device and starts the stream; the mixer moves into its callback.
-    fn open(
-        &mut self,
-    ) -> Result<(cpal::Stream, mpsc::Receiver<Mixer>, Consumer<cpal::Error>), OpenError> {
+    /// Opens the device and starts a stream whose callback waits for the mixer.
+    fn open(&mut self) -> Result<Open, OpenError> {
         let host = cpal::default_host();
         let device = match &self.target {
             Target::Default => host.default_output_device().ok_or(OpenError::NoDefault)?,
@@ -600,7 +774,7 @@ impl DeviceThread {
         let config = StreamConfig {
             channels: supported.channels(),
             sample_rate: supported.sample_rate(),
-            buffer_size: cpal::BufferSize::Default,
+            buffer_size: std::env::var("EARSHOT_AUDIO_BUFFER").ok().and_then(|v| v.parse().ok()).map_or(cpal::BufferSize::Default, cpal::BufferSize::Fixed),
         };
         let channels = usize::from(config.channels.max(1));
 
@@ -615,41 +789,23 @@ impl DeviceThread {
                 let _ = error_tx.push(err);
             }
         };
-        let mut mixer = self.take_mixer();
-        mixer.set_output_rate(config.sample_rate);
-        let mut playout = Playout {
-            mixer: Some(mixer),
-            home: home_tx,
-            channels,
-            shared: Arc::clone(&self.shared),
-            scratch: vec![0.0; SCRATCH_SAMPLES.max(channels)],
-        };
-        let built = match supported.sample_format() {
+        let (mut callback, handoff) =
+            Callback::new(channels, home_tx, Arc::clone(&self.shared.probe));
+        let stream = match supported.sample_format() {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                move |out: &mut [f32], info: &OutputCallbackInfo| playout.render_f32(out, info),
+                move |out: &mut [f32], info: &OutputCallbackInfo| callback.render_f32(out, info),
                 on_error,
                 None,
             ),
             _ => device.build_output_stream(
                 config,
-                move |out: &mut [i16], info: &OutputCallbackInfo| playout.render_i16(out, info),
+                move |out: &mut [i16], info: &OutputCallbackInfo| callback.render_i16(out, info),
                 on_error,
                 None,
             ),
-        };
-        let stream = match built {
-            Ok(stream) => stream,
-            Err(err) => {
-                self.recover_mixer(&home);
-                return Err(err.into());
-            }
-        };
-        if let Err(err) = stream.play() {
-            drop(stream);
-            self.recover_mixer(&home);
-            return Err(err.into());
-        }
+        }?;
+        stream.play()?;
         tracing::info!(
             device = %name,
             rate = config.sample_rate,
@@ -665,12 +821,40 @@ impl DeviceThread {
         drop(device);
         self.shared.running.store(true, Relaxed);
         self.last_logged = None;
-        Ok((stream, home, errors))
+        Ok(Open {
+            stream,
+            handoff,
+            home,
+            errors,
+            rate: config.sample_rate,
+        })
+    }
+
+    /// Waits until the new stream's callback runs steadily: some hosts (the ALSA PulseAudio
+    /// plugin) call back a few times, then pause for up to seconds before playing. The mixer
+    /// stays with the drainer meanwhile, so call rings do not overflow.
+    fn await_steady_callbacks(&self) -> Result<(), Ended> {
+        let start = clock::now();
+        let mut last = self.shared.probe.callbacks.load(Relaxed);
+        let mut steady = 0;
+        while steady < STEADY_WINDOWS {
+            if self.wait(STEADY_WINDOW) {
+                return Err(Ended::Stop);
+            }
+            let count = self.shared.probe.callbacks.load(Relaxed);
+            steady = if count != last { steady + 1 } else { 0 };
+            last = count;
+            if clock::now().duration_since(start) > STARTUP_TIMEOUT {
+                self.shared.running.store(false, Relaxed);
+                return Err(Ended::Failed("the audio device does not start playing".to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Watches a playing stream until it fails, stalls, or the service stops.
-    fn supervise(&mut self, mut errors: Consumer<cpal::Error>) -> Ended {
-        let mut last_count = self.shared.callbacks.load(Relaxed);
+    fn supervise(&mut self, errors: &mut Consumer<cpal::Error>) -> Ended {
+        let mut last_count = self.shared.probe.callbacks.load(Relaxed);
         let mut last_progress = clock::now();
         loop {
             if self.wait(SUPERVISE_PERIOD) {
@@ -685,7 +869,7 @@ impl DeviceThread {
                     _ => tracing::debug!(error = %err, "audio stream error"),
                 }
             }
-            let count = self.shared.callbacks.load(Relaxed);
+            let count = self.shared.probe.callbacks.load(Relaxed);
             let now = clock::now();
             if count != last_count {
                 (last_count, last_progress) = (count, now);
@@ -697,21 +881,13 @@ impl DeviceThread {
 
     /// Takes the mixer back from a dropped stream's callback. If it never comes back, a fresh
     /// mixer replaces it; the calls in the lost one go silent (their feeds count overruns).
-    fn recover_mixer(&mut self, home: &mpsc::Receiver<Mixer>) {
+    fn recover_mixer(&self, home: &mpsc::Receiver<Mixer>) -> Mixer {
         match home.recv_timeout(MIXER_RETURN_TIMEOUT) {
-            Ok(mixer) => self.mixer = Some(mixer),
+            Ok(mixer) => mixer,
             Err(_) => {
                 tracing::error!("audio stream kept the mixer; calls in progress go silent");
-                self.mixer = Some(self.replace_mixer());
+                self.replace_mixer()
             }
-        }
-    }
-
-    /// The mixer, which is always here while no stream holds it.
-    fn take_mixer(&mut self) -> Mixer {
-        match self.mixer.take() {
-            Some(mixer) => mixer,
-            None => self.replace_mixer(),
         }
     }
 
@@ -721,35 +897,6 @@ impl DeviceThread {
         *lock(&self.shared.counters) = Arc::clone(control.counters());
         *lock(&self.shared.control) = control;
         mixer
-    }
-
-    /// Runs the mixer into a scratch buffer at real-time pace for `duration`, so call rings
-    /// keep draining while no device plays. True when the service is stopping.
-    fn drain_for(&mut self, duration: Duration) -> bool {
-        let mut mixer = self.take_mixer();
-        mixer.set_output_rate(IDLE_RATE);
-        let start: Instant = clock::now();
-        let mut last = start;
-        let mut owed = 0.0f64;
-        let stopping = loop {
-            if self.wait(DRAIN_PERIOD) {
-                break true;
-            }
-            let now = clock::now();
-            owed += now.duration_since(last).as_secs_f64() * f64::from(IDLE_RATE);
-            last = now;
-            while owed >= 1.0 {
-                let n = (owed as usize).min(self.scratch.len());
-                mixer.fill(&mut self.scratch[..n], 1);
-                owed -= n as f64;
-            }
-            lock(&self.shared.control).collect_retired();
-            if now.duration_since(start) >= duration {
-                break false;
-            }
-        };
-        self.mixer = Some(mixer);
-        stopping
     }
 
     /// Sleeps up to `timeout`; true when the service is stopping.
@@ -791,4 +938,86 @@ fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, OpenErr
                 })
         })
         .ok_or(OpenError::NoUsableFormat)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::media::frame::FRAME_DURATION;
+
+    /// A 1 kHz tone, frame by frame.
+    fn tone(n: &mut u64) -> Frame {
+        let mut frame = [0i16; 160];
+        for s in &mut frame {
+            let phase = 2.0 * std::f64::consts::PI * 1000.0 * (*n as f64) / 8000.0;
+            *s = (8000.0 * phase.sin()) as i16;
+            *n += 1;
+        }
+        frame
+    }
+
+    /// Pushes `frames` 20 ms frames at real-time pace.
+    #[allow(clippy::disallowed_methods)]
+    fn push_realtime(feed: &mut SpeakerFeed, frames: usize) {
+        let mut n = 0;
+        let start = std::time::Instant::now();
+        for i in 0..frames {
+            feed.push(&tone(&mut n));
+            if std::env::var_os("EARSHOT_AUDIO_TRACE").is_some() && i % 10 == 0 {
+                let shared = &feed.link.as_ref().unwrap().shared;
+                eprintln!("{:?} queued {} running {} callbacks {}", start.elapsed(), feed.link.as_ref().map_or(0, |l| l.feed.queued()), shared.running.load(Relaxed), shared.probe.callbacks.load(Relaxed));
+            }
+            let due = start + FRAME_DURATION * (i as u32 + 1);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
+    }
+
+    #[test]
+    fn output_none_gives_detached_feeds_that_remember_listen() {
+        let service = AudioService::start(&AudioOutput::None, false);
+        assert!(!service.default_listen());
+        let mut feed = service.add_call(7, true);
+        assert!(!feed.is_attached());
+        assert!(feed.push(&[0; 160]));
+        assert!(feed.listen());
+        feed.set_listen(false);
+        assert!(!feed.listen());
+        assert_eq!(feed.id(), 7);
+        let stats = service.stats();
+        assert!(!stats.running && stats.device.is_none() && stats.feeds == 0);
+    }
+
+    #[test]
+    fn a_missing_device_is_reported_and_calls_keep_draining() {
+        let service = AudioService::start(&AudioOutput::Device("earshot-no-such-device".into()), true);
+        let mut feed = service.add_call(1, true);
+        assert!(feed.is_attached());
+        assert_eq!(service.stats().feeds, 1);
+        // 1.2 s of audio into a 500 ms ring: only draining keeps it from overflowing.
+        push_realtime(&mut feed, 60);
+        let stats = service.stats();
+        assert!(!stats.running);
+        assert_eq!(stats.overruns, 0, "{stats:?}");
+        assert!(stats.last_error.is_some(), "{stats:?}");
+        drop(feed);
+        assert_eq!(service.stats().feeds, 0);
+    }
+
+    /// Manual check against a real device: `cargo test --lib audio::device -- --ignored`.
+    #[test]
+    #[ignore = "needs an audio device (e.g. PulseAudio with a null sink)"]
+    fn plays_a_tone_on_the_default_device() {
+        let service = AudioService::start(&AudioOutput::Default, true);
+        let mut feed = service.add_call(1, true);
+        push_realtime(&mut feed, 250);
+        let stats = service.stats();
+        eprintln!("{stats:?}");
+        for device in list_devices() {
+            eprintln!("{} [{}] default={} {}", device.name, device.id, device.is_default, device.summary());
+        }
+        assert!(stats.running, "{stats:?}");
+        assert!(stats.output_latency_us.is_some());
+        assert_eq!((stats.underruns, stats.overruns), (0, 0), "{stats:?}");
+    }
 }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use rtrb::{Consumer, PopError, Producer, PushError, RingBuffer};
+use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
 use super::resample::Resampler;
 use crate::media::frame::SAMPLE_RATE;
@@ -571,16 +571,19 @@ mod tests {
             48_000,
             6,
         );
-        let tail = &out[out.len() - 48_000..];
+        // A 100 ms window: wide bins, so the drift control's tiny ratio changes do not leak.
+        let window = &out[out.len() - 4800..];
         let (p_low, p_high) = (
-            goertzel(tail, 48_000.0, 500.0),
-            goertzel(tail, 48_000.0, 1500.0),
+            goertzel(window, 48_000.0, 500.0),
+            goertzel(window, 48_000.0, 1500.0),
         );
-
-        assert!(p_low > 0.0 && (p_high / p_low - 1.0).abs() < 0.05, "{p_low} {p_high}");
-        // Both tones at amplitude 4000/32768: the sum never exceeds 0.25 and stays linear.
+        // Catmull-Rom rolls 1.5 kHz off by about 0.2 dB.
+        assert!(p_low > 0.0 && (p_high / p_low - 1.0).abs() < 0.1, "{p_low} {p_high}");
+        let tail = &out[out.len() - 48_000..];
+        // Both tones at amplitude 4000/32768 = 0.122: sin x + sin 3x peaks near 1.5 times that,
+        // well below the clipping knee, so the sum is linear.
         let peak = tail.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        assert!(peak > 0.2 && peak < 0.25, "{peak}");
+        assert!(peak > 0.17 && peak < 0.2, "{peak}");
 
         high.set_listen(false);
         let out = play(
@@ -752,9 +755,9 @@ mod tests {
         assert_eq!(mixer.inputs[0].id(), 2);
     }
 
-    /// Feeds at `ppm` faster (or slower) than nominal for ten simulated minutes; returns the
-    /// (min, max) ring fill after a 30 s warm-up and the mean ratio correction.
-    fn drift(ppm: f64) -> (usize, usize, f64) {
+    /// Feeds at `ppm` faster (or slower) than nominal for `seconds` of simulated time; returns
+    /// the (min, max) ring fill after a 30 s warm-up and the mean ratio correction.
+    fn drift(ppm: f64, seconds: f64) -> (usize, usize, f64) {
         let rate = 48_000u32;
         let (mut mixer, mut control) = channel(rate, 1);
         let mut feed = control.add(1, true).unwrap();
@@ -766,7 +769,7 @@ mod tests {
         let (mut lo, mut hi) = (usize::MAX, 0usize);
         let (mut adjust_sum, mut adjust_n) = (0.0f64, 0u32);
         let warm_up = 30.0;
-        while next_callback < 600.0 {
+        while next_callback < seconds {
             if next_push <= next_callback {
                 assert!(feed.push(&tone.frame()), "overrun at {next_push}");
                 next_push += push_period;
@@ -788,13 +791,49 @@ mod tests {
 
     #[test]
     fn drift_of_plus_and_minus_100_ppm_keeps_the_ring_near_target_without_underruns() {
-        for ppm in [100.0, -100.0, 0.0, 1000.0, -1000.0] {
+        // Ten minutes at ±100 ppm (real clocks); two at 0 and ±1000 ppm (margins).
+        for (ppm, seconds) in [
+            (100.0, 600.0),
+            (-100.0, 600.0),
+            (0.0, 120.0),
+            (1000.0, 120.0),
+            (-1000.0, 120.0),
+        ] {
             // The 20 ms pushes against 10 ms callbacks make a sawtooth of ±160 samples; drift
             // must add little to it, and the ratio correction must match the drift.
-            let (lo, hi, adjust) = drift(ppm);
+            let (lo, hi, adjust) = drift(ppm, seconds);
             assert!(lo + 240 >= TARGET_FILL, "ppm {ppm}: fill fell to {lo}");
             assert!(hi <= TARGET_FILL + 240, "ppm {ppm}: fill grew to {hi}");
             assert!((adjust - ppm * 1e-6).abs() < 1e-5, "ppm {ppm}: adjust {adjust}");
+        }
+    }
+}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod probe_tmp {
+    use super::*;
+    #[test]
+    fn tmp_startup_adjust() {
+        for cb in [80usize, 107, 240, 441] {
+            let (mut mixer, mut control) = channel(48_000, 1);
+            let mut feed = control.add(1, true).unwrap();
+            let mut buf = vec![0.0f32; cb * 6];
+            let (mut next_push, mut next_cb) = (0.0f64, 0.0013f64);
+            let mut sums = [0.0f64; 6];
+            let mut ns = [0u32; 6];
+            while next_cb < 6.0 {
+                if next_push <= next_cb { feed.push(&[100; 160]); next_push += 0.02; }
+                else {
+                    mixer.fill(&mut buf, 1);
+                    if !mixer.inputs.is_empty() {
+                        let k = next_cb as usize;
+                        sums[k] += mixer.inputs[0].resampler.adjust(); ns[k] += 1;
+                    }
+                    next_cb += cb as f64 / 8000.0;
+                }
+            }
+            let means: Vec<String> = (0..6).map(|k| format!("{:.5}%", 100.0 * sums[k] / f64::from(ns[k].max(1)))).collect();
+            eprintln!("callback {cb}: {}", means.join(" "));
         }
     }
 }

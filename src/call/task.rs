@@ -12,6 +12,7 @@ use tokio::time::MissedTickBehavior;
 use super::{CallCommand, CallSettings, GreetingPlayer};
 use crate::media::frame::{FRAME_DURATION, FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
+use crate::media::jitter::{JitterBuffer, JitterConfig};
 use crate::net::clock;
 use crate::net::rtp::RtpSockets;
 use crate::net::sip::SipCommand;
@@ -32,6 +33,7 @@ pub(super) struct CallTask {
     sip: mpsc::UnboundedSender<SipCommand>,
     session: Option<Session>,
     law: Law,
+    jitter: JitterBuffer,
     /// Whether we may send RTP (not while the caller holds us with sendonly/inactive... from
     /// our side: our direction allows sending).
     sending: bool,
@@ -57,6 +59,7 @@ impl CallTask {
             sip,
             session: None,
             law: Law::Ulaw,
+            jitter: JitterBuffer::new(JitterConfig::default()),
             sending: true,
             started: clock::now(),
             media_since: None,
@@ -176,7 +179,7 @@ impl CallTask {
             let n = audio.payload.len().min(MAX_SAMPLES);
             if let (Some(src), Some(dst)) = (audio.payload.get(..n), pcm.get_mut(..n)) {
                 self.law.decode(src, dst);
-                let _ = (audio.seq, audio.timestamp, audio.marker, audio.ssrc, now);
+                self.jitter.push(now, audio.seq, audio.timestamp, audio.marker, audio.ssrc.0, dst);
             }
         }
         while let Some(event) = session.poll_event() {
@@ -198,8 +201,8 @@ impl CallTask {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        let heard: Frame = SILENCE;
-        let _ = heard;
+        let mut heard: Frame = SILENCE;
+        self.jitter.pop(now, &mut heard);
 
         let mut said: Frame = SILENCE;
         self.greeting.next_frame(&mut said);

@@ -15,7 +15,7 @@
 //! - a frame that is missing while nothing later is due is waited for (concealing), so a delay
 //!   spike raises the delay at once instead of losing packets; waiting stops at `max_delay_ms`;
 //! - a gap (loss, DTX silence, a talkspurt's marker) re-aligns playout to the target for free;
-//! - otherwise one frame at a time is dropped (when ≥ 25 ms too late) or concealment inserted
+//! - otherwise one frame at a time is dropped (when a whole frame too late) or concealment inserted
 //!   (when ≥ 10 ms too early), at most every 100 ms, preferring low-energy frames; a loud frame
 //!   is only touched when 70 ms too late or 30 ms too early (drops are cross-faded).
 //!
@@ -47,8 +47,8 @@ const MAX_MISORDER: i64 = 100;
 const RESYNC_JUMP: i64 = 3 * 8000;
 /// Sequence numbers remembered for duplicate detection (more than `MAX_MISORDER`).
 const SEEN_WINDOW: i64 = 128;
-/// Too late by at least this much: drop a quiet frame.
-const DROP_MARGIN_US: i64 = 25_000;
+/// Too late by at least a frame: drop a quiet frame (playout stays at or after the target).
+const DROP_MARGIN_US: i64 = 20_000;
 /// Too late by at least this much: drop even a loud frame.
 const FORCED_DROP_US: i64 = 70_000;
 /// Too early by at least this much: insert concealment after a quiet frame.
@@ -174,7 +174,13 @@ struct Slot {
 }
 
 impl Slot {
-    const FREE: Slot = Slot { frame: None, filled: 0, marker: false, seq: [0; 2], pcm: SILENCE };
+    const FREE: Slot = Slot {
+        frame: None,
+        filled: 0,
+        marker: false,
+        seq: [0; 2],
+        pcm: SILENCE,
+    };
 
     fn holds(&self, frame: FrameIndex) -> bool {
         self.frame == Some(frame) && self.filled != 0
@@ -353,7 +359,10 @@ impl JitterBuffer {
 
     /// Validates the packet's numbering against the stream; `None` if it is not to be stored.
     fn admit(&mut self, now: Instant, seq: u16, ts: u32, ssrc: u32) -> Option<Admitted> {
-        let restart = Some(Admitted { ext_ts: i64::from(ts), newest: true });
+        let restart = Some(Admitted {
+            ext_ts: i64::from(ts),
+            newest: true,
+        });
         let Some(stream) = self.stream.as_mut().filter(|s| s.ssrc == ssrc) else {
             if self.stream.is_some() {
                 self.restart(now, seq, ts, ssrc);
@@ -365,8 +374,7 @@ impl JitterBuffer {
         let seq_delta = i64::from(seq.wrapping_sub(stream.highest_seq.0 as u16) as i16);
         if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&seq_delta) {
             let follows = self.probation.is_some_and(|p| {
-                p.seq.wrapping_add(1) == seq
-                    && i64::from(ts.wrapping_sub(p.ts)) <= RESYNC_JUMP
+                p.seq.wrapping_add(1) == seq && i64::from(ts.wrapping_sub(p.ts)) <= RESYNC_JUMP
             });
             if follows {
                 self.probation = None;
@@ -386,16 +394,26 @@ impl JitterBuffer {
                 return None;
             }
             stream.seen |= bit;
-            return Some(Admitted { ext_ts: stream.highest_ts + ts_delta, newest: false });
+            return Some(Admitted {
+                ext_ts: stream.highest_ts + ts_delta,
+                newest: false,
+            });
         }
         if !(0..=RESYNC_JUMP).contains(&ts_delta) {
             self.restart(now, seq, ts, ssrc);
             return restart;
         }
-        stream.seen = if seq_delta >= SEEN_WINDOW { 0 } else { stream.seen << seq_delta } | 1;
+        stream.seen = if seq_delta >= SEEN_WINDOW {
+            0
+        } else {
+            stream.seen << seq_delta
+        } | 1;
         stream.highest_seq = ExtSeq(stream.highest_seq.0 + seq_delta);
         stream.highest_ts += ts_delta;
-        Some(Admitted { ext_ts: stream.highest_ts, newest: true })
+        Some(Admitted {
+            ext_ts: stream.highest_ts,
+            newest: true,
+        })
     }
 
     /// Starts the first stream.
@@ -458,7 +476,10 @@ impl JitterBuffer {
                 if slot.filled != 0 {
                     self.buffered = self.buffered.saturating_sub(1);
                 }
-                *slot = Slot { frame: Some(frame), ..Slot::FREE };
+                *slot = Slot {
+                    frame: Some(frame),
+                    ..Slot::FREE
+                };
             }
             let bit = 1u8 << half;
             if slot.filled & bit != 0 {
@@ -488,7 +509,10 @@ impl JitterBuffer {
     /// The fastest recent delay and the playout offset (media time → play time) in µs.
     fn playout_offset(&self) -> (i64, i64) {
         let floor = self.delays.floor().unwrap_or(0);
-        let quantile = self.delays.quantile(self.cfg.coverage_permille).unwrap_or(floor);
+        let quantile = self
+            .delays
+            .quantile(self.cfg.coverage_permille)
+            .unwrap_or(floor);
         let mut target = quantile - floor;
         if self.delays.len() < WARMUP_PACKETS {
             target = target.max(self.initial_us);
@@ -556,11 +580,14 @@ impl JitterBuffer {
 
     fn slot(&self, frame: FrameIndex) -> Option<&Slot> {
         let cap = self.slots.len() as i64;
-        self.slots.get(frame.0.rem_euclid(cap) as usize).filter(|s| s.frame == Some(frame))
+        self.slots
+            .get(frame.0.rem_euclid(cap) as usize)
+            .filter(|s| s.frame == Some(frame))
     }
 
     fn head_present(&self) -> bool {
-        self.slot(self.next_play).is_some_and(|s| s.holds(self.next_play))
+        self.slot(self.next_play)
+            .is_some_and(|s| s.holds(self.next_play))
     }
 
     /// The first frame at or after `next_play` holding audio.
@@ -600,7 +627,11 @@ impl JitterBuffer {
         let (filled, seq) = match self.slot(self.next_play) {
             Some(slot) => {
                 *out = slot.pcm;
-                let seq = if slot.filled & 1 != 0 { slot.seq[0] } else { slot.seq[1] };
+                let seq = if slot.filled & 1 != 0 {
+                    slot.seq[0]
+                } else {
+                    slot.seq[1]
+                };
                 (slot.filled, seq)
             }
             None => (0, 0),
@@ -660,5 +691,392 @@ fn micros_between(epoch: Instant, now: Instant) -> i64 {
     match now.checked_duration_since(epoch) {
         Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
         None => -i64::try_from(epoch.duration_since(now).as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SSRC: u32 = 0x1234;
+
+    /// A buffer driven in virtual time (ms since `t0`).
+    struct Harness {
+        jb: JitterBuffer,
+        t0: Instant,
+        out: Frame,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(JitterConfig::default())
+        }
+
+        fn with(cfg: JitterConfig) -> Self {
+            #[allow(clippy::disallowed_methods)]
+            let t0 = Instant::now();
+            Self {
+                jb: JitterBuffer::new(cfg),
+                t0,
+                out: SILENCE,
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// Pushes a 20 ms packet of a tone whose level marks the sequence number.
+        fn push(&mut self, ms: u64, seq: u16, ts: u32) {
+            self.push_full(ms, seq, ts, false, SSRC, 160);
+        }
+
+        fn push_full(&mut self, ms: u64, seq: u16, ts: u32, marker: bool, ssrc: u32, len: usize) {
+            let pcm: Vec<i16> = (0..len).map(|i| tone(ts.wrapping_add(i as u32))).collect();
+            let now = self.at(ms);
+            self.jb.push(now, seq, ts, marker, ssrc, &pcm);
+        }
+
+        fn pop(&mut self, ms: u64) -> Playout {
+            let now = self.at(ms);
+            self.jb.pop(now, &mut self.out)
+        }
+
+        /// Pops every 20 ms in `ms` (exclusive end), returning the played sequence numbers
+        /// (`None` for concealment or silence).
+        fn pop_range(&mut self, ms: std::ops::Range<u64>) -> Vec<Option<u16>> {
+            ms.step_by(20)
+                .map(|t| match self.pop(t) {
+                    Playout::Played { seq } => Some(seq),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// A loud 400 Hz tone, so no frame counts as quiet.
+    fn tone(n: u32) -> i16 {
+        let phase = 2.0 * std::f32::consts::PI * 400.0 * (n % 8000) as f32 / 8000.0;
+        (phase.sin() * 12000.0) as i16
+    }
+
+    /// Pushes packets 0..count sent every 20 ms with a constant 30 ms delay, popping every
+    /// 20 ms; returns the played sequence numbers.
+    fn steady(h: &mut Harness, seq0: u16, ts0: u32, count: u16) -> Vec<Option<u16>> {
+        let mut played = Vec::new();
+        for k in 0..count + 10 {
+            let t = u64::from(k) * 20;
+            if k < count {
+                h.push(
+                    t,
+                    seq0.wrapping_add(k),
+                    ts0.wrapping_add(160 * u32::from(k)),
+                );
+            }
+            played.extend(h.pop_range(t..t + 1));
+        }
+        played
+    }
+
+    fn played(seqs: &[Option<u16>]) -> Vec<u16> {
+        seqs.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn silence_until_the_first_packet_then_plays_after_the_initial_delay() {
+        let mut h = Harness::new();
+        assert_eq!(h.pop(0), Playout::Silence);
+        assert_eq!(h.out, SILENCE);
+        h.push(20, 100, 8000);
+        h.push(40, 101, 8160);
+        h.push(60, 102, 8320);
+        // Initial delay 40 ms: the first frame is due 40 ms after it arrived.
+        assert_eq!(h.pop(20), Playout::Silence);
+        assert_eq!(h.pop(40), Playout::Silence);
+        assert_eq!(h.pop(60), Playout::Played { seq: 100 });
+    }
+
+    #[test]
+    fn plays_in_sequence_order_despite_reordering() {
+        let mut h = Harness::new();
+        for (t, seq) in [
+            (0, 0u16),
+            (20, 2),
+            (21, 1),
+            (40, 4),
+            (41, 3),
+            (60, 5),
+            (80, 6),
+        ] {
+            h.push(t, seq, u32::from(seq) * 160);
+        }
+        assert_eq!(played(&h.pop_range(0..300)), vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(h.jb.stats().late, 0);
+    }
+
+    #[test]
+    fn orders_across_sequence_and_timestamp_wrap() {
+        let mut h = Harness::new();
+        let out = steady(&mut h, 65530, u32::MAX - 800, 12);
+        let expected: Vec<u16> = (0..12u16).map(|k| 65530u16.wrapping_add(k)).collect();
+        assert_eq!(played(&out), expected);
+        assert_eq!(h.jb.stats().resets, 0);
+    }
+
+    #[test]
+    fn drops_duplicates_whether_buffered_or_already_played() {
+        let mut h = Harness::new();
+        h.push(0, 10, 0);
+        h.push(1, 10, 0);
+        let first = h.pop_range(0..60);
+        h.push(61, 10, 0);
+        h.push(62, 11, 160);
+        let rest = h.pop_range(60..140);
+        assert_eq!(played(&[first, rest].concat()), vec![10, 11]);
+        assert_eq!(h.jb.stats().duplicates, 2);
+        assert_eq!(h.jb.stats().late, 0);
+    }
+
+    #[test]
+    fn conceals_a_lost_packet_and_keeps_its_timing() {
+        let mut h = Harness::new();
+        let mut outputs = Vec::new();
+        for k in 0..20u16 {
+            let t = u64::from(k) * 20;
+            if k != 8 {
+                h.push(t, k, u32::from(k) * 160);
+            }
+            outputs.push(h.pop(t));
+        }
+        let pos = outputs
+            .iter()
+            .position(|p| *p == Playout::Played { seq: 7 })
+            .unwrap();
+        assert_eq!(outputs[pos + 1], Playout::Concealed);
+        assert_eq!(outputs[pos + 2], Playout::Played { seq: 9 });
+        assert_eq!(h.jb.stats().concealed, 1);
+    }
+
+    #[test]
+    fn counts_a_packet_arriving_after_its_slot_as_late() {
+        let mut h = Harness::new();
+        for k in 0..10u16 {
+            let t = u64::from(k) * 20;
+            if k != 4 {
+                h.push(t, k, u32::from(k) * 160);
+            }
+            h.pop(t);
+        }
+        // Packet 4 shows up 200 ms late, long after its slot was concealed.
+        h.push(280, 4, 4 * 160);
+        assert_eq!(h.jb.stats().late, 1);
+        assert_eq!(h.jb.stats().duplicates, 0);
+    }
+
+    #[test]
+    fn waits_through_a_delay_spike_instead_of_losing_packets() {
+        let mut h = Harness::new();
+        let mut seqs = Vec::new();
+        for k in 0..100u16 {
+            let send = u64::from(k) * 20;
+            // Packets sent between 600 and 800 ms are held up until 800 ms.
+            let arrival = if (600..800).contains(&send) {
+                800
+            } else {
+                send
+            };
+            h.push(arrival, k, u32::from(k) * 160);
+            seqs.extend(h.pop_range(send..send + 1));
+        }
+        seqs.extend(h.pop_range(2000..3000));
+        assert_eq!(h.jb.stats().late, 0);
+        let mut expected: Vec<u16> = (0..100).collect();
+        let got = played(&seqs);
+        // Any frame not played was dropped on purpose (quietly shrinking the delay), not lost.
+        expected.retain(|s| got.contains(s));
+        assert_eq!(got, expected);
+        assert!(got.len() as u64 + h.jb.stats().discarded == 100);
+    }
+
+    #[test]
+    fn gives_up_on_a_missing_frame_at_the_maximum_delay() {
+        let mut h = Harness::with(JitterConfig {
+            max_delay_ms: 100,
+            ..JitterConfig::default()
+        });
+        for k in 0..5u16 {
+            h.push(u64::from(k) * 20, k, u32::from(k) * 160);
+        }
+        h.pop_range(0..400);
+        // Packet 5 arrives 300 ms after it was due, beyond the 100 ms maximum.
+        h.push(400, 5, 5 * 160);
+        assert_eq!(h.jb.stats().late, 1);
+    }
+
+    #[test]
+    fn new_ssrc_restarts_the_stream() {
+        let mut h = Harness::new();
+        let first = steady(&mut h, 0, 0, 10);
+        assert_eq!(played(&first).len(), 10);
+        let mut second = Vec::new();
+        for k in 0..10u16 {
+            let t = 400 + u64::from(k) * 20;
+            h.push_full(
+                t,
+                5000 + k,
+                999_999 + 160 * u32::from(k),
+                k == 0,
+                0xBEEF,
+                160,
+            );
+            second.extend(h.pop_range(t..t + 1));
+        }
+        second.extend(h.pop_range(600..800));
+        assert_eq!(played(&second), (5000..5010).collect::<Vec<u16>>());
+        assert_eq!(h.jb.stats().resets, 1);
+    }
+
+    #[test]
+    fn timestamp_jump_forward_or_backward_restarts_the_stream() {
+        for jump in [10 * 8000i64, -40 * 160] {
+            let mut h = Harness::new();
+            let _ = steady(&mut h, 0, 100_000, 10);
+            let mut after = Vec::new();
+            for k in 0..10u16 {
+                let t = 400 + u64::from(k) * 20;
+                let ts = (100_000 + 1600 + jump + 160 * i64::from(k)) as u32;
+                h.push(t, 10 + k, ts);
+                after.extend(h.pop_range(t..t + 1));
+            }
+            after.extend(h.pop_range(600..800));
+            assert_eq!(
+                played(&after),
+                (10..20).collect::<Vec<u16>>(),
+                "jump {jump}"
+            );
+            assert_eq!(h.jb.stats().resets, 1, "jump {jump}");
+        }
+    }
+
+    #[test]
+    fn sequence_jump_is_believed_only_when_the_next_packet_follows() {
+        let mut h = Harness::new();
+        let _ = steady(&mut h, 0, 0, 10);
+        // A lone stray with a wild sequence number is dropped...
+        h.push(400, 40_000, 1600);
+        assert_eq!((h.jb.stats().strays, h.jb.stats().resets), (1, 0));
+        // ...but two in a row start a new numbering.
+        h.push(420, 30_000, 1600);
+        h.push(440, 30_001, 1760);
+        assert_eq!((h.jb.stats().strays, h.jb.stats().resets), (2, 1));
+        let out = h.pop_range(440..600);
+        assert_eq!(played(&out), vec![30_001]);
+    }
+
+    #[test]
+    fn splits_10_ms_and_30_ms_packets_onto_the_20_ms_grid() {
+        for len in [80usize, 240, 480] {
+            let mut h = Harness::new();
+            let ms = len as u64 / 8;
+            let mut samples = Vec::new();
+            for k in 0..(1200 / ms) {
+                let ts = (k as usize * len) as u32;
+                h.push_full(k * ms, k as u16, ts, false, SSRC, len);
+            }
+            for t in (0..1600).step_by(20) {
+                if let Playout::Played { .. } = h.pop(t) {
+                    samples.extend_from_slice(&h.out);
+                }
+            }
+            let expected: Vec<i16> = (0..samples.len() as u32).map(tone).collect();
+            assert_eq!(samples.len(), 1200 * 8, "ptime {ms}");
+            let first_difference = samples.iter().zip(&expected).position(|(a, b)| a != b);
+            assert_eq!(first_difference, None, "ptime {ms}: {:?}", h.jb.stats());
+        }
+    }
+
+    #[test]
+    fn talkspurt_after_dtx_silence_resumes_at_the_target_delay() {
+        let mut h = Harness::new();
+        let _ = steady(&mut h, 0, 0, 100);
+        let target = i64::from(h.jb.target_delay_ms());
+        // Two seconds of DTX silence, then a talkspurt with the marker bit.
+        let mut outputs = Vec::new();
+        for k in 0..50u16 {
+            let send = 4000 + u64::from(k) * 20;
+            h.push_full(
+                send,
+                100 + k,
+                32_000 + 160 * u32::from(k),
+                k == 0,
+                SSRC,
+                160,
+            );
+            outputs.push((send, h.pop(send)));
+        }
+        let (start, _) = outputs
+            .iter()
+            .find(|(_, p)| *p == Playout::Played { seq: 100 })
+            .unwrap();
+        let delay = *start as i64 - 4000;
+        assert!(
+            delay >= target && delay < target + 20,
+            "delay {delay} target {target}"
+        );
+    }
+
+    #[test]
+    fn short_packets_are_malformed_and_ignored() {
+        let mut h = Harness::new();
+        h.push_full(0, 1, 0, false, SSRC, 40);
+        assert_eq!(h.jb.stats().malformed, 1);
+        assert!(h.jb.is_drained());
+    }
+
+    #[test]
+    fn a_flood_of_absurd_packets_stays_within_capacity() {
+        let mut h = Harness::new();
+        let mut x = 12345u32;
+        for i in 0..20_000u64 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            h.push_full(
+                i / 10,
+                (x >> 16) as u16,
+                x.rotate_left(7),
+                x & 1 == 0,
+                x % 3,
+                160,
+            );
+            if i % 10 == 0 {
+                h.pop(i / 10);
+            }
+        }
+        assert!(h.jb.buffered <= h.jb.slots.len());
+        assert!(h.jb.stats().buffered_ms <= 20 * h.jb.slots.len() as u32);
+        assert_eq!(h.jb.slots.len(), 64);
+    }
+
+    #[test]
+    fn target_grows_with_jitter_and_shrinks_once_it_calms() {
+        let mut h = Harness::new();
+        let mut x = 99u32;
+        for k in 0..1500u32 {
+            let send = u64::from(k) * 20;
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let jitter = if k < 500 { u64::from(x >> 16) % 80 } else { 0 };
+            // In-order delivery: the queue delays everything behind a slow packet.
+            h.push(send + jitter, k as u16, k * 160);
+            h.pop_range(send..send + 1);
+            if k == 499 {
+                assert!(
+                    h.jb.target_delay_ms() >= 60,
+                    "jittery target {}",
+                    h.jb.target_delay_ms()
+                );
+            }
+        }
+        assert_eq!(h.jb.target_delay_ms(), 20);
     }
 }

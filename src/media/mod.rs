@@ -3,4 +3,5 @@
 pub mod frame;
 pub mod g711;
 pub mod jitter;
+pub mod jitter_sim;
 pub mod plc;

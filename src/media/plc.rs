@@ -105,7 +105,7 @@ impl Concealer {
         for (r, &s) in real.iter_mut().zip(block.iter()) {
             *r = f32::from(s);
         }
-        if self.erased > 0 {
+        if self.erased > 0 && self.primed {
             let len = (self.overlap + (self.erased - 1) * OVERLAP_GROWTH).min(BLOCK);
             let mut synthetic = [0.0f32; BLOCK];
             self.synthesize(&mut synthetic[..len]);
@@ -114,8 +114,8 @@ impl Concealer {
             for (s, &r) in block.iter_mut().zip(real.iter()) {
                 *s = to_sample(r);
             }
-            self.erased = 0;
         }
+        self.erased = 0;
         self.primed = true;
         self.remember(&real);
     }
@@ -264,7 +264,10 @@ mod tests {
     }
 
     fn squared_error(a: &[i16], b: &[i16]) -> f64 {
-        a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum()
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum()
     }
 
     /// Plays `signal` in 10 ms blocks, losing `lost` blocks, and returns the output.
@@ -310,8 +313,14 @@ mod tests {
         repeat.copy_within(8 * BLOCK..10 * BLOCK, 10 * BLOCK);
         let repeated = squared_error(&repeat[span.clone()], &signal[span]);
 
-        assert!(ours * 20.0 < silent, "ours {ours:.3e} vs silence {silent:.3e}");
-        assert!(ours * 10.0 < repeated, "ours {ours:.3e} vs repeat {repeated:.3e}");
+        assert!(
+            ours * 20.0 < silent,
+            "ours {ours:.3e} vs silence {silent:.3e}"
+        );
+        assert!(
+            ours * 10.0 < repeated,
+            "ours {ours:.3e} vs repeat {repeated:.3e}"
+        );
     }
 
     #[test]
@@ -343,7 +352,10 @@ mod tests {
         let out = play(&signal, 5..20);
         // The real signal resumes at block 20; its first sample must start near zero.
         let first = out[20 * BLOCK];
-        assert!(first.unsigned_abs() < 1000, "first sample after loss {first}");
+        assert!(
+            first.unsigned_abs() < 1000,
+            "first sample after loss {first}"
+        );
         assert_eq!(out[21 * BLOCK..], signal[21 * BLOCK..2400]);
     }
 
@@ -356,7 +368,11 @@ mod tests {
         // Expected: the true signal, at full level for 10 ms, then faded from 1.0 towards 0.8.
         let expected: Vec<f64> = (800..960)
             .map(|i| {
-                let gain = if i < 880 { 1.0 } else { 1.0 - 0.2 * (i - 880) as f64 / 80.0 };
+                let gain = if i < 880 {
+                    1.0
+                } else {
+                    1.0 - 0.2 * (i - 880) as f64 / 80.0
+                };
                 f64::from(signal[i]) * gain
             })
             .collect();

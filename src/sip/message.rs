@@ -7,8 +7,8 @@
 //! schemes, bare-LF line ends) and strict where the torture tests want a 400. `rsip` 0.4 turned
 //! out genuinely unhelpful as the parser: it rejects six of the thirteen RFC 4475 must-parse
 //! messages (wsinv, intmeth, esc01, esc02, longreq, semiuri), matches methods
-//! case-insensitively and has no reason phrases. It is used only by this module's tests, as an
-//! independent parser that must accept what we serialize.
+//! case-insensitively and prints enum names as reason phrases (`486 BusyHere`). It is used only
+//! by this module's tests, as an independent parser that must accept what we serialize.
 //!
 //! Liberal choices the RFC 4475 texts permit, documented here once:
 //! trailing whitespace on the request line is ignored (§3.1.2.10); spaces inside `<...>`

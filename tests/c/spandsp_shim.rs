@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Compiles the shim into a fresh temporary directory and returns the executable's path.
-pub fn build() -> Result<PathBuf, String> {
+pub(crate) fn build() -> Result<PathBuf, String> {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c/spandsp_g711.c");
     let dir = std::env::temp_dir().join(format!("earshot-spandsp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

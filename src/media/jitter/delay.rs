@@ -73,7 +73,13 @@ impl DelayWindow {
             self.reanchor(delay_us - MARGIN_US);
         } else if offset >= BINS as i64 * BIN_US && self.floor_bin() > BINS / 2 {
             // Every delay moved far up (a slower route): follow it.
-            let floor = self.samples.get(..self.len).into_iter().flatten().copied().min();
+            let floor = self
+                .samples
+                .get(..self.len)
+                .into_iter()
+                .flatten()
+                .copied()
+                .min();
             self.reanchor(floor.unwrap_or(delay_us) - MARGIN_US);
         } else {
             let bin = self.bin(delay_us);
@@ -94,7 +100,9 @@ impl DelayWindow {
         if self.len == 0 {
             return None;
         }
-        let rank = (self.len * usize::from(permille.min(1000))).div_ceil(1000).max(1);
+        let rank = (self.len * usize::from(permille.min(1000)))
+            .div_ceil(1000)
+            .max(1);
         let mut seen = 0usize;
         for (bin, &count) in self.bins.iter().enumerate() {
             seen += usize::from(count);

@@ -14,7 +14,7 @@ use super::{
     CSeq, Fault, Headers, Message, Method, NameAddr, ParseError, Request, Response, Uri, Via,
 };
 
-/// At most this many header fields (after unfolding); RFC 4475 longreq.dat has 18.
+/// At most this many header fields (after unfolding); RFC 4475 longreq.dat has 43.
 pub(crate) const MAX_HEADERS: usize = 256;
 /// At most this many bytes in one unfolded header field; longreq.dat's longest is 594.
 pub(crate) const MAX_LINE: usize = 8192;
@@ -36,7 +36,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         Some(end) => (message.get(..end).unwrap_or_default(), end, true),
         None => (message, message.len(), false),
     };
-    // Header fields are UTF-8 text (§7.3.1); invalid bytes become U+FFFD. Borrowed, no copy,
+    // Header fields are UTF-8 text (§25 TEXT-UTF8); invalid bytes become U+FFFD. Borrowed, no copy,
     // when the section is valid.
     let head = match std::str::from_utf8(head) {
         Ok(text) => Cow::Borrowed(text),

@@ -1,0 +1,671 @@
+//! The jitter-buffer trace runner behind `earshot jitter-sim TRACE.csv`, with synthetic trace
+//! generators ([`traces`]) and a scorer ([`score`]) for tests and benchmarks.
+//!
+//! Trace format (the whole contract): CSV with the header `arrival_ms,seq,rtp_ts`, one packet
+//! per line in arrival order; `seq` is the 16-bit RTP sequence number (it wraps), `rtp_ts` the
+//! 32-bit RTP timestamp at 8 kHz, 160 per 20 ms frame. `arrival_ms` may carry up to three
+//! decimals. The runner prints one line per 20 ms playout tick, `tick_ms,seq` for the frame
+//! played or `tick_ms,-` when it is not playing a received frame (initial buffering,
+//! concealment, silence). Tick k is at the first arrival + 20·k ms, on the trace's clock; every
+//! packet with `arrival_ms ≤ tick_ms` is pushed before that tick's frame is chosen. Output ends
+//! once the buffer has drained after the last arrival. No header is printed.
+//!
+//! The audio pushed is synthetic speech-like PCM derived from the RTP timestamp (a voiced tone
+//! in 250 ms syllables with 150 ms pauses), so the buffer's quiet-frame preferences behave as
+//! they do on speech.
+
+use crate::media::frame::{Frame, SILENCE};
+use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// One received packet of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracePacket {
+    /// Arrival time in µs on the trace's clock.
+    pub arrival_us: i64,
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp (8 kHz).
+    pub rtp_ts: u32,
+}
+
+/// One playout tick of a simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick {
+    /// Tick time in µs on the trace's clock.
+    pub tick_us: i64,
+    /// Sequence number of the frame played, or `None` when no received frame was played.
+    pub seq: Option<u16>,
+}
+
+/// Why a trace could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// A line of the CSV is malformed; `line` counts from 1.
+    #[error("trace line {line}: {problem}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: LineProblem,
+    },
+    /// Writing the playout failed.
+    #[error("writing the playout: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What is wrong with one trace line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    /// The first line is not `arrival_ms,seq,rtp_ts`.
+    #[error("expected the header `arrival_ms,seq,rtp_ts`")]
+    MissingHeader,
+    /// Not exactly three comma-separated fields.
+    #[error("expected 3 fields, found {0}")]
+    FieldCount(usize),
+    /// `arrival_ms` is not a non-negative number with at most three decimals.
+    #[error("arrival_ms is not a non-negative number of milliseconds")]
+    BadArrival,
+    /// `seq` is not an integer 0..=65535.
+    #[error("seq is not an integer 0..=65535")]
+    BadSeq,
+    /// `rtp_ts` is not an integer 0..=4294967295.
+    #[error("rtp_ts is not an integer 0..=4294967295")]
+    BadTimestamp,
+    /// The trace is not in arrival order.
+    #[error("arrival_ms is earlier than the previous line's")]
+    OutOfOrder,
+}
+
+const HEADER: &str = "arrival_ms,seq,rtp_ts";
+/// SSRC given to trace packets (traces carry a single stream).
+const TRACE_SSRC: u32 = 0x7ace;
+const TICK_US: i64 = 20_000;
+
+/// Replays a CSV trace (see the module docs) and writes one `tick_ms,seq` line per tick.
+pub fn run_trace(csv: &str, out: &mut impl std::io::Write) -> Result<(), TraceError> {
+    let packets = parse_trace(csv)?;
+    for tick in simulate(&packets, JitterConfig::default()) {
+        match tick.seq {
+            Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
+            None => writeln!(out, "{},-", Millis(tick.tick_us))?,
+        }
+    }
+    Ok(())
+}
+
+/// Parses a trace. Blank lines are skipped; line numbers in errors count them.
+pub fn parse_trace(csv: &str) -> Result<Vec<TracePacket>, TraceError> {
+    let mut lines = csv
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header_ok = lines.next().is_some_and(|(_, l)| {
+        let fields: Vec<&str> = l
+            .trim_start_matches('\u{feff}')
+            .split(',')
+            .map(str::trim)
+            .collect();
+        fields == HEADER.split(',').collect::<Vec<_>>()
+    });
+    if !header_ok {
+        return Err(TraceError::Line {
+            line: 1,
+            problem: LineProblem::MissingHeader,
+        });
+    }
+    let mut packets = Vec::new();
+    for (index, line) in lines {
+        let err = |problem| TraceError::Line {
+            line: index + 1,
+            problem,
+        };
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [arrival, seq, ts] = fields.as_slice() else {
+            return Err(err(LineProblem::FieldCount(fields.len())));
+        };
+        let arrival_us = parse_millis(arrival).ok_or_else(|| err(LineProblem::BadArrival))?;
+        let seq = seq.parse().map_err(|_| err(LineProblem::BadSeq))?;
+        let rtp_ts = ts.parse().map_err(|_| err(LineProblem::BadTimestamp))?;
+        if packets
+            .last()
+            .is_some_and(|p: &TracePacket| p.arrival_us > arrival_us)
+        {
+            return Err(err(LineProblem::OutOfOrder));
+        }
+        packets.push(TracePacket {
+            arrival_us,
+            seq,
+            rtp_ts,
+        });
+    }
+    Ok(packets)
+}
+
+/// Formats packets as a trace CSV (header included).
+pub fn to_csv(packets: &[TracePacket]) -> String {
+    let mut csv = String::from(HEADER);
+    csv.push('\n');
+    for p in packets {
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            Millis(p.arrival_us),
+            p.seq,
+            p.rtp_ts
+        ));
+    }
+    csv
+}
+
+/// Replays `packets` (in arrival order) through a jitter buffer in virtual time.
+pub fn simulate(packets: &[TracePacket], cfg: JitterConfig) -> Vec<Tick> {
+    let (Some(first), Some(last)) = (packets.first(), packets.last()) else {
+        return Vec::new();
+    };
+    let mut buffer = JitterBuffer::new(cfg);
+    // Any instant serves as the origin of the trace's clock; only differences are used.
+    #[allow(clippy::disallowed_methods)]
+    let origin = Instant::now();
+    let at = |us: i64| origin + Duration::from_micros(u64::try_from(us.max(0)).unwrap_or(0));
+    let drain_ticks = (buffer.config().max_packets as i64 + 2) * 2;
+    let mut ticks = Vec::new();
+    let mut pcm = SILENCE;
+    let mut frame = SILENCE;
+    let mut next = 0;
+    for k in 0.. {
+        let tick_us = first.arrival_us + TICK_US * k;
+        while let Some(p) = packets.get(next).filter(|p| p.arrival_us <= tick_us) {
+            speech_like(p.rtp_ts, &mut pcm);
+            buffer.push(at(p.arrival_us), p.seq, p.rtp_ts, false, TRACE_SSRC, &pcm);
+            next += 1;
+        }
+        let all_in = next >= packets.len();
+        if all_in && (buffer.is_drained() || tick_us > last.arrival_us + drain_ticks * TICK_US) {
+            break;
+        }
+        let seq = match buffer.pop(at(tick_us), &mut frame) {
+            Playout::Played { seq } => Some(seq),
+            Playout::Concealed | Playout::Silence => None,
+        };
+        ticks.push(Tick { tick_us, seq });
+    }
+    ticks
+}
+
+/// Fills `out` with the synthetic speech for the frame starting at RTP time `ts`.
+pub fn speech_like(ts: u32, out: &mut Frame) {
+    // One period of a 125 Hz voiced tone (64 samples) with six harmonics.
+    let mut period = [0.0f32; 64];
+    for (i, p) in period.iter_mut().enumerate() {
+        *p = (1..=6)
+            .map(|h| (2.0 * std::f32::consts::PI * (h * i) as f32 / 64.0).sin() / h as f32)
+            .sum();
+    }
+    for (i, s) in out.iter_mut().enumerate() {
+        let n = u64::from(ts) + i as u64;
+        // 400 ms syllable cycle: 250 ms voiced under a triangular envelope, 150 ms pause.
+        let phase = (n % 3200) as f32 / 2000.0;
+        let envelope = if phase < 1.0 {
+            1.0 - (2.0 * phase - 1.0).abs()
+        } else {
+            0.0
+        };
+        *s = (envelope * period[(n % 64) as usize] * 8000.0) as i16;
+    }
+}
+
+/// How well a simulation did on a trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// Distinct packets that arrived.
+    pub packets: usize,
+    /// Ticks that played a received frame.
+    pub played: usize,
+    /// Arrived packets never played because playout had already passed them on arrival.
+    pub late: usize,
+    /// Arrived packets never played although they were in time (dropped to cut the delay).
+    pub discarded: usize,
+    /// Ticks that played no received frame.
+    pub gap_ticks: usize,
+    /// `late` as a percentage of `packets`.
+    pub late_loss_pct: f64,
+    /// `discarded` as a percentage of `packets`.
+    pub discarded_pct: f64,
+    /// Mean time from a packet's arrival to its playout tick, in ms.
+    pub mean_delay_ms: f64,
+    /// Longest such time, in ms.
+    pub max_delay_ms: f64,
+}
+
+/// Scores a simulation's ticks against its trace.
+pub fn score(packets: &[TracePacket], ticks: &[Tick]) -> Score {
+    // Extend sequence numbers in arrival order; remember each one's first arrival.
+    let mut arrivals: HashMap<i64, i64> = HashMap::new();
+    let mut highest: Option<i64> = None;
+    for p in packets {
+        let ext = extend(highest, p.seq);
+        highest = Some(highest.map_or(ext, |h| h.max(ext)));
+        arrivals.entry(ext).or_insert(p.arrival_us);
+    }
+    // Extend the played numbers likewise; track the highest played so far at each tick.
+    let mut played_ext: Vec<(i64, i64)> = Vec::new(); // (tick_us, highest played ext seq)
+    let mut played = HashMap::new();
+    let mut last: Option<i64> = packets.first().map(|p| i64::from(p.seq));
+    let (mut delay_sum, mut max_delay, mut count) = (0i64, 0i64, 0usize);
+    let mut top = i64::MIN;
+    for tick in ticks {
+        if let Some(seq) = tick.seq {
+            let ext = extend(last, seq);
+            last = Some(ext);
+            top = top.max(ext);
+            played.insert(ext, tick.tick_us);
+            if let Some(&arrival) = arrivals.get(&ext) {
+                delay_sum += tick.tick_us - arrival;
+                max_delay = max_delay.max(tick.tick_us - arrival);
+                count += 1;
+            }
+        }
+        played_ext.push((tick.tick_us, top));
+    }
+    let (mut late, mut discarded) = (0, 0);
+    for (&ext, &arrival) in &arrivals {
+        if played.contains_key(&ext) {
+            continue;
+        }
+        let before = played_ext.partition_point(|&(t, _)| t < arrival);
+        let passed = before > 0
+            && played_ext
+                .get(before - 1)
+                .is_some_and(|&(_, top)| top > ext);
+        if passed {
+            late += 1;
+        } else {
+            discarded += 1;
+        }
+    }
+    let n = arrivals.len().max(1) as f64;
+    Score {
+        packets: arrivals.len(),
+        played: count,
+        late,
+        discarded,
+        gap_ticks: ticks.iter().filter(|t| t.seq.is_none()).count(),
+        late_loss_pct: 100.0 * late as f64 / n,
+        discarded_pct: 100.0 * discarded as f64 / n,
+        mean_delay_ms: delay_sum as f64 / count.max(1) as f64 / 1000.0,
+        max_delay_ms: max_delay as f64 / 1000.0,
+    }
+}
+
+/// Extends a 16-bit sequence number to the one nearest `reference`.
+fn extend(reference: Option<i64>, seq: u16) -> i64 {
+    match reference {
+        None => i64::from(seq),
+        Some(r) => r + i64::from(seq.wrapping_sub(r as u16) as i16),
+    }
+}
+
+/// µs printed as milliseconds, with up to three decimals when not whole.
+struct Millis(i64);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ms, frac) = (self.0.div_euclid(1000), self.0.rem_euclid(1000));
+        if frac == 0 {
+            write!(f, "{ms}")
+        } else {
+            let digits = format!("{frac:03}");
+            write!(f, "{ms}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+/// Parses non-negative milliseconds with up to three decimals into µs.
+fn parse_millis(text: &str) -> Option<i64> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) || text.ends_with('.') {
+        return None;
+    }
+    let ms: i64 = whole.parse().ok()?;
+    let frac_us: i64 = format!("{frac:0<3}").parse().ok()?;
+    ms.checked_mul(1000)?.checked_add(frac_us)
+}
+
+/// Synthetic network traces, seeded and deterministic. Each sends one 20 ms packet per frame
+/// for `seconds` and returns the packets that arrive, in arrival order. Sequence numbers and
+/// timestamps start at seeded random values, so long traces wrap.
+pub mod traces {
+    use super::TracePacket;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const FRAME_US: f64 = 20_000.0;
+
+    /// One packet as sent, with its arrival time once the network model has run.
+    struct Sent {
+        index: u64,
+        send_us: f64,
+        arrival_us: f64,
+        lost: bool,
+    }
+
+    fn send(seconds: u32, ppm: f64) -> Vec<Sent> {
+        let count = u64::from(seconds) * 50;
+        (0..count)
+            .map(|index| {
+                // A sender clock `ppm` fast emits its 20 ms frames slightly more often.
+                let send_us = index as f64 * FRAME_US / (1.0 + ppm * 1e-6);
+                Sent {
+                    index,
+                    send_us,
+                    arrival_us: send_us,
+                    lost: false,
+                }
+            })
+            .collect()
+    }
+
+    /// Packets leave a queue in order: nothing overtakes a packet ahead of it.
+    fn fifo(sent: &mut [Sent]) {
+        let mut previous = f64::MIN;
+        for s in sent.iter_mut().filter(|s| !s.lost) {
+            s.arrival_us = s.arrival_us.max(previous);
+            previous = s.arrival_us;
+        }
+    }
+
+    fn finish(sent: Vec<Sent>, rng: &mut StdRng) -> Vec<TracePacket> {
+        let seq0: u16 = rng.random();
+        let ts0: u32 = rng.random();
+        let mut packets: Vec<(f64, u64)> = sent
+            .iter()
+            .filter(|s| !s.lost)
+            .map(|s| (s.arrival_us, s.index))
+            .collect();
+        packets.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        packets
+            .into_iter()
+            .map(|(arrival, index)| TracePacket {
+                arrival_us: arrival.round() as i64,
+                seq: seq0.wrapping_add(index as u16),
+                rtp_ts: ts0.wrapping_add((index as u32).wrapping_mul(160)),
+            })
+            .collect()
+    }
+
+    /// Constant 40 ms network delay.
+    pub fn clean(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        for s in &mut sent {
+            s.arrival_us += 40_000.0;
+        }
+        finish(sent, &mut rng)
+    }
+
+    /// 30 ms plus independent Pareto jitter (x_m = 5 ms, α = 2, capped at 400 ms); packets may
+    /// overtake each other.
+    pub fn pareto(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        for s in &mut sent {
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            let jitter = (5_000.0 / u.sqrt()).min(400_000.0);
+            s.arrival_us += 30_000.0 + jitter;
+        }
+        finish(sent, &mut rng)
+    }
+
+    /// 40 ms ± 2.5 ms, with a 200 ms stall every 8–15 s: packets sent during a stall arrive
+    /// together when it ends.
+    pub fn spikes(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        let mut stall_at = rng.random_range(8e6..15e6);
+        for s in &mut sent {
+            if s.send_us >= stall_at + 200_000.0 {
+                stall_at += rng.random_range(8e6..15e6);
+            }
+            let release = if s.send_us >= stall_at {
+                stall_at + 200_000.0
+            } else {
+                s.send_us
+            };
+            s.arrival_us = release + 40_000.0 + rng.random_range(0.0..5_000.0);
+        }
+        fifo(&mut sent);
+        finish(sent, &mut rng)
+    }
+
+    /// Gilbert–Elliott bursty loss (good: 1 % loss, bad: 60 %; enter bad 4 %/packet, leave
+    /// 30 %/packet ≈ 6 % loss in bursts) over 40 ms + 0–10 ms queueing jitter.
+    pub fn bursty_loss(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        let mut bad = false;
+        for s in &mut sent {
+            bad = if bad {
+                !rng.random_bool(0.3)
+            } else {
+                rng.random_bool(0.04)
+            };
+            s.lost = rng.random_bool(if bad { 0.6 } else { 0.01 });
+            s.arrival_us += 40_000.0 + rng.random_range(0.0..10_000.0);
+        }
+        fifo(&mut sent);
+        finish(sent, &mut rng)
+    }
+
+    /// 40 ms ± 2.5 ms, with 3 % of packets held back 25–60 ms, behind up to three later ones.
+    pub fn reorder(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        for s in &mut sent {
+            s.arrival_us += 40_000.0 + rng.random_range(0.0..5_000.0);
+            if rng.random_bool(0.03) {
+                s.arrival_us += rng.random_range(25_000.0..60_000.0);
+            }
+        }
+        finish(sent, &mut rng)
+    }
+
+    /// A sender clock off by `ppm` parts per million, over 40 ms + 0–5 ms queueing jitter.
+    pub fn drift(seconds: u32, seed: u64, ppm: f64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, ppm);
+        for s in &mut sent {
+            s.arrival_us += 40_000.0 + rng.random_range(0.0..5_000.0);
+        }
+        fifo(&mut sent);
+        finish(sent, &mut rng)
+    }
+
+    /// Wi-Fi-like: 5 ms + exponential jitter (mean 3 ms), 0.5 % loss, and every 2–10 s a stall
+    /// of 50–300 ms (scanning, retransmissions) after which the queue flushes in a burst.
+    pub fn wifi(seconds: u32, seed: u64) -> Vec<TracePacket> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sent = send(seconds, 0.0);
+        let mut stall_at = rng.random_range(2e6..10e6);
+        let mut stall_len = rng.random_range(50_000.0..300_000.0);
+        for s in &mut sent {
+            if s.send_us >= stall_at + stall_len {
+                stall_at += stall_len + rng.random_range(2e6..10e6);
+                stall_len = rng.random_range(50_000.0..300_000.0);
+            }
+            let release = if s.send_us >= stall_at {
+                stall_at + stall_len
+            } else {
+                s.send_us
+            };
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            s.arrival_us = release + 5_000.0 - 3_000.0 * u.ln();
+            s.lost = rng.random_bool(0.005);
+        }
+        fifo(&mut sent);
+        finish(sent, &mut rng)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn run(csv: &str) -> String {
+        let mut out = Vec::new();
+        run_trace(csv, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn clean_trace_plays_every_frame_in_order_after_initial_buffering() {
+        let mut csv = String::from("arrival_ms,seq,rtp_ts\n");
+        for k in 0..50u32 {
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                1000 + 20 * k,
+                65530u16.wrapping_add(k as u16),
+                160 * k
+            ));
+        }
+        let out = run(&csv);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("1000,"));
+        let played: Vec<u16> = lines
+            .iter()
+            .filter_map(|l| l.split_once(',').unwrap().1.parse().ok())
+            .collect();
+        let expected: Vec<u16> = (0..50u16).map(|k| 65530u16.wrapping_add(k)).collect();
+        assert_eq!(played, expected);
+        // Only the initial buffering ticks are `-`, and output stops once drained.
+        let gaps = lines.iter().take_while(|l| l.ends_with(",-")).count();
+        assert_eq!(gaps + 50, lines.len());
+        assert!(gaps <= 3, "{gaps} ticks of initial buffering");
+    }
+
+    #[test]
+    fn ticks_are_20_ms_apart_from_the_first_arrival_and_keep_decimals() {
+        let out = run("arrival_ms,seq,rtp_ts\n5.5,1,0\n25.5,2,160\n");
+        for (k, line) in out.lines().enumerate() {
+            let tick = line.split_once(',').unwrap().0;
+            let expected = Millis(5500 + 20_000 * k as i64).to_string();
+            assert_eq!(tick, expected);
+        }
+        assert!(out.starts_with("5.5,"));
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_number() {
+        let cases = [
+            ("seq,arrival\n", 1, LineProblem::MissingHeader),
+            (
+                "arrival_ms,seq,rtp_ts\n0,1,0\n20,2\n",
+                3,
+                LineProblem::FieldCount(2),
+            ),
+            (
+                "arrival_ms,seq,rtp_ts\n-1,1,0\n",
+                2,
+                LineProblem::BadArrival,
+            ),
+            (
+                "arrival_ms,seq,rtp_ts\n1.2345,1,0\n",
+                2,
+                LineProblem::BadArrival,
+            ),
+            ("arrival_ms,seq,rtp_ts\n0,70000,0\n", 2, LineProblem::BadSeq),
+            (
+                "arrival_ms,seq,rtp_ts\n0,1,x\n",
+                2,
+                LineProblem::BadTimestamp,
+            ),
+            (
+                "arrival_ms,seq,rtp_ts\n\n30,1,0\n20,2,160\n",
+                4,
+                LineProblem::OutOfOrder,
+            ),
+        ];
+        for (csv, line, problem) in cases {
+            match run_trace(csv, &mut Vec::new()) {
+                Err(TraceError::Line {
+                    line: l,
+                    problem: p,
+                }) => {
+                    assert_eq!((l, p), (line, problem.clone()), "{csv:?}")
+                }
+                other => panic!("{csv:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn header_only_trace_prints_nothing() {
+        assert_eq!(run("arrival_ms,seq,rtp_ts\n"), "");
+    }
+
+    #[test]
+    fn csv_round_trips_through_the_parser() {
+        let packets = traces::pareto(2, 7);
+        assert_eq!(parse_trace(&to_csv(&packets)).unwrap(), packets);
+    }
+
+    #[test]
+    fn scorer_separates_late_from_discarded() {
+        let packets = [
+            TracePacket {
+                arrival_us: 0,
+                seq: 1,
+                rtp_ts: 0,
+            },
+            TracePacket {
+                arrival_us: 0,
+                seq: 2,
+                rtp_ts: 160,
+            },
+            TracePacket {
+                arrival_us: 0,
+                seq: 3,
+                rtp_ts: 320,
+            },
+            TracePacket {
+                arrival_us: 70_000,
+                seq: 5,
+                rtp_ts: 640,
+            },
+            TracePacket {
+                arrival_us: 90_000,
+                seq: 4,
+                rtp_ts: 480,
+            },
+        ];
+        let ticks = [
+            Tick {
+                tick_us: 20_000,
+                seq: Some(1),
+            },
+            Tick {
+                tick_us: 40_000,
+                seq: Some(3),
+            }, // 2 discarded while in time
+            Tick {
+                tick_us: 60_000,
+                seq: None,
+            },
+            Tick {
+                tick_us: 80_000,
+                seq: Some(5),
+            }, // 4 arrives after 5 played: late
+            Tick {
+                tick_us: 100_000,
+                seq: None,
+            },
+        ];
+        let s = score(&packets, &ticks);
+        assert_eq!((s.packets, s.played, s.late, s.discarded), (5, 3, 1, 1));
+    }
+}
