@@ -774,7 +774,7 @@ impl DeviceThread {
         let config = StreamConfig {
             channels: supported.channels(),
             sample_rate: supported.sample_rate(),
-            buffer_size: std::env::var("EARSHOT_AUDIO_BUFFER").ok().and_then(|v| v.parse().ok()).map_or(cpal::BufferSize::Default, cpal::BufferSize::Fixed),
+            buffer_size: cpal::BufferSize::Default,
         };
         let channels = usize::from(config.channels.max(1));
 
@@ -964,10 +964,6 @@ mod tests {
         let start = std::time::Instant::now();
         for i in 0..frames {
             feed.push(&tone(&mut n));
-            if std::env::var_os("EARSHOT_AUDIO_TRACE").is_some() && i % 10 == 0 {
-                let shared = &feed.link.as_ref().unwrap().shared;
-                eprintln!("{:?} queued {} running {} callbacks {}", start.elapsed(), feed.link.as_ref().map_or(0, |l| l.feed.queued()), shared.running.load(Relaxed), shared.probe.callbacks.load(Relaxed));
-            }
             let due = start + FRAME_DURATION * (i as u32 + 1);
             std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
         }

@@ -39,6 +39,12 @@ const MIX_CHUNK: usize = 1024;
 /// target this corrects with a time constant of about 3 s.
 const DRIFT_GAIN: f64 = 0.02;
 
+/// Relative fill error left uncorrected (±12 ms). The 20 ms pushes against the callback period
+/// bias the measured fill by a few milliseconds depending on their phase; steering that away
+/// would bend the pitch for seconds after every start. Clock drift is corrected at the band's
+/// edge instead.
+const DRIFT_DEAD_BAND: f64 = 0.2;
+
 /// Time constant of the fill-level smoothing, in seconds; it averages out the 20 ms sawtooth of
 /// pushes and the callback period.
 const FILL_SMOOTHING_SECS: f64 = 0.5;
@@ -174,7 +180,8 @@ impl Input {
         let alpha = (seconds / FILL_SMOOTHING_SECS).min(1.0);
         self.fill += alpha * (self.ring.slots() as f64 - self.fill);
         let error = (self.fill - TARGET_FILL as f64) / TARGET_FILL as f64;
-        self.resampler.set_adjust(DRIFT_GAIN * error);
+        let beyond_band = error.signum() * (error.abs() - DRIFT_DEAD_BAND).max(0.0);
+        self.resampler.set_adjust(DRIFT_GAIN * beyond_band);
     }
 }
 
@@ -756,7 +763,8 @@ mod tests {
     }
 
     /// Feeds at `ppm` faster (or slower) than nominal for `seconds` of simulated time; returns
-    /// the (min, max) ring fill after a 30 s warm-up and the mean ratio correction.
+    /// the (min, max) ring fill after a 30 s warm-up and the mean ratio correction over the
+    /// last third.
     fn drift(ppm: f64, seconds: f64) -> (usize, usize, f64) {
         let rate = 48_000u32;
         let (mut mixer, mut control) = channel(rate, 1);
@@ -778,8 +786,10 @@ mod tests {
                 if next_callback > warm_up {
                     lo = lo.min(feed.queued());
                     hi = hi.max(feed.queued());
-                    adjust_sum += mixer.inputs[0].resampler.adjust();
-                    adjust_n += 1;
+                    if next_callback > seconds * 2.0 / 3.0 {
+                        adjust_sum += mixer.inputs[0].resampler.adjust();
+                        adjust_n += 1;
+                    }
                 }
                 next_callback += callback_period;
             }
@@ -799,41 +809,42 @@ mod tests {
             (1000.0, 120.0),
             (-1000.0, 120.0),
         ] {
-            // The 20 ms pushes against 10 ms callbacks make a sawtooth of ±160 samples; drift
-            // must add little to it, and the ratio correction must match the drift.
+            // The 20 ms pushes against 10 ms callbacks make a sawtooth of ±160 samples, and
+            // the dead band lets the mean wander ±96; drift must add nothing beyond that, and
+            // the ratio correction must match the drift.
             let (lo, hi, adjust) = drift(ppm, seconds);
-            assert!(lo + 240 >= TARGET_FILL, "ppm {ppm}: fill fell to {lo}");
-            assert!(hi <= TARGET_FILL + 240, "ppm {ppm}: fill grew to {hi}");
+            assert!(lo + 300 >= TARGET_FILL, "ppm {ppm}: fill fell to {lo}");
+            assert!(hi <= TARGET_FILL + 300, "ppm {ppm}: fill grew to {hi}");
             assert!((adjust - ppm * 1e-6).abs() < 1e-5, "ppm {ppm}: adjust {adjust}");
         }
     }
-}
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod probe_tmp {
-    use super::*;
+
     #[test]
-    fn tmp_startup_adjust() {
-        for cb in [80usize, 107, 240, 441] {
+    fn playout_starts_at_nominal_pitch_whatever_the_callback_size() {
+        // 10, 13.3, 30 and 55 ms callbacks against 20 ms pushes.
+        for callback in [80usize, 107, 240, 441] {
             let (mut mixer, mut control) = channel(48_000, 1);
             let mut feed = control.add(1, true).unwrap();
-            let mut buf = vec![0.0f32; cb * 6];
-            let (mut next_push, mut next_cb) = (0.0f64, 0.0013f64);
-            let mut sums = [0.0f64; 6];
-            let mut ns = [0u32; 6];
-            while next_cb < 6.0 {
-                if next_push <= next_cb { feed.push(&[100; 160]); next_push += 0.02; }
-                else {
+            let mut buf = vec![0.0f32; callback * 6];
+            let (mut next_push, mut next_callback) = (0.0f64, 0.0013f64);
+            let mut per_second = [(0.0f64, 0u32); 6];
+            while next_callback < 6.0 {
+                if next_push <= next_callback {
+                    assert!(feed.push(&[100; 160]));
+                    next_push += 0.02;
+                } else {
                     mixer.fill(&mut buf, 1);
-                    if !mixer.inputs.is_empty() {
-                        let k = next_cb as usize;
-                        sums[k] += mixer.inputs[0].resampler.adjust(); ns[k] += 1;
-                    }
-                    next_cb += cb as f64 / 8000.0;
+                    let (sum, n) = &mut per_second[next_callback as usize];
+                    *sum += mixer.inputs[0].resampler.adjust();
+                    *n += 1;
+                    next_callback += callback as f64 / 8000.0;
                 }
             }
-            let means: Vec<String> = (0..6).map(|k| format!("{:.5}%", 100.0 * sums[k] / f64::from(ns[k].max(1)))).collect();
-            eprintln!("callback {cb}: {}", means.join(" "));
+            for (second, (sum, n)) in per_second.iter().enumerate() {
+                let mean = sum / f64::from(*n);
+                assert!(mean.abs() < 0.001, "{callback}: second {second}: {mean}");
+            }
+            assert_eq!(mixer.counters().underruns.load(Relaxed), 0);
         }
     }
 }

@@ -832,3 +832,6 @@ pub mod sip {
         .into_bytes()
     }
 }
+
+pub mod pcap;
+pub mod sipp;

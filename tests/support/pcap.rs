@@ -4,19 +4,51 @@
 use std::io::Write;
 use std::path::Path;
 
-/// One RTP stream to write: 20 ms packets of `payloads`, starting at `seq`/`ts`.
-pub struct RtpStream<'a> {
+/// One RTP packet of a capture; packets go out 20 ms apart, numbered from the stream's `seq`.
+pub struct RtpPacket {
     pub payload_type: u8,
-    pub ssrc: u32,
-    pub seq: u16,
+    pub marker: bool,
     pub ts: u32,
-    /// Samples per packet (160 for 20 ms of G.711).
-    pub samples_per_packet: u32,
-    pub payloads: &'a [Vec<u8>],
+    pub payload: Vec<u8>,
 }
 
-/// Writes `stream` as a pcap file, one packet every 20 ms.
-pub fn write_rtp_pcap(path: &Path, stream: &RtpStream) -> std::io::Result<()> {
+/// 20 ms G.711 packets carrying `codes`, from timestamp `ts`, the first with the marker bit.
+pub fn g711_packets(payload_type: u8, ts: u32, codes: &[u8]) -> Vec<RtpPacket> {
+    codes
+        .chunks(160)
+        .enumerate()
+        .map(|(i, chunk)| RtpPacket {
+            payload_type,
+            marker: i == 0,
+            ts: ts.wrapping_add(i as u32 * 160),
+            payload: chunk.to_vec(),
+        })
+        .collect()
+}
+
+/// RFC 4733 packets for one key press of `event` at timestamp `ts`: a marked start, updates
+/// every 20 ms, and the end packet sent three times (§2.5.1.4).
+pub fn dtmf_packets(payload_type: u8, ts: u32, event: u8, duration_samples: u16) -> Vec<RtpPacket> {
+    let body = |end: bool, duration: u16| {
+        let mut p = vec![event, if end { 0x80 | 10 } else { 10 }];
+        p.extend_from_slice(&duration.to_be_bytes());
+        p
+    };
+    let mut packets = Vec::new();
+    let mut duration = 160u16;
+    while duration < duration_samples {
+        packets.push(RtpPacket { payload_type, marker: packets.is_empty(), ts, payload: body(false, duration) });
+        duration += 160;
+    }
+    for _ in 0..3 {
+        packets.push(RtpPacket { payload_type, marker: false, ts, payload: body(true, duration_samples) });
+    }
+    packets
+}
+
+/// Writes `packets` as one RTP stream (SSRC `ssrc`, sequence from `seq`) in a pcap file, one
+/// packet every 20 ms.
+pub fn write_rtp_pcap(path: &Path, ssrc: u32, seq: u16, packets: &[RtpPacket]) -> std::io::Result<()> {
     let mut out = Vec::new();
     // Global header: magic, version 2.4, GMT offset, accuracy, snaplen, LINKTYPE_ETHERNET.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -26,14 +58,14 @@ pub fn write_rtp_pcap(path: &Path, stream: &RtpStream) -> std::io::Result<()> {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, payload) in stream.payloads.iter().enumerate() {
-        let mut rtp = Vec::with_capacity(12 + payload.len());
+    for (i, packet) in packets.iter().enumerate() {
+        let mut rtp = Vec::with_capacity(12 + packet.payload.len());
         rtp.push(0x80);
-        rtp.push(stream.payload_type | if i == 0 { 0x80 } else { 0 });
-        rtp.extend_from_slice(&stream.seq.wrapping_add(i as u16).to_be_bytes());
-        rtp.extend_from_slice(&stream.ts.wrapping_add(i as u32 * stream.samples_per_packet).to_be_bytes());
-        rtp.extend_from_slice(&stream.ssrc.to_be_bytes());
-        rtp.extend_from_slice(payload);
+        rtp.push(packet.payload_type | if packet.marker { 0x80 } else { 0 });
+        rtp.extend_from_slice(&seq.wrapping_add(i as u16).to_be_bytes());
+        rtp.extend_from_slice(&packet.ts.to_be_bytes());
+        rtp.extend_from_slice(&ssrc.to_be_bytes());
+        rtp.extend_from_slice(&packet.payload);
         let frame = ethernet_ipv4_udp(&rtp, 40000, 40000);
         let micros = i as u64 * 20_000;
         out.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());

@@ -1,0 +1,215 @@
+//! SIP trunk calls against real peers on loopback: SIPp callers (PCMU, PCMA, RFC 4733 and
+//! INFO DTMF, CANCEL, hold/resume, earshot hanging up, TCP, 100 concurrent calls), a SIPp
+//! registrar with digest authentication, and baresip calling earshot.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use earshot::media::g711::Law;
+use support::pcap::{self, RtpPacket};
+use support::sipp::{self, Scenario};
+use support::{Earshot, free_udp_tcp_port};
+
+/// Debug logs of the call path, which these tests read for DTMF and media counters.
+const DEBUG_LOG: &str = "[log]\nlevel = \"info,earshot=debug\"\n";
+
+/// Writes a capture of `ms` of the test signal in `law` followed by one RFC 4733 key press of
+/// `digit`, and returns its path.
+fn caller_pcap(e: &Earshot, law: Law, ms: u32, digit: u8) -> String {
+    let pcm = pcap::test_signal(ms);
+    let mut codes = vec![0u8; pcm.len()];
+    law.encode(&pcm, &mut codes);
+    let pt = match law {
+        Law::Ulaw => 0,
+        Law::Alaw => 8,
+    };
+    let mut packets: Vec<RtpPacket> = pcap::g711_packets(pt, 1000, &codes);
+    let dtmf_ts = 1000 + codes.len() as u32;
+    packets.extend(pcap::dtmf_packets(101, dtmf_ts, digit, 800));
+    let path = e.dir().join(format!("caller-{pt}.pcap"));
+    pcap::write_rtp_pcap(&path, 0x1234_5678, 100, &packets).unwrap();
+    path.display().to_string()
+}
+
+fn call_vars(pcap: &str, pcap_ms: u32, codecs: &str, answer_pt: u8, hold_ms: u32) -> Vec<(&'static str, String)> {
+    let rtpmaps = codecs
+        .split(' ')
+        .map(|pt| match pt {
+            "0" => "a=rtpmap:0 PCMU/8000".to_string(),
+            "8" => "a=rtpmap:8 PCMA/8000".to_string(),
+            other => format!("a=rtpmap:{other} X/8000"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n      ");
+    vec![
+        ("CODECS", codecs.to_string()),
+        ("PTS", codecs.to_string()),
+        ("RTPMAPS", rtpmaps),
+        ("ANSWER_PT", answer_pt.to_string()),
+        ("PCAP", pcap.to_string()),
+        // Audio, plus the key press and some slack for the jitter buffer.
+        ("PCAP_MS", (pcap_ms + 500).to_string()),
+        ("HOLD_MS", hold_ms.to_string()),
+        ("CALLER", "+15551234567".to_string()),
+        ("CALLEE", "1000".to_string()),
+    ]
+}
+
+fn sipp_port() -> u16 {
+    free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap()
+}
+
+fn assert_sipp(outcome: &sipp::SippOutcome, calls: u64, e: &Earshot) {
+    assert!(
+        outcome.all_passed(calls),
+        "SIPp: exit {:?}, {} ok, {} failed\n{}\n--- earshot ---\n{}",
+        outcome.exit_code,
+        outcome.successful,
+        outcome.failed,
+        outcome.errors,
+        e.log_tail(40)
+    );
+}
+
+/// Media counters the call task logs when a call ends: (received, sent).
+fn media_counters(log: &str) -> Vec<(u64, u64)> {
+    log.lines()
+        .filter(|l| l.contains("call media finished"))
+        .map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            (field("received"), field("sent"))
+        })
+        .collect()
+}
+
+fn run_call(law: Law, codecs: &str, answer_pt: u8, digit: u8, digit_char: char) {
+    let e = Earshot::start(DEBUG_LOG);
+    let pcap = caller_pcap(&e, law, 2000, digit);
+    let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 2000, codecs, answer_pt, 300));
+    let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]);
+    let outcome = run.wait(Duration::from_secs(30));
+    assert_sipp(&outcome, 1, &e);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = e.stderr_log();
+    assert!(
+        log.lines().any(|l| l.contains("DTMF (RFC 4733)") && l.contains(&format!("digit={digit_char}"))),
+        "RFC 4733 digit {digit_char} not seen:\n{}",
+        e.log_tail(30)
+    );
+    assert!(
+        log.lines().any(|l| l.contains("DTMF") && l.contains("digit=7") && l.contains("sip-info")),
+        "INFO digit not seen:\n{}",
+        e.log_tail(30)
+    );
+    let counters = media_counters(&log);
+    let (received, sent) = counters.first().copied().unwrap_or_default();
+    // 100 audio packets plus the key press; earshot streams for the whole call.
+    assert!(received >= 100, "earshot received {received} RTP packets");
+    assert!(sent >= 100, "earshot sent {sent} RTP packets");
+}
+
+#[test]
+fn pcmu_call_streams_rtp_and_reports_rfc4733_and_info_dtmf() {
+    run_call(Law::Ulaw, "0 8", 0, 1, '1');
+}
+
+#[test]
+fn pcma_call_follows_the_callers_preference() {
+    run_call(Law::Alaw, "8 0", 8, 11, '#');
+}
+
+#[test]
+fn cancel_while_ringing_gets_487() {
+    let e = Earshot::start("[calls]\nring_ms = 3000\n");
+    let scenario = Scenario::load("uac_cancel.xml", &[]);
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    assert_sipp(&outcome, 1, &e);
+    assert!(e.options_ok());
+}
+
+#[test]
+fn earshot_hangs_up_at_max_duration() {
+    let e = Earshot::start("[calls]\nmax_duration_secs = 2\n");
+    let pcap = caller_pcap(&e, Law::Ulaw, 6000, 5);
+    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "8000".into())]);
+    let started = Instant::now();
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    assert_sipp(&outcome, 1, &e);
+    assert!(started.elapsed() < Duration::from_secs(6), "BYE came after {:?}", started.elapsed());
+}
+
+#[test]
+fn earshot_hangs_up_when_rtp_stops() {
+    let e = Earshot::start("[rtp]\nsilence_timeout_secs = 2\n");
+    // One second of audio, then nothing: the silence timeout ends the call.
+    let pcap = caller_pcap(&e, Law::Ulaw, 1000, 5);
+    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "10000".into())]);
+    let started = Instant::now();
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    assert_sipp(&outcome, 1, &e);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8), "BYE after {elapsed:?}");
+}
+
+#[test]
+fn hold_and_resume_by_reinvite() {
+    let e = Earshot::start(DEBUG_LOG);
+    let pcap = caller_pcap(&e, Law::Ulaw, 1000, 5);
+    let scenario = Scenario::load("uac_hold.xml", &[("PCAP", pcap)]);
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(30));
+    assert_sipp(&outcome, 1, &e);
+    let log = e.stderr_log();
+    assert!(log.contains("direction=RecvOnly"), "hold not applied:\n{}", e.log_tail(30));
+}
+
+#[test]
+fn call_over_tcp() {
+    let e = Earshot::start(DEBUG_LOG);
+    let pcap = caller_pcap(&e, Law::Ulaw, 1000, 2);
+    let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 1000, "0", 0, 200));
+    let outcome =
+        sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1", "-t", "t1"]).wait(Duration::from_secs(30));
+    assert_sipp(&outcome, 1, &e);
+}
+
+fn register_with(algorithm: &str) {
+    let registrar_port = sipp_port();
+    let dir = support::temp_dir("registrar");
+    let scenario = Scenario::load("uas_registrar.xml", &[("NONCE", "dcd98b7102dd2f0e8b11d0f600bfb0c093".into()), ("ALGORITHM", algorithm.into())]);
+    let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = Earshot::start(&format!(
+        "[[sip.trunk]]\nname = \"provider\"\nregistrar = \"127.0.0.1:{registrar_port}\"\nusername = \"trunkuser\"\npassword = \"s3cret\"\ndomain = \"earshot.test\"\nexpires_secs = 120\n"
+    ));
+    // Registered, then refreshed at half the 4 s lifetime the registrar grants.
+    std::thread::sleep(Duration::from_secs(4));
+    let status = e.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "earshot exit: {status:?}\n{}", e.log_tail(20));
+    let outcome = registrar.wait(Duration::from_secs(15));
+    assert_sipp(&outcome, 1, &e);
+}
+
+#[test]
+fn registers_with_md5_digest_refreshes_and_unregisters_on_shutdown() {
+    register_with("MD5");
+}
+
+#[test]
+fn hundred_concurrent_calls_with_rtp_none_fail() {
+    let e = Earshot::start("[calls]\nmax_concurrent = 150\n[log]\nlevel = \"warn\"\n");
+    let pcap = caller_pcap(&e, Law::Ulaw, 3000, 3);
+    let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 3000, "0 8", 0, 1000));
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "100", "-l", "100", "-r", "50"])
+        .wait(Duration::from_secs(60));
+    assert_sipp(&outcome, 100, &e);
+    assert!(e.options_ok());
+}

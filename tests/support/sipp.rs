@@ -1,0 +1,118 @@
+//! Runs SIPp scenarios from `tests/sipp/` against earshot: fills the `{{NAME}}` placeholders,
+//! picks free ports, and reports SIPp's verdict with its logs.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A scenario with its placeholders filled, ready to run.
+pub struct Scenario {
+    pub name: String,
+    pub xml: String,
+}
+
+impl Scenario {
+    /// Loads `tests/sipp/<file>` and fills `{{KEY}}` with each value.
+    pub fn load(file: &str, vars: &[(&str, String)]) -> Scenario {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(file);
+        let mut xml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (key, value) in vars {
+            xml = xml.replace(&format!("{{{{{key}}}}}"), value);
+        }
+        assert!(!xml.contains("{{"), "unfilled placeholder in {file}: {}", xml.lines().find(|l| l.contains("{{")).unwrap_or(""));
+        Scenario { name: file.trim_end_matches(".xml").to_string(), xml }
+    }
+}
+
+/// What SIPp reported.
+#[derive(Debug)]
+pub struct SippOutcome {
+    pub exit_code: Option<i32>,
+    pub successful: u64,
+    pub failed: u64,
+    pub stdout: String,
+    pub errors: String,
+}
+
+impl SippOutcome {
+    pub fn all_passed(&self, expected_calls: u64) -> bool {
+        self.exit_code == Some(0) && self.successful == expected_calls && self.failed == 0
+    }
+}
+
+/// One SIPp process.
+pub struct Sipp {
+    child: Child,
+    dir: PathBuf,
+    name: String,
+}
+
+/// Starts SIPp with `scenario` in `dir`. `target` is None for a UAS scenario (a registrar).
+pub fn start(dir: &Path, scenario: &Scenario, target: Option<SocketAddr>, local_port: u16, args: &[&str]) -> Sipp {
+    let file = dir.join(format!("{}.xml", scenario.name));
+    std::fs::write(&file, &scenario.xml).expect("write scenario");
+    let media_port = super::free_udp_tcp_port(Ipv4Addr::LOCALHOST).expect("media port");
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(&file)
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &local_port.to_string(), "-mp", &media_port.to_string()])
+        .args(["-trace_err", "-nostdin", "-timeout_error"])
+        .args(args);
+    if let Some(target) = target {
+        cmd.arg(target.to_string());
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp must be installed (scripts/test.sh installs sip-tester)");
+    Sipp { child, dir: dir.to_path_buf(), name: scenario.name.clone() }
+}
+
+impl Sipp {
+    /// Waits for SIPp to finish (it is killed after `limit`) and collects its verdict.
+    pub fn wait(mut self, limit: Duration) -> SippOutcome {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+        }
+        let output = self.child.wait_with_output().expect("sipp output");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let mut errors = String::from_utf8_lossy(&output.stderr).to_string();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with(&self.name) && name.ends_with("_errors.log") {
+                    errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        SippOutcome {
+            exit_code: output.status.code(),
+            successful: last_count(&stdout, "Successful call"),
+            failed: last_count(&stdout, "Failed call"),
+            stdout,
+            errors,
+        }
+    }
+}
+
+/// The cumulative column of the last line of SIPp's statistics screen starting with `label`.
+fn last_count(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(label))
+        .last()
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
