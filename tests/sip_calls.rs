@@ -215,3 +215,77 @@ fn hundred_concurrent_calls_with_rtp_none_fail() {
     assert_sipp(&outcome, 100, &e);
     assert!(e.options_ok());
 }
+
+/// Normalised cross-correlation of `b` against `a` at the best lag (up to `max_lag` samples).
+fn best_correlation(a: &[f64], b: &[f64], max_lag: usize) -> f64 {
+    let mut best = 0.0f64;
+    for lag in 0..max_lag.min(b.len()) {
+        let n = a.len().min(b.len() - lag);
+        if n < 4000 {
+            break;
+        }
+        let (x, y) = (&a[..n], &b[lag..lag + n]);
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        let ex: f64 = x.iter().map(|p| p * p).sum();
+        let ey: f64 = y.iter().map(|q| q * q).sum();
+        if ex > 0.0 && ey > 0.0 {
+            best = best.max(dot / (ex * ey).sqrt());
+        }
+    }
+    best
+}
+
+#[test]
+fn baresip_calls_earshot_and_hears_the_greeting() {
+    let dir = support::temp_dir("baresip");
+    // The greeting: two seconds of the test signal at 8 kHz.
+    let greeting: Vec<i16> = pcap::test_signal(2000);
+    let greeting_path = dir.join("greeting.wav");
+    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(&greeting_path, spec).unwrap();
+    greeting.iter().for_each(|s| w.write_sample(*s).unwrap());
+    w.finalize().unwrap();
+    // What baresip says: a quiet tone from a file (its sine source needs 48 kHz).
+    let caller_path = dir.join("caller.wav");
+    let mut w = hound::WavWriter::create(&caller_path, spec).unwrap();
+    (0..8000 * 6).for_each(|i| w.write_sample(((i as f64 * 0.345).sin() * 3000.0) as i16).unwrap());
+    w.finalize().unwrap();
+
+    let e = Earshot::start(&format!("[calls]\ngreeting = {:?}\n", greeting_path.display().to_string()));
+    let cfg = dir.join("baresip");
+    let dump = dir.join("dump");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::create_dir_all(&dump).unwrap();
+    let port = sipp_port();
+    std::fs::write(
+        cfg.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player alsa,null\naudio_alert alsa,null\naudio_source aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule alsa.so\nmodule aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
+            caller_path.display(),
+            dump.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(cfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU\n").unwrap();
+    let out = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-e", &format!("/dial sip:1000@{}", e.sip_addr()), "-t", "5"])
+        .output()
+        .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("Call established"), "baresip:\n{log}\n--- earshot ---\n{}", e.log_tail(20));
+    let decoded = std::fs::read_dir(&dump)
+        .unwrap()
+        .flatten()
+        .find(|f| f.file_name().to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip dumped what it heard");
+    let heard: Vec<f64> = hound::WavReader::open(decoded.path())
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| f64::from(s.unwrap()))
+        .collect();
+    let sent: Vec<f64> = greeting.iter().map(|&s| f64::from(s)).collect();
+    let correlation = best_correlation(&sent, &heard, 4000);
+    assert!(correlation > 0.95, "baresip heard something else: correlation {correlation:.3}");
+}
