@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{CallSettings, CallSpawner, Greeting, GreetingError};
+use crate::audio::AudioService;
+use crate::call::{CallEvent, CallSettings, CallSpawner, Greeting, GreetingError, Registry, Services};
+use crate::recording::{self, RecordingEvent, RecordingService};
 use crate::config::{self, Config};
 use crate::net::{self, rtp::PortAllocator, sip::SipDriver};
 use crate::sip::dialog::Transport;
@@ -31,6 +33,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Greeting(#[from] GreetingError),
+    #[error("cannot start the recorder in {dir}: {source}")]
+    Recordings { dir: String, source: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -39,7 +43,10 @@ pub enum AppError {
 pub async fn run(config: Config) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(shutdown.clone())?;
-    let driver = build_sip(&config).await?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let services = start_services(&config, events_tx)?;
+    tokio::spawn(log_call_events(events_rx));
+    let driver = build_sip(&config, services).await?;
     tracing::info!(
         sip = %config.sip.listen,
         max_calls = config.calls.max_concurrent,
@@ -51,7 +58,64 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn build_sip(config: &Config) -> Result<SipDriver, AppError> {
+/// Starts what every call shares: speaker playout, the recorder (after repairing what a crash
+/// left), the registry of live calls and the greeting.
+fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Services, AppError> {
+    let greeting = match &config.calls.greeting {
+        Some(path) => Greeting::load(path)?,
+        None => Greeting::default(),
+    };
+    let audio = Arc::new(AudioService::start(&config.audio.output, config.audio.listen));
+    let recordings = if config.recording.enabled {
+        let dir = config.recording.dir.clone();
+        match recording::repair_dir(&dir) {
+            Ok(repaired) => {
+                for r in repaired {
+                    match r.outcome {
+                        Ok(recording::RepairOutcome::Intact) => {}
+                        Ok(recording::RepairOutcome::Fixed { data_bytes, .. }) => {
+                            tracing::info!(file = %r.path.display(), data_bytes, "repaired a recording left unfinished")
+                        }
+                        Ok(recording::RepairOutcome::Unrepairable(why)) => {
+                            tracing::warn!(file = %r.path.display(), ?why, "recording cannot be repaired")
+                        }
+                        Err(err) => tracing::warn!(file = %r.path.display(), %err, "recording repair failed"),
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => tracing::warn!(%err, dir = %dir.display(), "cannot scan recordings for repair"),
+        }
+        let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+        tokio::spawn(log_recording_events(rec_rx));
+        let service = RecordingService::start(dir.clone(), rec_tx)
+            .map_err(|source| AppError::Recordings { dir: dir.display().to_string(), source })?;
+        Some(Arc::new(service))
+    } else {
+        None
+    };
+    Ok(Services { audio, recordings, events, registry: Arc::new(Registry::default()), greeting })
+}
+
+/// Until the store takes them: call events go to the log.
+async fn log_call_events(mut events: mpsc::UnboundedReceiver<CallEvent>) {
+    while let Some(event) = events.recv().await {
+        tracing::debug!(call = %event.call_id(), kind = event.kind(), "call event");
+    }
+}
+
+async fn log_recording_events(mut events: mpsc::UnboundedReceiver<RecordingEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            RecordingEvent::Stopped { path, reason, .. } => {
+                tracing::warn!(file = %path.display(), %reason, "recording stopped")
+            }
+            other => tracing::debug!(?other, "recording"),
+        }
+    }
+}
+
+async fn build_sip(config: &Config, services: Services) -> Result<SipDriver, AppError> {
     let listen = config.sip.listen;
     let (udp, tcp) = net::sip::bind(listen)
         .await
@@ -65,10 +129,6 @@ async fn build_sip(config: &Config) -> Result<SipDriver, AppError> {
     })?;
     let advertised = advertised_address(config, bound).await?;
     let (sip_tx, sip_rx) = mpsc::unbounded_channel();
-    let greeting = match &config.calls.greeting {
-        Some(path) => Greeting::load(path)?,
-        None => Greeting::default(),
-    };
     let media_ip = if bound.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -83,7 +143,7 @@ async fn build_sip(config: &Config) -> Result<SipDriver, AppError> {
             rtcp_interval: Duration::from_secs(config.rtp.rtcp_interval_secs.max(1)),
             advertised_ip: advertised.ip(),
         }),
-        greeting,
+        services,
         sip: sip_tx,
     };
     let endpoint = Endpoint::new(

@@ -20,5 +20,6 @@ pub mod call;
 pub mod config;
 pub mod media;
 pub mod net;
+pub mod recording;
 pub mod rtp;
 pub mod sip;

@@ -7,10 +7,16 @@
 //! locks or a second copy of the dialog. The call task asks for a hangup with
 //! [`SipCommand::Hangup`](crate::net::sip::SipCommand).
 
+pub mod event;
 mod greeting;
+pub mod pipeline;
+mod registry;
 mod task;
 
+pub use event::{CallEvent, CallId, CallInfo, CallStats, Source};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
+pub use pipeline::{Pipeline, Services};
+pub use registry::Registry;
 
 use std::io;
 use std::net::IpAddr;
@@ -21,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::net::rtp::PortAllocator;
 use crate::net::sip::SipCommand;
-use crate::sip::endpoint::{CallRef, IncomingCall};
+use crate::sip::endpoint::IncomingCall;
 use crate::sip::sdp::{Codec, Direction, LocalMedia, Negotiated};
 
 /// Settings every call task needs, from `[calls]` and `[rtp]`.
@@ -50,18 +56,63 @@ enum CallCommand {
         duration_ms: u32,
         via: &'static str,
     },
-    /// The call is over: send RTCP BYE, close the recording, stop.
-    Ended,
+    /// The call is over (for this reason): send RTCP BYE, close the recording, stop.
+    Ended(Option<String>),
+    /// Hang up from our side (the API, shutdown).
+    Hangup,
+    /// Switch this call's playout on the speakers.
+    Listen(bool),
 }
+
+/// What the console shows of a live call, published by its task several times a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveState {
+    pub answered: bool,
+    /// The negotiated codec: `PCMU` or `PCMA`.
+    pub codec: Option<&'static str>,
+    /// Played on the speakers.
+    pub listen: bool,
+    /// The caller has put us on hold.
+    pub hold: bool,
+    /// Level of the caller's audio over the last 100 ms, in dBFS (−100 for silence).
+    pub level_dbfs: f32,
+}
+
+/// Events of every call go here (to the store, which persists and republishes them).
+pub type EventSink = mpsc::UnboundedSender<CallEvent>;
 
 /// The rest of the program's view of one call.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
-    pub call: CallRef,
+    info: Arc<CallInfo>,
     commands: mpsc::UnboundedSender<CallCommand>,
+    live: tokio::sync::watch::Receiver<LiveState>,
 }
 
 impl CallHandle {
+    pub fn id(&self) -> &CallId {
+        &self.info.id
+    }
+
+    pub fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    /// The latest live state.
+    pub fn live(&self) -> LiveState {
+        self.live.borrow().clone()
+    }
+
+    /// Ends the call from our side (BYE, or the stream closed).
+    pub fn hangup(&self) {
+        let _ = self.commands.send(CallCommand::Hangup);
+    }
+
+    /// Switches the call's playout on the speakers.
+    pub fn set_listen(&self, on: bool) {
+        let _ = self.commands.send(CallCommand::Listen(on));
+    }
+
     pub fn confirmed(&self) {
         let _ = self.commands.send(CallCommand::Confirmed);
     }
@@ -78,8 +129,9 @@ impl CallHandle {
         });
     }
 
-    pub fn ended(&self) {
-        let _ = self.commands.send(CallCommand::Ended);
+    /// The call ended in signalling; `reason` overrides the one the task knows.
+    pub fn ended(&self, reason: Option<String>) {
+        let _ = self.commands.send(CallCommand::Ended(reason));
     }
 }
 
@@ -88,7 +140,7 @@ impl CallHandle {
 pub struct CallSpawner {
     pub ports: Arc<PortAllocator>,
     pub settings: Arc<CallSettings>,
-    pub greeting: Greeting,
+    pub services: Services,
     pub sip: mpsc::UnboundedSender<SipCommand>,
 }
 
@@ -104,21 +156,30 @@ impl CallSpawner {
             session_version: 1,
             direction: Direction::SendRecv,
         };
+        let now = crate::net::clock::wallclock();
+        let info = Arc::new(CallInfo {
+            id: CallId::new(now, rand::random()),
+            source: Source::Sip,
+            external_id: incoming.sip_call_id.clone(),
+            caller: incoming.caller.clone(),
+            callee: incoming.callee.clone(),
+            started_at: now,
+        });
+        let _ = self.services.events.send(CallEvent::Started { info: (*info).clone() });
         let (tx, rx) = mpsc::unbounded_channel();
+        let (live_tx, live) = tokio::sync::watch::channel(LiveState::default());
+        let handle = CallHandle { info: info.clone(), commands: tx, live };
+        self.services.registry.insert(handle.clone());
         let task = task::CallTask::new(
             incoming.call,
+            info,
             sockets,
             self.settings.clone(),
-            self.greeting.player(),
+            self.services.clone(),
             self.sip.clone(),
+            live_tx,
         );
         tokio::spawn(task.run(rx));
-        Ok((
-            media,
-            CallHandle {
-                call: incoming.call,
-                commands: tx,
-            },
-        ))
+        Ok((media, handle))
     }
 }

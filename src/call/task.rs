@@ -1,18 +1,19 @@
-//! The call task: the driver of one call's media. It moves RTP between the call's sockets and
-//! its sans-IO [`Session`], runs the 20 ms playout clock (jitter buffer out, greeting in), and
+//! The SIP call task: the driver of one SIP call's media. It moves RTP between the call's
+//! sockets and its sans-IO [`Session`], runs the 20 ms clock of the call's [`Pipeline`], and
 //! enforces the call's limits (maximum duration, RTP silence).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::{CallCommand, CallSettings, GreetingPlayer};
-use crate::media::frame::{FRAME_DURATION, FRAME_SAMPLES, Frame, SILENCE};
+use super::event::{CallEvent, CallInfo, CallStats};
+use super::pipeline::{Pipeline, Services};
+use super::{CallCommand, CallSettings, LiveState};
+use crate::media::frame::{FRAME_DURATION, FRAME_SAMPLES};
 use crate::media::g711::Law;
-use crate::media::jitter::{JitterBuffer, JitterConfig};
 use crate::net::clock;
 use crate::net::rtp::RtpSockets;
 use crate::net::sip::SipCommand;
@@ -22,48 +23,55 @@ use crate::sip::sdp::{Codec, Direction, Negotiated};
 
 /// Largest datagram read from an RTP socket; larger ones are truncated and fail to parse.
 const MAX_DATAGRAM: usize = 1500;
-/// Largest RTP payload decoded: 60 ms of G.711.
-const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
 
 pub(super) struct CallTask {
     call: CallRef,
+    info: Arc<CallInfo>,
     sockets: RtpSockets,
     settings: Arc<CallSettings>,
-    greeting: GreetingPlayer,
+    services: Services,
     sip: mpsc::UnboundedSender<SipCommand>,
     session: Option<Session>,
-    law: Law,
-    jitter: JitterBuffer,
-    /// Whether we may send RTP (not while the caller holds us with sendonly/inactive... from
-    /// our side: our direction allows sending).
+    pipeline: Pipeline,
+    live: watch::Sender<LiveState>,
+    /// Whether our direction allows sending (not while we hold or are held inactive).
     sending: bool,
+    /// Whether the caller sends to us (a caller holding us with sendonly still does).
+    receiving: bool,
     started: Instant,
     /// When media was first negotiated: the silence timeout counts from here.
     media_since: Option<Instant>,
     hangup_requested: bool,
+    end_reason: String,
 }
 
 impl CallTask {
     pub(super) fn new(
         call: CallRef,
+        info: Arc<CallInfo>,
         sockets: RtpSockets,
         settings: Arc<CallSettings>,
-        greeting: GreetingPlayer,
+        services: Services,
         sip: mpsc::UnboundedSender<SipCommand>,
+        live: watch::Sender<LiveState>,
     ) -> Self {
+        let pipeline = Pipeline::new(&services, &info, live.clone());
         Self {
             call,
+            info,
             sockets,
             settings,
-            greeting,
+            services,
             sip,
             session: None,
-            law: Law::Ulaw,
-            jitter: JitterBuffer::new(JitterConfig::default()),
+            pipeline,
+            live,
             sending: true,
+            receiving: true,
             started: clock::now(),
             media_since: None,
             hangup_requested: false,
+            end_reason: "remote hangup".into(),
         }
     }
 
@@ -73,19 +81,18 @@ impl CallTask {
         let mut tick = tokio::time::interval(FRAME_DURATION);
         // Catch up after a stall so the RTP clock keeps real time.
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let max_end = self
-            .settings
-            .max_duration
-            .map(|d| tokio::time::Instant::from_std(self.started + d));
+        let max_end = self.settings.max_duration.map(|d| tokio::time::Instant::from_std(self.started + d));
         loop {
-            let rtcp_at = self
-                .session
-                .as_ref()
-                .and_then(Session::poll_timeout)
-                .map(tokio::time::Instant::from_std);
+            let rtcp_at = self.session.as_ref().and_then(Session::poll_timeout).map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(CallCommand::Ended) | None => break,
+                    Some(CallCommand::Ended(reason)) => {
+                        if let Some(reason) = reason {
+                            self.end_reason = reason.into();
+                        }
+                        break;
+                    }
+                    None => break,
                     Some(command) => self.command(command),
                 },
                 received = self.sockets.rtp.recv_from(&mut rtp_buf) => {
@@ -106,8 +113,8 @@ impl CallTask {
                     self.flush_rtcp().await;
                 }
                 _ = clock::sleep_until(max_end), if !self.hangup_requested => {
-                    tracing::info!(call = self.call.0, "maximum call duration reached, hanging up");
-                    self.request_hangup();
+                    tracing::info!(call = %self.info.id, "maximum call duration reached, hanging up");
+                    self.request_hangup("max duration");
                 }
             }
         }
@@ -116,29 +123,39 @@ impl CallTask {
 
     fn command(&mut self, command: CallCommand) {
         match command {
-            CallCommand::Confirmed => tracing::debug!(call = self.call.0, "call confirmed"),
+            CallCommand::Confirmed => tracing::debug!(call = %self.info.id, "call confirmed"),
             CallCommand::Media(media) => self.apply_media(media),
-            CallCommand::Dtmf {
-                digit,
-                duration_ms,
-                via,
-            } => {
-                tracing::debug!(call = self.call.0, %digit, duration_ms, via, "DTMF");
-            }
-            CallCommand::Ended => {}
+            CallCommand::Dtmf { digit, duration_ms, via } => self.dtmf(digit, duration_ms, via),
+            CallCommand::Hangup => self.request_hangup("local hangup"),
+            CallCommand::Listen(on) => self.pipeline.set_listen(on),
+            CallCommand::Ended(_) => {}
         }
+    }
+
+    fn dtmf(&self, digit: char, duration_ms: u32, via: &'static str) {
+        tracing::debug!(call = %self.info.id, %digit, duration_ms, via, "DTMF");
+        let id = self.info.id.clone();
+        let _ = self.services.events.send(CallEvent::Dtmf { id, digit, duration_ms, via: via.to_string() });
     }
 
     fn apply_media(&mut self, media: Negotiated) {
         let now = clock::now();
-        self.law = match media.codec {
-            Codec::Pcmu => Law::Ulaw,
-            Codec::Pcma => Law::Alaw,
+        let (law, codec) = match media.codec {
+            Codec::Pcmu => (Law::Ulaw, "PCMU"),
+            Codec::Pcma => (Law::Alaw, "PCMA"),
         };
-        self.sending = matches!(
-            media.local_direction,
-            Direction::SendRecv | Direction::SendOnly
-        );
+        self.pipeline.set_law(law);
+        self.sending = media.local_direction.sends();
+        self.receiving = media.local_direction.receives();
+        let hold = !matches!(media.remote_direction, Direction::SendRecv | Direction::RecvOnly);
+        let was_hold = self.live.borrow().hold;
+        self.live.send_modify(|l| {
+            l.codec = Some(codec);
+            l.hold = hold;
+        });
+        if hold != was_hold {
+            let _ = self.services.events.send(CallEvent::Hold { id: self.info.id.clone(), on: hold });
+        }
         match self.session.as_mut() {
             Some(session) => {
                 session.set_remote(media.remote_rtp, media.remote_rtcp);
@@ -154,7 +171,7 @@ impl CallTask {
                     learn_packets: self.settings.learn_packets,
                     rtcp_interval: self.settings.rtcp_interval,
                     rtcp_seed: rand::random(),
-                    cname: format!("earshot-{}", self.call.0),
+                    cname: format!("earshot-{}", self.info.id),
                     clock_rate: 8000,
                     initial_seq: rand::random(),
                     initial_ts: rand::random(),
@@ -164,122 +181,103 @@ impl CallTask {
                 session.set_sending(self.sending);
                 self.session = Some(session);
                 self.media_since = Some(now);
+                self.live.send_modify(|l| l.answered = true);
+                let _ = self.services.events.send(CallEvent::Answered { id: self.info.id.clone(), codec: codec.into() });
             }
         }
-        tracing::debug!(call = self.call.0, codec = ?media.codec, direction = ?media.local_direction, "media");
+        tracing::debug!(call = %self.info.id, codec, direction = ?media.local_direction, "media");
     }
 
     fn rtp_in(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = clock::now();
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
+        let Some(session) = self.session.as_mut() else { return };
         if let Some(audio) = session.handle_rtp(now, from, datagram) {
-            let mut pcm = [0i16; MAX_SAMPLES];
-            let n = audio.payload.len().min(MAX_SAMPLES);
-            if let (Some(src), Some(dst)) = (audio.payload.get(..n), pcm.get_mut(..n)) {
-                self.law.decode(src, dst);
-                self.jitter.push(now, audio.seq, audio.timestamp, audio.marker, audio.ssrc.0, dst);
-            }
+            self.pipeline.receive(now, audio.seq, audio.timestamp, audio.marker, audio.ssrc.0, audio.payload);
         }
         while let Some(event) = session.poll_event() {
             match event {
                 RtpEvent::Dtmf { digit, duration_ms } => {
-                    tracing::debug!(call = self.call.0, %digit, duration_ms, "DTMF (RFC 4733)");
+                    tracing::debug!(call = %self.info.id, %digit, duration_ms, "DTMF (RFC 4733)");
+                    let id = self.info.id.clone();
+                    let _ = self.services.events.send(CallEvent::Dtmf { id, digit, duration_ms, via: "rfc4733".into() });
                 }
-                RtpEvent::SourceLearned(addr) => {
-                    tracing::debug!(call = self.call.0, %addr, "RTP source learned")
-                }
-                other => tracing::trace!(call = self.call.0, ?other, "RTP event"),
+                RtpEvent::SourceLearned(addr) => tracing::debug!(call = %self.info.id, %addr, "RTP source learned"),
+                other => tracing::trace!(call = %self.info.id, ?other, "RTP event"),
             }
         }
     }
 
-    /// Every 20 ms: one frame out of the jitter buffer, one frame of ours to the caller.
+    /// Every 20 ms: one frame through the pipeline, one packet to the caller.
     async fn playout_tick(&mut self) {
         let now = clock::now();
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        let mut heard: Frame = SILENCE;
-        self.jitter.pop(now, &mut heard);
-
-        let mut said: Frame = SILENCE;
-        self.greeting.next_frame(&mut said);
+        let Some(session) = self.session.as_mut() else { return };
         let mut payload = [0u8; FRAME_SAMPLES];
-        self.law.encode(&said, &mut payload);
+        self.pipeline.tick(now, &mut payload);
         let mut packet = [0u8; 12 + FRAME_SAMPLES];
-        if let Some((dest, len)) =
-            session.send_audio(now, &payload, FRAME_SAMPLES as u32, &mut packet)
-        {
-            let _ = self
-                .sockets
-                .rtp
-                .send_to(packet.get(..len).unwrap_or_default(), dest)
-                .await;
+        if let Some((dest, len)) = session.send_audio(now, &payload, FRAME_SAMPLES as u32, &mut packet) {
+            let _ = self.sockets.rtp.send_to(packet.get(..len).unwrap_or_default(), dest).await;
         }
         self.check_silence(now);
     }
 
+    /// Hangs up when the caller should be sending but nothing came for the timeout.
     fn check_silence(&mut self, now: Instant) {
-        let (Some(limit), Some(since)) = (self.settings.silence_timeout, self.media_since) else {
-            return;
-        };
-        if self.hangup_requested || !self.sending_or_receiving_expected() {
+        let (Some(limit), Some(since)) = (self.settings.silence_timeout, self.media_since) else { return };
+        // On hold by agreement (inactive) silence is expected.
+        if self.hangup_requested || !self.receiving {
             return;
         }
-        let last = self
-            .session
-            .as_ref()
-            .and_then(Session::last_packet_at)
-            .unwrap_or(since);
+        let last = self.session.as_ref().and_then(Session::last_packet_at).unwrap_or(since).max(since);
         if now.saturating_duration_since(last) >= limit {
-            tracing::info!(
-                call = self.call.0,
-                silent_secs = limit.as_secs(),
-                "no RTP received, hanging up"
-            );
-            self.request_hangup();
+            tracing::info!(call = %self.info.id, silent_secs = limit.as_secs(), "no RTP received, hanging up");
+            self.request_hangup("rtp timeout");
         }
     }
 
-    /// On hold (the caller sends nothing by agreement) silence is expected.
-    fn sending_or_receiving_expected(&self) -> bool {
-        self.sending
-    }
-
-    fn request_hangup(&mut self) {
+    fn request_hangup(&mut self, reason: &'static str) {
+        if self.hangup_requested {
+            return;
+        }
         self.hangup_requested = true;
+        self.end_reason = reason.into();
         let _ = self.sip.send(SipCommand::Hangup(self.call));
     }
 
     async fn flush_rtcp(&mut self) {
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
+        let Some(session) = self.session.as_mut() else { return };
         while let Some(transmit) = session.poll_transmit() {
-            let _ = self
-                .sockets
-                .rtcp
-                .send_to(&transmit.bytes, transmit.dest)
-                .await;
+            let _ = self.sockets.rtcp.send_to(&transmit.bytes, transmit.dest).await;
         }
     }
 
-    async fn finish(&mut self) {
+    async fn finish(mut self) {
         let now = clock::now();
+        let mut stats = CallStats {
+            concealed_frames: self.pipeline.jitter_stats().concealed,
+            jitter_delay_ms: self.pipeline.mean_delay_ms(),
+            ..CallStats::default()
+        };
         if let Some(session) = self.session.as_mut() {
             if let Some(bye) = session.bye(now) {
                 let _ = self.sockets.rtcp.send_to(&bye.bytes, bye.dest).await;
             }
-            let stats = session.stats();
-            tracing::debug!(
-                call = self.call.0,
-                received = stats.packets_received,
-                lost = stats.packets_lost,
-                sent = stats.packets_sent,
-                "call media finished"
-            );
+            let s = session.stats();
+            stats.packets_received = s.packets_received;
+            stats.packets_lost = s.packets_lost;
+            stats.packets_sent = s.packets_sent;
+            stats.jitter_ms = s.jitter_ms();
+            stats.malformed_packets = s.malformed + s.wrong_pt + s.foreign_source;
         }
+        tracing::debug!(
+            call = %self.info.id,
+            received = stats.packets_received,
+            lost = stats.packets_lost,
+            sent = stats.packets_sent,
+            "call media finished"
+        );
+        self.pipeline.finish();
+        self.services.registry.remove(&self.info.id);
+        let reason = std::mem::take(&mut self.end_reason);
+        let _ = self.services.events.send(CallEvent::Ended { id: self.info.id.clone(), reason, stats });
     }
 }

@@ -17,7 +17,7 @@ use super::tcp::{self, TcpEvent, TcpLimits};
 use crate::call::{CallHandle, CallSpawner};
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{CallRef, Endpoint, Event, Transmit};
+use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, Transmit};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.
@@ -129,7 +129,7 @@ impl SipDriver {
         }
         tcp_stop.cancel();
         for handle in state.calls.values() {
-            handle.ended();
+            handle.ended(Some("shutdown".into()));
         }
     }
 
@@ -275,8 +275,8 @@ impl SipDriver {
             }
             Event::Ended { call, reason } => {
                 if let Some(handle) = state.calls.remove(&call) {
-                    tracing::info!(call = call.0, ?reason, "call ended");
-                    handle.ended();
+                    tracing::info!(call = %handle.id(), ?reason, "call ended");
+                    handle.ended(Some(end_reason(&reason)));
                 }
             }
             Event::Registration { trunk, outcome } => match outcome {
@@ -309,5 +309,16 @@ pub fn limits(max_message: usize, max_connections: usize, idle: Duration) -> Tcp
         max_message,
         idle_timeout: idle,
         slots: Arc::new(Semaphore::new(max_connections)),
+    }
+}
+
+/// How a call's end is written in its record.
+fn end_reason(reason: &EndReason) -> String {
+    match reason {
+        EndReason::RemoteBye => "remote hangup".into(),
+        EndReason::Cancelled => "cancelled".into(),
+        EndReason::LocalHangup => "local hangup".into(),
+        EndReason::Rejected(status) => format!("rejected {status}"),
+        EndReason::AckTimeout => "no ack".into(),
     }
 }

@@ -1,0 +1,164 @@
+//! What happens to calls, as values: the lifecycle events every call reports (to the store,
+//! which persists them and feeds the live event stream), and the identity of a call.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// A call's id: unique across restarts, sortable by start time, and safe in file names
+/// (`c` + 12 hex digits of Unix milliseconds + 8 random hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(String);
+
+impl CallId {
+    /// A fresh id for a call starting at `at`, with `random` bits from the caller.
+    pub fn new(at: SystemTime, random: u32) -> Self {
+        let ms = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Self(format!("c{ms:012x}{random:08x}"))
+    }
+
+    /// Accepts only ids of the form [`CallId::new`] makes, so a path or query can never name
+    /// anything else (no traversal through an id).
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix('c')?;
+        (hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Sip,
+    Twilio,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Sip => "sip",
+            Source::Twilio => "twilio",
+        }
+    }
+}
+
+/// What is known of a call when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub id: CallId,
+    pub source: Source,
+    /// The source's own id: the SIP Call-ID, or Twilio's CallSid. Used for idempotency.
+    pub external_id: String,
+    /// The caller's number or user (personal data: never logged at info level).
+    pub caller: String,
+    /// The number or user called.
+    pub callee: String,
+    pub started_at: SystemTime,
+}
+
+/// Media counters of a finished call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallStats {
+    pub packets_received: u64,
+    pub packets_lost: i64,
+    pub packets_sent: u64,
+    pub jitter_ms: f64,
+    /// Frames the jitter buffer concealed.
+    pub concealed_frames: u64,
+    /// Mean jitter-buffer target delay over the call, in ms.
+    pub jitter_delay_ms: u32,
+    pub malformed_packets: u64,
+}
+
+/// One thing that happened to a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallEvent {
+    Started { info: CallInfo },
+    Answered { id: CallId, codec: String },
+    Dtmf { id: CallId, digit: char, duration_ms: u32, via: String },
+    Hold { id: CallId, on: bool },
+    Listen { id: CallId, on: bool },
+    RecordingStarted { id: CallId, path: String },
+    RecordingStopped { id: CallId, reason: String },
+    Ended { id: CallId, reason: String, stats: CallStats },
+}
+
+impl CallEvent {
+    pub fn call_id(&self) -> &CallId {
+        match self {
+            CallEvent::Started { info } => &info.id,
+            CallEvent::Answered { id, .. }
+            | CallEvent::Dtmf { id, .. }
+            | CallEvent::Hold { id, .. }
+            | CallEvent::Listen { id, .. }
+            | CallEvent::RecordingStarted { id, .. }
+            | CallEvent::RecordingStopped { id, .. }
+            | CallEvent::Ended { id, .. } => id,
+        }
+    }
+
+    /// The event's name in the store and the event stream.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallEvent::Started { .. } => "started",
+            CallEvent::Answered { .. } => "answered",
+            CallEvent::Dtmf { .. } => "dtmf",
+            CallEvent::Hold { .. } => "hold",
+            CallEvent::Listen { .. } => "listen",
+            CallEvent::RecordingStarted { .. } => "recording_started",
+            CallEvent::RecordingStopped { .. } => "recording_stopped",
+            CallEvent::Ended { .. } => "ended",
+        }
+    }
+}
+
+/// Masks a phone number for display and logs: the last 4 digits stay (`+1555•••4567`).
+pub fn mask_number(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let keep_head = if chars.first() == Some(&'+') { 2 } else { 0 };
+    let keep_tail = 4.min(chars.len());
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep_head || i >= chars.len() - keep_tail { *c } else { '•' })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn call_ids_sort_by_time_and_reject_anything_else() {
+        let a = CallId::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1), 0xffff_ffff);
+        let b = CallId::new(SystemTime::UNIX_EPOCH + Duration::from_secs(2), 0);
+        assert!(a < b);
+        assert_eq!(CallId::parse(a.as_str()), Some(a));
+        for bad in ["", "c", "../etc/passwd", "c0000000003e8ffffffff/..", "C0000000003e8ffffffff", "c0000000003E8FFFFFFFF"] {
+            assert_eq!(CallId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn masks_all_but_the_country_code_and_last_four() {
+        assert_eq!(mask_number("+15551234567"), "+1•••••••4567");
+        assert_eq!(mask_number("1000"), "1000");
+        assert_eq!(mask_number(""), "");
+    }
+}

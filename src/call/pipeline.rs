@@ -1,0 +1,169 @@
+//! The media pipeline every call goes through, whatever its source: G.711 in, the jitter
+//! buffer, the speakers, the recording, and G.711 out (the greeting, then silence).
+//!
+//! The SIP call task and the Twilio stream task both own one [`Pipeline`] and drive it the same
+//! way: [`Pipeline::receive`] for each packet, [`Pipeline::tick`] every 20 ms.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::event::{CallEvent, CallId, CallInfo};
+use super::{EventSink, Greeting, GreetingPlayer, LiveState, Registry};
+use crate::audio::{AudioService, SpeakerFeed};
+use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
+use crate::media::g711::Law;
+use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::recording::{CallRecording, RecordingService};
+
+/// Largest payload decoded from one packet: 60 ms of G.711.
+const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
+/// The live state is republished every this many ticks (100 ms).
+const LIVE_EVERY: u64 = 5;
+
+/// What calls share: the speakers, the recorder, the event sink, the registry, the greeting.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub audio: Arc<AudioService>,
+    /// `None` when `[recording].enabled` is false.
+    pub recordings: Option<Arc<RecordingService>>,
+    pub events: EventSink,
+    pub registry: Arc<Registry>,
+    pub greeting: Greeting,
+}
+
+/// One call's media path.
+pub struct Pipeline {
+    id: CallId,
+    law: Law,
+    jitter: JitterBuffer,
+    greeting: GreetingPlayer,
+    speaker: SpeakerFeed,
+    recording: Option<CallRecording>,
+    events: EventSink,
+    live: watch::Sender<LiveState>,
+    /// Sum of squares of the caller's samples since the last live update.
+    energy: f64,
+    ticks: u64,
+    /// Sum of the jitter buffer's target delay over all ticks, for the call's mean.
+    delay_sum: u64,
+}
+
+impl Pipeline {
+    /// Starts the call's speaker feed and recording (all allocation happens here).
+    pub fn new(services: &Services, info: &CallInfo, live: watch::Sender<LiveState>) -> Self {
+        let listen = services.audio.default_listen();
+        let numeric = u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
+        let speaker = services.audio.add_call(numeric, listen);
+        let recording = services.recordings.as_ref().and_then(|r| match r.open(numeric, info.id.as_str()) {
+            Ok(rec) => {
+                let _ = services.events.send(CallEvent::RecordingStarted {
+                    id: info.id.clone(),
+                    path: rec.path().display().to_string(),
+                });
+                Some(rec)
+            }
+            Err(err) => {
+                tracing::warn!(call = %info.id, %err, "recording not started");
+                let _ = services.events.send(CallEvent::RecordingStopped { id: info.id.clone(), reason: err.to_string() });
+                None
+            }
+        });
+        live.send_modify(|l| l.listen = listen);
+        Self {
+            id: info.id.clone(),
+            law: Law::Ulaw,
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            greeting: services.greeting.player(),
+            speaker,
+            recording,
+            events: services.events.clone(),
+            live,
+            energy: 0.0,
+            ticks: 0,
+            delay_sum: 0,
+        }
+    }
+
+    pub fn set_law(&mut self, law: Law) {
+        self.law = law;
+    }
+
+    /// One received packet of G.711 audio.
+    pub fn receive(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, ssrc: u32, payload: &[u8]) {
+        let mut pcm = [0i16; MAX_SAMPLES];
+        let n = payload.len().min(MAX_SAMPLES);
+        if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
+            self.law.decode(src, dst);
+            self.jitter.push(now, seq, ts, marker, ssrc, dst);
+        }
+    }
+
+    /// Every 20 ms: plays one frame of the caller (speakers, recording) and fills `out` with
+    /// the next frame we send, G.711-encoded.
+    pub fn tick(&mut self, now: Instant, out: &mut [u8; FRAME_SAMPLES]) {
+        let mut heard: Frame = SILENCE;
+        let playout = self.jitter.pop(now, &mut heard);
+        let mut said: Frame = SILENCE;
+        self.greeting.next_frame(&mut said);
+        self.law.encode(&said, out);
+        // What the caller hears is the G.711 of what we said; record exactly that.
+        self.law.decode(out, &mut said);
+        if !matches!(playout, Playout::Silence) {
+            self.speaker.push(&heard);
+        }
+        self.record(&heard, &said);
+        self.energy += heard.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        self.ticks += 1;
+        self.delay_sum += u64::from(self.jitter.target_delay_ms());
+        if self.ticks % LIVE_EVERY == 0 {
+            let rms = (self.energy / (LIVE_EVERY as f64 * FRAME_SAMPLES as f64)).sqrt();
+            let dbfs = if rms < 1.0 { -100.0 } else { (20.0 * (rms / 32768.0).log10()) as f32 };
+            self.energy = 0.0;
+            self.live.send_modify(|l| l.level_dbfs = dbfs);
+        }
+    }
+
+    fn record(&mut self, heard: &Frame, said: &Frame) {
+        let Some(recording) = self.recording.as_mut() else { return };
+        recording.push(heard, said);
+        if recording.is_stopped() {
+            let _ = self.events.send(CallEvent::RecordingStopped { id: self.id.clone(), reason: "write failed".into() });
+            self.recording = None;
+        }
+    }
+
+    /// Switches playout on the speakers.
+    pub fn set_listen(&mut self, on: bool) {
+        if self.speaker.listen() == on {
+            return;
+        }
+        self.speaker.set_listen(on);
+        self.live.send_modify(|l| l.listen = on);
+        let _ = self.events.send(CallEvent::Listen { id: self.id.clone(), on });
+    }
+
+    pub fn jitter_stats(&self) -> &JitterStats {
+        self.jitter.stats()
+    }
+
+    /// Mean jitter-buffer target delay so far, in ms.
+    pub fn mean_delay_ms(&self) -> u32 {
+        (self.delay_sum / self.ticks.max(1)) as u32
+    }
+
+    /// Stops the recording (its file is finalized by the writer) and the speaker feed.
+    pub fn finish(self) {
+        if let Some(recording) = self.recording {
+            recording.finish();
+        }
+        self.speaker.remove();
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("id", &self.id).field("law", &self.law).finish()
+    }
+}
