@@ -600,7 +600,7 @@ impl Fill {
     }
 }
 
-/// Collects responses whose Call-ID is `call_id` from `sockets` until `until` returns true or
+/// Collects responses whose Call-ID contains `call_id` from `sockets` until `until` returns true or
 /// `wait` has passed.
 fn collect(
     sockets: &[&UdpSocket],
@@ -619,7 +619,9 @@ fn collect(
                 let Some(msg) = Message::parse(&buf[..n]) else {
                     continue;
                 };
-                if msg.status().is_some() && msg.header("call-id") == Some(call_id) {
+                if msg.status().is_some()
+                    && msg.header("call-id").is_some_and(|c| c.contains(call_id))
+                {
                     into.push(msg);
                 }
             }

@@ -37,18 +37,33 @@ pub fn dtmf_packets(payload_type: u8, ts: u32, event: u8, duration_samples: u16)
     let mut packets = Vec::new();
     let mut duration = 160u16;
     while duration < duration_samples {
-        packets.push(RtpPacket { payload_type, marker: packets.is_empty(), ts, payload: body(false, duration) });
+        packets.push(RtpPacket {
+            payload_type,
+            marker: packets.is_empty(),
+            ts,
+            payload: body(false, duration),
+        });
         duration += 160;
     }
     for _ in 0..3 {
-        packets.push(RtpPacket { payload_type, marker: false, ts, payload: body(true, duration_samples) });
+        packets.push(RtpPacket {
+            payload_type,
+            marker: false,
+            ts,
+            payload: body(true, duration_samples),
+        });
     }
     packets
 }
 
 /// Writes `packets` as one RTP stream (SSRC `ssrc`, sequence from `seq`) in a pcap file, one
 /// packet every 20 ms.
-pub fn write_rtp_pcap(path: &Path, ssrc: u32, seq: u16, packets: &[RtpPacket]) -> std::io::Result<()> {
+pub fn write_rtp_pcap(
+    path: &Path,
+    ssrc: u32,
+    seq: u16,
+    packets: &[RtpPacket],
+) -> std::io::Result<()> {
     let mut out = Vec::new();
     // Global header: magic, version 2.4, GMT offset, accuracy, snaplen, LINKTYPE_ETHERNET.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());

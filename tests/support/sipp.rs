@@ -15,13 +15,23 @@ pub struct Scenario {
 impl Scenario {
     /// Loads `tests/sipp/<file>` and fills `{{KEY}}` with each value.
     pub fn load(file: &str, vars: &[(&str, String)]) -> Scenario {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(file);
-        let mut xml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(file);
+        let mut xml =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for (key, value) in vars {
             xml = xml.replace(&format!("{{{{{key}}}}}"), value);
         }
-        assert!(!xml.contains("{{"), "unfilled placeholder in {file}: {}", xml.lines().find(|l| l.contains("{{")).unwrap_or(""));
-        Scenario { name: file.trim_end_matches(".xml").to_string(), xml }
+        assert!(
+            !xml.contains("{{"),
+            "unfilled placeholder in {file}: {}",
+            xml.lines().find(|l| l.contains("{{")).unwrap_or("")
+        );
+        Scenario {
+            name: file.trim_end_matches(".xml").to_string(),
+            xml,
+        }
     }
 }
 
@@ -49,7 +59,13 @@ pub struct Sipp {
 }
 
 /// Starts SIPp with `scenario` in `dir`. `target` is None for a UAS scenario (a registrar).
-pub fn start(dir: &Path, scenario: &Scenario, target: Option<SocketAddr>, local_port: u16, args: &[&str]) -> Sipp {
+pub fn start(
+    dir: &Path,
+    scenario: &Scenario,
+    target: Option<SocketAddr>,
+    local_port: u16,
+    args: &[&str],
+) -> Sipp {
     let file = dir.join(format!("{}.xml", scenario.name));
     std::fs::write(&file, &scenario.xml).expect("write scenario");
     let media_port = super::free_udp_tcp_port(Ipv4Addr::LOCALHOST).expect("media port");
@@ -58,7 +74,12 @@ pub fn start(dir: &Path, scenario: &Scenario, target: Option<SocketAddr>, local_
         .arg("-sf")
         .arg(&file)
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &local_port.to_string(), "-mp", &media_port.to_string()])
+        .args([
+            "-p",
+            &local_port.to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
         .args(["-trace_err", "-nostdin", "-timeout_error"])
         .args(args);
     if let Some(target) = target {
@@ -69,7 +90,11 @@ pub fn start(dir: &Path, scenario: &Scenario, target: Option<SocketAddr>, local_
         .stderr(Stdio::piped())
         .spawn()
         .expect("sipp must be installed (scripts/test.sh installs sip-tester)");
-    Sipp { child, dir: dir.to_path_buf(), name: scenario.name.clone() }
+    Sipp {
+        child,
+        dir: dir.to_path_buf(),
+        name: scenario.name.clone(),
+    }
 }
 
 impl Sipp {

@@ -1,0 +1,91 @@
+//! The media pipeline end to end, against real peers: SIPp streams a known capture and the
+//! recording must hold exactly its decoded audio; a caller's tone must come out of a real
+//! PulseAudio device (a null sink, recorded from its monitor) at the right pitch, without gaps.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use earshot::media::g711::Law;
+use support::pcap::{self, RtpPacket};
+use support::sipp::{self, Scenario};
+use support::{Earshot, free_udp_tcp_port};
+
+/// The one recording earshot made in `dir/recordings`.
+fn only_recording(dir: &Path) -> PathBuf {
+    let wavs: Vec<PathBuf> = std::fs::read_dir(dir.join("recordings"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
+    assert_eq!(wavs.len(), 1, "recordings: {wavs:?}");
+    wavs.into_iter().next().unwrap()
+}
+
+/// Left (caller) and right (sent) channels of a stereo recording.
+fn channels(path: &Path) -> (Vec<i16>, Vec<i16>) {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    let spec = reader.spec();
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let left = samples.iter().step_by(2).copied().collect();
+    let right = samples.iter().skip(1).step_by(2).copied().collect();
+    (left, right)
+}
+
+/// Where `needle` starts inside `haystack`, matching its first 160 samples.
+fn find(haystack: &[i16], needle: &[i16]) -> Option<usize> {
+    haystack.windows(160).position(|w| w == &needle[..160])
+}
+
+fn stream_and_record(law: Law, pt: u8, codecs: &str) {
+    let e = Earshot::start("");
+    let pcm = pcap::test_signal(3000);
+    let mut codes = vec![0u8; pcm.len()];
+    law.encode(&pcm, &mut codes);
+    let packets: Vec<RtpPacket> = pcap::g711_packets(pt, 4_000_000_000, &codes);
+    let capture = e.dir().join("caller.pcap");
+    pcap::write_rtp_pcap(&capture, 0xdead_beef, 65_500, &packets).unwrap();
+    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "15000".into())]);
+    let scenario = Scenario { xml: scenario.xml.replace("RTP/AVP 0 101", &format!("RTP/AVP {codecs} 101")), ..scenario };
+    let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+    let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
+    // The capture lasts 3 s; then earshot hangs up at its max duration... we end it instead:
+    // shutting earshot down sends the BYE and finalizes the recording.
+    std::thread::sleep(Duration::from_millis(4000));
+    let mut e = e;
+    let status = e.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}\n{}", e.log_tail(20));
+    let outcome = run.wait(Duration::from_secs(10));
+    assert!(outcome.all_passed(1), "SIPp: {outcome:?}");
+
+    let (left, right) = channels(&only_recording(e.dir()));
+    let mut decoded = vec![0i16; codes.len()];
+    law.decode(&codes, &mut decoded);
+    let start = find(&left, &decoded).expect("the caller's audio is in the left channel");
+    assert_eq!(left.get(start..start + decoded.len()), Some(&decoded[..]), "left channel differs from the decoded capture");
+    // Before the audio: nothing but silence (initial buffering).
+    assert!(left[..start].iter().all(|&s| s == 0));
+    // The right channel holds what earshot sent: silence here (no greeting configured).
+    let silence = match law {
+        Law::Ulaw => 0,
+        Law::Alaw => 8,
+    };
+    assert!(right.iter().all(|&s| s == 0 || s == silence), "right channel is not silence");
+}
+
+#[test]
+fn pcmu_recording_equals_the_decoded_capture_sample_for_sample() {
+    stream_and_record(Law::Ulaw, 0, "0");
+}
+
+#[test]
+fn pcma_recording_equals_the_decoded_capture_sample_for_sample() {
+    stream_and_record(Law::Alaw, 8, "8");
+}
