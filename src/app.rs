@@ -45,6 +45,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     spawn_signal_handlers(shutdown.clone())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let services = start_services(&config, events_tx)?;
+    let audio = services.audio.clone();
     tokio::spawn(log_call_events(events_rx));
     let driver = build_sip(&config, services).await?;
     tracing::info!(
@@ -53,7 +54,18 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         trunks = config.sip.trunks.len(),
         "earshot running"
     );
+    // Sockets bound, recorder and audio thread started: ready for systemd (Type=notify).
+    crate::systemd::notify("READY=1");
     driver.run(shutdown).await;
+    let playout = audio.stats();
+    tracing::info!(
+        underruns = playout.underruns,
+        overruns = playout.overruns,
+        skips = playout.skips,
+        xruns = playout.xruns,
+        device = playout.device.as_deref().unwrap_or("none"),
+        "speaker playout totals"
+    );
     tracing::info!("earshot stopped");
     Ok(())
 }
@@ -251,6 +263,7 @@ fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), AppError> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        crate::systemd::notify("STOPPING=1");
         shutdown.cancel();
     });
     Ok(())

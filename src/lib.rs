@@ -23,3 +23,4 @@ pub mod net;
 pub mod recording;
 pub mod rtp;
 pub mod sip;
+pub mod systemd;

@@ -48,7 +48,9 @@ fn mixer_fill_never_allocates_through_adds_removes_full_and_empty_rings() {
 
     // Empty mixer; then inputs arriving through the command ring.
     assert_no_alloc(|| mixer.fill(&mut out, 2));
-    let mut feeds: Vec<InputFeed> = (0..4).map(|id| control.add(id, id % 2 == 0).unwrap()).collect();
+    let mut feeds: Vec<InputFeed> = (0..4)
+        .map(|id| control.add(id, id % 2 == 0).unwrap())
+        .collect();
     assert_no_alloc(|| mixer.fill(&mut out, 2));
     assert_eq!(mixer.len(), 4);
 
@@ -137,7 +139,11 @@ fn the_device_callback_body_never_allocates_for_f32_or_i16_devices() {
             assert_no_alloc(|| callback.render_i16(&mut i16_out, &info));
         }
     }
-    assert_eq!(f32_out[f32_out.len() - 1], 0.0, "the partial frame is zeroed");
+    assert_eq!(
+        f32_out[f32_out.len() - 1],
+        0.0,
+        "the partial frame is zeroed"
+    );
     assert!(f32_out.iter().any(|&x| x != 0.0));
     assert_eq!(probe.latency_us.load(Relaxed), 25_000);
     assert_eq!(probe.callbacks.load(Relaxed), 211);

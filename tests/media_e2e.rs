@@ -89,3 +89,63 @@ fn pcmu_recording_equals_the_decoded_capture_sample_for_sample() {
 fn pcma_recording_equals_the_decoded_capture_sample_for_sample() {
     stream_and_record(Law::Alaw, 8, "8");
 }
+
+/// Zero crossings per second of `samples` at `rate`, divided by two: the frequency of a tone.
+fn tone_frequency(samples: &[f32], rate: f64) -> f64 {
+    let crossings = samples.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    crossings as f64 / 2.0 / (samples.len() as f64 / rate)
+}
+
+#[test]
+fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
+    let server = std::env::var("PULSE_SERVER").expect("PULSE_SERVER: run through scripts/test.sh, which starts the test PulseAudio");
+    const SECONDS: u32 = 30;
+    const RATE: u32 = 48000;
+    let e = Earshot::start("[audio]\noutput = \"default\"\nlisten = true\n[log]\nlevel = \"info,earshot=debug\"\n");
+    // A 1 kHz tone at -12 dBFS, 30 s, PCMU.
+    let pcm: Vec<i16> = (0..SECONDS * 8000).map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 8.0).sin() * 8000.0) as i16).collect();
+    let mut codes = vec![0u8; pcm.len()];
+    Law::Ulaw.encode(&pcm, &mut codes);
+    let capture = e.dir().join("tone.pcap");
+    pcap::write_rtp_pcap(&capture, 0x0100_0001, 1, &pcap::g711_packets(0, 0, &codes)).unwrap();
+    // Record the null sink's monitor: what earshot played, in real time.
+    let monitor_file = e.dir().join("monitor.raw");
+    let mut recorder = Command::new("parec")
+        .args(["-d", "earshot_test.monitor", "--rate", &RATE.to_string(), "--channels", "1", "--format", "s16le", "--latency-msec", "20"])
+        .env("PULSE_SERVER", &server)
+        .stdout(std::fs::File::create(&monitor_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("parec (pulseaudio-utils)");
+    std::thread::sleep(Duration::from_millis(500));
+    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "60000".into())]);
+    let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+    let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
+    std::thread::sleep(Duration::from_secs(u64::from(SECONDS) + 2));
+    let mut e = e;
+    assert!(e.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", e.log_tail(20));
+    let _ = run.wait(Duration::from_secs(10));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+
+    let raw = std::fs::read(&monitor_file).unwrap();
+    let played: Vec<f32> = raw.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect();
+    // The tone's span: from the first to the last 10 ms block with signal.
+    let block = (RATE / 100) as usize;
+    let loud: Vec<bool> =
+        played.chunks(block).map(|b| (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).sqrt() > 0.05).collect();
+    let first = loud.iter().position(|&l| l).expect("nothing was played");
+    let last = loud.iter().rposition(|&l| l).unwrap();
+    let span = &loud[first..=last];
+    let gaps = span.iter().filter(|&&l| !l).count();
+    assert_eq!(gaps, 0, "{gaps} silent 10 ms blocks inside the tone");
+    let seconds = span.len() as f64 / 100.0;
+    assert!((seconds - f64::from(SECONDS)).abs() < 0.3, "the tone lasted {seconds:.2} s");
+    let tone = &played[first * block..(last + 1) * block];
+    let freq = tone_frequency(tone, f64::from(RATE));
+    assert!((freq - 1000.0).abs() < 5.0, "pitch {freq:.1} Hz");
+    let log = e.stderr_log();
+    let totals = log.lines().find(|l| l.contains("speaker playout totals")).expect("playout totals logged");
+    assert!(totals.contains("underruns=0"), "{totals}");
+    assert!(!totals.contains("device=none"), "{totals}");
+}

@@ -92,11 +92,17 @@ fn a_recording_survives_an_abort_losing_at_most_a_second() {
         matches!(repaired[0].outcome, Ok(RepairOutcome::Fixed { .. })),
         "{repaired:?}"
     );
-    assert!(repair_dir(&dir).unwrap().is_empty(), "a repaired file is intact");
+    assert!(
+        repair_dir(&dir).unwrap().is_empty(),
+        "a repaired file is intact"
+    );
 
     let mut reader = hound::WavReader::open(&path).unwrap();
     let spec = reader.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8000, 16)
+    );
     let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
     assert_eq!(samples.len() % 2, 0);
     let frames_kept = samples.len() as u64 / 2;

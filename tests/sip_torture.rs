@@ -600,10 +600,11 @@ impl Fill {
     }
 }
 
-/// Collects responses whose Call-ID contains `call_id` from `sockets` until `until` returns true or
-/// `wait` has passed.
+/// Collects the responses arriving on `own` (a socket of this exchange alone), and those on
+/// `shared` whose Call-ID contains `call_id`, until `until` returns true or `wait` has passed.
 fn collect(
-    sockets: &[&UdpSocket],
+    own: &UdpSocket,
+    shared: Option<&UdpSocket>,
     call_id: &str,
     wait: Duration,
     into: &mut Vec<Message>,
@@ -613,15 +614,15 @@ fn collect(
     let mut buf = vec![0u8; 65536];
     loop {
         let mut idle = true;
-        for socket in sockets {
+        for (socket, filtered) in [(Some(own), false), (shared, true)] {
+            let Some(socket) = socket else { continue };
             while let Ok((n, _)) = socket.recv_from(&mut buf) {
                 idle = false;
                 let Some(msg) = Message::parse(&buf[..n]) else {
                     continue;
                 };
-                if msg.status().is_some()
-                    && msg.header("call-id").is_some_and(|c| c.contains(call_id))
-                {
+                let ours = !filtered || msg.header("call-id").is_some_and(|c| c.contains(call_id));
+                if msg.status().is_some() && ours {
                     into.push(msg);
                 }
             }
@@ -639,6 +640,27 @@ fn invite_final(responses: &[Message]) -> Option<&Message> {
     responses
         .iter()
         .find(|m| m.cseq_method() == Some("INVITE") && m.status().is_some_and(|s| s >= 200))
+}
+
+fn trace(responses: &[Message]) -> Vec<String> {
+    responses
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.status().unwrap_or(0),
+                m.cseq_method().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// `EARSHOT_PROTOS_CASES=1243-1250` (or `=1243`) limits the PROTOS run to those cases and
+/// prints every response, to reproduce a finding.
+fn selected_cases() -> Option<std::ops::RangeInclusive<usize>> {
+    let spec = std::env::var("EARSHOT_PROTOS_CASES").ok()?;
+    let (a, b) = spec.split_once('-').unwrap_or((&spec, &spec));
+    Some(a.trim().parse().ok()?..=b.trim().parse().ok()?)
 }
 
 fn classify(responses: &[Message]) -> Class {
@@ -662,6 +684,8 @@ fn classify(responses: &[Message]) -> Class {
 struct CaseResult {
     class: Class,
     statuses: Vec<u16>,
+    /// Every response as `status method`, for `EARSHOT_PROTOS_CASES` runs.
+    trace: Vec<String>,
     /// A 2xx whose BYE got no 200.
     bye_failed: bool,
 }
@@ -686,16 +710,20 @@ fn run_udp_case(
         cseq: (case + 1).to_string(),
     };
     let invite = fill.apply(template.0, "");
-    let sockets = [&socket, catcher];
     let mut responses = Vec::new();
     if invite.len() > MAX_UDP {
         return run_tcp_case(target, &fill, &invite, template.1);
     }
     // A send can fail only for a malformed destination; earshot's answer is what matters.
     let _ = socket.send_to(&invite, target);
-    collect(&sockets, &fill.call_id, REPLY_WAIT, &mut responses, |r| {
-        invite_final(r).is_some()
-    });
+    collect(
+        &socket,
+        Some(catcher),
+        &fill.call_id,
+        REPLY_WAIT,
+        &mut responses,
+        |r| invite_final(r).is_some(),
+    );
     let mut bye_failed = false;
     match invite_final(&responses).cloned() {
         Some(ok) if ok.status().is_some_and(|s| (200..300).contains(&s)) => {
@@ -709,7 +737,8 @@ fn run_udp_case(
             // Something is in progress: let the CANCEL finish it, then ACK its final answer.
             if !responses.is_empty() {
                 collect(
-                    &sockets,
+                    &socket,
+                    Some(catcher),
                     &fill.call_id,
                     Duration::from_millis(200),
                     &mut responses,
@@ -731,6 +760,7 @@ fn run_udp_case(
     CaseResult {
         class: classify(&responses),
         statuses: responses.iter().filter_map(Message::status).collect(),
+        trace: trace(&responses),
         bye_failed,
     }
 }
@@ -756,7 +786,8 @@ fn hang_up(
             .any(|m| m.cseq_method() == Some("BYE") && m.status().is_some_and(|s| s >= 200))
     };
     collect(
-        &[socket, catcher],
+        socket,
+        Some(catcher),
         call_id,
         Duration::from_secs(1),
         responses,
@@ -813,6 +844,7 @@ fn run_tcp_case(target: SocketAddr, fill: &Fill, invite: &[u8], teardown: &[u8])
     CaseResult {
         class,
         statuses: responses.iter().filter_map(Message::status).collect(),
+        trace: trace(&responses),
         bye_failed,
     }
 }
@@ -835,6 +867,7 @@ fn protos_c07_sip_all_cases_keep_earshot_alive() {
         let catcher = UdpSocket::bind((LOCALHOST, 5060)).unwrap();
         catcher.set_nonblocking(true).unwrap();
 
+        let selection = selected_cases();
         let started = Instant::now();
         let mut by_class: BTreeMap<(usize, Class), usize> = BTreeMap::new();
         let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
@@ -844,12 +877,21 @@ fn protos_c07_sip_all_cases_keep_earshot_alive() {
         let mut tcp_cases = 0;
         for (gi, group) in groups.iter().enumerate() {
             for case in group.first..group.first + group.count {
+                if selection.as_ref().is_some_and(|only| !only.contains(&case)) {
+                    continue;
+                }
                 let raw = fs::read(cases.join(format!("{case:07}"))).unwrap();
                 let (invite, teardown) = split_case(&raw);
                 if invite.len() > MAX_UDP {
                     tcp_cases += 1;
                 }
                 let result = run_udp_case(target, &catcher, (invite, teardown), case);
+                if selection.is_some() {
+                    println!(
+                        "case {case} ({}): {:?} {:?}",
+                        group.name, result.class, result.trace
+                    );
+                }
                 *by_class.entry((gi, result.class)).or_default() += 1;
                 for status in result.statuses {
                     *statuses.entry(status).or_default() += 1;

@@ -290,7 +290,6 @@ impl AudioService {
             Ok(handle) => Some(handle),
             Err(err) => {
                 tracing::error!(error = %err, "cannot start the audio thread; calls will not play");
-                lock(&shared.device).last_error = Some(err.to_string());
                 None
             }
         };
@@ -320,7 +319,11 @@ impl AudioService {
         };
         if shared.feeds.fetch_add(1, Relaxed) >= MAX_FEEDS {
             shared.feeds.fetch_sub(1, Relaxed);
-            tracing::warn!(call_id, max = MAX_FEEDS, "too many calls to mix; this one is not played");
+            tracing::warn!(
+                call_id,
+                max = MAX_FEEDS,
+                "too many calls to mix; this one is not played"
+            );
             return speaker;
         }
         match lock(&shared.control).add(call_id, listen) {
@@ -576,9 +579,10 @@ impl Callback {
     fn note(&self, info: &OutputCallbackInfo) {
         let ts = info.timestamp();
         let latency = ts.playback.duration_since(ts.callback).as_micros();
-        self.probe
-            .latency_us
-            .store(u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1), Relaxed);
+        self.probe.latency_us.store(
+            u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1),
+            Relaxed,
+        );
         self.probe.callbacks.fetch_add(1, Relaxed);
     }
 }
@@ -611,7 +615,9 @@ impl Drainer {
         let spawned = std::thread::Builder::new()
             .name("earshot-audio-drain".to_owned())
             .spawn(move || {
-                let mut mixer = take.recv().unwrap_or_else(|_| mixer::channel(IDLE_RATE, 1).0);
+                let mut mixer = take
+                    .recv()
+                    .unwrap_or_else(|_| mixer::channel(IDLE_RATE, 1).0);
                 drain(&mut mixer, &shared_for_thread, &stopped);
                 mixer
             });
@@ -690,12 +696,12 @@ impl DeviceThread {
             // as the device is missing.
             let drainer = Drainer::start(mixer, &self.shared);
             let opened = loop {
-                match self.open().map_err(|e| Ended::Failed(e.to_string())) {
-                    Ok(open) => match self.await_steady_callbacks() {
-                        Ok(()) => break Some(open),
-                        Err(Ended::Stop) => break None,
-                        Err(Ended::Failed(reason)) => self.report_failure(reason),
-                    },
+                let outcome = match self.open() {
+                    Ok(open) => self.await_steady_callbacks().map(|()| open),
+                    Err(err) => Err(Ended::Failed(err.to_string())),
+                };
+                match outcome {
+                    Ok(open) => break Some(open),
                     Err(Ended::Stop) => break None,
                     Err(Ended::Failed(reason)) => self.report_failure(reason),
                 }
@@ -721,18 +727,19 @@ impl DeviceThread {
     /// mixer, recovered from the stream.
     fn play(&mut self, mut open: Open, mut mixer: Mixer) -> (Ended, Mixer) {
         mixer.set_output_rate(open.rate);
-        let ended = if open.handoff.is_abandoned() {
+        if open.handoff.is_abandoned() {
             // The callback is already gone: keep the mixer.
             self.shared.running.store(false, Relaxed);
-            return (Ended::Failed("the audio stream ended at once".to_owned()), mixer);
-        } else {
-            match open.handoff.push(mixer) {
-                Ok(()) => self.supervise(&mut open.errors),
-                Err(rtrb::PushError::Full(back)) => {
-                    return (Ended::Failed("audio handoff failed".to_owned()), back);
-                }
-            }
-        };
+            return (Ended::Failed("the audio stream ended".to_owned()), mixer);
+        }
+        if let Err(rtrb::PushError::Full(mixer)) = open.handoff.push(mixer) {
+            self.shared.running.store(false, Relaxed);
+            return (
+                Ended::Failed("the audio stream refused the mixer".to_owned()),
+                mixer,
+            );
+        }
+        let ended = self.supervise(&mut open.errors);
         drop(open.stream);
         drop(open.handoff);
         self.shared.running.store(false, Relaxed);
@@ -846,7 +853,9 @@ impl DeviceThread {
             last = count;
             if clock::now().duration_since(start) > STARTUP_TIMEOUT {
                 self.shared.running.store(false, Relaxed);
-                return Err(Ended::Failed("the audio device does not start playing".to_owned()));
+                return Err(Ended::Failed(
+                    "the audio device does not start playing".to_owned(),
+                ));
             }
         }
         Ok(())
@@ -986,7 +995,8 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_reported_and_calls_keep_draining() {
-        let service = AudioService::start(&AudioOutput::Device("earshot-no-such-device".into()), true);
+        let service =
+            AudioService::start(&AudioOutput::Device("earshot-no-such-device".into()), true);
         let mut feed = service.add_call(1, true);
         assert!(feed.is_attached());
         assert_eq!(service.stats().feeds, 1);
@@ -1010,10 +1020,29 @@ mod tests {
         let stats = service.stats();
         eprintln!("{stats:?}");
         for device in list_devices() {
-            eprintln!("{} [{}] default={} {}", device.name, device.id, device.is_default, device.summary());
+            eprintln!(
+                "{} [{}] default={} {}",
+                device.name,
+                device.id,
+                device.is_default,
+                device.summary()
+            );
         }
         assert!(stats.running, "{stats:?}");
         assert!(stats.output_latency_us.is_some());
         assert_eq!((stats.underruns, stats.overruns), (0, 0), "{stats:?}");
+    }
+
+    #[test]
+    #[ignore = "tmp"]
+    #[allow(clippy::disallowed_methods)]
+    fn tmp_survives_server_restart() {
+        let service = AudioService::start(&AudioOutput::Default, true);
+        let mut feed = service.add_call(1, true);
+        for s in 0..24 {
+            push_realtime(&mut feed, 50);
+            let st = service.stats();
+            eprintln!("t={s} running={} dev={:?} under={} over={} skips={} cb={} err={:?}", st.running, st.device, st.underruns, st.overruns, st.skips, st.callbacks, st.last_error);
+        }
     }
 }

@@ -317,7 +317,9 @@ impl Mixer {
                 Ok(Command::Add(mut input)) => {
                     input.resampler.set_rates(SAMPLE_RATE, self.out_rate);
                     self.inputs.push(input);
-                    self.counters.inputs.store(self.inputs.len() as u64, Relaxed);
+                    self.counters
+                        .inputs
+                        .store(self.inputs.len() as u64, Relaxed);
                 }
                 Ok(Command::Remove(id)) => {
                     for input in self.inputs.iter_mut().filter(|i| i.id == id) {
@@ -346,7 +348,9 @@ impl Mixer {
                 break;
             }
         }
-        self.counters.inputs.store(self.inputs.len() as u64, Relaxed);
+        self.counters
+            .inputs
+            .store(self.inputs.len() as u64, Relaxed);
     }
 }
 
@@ -546,7 +550,10 @@ mod tests {
         assert!((1996..=2004).contains(&crossings), "{crossings}");
         let at_1k = goertzel(last_second, 48_000.0, 1000.0);
         for other in [500.0, 900.0, 1100.0, 2000.0, 3000.0, 7000.0] {
-            assert!(at_1k > 1000.0 * goertzel(last_second, 48_000.0, other), "{other}");
+            assert!(
+                at_1k > 1000.0 * goertzel(last_second, 48_000.0, other),
+                "{other}"
+            );
         }
         assert_eq!(mixer.counters().underruns.load(Relaxed), 0);
     }
@@ -585,7 +592,10 @@ mod tests {
             goertzel(window, 48_000.0, 1500.0),
         );
         // Catmull-Rom rolls 1.5 kHz off by about 0.2 dB.
-        assert!(p_low > 0.0 && (p_high / p_low - 1.0).abs() < 0.1, "{p_low} {p_high}");
+        assert!(
+            p_low > 0.0 && (p_high / p_low - 1.0).abs() < 0.1,
+            "{p_low} {p_high}"
+        );
         let tail = &out[out.len() - 48_000..];
         // Both tones at amplitude 4000/32768 = 0.122: sin x + sin 3x peaks near 1.5 times that,
         // well below the clipping knee, so the sum is linear.
@@ -685,7 +695,11 @@ mod tests {
         mixer.fill(&mut out, 1);
         assert_eq!(mixer.counters().underruns.load(Relaxed), 1);
         mixer.fill(&mut out, 1);
-        assert_eq!(mixer.counters().underruns.load(Relaxed), 1, "buffering is not a gap");
+        assert_eq!(
+            mixer.counters().underruns.load(Relaxed),
+            1,
+            "buffering is not a gap"
+        );
 
         // A silenced input running dry is not a gap either.
         feed.set_listen(false);
@@ -815,7 +829,10 @@ mod tests {
             let (lo, hi, adjust) = drift(ppm, seconds);
             assert!(lo + 300 >= TARGET_FILL, "ppm {ppm}: fill fell to {lo}");
             assert!(hi <= TARGET_FILL + 300, "ppm {ppm}: fill grew to {hi}");
-            assert!((adjust - ppm * 1e-6).abs() < 1e-5, "ppm {ppm}: adjust {adjust}");
+            assert!(
+                (adjust - ppm * 1e-6).abs() < 1e-5,
+                "ppm {ppm}: adjust {adjust}"
+            );
         }
     }
 

@@ -93,6 +93,9 @@ impl SipDriver {
 
         let mut buf = vec![0u8; 65536];
         let mut stopping: Option<tokio::time::Instant> = None;
+        // systemd's watchdog is fed from this loop, so a wedged SIP task gets us restarted.
+        let watchdog_every = crate::systemd::watchdog_interval().map(|d| d / 2);
+        let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         loop {
             let deadline = self
                 .endpoint
@@ -121,6 +124,7 @@ impl SipDriver {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                 },
                 _ = clock::sleep_until(deadline) => self.endpoint.handle_timeout(clock::now()),
+                _ = watchdog.tick(), if watchdog_every.is_some() => crate::systemd::notify("WATCHDOG=1"),
             }
             self.drain(&mut state).await;
             if stopping.is_some() && self.endpoint.is_idle() {

@@ -240,10 +240,7 @@ fn get_u16(bytes: &[u8], at: usize) -> Option<u16> {
 }
 
 fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
-    if let Some(b) = at
-        .checked_add(4)
-        .and_then(|end| bytes.get_mut(at..end))
-    {
+    if let Some(b) = at.checked_add(4).and_then(|end| bytes.get_mut(at..end)) {
         b.copy_from_slice(&value.to_le_bytes());
     }
 }
@@ -281,7 +278,9 @@ mod tests {
     #[test]
     fn a_crashed_file_gets_sizes_from_its_length_cut_to_whole_frames() {
         // Last flush declared 4000 bytes; 10003 are on disk (a torn sample frame at the end).
-        let fix = fix_header(&header(36 + 4000, 4000), 44 + 10003).unwrap().unwrap();
+        let fix = fix_header(&header(36 + 4000, 4000), 44 + 10003)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             fix,
             HeaderFix {
@@ -303,7 +302,9 @@ mod tests {
         let fix = fix_header(&header(0, 0), 44).unwrap().unwrap();
         assert_eq!((fix.riff_size, fix.data_size, fix.new_len), (36, 0, 44));
         // Declares more than is there (the disk filled up before the data was written).
-        let fix = fix_header(&header(36 + 9000, 9000), 44 + 100).unwrap().unwrap();
+        let fix = fix_header(&header(36 + 9000, 9000), 44 + 100)
+            .unwrap()
+            .unwrap();
         assert_eq!((fix.data_size, fix.new_len), (100, 144));
     }
 
@@ -328,9 +329,18 @@ mod tests {
     fn unparseable_files_are_reported_not_touched() {
         assert_eq!(fix_header(b"", 0), Err(NotRepairable::Truncated));
         assert_eq!(fix_header(b"RIFF\0\0", 6), Err(NotRepairable::Truncated));
-        assert_eq!(fix_header(&header(36, 0)[..30], 30), Err(NotRepairable::Truncated));
-        assert_eq!(fix_header(&header(36, 0)[..40], 40), Err(NotRepairable::Truncated));
-        assert_eq!(fix_header(b"ID3\x04 mp3 file....", 18), Err(NotRepairable::NotWave));
+        assert_eq!(
+            fix_header(&header(36, 0)[..30], 30),
+            Err(NotRepairable::Truncated)
+        );
+        assert_eq!(
+            fix_header(&header(36, 0)[..40], 40),
+            Err(NotRepairable::Truncated)
+        );
+        assert_eq!(
+            fix_header(b"ID3\x04 mp3 file....", 18),
+            Err(NotRepairable::NotWave)
+        );
         let mut no_fmt = b"RIFF\0\0\0\0WAVE".to_vec();
         no_fmt.extend_from_slice(b"data\0\0\0\0");
         assert_eq!(fix_header(&no_fmt, 100), Err(NotRepairable::NoFormat));
@@ -376,7 +386,14 @@ mod tests {
         let mut crashed = header(36, 0);
         crashed.extend((0..1002u32).map(|i| i as u8));
         fs::write(dir.join("crashed.wav"), &crashed).unwrap();
-        fs::write(dir.join("closed.WAV"), header(36 + 8, 8).into_iter().chain([0; 8]).collect::<Vec<_>>()).unwrap();
+        fs::write(
+            dir.join("closed.WAV"),
+            header(36 + 8, 8)
+                .into_iter()
+                .chain([0; 8])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         fs::write(dir.join("empty.wav"), b"").unwrap();
         fs::write(dir.join("notes.txt"), b"not audio").unwrap();
 
@@ -400,7 +417,12 @@ mod tests {
         let reader = hound::WavReader::open(dir.join("crashed.wav")).unwrap();
         assert_eq!(reader.duration(), 250);
         assert_eq!(fs::metadata(dir.join("empty.wav")).unwrap().len(), 0);
-        assert!(repair_dir(&dir).unwrap().iter().all(|r| r.path.ends_with("empty.wav")));
+        assert!(
+            repair_dir(&dir)
+                .unwrap()
+                .iter()
+                .all(|r| r.path.ends_with("empty.wav"))
+        );
         assert!(repair_file(&dir.join("missing.wav")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -583,10 +583,8 @@ mod tests {
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "earshot-recording-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("earshot-recording-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -650,7 +648,11 @@ mod tests {
         let expected: Vec<i16> = (0..90)
             .flat_map(|k| {
                 let (caller, sent) = pattern(k);
-                caller.into_iter().zip(sent).flat_map(|(l, r)| [l, r]).collect::<Vec<_>>()
+                caller
+                    .into_iter()
+                    .zip(sent)
+                    .flat_map(|(l, r)| [l, r])
+                    .collect::<Vec<_>>()
             })
             .collect();
         assert!(samples == expected, "samples differ");
@@ -663,13 +665,25 @@ mod tests {
         let dir = temp_dir("names");
         let (tx, _events) = unbounded_channel();
         let service = RecordingService::start(dir.clone(), tx).unwrap();
-        for bad in ["", "../x", "a/b", "a\\b", "..", ".hidden", "x\0y", "a\nb", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "..",
+            ".hidden",
+            "x\0y",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
             assert!(
                 matches!(service.open(1, bad), Err(RecordingError::InvalidName(_))),
                 "{bad:?}"
             );
         }
-        let first = service.open(1, "2024-05-01T10:00:00Z_+15551234567").unwrap();
+        let first = service
+            .open(1, "2024-05-01T10:00:00Z_+15551234567")
+            .unwrap();
         assert!(matches!(
             service.open(2, "2024-05-01T10:00:00Z_+15551234567"),
             Err(RecordingError::Create { .. })
@@ -762,7 +776,10 @@ mod tests {
         let (tx, mut events) = unbounded_channel();
         let service = RecordingService::start_with(dir.clone(), tx, disk.clone()).unwrap();
         let mut recording = service.open(9, "full").unwrap();
-        assert!(matches!(next_event(&mut events), RecordingEvent::Started { id: 9, .. }));
+        assert!(matches!(
+            next_event(&mut events),
+            RecordingEvent::Started { id: 9, .. }
+        ));
 
         // 1.6 s of audio into room for 0.5 s, then the call keeps going for a while.
         for k in 0..80 {
@@ -783,21 +800,35 @@ mod tests {
             let (caller, sent) = pattern(k);
             assert!(!recording.push(&caller, &sent));
         }
-        assert_eq!(recording.dropped_frames(), 0, "a stopped recording is not an overflow");
+        assert_eq!(
+            recording.dropped_frames(),
+            0,
+            "a stopped recording is not an overflow"
+        );
         assert_eq!(*disk.salvaged.lock().unwrap(), [dir.join("full.wav")]);
 
         // The service still records other calls.
         let mut other = service.open(10, "other").unwrap();
-        assert!(matches!(next_event(&mut events), RecordingEvent::Started { id: 10, .. }));
+        assert!(matches!(
+            next_event(&mut events),
+            RecordingEvent::Started { id: 10, .. }
+        ));
         assert!(other.push(&pattern(0).0, &pattern(0).1));
         drop(other);
         assert!(matches!(
             next_event(&mut events),
-            RecordingEvent::Finished { id: 10, frames: 160, .. }
+            RecordingEvent::Finished {
+                id: 10,
+                frames: 160,
+                ..
+            }
         ));
         drop(recording);
         service.shutdown();
-        assert!(events.try_recv().is_err(), "a stopped recording does not also finish");
+        assert!(
+            events.try_recv().is_err(),
+            "a stopped recording does not also finish"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -812,7 +843,10 @@ mod tests {
             assert!(recording.push(&caller, &sent));
         }
         service.shutdown();
-        assert!(matches!(next_event(&mut events), RecordingEvent::Started { .. }));
+        assert!(matches!(
+            next_event(&mut events),
+            RecordingEvent::Started { .. }
+        ));
         assert!(matches!(
             next_event(&mut events),
             RecordingEvent::Finished { frames: 1600, .. }

@@ -1,0 +1,303 @@
+//! Process-wide counters and histograms, and their Prometheus text rendering for
+//! `GET /metrics` (exposition format 0.0.4).
+//!
+//! One [`Metrics`] is created at startup and shared as `Arc<Metrics>`. Every field is an atomic
+//! (or a [`Histogram`] of atomics), so any task or thread increments it without a lock and the
+//! scrape reads a consistent-enough snapshot. Who increments what is written on each field.
+//! Gauges that already live elsewhere (live calls in the registry, stored calls per status in
+//! the store, the audio device's counters) are not copied here: the scrape reads them and hands
+//! them to [`Metrics::render`] as a [`Snapshot`].
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::call::{CallStats, Source};
+
+/// Bucket bounds of per-call RTP interarrival jitter, ms.
+const JITTER_MS_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
+/// Bucket bounds of the per-call mean jitter-buffer delay, ms.
+const DELAY_MS_BOUNDS: &[f64] = &[20.0, 40.0, 60.0, 80.0, 120.0, 160.0, 240.0, 400.0];
+/// Bucket bounds of the Twilio handshake (webhook to stream `start`), seconds.
+const HANDSHAKE_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0];
+/// Bucket bounds of store commits, seconds.
+const COMMIT_BOUNDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+/// A Prometheus histogram with fixed bucket bounds: wait-free to observe.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One count per bound plus `+Inf`; not cumulative (the rendering sums them).
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in millionths, so it fits an integer atomic.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation (negative and NaN values count as 0).
+    pub fn observe(&self, value: f64) {
+        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let bucket = self.bounds.iter().position(|&b| value <= b).unwrap_or(self.bounds.len());
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add((value * 1e6) as u64, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts.last().map_or(0, |c| c.load(Relaxed));
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// One counter per call source.
+#[derive(Debug, Default)]
+pub struct PerSource {
+    pub sip: AtomicU64,
+    pub twilio: AtomicU64,
+}
+
+impl PerSource {
+    pub fn get(&self, source: Source) -> &AtomicU64 {
+        match source {
+            Source::Sip => &self.sip,
+            Source::Twilio => &self.twilio,
+        }
+    }
+}
+
+/// The counters. Counters only grow (they restart at 0 with the process, as Prometheus expects).
+#[derive(Debug)]
+pub struct Metrics {
+    /// Calls started, by source. The store writer, on each new call it records.
+    pub calls_started: PerSource,
+    /// Calls ended, by source. The store writer, on each `Ended`.
+    pub calls_ended: PerSource,
+    /// Calls found still open at startup and closed as interrupted. The store, at open.
+    pub calls_interrupted: AtomicU64,
+    /// RTP packets received / sent / lost / malformed, summed over ended calls. The store
+    /// writer, from each `Ended` event's stats.
+    pub rtp_packets_received: AtomicU64,
+    pub rtp_packets_sent: AtomicU64,
+    pub rtp_packets_lost: AtomicU64,
+    pub rtp_packets_malformed: AtomicU64,
+    /// Frames the jitter buffer concealed, over ended calls. The store writer.
+    pub concealed_frames: AtomicU64,
+    /// Per ended call: its RTP interarrival jitter, ms. The store writer.
+    pub call_jitter_ms: Histogram,
+    /// Per ended call: its mean jitter-buffer target delay, ms. The store writer.
+    pub jitter_buffer_delay_ms: Histogram,
+    /// Twilio: seconds from the webhook to the stream's `start`. The Twilio driver, through
+    /// [`Metrics::twilio_handshake`].
+    pub twilio_handshake_seconds: Histogram,
+    /// Twilio calls answered with the fallback TwiML (busy, shutting down, handshake timeout).
+    /// The Twilio driver, through [`Metrics::twilio_fallback`].
+    pub twilio_fallbacks: AtomicU64,
+    /// Store transactions: duration, and failures (events that could not be persisted).
+    pub store_commit_seconds: Histogram,
+    pub store_errors: AtomicU64,
+    /// Event-stream clients connected now, and dropped for falling behind. The API.
+    pub sse_clients: AtomicU64,
+    pub sse_dropped: AtomicU64,
+    /// Free bytes on the recordings file system at the last check. The disk watcher.
+    pub disk_free_bytes: AtomicU64,
+    /// Recordings deleted by retention. The housekeeping task.
+    pub recordings_deleted: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            calls_started: PerSource::default(),
+            calls_ended: PerSource::default(),
+            calls_interrupted: AtomicU64::new(0),
+            rtp_packets_received: AtomicU64::new(0),
+            rtp_packets_sent: AtomicU64::new(0),
+            rtp_packets_lost: AtomicU64::new(0),
+            rtp_packets_malformed: AtomicU64::new(0),
+            concealed_frames: AtomicU64::new(0),
+            call_jitter_ms: Histogram::new(JITTER_MS_BOUNDS),
+            jitter_buffer_delay_ms: Histogram::new(DELAY_MS_BOUNDS),
+            twilio_handshake_seconds: Histogram::new(HANDSHAKE_BOUNDS),
+            twilio_fallbacks: AtomicU64::new(0),
+            store_commit_seconds: Histogram::new(COMMIT_BOUNDS),
+            store_errors: AtomicU64::new(0),
+            sse_clients: AtomicU64::new(0),
+            sse_dropped: AtomicU64::new(0),
+            disk_free_bytes: AtomicU64::new(0),
+            recordings_deleted: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Gauges read at scrape time from their owners.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Live calls per source (the registry).
+    pub active: Vec<(Source, u64)>,
+    /// Stored calls per source and status (`ringing`, `active`, `ended`, `interrupted`).
+    pub stored: Vec<(Source, &'static str, u64)>,
+    /// The audio device's counters, when playout is configured.
+    pub audio: Option<crate::audio::AudioStats>,
+    /// Whether new recordings may start (enough free disk).
+    pub recording_allowed: bool,
+    pub uptime_secs: u64,
+}
+
+impl Metrics {
+    /// A Twilio stream's handshake took `seconds` (webhook received → `start` event).
+    pub fn twilio_handshake(&self, seconds: f64) {
+        self.twilio_handshake_seconds.observe(seconds);
+    }
+
+    /// A Twilio call got the fallback TwiML instead of a stream.
+    pub fn twilio_fallback(&self) {
+        self.twilio_fallbacks.fetch_add(1, Relaxed);
+    }
+
+    /// Adds an ended call's media counters.
+    pub fn call_ended(&self, source: Source, stats: &CallStats) {
+        self.calls_ended.get(source).fetch_add(1, Relaxed);
+        self.rtp_packets_received.fetch_add(stats.packets_received, Relaxed);
+        self.rtp_packets_sent.fetch_add(stats.packets_sent, Relaxed);
+        self.rtp_packets_lost.fetch_add(stats.packets_lost.max(0) as u64, Relaxed);
+        self.rtp_packets_malformed.fetch_add(stats.malformed_packets, Relaxed);
+        self.concealed_frames.fetch_add(stats.concealed_frames, Relaxed);
+        if stats.packets_received > 0 {
+            self.call_jitter_ms.observe(stats.jitter_ms);
+            self.jitter_buffer_delay_ms.observe(f64::from(stats.jitter_delay_ms));
+        }
+    }
+
+    /// The whole exposition text.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::with_capacity(8192);
+        gauge_header(&mut out, "earshot_up", "1 while earshot runs.");
+        let _ = writeln!(out, "earshot_up 1");
+        gauge_header(&mut out, "earshot_uptime_seconds", "Seconds since earshot started.");
+        let _ = writeln!(out, "earshot_uptime_seconds {}", snapshot.uptime_secs);
+        gauge_header(&mut out, "earshot_active_calls", "Live calls, by source.");
+        for source in [Source::Sip, Source::Twilio] {
+            let n = snapshot.active.iter().filter(|(s, _)| *s == source).map(|(_, n)| n).sum::<u64>();
+            let _ = writeln!(out, "earshot_active_calls{{source=\"{}\"}} {n}", source.as_str());
+        }
+        gauge_header(&mut out, "earshot_calls", "Calls in the history, by source and status.");
+        for (source, status, n) in &snapshot.stored {
+            let _ = writeln!(out, "earshot_calls{{source=\"{}\",status=\"{status}\"}} {n}", source.as_str());
+        }
+        per_source(&mut out, "earshot_calls_started_total", "Calls started since earshot started.", &self.calls_started);
+        per_source(&mut out, "earshot_calls_ended_total", "Calls ended since earshot started.", &self.calls_ended);
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("earshot_calls_interrupted_total", "Calls found open at startup and closed as interrupted.", &self.calls_interrupted),
+            ("earshot_rtp_packets_received_total", "RTP packets received by ended calls.", &self.rtp_packets_received),
+            ("earshot_rtp_packets_sent_total", "RTP packets sent by ended calls.", &self.rtp_packets_sent),
+            ("earshot_rtp_packets_lost_total", "RTP packets lost (by sequence number) in ended calls.", &self.rtp_packets_lost),
+            ("earshot_rtp_packets_malformed_total", "Malformed RTP packets dropped in ended calls.", &self.rtp_packets_malformed),
+            ("earshot_concealed_frames_total", "20 ms frames the jitter buffer concealed in ended calls.", &self.concealed_frames),
+            ("earshot_twilio_fallbacks_total", "Twilio calls answered with the fallback TwiML.", &self.twilio_fallbacks),
+            ("earshot_store_errors_total", "Store transactions that failed (events not persisted).", &self.store_errors),
+            ("earshot_sse_dropped_total", "Event-stream clients dropped for falling behind.", &self.sse_dropped),
+            ("earshot_recordings_deleted_total", "Recordings deleted by retention.", &self.recordings_deleted),
+            ("earshot_sse_clients", "Event-stream clients connected.", &self.sse_clients),
+        ];
+        for (name, help, value) in counters {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
+        }
+        self.call_jitter_ms.render(&mut out, "earshot_call_jitter_ms", "RTP interarrival jitter per ended call, ms.");
+        self.jitter_buffer_delay_ms
+            .render(&mut out, "earshot_jitter_buffer_delay_ms", "Mean jitter-buffer delay per ended call, ms.");
+        self.twilio_handshake_seconds
+            .render(&mut out, "earshot_twilio_handshake_seconds", "Twilio webhook to stream start, seconds.");
+        self.store_commit_seconds.render(&mut out, "earshot_store_commit_seconds", "Store commit duration, seconds.");
+        if let Some(audio) = &snapshot.audio {
+            let audio_counters = [
+                ("earshot_audio_underruns_total", "Gaps: a listened call's ring ran dry.", audio.underruns),
+                ("earshot_audio_overruns_total", "Frames dropped because a call's ring was full.", audio.overruns),
+                ("earshot_audio_xruns_total", "Device underruns reported by the host.", audio.xruns),
+            ];
+            for (name, help, value) in audio_counters {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            }
+            gauge_header(&mut out, "earshot_audio_device_running", "1 while an output device plays.");
+            let _ = writeln!(out, "earshot_audio_device_running {}", u8::from(audio.running));
+        }
+        gauge_header(&mut out, "earshot_disk_free_bytes", "Free bytes on the recordings file system.");
+        let _ = writeln!(out, "earshot_disk_free_bytes {}", self.disk_free_bytes.load(Relaxed));
+        gauge_header(&mut out, "earshot_recording_allowed", "1 when new recordings may start (enough free disk).");
+        let _ = writeln!(out, "earshot_recording_allowed {}", u8::from(snapshot.recording_allowed));
+        out
+    }
+}
+
+fn gauge_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+fn per_source(out: &mut String, name: &str, help: &str, values: &PerSource) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for source in [Source::Sip, Source::Twilio] {
+        let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", source.as_str(), values.get(source).load(Relaxed));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.5, 1.5, 9.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"2\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_sum 12.5\nx_count 4\n"), "{out}");
+    }
+
+    #[test]
+    fn ended_calls_add_their_rtp_counters_and_twilio_hooks_count() {
+        let m = Metrics::default();
+        let stats = CallStats { packets_received: 100, packets_lost: 3, packets_sent: 99, jitter_ms: 4.0, ..CallStats::default() };
+        m.call_ended(Source::Sip, &stats);
+        m.twilio_handshake(0.3);
+        m.twilio_fallback();
+        let text = m.render(&Snapshot { active: vec![(Source::Sip, 2)], ..Snapshot::default() });
+        for line in [
+            "earshot_active_calls{source=\"sip\"} 2",
+            "earshot_calls_ended_total{source=\"sip\"} 1",
+            "earshot_rtp_packets_received_total 100",
+            "earshot_rtp_packets_lost_total 3",
+            "earshot_twilio_fallbacks_total 1",
+            "earshot_twilio_handshake_seconds_count 1",
+            "earshot_call_jitter_ms_bucket{le=\"5\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+}
