@@ -17,7 +17,7 @@ PACKAGES=(
     sip-tester baresip-core
     pulseaudio pulseaudio-utils alsa-utils sox espeak-ng
     libspandsp-dev libspeexdsp-dev libre-dev
-    iproute2 util-linux tcpdump
+    iproute2 util-linux tcpdump systemd
     chromium chromium-driver
 )
 

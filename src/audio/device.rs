@@ -35,8 +35,9 @@ const SUPERVISE_PERIOD: Duration = Duration::from_millis(100);
 /// How often the mixer runs while no device plays.
 const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
-/// A running stream whose callback has not run for this long is considered dead.
-const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A running stream whose callback has not run for this long is considered dead (and its
+/// calls' rings, one second deep, have not overflowed yet).
+const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A new stream must call back in this many consecutive windows before it gets the mixer.
 const STEADY_WINDOWS: u32 = 3;
@@ -1000,8 +1001,8 @@ mod tests {
         let mut feed = service.add_call(1, true);
         assert!(feed.is_attached());
         assert_eq!(service.stats().feeds, 1);
-        // 1.2 s of audio into a 500 ms ring: only draining keeps it from overflowing.
-        push_realtime(&mut feed, 60);
+        // 2 s of audio into a 1 s ring: only draining keeps it from overflowing.
+        push_realtime(&mut feed, 100);
         let stats = service.stats();
         assert!(!stats.running);
         assert_eq!(stats.overruns, 0, "{stats:?}");
@@ -1031,18 +1032,5 @@ mod tests {
         assert!(stats.running, "{stats:?}");
         assert!(stats.output_latency_us.is_some());
         assert_eq!((stats.underruns, stats.overruns), (0, 0), "{stats:?}");
-    }
-
-    #[test]
-    #[ignore = "tmp"]
-    #[allow(clippy::disallowed_methods)]
-    fn tmp_survives_server_restart() {
-        let service = AudioService::start(&AudioOutput::Default, true);
-        let mut feed = service.add_call(1, true);
-        for s in 0..24 {
-            push_realtime(&mut feed, 50);
-            let st = service.stats();
-            eprintln!("t={s} running={} dev={:?} under={} over={} skips={} cb={} err={:?}", st.running, st.device, st.underruns, st.overruns, st.skips, st.callbacks, st.last_error);
-        }
     }
 }

@@ -29,8 +29,9 @@ pub const TARGET_FILL: usize = SAMPLE_RATE as usize * 60 / 1000;
 /// bounding latency after a burst (e.g. a jitter buffer flushing).
 pub const MAX_FILL: usize = TARGET_FILL * 4;
 
-/// Capacity of each call's ring: 500 ms at 8 kHz, so a stalled callback is survived for a while.
-pub const INPUT_RING_SAMPLES: usize = SAMPLE_RATE as usize / 2;
+/// Capacity of each call's ring: one second at 8 kHz, longer than it takes the driver to
+/// notice a dead device and take the mixer back.
+pub const INPUT_RING_SAMPLES: usize = SAMPLE_RATE as usize;
 
 /// Output frames mixed per pass; longer callbacks are processed in several passes.
 const MIX_CHUNK: usize = 1024;

@@ -1,0 +1,324 @@
+//! The store thread: takes every [`CallEvent`] from the calls' event channel, persists it (the
+//! call's record, its timeline, the global event log) in a durable commit, then publishes it
+//! with its sequence number to the event stream's subscribers.
+//!
+//! Events that queue up while a commit runs are written together in the next transaction (at
+//! most [`MAX_BATCH`]), so a burst costs one fsync, not one per event. A dedicated thread keeps
+//! fsyncs off the tokio workers; it ends when every sender of the channel is gone.
+//!
+//! Idempotency: a `Started` whose source and external id (SIP Call-ID, Twilio CallSid) are
+//! already stored does not create a second call. Its id becomes an alias of the stored call,
+//! and the alias's later events are recorded on the stored call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use redb::{ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::{CallRecord, event_json};
+use super::schema::{self, BY_EXTERNAL, BY_START, CALL_EVENTS, CALLS, EVENT_LOG, OPEN};
+use super::timestamp::unix_ms;
+use super::{PublishedEvent, Store, query};
+use crate::call::{CallEvent, CallId};
+use crate::metrics::Metrics;
+use crate::net::clock;
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// The running store thread.
+#[derive(Debug)]
+pub struct WriterHandle {
+    done: oneshot::Receiver<()>,
+}
+
+impl WriterHandle {
+    /// Waits (at most `limit`) for the thread to write everything queued and end, which it does
+    /// once every sender of the event channel is dropped. Returns whether it ended in time.
+    pub async fn finished(self, limit: Duration) -> bool {
+        matches!(tokio::time::timeout(limit, self.done).await, Ok(Ok(())))
+    }
+}
+
+impl Store {
+    /// Starts the store thread on `events` (the receiving end of every call's
+    /// [`EventSink`](crate::call::EventSink)).
+    pub fn spawn_writer(
+        &self,
+        events: mpsc::UnboundedReceiver<CallEvent>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<WriterHandle> {
+        let (done_tx, done) = oneshot::channel();
+        let mut writer = Writer { store: self.clone(), metrics, aliases: HashMap::new() };
+        std::thread::Builder::new().name("earshot-store".to_owned()).spawn(move || {
+            writer.run(events);
+            let _ = done_tx.send(());
+        })?;
+        Ok(WriterHandle { done })
+    }
+
+    /// Persists `events` now, on this thread (tests and tools; the app uses the store thread).
+    pub fn write_events(&self, events: Vec<CallEvent>, metrics: &Metrics) -> Result<(), redb::Error> {
+        let mut writer = Writer { store: self.clone(), metrics: Arc::new(Metrics::default()), aliases: HashMap::new() };
+        let published = writer.persist(&events)?;
+        writer.after_commit(&events, metrics);
+        self.publish(published);
+        Ok(())
+    }
+}
+
+struct Writer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// Ids of duplicate `Started` calls → the stored call they are (see the module docs).
+    aliases: HashMap<CallId, CallId>,
+}
+
+impl Writer {
+    fn run(&mut self, mut events: mpsc::UnboundedReceiver<CallEvent>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = events.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            let _order = self.store.append_lock();
+            let started = clock::now();
+            match self.persist(&batch) {
+                Ok(published) => {
+                    self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    let metrics = Arc::clone(&self.metrics);
+                    self.after_commit(&batch, &metrics);
+                    self.store.publish(published);
+                }
+                Err(err) => {
+                    self.metrics.store_errors.fetch_add(1, Relaxed);
+                    tracing::error!(%err, events = batch.len(), "call events could not be stored");
+                }
+            }
+            batch.clear();
+        }
+        tracing::debug!("store thread: event channel closed");
+    }
+
+    /// Writes `batch` in one durable transaction; returns what to publish once committed.
+    fn persist(&mut self, batch: &[CallEvent]) -> Result<Vec<PublishedEvent>, redb::Error> {
+        let txn = self.store.db().begin_write()?;
+        let mut seq = next_seq(&txn)?;
+        let mut published = Vec::with_capacity(batch.len());
+        for event in batch {
+            let at_ms = unix_ms(clock::wallclock());
+            let Some(call_id) = self.apply(&txn, event, at_ms)? else { continue };
+            let json = event_json(seq, at_ms, &call_id, event);
+            txn.open_table(CALL_EVENTS)?.insert((call_id.as_str(), seq), json.as_bytes())?;
+            txn.open_table(EVENT_LOG)?.insert(seq, call_id.as_str())?;
+            published.push(PublishedEvent { seq, call_id, json });
+            seq += 1;
+        }
+        txn.commit()?;
+        Ok(published)
+    }
+
+    /// Updates the call's record for `event`; returns the stored call's id, `None` when the
+    /// event names a call that was never started (it is logged and dropped).
+    fn apply(&mut self, txn: &WriteTransaction, event: &CallEvent, at_ms: u64) -> Result<Option<CallId>, redb::Error> {
+        let mut calls = txn.open_table(CALLS)?;
+        let (mut record, before) = match event {
+            CallEvent::Started { info } => {
+                let key = schema::external_key(info.source, &info.external_id);
+                let existing = txn.open_table(BY_EXTERNAL)?.get(key.as_str())?.map(|v| v.value().to_owned());
+                match existing.and_then(|id| CallId::parse(&id)) {
+                    Some(stored) if stored != info.id => {
+                        tracing::info!(call = %stored, duplicate = %info.id, "second start of a stored call: recorded on it");
+                        self.aliases.insert(info.id.clone(), stored.clone());
+                        match query::load_record(&calls, stored.as_str())? {
+                            Some(record) => {
+                                let status = record.status;
+                                (record, Some(status))
+                            }
+                            None => (CallRecord::new(info), None),
+                        }
+                    }
+                    _ => match query::load_record(&calls, info.id.as_str())? {
+                        Some(record) => {
+                            let status = record.status;
+                            (record, Some(status))
+                        }
+                        None => {
+                            txn.open_table(BY_START)?.insert((unix_ms(info.started_at), info.id.as_str()), ())?;
+                            txn.open_table(BY_EXTERNAL)?.insert(key.as_str(), info.id.as_str())?;
+                            (CallRecord::new(info), None)
+                        }
+                    },
+                }
+            }
+            other => {
+                let id = other.call_id();
+                let id = self.aliases.get(id).unwrap_or(id);
+                match query::load_record(&calls, id.as_str())? {
+                    Some(record) => {
+                        let status = record.status;
+                        (record, Some(status))
+                    }
+                    None => {
+                        tracing::warn!(call = %id, kind = other.kind(), "event for a call the store never saw start");
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        record.apply(event, at_ms);
+        if before != Some(record.status) {
+            if let Some(before) = before {
+                schema::add_count(txn, record.source, before, -1)?;
+            }
+            schema::add_count(txn, record.source, record.status, 1)?;
+            let mut open = txn.open_table(OPEN)?;
+            if record.status.is_open() {
+                open.insert(record.id.as_str(), ())?;
+            } else {
+                open.remove(record.id.as_str())?;
+            }
+        }
+        query::save_record(&mut calls, &record)?;
+        Ok(Some(record.id))
+    }
+
+    /// Counts what was committed; forgets aliases of ended calls.
+    fn after_commit(&mut self, batch: &[CallEvent], metrics: &Metrics) {
+        for event in batch {
+            match event {
+                CallEvent::Started { info } if !self.aliases.contains_key(&info.id) => {
+                    metrics.calls_started.get(info.source).fetch_add(1, Relaxed);
+                }
+                CallEvent::Ended { id, stats, .. } => {
+                    self.aliases.remove(id);
+                    // The source is not on the event; SIP is the only one today without a
+                    // record lookup, so read it back (cheap: one key).
+                    let source = self
+                        .store
+                        .get_record(id)
+                        .ok()
+                        .flatten()
+                        .map_or(crate::call::Source::Sip, |r| r.source);
+                    metrics.call_ended(source, stats);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The next global sequence number: one past the last in the event log.
+pub(super) fn next_seq(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    let log = txn.open_table(EVENT_LOG)?;
+    let last = log.last()?.map_or(0, |(k, _)| k.value());
+    Ok(last + 1)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::call::{CallInfo, CallStats, Source};
+    use crate::store::tests::temp_path;
+    use crate::store::timestamp::system_time;
+    use crate::store::{CallStatus, ListQuery};
+
+    fn started(ms: u64, external: &str) -> CallInfo {
+        CallInfo {
+            id: CallId::new(system_time(ms), rand::random()),
+            source: Source::Sip,
+            external_id: external.into(),
+            caller: "+15551234567".into(),
+            callee: "1000".into(),
+            started_at: system_time(ms),
+        }
+    }
+
+    #[test]
+    fn a_second_start_with_the_same_external_id_does_not_create_a_second_call() {
+        let store = Store::open(temp_path("idem")).unwrap();
+        let metrics = Metrics::default();
+        let first = started(1_000_000, "same@host");
+        let second = started(1_000_500, "same@host");
+        let mut writer = Writer { store: store.clone(), metrics: Arc::new(Metrics::default()), aliases: HashMap::new() };
+        let events = vec![
+            CallEvent::Started { info: first.clone() },
+            CallEvent::Started { info: second.clone() },
+            CallEvent::Answered { id: second.id.clone(), codec: "PCMA".into() },
+        ];
+        writer.persist(&events).unwrap();
+        writer.after_commit(&events, &metrics);
+        let page = store.list(&ListQuery::default()).unwrap();
+        assert_eq!(page.calls.len(), 1);
+        let call = &page.calls[0];
+        assert_eq!((&call.id, call.status, call.codec.as_deref()), (&first.id, CallStatus::Active, Some("PCMA")));
+        assert_eq!(metrics.calls_started.sip.load(Relaxed), 1);
+        assert_eq!(store.get(&first.id).unwrap().unwrap().events.len(), 3);
+    }
+
+    #[test]
+    fn events_get_consecutive_sequence_numbers_and_are_published_after_commit() {
+        let store = Store::open(temp_path("seq")).unwrap();
+        let mut rx = store.subscribe();
+        let info = started(2_000_000, "a@b");
+        let id = info.id.clone();
+        store
+            .write_events(
+                vec![CallEvent::Started { info }, CallEvent::Ended { id: id.clone(), reason: "bye".into(), stats: CallStats::default() }],
+                &Metrics::default(),
+            )
+            .unwrap();
+        let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(store.events_after(1, 10).unwrap(), vec![(*b).clone()]);
+        assert_eq!(store.get_record(&id).unwrap().unwrap().status, CallStatus::Ended);
+    }
+
+    #[test]
+    fn events_of_unknown_calls_are_dropped_without_failing_the_batch() {
+        let store = Store::open(temp_path("unknown")).unwrap();
+        let info = started(3_000_000, "x@y");
+        let stray = CallId::new(system_time(5), 5);
+        store
+            .write_events(vec![CallEvent::Listen { id: stray, on: true }, CallEvent::Started { info }], &Metrics::default())
+            .unwrap();
+        assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn calls_left_open_are_interrupted_at_the_next_open_and_finished_ones_stay() {
+        let path = temp_path("crash");
+        let (open, done) = (started(4_000_000, "open@h"), started(4_000_100, "done@h"));
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write_events(
+                    vec![
+                        CallEvent::Started { info: open.clone() },
+                        CallEvent::Answered { id: open.id.clone(), codec: "PCMU".into() },
+                        CallEvent::Started { info: done.clone() },
+                        CallEvent::Ended { id: done.id.clone(), reason: "bye".into(), stats: CallStats::default() },
+                    ],
+                    &Metrics::default(),
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.interrupted_at_open(), std::slice::from_ref(&open.id));
+        let interrupted = store.get(&open.id).unwrap().unwrap();
+        assert_eq!(interrupted.record.status, CallStatus::Interrupted);
+        assert_eq!(interrupted.events.last().unwrap()["type"], "interrupted");
+        assert_eq!(store.get_record(&done.id).unwrap().unwrap().status, CallStatus::Ended);
+        let counts = store.counts().unwrap();
+        assert!(counts.contains(&(Source::Sip, "interrupted", 1)) && counts.contains(&(Source::Sip, "ended", 1)), "{counts:?}");
+        assert!(!counts.iter().any(|(_, s, n)| *s == "active" && *n > 0), "{counts:?}");
+    }
+}
