@@ -3,6 +3,7 @@
 //! active ones, unregister trunks).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use crate::audio::AudioService;
 use crate::call::{CallEvent, CallSettings, CallSpawner, Greeting, GreetingError, Registry, Services};
 use crate::recording::{self, RecordingEvent, RecordingService};
 use crate::config::{self, Config};
-use crate::net::{self, rtp::PortAllocator, sip::SipDriver};
+use crate::net::sip::{Reload, SipCommand, SipDriver};
+use crate::net::{self, rtp::PortAllocator};
 use crate::sip::dialog::Transport;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::registration::TrunkRegistration;
@@ -39,8 +41,8 @@ pub enum AppError {
     Signals(std::io::Error),
 }
 
-/// Runs earshot until a shutdown signal.
-pub async fn run(config: Config) -> Result<(), AppError> {
+/// Runs earshot until a shutdown signal. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(shutdown.clone())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -48,6 +50,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let audio = services.audio.clone();
     tokio::spawn(log_call_events(events_rx));
     let driver = build_sip(&config, services).await?;
+    spawn_reload_handler(config.clone(), config_path, driver.sip_commands.clone())?;
     tracing::info!(
         sip = %config.sip.listen,
         max_calls = config.calls.max_concurrent,
@@ -106,7 +109,14 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
     } else {
         None
     };
-    Ok(Services { audio, recordings, events, registry: Arc::new(Registry::default()), greeting })
+    Ok(Services {
+        audio,
+        recordings,
+        events,
+        registry: Arc::new(Registry::default()),
+        greeting,
+        listen_default: config.audio.listen,
+    })
 }
 
 /// Until the store takes them: call events go to the log.
@@ -141,6 +151,7 @@ async fn build_sip(config: &Config, services: Services) -> Result<SipDriver, App
     })?;
     let advertised = advertised_address(config, bound).await?;
     let (sip_tx, sip_rx) = mpsc::unbounded_channel();
+    let sip_commands = sip_tx.clone();
     let media_ip = if bound.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -182,6 +193,7 @@ async fn build_sip(config: &Config, services: Services) -> Result<SipDriver, App
         ),
         spawner,
         commands: sip_rx,
+        sip_commands,
         counters: Arc::default(),
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
@@ -267,4 +279,91 @@ fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), AppError> {
         shutdown.cancel();
     });
     Ok(())
+}
+
+/// SIGHUP: re-read the configuration and apply what can change live (allowlist, trunks,
+/// greeting, the listen default); report what needs a restart.
+fn spawn_reload_handler(
+    mut current: Config,
+    path: PathBuf,
+    sip: mpsc::UnboundedSender<SipCommand>,
+) -> Result<(), AppError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signals)?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let loaded = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Config::load(&path)).await
+            };
+            let new = match loaded {
+                Ok(Ok(new)) => new,
+                Ok(Err(err)) => {
+                    tracing::error!(config = %path.display(), "SIGHUP: configuration not reloaded:\n{err}");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(%err, "SIGHUP: reload failed");
+                    continue;
+                }
+            };
+            for field in restart_needed(&current, &new) {
+                tracing::warn!(field, "SIGHUP: this change needs a restart to take effect");
+            }
+            let greeting = match &new.calls.greeting {
+                Some(p) => match Greeting::load(p) {
+                    Ok(g) => g,
+                    Err(err) => {
+                        tracing::error!(%err, "SIGHUP: configuration not reloaded");
+                        continue;
+                    }
+                },
+                None => Greeting::default(),
+            };
+            let mut trunks = Vec::new();
+            let mut failed = false;
+            for trunk in &new.sip.trunks {
+                match resolve_trunk(trunk).await {
+                    Ok(t) => trunks.push(t),
+                    Err(err) => {
+                        tracing::error!(%err, "SIGHUP: configuration not reloaded");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                continue;
+            }
+            let reload = Reload { allow: new.sip.allow.clone(), trunks, greeting, listen_default: new.audio.listen };
+            if sip.send(SipCommand::Reload(Box::new(reload))).is_err() {
+                return;
+            }
+            current = new;
+        }
+    });
+    Ok(())
+}
+
+/// The settings that only take effect at startup, by their config path.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    let mut check = |changed: bool, field: &'static str| {
+        if changed {
+            fields.push(field);
+        }
+    };
+    check(old.sip.listen != new.sip.listen, "sip.listen");
+    check(old.sip.public_addr != new.sip.public_addr, "sip.public_addr");
+    check(old.sip.user_agent != new.sip.user_agent, "sip.user_agent");
+    check(old.rtp != new.rtp, "rtp");
+    check(old.calls.max_concurrent != new.calls.max_concurrent, "calls.max_concurrent");
+    check(old.calls.max_duration_secs != new.calls.max_duration_secs, "calls.max_duration_secs");
+    check(old.audio.output != new.audio.output, "audio.output");
+    check(old.recording != new.recording, "recording");
+    check(old.store != new.store, "store");
+    check(old.http != new.http, "http");
+    check(old.twilio != new.twilio, "twilio");
+    check(old.log != new.log, "log");
+    fields
 }

@@ -78,7 +78,7 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     tracing::info!(config = %path.display(), "earshot {} starting", env!("CARGO_PKG_VERSION"));
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
@@ -88,8 +88,8 @@ fn run(path: &Path) -> ExitCode {
 }
 
 /// Runs the application inside the runtime (it reports readiness and feeds the watchdog).
-async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
-    earshot::app::run(config).await.map_err(Into::into)
+async fn serve(config: Config, path: PathBuf) -> Result<(), Box<dyn Error>> {
+    earshot::app::run(config, path).await.map_err(Into::into)
 }
 
 /// `earshot check-config`: validate and report, exit 1 on any error.

@@ -121,3 +121,26 @@ fn unit_file_exposure_is_at_most_2() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(level <= 2.0, "{line}");
 }
+
+#[test]
+fn sighup_reloads_the_allowlist_and_reports_restart_only_changes() {
+    let e = Earshot::start("[log]\nlevel = \"info\"\n");
+    assert!(e.options_ok());
+    let original = std::fs::read_to_string(e.config_path()).unwrap();
+    let mut table: toml::Table = original.parse().unwrap();
+    let sip = table.get_mut("sip").and_then(|s| s.as_table_mut()).unwrap();
+    sip.insert("allow".into(), toml::Value::Array(vec![toml::Value::String("127.0.0.2/32".into())]));
+    let calls = table.entry("calls").or_insert_with(|| toml::Value::Table(Default::default()));
+    calls.as_table_mut().unwrap().insert("max_duration_secs".into(), toml::Value::Integer(60));
+    std::fs::write(e.config_path(), toml::to_string(&table).unwrap()).unwrap();
+    let _ = Command::new("kill").arg("-HUP").arg(e.pid().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !e.stderr_log().contains("configuration reloaded") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = e.stderr_log();
+    assert!(log.contains("configuration reloaded"), "{}", e.log_tail(10));
+    assert!(log.lines().any(|l| l.contains("needs a restart") && l.contains("calls.max_duration_secs")), "{}", e.log_tail(10));
+    assert_eq!(e.options(), None, "127.0.0.1 is no longer allowed");
+    assert_eq!(e.options_from("127.0.0.2".parse().unwrap(), Duration::from_secs(2)), Some(200));
+}

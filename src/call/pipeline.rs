@@ -31,6 +31,8 @@ pub struct Services {
     pub events: EventSink,
     pub registry: Arc<Registry>,
     pub greeting: Greeting,
+    /// Whether new calls start on the speakers (`[audio].listen`, reloadable).
+    pub listen_default: bool,
 }
 
 /// One call's media path.
@@ -53,7 +55,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the call's speaker feed and recording (all allocation happens here).
     pub fn new(services: &Services, info: &CallInfo, live: watch::Sender<LiveState>) -> Self {
-        let listen = services.audio.default_listen();
+        let listen = services.listen_default;
         let numeric = u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
         let speaker = services.audio.add_call(numeric, listen);
         let recording = services.recordings.as_ref().and_then(|r| match r.open(numeric, info.id.as_str()) {

@@ -25,6 +25,17 @@ use crate::sip::registration::{RegOutcome, TrunkRegistration};
 pub enum SipCommand {
     /// Hang up a call (max duration, RTP silence, the API).
     Hangup(CallRef),
+    /// Apply a re-read configuration (SIGHUP).
+    Reload(Box<Reload>),
+}
+
+/// The settings SIGHUP can change without a restart.
+#[derive(Debug)]
+pub struct Reload {
+    pub allow: Vec<Cidr>,
+    pub trunks: Vec<TrunkRegistration>,
+    pub greeting: crate::call::Greeting,
+    pub listen_default: bool,
 }
 
 /// Counters of the SIP transport, shared with the API.
@@ -46,6 +57,8 @@ pub struct SipDriver {
     pub limits: TcpLimits,
     pub spawner: CallSpawner,
     pub commands: mpsc::UnboundedReceiver<SipCommand>,
+    /// A sender to `commands`, for whoever needs to reach the SIP task (reload, the API).
+    pub sip_commands: mpsc::UnboundedSender<SipCommand>,
     pub counters: Arc<SipCounters>,
     pub trunks: Vec<TrunkRegistration>,
     /// Ringing time before the 200 OK.
@@ -122,6 +135,14 @@ impl SipDriver {
                 Some(event) = tcp_rx.recv() => self.tcp_event(&mut state, event),
                 Some(command) = self.commands.recv() => match command {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
+                    SipCommand::Reload(reload) => {
+                        let Reload { allow, trunks, greeting, listen_default } = *reload;
+                        self.allow = allow;
+                        self.endpoint.set_trunks(clock::now(), trunks);
+                        self.spawner.services.greeting = greeting;
+                        self.spawner.services.listen_default = listen_default;
+                        tracing::info!("configuration reloaded");
+                    }
                 },
                 _ = clock::sleep_until(deadline) => self.endpoint.handle_timeout(clock::now()),
                 _ = watchdog.tick(), if watchdog_every.is_some() => crate::systemd::notify("WATCHDOG=1"),

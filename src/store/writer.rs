@@ -22,7 +22,7 @@ use super::record::{CallRecord, event_json};
 use super::schema::{self, BY_EXTERNAL, BY_START, CALL_EVENTS, CALLS, EVENT_LOG, OPEN};
 use super::timestamp::unix_ms;
 use super::{PublishedEvent, Store, query};
-use crate::call::{CallEvent, CallId};
+use crate::call::{CallEvent, CallId, CallStats, Source};
 use crate::metrics::Metrics;
 use crate::net::clock;
 
@@ -63,9 +63,9 @@ impl Store {
     /// Persists `events` now, on this thread (tests and tools; the app uses the store thread).
     pub fn write_events(&self, events: Vec<CallEvent>, metrics: &Metrics) -> Result<(), redb::Error> {
         let mut writer = Writer { store: self.clone(), metrics: Arc::new(Metrics::default()), aliases: HashMap::new() };
-        let published = writer.persist(&events)?;
-        writer.after_commit(&events, metrics);
-        self.publish(published);
+        let committed = writer.persist(&events)?;
+        writer.after_commit(&committed, metrics);
+        self.publish(committed.published);
         Ok(())
     }
 }
@@ -91,11 +91,11 @@ impl Writer {
             let _order = self.store.append_lock();
             let started = clock::now();
             match self.persist(&batch) {
-                Ok(published) => {
+                Ok(committed) => {
                     self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
                     let metrics = Arc::clone(&self.metrics);
-                    self.after_commit(&batch, &metrics);
-                    self.store.publish(published);
+                    self.after_commit(&committed, &metrics);
+                    self.store.publish(committed.published);
                 }
                 Err(err) => {
                     self.metrics.store_errors.fetch_add(1, Relaxed);
@@ -108,26 +108,39 @@ impl Writer {
     }
 
     /// Writes `batch` in one durable transaction; returns what to publish once committed.
-    fn persist(&mut self, batch: &[CallEvent]) -> Result<Vec<PublishedEvent>, redb::Error> {
+    fn persist(&mut self, batch: &[CallEvent]) -> Result<Committed, redb::Error> {
         let txn = self.store.db().begin_write()?;
         let mut seq = next_seq(&txn)?;
-        let mut published = Vec::with_capacity(batch.len());
+        let mut committed = Committed::default();
         for event in batch {
             let at_ms = unix_ms(clock::wallclock());
-            let Some(call_id) = self.apply(&txn, event, at_ms)? else { continue };
+            let Some((record, created)) = self.apply(&txn, event, at_ms)? else { continue };
+            let call_id = record.id;
             let json = event_json(seq, at_ms, &call_id, event);
             txn.open_table(CALL_EVENTS)?.insert((call_id.as_str(), seq), json.as_bytes())?;
             txn.open_table(EVENT_LOG)?.insert(seq, call_id.as_str())?;
-            published.push(PublishedEvent { seq, call_id, json });
+            if created {
+                committed.started.push(record.source);
+            }
+            if let CallEvent::Ended { id, stats, .. } = event {
+                committed.ended.push((id.clone(), record.source, stats.clone()));
+            }
+            committed.published.push(PublishedEvent { seq, call_id, json });
             seq += 1;
         }
         txn.commit()?;
-        Ok(published)
+        Ok(committed)
     }
 
-    /// Updates the call's record for `event`; returns the stored call's id, `None` when the
-    /// event names a call that was never started (it is logged and dropped).
-    fn apply(&mut self, txn: &WriteTransaction, event: &CallEvent, at_ms: u64) -> Result<Option<CallId>, redb::Error> {
+    /// Updates the call's record for `event`; returns the stored record and whether this event
+    /// created it, `None` when the event names a call that was never started (it is logged and
+    /// dropped).
+    fn apply(
+        &mut self,
+        txn: &WriteTransaction,
+        event: &CallEvent,
+        at_ms: u64,
+    ) -> Result<Option<(CallRecord, bool)>, redb::Error> {
         let mut calls = txn.open_table(CALLS)?;
         let (mut record, before) = match event {
             CallEvent::Started { info } => {
@@ -187,32 +200,29 @@ impl Writer {
             }
         }
         query::save_record(&mut calls, &record)?;
-        Ok(Some(record.id))
+        Ok(Some((record, before.is_none())))
     }
 
     /// Counts what was committed; forgets aliases of ended calls.
-    fn after_commit(&mut self, batch: &[CallEvent], metrics: &Metrics) {
-        for event in batch {
-            match event {
-                CallEvent::Started { info } if !self.aliases.contains_key(&info.id) => {
-                    metrics.calls_started.get(info.source).fetch_add(1, Relaxed);
-                }
-                CallEvent::Ended { id, stats, .. } => {
-                    self.aliases.remove(id);
-                    // The source is not on the event; SIP is the only one today without a
-                    // record lookup, so read it back (cheap: one key).
-                    let source = self
-                        .store
-                        .get_record(id)
-                        .ok()
-                        .flatten()
-                        .map_or(crate::call::Source::Sip, |r| r.source);
-                    metrics.call_ended(source, stats);
-                }
-                _ => {}
-            }
+    fn after_commit(&mut self, committed: &Committed, metrics: &Metrics) {
+        for source in &committed.started {
+            metrics.calls_started.get(*source).fetch_add(1, Relaxed);
+        }
+        for (id, source, stats) in &committed.ended {
+            self.aliases.remove(id);
+            metrics.call_ended(*source, stats);
         }
     }
+}
+
+/// What a committed batch did, for the counters.
+#[derive(Debug, Default)]
+struct Committed {
+    published: Vec<PublishedEvent>,
+    /// Sources of the calls it created.
+    started: Vec<Source>,
+    /// Calls it ended: the event's id, the call's source, its stats.
+    ended: Vec<(CallId, Source, CallStats)>,
 }
 
 /// The next global sequence number: one past the last in the event log.
@@ -226,7 +236,7 @@ pub(super) fn next_seq(txn: &WriteTransaction) -> Result<u64, redb::Error> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::call::{CallInfo, CallStats, Source};
+    use crate::call::CallInfo;
     use crate::store::tests::temp_path;
     use crate::store::timestamp::system_time;
     use crate::store::{CallStatus, ListQuery};
@@ -254,8 +264,8 @@ mod tests {
             CallEvent::Started { info: second.clone() },
             CallEvent::Answered { id: second.id.clone(), codec: "PCMA".into() },
         ];
-        writer.persist(&events).unwrap();
-        writer.after_commit(&events, &metrics);
+        let committed = writer.persist(&events).unwrap();
+        writer.after_commit(&committed, &metrics);
         let page = store.list(&ListQuery::default()).unwrap();
         assert_eq!(page.calls.len(), 1);
         let call = &page.calls[0];
