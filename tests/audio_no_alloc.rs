@@ -1,10 +1,9 @@
 //! The audio callback's real-time promise, checked: the mixer and the whole cpal callback body
 //! run under `assert_no_alloc`, which aborts the process on any allocation or free.
 //!
-//! `assert_no_alloc` (default features) checks only in debug builds and is a no-op under
-//! `--release`, so this file is compiled for debug builds only. The checker is thread-local:
+//! `assert_no_alloc` is built without its `disable_release` feature (see Cargo.toml), so the
+//! check holds in release test runs too. The checker is thread-local:
 //! allocations made by the test harness on other threads are not seen.
-#![cfg(debug_assertions)]
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;

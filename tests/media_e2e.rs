@@ -117,7 +117,9 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
         .stderr(Stdio::null())
         .spawn()
         .expect("parec (pulseaudio-utils)");
-    std::thread::sleep(Duration::from_millis(500));
+    // The ALSA→PulseAudio stream settles in its first seconds (the device thread drains calls
+    // until callbacks come steadily); the box has long been up when calls arrive.
+    std::thread::sleep(Duration::from_secs(3));
     let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "60000".into())]);
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);

@@ -1010,27 +1010,4 @@ mod tests {
         drop(feed);
         assert_eq!(service.stats().feeds, 0);
     }
-
-    /// Manual check against a real device: `cargo test --lib audio::device -- --ignored`.
-    #[test]
-    #[ignore = "needs an audio device (e.g. PulseAudio with a null sink)"]
-    fn plays_a_tone_on_the_default_device() {
-        let service = AudioService::start(&AudioOutput::Default, true);
-        let mut feed = service.add_call(1, true);
-        push_realtime(&mut feed, 250);
-        let stats = service.stats();
-        eprintln!("{stats:?}");
-        for device in list_devices() {
-            eprintln!(
-                "{} [{}] default={} {}",
-                device.name,
-                device.id,
-                device.is_default,
-                device.summary()
-            );
-        }
-        assert!(stats.running, "{stats:?}");
-        assert!(stats.output_latency_us.is_some());
-        assert_eq!((stats.underruns, stats.overruns), (0, 0), "{stats:?}");
-    }
 }

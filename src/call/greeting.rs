@@ -98,6 +98,11 @@ impl GreetingPlayer {
     pub fn is_playing(&self) -> bool {
         self.pos < self.samples.len()
     }
+
+    /// Skips the rest of the greeting: silence from the next frame on.
+    pub fn stop(&mut self) {
+        self.pos = self.samples.len();
+    }
 }
 
 /// Linear-interpolation resampling; good enough for a prompt converted once at load.

@@ -14,7 +14,7 @@ use super::{EventSink, Greeting, GreetingPlayer, LiveState, Registry};
 use crate::audio::{AudioService, SpeakerFeed};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
-use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::recording::{CallRecording, RecordingService};
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
@@ -55,6 +55,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the call's speaker feed and recording (all allocation happens here).
     pub fn new(services: &Services, info: &CallInfo, live: watch::Sender<LiveState>) -> Self {
+        Self::with_jitter(services, info, live, JitterConfig::default())
+    }
+
+    /// [`Pipeline::new`] with a jitter buffer of its own settings: a Twilio stream runs over
+    /// TCP, where audio arrives late in bursts but is never lost, and wants a deeper floor.
+    pub fn with_jitter(
+        services: &Services,
+        info: &CallInfo,
+        live: watch::Sender<LiveState>,
+        jitter: JitterConfig,
+    ) -> Self {
         let listen = services.listen_default;
         let numeric = u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
         let speaker = services.audio.add_call(numeric, listen);
@@ -76,7 +87,7 @@ impl Pipeline {
         Self {
             id: info.id.clone(),
             law: Law::Ulaw,
-            jitter: JitterBuffer::new(JitterConfig::default()),
+            jitter: JitterBuffer::new(jitter),
             greeting: services.greeting.player(),
             speaker,
             recording,
@@ -90,6 +101,16 @@ impl Pipeline {
 
     pub fn set_law(&mut self, law: Law) {
         self.law = law;
+    }
+
+    /// Stops the greeting (the caller barged in); silence follows.
+    pub fn stop_greeting(&mut self) {
+        self.greeting.stop();
+    }
+
+    /// Whether the greeting still has audio to play.
+    pub fn greeting_playing(&self) -> bool {
+        self.greeting.is_playing()
     }
 
     /// One received packet of G.711 audio.
@@ -106,15 +127,15 @@ impl Pipeline {
     /// the next frame we send, G.711-encoded.
     pub fn tick(&mut self, now: Instant, out: &mut [u8; FRAME_SAMPLES]) {
         let mut heard: Frame = SILENCE;
-        let playout = self.jitter.pop(now, &mut heard);
+        self.jitter.pop(now, &mut heard);
         let mut said: Frame = SILENCE;
         self.greeting.next_frame(&mut said);
         self.law.encode(&said, out);
         // What the caller hears is the G.711 of what we said; record exactly that.
         self.law.decode(out, &mut said);
-        if !matches!(playout, Playout::Silence) {
-            self.speaker.push(&heard);
-        }
+        // Silence too: the call is one continuous stream for the speakers, so a pause in the
+        // caller's speech is not an underrun.
+        self.speaker.push(&heard);
         self.record(&heard, &said);
         self.energy += heard.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
         self.ticks += 1;
@@ -168,4 +189,43 @@ impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline").field("id", &self.id).field("law", &self.law).finish()
     }
+}
+
+/// What a call task outside this module (the Twilio stream task) is asked through its
+/// [`CallHandle`](super::CallHandle); the SIP-only commands never reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamCommand {
+    /// Hang up from our side (the API, a status callback).
+    Hangup,
+    /// Switch this call's playout on the speakers.
+    Listen(bool),
+    /// The call is over, for this reason if given.
+    Ended(Option<String>),
+}
+
+/// The receiving end of a [`CallHandle`](super::CallHandle) for a call task outside this module.
+#[derive(Debug)]
+pub struct StreamCommands(tokio::sync::mpsc::UnboundedReceiver<super::CallCommand>);
+
+impl StreamCommands {
+    /// The next command; `None` once every handle is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<StreamCommand> {
+        loop {
+            match self.0.recv().await? {
+                super::CallCommand::Hangup => return Some(StreamCommand::Hangup),
+                super::CallCommand::Listen(on) => return Some(StreamCommand::Listen(on)),
+                super::CallCommand::Ended(reason) => return Some(StreamCommand::Ended(reason)),
+                super::CallCommand::Confirmed | super::CallCommand::Media(_) | super::CallCommand::Dtmf { .. } => {}
+            }
+        }
+    }
+}
+
+/// A [`CallHandle`](super::CallHandle) for a call whose task lives outside this module, with the
+/// receiver of its commands and the sender of its live state.
+pub fn stream_call(info: Arc<CallInfo>) -> (super::CallHandle, StreamCommands, watch::Sender<LiveState>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (live_tx, live) = watch::channel(LiveState::default());
+    let handle = super::CallHandle { info, commands: tx, live };
+    (handle, StreamCommands(rx), live_tx)
 }
