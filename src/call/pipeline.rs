@@ -140,7 +140,7 @@ impl Pipeline {
         self.energy += heard.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
         self.ticks += 1;
         self.delay_sum += u64::from(self.jitter.target_delay_ms());
-        if self.ticks % LIVE_EVERY == 0 {
+        if self.ticks.is_multiple_of(LIVE_EVERY) {
             let rms = (self.energy / (LIVE_EVERY as f64 * FRAME_SAMPLES as f64)).sqrt();
             let dbfs = if rms < 1.0 { -100.0 } else { (20.0 * (rms / 32768.0).log10()) as f32 };
             self.energy = 0.0;

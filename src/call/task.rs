@@ -87,8 +87,9 @@ impl CallTask {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(CallCommand::Ended(reason)) => {
-                        if let Some(reason) = reason {
-                            self.end_reason = reason.into();
+                        // A hangup we asked for keeps our own, more precise reason.
+                        if let (Some(reason), false) = (reason, self.hangup_requested) {
+                            self.end_reason = reason;
                         }
                         break;
                     }
