@@ -3,6 +3,8 @@
 //! `[sip].public_addr` advertised in Contact and SDP.
 
 #![allow(clippy::unwrap_used)]
+// Real peers run in real time.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
