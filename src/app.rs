@@ -39,6 +39,15 @@ pub enum AppError {
     Recordings { dir: String, source: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    #[error("cannot start the store thread: {0}")]
+    StoreThread(std::io::Error),
+    #[error("cannot bind HTTP on {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs earshot until a shutdown signal. `config_path` is re-read on SIGHUP.
@@ -48,7 +57,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let services = start_services(&config, events_tx)?;
     let audio = services.audio.clone();
-    tokio::spawn(log_call_events(events_rx));
+    let (history, twilio) = start_history(&config, &services, events_rx, &shutdown).await?;
     let driver = build_sip(&config, services).await?;
     spawn_reload_handler(config.clone(), config_path, driver.sip_commands.clone())?;
     tracing::info!(
@@ -60,6 +69,11 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     // Sockets bound, recorder and audio thread started: ready for systemd (Type=notify).
     crate::systemd::notify("READY=1");
     driver.run(shutdown).await;
+    // Twilio streams got the same token: wait for their close frames and last call events.
+    twilio.drain(Duration::from_secs(5)).await;
+    if !history.finished(Duration::from_secs(5)).await {
+        tracing::warn!("the store did not write the last call events within 5 s");
+    }
     let playout = audio.stats();
     tracing::info!(
         underruns = playout.underruns,
@@ -119,11 +133,60 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
     })
 }
 
-/// Until the store takes them: call events go to the log.
-async fn log_call_events(mut events: mpsc::UnboundedReceiver<CallEvent>) {
-    while let Some(event) = events.recv().await {
-        tracing::debug!(call = %event.call_id(), kind = event.kind(), "call event");
-    }
+/// Opens the call history (closing calls a crash left open), starts the store thread on the
+/// calls' events, the recordings housekeeping and the HTTP API. Returns the store thread, which
+/// ends once every event sender is gone.
+async fn start_history(
+    config: &Config,
+    services: &Services,
+    events: mpsc::UnboundedReceiver<CallEvent>,
+    shutdown: &CancellationToken,
+) -> Result<(crate::store::WriterHandle, crate::net::twilio::TwilioState), AppError> {
+    use crate::store::{Housekeeping, RecordingGate, Store};
+    let store = Store::open_async(config.store.path.clone()).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.calls_interrupted.fetch_add(
+        store.interrupted_at_open().len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let writer = store
+        .spawn_writer(events, metrics.clone())
+        .map_err(AppError::StoreThread)?;
+    // The media pipeline should consult this gate before and while recording.
+    let gate = RecordingGate::new();
+    let registry = services.registry.clone();
+    let housekeeping = Housekeeping::new(
+        &config.recording,
+        store.clone(),
+        registry.clone(),
+        metrics.clone(),
+        gate.clone(),
+    );
+    tokio::spawn(housekeeping.run(shutdown.clone()));
+    let twilio = crate::net::twilio::TwilioState::new(
+        crate::net::twilio::TwilioSettings::from_config(config),
+        services.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    twilio.start();
+    let mut state =
+        crate::api::ApiState::new(&config.http, store, registry, metrics, shutdown.clone());
+    state.audio = Some(services.audio.clone());
+    state.gate = gate;
+    let addr = config.http.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::BindHttp { addr, source })?;
+    let router = crate::api::router(state).merge(crate::net::twilio::twilio_routes(twilio.clone()));
+    let serve = crate::api::serve(listener, router, shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(err) = serve.await {
+            tracing::error!(%err, "the HTTP API stopped");
+        }
+    });
+    tracing::info!(http = %addr, "HTTP API and console listening");
+    Ok((writer, twilio))
 }
 
 async fn log_recording_events(mut events: mpsc::UnboundedReceiver<RecordingEvent>) {

@@ -14,13 +14,17 @@
 //! - [`net`]: IO drivers: the SIP transport (UDP/TCP) and per-call RTP sockets.
 //! - [`app`]: wires the drivers together and runs until shutdown.
 
+pub mod api;
 pub mod app;
 pub mod audio;
 pub mod call;
 pub mod config;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod recording;
 pub mod rtp;
 pub mod sip;
+pub mod store;
 pub mod systemd;
+pub mod twilio;

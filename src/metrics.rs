@@ -43,8 +43,16 @@ impl Histogram {
 
     /// Records one observation (negative and NaN values count as 0).
     pub fn observe(&self, value: f64) {
-        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
-        let bucket = self.bounds.iter().position(|&b| value <= b).unwrap_or(self.bounds.len());
+        let value = if value.is_finite() {
+            value.max(0.0)
+        } else {
+            0.0
+        };
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
         if let Some(count) = self.counts.get(bucket) {
             count.fetch_add(1, Relaxed);
         }
@@ -178,14 +186,19 @@ impl Metrics {
     /// Adds an ended call's media counters.
     pub fn call_ended(&self, source: Source, stats: &CallStats) {
         self.calls_ended.get(source).fetch_add(1, Relaxed);
-        self.rtp_packets_received.fetch_add(stats.packets_received, Relaxed);
+        self.rtp_packets_received
+            .fetch_add(stats.packets_received, Relaxed);
         self.rtp_packets_sent.fetch_add(stats.packets_sent, Relaxed);
-        self.rtp_packets_lost.fetch_add(stats.packets_lost.max(0) as u64, Relaxed);
-        self.rtp_packets_malformed.fetch_add(stats.malformed_packets, Relaxed);
-        self.concealed_frames.fetch_add(stats.concealed_frames, Relaxed);
+        self.rtp_packets_lost
+            .fetch_add(stats.packets_lost.max(0) as u64, Relaxed);
+        self.rtp_packets_malformed
+            .fetch_add(stats.malformed_packets, Relaxed);
+        self.concealed_frames
+            .fetch_add(stats.concealed_frames, Relaxed);
         if stats.packets_received > 0 {
             self.call_jitter_ms.observe(stats.jitter_ms);
-            self.jitter_buffer_delay_ms.observe(f64::from(stats.jitter_delay_ms));
+            self.jitter_buffer_delay_ms
+                .observe(f64::from(stats.jitter_delay_ms));
         }
     }
 
@@ -194,58 +207,194 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         gauge_header(&mut out, "earshot_up", "1 while earshot runs.");
         let _ = writeln!(out, "earshot_up 1");
-        gauge_header(&mut out, "earshot_uptime_seconds", "Seconds since earshot started.");
+        gauge_header(
+            &mut out,
+            "earshot_uptime_seconds",
+            "Seconds since earshot started.",
+        );
         let _ = writeln!(out, "earshot_uptime_seconds {}", snapshot.uptime_secs);
         gauge_header(&mut out, "earshot_active_calls", "Live calls, by source.");
         for source in [Source::Sip, Source::Twilio] {
-            let n = snapshot.active.iter().filter(|(s, _)| *s == source).map(|(_, n)| n).sum::<u64>();
-            let _ = writeln!(out, "earshot_active_calls{{source=\"{}\"}} {n}", source.as_str());
+            let n = snapshot
+                .active
+                .iter()
+                .filter(|(s, _)| *s == source)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            let _ = writeln!(
+                out,
+                "earshot_active_calls{{source=\"{}\"}} {n}",
+                source.as_str()
+            );
         }
-        gauge_header(&mut out, "earshot_calls", "Calls in the history, by source and status.");
+        gauge_header(
+            &mut out,
+            "earshot_calls",
+            "Calls in the history, by source and status.",
+        );
         for (source, status, n) in &snapshot.stored {
-            let _ = writeln!(out, "earshot_calls{{source=\"{}\",status=\"{status}\"}} {n}", source.as_str());
+            let _ = writeln!(
+                out,
+                "earshot_calls{{source=\"{}\",status=\"{status}\"}} {n}",
+                source.as_str()
+            );
         }
-        per_source(&mut out, "earshot_calls_started_total", "Calls started since earshot started.", &self.calls_started);
-        per_source(&mut out, "earshot_calls_ended_total", "Calls ended since earshot started.", &self.calls_ended);
+        per_source(
+            &mut out,
+            "earshot_calls_started_total",
+            "Calls started since earshot started.",
+            &self.calls_started,
+        );
+        per_source(
+            &mut out,
+            "earshot_calls_ended_total",
+            "Calls ended since earshot started.",
+            &self.calls_ended,
+        );
         let counters: [(&str, &str, &AtomicU64); 11] = [
-            ("earshot_calls_interrupted_total", "Calls found open at startup and closed as interrupted.", &self.calls_interrupted),
-            ("earshot_rtp_packets_received_total", "RTP packets received by ended calls.", &self.rtp_packets_received),
-            ("earshot_rtp_packets_sent_total", "RTP packets sent by ended calls.", &self.rtp_packets_sent),
-            ("earshot_rtp_packets_lost_total", "RTP packets lost (by sequence number) in ended calls.", &self.rtp_packets_lost),
-            ("earshot_rtp_packets_malformed_total", "Malformed RTP packets dropped in ended calls.", &self.rtp_packets_malformed),
-            ("earshot_concealed_frames_total", "20 ms frames the jitter buffer concealed in ended calls.", &self.concealed_frames),
-            ("earshot_twilio_fallbacks_total", "Twilio calls answered with the fallback TwiML.", &self.twilio_fallbacks),
-            ("earshot_store_errors_total", "Store transactions that failed (events not persisted).", &self.store_errors),
-            ("earshot_sse_dropped_total", "Event-stream clients dropped for falling behind.", &self.sse_dropped),
-            ("earshot_recordings_deleted_total", "Recordings deleted by retention.", &self.recordings_deleted),
-            ("earshot_sse_clients", "Event-stream clients connected.", &self.sse_clients),
+            (
+                "earshot_calls_interrupted_total",
+                "Calls found open at startup and closed as interrupted.",
+                &self.calls_interrupted,
+            ),
+            (
+                "earshot_rtp_packets_received_total",
+                "RTP packets received by ended calls.",
+                &self.rtp_packets_received,
+            ),
+            (
+                "earshot_rtp_packets_sent_total",
+                "RTP packets sent by ended calls.",
+                &self.rtp_packets_sent,
+            ),
+            (
+                "earshot_rtp_packets_lost_total",
+                "RTP packets lost (by sequence number) in ended calls.",
+                &self.rtp_packets_lost,
+            ),
+            (
+                "earshot_rtp_packets_malformed_total",
+                "Malformed RTP packets dropped in ended calls.",
+                &self.rtp_packets_malformed,
+            ),
+            (
+                "earshot_concealed_frames_total",
+                "20 ms frames the jitter buffer concealed in ended calls.",
+                &self.concealed_frames,
+            ),
+            (
+                "earshot_twilio_fallbacks_total",
+                "Twilio calls answered with the fallback TwiML.",
+                &self.twilio_fallbacks,
+            ),
+            (
+                "earshot_store_errors_total",
+                "Store transactions that failed (events not persisted).",
+                &self.store_errors,
+            ),
+            (
+                "earshot_sse_dropped_total",
+                "Event-stream clients dropped for falling behind.",
+                &self.sse_dropped,
+            ),
+            (
+                "earshot_recordings_deleted_total",
+                "Recordings deleted by retention.",
+                &self.recordings_deleted,
+            ),
+            (
+                "earshot_sse_clients",
+                "Event-stream clients connected.",
+                &self.sse_clients,
+            ),
         ];
         for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Relaxed)
+            );
         }
-        self.call_jitter_ms.render(&mut out, "earshot_call_jitter_ms", "RTP interarrival jitter per ended call, ms.");
-        self.jitter_buffer_delay_ms
-            .render(&mut out, "earshot_jitter_buffer_delay_ms", "Mean jitter-buffer delay per ended call, ms.");
-        self.twilio_handshake_seconds
-            .render(&mut out, "earshot_twilio_handshake_seconds", "Twilio webhook to stream start, seconds.");
-        self.store_commit_seconds.render(&mut out, "earshot_store_commit_seconds", "Store commit duration, seconds.");
+        self.call_jitter_ms.render(
+            &mut out,
+            "earshot_call_jitter_ms",
+            "RTP interarrival jitter per ended call, ms.",
+        );
+        self.jitter_buffer_delay_ms.render(
+            &mut out,
+            "earshot_jitter_buffer_delay_ms",
+            "Mean jitter-buffer delay per ended call, ms.",
+        );
+        self.twilio_handshake_seconds.render(
+            &mut out,
+            "earshot_twilio_handshake_seconds",
+            "Twilio webhook to stream start, seconds.",
+        );
+        self.store_commit_seconds.render(
+            &mut out,
+            "earshot_store_commit_seconds",
+            "Store commit duration, seconds.",
+        );
         if let Some(audio) = &snapshot.audio {
             let audio_counters = [
-                ("earshot_audio_underruns_total", "Gaps: a listened call's ring ran dry.", audio.underruns),
-                ("earshot_audio_overruns_total", "Frames dropped because a call's ring was full.", audio.overruns),
-                ("earshot_audio_xruns_total", "Device underruns reported by the host.", audio.xruns),
+                (
+                    "earshot_audio_underruns_total",
+                    "Gaps: a listened call's ring ran dry.",
+                    audio.underruns,
+                ),
+                (
+                    "earshot_audio_overruns_total",
+                    "Frames dropped because a call's ring was full.",
+                    audio.overruns,
+                ),
+                (
+                    "earshot_audio_xruns_total",
+                    "Device underruns reported by the host.",
+                    audio.xruns,
+                ),
             ];
             for (name, help, value) in audio_counters {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                );
             }
-            gauge_header(&mut out, "earshot_audio_device_running", "1 while an output device plays.");
-            let _ = writeln!(out, "earshot_audio_device_running {}", u8::from(audio.running));
+            gauge_header(
+                &mut out,
+                "earshot_audio_device_running",
+                "1 while an output device plays.",
+            );
+            let _ = writeln!(
+                out,
+                "earshot_audio_device_running {}",
+                u8::from(audio.running)
+            );
         }
-        gauge_header(&mut out, "earshot_disk_free_bytes", "Free bytes on the recordings file system.");
-        let _ = writeln!(out, "earshot_disk_free_bytes {}", self.disk_free_bytes.load(Relaxed));
-        gauge_header(&mut out, "earshot_recording_allowed", "1 when new recordings may start (enough free disk).");
-        let _ = writeln!(out, "earshot_recording_allowed {}", u8::from(snapshot.recording_allowed));
+        gauge_header(
+            &mut out,
+            "earshot_disk_free_bytes",
+            "Free bytes on the recordings file system.",
+        );
+        let _ = writeln!(
+            out,
+            "earshot_disk_free_bytes {}",
+            self.disk_free_bytes.load(Relaxed)
+        );
+        gauge_header(
+            &mut out,
+            "earshot_recording_allowed",
+            "1 when new recordings may start (enough free disk).",
+        );
+        let _ = writeln!(
+            out,
+            "earshot_recording_allowed {}",
+            u8::from(snapshot.recording_allowed)
+        );
         out
     }
 }
@@ -257,7 +406,12 @@ fn gauge_header(out: &mut String, name: &str, help: &str) {
 fn per_source(out: &mut String, name: &str, help: &str, values: &PerSource) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     for source in [Source::Sip, Source::Twilio] {
-        let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", source.as_str(), values.get(source).load(Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}{{source=\"{}\"}} {}",
+            source.as_str(),
+            values.get(source).load(Relaxed)
+        );
     }
 }
 
@@ -283,11 +437,20 @@ mod tests {
     #[test]
     fn ended_calls_add_their_rtp_counters_and_twilio_hooks_count() {
         let m = Metrics::default();
-        let stats = CallStats { packets_received: 100, packets_lost: 3, packets_sent: 99, jitter_ms: 4.0, ..CallStats::default() };
+        let stats = CallStats {
+            packets_received: 100,
+            packets_lost: 3,
+            packets_sent: 99,
+            jitter_ms: 4.0,
+            ..CallStats::default()
+        };
         m.call_ended(Source::Sip, &stats);
         m.twilio_handshake(0.3);
         m.twilio_fallback();
-        let text = m.render(&Snapshot { active: vec![(Source::Sip, 2)], ..Snapshot::default() });
+        let text = m.render(&Snapshot {
+            active: vec![(Source::Sip, 2)],
+            ..Snapshot::default()
+        });
         for line in [
             "earshot_active_calls{source=\"sip\"} 2",
             "earshot_calls_ended_total{source=\"sip\"} 1",

@@ -8,3 +8,4 @@ pub mod clock;
 pub mod rtp;
 pub mod sip;
 pub mod tcp;
+pub mod twilio;

@@ -24,7 +24,9 @@ pub mod timestamp;
 pub mod writer;
 
 pub use housekeeping::{Housekeeping, RecordingGate};
-pub use query::{Analytics, CallDetail, CallPage, Cursor, Interval, ListQuery, Note, NoteError, QueryError};
+pub use query::{
+    Analytics, CallDetail, CallPage, Cursor, Interval, ListQuery, Note, NoteError, QueryError,
+};
 pub use record::{CallRecord, CallStatus, RecordingInfo, RecordingState};
 pub use schema::{CURRENT_VERSION, MigrateError};
 pub use writer::WriterHandle;
@@ -63,7 +65,10 @@ pub enum OpenError {
     #[error("store {path}: redb file format {version} needs a manual upgrade")]
     UpgradeRequired { path: PathBuf, version: u8 },
     #[error("store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: {source}")]
     Schema { path: PathBuf, source: MigrateError },
     #[error("store {path}: {detail}")]
@@ -91,7 +96,9 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,23 +108,62 @@ impl Store {
     /// work or from `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| open_error(&path, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
         let storage = |e: redb::Error| match e {
-            redb::Error::Corrupted(detail) => OpenError::Corrupt { path: path.clone(), detail },
-            other => OpenError::Storage { path: path.clone(), detail: other.to_string() },
+            redb::Error::Corrupted(detail) => OpenError::Corrupt {
+                path: path.clone(),
+                detail,
+            },
+            other => OpenError::Storage {
+                path: path.clone(),
+                detail: other.to_string(),
+            },
         };
         let txn = db.begin_write().map_err(|e| storage(e.into()))?;
-        let previous_version =
-            schema::migrate(&txn).map_err(|source| OpenError::Schema { path: path.clone(), source })?;
+        let previous_version = schema::migrate(&txn).map_err(|source| OpenError::Schema {
+            path: path.clone(),
+            source,
+        })?;
         let interrupted = close_open_calls(&txn).map_err(storage)?;
+        let forget_alive = |txn: &redb::WriteTransaction| -> Result<(), redb::Error> {
+            txn.open_table(schema::META)?.remove(schema::ALIVE_KEY)?;
+            Ok(())
+        };
+        forget_alive(&txn).map_err(storage)?;
         txn.commit().map_err(|e| storage(e.into()))?;
         if !interrupted.is_empty() {
-            tracing::warn!(calls = interrupted.len(), "calls left open by the last run closed as interrupted");
+            tracing::warn!(
+                calls = interrupted.len(),
+                "calls left open by the last run closed as interrupted"
+            );
         }
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Ok(Store {
-            inner: Arc::new(Inner { db, path, events, append: Mutex::new(()), interrupted, previous_version }),
+            inner: Arc::new(Inner {
+                db,
+                path,
+                events,
+                append: Mutex::new(()),
+                interrupted,
+                previous_version,
+            }),
         })
+    }
+
+    /// [`Store::open`] on the blocking pool, for callers on the runtime.
+    pub async fn open_async(path: PathBuf) -> Result<Store, OpenError> {
+        let shown = path.clone();
+        tokio::task::spawn_blocking(move || Store::open(path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(OpenError::Storage {
+                    path: shown,
+                    detail: format!("the open task failed: {e}"),
+                })
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -138,6 +184,19 @@ impl Store {
     /// [`BROADCAST_CAPACITY`] events behind gets `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<PublishedEvent>> {
         self.inner.events.subscribe()
+    }
+
+    /// Records that earshot is alive now (durably), so calls a crash interrupts end near the
+    /// crash rather than at their last event. The housekeeping task calls it every few seconds
+    /// while calls are live.
+    pub fn mark_alive(&self) -> Result<(), redb::Error> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(schema::META)?.insert(
+            schema::ALIVE_KEY,
+            timestamp::unix_ms(crate::net::clock::wallclock()),
+        )?;
+        txn.commit()?;
+        Ok(())
     }
 
     fn db(&self) -> &Database {
@@ -163,31 +222,47 @@ fn open_error(path: &Path, e: DatabaseError) -> OpenError {
     match e {
         DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path },
         DatabaseError::UpgradeRequired(version) => OpenError::UpgradeRequired { path, version },
-        DatabaseError::Storage(StorageError::Corrupted(detail)) => OpenError::Corrupt { path, detail },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => {
+            OpenError::Corrupt { path, detail }
+        }
         DatabaseError::Storage(StorageError::Io(source)) => match source.kind() {
             // A file too short or inconsistent for redb reads past its end.
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
-                OpenError::Corrupt { path, detail: source.to_string() }
+                OpenError::Corrupt {
+                    path,
+                    detail: source.to_string(),
+                }
             }
             std::io::ErrorKind::WouldBlock => OpenError::Locked { path },
             _ => OpenError::Io { path, source },
         },
-        other => OpenError::Storage { path, detail: other.to_string() },
+        other => OpenError::Storage {
+            path,
+            detail: other.to_string(),
+        },
     }
 }
 
-/// Closes every call of `calls_open` as interrupted, as of its last event, and records an
-/// `interrupted` event for it.
+/// Closes every call of `calls_open` as interrupted, as of its last event or the last
+/// [`Store::mark_alive`] after it, and records an `interrupted` event for it.
 fn close_open_calls(txn: &redb::WriteTransaction) -> Result<Vec<CallId>, redb::Error> {
+    let alive_ms = txn
+        .open_table(schema::META)?
+        .get(schema::ALIVE_KEY)?
+        .map_or(0, |v| v.value());
     let ids: Vec<String> = {
         let open = txn.open_table(OPEN)?;
-        open.iter()?.map(|e| e.map(|(k, _)| k.value().to_owned())).collect::<Result<_, _>>()?
+        open.iter()?
+            .map(|e| e.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()?
     };
     let mut closed = Vec::new();
     let mut seq = writer::next_seq(txn)?;
     for id in ids {
         txn.open_table(OPEN)?.remove(id.as_str())?;
-        let Some(mut record) = query::load_record(&txn.open_table(CALLS)?, &id)? else { continue };
+        let Some(mut record) = query::load_record(&txn.open_table(CALLS)?, &id)? else {
+            continue;
+        };
         let last_ms = {
             let events = txn.open_table(CALL_EVENTS)?;
             let mut range = events.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?;
@@ -202,12 +277,20 @@ fn close_open_calls(txn: &redb::WriteTransaction) -> Result<Vec<CallId>, redb::E
                 None => record.started_ms,
             }
         };
+        let last_ms = last_ms.max(alive_ms);
         let before = record.status;
         record.interrupt(last_ms);
         schema::add_count(txn, record.source, before, -1)?;
         schema::add_count(txn, record.source, record.status, 1)?;
-        let json = record::store_event_json(seq, last_ms, &record.id, "interrupted", "earshot stopped during the call");
-        txn.open_table(CALL_EVENTS)?.insert((id.as_str(), seq), json.as_bytes())?;
+        let json = record::store_event_json(
+            seq,
+            last_ms,
+            &record.id,
+            "interrupted",
+            "earshot stopped during the call",
+        );
+        txn.open_table(CALL_EVENTS)?
+            .insert((id.as_str(), seq), json.as_bytes())?;
         txn.open_table(EVENT_LOG)?.insert(seq, id.as_str())?;
         seq += 1;
         query::save_record(&mut txn.open_table(CALLS)?, &record)?;
@@ -222,7 +305,11 @@ mod tests {
     use super::*;
 
     pub(crate) fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("earshot-store-{}-{name}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-store-{}-{name}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("store.redb")
     }
@@ -230,11 +317,14 @@ mod tests {
     #[test]
     fn garbage_file_is_a_clear_corrupt_error_not_a_panic() {
         let path = temp_path("garbage");
-        for garbage in [b"this is not a database\n".repeat(1), vec![0xa5; 1 << 16]] {
+        for garbage in [b"this is not a database\n".to_vec(), vec![0xa5; 1 << 16]] {
             std::fs::write(&path, &garbage).unwrap();
             let err = Store::open(&path).unwrap_err();
             assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
-            assert!(err.to_string().contains("not a valid earshot database"), "{err}");
+            assert!(
+                err.to_string().contains("not a valid earshot database"),
+                "{err}"
+            );
         }
     }
 
@@ -244,7 +334,10 @@ mod tests {
         let _held = Database::create(&path).unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, OpenError::Locked { .. }), "{err:?}");
-        assert!(err.to_string().contains("in use by another process"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -263,10 +356,22 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(schema::META).unwrap().insert(schema::VERSION_KEY, CURRENT_VERSION + 1).unwrap();
+            txn.open_table(schema::META)
+                .unwrap()
+                .insert(schema::VERSION_KEY, CURRENT_VERSION + 1)
+                .unwrap();
             txn.commit().unwrap();
         }
         let err = Store::open(&path).unwrap_err();
-        assert!(matches!(err, OpenError::Schema { source: MigrateError::TooNew { .. }, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                OpenError::Schema {
+                    source: MigrateError::TooNew { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

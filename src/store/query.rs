@@ -70,7 +70,10 @@ impl Cursor {
 
     pub fn decode(s: &str) -> Option<Self> {
         let (ms, id) = s.split_once('.')?;
-        Some(Self { started_ms: ms.parse().ok()?, id: CallId::parse(id)? })
+        Some(Self {
+            started_ms: ms.parse().ok()?,
+            id: CallId::parse(id)?,
+        })
     }
 }
 
@@ -195,15 +198,27 @@ impl Mean {
     }
 
     fn get(&self) -> f64 {
-        if self.n == 0 { 0.0 } else { (self.sum / self.n as f64 * 1000.0).round() / 1000.0 }
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.sum / self.n as f64 * 1000.0).round() / 1000.0
+        }
     }
 }
 
 impl Store {
     /// A page of calls, newest first, matching every filter of `q`.
     pub fn list(&self, q: &ListQuery) -> Result<CallPage, QueryError> {
-        let limit = if q.limit == 0 { 50 } else { q.limit.min(MAX_LIMIT) };
-        let needle = q.number.as_deref().map(str::to_lowercase).filter(|n| !n.is_empty());
+        let limit = if q.limit == 0 {
+            50
+        } else {
+            q.limit.min(MAX_LIMIT)
+        };
+        let needle = q
+            .number
+            .as_deref()
+            .map(str::to_lowercase)
+            .filter(|n| !n.is_empty());
         let txn = self.db().begin_read()?;
         let by_start = txn.open_table(BY_START)?;
         let calls = txn.open_table(CALLS)?;
@@ -218,11 +233,14 @@ impl Store {
         for entry in by_start.range((low, "")..high)?.rev() {
             let (key, _) = entry?;
             let (_, id) = key.value();
-            let Some(record) = load_record(&calls, id)? else { continue };
+            let Some(record) = load_record(&calls, id)? else {
+                continue;
+            };
             let matches = q.source.is_none_or(|s| s == record.source)
                 && q.status.is_none_or(|s| s == record.status)
                 && needle.as_deref().is_none_or(|n| {
-                    record.caller.to_lowercase().contains(n) || record.callee.to_lowercase().contains(n)
+                    record.caller.to_lowercase().contains(n)
+                        || record.callee.to_lowercase().contains(n)
                 });
             if matches {
                 page.push(record);
@@ -233,7 +251,10 @@ impl Store {
         }
         let next = if page.len() > limit {
             page.truncate(limit);
-            page.last().map(|r| Cursor { started_ms: r.started_ms, id: r.id.clone() })
+            page.last().map(|r| Cursor {
+                started_ms: r.started_ms,
+                id: r.id.clone(),
+            })
         } else {
             None
         };
@@ -246,10 +267,18 @@ impl Store {
         Ok(load_record(&txn.open_table(CALLS)?, id.as_str())?)
     }
 
+    /// Whether call `id` is stored.
+    pub fn contains(&self, id: &CallId) -> Result<bool, QueryError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(CALLS)?.get(id.as_str())?.is_some())
+    }
+
     /// One call with its note and events.
     pub fn get(&self, id: &CallId) -> Result<Option<CallDetail>, QueryError> {
         let txn = self.db().begin_read()?;
-        let Some(record) = load_record(&txn.open_table(CALLS)?, id.as_str())? else { return Ok(None) };
+        let Some(record) = load_record(&txn.open_table(CALLS)?, id.as_str())? else {
+            return Ok(None);
+        };
         let note = txn
             .open_table(NOTES)?
             .get(id.as_str())?
@@ -262,12 +291,20 @@ impl Store {
                 events.push(value);
             }
         }
-        Ok(Some(CallDetail { record, note, events }))
+        Ok(Some(CallDetail {
+            record,
+            note,
+            events,
+        }))
     }
 
     /// Up to `limit` events with a sequence number above `after`, in order: what an event-stream
     /// client that last saw `after` missed.
-    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<PublishedEvent>, QueryError> {
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<PublishedEvent>, QueryError> {
         let txn = self.db().begin_read()?;
         let log = txn.open_table(EVENT_LOG)?;
         let events = txn.open_table(CALL_EVENTS)?;
@@ -275,7 +312,9 @@ impl Store {
         for entry in log.range(after.saturating_add(1)..)?.take(limit) {
             let (seq, id) = entry?;
             let (seq, id) = (seq.value(), id.value());
-            let Some(call_id) = CallId::parse(id) else { continue };
+            let Some(call_id) = CallId::parse(id) else {
+                continue;
+            };
             if let Some(json) = events.get((id, seq))? {
                 let json = String::from_utf8_lossy(json.value()).into_owned();
                 out.push(PublishedEvent { seq, call_id, json });
@@ -287,7 +326,10 @@ impl Store {
     /// The last sequence number in the event log (0 when empty).
     pub fn last_seq(&self) -> Result<u64, QueryError> {
         let txn = self.db().begin_read()?;
-        Ok(txn.open_table(EVENT_LOG)?.last()?.map_or(0, |(k, _)| k.value()))
+        Ok(txn
+            .open_table(EVENT_LOG)?
+            .last()?
+            .map_or(0, |(k, _)| k.value()))
     }
 
     /// Stored calls per source and status (zeros included).
@@ -306,47 +348,68 @@ impl Store {
     }
 
     /// Totals and a time series of calls started in `[since_ms, until_ms)`.
-    pub fn analytics(&self, interval: Interval, since_ms: u64, until_ms: u64) -> Result<Analytics, QueryError> {
+    pub fn analytics(
+        &self,
+        interval: Interval,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Analytics, QueryError> {
         let now = unix_ms(clock::wallclock());
         let width = interval.ms();
         let first = bucket_start(since_ms, width);
-        let buckets = until_ms.saturating_sub(first).div_ceil(width).clamp(1, MAX_BUCKETS);
+        let buckets = until_ms
+            .saturating_sub(first)
+            .div_ceil(width)
+            .clamp(1, MAX_BUCKETS);
         let mut series: Vec<(Bucket, Mean)> = (0..buckets)
-            .map(|i| (Bucket { start_ms: first + i * width, calls: 0, answered: 0, avg_duration_secs: 0.0 }, Mean::default()))
+            .map(|i| {
+                (
+                    Bucket {
+                        start_ms: first + i * width,
+                        calls: 0,
+                        answered: 0,
+                        avg_duration_secs: 0.0,
+                    },
+                    Mean::default(),
+                )
+            })
             .collect();
         let (mut total, mut answered) = (0, 0);
         let (mut duration, mut talk) = (Mean::default(), Mean::default());
-        let mut by_status: BTreeMap<&'static str, u64> = CallStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let mut by_source: BTreeMap<&'static str, u64> =
-            [Source::Sip, Source::Twilio].iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_status: BTreeMap<&'static str, u64> =
+            CallStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_source: BTreeMap<&'static str, u64> = [Source::Sip, Source::Twilio]
+            .iter()
+            .map(|s| (s.as_str(), 0))
+            .collect();
         let txn = self.db().begin_read()?;
         let by_start = txn.open_table(BY_START)?;
         let calls = txn.open_table(CALLS)?;
         for entry in by_start.range((since_ms, "")..(until_ms, ""))? {
             let (key, _) = entry?;
             let (_, id) = key.value();
-            let Some(r) = load_record(&calls, id)? else { continue };
+            let Some(r) = load_record(&calls, id)? else {
+                continue;
+            };
             total += 1;
             *by_status.entry(r.status.as_str()).or_default() += 1;
             *by_source.entry(r.source.as_str()).or_default() += 1;
             let index = ((bucket_start(r.started_ms, width) - first) / width) as usize;
-            let bucket = series.get_mut(index);
-            if r.answered_ms.is_some() {
-                answered += 1;
-            }
-            if let Some((b, _)) = bucket.as_deref_mut().map(|(b, m)| (b, m)) {
-                b.calls += 1;
-                b.answered += u64::from(r.answered_ms.is_some());
-            }
-            if r.ended_ms.is_some() {
-                let secs = r.duration_secs(now);
-                duration.add(secs);
-                if let Some((_, mean)) = bucket {
+            let answered_call = r.answered_ms.is_some();
+            answered += u64::from(answered_call);
+            let ended_secs = r.ended_ms.map(|_| r.duration_secs(now));
+            if let Some((bucket, mean)) = series.get_mut(index) {
+                bucket.calls += 1;
+                bucket.answered += u64::from(answered_call);
+                if let Some(secs) = ended_secs {
                     mean.add(secs);
                 }
-                if let (Some(a), Some(e)) = (r.answered_ms, r.ended_ms) {
-                    talk.add(e.saturating_sub(a) as f64 / 1000.0);
-                }
+            }
+            if let Some(secs) = ended_secs {
+                duration.add(secs);
+            }
+            if let (Some(a), Some(e)) = (r.answered_ms, r.ended_ms) {
+                talk.add(e.saturating_sub(a) as f64 / 1000.0);
             }
         }
         Ok(Analytics {
@@ -359,7 +422,13 @@ impl Store {
             avg_talk_secs: talk.get(),
             by_status,
             by_source,
-            series: series.into_iter().map(|(b, m)| Bucket { avg_duration_secs: m.get(), ..b }).collect(),
+            series: series
+                .into_iter()
+                .map(|(b, m)| Bucket {
+                    avg_duration_secs: m.get(),
+                    ..b
+                })
+                .collect(),
         })
     }
 
@@ -373,7 +442,11 @@ impl Store {
         let txn = self.db().begin_write().map_err(|e| storage(e.into()))?;
         let note = {
             let calls = txn.open_table(CALLS).map_err(|e| storage(e.into()))?;
-            if calls.get(id.as_str()).map_err(|e| storage(e.into()))?.is_none() {
+            if calls
+                .get(id.as_str())
+                .map_err(|e| storage(e.into()))?
+                .is_none()
+            {
                 return Err(NoteError::NotFound(id.clone()));
             }
             let mut notes = txn.open_table(NOTES).map_err(|e| storage(e.into()))?;
@@ -381,9 +454,14 @@ impl Store {
                 notes.remove(id.as_str()).map_err(|e| storage(e.into()))?;
                 None
             } else {
-                let note = Note { text: text.to_owned(), updated_ms: unix_ms(clock::wallclock()) };
+                let note = Note {
+                    text: text.to_owned(),
+                    updated_ms: unix_ms(clock::wallclock()),
+                };
                 let json = serde_json::to_vec(&note).unwrap_or_default();
-                notes.insert(id.as_str(), json.as_slice()).map_err(|e| storage(e.into()))?;
+                notes
+                    .insert(id.as_str(), json.as_slice())
+                    .map_err(|e| storage(e.into()))?;
                 Some(note)
             }
         };
@@ -398,7 +476,9 @@ pub(super) fn load_record(
     calls: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<CallRecord>, redb::StorageError> {
-    let Some(value) = calls.get(id)? else { return Ok(None) };
+    let Some(value) = calls.get(id)? else {
+        return Ok(None);
+    };
     match serde_json::from_slice(value.value()) {
         Ok(record) => Ok(Some(record)),
         Err(err) => {
@@ -413,7 +493,8 @@ pub(super) fn save_record(
     calls: &mut Table<'_, &'static str, &'static [u8]>,
     record: &CallRecord,
 ) -> Result<(), redb::StorageError> {
-    let json = serde_json::to_vec(record).map_err(|e| redb::StorageError::Corrupted(e.to_string()))?;
+    let json =
+        serde_json::to_vec(record).map_err(|e| redb::StorageError::Corrupted(e.to_string()))?;
     calls.insert(record.id.as_str(), json.as_slice())?;
     Ok(())
 }
@@ -436,14 +517,24 @@ mod tests {
             let at = t0 + i * 60_000;
             let info = CallInfo {
                 id: CallId::new(system_time(at), i as u32),
-                source: if i % 4 == 3 { Source::Twilio } else { Source::Sip },
+                source: if i % 4 == 3 {
+                    Source::Twilio
+                } else {
+                    Source::Sip
+                },
                 external_id: format!("call-{i}"),
-                caller: if i % 3 == 0 { format!("+1555000{i:04}") } else { "Bob".into() },
+                caller: if i % 3 == 0 {
+                    format!("+1555000{i:04}")
+                } else {
+                    "Bob".into()
+                },
                 callee: "1000".into(),
                 started_at: system_time(at),
             };
             ids.push(info.id.clone());
-            store.write_events(vec![CallEvent::Started { info }], &Metrics::default()).unwrap();
+            store
+                .write_events(vec![CallEvent::Started { info }], &Metrics::default())
+                .unwrap();
         }
         (store, ids)
     }
@@ -452,7 +543,10 @@ mod tests {
     fn pages_follow_cursors_newest_first_without_gaps_or_repeats() {
         let (store, ids) = seeded(7, 1_000_000_000);
         let mut seen = Vec::new();
-        let mut q = ListQuery { limit: 3, ..ListQuery::default() };
+        let mut q = ListQuery {
+            limit: 3,
+            ..ListQuery::default()
+        };
         loop {
             let page = store.list(&q).unwrap();
             seen.extend(page.calls.iter().map(|c| c.id.clone()));
@@ -473,7 +567,13 @@ mod tests {
         let q = |f: &dyn Fn(&mut ListQuery)| {
             let mut q = ListQuery::default();
             f(&mut q);
-            store.list(&q).unwrap().calls.into_iter().map(|c| c.id).collect::<Vec<_>>()
+            store
+                .list(&q)
+                .unwrap()
+                .calls
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
         };
         assert_eq!(q(&|q| q.source = Some(Source::Twilio)).len(), 3);
         assert_eq!(q(&|q| q.number = Some("+1555".into())).len(), 4);
@@ -492,13 +592,21 @@ mod tests {
         let t0 = 1_714_521_600_000; // 2024-05-01 00:00 UTC
         let (store, ids) = seeded(3, t0);
         let mut events = Vec::new();
-        for (i, id) in ids.iter().enumerate().take(2) {
-            events.push(CallEvent::Answered { id: id.clone(), codec: "PCMU".into() });
-            events.push(CallEvent::Ended { id: id.clone(), reason: "bye".into(), stats: CallStats::default() });
-            let _ = i;
+        for id in ids.iter().take(2) {
+            events.push(CallEvent::Answered {
+                id: id.clone(),
+                codec: "PCMU".into(),
+            });
+            events.push(CallEvent::Ended {
+                id: id.clone(),
+                reason: "bye".into(),
+                stats: CallStats::default(),
+            });
         }
         store.write_events(events, &Metrics::default()).unwrap();
-        let a = store.analytics(Interval::Hour, t0, t0 + 2 * HOUR_MS).unwrap();
+        let a = store
+            .analytics(Interval::Hour, t0, t0 + 2 * HOUR_MS)
+            .unwrap();
         assert_eq!((a.total, a.answered), (3, 2));
         assert_eq!(a.by_status["ended"], 2);
         assert_eq!(a.by_status["ringing"], 1);
@@ -514,11 +622,20 @@ mod tests {
         let (store, ids) = seeded(1, 1_000_000_000);
         store.put_note(&ids[0], "première note ✓").unwrap();
         store.put_note(&ids[0], "deuxième 📞").unwrap();
-        assert_eq!(store.get(&ids[0]).unwrap().unwrap().note.unwrap().text, "deuxième 📞");
-        assert!(matches!(store.put_note(&ids[0], &"x".repeat(MAX_NOTE_BYTES + 1)), Err(NoteError::TooLong { .. })));
+        assert_eq!(
+            store.get(&ids[0]).unwrap().unwrap().note.unwrap().text,
+            "deuxième 📞"
+        );
+        assert!(matches!(
+            store.put_note(&ids[0], &"x".repeat(MAX_NOTE_BYTES + 1)),
+            Err(NoteError::TooLong { .. })
+        ));
         assert_eq!(store.put_note(&ids[0], "").unwrap(), None);
         assert!(store.get(&ids[0]).unwrap().unwrap().note.is_none());
         let unknown = CallId::new(system_time(1), 1);
-        assert!(matches!(store.put_note(&unknown, "x"), Err(NoteError::NotFound(_))));
+        assert!(matches!(
+            store.put_note(&unknown, "x"),
+            Err(NoteError::NotFound(_))
+        ));
     }
 }

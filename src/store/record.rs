@@ -29,8 +29,12 @@ pub enum CallStatus {
 }
 
 impl CallStatus {
-    pub const ALL: [CallStatus; 4] =
-        [CallStatus::Ringing, CallStatus::Active, CallStatus::Ended, CallStatus::Interrupted];
+    pub const ALL: [CallStatus; 4] = [
+        CallStatus::Ringing,
+        CallStatus::Active,
+        CallStatus::Ended,
+        CallStatus::Interrupted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,12 +164,18 @@ impl CallRecord {
             }
             CallEvent::Hold { .. } | CallEvent::Listen { .. } => {}
             CallEvent::RecordingStarted { path, .. } => {
-                self.recording =
-                    Some(RecordingInfo { path: Some(path.clone()), state: RecordingState::Recording, reason: None });
+                self.recording = Some(RecordingInfo {
+                    path: Some(path.clone()),
+                    state: RecordingState::Recording,
+                    reason: None,
+                });
             }
             CallEvent::RecordingStopped { reason, .. } => {
-                let recording =
-                    self.recording.get_or_insert(RecordingInfo { path: None, state: RecordingState::Stopped, reason: None });
+                let recording = self.recording.get_or_insert(RecordingInfo {
+                    path: None,
+                    state: RecordingState::Stopped,
+                    reason: None,
+                });
                 recording.state = RecordingState::Stopped;
                 recording.reason = Some(reason.clone());
             }
@@ -216,7 +226,13 @@ pub fn event_json(seq: u64, at_ms: u64, call_id: &CallId, event: &CallEvent) -> 
 }
 
 /// The JSON of an event the store itself records (`interrupted`, `recording_deleted`).
-pub fn store_event_json(seq: u64, at_ms: u64, call_id: &CallId, kind: &str, reason: &str) -> String {
+pub fn store_event_json(
+    seq: u64,
+    at_ms: u64,
+    call_id: &CallId,
+    kind: &str,
+    reason: &str,
+) -> String {
     let mut fields = serde_json::Map::new();
     fields.insert("type".into(), kind.into());
     fields.insert("reason".into(), reason.into());
@@ -261,12 +277,45 @@ mod tests {
         let id = info.id.clone();
         let mut r = CallRecord::new(&info);
         assert_eq!(r.status, CallStatus::Ringing);
-        r.apply(&CallEvent::Answered { id: id.clone(), codec: "PCMU".into() }, 1_000_500);
-        r.apply(&CallEvent::RecordingStarted { id: id.clone(), path: "recordings/x.wav".into() }, 1_000_600);
-        r.apply(&CallEvent::Dtmf { id: id.clone(), digit: '5', duration_ms: 100, via: "rfc4733".into() }, 1_001_000);
-        assert_eq!((r.status, r.answered_ms, r.dtmf.as_str()), (CallStatus::Active, Some(1_000_500), "5"));
-        let stats = CallStats { packets_received: 10, ..CallStats::default() };
-        r.apply(&CallEvent::Ended { id, reason: "caller hung up".into(), stats: stats.clone() }, 1_003_000);
+        r.apply(
+            &CallEvent::Answered {
+                id: id.clone(),
+                codec: "PCMU".into(),
+            },
+            1_000_500,
+        );
+        r.apply(
+            &CallEvent::RecordingStarted {
+                id: id.clone(),
+                path: "recordings/x.wav".into(),
+            },
+            1_000_600,
+        );
+        r.apply(
+            &CallEvent::Dtmf {
+                id: id.clone(),
+                digit: '5',
+                duration_ms: 100,
+                via: "rfc4733".into(),
+            },
+            1_001_000,
+        );
+        assert_eq!(
+            (r.status, r.answered_ms, r.dtmf.as_str()),
+            (CallStatus::Active, Some(1_000_500), "5")
+        );
+        let stats = CallStats {
+            packets_received: 10,
+            ..CallStats::default()
+        };
+        r.apply(
+            &CallEvent::Ended {
+                id,
+                reason: "caller hung up".into(),
+                stats: stats.clone(),
+            },
+            1_003_000,
+        );
         assert_eq!(r.status, CallStatus::Ended);
         assert_eq!(r.stats, Some(stats));
         assert_eq!(r.duration_secs(0), 3.0);
@@ -277,23 +326,43 @@ mod tests {
     fn interrupted_call_ends_at_its_last_event_and_keeps_a_stopped_recording_reason() {
         let info = info();
         let mut r = CallRecord::new(&info);
-        r.apply(&CallEvent::RecordingStopped { id: info.id.clone(), reason: "disk full".into() }, 1_000_100);
+        r.apply(
+            &CallEvent::RecordingStopped {
+                id: info.id.clone(),
+                reason: "disk full".into(),
+            },
+            1_000_100,
+        );
         r.interrupt(1_000_200);
-        assert_eq!((r.status, r.ended_ms), (CallStatus::Interrupted, Some(1_000_200)));
+        assert_eq!(
+            (r.status, r.ended_ms),
+            (CallStatus::Interrupted, Some(1_000_200))
+        );
         let rec = r.recording.unwrap();
-        assert_eq!((rec.state, rec.reason.as_deref()), (RecordingState::Stopped, Some("disk full")));
+        assert_eq!(
+            (rec.state, rec.reason.as_deref()),
+            (RecordingState::Stopped, Some("disk full"))
+        );
     }
 
     #[test]
     fn started_event_json_is_flat_with_seq_time_and_numbers() {
         let info = info();
-        let json = event_json(7, 1_000_000, &info.id, &CallEvent::Started { info: info.clone() });
+        let json = event_json(
+            7,
+            1_000_000,
+            &info.id,
+            &CallEvent::Started { info: info.clone() },
+        );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["seq"], 7);
         assert_eq!(v["type"], "started");
         assert_eq!(v["caller"], "+15551234567");
         assert_eq!(v["call_id"], info.id.as_str());
         assert_eq!(v["at"], "1970-01-01T00:16:40.000Z");
-        assert!(v.get("info").is_none() && v.get("started_at").is_none(), "{json}");
+        assert!(
+            v.get("info").is_none() && v.get("started_at").is_none(),
+            "{json}"
+        );
     }
 }

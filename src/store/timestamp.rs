@@ -14,7 +14,8 @@ pub const WEEK_MS: u64 = 7 * DAY_MS;
 
 /// Unix milliseconds of `t` (0 before the epoch).
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The `SystemTime` of Unix milliseconds `ms`.
@@ -27,8 +28,12 @@ pub fn format_rfc3339(ms: u64) -> String {
     let days = (ms / DAY_MS) as i64;
     let in_day = ms % DAY_MS;
     let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) =
-        (in_day / HOUR_MS, (in_day / 60_000) % 60, (in_day / 1000) % 60, in_day % 1000);
+    let (h, min, s, milli) = (
+        in_day / HOUR_MS,
+        (in_day / 60_000) % 60,
+        (in_day / 1000) % 60,
+        in_day % 1000,
+    );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
 
@@ -40,16 +45,32 @@ pub fn parse_instant(s: &str) -> Option<u64> {
         return s.parse::<u64>().ok()?.checked_mul(SECOND_MS);
     }
     let date = s.get(..10)?;
-    let (y, m, d) = (num(date.get(0..4)?)?, num(date.get(5..7)?)?, num(date.get(8..10)?)?);
-    if date.get(4..5)? != "-" || date.get(7..8)? != "-" || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+    let (y, m, d) = (
+        num(date.get(0..4)?)?,
+        num(date.get(5..7)?)?,
+        num(date.get(8..10)?)?,
+    );
+    if date.get(4..5)? != "-"
+        || date.get(7..8)? != "-"
+        || !(1..=12).contains(&m)
+        || d == 0
+        || d > days_in_month(y, m)
+    {
         return None;
     }
     let days = days_from_civil(y as i64, m, d);
     let rest = s.get(10..)?;
     let mut ms: i64 = days * DAY_MS as i64;
     if !rest.is_empty() {
-        let rest = rest.strip_prefix('T').or_else(|| rest.strip_prefix('t')).or_else(|| rest.strip_prefix(' '))?;
-        let (h, min, sec) = (num(rest.get(0..2)?)?, num(rest.get(3..5)?)?, num(rest.get(6..8)?)?);
+        let rest = rest
+            .strip_prefix('T')
+            .or_else(|| rest.strip_prefix('t'))
+            .or_else(|| rest.strip_prefix(' '))?;
+        let (h, min, sec) = (
+            num(rest.get(0..2)?)?,
+            num(rest.get(3..5)?)?,
+            num(rest.get(6..8)?)?,
+        );
         if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" || h > 23 || min > 59 || sec > 60 {
             return None;
         }
@@ -105,7 +126,7 @@ fn num(s: &str) -> Option<u32> {
 
 fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -144,19 +165,37 @@ mod tests {
     fn formats_utc_with_milliseconds() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(format_rfc3339(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(1_714_564_800_000),
+            "2024-05-01T12:00:00.000Z"
+        );
     }
 
     #[test]
     fn parses_rfc3339_dates_offsets_and_unix_seconds() {
-        assert_eq!(parse_instant("2024-05-01T12:00:00Z"), Some(1_714_564_800_000));
-        assert_eq!(parse_instant("2024-05-01T14:00:00.5+02:00"), Some(1_714_564_800_500));
+        assert_eq!(
+            parse_instant("2024-05-01T12:00:00Z"),
+            Some(1_714_564_800_000)
+        );
+        assert_eq!(
+            parse_instant("2024-05-01T14:00:00.5+02:00"),
+            Some(1_714_564_800_500)
+        );
         assert_eq!(parse_instant("2024-05-01"), Some(1_714_521_600_000));
         assert_eq!(parse_instant("1714564800"), Some(1_714_564_800_000));
         for round in [0, 951_782_400_123, 1_714_564_800_999] {
             assert_eq!(parse_instant(&format_rfc3339(round)), Some(round));
         }
-        for bad in ["", "yesterday", "2024-13-01", "2024-02-30", "2024-05-01T25:00:00Z", "2024-05-01T12:00:00", "-5", "2024-05-01T12:00:00+2"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01",
+            "2024-02-30",
+            "2024-05-01T25:00:00Z",
+            "2024-05-01T12:00:00",
+            "-5",
+            "2024-05-01T12:00:00+2",
+        ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }
     }
@@ -165,8 +204,14 @@ mod tests {
     fn weeks_start_on_monday_and_days_at_midnight_utc() {
         // 2024-05-01 was a Wednesday; its week started Monday 2024-04-29.
         let wed = parse_instant("2024-05-01T12:00:00Z").unwrap();
-        assert_eq!(bucket_start(wed, WEEK_MS), parse_instant("2024-04-29").unwrap());
-        assert_eq!(bucket_start(wed, DAY_MS), parse_instant("2024-05-01").unwrap());
+        assert_eq!(
+            bucket_start(wed, WEEK_MS),
+            parse_instant("2024-04-29").unwrap()
+        );
+        assert_eq!(
+            bucket_start(wed, DAY_MS),
+            parse_instant("2024-05-01").unwrap()
+        );
         assert_eq!(bucket_start(wed + 59 * 60_000, HOUR_MS), wed);
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Events that queue up while a commit runs are written together in the next transaction (at
 //! most [`MAX_BATCH`]), so a burst costs one fsync, not one per event. A dedicated thread keeps
-//! fsyncs off the tokio workers; it ends when every sender of the channel is gone.
+//! fsyncs off the tokio workers (it waits on the channel through a small current-thread
+//! runtime of its own, so it can also wait for a stop request). It ends when every sender of
+//! the channel is gone, or at shutdown once the channel has been quiet for [`QUIET`].
 //!
 //! Idempotency: a `Started` whose source and external id (SIP Call-ID, Twilio CallSid) are
 //! already stored does not create a second call. Its id becomes an alias of the stored call,
@@ -28,19 +30,35 @@ use crate::net::clock;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 256;
+/// At shutdown, the thread ends once no event came for this long.
+const QUIET: Duration = Duration::from_millis(250);
 
 /// The running store thread.
 #[derive(Debug)]
 pub struct WriterHandle {
+    stop: oneshot::Sender<()>,
     done: oneshot::Receiver<()>,
 }
 
 impl WriterHandle {
-    /// Waits (at most `limit`) for the thread to write everything queued and end, which it does
-    /// once every sender of the event channel is dropped. Returns whether it ended in time.
+    /// Asks the thread to finish: it writes what is queued and what still arrives until the
+    /// channel is quiet for [`QUIET`] (calls send their last events while they hang up), then
+    /// ends. Waits at most `limit`; returns whether it ended in time.
     pub async fn finished(self, limit: Duration) -> bool {
+        let _ = self.stop.send(());
         matches!(tokio::time::timeout(limit, self.done).await, Ok(Ok(())))
     }
+}
+
+/// What the store thread waits for.
+enum Next {
+    Event(CallEvent),
+    /// Every sender is gone, or the channel went quiet after a stop request.
+    End,
+    /// [`WriterHandle::finished`] was called.
+    Stop,
+    /// The handle was dropped without asking to stop: go on until the senders are gone.
+    HandleDropped,
 }
 
 impl Store {
@@ -52,17 +70,33 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<WriterHandle> {
         let (done_tx, done) = oneshot::channel();
-        let mut writer = Writer { store: self.clone(), metrics, aliases: HashMap::new() };
-        std::thread::Builder::new().name("earshot-store".to_owned()).spawn(move || {
-            writer.run(events);
-            let _ = done_tx.send(());
-        })?;
-        Ok(WriterHandle { done })
+        let (stop, stop_rx) = oneshot::channel();
+        let mut writer = Writer {
+            store: self.clone(),
+            metrics,
+            aliases: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("earshot-store".to_owned())
+            .spawn(move || {
+                writer.run(events, stop_rx);
+                let _ = done_tx.send(());
+            })?;
+        Ok(WriterHandle { stop, done })
     }
 
     /// Persists `events` now, on this thread (tests and tools; the app uses the store thread).
-    pub fn write_events(&self, events: Vec<CallEvent>, metrics: &Metrics) -> Result<(), redb::Error> {
-        let mut writer = Writer { store: self.clone(), metrics: Arc::new(Metrics::default()), aliases: HashMap::new() };
+    pub fn write_events(
+        &self,
+        events: Vec<CallEvent>,
+        metrics: &Metrics,
+    ) -> Result<(), redb::Error> {
+        let mut writer = Writer {
+            store: self.clone(),
+            metrics: Arc::new(Metrics::default()),
+            aliases: HashMap::new(),
+        };
+        let _order = self.append_lock();
         let committed = writer.persist(&events)?;
         writer.after_commit(&committed, metrics);
         self.publish(committed.published);
@@ -78,9 +112,51 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, mut events: mpsc::UnboundedReceiver<CallEvent>) {
+    fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<CallEvent>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                tracing::error!(%err, "the store thread cannot start: call events are not stored");
+                return;
+            }
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = events.blocking_recv() {
+        let (mut stopping, mut stop_gone) = (false, false);
+        loop {
+            let next = runtime.block_on(async {
+                if stopping {
+                    return match tokio::time::timeout(QUIET, events.recv()).await {
+                        Ok(Some(event)) => Next::Event(event),
+                        Ok(None) | Err(_) => Next::End,
+                    };
+                }
+                tokio::select! {
+                    event = events.recv() => event.map_or(Next::End, Next::Event),
+                    asked = &mut stop, if !stop_gone => match asked {
+                        Ok(()) => Next::Stop,
+                        Err(_) => Next::HandleDropped,
+                    },
+                }
+            });
+            let first = match next {
+                Next::Event(event) => event,
+                Next::End => break,
+                Next::Stop => {
+                    stopping = true;
+                    continue;
+                }
+                Next::HandleDropped => {
+                    stop_gone = true;
+                    continue;
+                }
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match events.try_recv() {
@@ -88,11 +164,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let _order = self.store.append_lock();
+            let store = self.store.clone();
+            let _order = store.append_lock();
             let started = clock::now();
             match self.persist(&batch) {
                 Ok(committed) => {
-                    self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .store_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     let metrics = Arc::clone(&self.metrics);
                     self.after_commit(&committed, &metrics);
                     self.store.publish(committed.published);
@@ -114,18 +193,25 @@ impl Writer {
         let mut committed = Committed::default();
         for event in batch {
             let at_ms = unix_ms(clock::wallclock());
-            let Some((record, created)) = self.apply(&txn, event, at_ms)? else { continue };
+            let Some((record, created)) = self.apply(&txn, event, at_ms)? else {
+                continue;
+            };
             let call_id = record.id;
             let json = event_json(seq, at_ms, &call_id, event);
-            txn.open_table(CALL_EVENTS)?.insert((call_id.as_str(), seq), json.as_bytes())?;
+            txn.open_table(CALL_EVENTS)?
+                .insert((call_id.as_str(), seq), json.as_bytes())?;
             txn.open_table(EVENT_LOG)?.insert(seq, call_id.as_str())?;
             if created {
                 committed.started.push(record.source);
             }
             if let CallEvent::Ended { id, stats, .. } = event {
-                committed.ended.push((id.clone(), record.source, stats.clone()));
+                committed
+                    .ended
+                    .push((id.clone(), record.source, stats.clone()));
             }
-            committed.published.push(PublishedEvent { seq, call_id, json });
+            committed
+                .published
+                .push(PublishedEvent { seq, call_id, json });
             seq += 1;
         }
         txn.commit()?;
@@ -145,30 +231,30 @@ impl Writer {
         let (mut record, before) = match event {
             CallEvent::Started { info } => {
                 let key = schema::external_key(info.source, &info.external_id);
-                let existing = txn.open_table(BY_EXTERNAL)?.get(key.as_str())?.map(|v| v.value().to_owned());
-                match existing.and_then(|id| CallId::parse(&id)) {
-                    Some(stored) if stored != info.id => {
-                        tracing::info!(call = %stored, duplicate = %info.id, "second start of a stored call: recorded on it");
-                        self.aliases.insert(info.id.clone(), stored.clone());
-                        match query::load_record(&calls, stored.as_str())? {
-                            Some(record) => {
-                                let status = record.status;
-                                (record, Some(status))
-                            }
-                            None => (CallRecord::new(info), None),
+                let existing = txn
+                    .open_table(BY_EXTERNAL)?
+                    .get(key.as_str())?
+                    .map(|v| v.value().to_owned());
+                let stored = match existing {
+                    Some(id) => query::load_record(&calls, &id)?,
+                    None => query::load_record(&calls, info.id.as_str())?,
+                };
+                match stored {
+                    Some(record) => {
+                        if record.id != info.id {
+                            tracing::info!(call = %record.id, duplicate = %info.id, "second start of a stored call: recorded on it");
+                            self.aliases.insert(info.id.clone(), record.id.clone());
                         }
+                        let status = record.status;
+                        (record, Some(status))
                     }
-                    _ => match query::load_record(&calls, info.id.as_str())? {
-                        Some(record) => {
-                            let status = record.status;
-                            (record, Some(status))
-                        }
-                        None => {
-                            txn.open_table(BY_START)?.insert((unix_ms(info.started_at), info.id.as_str()), ())?;
-                            txn.open_table(BY_EXTERNAL)?.insert(key.as_str(), info.id.as_str())?;
-                            (CallRecord::new(info), None)
-                        }
-                    },
+                    None => {
+                        txn.open_table(BY_START)?
+                            .insert((unix_ms(info.started_at), info.id.as_str()), ())?;
+                        txn.open_table(BY_EXTERNAL)?
+                            .insert(key.as_str(), info.id.as_str())?;
+                        (CallRecord::new(info), None)
+                    }
                 }
             }
             other => {
@@ -258,18 +344,32 @@ mod tests {
         let metrics = Metrics::default();
         let first = started(1_000_000, "same@host");
         let second = started(1_000_500, "same@host");
-        let mut writer = Writer { store: store.clone(), metrics: Arc::new(Metrics::default()), aliases: HashMap::new() };
+        let mut writer = Writer {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::default()),
+            aliases: HashMap::new(),
+        };
         let events = vec![
-            CallEvent::Started { info: first.clone() },
-            CallEvent::Started { info: second.clone() },
-            CallEvent::Answered { id: second.id.clone(), codec: "PCMA".into() },
+            CallEvent::Started {
+                info: first.clone(),
+            },
+            CallEvent::Started {
+                info: second.clone(),
+            },
+            CallEvent::Answered {
+                id: second.id.clone(),
+                codec: "PCMA".into(),
+            },
         ];
         let committed = writer.persist(&events).unwrap();
         writer.after_commit(&committed, &metrics);
         let page = store.list(&ListQuery::default()).unwrap();
         assert_eq!(page.calls.len(), 1);
         let call = &page.calls[0];
-        assert_eq!((&call.id, call.status, call.codec.as_deref()), (&first.id, CallStatus::Active, Some("PCMA")));
+        assert_eq!(
+            (&call.id, call.status, call.codec.as_deref()),
+            (&first.id, CallStatus::Active, Some("PCMA"))
+        );
         assert_eq!(metrics.calls_started.sip.load(Relaxed), 1);
         assert_eq!(store.get(&first.id).unwrap().unwrap().events.len(), 3);
     }
@@ -282,14 +382,24 @@ mod tests {
         let id = info.id.clone();
         store
             .write_events(
-                vec![CallEvent::Started { info }, CallEvent::Ended { id: id.clone(), reason: "bye".into(), stats: CallStats::default() }],
+                vec![
+                    CallEvent::Started { info },
+                    CallEvent::Ended {
+                        id: id.clone(),
+                        reason: "bye".into(),
+                        stats: CallStats::default(),
+                    },
+                ],
                 &Metrics::default(),
             )
             .unwrap();
         let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(store.events_after(1, 10).unwrap(), vec![(*b).clone()]);
-        assert_eq!(store.get_record(&id).unwrap().unwrap().status, CallStatus::Ended);
+        assert_eq!(
+            store.get_record(&id).unwrap().unwrap().status,
+            CallStatus::Ended
+        );
     }
 
     #[test]
@@ -298,12 +408,22 @@ mod tests {
         let info = started(3_000_000, "x@y");
         let stray = CallId::new(system_time(5), 5);
         store
-            .write_events(vec![CallEvent::Listen { id: stray, on: true }, CallEvent::Started { info }], &Metrics::default())
+            .write_events(
+                vec![
+                    CallEvent::Listen {
+                        id: stray,
+                        on: true,
+                    },
+                    CallEvent::Started { info },
+                ],
+                &Metrics::default(),
+            )
             .unwrap();
         assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)]
     fn calls_left_open_are_interrupted_at_the_next_open_and_finished_ones_stay() {
         let path = temp_path("crash");
         let (open, done) = (started(4_000_000, "open@h"), started(4_000_100, "done@h"));
@@ -313,22 +433,47 @@ mod tests {
                 .write_events(
                     vec![
                         CallEvent::Started { info: open.clone() },
-                        CallEvent::Answered { id: open.id.clone(), codec: "PCMU".into() },
+                        CallEvent::Answered {
+                            id: open.id.clone(),
+                            codec: "PCMU".into(),
+                        },
                         CallEvent::Started { info: done.clone() },
-                        CallEvent::Ended { id: done.id.clone(), reason: "bye".into(), stats: CallStats::default() },
+                        CallEvent::Ended {
+                            id: done.id.clone(),
+                            reason: "bye".into(),
+                            stats: CallStats::default(),
+                        },
                     ],
                     &Metrics::default(),
                 )
                 .unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            store.mark_alive().unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.interrupted_at_open(), std::slice::from_ref(&open.id));
+        let detail = store.get(&open.id).unwrap().unwrap();
+        let answered_at = detail.events[1]["at_ms"].as_u64().unwrap();
+        assert!(
+            detail.record.ended_ms.unwrap() >= answered_at + 30,
+            "ends at the alive mark, after its last event"
+        );
         let interrupted = store.get(&open.id).unwrap().unwrap();
         assert_eq!(interrupted.record.status, CallStatus::Interrupted);
         assert_eq!(interrupted.events.last().unwrap()["type"], "interrupted");
-        assert_eq!(store.get_record(&done.id).unwrap().unwrap().status, CallStatus::Ended);
+        assert_eq!(
+            store.get_record(&done.id).unwrap().unwrap().status,
+            CallStatus::Ended
+        );
         let counts = store.counts().unwrap();
-        assert!(counts.contains(&(Source::Sip, "interrupted", 1)) && counts.contains(&(Source::Sip, "ended", 1)), "{counts:?}");
-        assert!(!counts.iter().any(|(_, s, n)| *s == "active" && *n > 0), "{counts:?}");
+        assert!(
+            counts.contains(&(Source::Sip, "interrupted", 1))
+                && counts.contains(&(Source::Sip, "ended", 1)),
+            "{counts:?}"
+        );
+        assert!(
+            !counts.iter().any(|(_, s, n)| *s == "active" && *n > 0),
+            "{counts:?}"
+        );
     }
 }

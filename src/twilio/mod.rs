@@ -8,6 +8,7 @@
 //! References: Twilio "Media Streams — WebSocket Messages" (bidirectional streams), "TwiML
 //! `<Connect><Stream>`", "Webhooks security" (request validation).
 
+pub mod form;
 pub mod handshake;
 pub mod protocol;
 pub mod signature;

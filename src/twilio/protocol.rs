@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn parses_dtmf_mark_and_stop() {
-        let dtmf = parse(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"#"}}"#);
+        let dtmf = parse(r##"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"#"}}"##);
         assert_eq!(dtmf.unwrap().event, Inbound::Dtmf { digit: '#' });
         assert!(parse(r#"{"event":"dtmf","dtmf":{"digit":"12"}}"#).is_err());
         let mark = parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"greeting"}}"#);

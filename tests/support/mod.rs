@@ -13,7 +13,8 @@
 //! stdout and stderr going to `earshot.log` in that directory, and returns once earshot answers
 //! an OPTIONS. Dropping the value kills the process; when the test is panicking the end of the
 //! log is printed and the directory kept. [`in_netns`] runs a test body inside a private network
-//! namespace. The `sip` helpers build and read the few messages the tests need.
+//! namespace. The `sip` helpers build and read the few messages the tests need; `sipp` runs
+//! SIPp scenarios and `pcap` reads and writes captures.
 
 // Each test crate uses a different part of the harness, and `pub` here means "for the test
 // crates", which is all that can reach it.
@@ -192,6 +193,16 @@ impl Earshot {
         let log = self.stderr_log();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Log lines reporting a panic. A panic in a tokio task does not end the process, so a
+    /// test that only checks [`Earshot::is_running`] would miss it.
+    pub fn panics(&self) -> Vec<String> {
+        self.stderr_log()
+            .lines()
+            .filter(|l| l.contains("panicked"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Whether the process is still running (it has not exited or crashed).

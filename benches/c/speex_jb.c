@@ -1,0 +1,115 @@
+/*
+ * speexdsp's adaptive jitter buffer behind the trace interface of `earshot jitter-sim`
+ * (src/media/jitter_sim.rs): reads a CSV trace `arrival_ms,seq,rtp_ts` (header first, arrival
+ * order) on stdin and prints one `tick_ms,seq` line per 20 ms playout tick, or `tick_ms,-` when
+ * no received frame is played. Tick k is at the first arrival + 20 k ms; every packet with
+ * arrival <= tick is put before that tick's frame is taken.
+ *
+ * Usage as documented in speex_jitter.h and speexclient: jitter_buffer_init(160) (timestamps in
+ * 8 kHz samples, one 20 ms frame per step), jitter_buffer_put() with timestamp = RTP timestamp,
+ * span = 160, sequence = RTP seq; per tick jitter_buffer_get(160) then jitter_buffer_tick().
+ * Defaults are kept (margin 0, max late rate 4 %, late cutoff 50) unless argv[1] sets
+ * JITTER_BUFFER_SET_MAX_LATE_RATE (percent).
+ *
+ * Built by benches/jitter_peers.rs: cc -O2 speex_jb.c -lspeexdsp
+ */
+#include <speex/speex_jitter.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct packet {
+	int64_t arrival_us;
+	uint16_t seq;
+	uint32_t ts;
+};
+
+/* Reads the trace; returns the packet count, or -1 on a malformed line. */
+static long read_trace(struct packet **out)
+{
+	char line[256];
+	size_t cap = 4096, n = 0;
+	struct packet *p = malloc(cap * sizeof(*p));
+	if (!p || !fgets(line, sizeof line, stdin) || strncmp(line, "arrival_ms,seq,rtp_ts", 21))
+		return -1;
+	while (fgets(line, sizeof line, stdin)) {
+		double ms;
+		unsigned long seq, ts;
+		if (line[0] == '\n' || line[0] == '\r')
+			continue;
+		if (sscanf(line, "%lf,%lu,%lu", &ms, &seq, &ts) != 3)
+			return -1;
+		if (n == cap) {
+			cap *= 2;
+			p = realloc(p, cap * sizeof(*p));
+			if (!p)
+				return -1;
+		}
+		p[n].arrival_us = (int64_t)(ms * 1000.0 + 0.5);
+		p[n].seq = (uint16_t)seq;
+		p[n].ts = (uint32_t)ts;
+		n++;
+	}
+	*out = p;
+	return (long)n;
+}
+
+static void print_tick(int64_t tick_us, int played, uint16_t seq)
+{
+	if (played)
+		printf("%lld.%03lld,%u\n", (long long)(tick_us / 1000), (long long)(tick_us % 1000), seq);
+	else
+		printf("%lld.%03lld,-\n", (long long)(tick_us / 1000), (long long)(tick_us % 1000));
+}
+
+int main(int argc, char **argv)
+{
+	struct packet *p = NULL;
+	long n = read_trace(&p);
+	if (n < 0) {
+		fprintf(stderr, "speex_jb: malformed trace\n");
+		return 1;
+	}
+	if (n == 0)
+		return 0;
+	JitterBuffer *jb = jitter_buffer_init(160);
+	if (argc > 1) {
+		spx_int32_t rate = atoi(argv[1]);
+		jitter_buffer_ctl(jb, JITTER_BUFFER_SET_MAX_LATE_RATE, &rate);
+	}
+	const int64_t first = p[0].arrival_us, last = p[n - 1].arrival_us;
+	long next = 0;
+	for (int64_t k = 0;; k++) {
+		const int64_t tick = first + 20000 * k;
+		for (; next < n && p[next].arrival_us <= tick; next++) {
+			/* The payload carries the sequence number (it is copied in and out). */
+			char data[4];
+			memcpy(data, &p[next].seq, sizeof p[next].seq);
+			JitterBufferPacket in = {
+				.data = data,
+				.len = 2,
+				.timestamp = p[next].ts,
+				.span = 160,
+				.sequence = p[next].seq,
+				.user_data = 0,
+			};
+			jitter_buffer_put(jb, &in);
+		}
+		if (next >= n) {
+			spx_int32_t left = 0;
+			jitter_buffer_ctl(jb, JITTER_BUFFER_GET_AVAILABLE_COUNT, &left);
+			if (left == 0 || tick > last + 2000000)
+				break;
+		}
+		char buf[16];
+		JitterBufferPacket out = {.data = buf, .len = sizeof buf};
+		spx_int32_t offset = 0;
+		int status = jitter_buffer_get(jb, &out, 160, &offset);
+		print_tick(tick, status == JITTER_BUFFER_OK, out.sequence);
+		jitter_buffer_tick(jb);
+	}
+	jitter_buffer_destroy(jb);
+	free(p);
+	return 0;
+}

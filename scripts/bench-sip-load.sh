@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# SIP load benchmark: SIPp places CALLS concurrent calls with two-way G.711 RTP for
+# SECONDS_PER_CALL each against one callee at a time, and prints failed calls, CPU and memory of
+# the callee (and of its sound server, when it has one) for each.
+#
+#   scripts/bench-sip-load.sh                      200 calls x 60 s, every target
+#   CALLS=50 SECONDS_PER_CALL=20 scripts/bench-sip-load.sh earshot baresip
+#   scripts/bench-sip-load.sh latency              arrival-to-playout latency (see latency())
+#
+# Targets (arguments):
+#   earshot        [audio] output = "none", recording off: signalling, RTP, jitter buffer, and
+#                  the caller's audio decoded and played out into a detached speaker feed;
+#   earshot-rec    the same with every call recorded (WAV, both directions);
+#   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
+#   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending a WAV (aufile)
+#                  and playing every call on the same private PulseAudio null sink (alsa,pulse).
+# baresip cannot run without a player (no player, no decoder: it drops the audio), and ALSA's
+# "null" device is unpaced, so its player threads spin (measured: 147 % CPU for 10 calls); a
+# paced sound server is the fair, cheapest real player. PulseAudio's own CPU and RSS are shown
+# beside the callee's for the two targets that use it.
+# Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
+# the work directory.
+#
+# What is measured, per target, from /proc/PID of the callee process:
+#   idle RSS       VmRSS two seconds after it is ready, before any call;
+#   CPU            utime+stime (all threads) consumed from SIPp's start to its end;
+#   peak RSS       the highest VmRSS sampled every 0.5 s during the run (VmHWM printed too);
+#   per call       CPU / CALLS, and (peak - idle) / CALLS.
+# SIPp itself runs on the same two cores and is not counted. Everything is on loopback; every
+# process started here is killed on exit; each run is bounded by `timeout`.
+#
+# Needs: sipp (sip-tester), baresip (baresip-core), pulseaudio, python3 (writes the pcap and
+# WAV), ss (iproute2).
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+CALLS=${CALLS:-200}
+SECONDS_PER_CALL=${SECONDS_PER_CALL:-60}
+RATE=${RATE:-20}
+SIP_PORT=25060       # callee
+SIPP_PORT=25062      # SIPp's SIP port
+MEDIA_PORT=26000     # SIPp's media port (its RTP comes from here; callees send here)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+WORK=$(mktemp -d /tmp/earshot-bench-XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do
+        kill -9 "$pid" 2>/dev/null
+    done
+    if [ "${KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in sipp python3 ss; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (scripts/test.sh installs what is needed)"
+done
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime+stime of a process (all its threads, live and exited), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# A /proc/PID/status field in kB.
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+port_free() { ! ss -Hlnu "sport = :$1" | grep -q . && ! ss -Hlnt "sport = :$1" | grep -q .; }
+
+wait_udp_listen() { # PID PORT
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$1" 2>/dev/null || return 1
+        ss -Hlnu "sport = :$2" | grep -q . && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# Writes $1: a pcap of $2 ms of PCMU RTP (a 440 Hz + 1250 Hz tone), one packet per 20 ms, in
+# the Ethernet/IPv4/UDP framing SIPp's play_pcap_audio reads (as tests/support/pcap.rs). With
+# $3 = clicks, the audio is silence with a 5 ms full-scale click at the start of every second.
+write_pcap() {
+    python3 - "$1" "$2" "${3:-tone}" <<'PY'
+import math, struct, sys
+path, ms, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def ulaw(x):
+    x = max(-32635, min(32635, int(x)))
+    sign = 0x80 if x < 0 else 0
+    x = abs(x) + 0x84
+    exp = max(0, min(7, x.bit_length() - 8))
+    mant = (x >> (exp + 3)) & 0x0F
+    return ~(sign | (exp << 4) | mant) & 0xFF
+
+n = ms * 8
+samples = []
+for i in range(n):
+    if kind == "clicks":
+        samples.append(30000 if (i % 8000) < 40 else 0)
+    else:
+        t = i / 8000.0
+        samples.append(0.3 * 20000 * math.sin(2 * math.pi * 440 * t) + 0.2 * 20000 * math.sin(2 * math.pi * 1250 * t))
+codes = bytes(ulaw(s) for s in samples)
+
+def csum(b):
+    s = sum(struct.unpack("!10H", b))
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+seq0, ts0, ssrc = 100, 1000, 0x12345678
+for k in range(n // 160):
+    rtp = struct.pack("!BBHII", 0x80, 0x80 if k == 0 else 0x00, (seq0 + k) & 0xFFFF, (ts0 + 160 * k) & 0xFFFFFFFF, ssrc)
+    rtp += codes[160 * k:160 * (k + 1)]
+    udp = struct.pack("!HHHH", 40000, 40000, 8 + len(rtp), 0) + rtp
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])))
+    ip[10:12] = struct.pack("!H", csum(bytes(ip)))
+    frame = bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0]) + bytes(ip) + udp
+    us = k * 20000
+    out += struct.pack("<IIII", us // 1000000, us % 1000000, len(frame), len(frame)) + frame
+open(path, "wb").write(out)
+PY
+}
+
+# Writes $1: a WAV of $2 seconds of a quiet 8 kHz mono tone (what baresip sends back).
+write_wav() {
+    python3 - "$1" "$2" <<'PY'
+import math, struct, sys, wave
+w = wave.open(sys.argv[1], "wb")
+w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
+n = int(sys.argv[2]) * 8000
+w.writeframes(b"".join(struct.pack("<h", int(3000 * math.sin(i * 0.345))) for i in range(n)))
+w.close()
+PY
+}
+
+# Fills the scenario's placeholders into $WORK/uac_load.xml.
+scenario() { # PCAP PCAP_MS
+    sed -e "s|{{PCAP}}|$1|g" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
+        "$ROOT/tests/sipp/uac_load.xml" >"$WORK/uac_load.xml"
+}
+
+start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT
+    local dir="$WORK/$1"
+    mkdir -p "$dir/recordings"
+    cat >"$dir/earshot.toml" <<EOF
+[sip]
+listen = "127.0.0.1:$SIP_PORT"
+allow = ["127.0.0.0/8"]
+[rtp]
+ports = "30000-30999"
+[calls]
+max_concurrent = $((CALLS + 50))
+[audio]
+output = "$3"
+[recording]
+enabled = $2
+dir = "$dir/recordings"
+[store]
+path = "$dir/earshot.redb"
+[http]
+listen = "127.0.0.1:25080"
+[log]
+level = "info"
+format = "text"
+EOF
+    "$ROOT/target/release/earshot" run --config "$dir/earshot.toml" >"$dir/log" 2>&1 </dev/null &
+    TARGET_PID=$!
+    PIDS+=("$TARGET_PID")
+    TARGET_LOG="$dir/log"
+}
+
+start_baresip() {
+    local dir="$WORK/baresip"
+    mkdir -p "$dir/cfg"
+    write_wav "$dir/say.wav" $((SECONDS_PER_CALL + 15))
+    # The cheapest fair media path baresip has: G.711 only, a WAV file as source (aufile), the
+    # private PulseAudio through ALSA as player; its default jitter buffer (5-10 frames) and
+    # audio buffer. The menu module answers (answermode=auto); its status line is off.
+    cat >"$dir/cfg/config" <<EOF
+poll_method epoll
+sip_listen 127.0.0.1:$SIP_PORT
+call_max_calls $((CALLS + 100))
+call_local_timeout 120
+audio_player alsa,pulse
+audio_alert alsa,pulse
+audio_source aufile,$dir/say.wav
+rtp_ports 32000-33999
+rtp_stats no
+module_path /usr/lib/baresip/modules
+module g711.so
+module alsa.so
+module aufile.so
+module_app account.so
+module_app menu.so
+statmode_default off
+EOF
+    echo "<sip:1000@127.0.0.1>;regint=0;audio_codecs=PCMU;answermode=auto" >"$dir/cfg/accounts"
+    baresip -f "$dir/cfg" >"$dir/log" 2>&1 </dev/null &
+    TARGET_PID=$!
+    PIDS+=("$TARGET_PID")
+    TARGET_LOG="$dir/log"
+}
+
+stop_target() {
+    kill -TERM "$TARGET_PID" 2>/dev/null
+    local i
+    for i in $(seq 1 50); do
+        kill -0 "$TARGET_PID" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    kill -9 "$TARGET_PID" 2>/dev/null
+}
+
+# A private PulseAudio with one null sink, for the targets that play. Sets PULSE_PID.
+start_pulse() {
+    local dir="$WORK/pulse"
+    mkdir -p "$dir" && chmod 700 "$dir"
+    rm -rf "$dir/native" "$dir/pulse"
+    XDG_RUNTIME_DIR="$dir" pulseaudio --daemonize=yes --exit-idle-time=-1 --disallow-exit \
+        --log-target="file:$dir/log" -n \
+        --load="module-native-protocol-unix auth-anonymous=1 socket=$dir/native" \
+        --load="module-null-sink sink_name=bench" || die "pulseaudio did not start"
+    export PULSE_SERVER="unix:$dir/native"
+    local _
+    for _ in $(seq 50); do timeout 5 pactl info >/dev/null 2>&1 && break; sleep 0.1; done
+    PULSE_PID=$(cat "$dir/pulse/pid" 2>/dev/null)
+    [ -n "$PULSE_PID" ] || die "no pulseaudio pid"
+    PIDS+=("$PULSE_PID")
+}
+
+stop_pulse() {
+    [ -n "${PULSE_PID:-}" ] || return 0
+    kill "$PULSE_PID" 2>/dev/null
+    PULSE_PID=""
+    unset PULSE_SERVER
+}
+
+RESULTS=()
+
+# Runs the load against one target and appends a result row.
+run_target() { # NAME
+    local name=$1
+    for p in $SIP_PORT $SIPP_PORT $MEDIA_PORT; do
+        port_free "$p" || die "port $p is in use"
+    done
+    PULSE_PID=""
+    case "$name" in
+        earshot) start_earshot earshot false none ;;
+        earshot-rec) start_earshot earshot-rec true none ;;
+        earshot-pulse) start_pulse; start_earshot earshot-pulse false default ;;
+        baresip) start_pulse; start_baresip ;;
+        *) die "unknown target $name" ;;
+    esac
+    wait_udp_listen "$TARGET_PID" "$SIP_PORT" || { tail -20 "$TARGET_LOG"; die "$name did not start"; }
+    sleep 2
+    local idle_kb pulse_idle_kb=0
+    idle_kb=$(status_kb "$TARGET_PID" VmRSS)
+    [ -n "$PULSE_PID" ] && pulse_idle_kb=$(status_kb "$PULSE_PID" VmRSS)
+    say "$name ready (pid $TARGET_PID), idle RSS ${idle_kb} kB; $CALLS calls x ${SECONDS_PER_CALL} s at $RATE/s"
+
+    # RSS sampler.
+    local samples="$WORK/$name.rss"
+    local pulse_pid=${PULSE_PID:-$$}
+    (while kill -0 "$TARGET_PID" 2>/dev/null; do
+        echo "$(status_kb "$TARGET_PID" VmRSS) $(status_kb "$pulse_pid" VmRSS)"
+        sleep 0.5
+    done) >"$samples" &
+    local sampler=$!
+    PIDS+=("$sampler")
+
+    local cpu0 t0 cpu1 t1 pcpu0=0 pcpu1=0
+    cpu0=$(cpu_ticks "$TARGET_PID")
+    [ -n "$PULSE_PID" ] && pcpu0=$(cpu_ticks "$PULSE_PID")
+    t0=$(date +%s.%N)
+    local limit=$((SECONDS_PER_CALL + CALLS / RATE + 90))
+    (cd "$WORK" && timeout --kill-after=5 "$limit" sipp -sf "$WORK/uac_load.xml" \
+        -i 127.0.0.1 -mi 127.0.0.1 -p $SIPP_PORT -mp $MEDIA_PORT \
+        -m "$CALLS" -l "$CALLS" -r "$RATE" -recv_timeout 30s \
+        -nostdin -trace_err -error_file "$WORK/$name.sipp-errors.log" \
+        -trace_stat -stf "$WORK/$name.stat.csv" -fd 5 \
+        127.0.0.1:$SIP_PORT >"$WORK/$name.sipp.out" 2>&1)
+    local sipp_rc=$?
+    t1=$(date +%s.%N)
+    cpu1=$(cpu_ticks "$TARGET_PID")
+    [ -n "$PULSE_PID" ] && pcpu1=$(cpu_ticks "$PULSE_PID")
+    local hwm_kb alive=yes
+    hwm_kb=$(status_kb "$TARGET_PID" VmHWM)
+    kill -0 "$TARGET_PID" 2>/dev/null || alive=NO
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
+
+    local ok failed peak_kb pulse_peak_kb=0
+    ok=$(stat_col "$WORK/$name.stat.csv" 'SuccessfulCall(C)')
+    failed=$(stat_col "$WORK/$name.stat.csv" 'FailedCall(C)')
+    peak_kb=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$samples")
+    [ -n "$PULSE_PID" ] && pulse_peak_kb=$(awk '$2 > m { m = $2 } END { print m + 0 }' "$samples")
+    local errors warns
+    errors=$(grep -c -E ' ERROR |level=error|\[ERROR\]' "$TARGET_LOG" || true)
+    warns=$(grep -c -E ' WARN |level=warn|\[WARN' "$TARGET_LOG" || true)
+    stop_target
+    stop_pulse
+    cp "$TARGET_LOG" "$WORK/$name.log" 2>/dev/null
+    RESULTS+=("$(awk -v n="$name" -v calls="$CALLS" -v ok="${ok:-0}" -v f="${failed:-0}" -v rc="$sipp_rc" \
+        -v c0="$cpu0" -v c1="$cpu1" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+        -v idle="$idle_kb" -v peak="${peak_kb:-0}" -v hwm="${hwm_kb:-0}" -v alive="$alive" -v e="$errors" -v w="$warns" \
+        -v p0="$pcpu0" -v p1="$pcpu1" -v pidle="$pulse_idle_kb" -v ppeak="$pulse_peak_kb" \
+        'BEGIN { cpu = (c1 - c0) / hz; wall = t1 - t0; pcpu = (p1 - p0) / hz;
+                 printf "%-13s %4d %6d %3s %7.1f %6.1f %8.1f %6.1f %8.1f %8.1f %8.1f %8.1f   %6.1f %7.1f %8.1f  %s %d/%d\n",
+                 n, ok, f, rc, cpu, 100 * cpu / wall, 1000 * cpu / calls, wall,
+                 idle / 1024, peak / 1024, hwm / 1024, (peak - idle) / calls,
+                 pcpu, 1000 * pcpu / calls, (ppeak - pidle) / calls, alive, e, w }')")
+    say "${RESULTS[-1]}"
+    if [ "${failed:-0}" != 0 ] || [ "$sipp_rc" != 0 ]; then
+        say "$name: SIPp exit $sipp_rc, failures; last errors:"
+        tail -5 "$WORK/$name.sipp-errors.log" 2>/dev/null >&2
+        grep -E 'ERROR|WARN' "$TARGET_LOG" | sort | uniq -c | sort -rn | head -5 >&2
+    fi
+}
+
+# The last value of column $2 of SIPp's statistics CSV $1 (semicolon-separated).
+stat_col() {
+    [ -f "$1" ] || { echo 0; return; }
+    awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+                           c { v = $c } END { print v + 0 }' "$1"
+}
+
+load() {
+    local targets=("$@")
+    [ ${#targets[@]} -eq 0 ] && targets=(earshot earshot-rec earshot-pulse baresip)
+    say "building earshot (release)"
+    cargo build --release --bin earshot >&2 || die "build failed"
+    local pcap_ms=$((SECONDS_PER_CALL * 1000))
+    write_pcap "$WORK/load.pcap" "$pcap_ms" tone
+    scenario "$WORK/load.pcap" $((pcap_ms + 200))
+    for t in "${targets[@]}"; do
+        run_target "$t"
+        sleep 3
+    done
+    echo
+    echo "SIP load: $CALLS calls, ${SECONDS_PER_CALL} s of two-way PCMU each, $RATE new calls/s; $(nproc) cores, $(uname -r)"
+    echo "cpu: utime+stime over the SIPp run; cpu % of one core; kB/call = (peak RSS - idle RSS) / calls;"
+    echo "pulse columns: the private PulseAudio's CPU and RSS growth, for targets that play through it"
+    printf '%-13s %4s %6s %3s %7s %6s %8s %6s %8s %8s %8s %8s   %6s %7s %8s  %s\n' \
+        target ok failed rc "cpu s" "cpu %" "ms/call" "wall s" "idle MiB" "peak MiB" "HWM MiB" "kB/call" \
+        "pa cpu" "pa ms/c" "pa kB/c" "alive err/warn"
+    printf '%s\n' "${RESULTS[@]}"
+}
+
+case "${1:-}" in
+    latency) shift; source "$ROOT/scripts/bench-latency.inc.sh" 2>/dev/null || die "latency mode not available"; latency "$@" ;;
+    *) load "$@" ;;
+esac

@@ -1,0 +1,119 @@
+//! Bearer-token authentication of `/api/*` and `/metrics`, and 503 once shutdown has begun.
+//!
+//! The token is compared in constant time: both sides are hashed (SHA-256, so lengths do not
+//! leak either) and the digests compared without an early exit. `?token=` is accepted only on
+//! the GET routes a browser cannot add headers to (`EventSource`, `<audio>`).
+
+use axum::extract::{Query, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, ApiState};
+
+/// The middleware: passes the request on, or answers 401/503.
+pub(super) async fn require_token(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return ApiError::Unavailable("earshot is shutting down".into()).into_response();
+    }
+    let Some(token) = &state.token else {
+        if state.exposed {
+            return ApiError::Unauthorized(
+                "this API listens beyond loopback and no [http].token is configured: nothing is served".into(),
+            )
+            .into_response();
+        }
+        return next.run(request).await;
+    };
+    let given = presented_token(&request);
+    match given {
+        Some(given) if tokens_equal(given.as_bytes(), token.expose().as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::Unauthorized("wrong token".into()).into_response(),
+        None => ApiError::Unauthorized("this API needs Authorization: Bearer <token>".into())
+            .into_response(),
+    }
+}
+
+/// The token the request carries: its bearer header, or `?token=` on the routes that allow it.
+fn presented_token(request: &Request) -> Option<String> {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    if bearer.is_some() {
+        return bearer;
+    }
+    let path = request.uri().path();
+    let query_allowed = request.method() == Method::GET
+        && (path == "/api/events"
+            || (path.starts_with("/api/calls/") && path.ends_with("/recording")));
+    if !query_allowed {
+        return None;
+    }
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(request.uri()).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// Constant-time equality of two secrets of any lengths.
+fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(tokens_equal(b"s3cret-token-0123", b"s3cret-token-0123"));
+        assert!(!tokens_equal(b"s3cret-token-0123", b"s3cret-token-0124"));
+        assert!(!tokens_equal(b"s3cret", b"s3cret-token-0123"));
+        assert!(!tokens_equal(b"", b"x"));
+    }
+
+    #[test]
+    fn query_tokens_count_only_on_the_event_stream_and_recordings() {
+        let req = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            presented_token(&req(Method::GET, "/api/events?token=abc")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&req(Method::GET, "/api/calls/c0123/recording?token=a%2Bb")).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(
+            presented_token(&req(Method::GET, "/api/calls?token=abc")),
+            None
+        );
+        assert_eq!(
+            presented_token(&req(Method::POST, "/api/events?token=abc")),
+            None
+        );
+    }
+}

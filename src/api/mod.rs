@@ -1,0 +1,189 @@
+//! The HTTP API and web console (axum), on `[http].listen`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | `{"status", "uptime_secs", "active_calls"}`, no token needed |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /api/calls` | history, newest first: `limit`, `cursor`, `source`, `status`, `since`, `until`, `q` |
+//! | `GET /api/calls/{id}` | one call: record, note, events, live state |
+//! | `GET /api/calls/{id}/recording` | the WAV, with `Range` (206/416); `?download=true` |
+//! | `PUT /api/calls/{id}/notes` | `{"note": "..."}` or text; last write wins |
+//! | `POST /api/calls/{id}/hangup` | hang up a live call (404 unknown, 409 not live) |
+//! | `POST /api/calls/{id}/listen` | `{"on": bool}`: speaker playout of a live call |
+//! | `GET /api/analytics` | `interval=hour\|day\|week`, `since`, `until` |
+//! | `GET /api/events` | server-sent events, `id:` = global sequence, `Last-Event-ID` resumes |
+//! | `GET /api/live` | live calls for the console (masked numbers, level) |
+//! | `GET /`, `/app.js`, `/style.css` | the console |
+//!
+//! Errors are JSON (see [`error`]). `/api/*` and `/metrics` require `Authorization: Bearer
+//! <[http].token>` when a token is configured (and refuse everything when the listener is not
+//! loopback and none is). Because `EventSource` and `<audio>` cannot send headers, the two GET
+//! routes `/api/events` and `/api/calls/{id}/recording` also accept `?token=`.
+//!
+//! Other drivers add their own routes (Twilio's `/twilio/*`, with their own signature check)
+//! by merging a router into [`router`]'s result before [`serve`].
+
+mod auth;
+mod calls;
+mod console;
+pub mod error;
+mod events;
+mod recording;
+mod status;
+
+pub use error::ApiError;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query};
+use axum::routing::{get, post, put};
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::AudioService;
+use crate::call::Registry;
+use crate::config::{HttpConfig, Secret};
+use crate::metrics::Metrics;
+use crate::store::{RecordingGate, Store};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    /// Live calls: the only way the API reaches a call (its `CallHandle`).
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// The speakers, for `/metrics` (underruns); `None` in tools and tests without audio.
+    pub audio: Option<Arc<AudioService>>,
+    pub gate: RecordingGate,
+    /// `[http].token`.
+    pub token: Option<Secret>,
+    /// The listener is not loopback: without a token, nothing under `/api` is served.
+    pub exposed: bool,
+    pub max_body_bytes: usize,
+    pub started: Instant,
+    /// Cancelled at shutdown: requests get 503 and event streams end.
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// State for `http` with the rest of the program's shared parts.
+    pub fn new(
+        http: &HttpConfig,
+        store: Store,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            metrics,
+            audio: None,
+            gate: RecordingGate::new(),
+            token: http.token.clone(),
+            exposed: !http.listen.ip().to_canonical().is_loopback(),
+            max_body_bytes: http.max_body_bytes,
+            started: crate::net::clock::now(),
+            shutdown,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("store", &self.store)
+            .field("exposed", &self.exposed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every route of the API and the console, with `state` applied.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/api/calls", get(calls::list))
+        .route("/api/calls/{id}", get(calls::get))
+        .route("/api/calls/{id}/recording", get(recording::get))
+        .route("/api/calls/{id}/notes", put(calls::put_note))
+        .route("/api/calls/{id}/hangup", post(calls::hangup))
+        .route("/api/calls/{id}/listen", post(calls::listen))
+        .route("/api/analytics", get(calls::analytics))
+        .route("/api/events", get(events::stream))
+        .route("/api/live", get(calls::live))
+        .route("/metrics", get(status::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(status::health))
+        .route("/", get(console::index))
+        .route("/app.js", get(console::script))
+        .route("/style.css", get(console::style))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests (event
+/// streams end on the same token).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Without TCP_NODELAY, Nagle holds a Twilio stream's 20 ms media frames back until the peer's
+    // delayed ACK (up to 40 ms), then sends them in pairs.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&Store) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal("store task failed", e))
+}
+
+/// Query parameters as a map, rejecting malformed encodings, repeated keys and keys outside
+/// `allowed` (`token` is always allowed: the auth layer reads it).
+fn params(
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
+    let mut map = HashMap::new();
+    for (key, value) in pairs {
+        if key != "token" && !allowed.contains(&key.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter {key:?} (known: {})",
+                allowed.join(", ")
+            )));
+        }
+        if map.insert(key.clone(), value).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "parameter {key:?} given twice"
+            )));
+        }
+    }
+    Ok(map)
+}

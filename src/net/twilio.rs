@@ -1,0 +1,708 @@
+//! The Twilio driver: axum handlers for the voice webhook (`POST /twilio/voice`), the status
+//! callback (`POST /twilio/status`) and the media stream (`GET /twilio/stream`, a WebSocket),
+//! and the per-stream task that moves messages between the WebSocket, the sans-IO
+//! [`Stream`] and the call's [`Pipeline`] — the same pipeline SIP calls use.
+//!
+//! Every request must carry a valid `X-Twilio-Signature` (403 otherwise, and nothing is
+//! created). The webhook answers `<Connect><Stream>` with a one-time token as a `<Parameter>`,
+//! or the fallback TwiML when the call cannot be taken (Twilio disabled, shutting down, at
+//! `[calls].max_concurrent`). The handshake watchdog expires tokens whose stream did not
+//! start within `[twilio].handshake_timeout_secs`: those calls are counted as fallen back, and
+//! the `<Connect action>` callback Twilio then makes answers the fallback.
+
+use std::future::pending;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::call::pipeline::{StreamCommand, StreamCommands, stream_call};
+use crate::call::{CallEvent, CallHandle, CallId, CallInfo, CallStats, Greeting, LiveState, Pipeline, Services, Source};
+use crate::config::{self, Config};
+use crate::media::frame::FRAME_SAMPLES;
+use crate::media::jitter::JitterConfig;
+use crate::metrics::Metrics;
+use crate::net::clock;
+use crate::twilio::handshake::HandshakeStats;
+use crate::twilio::protocol::{CallSid, Start};
+use crate::twilio::signature::{self, SignatureError};
+use crate::twilio::stream::{EndReason, MAX_MESSAGE, Stream, StreamConfig, StreamEvent};
+use crate::twilio::token::{CallState, Issue, Ticket, TokenBook, TokenError};
+use crate::twilio::{form, twiml};
+
+/// Largest webhook body read; Twilio's are about 1 KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// Largest WebSocket message or frame read; beyond it the stream is closed (1009). Messages
+/// between [`MAX_MESSAGE`] and this are read, counted and dropped, and the stream stays up.
+const MAX_WS_MESSAGE: usize = 4 * MAX_MESSAGE;
+/// How long a CallSid's token is remembered after use, for idempotent retries and callbacks.
+const REMEMBER: Duration = Duration::from_secs(600);
+/// Calls remembered at most (bounds the token book).
+const MAX_REMEMBERED: usize = 10_000;
+/// How often the handshake watchdog looks for expired tokens.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+/// Messages read in a row before the next outbound frame gets its turn.
+const MAX_BATCH: usize = 64;
+/// How long we wait for the peer's close frame after sending ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// The stream's jitter buffer: TCP delivers everything, late and in bursts rather than lost (a
+/// retransmission holds up everything behind it for a round trip or more), so playout keeps a
+/// 200 ms floor and rarely has to stretch or drop audio; the recording stays sample-exact.
+const JITTER: JitterConfig = JitterConfig {
+    min_delay_ms: 200,
+    max_delay_ms: 600,
+    max_packets: 64,
+    initial_delay_ms: 200,
+    coverage_permille: 990,
+};
+
+/// `[twilio]` and the limits of `[calls]` and `[rtp]` that Twilio calls obey.
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    pub enabled: bool,
+    /// `None` only when disabled: such a box answers every webhook with the fallback.
+    pub auth_token: Option<String>,
+    /// The public base URL (`https://box.example.com`), no trailing `/`.
+    pub public_url: String,
+    /// The Stream URL in our TwiML, and the URL the upgrade's signature covers.
+    pub stream_url: String,
+    pub handshake_timeout: Duration,
+    /// `[rtp].silence_timeout_secs`: a stream without media this long is ended.
+    pub silence_timeout: Option<Duration>,
+    /// `[calls].max_duration_secs`.
+    pub max_duration: Option<Duration>,
+    /// `[calls].max_concurrent`, shared with SIP calls.
+    pub max_concurrent: usize,
+    pub fallback: config::Fallback,
+    pub fallback_say: Option<String>,
+    pub fallback_number: Option<String>,
+}
+
+impl TwilioSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let t = &config.twilio;
+        let public_url = t.public_url.clone().unwrap_or_default();
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Self {
+            enabled: t.enabled && t.auth_token.is_some() && t.public_url.is_some(),
+            auth_token: t.auth_token.as_ref().map(|s| s.expose().to_owned()),
+            stream_url: stream_url(&public_url),
+            public_url,
+            handshake_timeout: Duration::from_secs(t.handshake_timeout_secs.max(1)),
+            silence_timeout: secs(config.rtp.silence_timeout_secs),
+            max_duration: secs(config.calls.max_duration_secs),
+            max_concurrent: config.calls.max_concurrent,
+            fallback: t.fallback,
+            fallback_say: t.fallback_say.clone(),
+            fallback_number: t.fallback_number.clone(),
+        }
+    }
+}
+
+/// `https://host/prefix` → `wss://host/prefix/twilio/stream` (`http` → `ws`).
+fn stream_url(public_url: &str) -> String {
+    let rest = public_url
+        .strip_prefix("https://")
+        .map(|r| ("wss://", r))
+        .or_else(|| public_url.strip_prefix("http://").map(|r| ("ws://", r)));
+    match rest {
+        Some((scheme, rest)) => format!("{scheme}{rest}/twilio/stream"),
+        None => format!("{public_url}/twilio/stream"),
+    }
+}
+
+/// What the Twilio handlers and stream tasks share.
+#[derive(Debug, Clone)]
+pub struct TwilioState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    settings: TwilioSettings,
+    /// Replaced on reload (greeting, listen default); cloned out for each new call, so the lock
+    /// is held only for that clone or the swap.
+    services: RwLock<Services>,
+    /// Webhook tokens. Locked by the webhook, the stream start and the watchdog, each for a
+    /// few map operations, never across an `.await`.
+    tokens: Mutex<TokenBook>,
+    /// Handshake times, for the log's quantiles (the metrics keep the histogram). Same rule.
+    handshakes: Mutex<HandshakeStats>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    /// Open stream tasks, so shutdown can wait for their close frames and recordings.
+    streams: AtomicUsize,
+    idle: Notify,
+}
+
+impl TwilioState {
+    /// The shared state; [`TwilioState::start`] runs the handshake watchdog.
+    pub fn new(settings: TwilioSettings, services: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+        let tokens = TokenBook::new(settings.handshake_timeout, REMEMBER, MAX_REMEMBERED);
+        Self(Arc::new(Shared {
+            settings,
+            services: RwLock::new(services),
+            tokens: Mutex::new(tokens),
+            handshakes: Mutex::new(HandshakeStats::default()),
+            metrics,
+            shutdown,
+            streams: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }))
+    }
+
+    /// Spawns the handshake watchdog (until shutdown). Call once, inside the runtime.
+    pub fn start(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCHDOG_PERIOD);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.expire_handshakes(clock::now()),
+                    _ = state.0.shutdown.cancelled() => break,
+                }
+            }
+            let h = state.lock_handshakes().clone();
+            tracing::info!(
+                started = h.started,
+                fell_back = h.fell_back,
+                p50_ms = h.quantile(0.5).map_or(0, |d| d.as_millis() as u64),
+                p95_ms = h.quantile(0.95).map_or(0, |d| d.as_millis() as u64),
+                "twilio handshakes"
+            );
+        });
+    }
+
+    /// New calls use this greeting and speaker default (SIGHUP).
+    pub fn reload(&self, greeting: Greeting, listen_default: bool) {
+        let mut services = self.0.services.write().unwrap_or_else(|p| p.into_inner());
+        services.greeting = greeting;
+        services.listen_default = listen_default;
+    }
+
+    /// Waits until every stream task has closed its WebSocket and finished its call, or
+    /// `limit` passed. For shutdown, after the token is cancelled.
+    pub async fn drain(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let idle = self.0.idle.notified();
+                if self.0.streams.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// Handshake times so far: (started, fell back, p50, p95).
+    pub fn handshake_stats(&self) -> HandshakeStats {
+        self.lock_handshakes().clone()
+    }
+
+    fn expire_handshakes(&self, now: Instant) {
+        let expired = self.lock_tokens().handle_timeout(now);
+        for ticket in expired {
+            self.fell_back("handshake timeout", Some(&ticket.call_sid));
+        }
+    }
+
+    fn fell_back(&self, why: &'static str, call_sid: Option<&CallSid>) {
+        self.0.metrics.twilio_fallback();
+        self.lock_handshakes().record_fallback();
+        tracing::info!(call_sid = call_sid.map(CallSid::as_str), why, "twilio call answered with the fallback");
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, TokenBook> {
+        // Every change to the book is a single map operation: a poisoned lock is still whole.
+        self.0.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_handshakes(&self) -> std::sync::MutexGuard<'_, HandshakeStats> {
+        self.0.handshakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn services(&self) -> Services {
+        self.0.services.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn fallback_twiml(&self) -> String {
+        let s = &self.0.settings;
+        let say = s.fallback_say.as_deref();
+        let fallback = match (s.fallback, s.fallback_number.as_deref()) {
+            (config::Fallback::Dial, Some(number)) => twiml::Fallback::Dial { say, number },
+            _ => twiml::Fallback::Reject { say },
+        };
+        twiml::fallback(fallback)
+    }
+
+    /// Checks a request's signature against the public URL it was sent to.
+    fn verify(&self, uri: &Uri, base: &str, headers: &HeaderMap, params: &[(String, String)]) -> Result<(), SignatureError> {
+        let Some(token) = self.0.settings.auth_token.as_deref() else {
+            return Err(SignatureError::Mismatch);
+        };
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let url = format!("{base}{query}");
+        let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
+        signature::check_form(token, &url, params, given)
+    }
+
+    /// Takes a stream whose `start` arrived: its token must be one we issued, unused, and for
+    /// the same call. Returns the call's ticket.
+    fn admit(&self, now: Instant, start: &Start) -> Result<Ticket, Refusal> {
+        let token = start.parameters.get("token").ok_or(Refusal::Token(TokenError::Unknown))?;
+        let ticket = self.lock_tokens().redeem(now, token).map_err(Refusal::Token)?;
+        if ticket.call_sid != start.call_sid {
+            return Err(Refusal::OtherCall);
+        }
+        let took = now.saturating_duration_since(ticket.webhook_at);
+        self.0.metrics.twilio_handshake(took.as_secs_f64());
+        self.lock_handshakes().record_start(took);
+        Ok(ticket)
+    }
+}
+
+/// Why a stream's `start` was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Token(TokenError),
+    #[error("stream token belongs to another call")]
+    OtherCall,
+}
+
+/// The Twilio routes, ready to merge into the API router.
+pub fn twilio_routes(state: TwilioState) -> Router {
+    Router::new()
+        .route("/twilio/voice", post(voice))
+        .route("/twilio/status", post(status))
+        .route("/twilio/stream", get(stream))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn xml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+fn forbidden(what: &'static str, err: SignatureError) -> Response {
+    tracing::warn!(%err, what, "twilio request refused: bad signature");
+    StatusCode::FORBIDDEN.into_response()
+}
+
+/// `POST /twilio/voice`: a call arrived (or, with `?fallback=1`, its stream ended).
+async fn voice(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let now = clock::now();
+    let Ok(params) = form::parse(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let settings = &state.0.settings;
+    if settings.auth_token.is_none() {
+        // Twilio is off and no token is configured: nothing to verify, nothing to create.
+        state.fell_back("twilio disabled", None);
+        return xml(state.fallback_twiml());
+    }
+    let base = format!("{}/twilio/voice", settings.public_url);
+    if let Err(err) = state.verify(&uri, &base, &headers, &params) {
+        return forbidden("voice webhook", err);
+    }
+    let Some(call_sid) = form::get(&params, "CallSid").and_then(CallSid::parse) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let action = uri.query().is_some_and(|q| q.split('&').any(|p| p == "fallback=1"));
+    if action {
+        return action_callback(&state, now, &call_sid);
+    }
+    if !settings.enabled {
+        state.fell_back("twilio disabled", Some(&call_sid));
+        return xml(state.fallback_twiml());
+    }
+    if state.0.shutdown.is_cancelled() {
+        state.fell_back("shutting down", Some(&call_sid));
+        return xml(state.fallback_twiml());
+    }
+    let live = state.services().registry.len();
+    let issue = {
+        let mut tokens = state.lock_tokens();
+        let known = tokens.state(&call_sid).is_some();
+        if !known && live + tokens.pending() >= settings.max_concurrent {
+            None
+        } else {
+            let ticket = Ticket {
+                call_sid: call_sid.clone(),
+                from: form::get(&params, "From").unwrap_or_default().to_owned(),
+                to: form::get(&params, "To").unwrap_or_default().to_owned(),
+                webhook_at: now,
+            };
+            Some(tokens.issue(now, rand::random(), ticket))
+        }
+    };
+    let token = match issue {
+        None => {
+            state.fell_back("at max_concurrent", Some(&call_sid));
+            return xml(state.fallback_twiml());
+        }
+        Some(Issue::Full) => {
+            state.fell_back("too many calls remembered", Some(&call_sid));
+            return xml(state.fallback_twiml());
+        }
+        Some(Issue::FellBack) => return xml(state.fallback_twiml()),
+        Some(Issue::New(token)) => {
+            tracing::debug!(%call_sid, "twilio webhook: stream token issued");
+            token
+        }
+        Some(Issue::Again(token)) => {
+            tracing::debug!(%call_sid, "twilio webhook retried: same token");
+            token
+        }
+    };
+    let action_url = format!("{}/twilio/voice?fallback=1", settings.public_url);
+    xml(twiml::connect_stream(&action_url, &settings.stream_url, &[("token", token.as_str())]))
+}
+
+/// The `<Connect action>` callback: the stream is over. A call whose stream ran hangs up; one
+/// whose stream never started gets the fallback (counted once).
+fn action_callback(state: &TwilioState, now: Instant, call_sid: &CallSid) -> Response {
+    let streamed = state.lock_tokens().state(call_sid) == Some(CallState::Streaming);
+    if streamed {
+        return xml(twiml::hangup());
+    }
+    if state.lock_tokens().fall_back(now, call_sid).is_some() {
+        state.fell_back("stream did not connect", Some(call_sid));
+    }
+    xml(state.fallback_twiml())
+}
+
+/// `POST /twilio/status`: Twilio reports the call's status. A final status ends the live call
+/// of that CallSid (if any); repeats find nothing to do.
+async fn status(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(params) = form::parse(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let base = format!("{}/twilio/status", state.0.settings.public_url);
+    if let Err(err) = state.verify(&uri, &base, &headers, &params) {
+        return forbidden("status callback", err);
+    }
+    let (Some(call_sid), Some(status)) = (form::get(&params, "CallSid"), form::get(&params, "CallStatus")) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let final_status = matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled");
+    let call = state.services().registry.list().into_iter().find(|c| c.info().external_id == call_sid);
+    tracing::debug!(call_sid, status, live = call.is_some(), "twilio status callback");
+    if let (true, Some(call)) = (final_status, call) {
+        let reason: String = format!("twilio {}", status.chars().take(20).collect::<String>());
+        call.ended(Some(reason));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /twilio/stream`: the media stream's WebSocket upgrade, signed over the Stream URL.
+async fn stream(
+    State(state): State<TwilioState>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let settings = &state.0.settings;
+    if !settings.enabled {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Err(err) = state.verify(&uri, &settings.stream_url, &headers, &[]) {
+        return forbidden("stream upgrade", err);
+    }
+    if state.0.shutdown.is_cancelled() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let accepted = clock::now();
+    upgrade
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_failed_upgrade(|err| tracing::debug!(%err, "twilio stream upgrade failed"))
+        .on_upgrade(move |socket| run_stream(state, socket, accepted))
+}
+
+/// A started call: what the stream task owns once `start` was admitted.
+struct LiveCall {
+    info: Arc<CallInfo>,
+    pipeline: Pipeline,
+    commands: StreamCommands,
+    services: Services,
+    max_end: Option<tokio::time::Instant>,
+}
+
+/// Counts a stream task for [`TwilioState::drain`], until dropped.
+struct StreamGuard(TwilioState);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One stream, from the upgrade to the close frame.
+async fn run_stream(state: TwilioState, mut ws: WebSocket, accepted: Instant) {
+    state.0.streams.fetch_add(1, Ordering::AcqRel);
+    let _guard = StreamGuard(state.clone());
+    let settings = &state.0.settings;
+    let config = StreamConfig {
+        handshake_timeout: settings.handshake_timeout,
+        silence_timeout: settings.silence_timeout,
+        ..StreamConfig::default()
+    };
+    let mut stream = Stream::new(config, accepted);
+    let mut call: Option<LiveCall> = None;
+    let mut frame = [0u8; FRAME_SAMPLES];
+    // How our close frame explains the end, unless the peer closed first.
+    let mut close_with: (&'static str, u16) = ("stream over", close_code::NORMAL);
+    let mut peer_closed = false;
+    let mut reason: Option<String> = None;
+    loop {
+        let deadline = stream.poll_timeout().map(tokio::time::Instant::from_std);
+        let max_end = call.as_ref().and_then(|c| c.max_end);
+        tokio::select! {
+            received = ws.recv() => {
+                // Everything already readable goes to the jitter buffer before the next tick,
+                // so a stall of this task does not make buffered audio look lost.
+                let mut received = Some(received);
+                let mut batch = 0;
+                while let Some(message) = received.take() {
+                    let now = clock::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(audio) = stream.handle_text(now, text.as_str())
+                                && let Some(c) = call.as_mut()
+                            {
+                                c.pipeline.receive(audio.at, audio.seq, audio.ts, false, audio.ssrc, audio.payload);
+                            }
+                        }
+                        Some(Ok(Message::Binary(data))) => stream.handle_binary(now, data.len()),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => {
+                            peer_closed = true;
+                            stream.handle_closed(now);
+                        }
+                        Some(Err(err)) => {
+                            // Oversized messages (beyond MAX_WS_MESSAGE) end up here too.
+                            tracing::debug!(%err, "twilio stream read failed");
+                            close_with = ("unreadable message", close_code::PROTOCOL);
+                            stream.handle_closed(now);
+                        }
+                    }
+                    batch += 1;
+                    if batch < MAX_BATCH && !stream.is_ended() {
+                        received = tokio::time::timeout(Duration::ZERO, ws.recv()).await.ok();
+                    }
+                }
+            }
+            command = next_command(call.as_mut()) => match command {
+                StreamCommand::Hangup => {
+                    close_with = ("hangup", close_code::NORMAL);
+                    reason = Some("local hangup".into());
+                    stream.close();
+                }
+                StreamCommand::Ended(why) => {
+                    close_with = ("call ended", close_code::NORMAL);
+                    reason = why;
+                    stream.close();
+                }
+                StreamCommand::Listen(on) => {
+                    if let Some(c) = call.as_mut() {
+                        c.pipeline.set_listen(on);
+                    }
+                }
+            },
+            _ = state.0.shutdown.cancelled() => {
+                close_with = ("shutting down", close_code::AWAY);
+                reason = Some("shutdown".into());
+                stream.close();
+            }
+            _ = clock::sleep_until(max_end) => {
+                close_with = ("max duration", close_code::NORMAL);
+                reason = Some("max duration".into());
+                stream.close();
+            }
+            _ = clock::sleep_until(deadline) => stream.handle_timeout(clock::now()),
+        }
+        let now = clock::now();
+        while let Some(event) = stream.poll_event() {
+            match event {
+                StreamEvent::Started(start) => match state.admit(now, &start) {
+                    Ok(ticket) => call = Some(start_call(&state, &ticket, &start)),
+                    Err(refusal) => {
+                        tracing::warn!(call_sid = %start.call_sid, %refusal, "twilio stream refused");
+                        close_with = ("refused", close_code::POLICY);
+                        stream.close();
+                    }
+                },
+                StreamEvent::Dtmf { digit } => {
+                    if let Some(c) = &call {
+                        tracing::debug!(call = %c.info.id, %digit, "DTMF (twilio)");
+                        let id = c.info.id.clone();
+                        let _ = c.services.events.send(CallEvent::Dtmf { id, digit, duration_ms: 0, via: "twilio".into() });
+                    }
+                }
+                StreamEvent::BargeIn(cause) => {
+                    if let Some(c) = call.as_mut() {
+                        tracing::debug!(call = %c.info.id, ?cause, "caller barged in: greeting stopped, clear sent");
+                        c.pipeline.stop_greeting();
+                    }
+                }
+                StreamEvent::MarkPlayed { name, after } => {
+                    if let Some(c) = &call {
+                        tracing::debug!(call = %c.info.id, mark = %name, after_ms = after.as_millis() as u64, "mark played");
+                    }
+                }
+                StreamEvent::Ended(why) => {
+                    if reason.is_none() {
+                        reason = Some(why.as_str().into());
+                    }
+                    if matches!(why, EndReason::HandshakeTimeout | EndReason::SilenceTimeout) {
+                        tracing::info!(reason = why.as_str(), "twilio stream ended by its watchdog");
+                        close_with = (why.as_str(), close_code::NORMAL);
+                    }
+                }
+            }
+        }
+        if stream.frame_due(now)
+            && let Some(c) = call.as_mut()
+        {
+            c.pipeline.tick(now, &mut frame);
+            let playing = c.pipeline.greeting_playing();
+            stream.send_frame(now, &frame, playing);
+        }
+        while let Some(text) = stream.poll_transmit() {
+            if let Err(err) = ws.send(Message::Text(text.into())).await {
+                tracing::debug!(%err, "twilio stream write failed");
+                peer_closed = true;
+                stream.handle_closed(clock::now());
+                break;
+            }
+        }
+        if stream.is_ended() {
+            break;
+        }
+    }
+    if !peer_closed {
+        close(&mut ws, close_with.1, close_with.0).await;
+    }
+    if let Some(c) = call {
+        finish_call(c, &stream, reason.unwrap_or_else(|| "stream closed".into()));
+    } else {
+        let s = stream.stats();
+        tracing::debug!(messages = s.messages, malformed = s.malformed, reason = reason.as_deref(), "twilio stream ended without a call");
+    }
+}
+
+async fn next_command(call: Option<&mut LiveCall>) -> StreamCommand {
+    match call {
+        Some(c) => match c.commands.recv().await {
+            Some(command) => command,
+            None => pending().await,
+        },
+        None => pending().await,
+    }
+}
+
+/// Sends our close frame and waits briefly for the peer's.
+async fn close(ws: &mut WebSocket, code: u16, why: &'static str) {
+    let frame = CloseFrame { code, reason: why.into() };
+    if ws.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = ws.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The call of an admitted stream: announced, registered, with its pipeline running.
+fn start_call(state: &TwilioState, ticket: &Ticket, start: &Start) -> LiveCall {
+    let services = state.services();
+    let started_at = clock::wallclock();
+    let info = Arc::new(CallInfo {
+        id: CallId::new(started_at, rand::random()),
+        source: Source::Twilio,
+        external_id: ticket.call_sid.as_str().to_owned(),
+        caller: ticket.from.clone(),
+        callee: ticket.to.clone(),
+        started_at,
+    });
+    let _ = services.events.send(CallEvent::Started { info: (*info).clone() });
+    let (handle, commands, live): (CallHandle, _, _) = stream_call(info.clone());
+    services.registry.insert(handle);
+    let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), JITTER);
+    live.send_modify(|l: &mut LiveState| {
+        l.answered = true;
+        l.codec = Some("PCMU");
+    });
+    let _ = services.events.send(CallEvent::Answered { id: info.id.clone(), codec: "PCMU".into() });
+    tracing::info!(call = %info.id, call_sid = %ticket.call_sid, stream_sid = %start.stream_sid, "twilio call started");
+    let max_end = state.0.settings.max_duration.map(|d| tokio::time::Instant::from_std(clock::now() + d));
+    LiveCall { info, pipeline, commands, services, max_end }
+}
+
+fn finish_call(call: LiveCall, stream: &Stream, reason: String) {
+    let s = stream.stats();
+    let stats = CallStats {
+        packets_received: s.media,
+        packets_lost: s.sequence_gaps as i64,
+        packets_sent: s.frames_sent,
+        jitter_ms: 0.0,
+        concealed_frames: call.pipeline.jitter_stats().concealed,
+        jitter_delay_ms: call.pipeline.mean_delay_ms(),
+        malformed_packets: s.malformed + s.unknown_events,
+    };
+    tracing::debug!(
+        call = %call.info.id,
+        received = s.media,
+        sent = s.frames_sent,
+        skipped = s.frames_skipped,
+        late = s.frames_late,
+        gaps = s.sequence_gaps,
+        disorder = s.sequence_disorder,
+        malformed = s.malformed,
+        oversized = s.oversized,
+        unknown = s.unknown_events,
+        out_of_state = s.out_of_state,
+        marks_sent = s.marks_sent,
+        marks_played = s.marks_played,
+        clears = s.clears_sent,
+        dtmf = s.dtmf,
+        concealed = stats.concealed_frames,
+        last_error = stream.last_error().map(ToString::to_string),
+        %reason,
+        "twilio stream finished"
+    );
+    call.pipeline.finish();
+    call.services.registry.remove(&call.info.id);
+    let _ = call.services.events.send(CallEvent::Ended { id: call.info.id.clone(), reason, stats });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_url_follows_the_public_url() {
+        assert_eq!(stream_url("https://box.example.com"), "wss://box.example.com/twilio/stream");
+        assert_eq!(stream_url("http://10.0.0.5:8080/earshot"), "ws://10.0.0.5:8080/earshot/twilio/stream");
+    }
+}

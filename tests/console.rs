@@ -1,0 +1,420 @@
+//! The web console in headless Chromium, driven over W3C WebDriver (chromedriver) with the
+//! tests' tiny HTTP client, against a running earshot with a token and a real SIPp call:
+//! sign in, see the live call appear, toggle listen, hang up (SIPp gets the BYE), open the
+//! call page, play its recording, save a note. Screenshots go to `target/test-artifacts/`.
+
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)]
+
+#[path = "console/http.rs"]
+mod http;
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use earshot::media::g711::Law;
+use serde_json::{Value, json};
+use support::pcap;
+use support::sipp::{self, Scenario};
+use support::{Earshot, free_tcp_port, free_udp_tcp_port};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const TOKEN: &str = "console-test-token-0123456789";
+
+/// A chromedriver process with one headless Chromium session.
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    profile: PathBuf,
+}
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Browser {
+    fn start(dir: &Path) -> Browser {
+        let chromedriver = find_program(&["chromedriver"])
+            .expect("chromedriver must be installed (scripts/test.sh installs chromium-driver)");
+        let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"])
+            .expect("chromium must be installed (scripts/test.sh installs it)");
+        let port = free_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+        let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http::request(addr, "GET", "/status", &[], b"")
+                && r.json()["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = dir.join("chromium-profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--autoplay-policy=no-user-gesture-required".to_owned(),
+            "--window-size=1280,900".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": chromium.display().to_string(), "args": args },
+        }}});
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+            profile,
+        };
+        let created = browser.call("POST", "/session", &caps);
+        browser.session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let body = body.to_string();
+        let r = http::request(
+            self.addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let v = r.json();
+        assert!(
+            r.status < 400,
+            "webdriver {method} {path}: {} {v}",
+            r.status
+        );
+        v
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: &Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.session_call("POST", "/url", &json!({ "url": url }));
+    }
+
+    fn find(&self, css: &str) -> Option<String> {
+        let found = self.session_call(
+            "POST",
+            "/elements",
+            &json!({ "using": "css selector", "value": css }),
+        );
+        found
+            .as_array()?
+            .first()?
+            .get(ELEMENT)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn wait_for(&self, css: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(element) = self.find(css) {
+                return element;
+            }
+            assert!(Instant::now() < deadline, "{css} never appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, element: &str) {
+        self.session_call("POST", &format!("/element/{element}/click"), &json!({}));
+    }
+
+    fn type_text(&self, element: &str, text: &str) {
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/value"),
+            &json!({ "text": text }),
+        );
+    }
+
+    fn attr(&self, element: &str, name: &str) -> Value {
+        self.session_call(
+            "GET",
+            &format!("/element/{element}/attribute/{name}"),
+            &json!({}),
+        )
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            &json!({ "script": script, "args": [] }),
+        )
+    }
+
+    fn script_async(&self, script: &str) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/async",
+            &json!({ "script": script, "args": [] }),
+        )
+    }
+
+    fn set_window(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            &json!({ "width": width, "height": height }),
+        );
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.session_call("GET", "/screenshot", &json!({}));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http::request(
+                self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                b"",
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn caller_pcap(e: &Earshot, ms: u32) -> String {
+    let pcm = pcap::test_signal(ms);
+    let mut codes = vec![0u8; pcm.len()];
+    Law::Ulaw.encode(&pcm, &mut codes);
+    let path = e.dir().join("caller.pcap");
+    pcap::write_rtp_pcap(&path, 0x5151_5151, 7, &pcap::g711_packets(0, 0, &codes)).unwrap();
+    path.display().to_string()
+}
+
+fn api_get(e: &Earshot, path: &str) -> Value {
+    let bearer = format!("Bearer {TOKEN}");
+    http::get_with(e.http_addr(), path, &[("Authorization", &bearer)]).json()
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+#[test]
+fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
+    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
+    let browser = Browser::start(e.dir());
+    let base = format!("http://{}", e.http_addr());
+
+    // Sign in with the token.
+    browser.goto(&format!("{base}/"));
+    let field = browser.wait_for("#login:not([hidden]) #token", Duration::from_secs(10));
+    browser.type_text(&field, TOKEN);
+    browser.click(&browser.wait_for("#login-form button", Duration::from_secs(2)));
+    browser.wait_for("#home:not([hidden])", Duration::from_secs(5));
+    eventually(
+        "the event stream never connected",
+        Duration::from_secs(10),
+        || browser.script("return document.getElementById('conn').textContent") == "live",
+    );
+
+    // A long SIPp call appears in the live list.
+    let pcap = caller_pcap(&e, 20_000);
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".into())],
+    );
+    let sipp_port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+    let caller = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port,
+        &["-m", "1"],
+    );
+    let item = browser.wait_for("li.live-call", Duration::from_secs(15));
+    let id = browser
+        .attr(&item, "data-call-id")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(
+        "the live call never showed as connected with a level",
+        Duration::from_secs(10),
+        || {
+            let state = browser.script(&format!(
+            "const li = document.querySelector('li[data-call-id=\"{id}\"]');\
+             return li ? [li.querySelector('.state').textContent, li.querySelector('.meter-fill').style.width] : null"
+        ));
+            state[0] == "connected"
+                && state[1]
+                    .as_str()
+                    .is_some_and(|w| w != "0%" && !w.is_empty())
+        },
+    );
+    let shown = browser.script(&format!(
+        "const li = document.querySelector('li[data-call-id=\"{id}\"]'); return [li.querySelector('.number').textContent, li.querySelector('.codec').textContent]"
+    ));
+    assert_eq!(shown, json!(["2000", "PCMU"]));
+    browser.screenshot("console-live.png");
+
+    // Toggle listen: playout starts on (the harness default), the button turns it off.
+    let listen = browser.wait_for(
+        &format!("li[data-call-id=\"{id}\"] [data-action=\"listen\"]"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(browser.attr(&listen, "aria-pressed"), "true");
+    browser.click(&listen);
+    eventually(
+        "listen never went off in /api/live",
+        Duration::from_secs(5),
+        || {
+            api_get(&e, "/api/live")["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == id.as_str() && c["listen"] == false)
+        },
+    );
+    eventually(
+        "the listen event was not stored",
+        Duration::from_secs(5),
+        || {
+            api_get(&e, &format!("/api/calls/{id}"))["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|ev| ev["type"] == "listen" && ev["on"] == false)
+        },
+    );
+    eventually(
+        "the button never showed muted",
+        Duration::from_secs(5),
+        || browser.attr(&listen, "aria-pressed") == "false",
+    );
+
+    // Let the call last a little, so the recording has some length.
+    std::thread::sleep(Duration::from_millis(2000));
+    // Hang up (the button asks for confirmation): SIPp gets our BYE and completes.
+    let hangup = browser.wait_for(
+        &format!("li[data-call-id=\"{id}\"] [data-action=\"hangup\"]"),
+        Duration::from_secs(2),
+    );
+    browser.click(&hangup);
+    browser.click(&hangup);
+    let outcome = caller.wait(Duration::from_secs(20));
+    assert!(
+        outcome.all_passed(1),
+        "SIPp did not get a BYE: {outcome:?}\n{}",
+        e.log_tail(30)
+    );
+    eventually(
+        "the call stayed in the live list",
+        Duration::from_secs(10),
+        || browser.find("li.live-call").is_none(),
+    );
+    eventually(
+        "the history never showed the ended call",
+        Duration::from_secs(10),
+        || {
+            browser
+                .find(&format!("tr[data-call-id=\"{id}\"] .status.ended"))
+                .is_some()
+        },
+    );
+    browser.screenshot("console-history.png");
+
+    // The call page: timeline, the recording plays, a note saves.
+    browser.goto(&format!("{base}/#/calls/{id}"));
+    browser.wait_for(
+        "#call:not([hidden]) #timeline li.event.ended",
+        Duration::from_secs(10),
+    );
+    let played = browser.script_async(
+        "const done = arguments[arguments.length - 1];\
+         const a = document.getElementById('player');\
+         const report = (why) => done({ why, readyState: a.readyState, duration: a.duration, error: a.error && a.error.code, src: a.currentSrc });\
+         const wait = () => { if (a.error) return report('error'); if (a.readyState >= 2 && a.duration > 0) return report('ready'); setTimeout(wait, 100); };\
+         a.play().then(() => wait(), (e) => { a.load(); setTimeout(wait, 100); });\
+         setTimeout(() => report('timeout'), 8000);",
+    );
+    assert_eq!(
+        played["why"], "ready",
+        "the recording did not load: {played}"
+    );
+    let call_secs = api_get(&e, &format!("/api/calls/{id}"))["duration_secs"]
+        .as_f64()
+        .unwrap();
+    let audio_secs = played["duration"].as_f64().unwrap();
+    assert!(
+        audio_secs > 0.2 && audio_secs <= call_secs + 0.5,
+        "{audio_secs} s of audio for a {call_secs} s call: {played}"
+    );
+    assert!(played["error"].is_null(), "{played}");
+    let note = browser.wait_for("#note", Duration::from_secs(2));
+    browser.type_text(&note, "Called back — ok ✓");
+    browser.click(&browser.wait_for("#note-form button", Duration::from_secs(2)));
+    eventually("the note was not saved", Duration::from_secs(5), || {
+        api_get(&e, &format!("/api/calls/{id}"))["note"]["text"] == "Called back — ok ✓"
+    });
+    browser.script("window.scrollTo(0, 0); return true");
+    let console_png = browser.screenshot("console.png");
+    browser.set_window(390, 844);
+    std::thread::sleep(Duration::from_millis(300));
+    browser.script("window.scrollTo(0, 0); return true");
+    browser.screenshot("console-phone.png");
+    browser.goto(&format!("{base}/"));
+    browser.wait_for("#history tr", Duration::from_secs(5));
+    browser.screenshot("console-phone-home.png");
+    assert!(std::fs::metadata(console_png).unwrap().len() > 10_000);
+}
