@@ -151,7 +151,11 @@ mod tests {
     use crate::store::timestamp::system_time;
 
     fn store() -> Store {
-        let dir = std::env::temp_dir().join(format!("earshot-sse-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-sse-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         Store::open(dir.join("store.redb")).unwrap()
     }
@@ -199,7 +203,10 @@ mod tests {
         }
         // More than the broadcast holds, while `stalled` reads nothing; writing never waits.
         calls(&store, BROADCAST_LAG);
-        assert!(stalled.next().await.is_none(), "a lagging client's stream ends");
+        assert!(
+            stalled.next().await.is_none(),
+            "a lagging client's stream ends"
+        );
         assert_eq!(metrics.sse_dropped.load(Relaxed), 1);
         // Reconnecting with its last id replays everything from the store, in order.
         let mut resumed = feed(&store, &metrics, Some(0));
@@ -221,7 +228,11 @@ mod tests {
         assert_eq!(resumed.next().await.unwrap().seq, 4);
         assert_eq!(resumed.next().await.unwrap().seq, 5);
         calls(&store, 1);
-        assert_eq!(resumed.next().await.unwrap().seq, 6, "live after the replay, no duplicate");
+        assert_eq!(
+            resumed.next().await.unwrap().seq,
+            6,
+            "live after the replay, no duplicate"
+        );
         resumed.shutdown.cancel();
         assert!(resumed.next().await.is_none());
     }

@@ -777,6 +777,10 @@ impl Endpoint {
         };
         c.media = Some(media);
         c.offer = offer;
+        // §12.2.2: a re-INVITE is a target refresh request.
+        if let Some(contact) = req.headers.contact() {
+            c.dialog.remote_target = Some(contact.uri);
+        }
         c.invite = req;
         c.invite_key = key;
         c.invite_final = false;
