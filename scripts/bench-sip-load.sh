@@ -13,11 +13,14 @@
 #   earshot-rec    the same with every call recorded (WAV, both directions);
 #   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
 #   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending a WAV (aufile)
-#                  and playing every call on the same private PulseAudio null sink (alsa,pulse).
-# baresip cannot run without a player (no player, no decoder: it drops the audio), and ALSA's
-# "null" device is unpaced, so its player threads spin (measured: 147 % CPU for 10 calls); a
-# paced sound server is the fair, cheapest real player. PulseAudio's own CPU and RSS are shown
-# beside the callee's for the two targets that use it.
+#                  and playing every call on ALSA's "null" device, paced to real time by
+#                  benches/c/alsa_pace.c (LD_PRELOAD; see there);
+#   baresip-pulse  (not run by default) baresip playing every call on the private PulseAudio.
+# baresip cannot run without a player (no player, no decoder: it drops the audio); ALSA's "null"
+# device alone is unpaced, so its player threads spin (measured: 147 % CPU for 10 calls); and
+# PulseAudio accepts at most 64 clients, while baresip opens one per call (64 of 200 calls
+# succeed). The paced null device is the cheapest fair player. PulseAudio's own CPU and RSS are
+# shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
 # the work directory.
 #
@@ -29,8 +32,8 @@
 # SIPp itself runs on the same two cores and is not counted. Everything is on loopback; every
 # process started here is killed on exit; each run is bounded by `timeout`.
 #
-# Needs: sipp (sip-tester), baresip (baresip-core), pulseaudio, python3 (writes the pcap and
-# WAV), ss (iproute2).
+# Needs: sipp (sip-tester), baresip (baresip-core), pulseaudio, cc and libasound2-dev (the
+# pacing shim), python3 (writes the pcap and WAV), ss (iproute2).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -180,20 +183,28 @@ EOF
     TARGET_LOG="$dir/log"
 }
 
-start_baresip() {
-    local dir="$WORK/baresip"
+start_baresip() { # PLAYER (null|pulse)
+    local dir="$WORK/baresip-$1" player preload=""
+    if [ "$1" = pulse ]; then
+        player=alsa,pulse
+    else
+        player=alsa,null
+        cc -O2 -shared -fPIC -o "$WORK/alsa_pace.so" "$ROOT/benches/c/alsa_pace.c" -ldl -lasound ||
+            die "cannot build benches/c/alsa_pace.c (install gcc and libasound2-dev)"
+        preload="$WORK/alsa_pace.so"
+    fi
     mkdir -p "$dir/cfg"
     write_wav "$dir/say.wav" $((SECONDS_PER_CALL + 15))
     # The cheapest fair media path baresip has: G.711 only, a WAV file as source (aufile), the
-    # private PulseAudio through ALSA as player; its default jitter buffer (5-10 frames) and
-    # audio buffer. The menu module answers (answermode=auto); its status line is off.
+    # paced ALSA null device (or PulseAudio) as player; its default jitter buffer (5-10 frames)
+    # and audio buffer. The menu module answers (answermode=auto); its status line is off.
     cat >"$dir/cfg/config" <<EOF
 poll_method epoll
 sip_listen 127.0.0.1:$SIP_PORT
 call_max_calls $((CALLS + 100))
 call_local_timeout 120
-audio_player alsa,pulse
-audio_alert alsa,pulse
+audio_player $player
+audio_alert $player
 audio_source aufile,$dir/say.wav
 rtp_ports 32000-33999
 rtp_stats no
@@ -206,7 +217,7 @@ module_app menu.so
 statmode_default off
 EOF
     echo "<sip:1000@127.0.0.1>;regint=0;audio_codecs=PCMU;answermode=auto" >"$dir/cfg/accounts"
-    baresip -f "$dir/cfg" >"$dir/log" 2>&1 </dev/null &
+    LD_PRELOAD="$preload" baresip -f "$dir/cfg" >"$dir/log" 2>&1 </dev/null &
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
     TARGET_LOG="$dir/log"
@@ -259,7 +270,8 @@ run_target() { # NAME
         earshot) start_earshot earshot false none ;;
         earshot-rec) start_earshot earshot-rec true none ;;
         earshot-pulse) start_pulse; start_earshot earshot-pulse false default ;;
-        baresip) start_pulse; start_baresip ;;
+        baresip) start_baresip null ;;
+        baresip-pulse) start_pulse; start_baresip pulse ;;
         *) die "unknown target $name" ;;
     esac
     wait_udp_listen "$TARGET_PID" "$SIP_PORT" || { tail -20 "$TARGET_LOG"; die "$name did not start"; }
@@ -357,7 +369,156 @@ load() {
     printf '%s\n' "${RESULTS[@]}"
 }
 
+# Arrival-to-playout latency on a clean network, end to end, from outside the process:
+#   - earshot plays to a private PulseAudio null sink ([audio] output = "default");
+#   - one SIPp call sends LATENCY_SECONDS of PCMU silence with a 5 ms full-scale click at the
+#     start of every second;
+#   - tcpdump timestamps each click packet as it reaches earshot's RTP port (loopback);
+#   - parec records the null sink's monitor; a sample appears there when the sink renders it.
+#     The stream's sample index is mapped to wall time by the lower envelope of
+#     (read time - samples read so far / rate), which removes the reader's scheduling delay.
+#   - click onset time on the monitor - click packet arrival = arrival-to-render latency, a lower
+#     bound of arrival-to-sound; PulseAudio's own latency for earshot's stream (the sink
+#     input's "Sink Latency", the null sink's render-ahead) is sampled with pactl and added for
+#     the arrival-to-playback estimate. Printed: p50, p90, min, max over all clicks.
+latency() {
+    local seconds=${LATENCY_SECONDS:-30}
+    command -v tcpdump >/dev/null || die "tcpdump is not installed"
+    command -v parec >/dev/null || die "parec (pulseaudio-utils) is not installed"
+    say "building earshot (release)"
+    cargo build --release --bin earshot >&2 || die "build failed"
+    for p in $SIP_PORT $SIPP_PORT $MEDIA_PORT 25080; do port_free "$p" || die "port $p is in use"; done
+    write_pcap "$WORK/clicks.pcap" $((seconds * 1000)) clicks
+    scenario "$WORK/clicks.pcap" $((seconds * 1000 + 500))
+    start_pulse
+    start_earshot latency false default
+    wait_udp_listen "$TARGET_PID" "$SIP_PORT" || { tail -20 "$TARGET_LOG"; die "earshot did not start"; }
+    local spec rate channels
+    spec=$(pactl list short sinks | awk '$2 == "bench" || NR == 1 {print $4, $5, $6; exit}')
+    rate=$(echo "$spec" | awk '{sub("Hz", "", $3); print $3}')
+    channels=$(echo "$spec" | awk '{sub("ch", "", $2); print $2}')
+    timeout $((seconds + 60)) tcpdump -i lo -n -s 256 -w "$WORK/arrivals.pcap" \
+        'udp and dst portrange 30000-30999' 2>"$WORK/tcpdump.log" &
+    PIDS+=("$!")
+    local tcpdump_pid=$!
+    timeout $((seconds + 60)) python3 - "$WORK/monitor" "$rate" "$channels" <<'PY' &
+import os, subprocess, sys, time
+out, rate, ch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+p = subprocess.Popen(["parec", "-d", "bench.monitor", "--raw", "--format=s16le",
+                      "--rate=%d" % rate, "--channels=%d" % ch, "--latency-msec=5"],
+                     stdout=subprocess.PIPE, bufsize=0)
+fd = p.stdout.fileno()
+total = 0
+with open(out + ".raw", "wb") as raw, open(out + ".reads", "w") as reads:
+    while True:
+        b = os.read(fd, 4096)
+        t = time.time()
+        if not b:
+            break
+        raw.write(b)
+        total += len(b)
+        reads.write("%.6f %d\n" % (t, total))
+PY
+    PIDS+=("$!")
+    local reader_pid=$!
+    sleep 2
+    say "one call: ${seconds} s of clicks (one per second) into earshot"
+    (cd "$WORK" && timeout $((seconds + 60)) sipp -sf "$WORK/uac_load.xml" -i 127.0.0.1 -mi 127.0.0.1 \
+        -p $SIPP_PORT -mp $MEDIA_PORT -m 1 -l 1 -nostdin -recv_timeout 30s \
+        -trace_stat -stf "$WORK/latency.stat.csv" 127.0.0.1:$SIP_PORT >"$WORK/latency.sipp.out" 2>&1) &
+    local sipp_pid=$!
+    PIDS+=("$sipp_pid")
+    # PulseAudio's view of earshot's stream, sampled while the call runs.
+    local i
+    for i in $(seq 1 $((seconds / 5))); do
+        sleep 5
+        pactl list sink-inputs | grep -E 'Latency' | tr -s ' \t' ' ' >>"$WORK/pa-latency.txt"
+        pactl list sinks | grep -E 'Latency' | tr -s ' \t' ' ' | sed 's/^/sink /' >>"$WORK/pa-latency.txt"
+    done
+    wait "$sipp_pid"
+    sleep 1
+    curl -s "http://127.0.0.1:25080/metrics" >"$WORK/metrics.txt" 2>/dev/null
+    kill "$reader_pid" "$tcpdump_pid" 2>/dev/null
+    pkill -P "$reader_pid" parec 2>/dev/null
+    sleep 1
+    stop_target
+    stop_pulse
+    echo
+    echo "SIPp: ok $(stat_col "$WORK/latency.stat.csv" 'SuccessfulCall(C)'), failed $(stat_col "$WORK/latency.stat.csv" 'FailedCall(C)')"
+    python3 - "$WORK" "$rate" "$channels" <<'PY'
+import struct, sys
+work, rate, ch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+# Click packet arrivals (kernel timestamps on lo): RTP payloads that are not pure silence
+# (0xFF in PCMU) and follow a silent packet.
+data = open(work + "/arrivals.pcap", "rb").read()
+magic = struct.unpack("<I", data[:4])[0]
+nano = magic in (0xA1B23C4D,)
+pos, arrivals, prev_loud = 24, [], False
+while pos + 16 <= len(data):
+    sec, frac, incl, _ = struct.unpack("<IIII", data[pos:pos + 16])
+    pkt = data[pos + 16:pos + 16 + incl]
+    pos += 16 + incl
+    t = sec + frac / (1e9 if nano else 1e6)
+    # Linux cooked or Ethernet framing on lo: find the IPv4 header.
+    off = 14 if pkt[12:14] == b"\x08\x00" else 16
+    ihl = (pkt[off] & 0x0F) * 4
+    rtp = pkt[off + ihl + 8:]
+    if len(rtp) < 12 + 40 or rtp[1] & 0x7F != 0:
+        continue
+    loud = any(b != 0xFF for b in rtp[12:52])
+    if loud and not prev_loud:
+        arrivals.append(t)
+    prev_loud = loud
+
+# Monitor stream: map sample index to wall time by the lower envelope of read times.
+reads = [tuple(map(float, l.split())) for l in open(work + "/monitor.reads")]
+frame = 2 * ch
+offset = min(t - (n / frame) / rate for t, n in reads)
+raw = open(work + "/monitor.raw", "rb").read()
+samples = struct.unpack("<%dh" % (len(raw) // 2), raw[: len(raw) // 2 * 2])
+onsets, quiet = [], rate  # need 0.5 s of quiet before an onset
+for i in range(0, len(samples), ch):
+    v = max(abs(samples[i + c]) for c in range(ch))
+    if v > 3000 and quiet >= rate // 2:
+        onsets.append(offset + (i // ch) / rate)
+        quiet = 0
+    elif v <= 3000:
+        quiet += 1
+    else:
+        quiet = 0
+
+lat = []
+for o in onsets:
+    before = [a for a in arrivals if a <= o and o - a < 1.0]
+    if before:
+        lat.append((o - before[-1]) * 1000)
+pa = []
+for l in open(work + "/pa-latency.txt"):
+    # "Latency: 18623 usec, configured 19954 usec" (sink) / "Latency: 25002 usec, configured ..." (input)
+    parts = l.split()
+    if "Latency:" in parts:
+        v = float(parts[parts.index("Latency:") + 1]) / 1000
+        pa.append(("sink" if l.startswith("sink") else "input", v))
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
+inp = [v for k, v in pa if k == "input"]
+snk = [v for k, v in pa if k == "sink"]
+print("clicks sent %d, click packets seen %d, onsets on the monitor %d, paired %d"
+      % (len(arrivals), len(arrivals), len(onsets), len(lat)))
+print("arrival -> rendered by the sink (monitor), ms: p50 %.1f  p90 %.1f  min %.1f  max %.1f"
+      % (pct(lat, .5), pct(lat, .9), min(lat, default=float("nan")), max(lat, default=float("nan"))))
+print("PulseAudio sink-input latency samples, ms: %s" % ", ".join("%.1f" % v for v in inp))
+print("PulseAudio null-sink latency samples, ms:  %s" % ", ".join("%.1f" % v for v in snk))
+if snk:
+    print("arrival -> playback estimate (monitor + median sink latency %.1f ms): p50 %.1f ms"
+          % (pct(snk, .5), pct(lat, .5) + pct(snk, .5)))
+PY
+    grep -E '^earshot_jitter_buffer_delay_ms_(sum|count)' "$WORK/metrics.txt" 2>/dev/null
+}
+
 case "${1:-}" in
-    latency) shift; source "$ROOT/scripts/bench-latency.inc.sh" 2>/dev/null || die "latency mode not available"; latency "$@" ;;
+    latency) shift; latency "$@" ;;
     *) load "$@" ;;
 esac

@@ -71,6 +71,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     driver.run(shutdown).await;
     // Twilio streams got the same token: wait for their close frames and last call events.
     twilio.drain(Duration::from_secs(5)).await;
+    // Its event sender must go for the store thread to finish.
+    drop(twilio);
     if !history.finished(Duration::from_secs(5)).await {
         tracing::warn!("the store did not write the last call events within 5 s");
     }

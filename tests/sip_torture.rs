@@ -1,6 +1,6 @@
 //! Bad input against the real earshot binary: the RFC 4475 and RFC 5118 torture messages, all
-//! 4527 PROTOS c07-sip cases, the source allow-list, TCP size and connection limits, and
-//! malformed RTP in a live call.
+//! 4527 PROTOS c07-sip cases, malformed ACKs, the source allow-list, TCP size and connection
+//! limits, and malformed RTP in a live call.
 //!
 //! Every test runs in a private network namespace with only loopback (see
 //! `support::in_netns`): torture SDPs name 192.0.2.x and 10.x hosts, and an answered call
@@ -11,6 +11,11 @@
 //! top Via's sent-by (5060 when absent) unless the Via has `rport`. Torture messages name
 //! hosts and ports that are not ours, so the runners listen on 127.0.0.1 at every port their
 //! Via headers name, plus 5060. Inside the namespace those ports are free.
+//!
+//! The RFC tests print a table (file, statuses received, statuses accepted, why) and the PROTOS
+//! test a count of answers per case group. `EARSHOT_PROTOS_CASES=1921-1930` runs only those
+//! PROTOS cases and prints every response, to reproduce a finding; `EARSHOT_TEST_LOG=debug`
+//! sets earshot's log level; a failing test keeps earshot's directory and prints its log tail.
 
 #![allow(clippy::unwrap_used)]
 // Tests wait on real sockets and processes, so they read the real clock and sleep.
@@ -404,9 +409,12 @@ fn run_corpus(corpus: &str, table: &[Expect]) {
         }
         let alive = earshot.is_running();
         let probe = earshot.options();
-        if !alive || probe != Some(200) {
+        let panics = earshot.panics();
+        if !alive || probe != Some(200) || !panics.is_empty() {
             pass = false;
-            note = format!("{note} [afterwards: running={alive}, OPTIONS -> {probe:?}]");
+            note = format!(
+                "{note} [afterwards: running={alive}, OPTIONS -> {probe:?}, panics {panics:?}]"
+            );
         }
         let mark = if pass { "ok  " } else { "FAIL" };
         writeln!(
@@ -1036,6 +1044,11 @@ fn protos_c07_sip_all_cases_keep_earshot_alive() {
             Some(200),
             "earshot must still answer at the end"
         );
+        assert_eq!(
+            earshot.panics(),
+            Vec::<String>::new(),
+            "panics in earshot's log"
+        );
         assert!(
             bye_failed.is_empty(),
             "answered calls whose BYE got no 200: cases {bye_failed:?}"
@@ -1208,6 +1221,11 @@ fn sip_tcp_limits_close_oversized_messages_and_extra_connections() {
                 "TCP after the oversized ones"
             );
             assert!(earshot.options_ok(), "UDP after the oversized ones");
+            assert_eq!(
+                earshot.panics(),
+                Vec::<String>::new(),
+                "panics in earshot's log"
+            );
         },
     );
 }
@@ -1392,6 +1410,11 @@ fn rtp_garbage_does_not_break_a_call() {
             earshot.log_tail(30)
         );
         assert!(earshot.options_ok(), "OPTIONS after malformed RTP");
+        assert_eq!(
+            earshot.panics(),
+            Vec::<String>::new(),
+            "panics in earshot's log"
+        );
 
         let bye = sip::in_dialog("BYE", &ok, local, cseq + 1);
         signalling.send_to(&bye, target).unwrap();

@@ -27,7 +27,12 @@ fn dir_for(name: &str) -> std::path::PathBuf {
 fn greeting_wav(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, Vec<i16>) {
     let samples = speech(dir, "greeting", text);
     let path = dir.join("greeting.wav");
-    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(&path, spec).unwrap();
     samples.iter().for_each(|s| w.write_sample(*s).unwrap());
     w.finalize().unwrap();
@@ -51,15 +56,21 @@ fn wait_log(e: &Earshot, limit: Duration, what: &str, pred: impl Fn(&str) -> boo
         if pred(&log) {
             return log;
         }
-        assert!(Instant::now() < deadline, "{what} not seen in the log:\n{}", e.log_tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen in the log:\n{}",
+            e.log_tail(40)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A `key=value` field of the last log line containing `marker`.
 fn log_field(log: &str, marker: &str, key: &str) -> Option<String> {
-    let line = log.lines().filter(|l| l.contains(marker)).last()?;
-    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('"').to_owned())
+    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_owned())
 }
 
 /// The caller (left) channel of the only recording, once its writer closed it.
@@ -68,20 +79,31 @@ fn recorded_caller(e: &Earshot) -> Vec<i16> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last_len = None;
     loop {
-        let wavs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|f| f.path().extension().is_some_and(|x| x == "wav")).collect();
+        let wavs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|x| x == "wav"))
+            .collect();
         assert!(wavs.len() <= 1, "{} recordings", wavs.len());
         if let Some(wav) = wavs.first()
             && let Ok(reader) = hound::WavReader::open(wav.path())
         {
             let spec = reader.spec();
-            assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+            assert_eq!(
+                (spec.channels, spec.sample_rate, spec.bits_per_sample),
+                (2, 8000, 16)
+            );
             let samples: Vec<i16> = reader.into_samples::<i16>().map_while(Result::ok).collect();
             if !samples.is_empty() && last_len == Some(samples.len()) {
                 return samples.chunks(2).map(|lr| lr[0]).collect();
             }
             last_len = Some(samples.len());
         }
-        assert!(Instant::now() < deadline, "no finished recording in {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "no finished recording in {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -93,7 +115,11 @@ fn recorded_caller(e: &Earshot) -> Vec<i16> {
 fn assert_paced(arrivals: &[Instant]) {
     let p = twilio_client::Pacing::of(arrivals);
     assert!(
-        arrivals.len() > 20 && (19.0..21.5).contains(&p.mean_gap_ms) && p.bursts == 0 && p.densest_100ms <= 8 && p.largest_gap_ms < 120.0,
+        arrivals.len() > 20
+            && (19.0..21.5).contains(&p.mean_gap_ms)
+            && p.bursts == 0
+            && p.densest_100ms <= 8
+            && p.largest_gap_ms < 120.0,
         "{} frames, pacing {p}",
         arrivals.len()
     );
@@ -103,33 +129,85 @@ fn assert_paced(arrivals: &[Instant]) {
 async fn streams_real_speech_records_it_sample_for_sample_and_barges_in() {
     let _serial = REAL_TIME.lock().await;
     let dir = dir_for("twilio-speech");
-    let (greeting, _) = greeting_wav(&dir, "Thank you for calling earshot. Your call is being recorded. Please speak after the tone, and press a key when you are done.");
-    let e = Earshot::start(&twilio_client::config(&format!("[calls]\ngreeting = {:?}\n", greeting.display().to_string())));
-    let audio = caller_audio(&dir, "Hello earshot. This is a test of the Twilio media stream. One, two, three, four, five.", 600);
+    let (greeting, _) = greeting_wav(
+        &dir,
+        "Thank you for calling earshot. Your call is being recorded. Please speak after the tone, and press a key when you are done.",
+    );
+    let e = Earshot::start(&twilio_client::config(&format!(
+        "[calls]\ngreeting = {:?}\n",
+        greeting.display().to_string()
+    )));
+    let audio = caller_audio(
+        &dir,
+        "Hello earshot. This is a test of the Twilio media stream. One, two, three, four, five.",
+        600,
+    );
     let side = TwilioSide::new(e.http_addr());
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
-    let plan = Plan { jitter: true, junk: true, skip_sequence_at: Some(40), dtmf: Some((audio.len() / 160 - 10, '5')), ..Plan::new(&call_sid, &token, audio.clone()) };
+    let plan = Plan {
+        jitter: true,
+        junk: true,
+        skip_sequence_at: Some(40),
+        dtmf: Some((audio.len() / 160 - 10, '5')),
+        ..Plan::new(&call_sid, &token, audio.clone())
+    };
     let outcome = side.stream(&plan).await;
     assert_eq!(outcome.bad_media, 0, "malformed outbound media");
-    assert!(outcome.clears >= 1, "no clear on barge-in: {:?}", outcome.kinds());
-    assert!(outcome.marks.is_empty(), "the interrupted greeting was marked: {:?}", outcome.marks);
+    assert!(
+        outcome.clears >= 1,
+        "no clear on barge-in: {:?}",
+        outcome.kinds()
+    );
+    assert!(
+        outcome.marks.is_empty(),
+        "the interrupted greeting was marked: {:?}",
+        outcome.marks
+    );
     assert_paced(&outcome.media);
 
-    let log = wait_log(&e, Duration::from_secs(5), "twilio stream finished", |l| l.contains("twilio stream finished"));
-    assert!(log.lines().any(|l| l.contains("DTMF (twilio)") && l.contains("digit=5")), "no DTMF:\n{}", e.log_tail(30));
-    assert!(log.contains("caller barged in"), "no barge-in:\n{}", e.log_tail(30));
-    assert_eq!(log_field(&log, "twilio stream finished", "gaps").as_deref(), Some("2"), "{}", e.log_tail(10));
+    let log = wait_log(&e, Duration::from_secs(5), "twilio stream finished", |l| {
+        l.contains("twilio stream finished")
+    });
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DTMF (twilio)") && l.contains("digit=5")),
+        "no DTMF:\n{}",
+        e.log_tail(30)
+    );
+    assert!(
+        log.contains("caller barged in"),
+        "no barge-in:\n{}",
+        e.log_tail(30)
+    );
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "gaps").as_deref(),
+        Some("2"),
+        "{}",
+        e.log_tail(10)
+    );
     // not JSON, bad base64, 161 bytes, 100 kB, a binary frame (the unknown event is apart).
-    assert_eq!(log_field(&log, "twilio stream finished", "malformed").as_deref(), Some("5"), "{}", e.log_tail(10));
-    assert_eq!(log_field(&log, "twilio stream finished", "unknown").as_deref(), Some("1"));
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "malformed").as_deref(),
+        Some("5"),
+        "{}",
+        e.log_tail(10)
+    );
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "unknown").as_deref(),
+        Some("1")
+    );
 
     let sent = decode_ulaw(&audio);
     let recorded = recorded_caller(&e);
     let first = |s: &[i16]| s.iter().position(|&v| v != 0).unwrap();
     let (a, b) = (first(&sent), first(&recorded));
     let speech_len = sent.len() - a - 600 * 8;
-    assert!(recorded.len() - b >= speech_len, "recording too short: {} of {speech_len} samples", recorded.len() - b);
+    assert!(
+        recorded.len() - b >= speech_len,
+        "recording too short: {} of {speech_len} samples",
+        recorded.len() - b
+    );
     let mismatch = (0..speech_len).find(|&i| sent[a + i] != recorded[b + i]);
     if let Some(m) = mismatch {
         // Where the rest lines up again says what happened: ±160 is a dropped or inserted frame.
@@ -139,7 +217,9 @@ async fn streams_real_speech_records_it_sample_for_sample_and_barges_in() {
                 r >= 0 && recorded.get(r as usize) == sent.get(a + m + k as usize)
             })
         });
-        panic!("recording differs from the sent audio at sample {m} of {speech_len}; the rest lines up {lag:?} samples later");
+        panic!(
+            "recording differs from the sent audio at sample {m} of {speech_len}; the rest lines up {lag:?} samples later"
+        );
     }
 }
 
@@ -148,7 +228,10 @@ async fn greeting_goes_out_paced_then_a_mark_that_comes_back() {
     let _serial = REAL_TIME.lock().await;
     let dir = dir_for("twilio-mark");
     let (greeting, samples) = greeting_wav(&dir, "Welcome to earshot.");
-    let e = Earshot::start(&twilio_client::config(&format!("[calls]\ngreeting = {:?}\n", greeting.display().to_string())));
+    let e = Earshot::start(&twilio_client::config(&format!(
+        "[calls]\ngreeting = {:?}\n",
+        greeting.display().to_string()
+    )));
     let side = TwilioSide::new(e.http_addr());
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
@@ -161,11 +244,19 @@ async fn greeting_goes_out_paced_then_a_mark_that_comes_back() {
     // The mark follows the greeting's last frame.
     let kinds = outcome.kinds();
     let mark_at = kinds.iter().position(|k| k == "mark").unwrap();
-    assert_eq!(kinds[..mark_at].iter().filter(|k| *k == "media").count(), samples.len().div_ceil(160));
+    assert_eq!(
+        kinds[..mark_at].iter().filter(|k| *k == "media").count(),
+        samples.len().div_ceil(160)
+    );
     assert_paced(&outcome.media);
-    let log = wait_log(&e, Duration::from_secs(5), "stream end", |l| l.contains("twilio stream finished"));
+    let log = wait_log(&e, Duration::from_secs(5), "stream end", |l| {
+        l.contains("twilio stream finished")
+    });
     assert!(log.contains("mark played"), "{}", e.log_tail(20));
-    assert_eq!(log_field(&log, "twilio stream finished", "marks_played").as_deref(), Some("1"));
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "marks_played").as_deref(),
+        Some("1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,31 +268,87 @@ async fn bad_or_missing_signatures_get_403_and_create_nothing() {
     let good = twilio_client::sign(&url, &params);
     let wrong_key = twilio_client::sign_with("not-the-token", &url, &params);
     let wrong_url = twilio_client::sign("http://127.0.0.1/twilio/voice", &params);
-    for (what, signature) in [("missing", None), ("wrong key", Some(wrong_key)), ("wrong url", Some(wrong_url))] {
-        let (status, body) = side.post("/twilio/voice", &params, signature.as_deref()).await;
+    for (what, signature) in [
+        ("missing", None),
+        ("wrong key", Some(wrong_key)),
+        ("wrong url", Some(wrong_url)),
+    ] {
+        let (status, body) = side
+            .post("/twilio/voice", &params, signature.as_deref())
+            .await;
         assert_eq!(status, 403, "webhook, {what} signature: {body}");
     }
     // Tampered parameters under a good signature.
     let mut tampered = params.clone();
     tampered[1].1 = "+15550009999".into();
-    assert_eq!(side.post("/twilio/voice", &tampered, Some(&good)).await.0, 403);
+    assert_eq!(
+        side.post("/twilio/voice", &tampered, Some(&good)).await.0,
+        403
+    );
     let status_url = format!("{}/twilio/status", twilio_client::PUBLIC_URL);
-    let status_params = vec![("CallSid".to_owned(), "CA1".to_owned()), ("CallStatus".to_owned(), "completed".to_owned())];
-    assert_eq!(side.post("/twilio/status", &status_params, None).await.0, 403);
-    assert_eq!(side.post("/twilio/status", &status_params, Some(&twilio_client::sign(&status_url, &params))).await.0, 403);
-    assert_eq!(side.post("/twilio/status", &status_params, Some(&twilio_client::sign(&status_url, &status_params))).await.0, 204);
+    let status_params = vec![
+        ("CallSid".to_owned(), "CA1".to_owned()),
+        ("CallStatus".to_owned(), "completed".to_owned()),
+    ];
+    assert_eq!(
+        side.post("/twilio/status", &status_params, None).await.0,
+        403
+    );
+    assert_eq!(
+        side.post(
+            "/twilio/status",
+            &status_params,
+            Some(&twilio_client::sign(&status_url, &params))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        side.post(
+            "/twilio/status",
+            &status_params,
+            Some(&twilio_client::sign(&status_url, &status_params))
+        )
+        .await
+        .0,
+        204
+    );
     // The upgrade: missing, wrong key, and signed over the URL actually connected to.
-    for signature in [None, Some(twilio_client::sign_with("nope", &twilio_client::stream_url(), &[])), Some(twilio_client::sign(&format!("ws://{}/twilio/stream", e.http_addr()), &[]))] {
+    for signature in [
+        None,
+        Some(twilio_client::sign_with(
+            "nope",
+            &twilio_client::stream_url(),
+            &[],
+        )),
+        Some(twilio_client::sign(
+            &format!("ws://{}/twilio/stream", e.http_addr()),
+            &[],
+        )),
+    ] {
         assert_eq!(side.upgrade_status(signature.as_deref()).await, Some(403));
     }
     // A good upgrade with a token nobody issued is closed with 1008 and makes no call.
-    let plan = Plan::new("CA00000000000000000000000000000002", "0123456789abcdef0123456789abcdef", vec![0xff; 1600]);
+    let plan = Plan::new(
+        "CA00000000000000000000000000000002",
+        "0123456789abcdef0123456789abcdef",
+        vec![0xff; 1600],
+    );
     let outcome = side.stream(&plan).await;
     assert_eq!(outcome.close, Some(1008), "{:?}", outcome.kinds());
     assert!(outcome.media.is_empty());
-    let log = wait_log(&e, Duration::from_secs(3), "refusal", |l| l.contains("twilio stream refused"));
-    assert!(!log.contains("twilio call started"), "a call was created:\n{}", e.log_tail(20));
-    let recordings = std::fs::read_dir(e.dir().join("recordings")).unwrap().count();
+    let log = wait_log(&e, Duration::from_secs(3), "refusal", |l| {
+        l.contains("twilio stream refused")
+    });
+    assert!(
+        !log.contains("twilio call started"),
+        "a call was created:\n{}",
+        e.log_tail(20)
+    );
+    let recordings = std::fs::read_dir(e.dir().join("recordings"))
+        .unwrap()
+        .count();
     assert_eq!(recordings, 0);
 }
 
@@ -211,36 +358,60 @@ async fn tokens_are_one_time_and_retried_webhooks_make_one_call() {
     let side = TwilioSide::new(e.http_addr());
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
-    assert_eq!(side.webhook(&call_sid).await, token, "a retried webhook got another token");
-    let plan = Plan { linger: Duration::from_millis(200), ..Plan::new(&call_sid, &token, vec![0xff; 160 * 25]) };
+    assert_eq!(
+        side.webhook(&call_sid).await,
+        token,
+        "a retried webhook got another token"
+    );
+    let plan = Plan {
+        linger: Duration::from_millis(200),
+        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 25])
+    };
     let first = side.stream(&plan).await;
     assert!(!first.media.is_empty());
     // The same token again: refused.
     let again = side.stream(&plan).await;
     assert_eq!(again.close, Some(1008));
-    let log = wait_log(&e, Duration::from_secs(3), "two streams", |l| l.matches("twilio stream refused").count() == 1);
+    let log = wait_log(&e, Duration::from_secs(3), "two streams", |l| {
+        l.matches("twilio stream refused").count() == 1
+    });
     assert_eq!(log.matches("twilio call started").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unstarted_streams_fall_back_and_so_do_calls_beyond_the_limit() {
-    let e = Earshot::start(&twilio_client::config("[twilio]\nhandshake_timeout_secs = 1\nfallback = \"dial\"\nfallback_number = \"+15557654321\"\nfallback_say = \"Please hold <now>\"\n[calls]\nmax_concurrent = 1\n"));
+    let e = Earshot::start(&twilio_client::config(
+        "[twilio]\nhandshake_timeout_secs = 1\nfallback = \"dial\"\nfallback_number = \"+15557654321\"\nfallback_say = \"Please hold <now>\"\n[calls]\nmax_concurrent = 1\n",
+    ));
     let side = TwilioSide::new(e.http_addr());
     let slow = twilio_client::call_sid();
     let _token = side.webhook(&slow).await;
     // The one slot is taken by the pending call: the next webhook gets the fallback.
     let (status, busy) = side.post_webhook(&twilio_client::call_sid(), "").await;
     assert_eq!(status, 200);
-    assert!(busy.contains("<Say>Please hold &lt;now&gt;</Say><Dial>+15557654321</Dial>"), "{busy}");
+    assert!(
+        busy.contains("<Say>Please hold &lt;now&gt;</Say><Dial>+15557654321</Dial>"),
+        "{busy}"
+    );
     // No stream within the handshake timeout: the call falls back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let log = wait_log(&e, Duration::from_secs(3), "fallback", |l| l.contains("why=\"handshake timeout\""));
+    let log = wait_log(&e, Duration::from_secs(3), "fallback", |l| {
+        l.contains("why=\"handshake timeout\"")
+    });
     assert!(log.contains(slow.as_str()));
     // Twilio's action callback and a retried webhook answer the same fallback.
     let (_, action) = side.post_webhook(&slow, "?fallback=1").await;
     assert!(action.contains("<Dial>+15557654321</Dial>"), "{action}");
     let (_, retry) = side.post_webhook(&slow, "").await;
     assert!(retry.contains("<Dial>"), "{retry}");
+    // Counted once each: the busy call and the handshake timeout.
+    let (_, metrics) = side.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "earshot_twilio_fallbacks_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,23 +421,87 @@ async fn silent_streams_time_out_and_status_callbacks_end_calls() {
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
     // Half a second of audio, then silence on the wire: earshot closes the stream itself.
-    let plan = Plan { stop: false, ..Plan::new(&call_sid, &token, vec![0xff; 160 * 25]) };
+    let plan = Plan {
+        stop: false,
+        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 25])
+    };
     let started = Instant::now();
     let outcome = side.stream(&plan).await;
     assert_eq!(outcome.close, Some(1000));
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
-    let log = wait_log(&e, Duration::from_secs(3), "timeout", |l| l.contains("twilio stream finished"));
-    assert_eq!(log_field(&log, "twilio stream finished", "reason").as_deref(), Some("stream"), "{}", e.log_tail(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = wait_log(&e, Duration::from_secs(3), "timeout", |l| {
+        l.contains("twilio stream finished")
+    });
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "reason").as_deref(),
+        Some("stream"),
+        "{}",
+        e.log_tail(5)
+    );
 
     // A completed status for a live call ends it, with a close frame; a repeat is a no-op.
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
-    let plan = Plan { stop: false, status_after: Some(Duration::from_millis(500)), ..Plan::new(&call_sid, &token, vec![0xff; 160 * 100]) };
+    let plan = Plan {
+        stop: false,
+        status_after: Some(Duration::from_millis(500)),
+        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 100])
+    };
     let outcome = side.stream(&plan).await;
     assert_eq!(outcome.close, Some(1000));
-    assert!(outcome.media.len() < 60, "{} frames: the status did not end the call", outcome.media.len());
-    let log = wait_log(&e, Duration::from_secs(3), "status end", |l| l.contains("reason=twilio completed") || l.contains("reason=\"twilio completed\""));
+    assert!(
+        outcome.media.len() < 60,
+        "{} frames: the status did not end the call",
+        outcome.media.len()
+    );
+    let log = wait_log(&e, Duration::from_secs(3), "status end", |l| {
+        l.contains("reason=twilio completed") || l.contains("reason=\"twilio completed\"")
+    });
     assert_eq!(log.matches("twilio stream finished").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_hangup_closes_the_stream_with_a_close_frame() {
+    let e = Earshot::start(&twilio_client::config(""));
+    let side = TwilioSide::new(e.http_addr());
+    let call_sid = twilio_client::call_sid();
+    let token = side.webhook(&call_sid).await;
+    let plan = Plan {
+        stop: false,
+        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 500])
+    };
+    let stream = tokio::spawn(async move { side.stream(&plan).await });
+    let log = wait_log(&e, Duration::from_secs(5), "call start", |l| {
+        l.contains("twilio call started")
+    });
+    let id = log_field(&log, "twilio call started", "call").unwrap();
+    let (status, body) = side
+        .post(&format!("/api/calls/{id}/hangup"), &[], None)
+        .await;
+    assert!((200..300).contains(&status), "hangup: {status} {body}");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.close, Some(1000), "{:?}", outcome.kinds());
+    assert!(
+        outcome.media.len() < 400,
+        "the stream ran on: {} frames",
+        outcome.media.len()
+    );
+    let log = wait_log(&e, Duration::from_secs(3), "end", |l| {
+        l.contains("twilio stream finished")
+    });
+    assert_eq!(
+        log_field(&log, "twilio stream finished", "reason").as_deref(),
+        Some("local"),
+        "{}",
+        e.log_tail(5)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,15 +511,29 @@ async fn shutdown_closes_streams_with_a_close_frame() {
     let side = TwilioSide::new(e.http_addr());
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
-    let plan = Plan { stop: false, ..Plan::new(&call_sid, &token, vec![0xff; 160 * 500]) };
+    let plan = Plan {
+        stop: false,
+        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 500])
+    };
     let stream = tokio::spawn(async move { side.stream(&plan).await });
     tokio::time::sleep(Duration::from_millis(800)).await;
     let pid = e.pid();
-    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), stream).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome.close, Some(1001), "{:?}", outcome.kinds());
     let status = e.terminate(Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", e.log_tail(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        e.log_tail(20)
+    );
     let log = e.stderr_log();
     assert!(log.contains("twilio stream finished"), "{}", e.log_tail(20));
 }
@@ -294,11 +543,17 @@ async fn fifty_concurrent_streams_run_without_failures() {
     let _serial = REAL_TIME.lock().await;
     let dir = dir_for("twilio-fifty");
     let e = Earshot::start(&twilio_client::config("[log]\nlevel = \"info\"\n"));
-    let audio = caller_audio(&dir, "One two three four five six seven eight nine ten.", 200);
+    let audio = caller_audio(
+        &dir,
+        "One two three four five six seven eight nine ten.",
+        200,
+    );
     let report = twilio_client::run_concurrent(e.http_addr(), 50, audio).await;
     eprintln!("{report}");
     assert_eq!(report.failures, Vec::<String>::new(), "{report}");
-    let log = wait_log(&e, Duration::from_secs(10), "50 calls", |l| l.matches("twilio call started").count() == 50);
+    let log = wait_log(&e, Duration::from_secs(10), "50 calls", |l| {
+        l.matches("twilio call started").count() == 50
+    });
     assert!(!log.contains("twilio stream refused"));
 }
 
@@ -309,10 +564,15 @@ async fn fifty_concurrent_streams_run_without_failures() {
 async fn load_numbers_twilio_beside_sip() {
     let _serial = REAL_TIME.lock().await;
     let dir = dir_for("twilio-load");
-    let audio = caller_audio(&dir, "One two three four five six seven eight nine ten. Eleven twelve thirteen fourteen fifteen.", 200);
+    let audio = caller_audio(
+        &dir,
+        "One two three four five six seven eight nine ten. Eleven twelve thirteen fourteen fifteen.",
+        200,
+    );
     let e = Earshot::start(&twilio_client::config("[log]\nlevel = \"warn\"\n"));
     let idle = twilio_client::ProcSample::take(e.pid());
-    let sampler = twilio_client::Sampler::start(e.pid(), Duration::from_secs(2), Duration::from_secs(2));
+    let sampler =
+        twilio_client::Sampler::start(e.pid(), Duration::from_secs(2), Duration::from_secs(2));
     let report = twilio_client::run_concurrent(e.http_addr(), 50, audio.clone()).await;
     let busy = sampler.finish();
     eprintln!("{report}");

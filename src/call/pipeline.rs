@@ -215,7 +215,9 @@ impl StreamCommands {
                 super::CallCommand::Hangup => return Some(StreamCommand::Hangup),
                 super::CallCommand::Listen(on) => return Some(StreamCommand::Listen(on)),
                 super::CallCommand::Ended(reason) => return Some(StreamCommand::Ended(reason)),
-                super::CallCommand::Confirmed | super::CallCommand::Media(_) | super::CallCommand::Dtmf { .. } => {}
+                super::CallCommand::Confirmed
+                | super::CallCommand::Media(_)
+                | super::CallCommand::Dtmf { .. } => {}
             }
         }
     }
@@ -223,9 +225,15 @@ impl StreamCommands {
 
 /// A [`CallHandle`](super::CallHandle) for a call whose task lives outside this module, with the
 /// receiver of its commands and the sender of its live state.
-pub fn stream_call(info: Arc<CallInfo>) -> (super::CallHandle, StreamCommands, watch::Sender<LiveState>) {
+pub fn stream_call(
+    info: Arc<CallInfo>,
+) -> (super::CallHandle, StreamCommands, watch::Sender<LiveState>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (live_tx, live) = watch::channel(LiveState::default());
-    let handle = super::CallHandle { info, commands: tx, live };
+    let handle = super::CallHandle {
+        info,
+        commands: tx,
+        live,
+    };
     (handle, StreamCommands(rx), live_tx)
 }

@@ -2,7 +2,8 @@
 //!
 //! [`sip`] runs the SIP transport (UDP and TCP on `[sip].listen`) around
 //! [`crate::sip::endpoint::Endpoint`]; [`rtp`] hands out RTP/RTCP socket pairs from
-//! `[rtp].ports`; [`clock`] is the one place that reads the time.
+//! `[rtp].ports`; [`twilio`] serves Twilio's webhooks and media-stream WebSockets around
+//! [`crate::twilio::stream::Stream`]; [`clock`] is the one place that reads the time.
 
 pub mod clock;
 pub mod rtp;

@@ -173,7 +173,9 @@ async fn run_connection(
                     break;
                 }
             }
-            Some(bytes) = outbound.recv() => {
+            bytes = outbound.recv() => {
+                // The SIP task dropped its sender: it refused this peer or forgot the connection.
+                let Some(bytes) = bytes else { break };
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::pipeline::{StreamCommand, StreamCommands, stream_call};
-use crate::call::{CallEvent, CallHandle, CallId, CallInfo, CallStats, Greeting, LiveState, Pipeline, Services, Source};
+use crate::call::{
+    CallEvent, CallHandle, CallId, CallInfo, CallStats, Greeting, LiveState, Pipeline, Services,
+    Source,
+};
 use crate::config::{self, Config};
 use crate::media::frame::FRAME_SAMPLES;
 use crate::media::jitter::JitterConfig;
@@ -145,7 +148,12 @@ struct Shared {
 
 impl TwilioState {
     /// The shared state; [`TwilioState::start`] runs the handshake watchdog.
-    pub fn new(settings: TwilioSettings, services: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        settings: TwilioSettings,
+        services: Services,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let tokens = TokenBook::new(settings.handshake_timeout, REMEMBER, MAX_REMEMBERED);
         Self(Arc::new(Shared {
             settings,
@@ -218,7 +226,11 @@ impl TwilioState {
     fn fell_back(&self, why: &'static str, call_sid: Option<&CallSid>) {
         self.0.metrics.twilio_fallback();
         self.lock_handshakes().record_fallback();
-        tracing::info!(call_sid = call_sid.map(CallSid::as_str), why, "twilio call answered with the fallback");
+        tracing::info!(
+            call_sid = call_sid.map(CallSid::as_str),
+            why,
+            "twilio call answered with the fallback"
+        );
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, TokenBook> {
@@ -231,7 +243,11 @@ impl TwilioState {
     }
 
     fn services(&self) -> Services {
-        self.0.services.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn fallback_twiml(&self) -> String {
@@ -245,21 +261,35 @@ impl TwilioState {
     }
 
     /// Checks a request's signature against the public URL it was sent to.
-    fn verify(&self, uri: &Uri, base: &str, headers: &HeaderMap, params: &[(String, String)]) -> Result<(), SignatureError> {
+    fn verify(
+        &self,
+        uri: &Uri,
+        base: &str,
+        headers: &HeaderMap,
+        params: &[(String, String)],
+    ) -> Result<(), SignatureError> {
         let Some(token) = self.0.settings.auth_token.as_deref() else {
             return Err(SignatureError::Mismatch);
         };
         let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let url = format!("{base}{query}");
-        let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
+        let given = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok());
         signature::check_form(token, &url, params, given)
     }
 
     /// Takes a stream whose `start` arrived: its token must be one we issued, unused, and for
     /// the same call. Returns the call's ticket.
     fn admit(&self, now: Instant, start: &Start) -> Result<Ticket, Refusal> {
-        let token = start.parameters.get("token").ok_or(Refusal::Token(TokenError::Unknown))?;
-        let ticket = self.lock_tokens().redeem(now, token).map_err(Refusal::Token)?;
+        let token = start
+            .parameters
+            .get("token")
+            .ok_or(Refusal::Token(TokenError::Unknown))?;
+        let ticket = self
+            .lock_tokens()
+            .redeem(now, token)
+            .map_err(Refusal::Token)?;
         if ticket.call_sid != start.call_sid {
             return Err(Refusal::OtherCall);
         }
@@ -299,7 +329,12 @@ fn forbidden(what: &'static str, err: SignatureError) -> Response {
 }
 
 /// `POST /twilio/voice`: a call arrived (or, with `?fallback=1`, its stream ended).
-async fn voice(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn voice(
+    State(state): State<TwilioState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = clock::now();
     let Ok(params) = form::parse(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -317,7 +352,9 @@ async fn voice(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, b
     let Some(call_sid) = form::get(&params, "CallSid").and_then(CallSid::parse) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let action = uri.query().is_some_and(|q| q.split('&').any(|p| p == "fallback=1"));
+    let action = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "fallback=1"));
     if action {
         return action_callback(&state, now, &call_sid);
     }
@@ -365,7 +402,11 @@ async fn voice(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, b
         }
     };
     let action_url = format!("{}/twilio/voice?fallback=1", settings.public_url);
-    xml(twiml::connect_stream(&action_url, &settings.stream_url, &[("token", token.as_str())]))
+    xml(twiml::connect_stream(
+        &action_url,
+        &settings.stream_url,
+        &[("token", token.as_str())],
+    ))
 }
 
 /// The `<Connect action>` callback: the stream is over. A call whose stream ran hangs up; one
@@ -383,7 +424,12 @@ fn action_callback(state: &TwilioState, now: Instant, call_sid: &CallSid) -> Res
 
 /// `POST /twilio/status`: Twilio reports the call's status. A final status ends the live call
 /// of that CallSid (if any); repeats find nothing to do.
-async fn status(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn status(
+    State(state): State<TwilioState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(params) = form::parse(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
@@ -391,12 +437,28 @@ async fn status(State(state): State<TwilioState>, uri: Uri, headers: HeaderMap, 
     if let Err(err) = state.verify(&uri, &base, &headers, &params) {
         return forbidden("status callback", err);
     }
-    let (Some(call_sid), Some(status)) = (form::get(&params, "CallSid"), form::get(&params, "CallStatus")) else {
+    let (Some(call_sid), Some(status)) = (
+        form::get(&params, "CallSid"),
+        form::get(&params, "CallStatus"),
+    ) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let final_status = matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled");
-    let call = state.services().registry.list().into_iter().find(|c| c.info().external_id == call_sid);
-    tracing::debug!(call_sid, status, live = call.is_some(), "twilio status callback");
+    let final_status = matches!(
+        status,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled"
+    );
+    let call = state
+        .services()
+        .registry
+        .list()
+        .into_iter()
+        .find(|c| c.info().external_id == call_sid);
+    tracing::debug!(
+        call_sid,
+        status,
+        live = call.is_some(),
+        "twilio status callback"
+    );
     if let (true, Some(call)) = (final_status, call) {
         let reason: String = format!("twilio {}", status.chars().take(20).collect::<String>());
         call.ended(Some(reason));
@@ -552,7 +614,12 @@ async fn run_stream(state: TwilioState, mut ws: WebSocket, accepted: Instant) {
                     if let Some(c) = &call {
                         tracing::debug!(call = %c.info.id, %digit, "DTMF (twilio)");
                         let id = c.info.id.clone();
-                        let _ = c.services.events.send(CallEvent::Dtmf { id, digit, duration_ms: 0, via: "twilio".into() });
+                        let _ = c.services.events.send(CallEvent::Dtmf {
+                            id,
+                            digit,
+                            duration_ms: 0,
+                            via: "twilio".into(),
+                        });
                     }
                 }
                 StreamEvent::BargeIn(cause) => {
@@ -571,7 +638,10 @@ async fn run_stream(state: TwilioState, mut ws: WebSocket, accepted: Instant) {
                         reason = Some(why.as_str().into());
                     }
                     if matches!(why, EndReason::HandshakeTimeout | EndReason::SilenceTimeout) {
-                        tracing::info!(reason = why.as_str(), "twilio stream ended by its watchdog");
+                        tracing::info!(
+                            reason = why.as_str(),
+                            "twilio stream ended by its watchdog"
+                        );
                         close_with = (why.as_str(), close_code::NORMAL);
                     }
                 }
@@ -603,7 +673,12 @@ async fn run_stream(state: TwilioState, mut ws: WebSocket, accepted: Instant) {
         finish_call(c, &stream, reason.unwrap_or_else(|| "stream closed".into()));
     } else {
         let s = stream.stats();
-        tracing::debug!(messages = s.messages, malformed = s.malformed, reason = reason.as_deref(), "twilio stream ended without a call");
+        tracing::debug!(
+            messages = s.messages,
+            malformed = s.malformed,
+            reason = reason.as_deref(),
+            "twilio stream ended without a call"
+        );
     }
 }
 
@@ -619,7 +694,10 @@ async fn next_command(call: Option<&mut LiveCall>) -> StreamCommand {
 
 /// Sends our close frame and waits briefly for the peer's.
 async fn close(ws: &mut WebSocket, code: u16, why: &'static str) {
-    let frame = CloseFrame { code, reason: why.into() };
+    let frame = CloseFrame {
+        code,
+        reason: why.into(),
+    };
     if ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
@@ -645,7 +723,9 @@ fn start_call(state: &TwilioState, ticket: &Ticket, start: &Start) -> LiveCall {
         callee: ticket.to.clone(),
         started_at,
     });
-    let _ = services.events.send(CallEvent::Started { info: (*info).clone() });
+    let _ = services.events.send(CallEvent::Started {
+        info: (*info).clone(),
+    });
     let (handle, commands, live): (CallHandle, _, _) = stream_call(info.clone());
     services.registry.insert(handle);
     let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), JITTER);
@@ -653,10 +733,23 @@ fn start_call(state: &TwilioState, ticket: &Ticket, start: &Start) -> LiveCall {
         l.answered = true;
         l.codec = Some("PCMU");
     });
-    let _ = services.events.send(CallEvent::Answered { id: info.id.clone(), codec: "PCMU".into() });
+    let _ = services.events.send(CallEvent::Answered {
+        id: info.id.clone(),
+        codec: "PCMU".into(),
+    });
     tracing::info!(call = %info.id, call_sid = %ticket.call_sid, stream_sid = %start.stream_sid, "twilio call started");
-    let max_end = state.0.settings.max_duration.map(|d| tokio::time::Instant::from_std(clock::now() + d));
-    LiveCall { info, pipeline, commands, services, max_end }
+    let max_end = state
+        .0
+        .settings
+        .max_duration
+        .map(|d| tokio::time::Instant::from_std(clock::now() + d));
+    LiveCall {
+        info,
+        pipeline,
+        commands,
+        services,
+        max_end,
+    }
 }
 
 fn finish_call(call: LiveCall, stream: &Stream, reason: String) {
@@ -693,7 +786,11 @@ fn finish_call(call: LiveCall, stream: &Stream, reason: String) {
     );
     call.pipeline.finish();
     call.services.registry.remove(&call.info.id);
-    let _ = call.services.events.send(CallEvent::Ended { id: call.info.id.clone(), reason, stats });
+    let _ = call.services.events.send(CallEvent::Ended {
+        id: call.info.id.clone(),
+        reason,
+        stats,
+    });
 }
 
 #[cfg(test)]
@@ -702,7 +799,13 @@ mod tests {
 
     #[test]
     fn stream_url_follows_the_public_url() {
-        assert_eq!(stream_url("https://box.example.com"), "wss://box.example.com/twilio/stream");
-        assert_eq!(stream_url("http://10.0.0.5:8080/earshot"), "ws://10.0.0.5:8080/earshot/twilio/stream");
+        assert_eq!(
+            stream_url("https://box.example.com"),
+            "wss://box.example.com/twilio/stream"
+        );
+        assert_eq!(
+            stream_url("http://10.0.0.5:8080/earshot"),
+            "ws://10.0.0.5:8080/earshot/twilio/stream"
+        );
     }
 }

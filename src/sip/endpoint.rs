@@ -314,6 +314,8 @@ impl Endpoint {
             Ok(Message::Request(req)) => self.handle_request(now, flow, req),
             Ok(Message::Response(resp)) => self.handle_response(now, resp),
             Err(err) => match err.reply() {
+                // §17: an ACK has no transaction to carry a response; a broken one is dropped.
+                Some(_) if bytes.starts_with(b"ACK ") => self.stats.dropped += 1,
                 Some((status, headers)) => {
                     self.stats.malformed += 1;
                     let resp = stateless_response(headers, status);

@@ -476,4 +476,30 @@ mod tests {
             "{counts:?}"
         );
     }
+
+    #[tokio::test]
+    async fn the_store_thread_writes_what_is_queued_and_stops_when_asked_while_senders_live() {
+        let store = Store::open(temp_path("stop")).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::default());
+        let handle = store.spawn_writer(rx, Arc::clone(&metrics)).unwrap();
+        let info = started(5_000_000, "stop@h");
+        tx.send(CallEvent::Started { info: info.clone() }).unwrap();
+        tx.send(CallEvent::Ended {
+            id: info.id.clone(),
+            reason: "bye".into(),
+            stats: CallStats::default(),
+        })
+        .unwrap();
+        assert!(
+            handle.finished(Duration::from_secs(5)).await,
+            "ends although `tx` is alive"
+        );
+        assert_eq!(
+            store.get_record(&info.id).unwrap().unwrap().status,
+            CallStatus::Ended
+        );
+        assert_eq!(metrics.calls_ended.sip.load(Relaxed), 1);
+        drop(tx);
+    }
 }

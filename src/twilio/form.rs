@@ -22,7 +22,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
             return Err(FormError::TooMany(MAX_PARAMS));
         }
         let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..).unwrap_or_default()),
+            Some(i) => (
+                pair.get(..i).unwrap_or_default(),
+                pair.get(i + 1..).unwrap_or_default(),
+            ),
             None => (pair, &[][..]),
         };
         params.push((decode(name)?, decode(value)?));
@@ -32,7 +35,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
 
 /// The first value of `name`.
 pub fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn decode(raw: &[u8]) -> Result<String, FormError> {
@@ -42,7 +48,9 @@ fn decode(raw: &[u8]) -> Result<String, FormError> {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = raw
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(byte) => {
                         out.push(byte);
@@ -65,7 +73,8 @@ mod tests {
 
     #[test]
     fn decodes_plus_and_percent_escapes_keeping_order_and_duplicates() {
-        let p = parse(b"From=%2B15551234567&To=1000&Caller=a+b&Digits=1&Digits=2&empty=&flag").unwrap();
+        let p =
+            parse(b"From=%2B15551234567&To=1000&Caller=a+b&Digits=1&Digits=2&empty=&flag").unwrap();
         assert_eq!(get(&p, "From"), Some("+15551234567"));
         assert_eq!(get(&p, "Caller"), Some("a b"));
         assert_eq!(p.iter().filter(|(k, _)| k == "Digits").count(), 2);
@@ -75,8 +84,14 @@ mod tests {
 
     #[test]
     fn bad_escapes_stay_literal_and_bad_utf8_is_refused() {
-        assert_eq!(parse(b"a=%zz%4").unwrap(), [("a".to_owned(), "%zz%4".to_owned())]);
+        assert_eq!(
+            parse(b"a=%zz%4").unwrap(),
+            [("a".to_owned(), "%zz%4".to_owned())]
+        );
         assert_eq!(parse(b"a=%ff"), Err(FormError::NotUtf8));
-        assert_eq!(parse(&b"a=1&".repeat(300)), Err(FormError::TooMany(MAX_PARAMS)));
+        assert_eq!(
+            parse(&b"a=1&".repeat(300)),
+            Err(FormError::TooMany(MAX_PARAMS))
+        );
     }
 }

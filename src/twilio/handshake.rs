@@ -39,14 +39,19 @@ impl HandshakeStats {
         }
         let mut sorted: Vec<Duration> = self.recent.iter().copied().collect();
         sorted.sort_unstable();
-        let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        let rank =
+            ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
         sorted.get(rank - 1).copied()
     }
 
     /// Share of calls that fell back, 0.0–1.0 (0 before any call).
     pub fn fallback_rate(&self) -> f64 {
         let total = self.started + self.fell_back;
-        if total == 0 { 0.0 } else { self.fell_back as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            self.fell_back as f64 / total as f64
+        }
     }
 }
 

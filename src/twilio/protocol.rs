@@ -100,6 +100,9 @@ pub struct Message {
 }
 
 /// What a message from Twilio says.
+// `Media` carries its payload inline (480 bytes): a message is parsed, used and dropped at
+// once, and boxing would allocate for every 20 ms chunk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     /// The WebSocket is up; `start` follows.
@@ -107,9 +110,13 @@ pub enum Inbound {
     Start(Start),
     Media(Media),
     /// A key pressed by the caller.
-    Dtmf { digit: char },
+    Dtmf {
+        digit: char,
+    },
     /// Twilio played our audio up to the `mark` of this name (or dropped it on `clear`).
-    Mark { name: String },
+    Mark {
+        name: String,
+    },
     /// The stream is over (the call hung up or moved on).
     Stop,
 }
@@ -285,18 +292,17 @@ fn start(raw: Option<RawStart>, outer_sid: Option<String>) -> Result<Start, Prot
         field: "callSid",
         value: truncate(&call),
     })?;
-    if let Some(format) = raw.media_format {
-        if !format.encoding.eq_ignore_ascii_case("audio/x-mulaw")
+    if let Some(format) = raw.media_format
+        && (!format.encoding.eq_ignore_ascii_case("audio/x-mulaw")
             || format.sample_rate != 8000
-            || format.channels != 1
-        {
-            return Err(ProtocolError::UnsupportedFormat(format!(
-                "{} {} Hz {} channels",
-                truncate(&format.encoding),
-                format.sample_rate,
-                format.channels
-            )));
-        }
+            || format.channels != 1)
+    {
+        return Err(ProtocolError::UnsupportedFormat(format!(
+            "{} {} Hz {} channels",
+            truncate(&format.encoding),
+            format.sample_rate,
+            format.channels
+        )));
     }
     let parameters = raw
         .custom_parameters
@@ -444,11 +450,22 @@ mod tests {
         let Inbound::Start(start) = msg.event else {
             panic!("{msg:?}")
         };
-        assert_eq!(start.stream_sid.as_str(), "MZ18ad3ab5a668481ce02b83e7395059f0");
+        assert_eq!(
+            start.stream_sid.as_str(),
+            "MZ18ad3ab5a668481ce02b83e7395059f0"
+        );
         assert_eq!(start.call_sid.as_str(), "CA0123abc");
-        assert_eq!(start.parameters.get("token").map(String::as_str), Some("abc"));
+        assert_eq!(
+            start.parameters.get("token").map(String::as_str),
+            Some("abc")
+        );
         assert_eq!(start.parameters.get("n").map(String::as_str), Some("5"));
-        assert_eq!(parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#).unwrap().event, Inbound::Connected);
+        assert_eq!(
+            parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#)
+                .unwrap()
+                .event,
+            Inbound::Connected
+        );
     }
 
     #[test]
@@ -461,49 +478,108 @@ mod tests {
         let Inbound::Media(media) = msg.event else {
             panic!()
         };
-        assert_eq!((media.chunk, media.timestamp_ms, media.track), (Some(1), Some(5), Track::Inbound));
+        assert_eq!(
+            (media.chunk, media.timestamp_ms, media.track),
+            (Some(1), Some(5), Track::Inbound)
+        );
         assert_eq!(media.payload(), &[0xff; 160][..]);
-        let numeric = format!(r#"{{"event":"media","sequenceNumber":4,"media":{{"chunk":2,"timestamp":25,"payload":"{payload}"}}}}"#);
+        let numeric = format!(
+            r#"{{"event":"media","sequenceNumber":4,"media":{{"chunk":2,"timestamp":25,"payload":"{payload}"}}}}"#
+        );
         assert_eq!(parse(&numeric).unwrap().sequence, Some(4));
     }
 
     #[test]
     fn rejects_bad_payloads_without_panicking() {
-        let media = |p: &str| parse(&format!(r#"{{"event":"media","media":{{"payload":"{p}"}}}}"#));
+        let media = |p: &str| {
+            parse(&format!(
+                r#"{{"event":"media","media":{{"payload":"{p}"}}}}"#
+            ))
+        };
         assert_eq!(media("!!!notbase64").unwrap_err(), ProtocolError::BadBase64);
-        assert!(matches!(media(&BASE64.encode([0u8; 7])), Err(ProtocolError::PayloadSize(7))));
-        assert!(matches!(media(&BASE64.encode([0u8; 161])), Err(ProtocolError::PayloadSize(161))));
-        assert!(matches!(media(&BASE64.encode([0u8; 4000])), Err(ProtocolError::PayloadSize(_))));
+        assert!(matches!(
+            media(&BASE64.encode([0u8; 7])),
+            Err(ProtocolError::PayloadSize(7))
+        ));
+        assert!(matches!(
+            media(&BASE64.encode([0u8; 161])),
+            Err(ProtocolError::PayloadSize(161))
+        ));
+        assert!(matches!(
+            media(&BASE64.encode([0u8; 4000])),
+            Err(ProtocolError::PayloadSize(_))
+        ));
         assert!(matches!(media(""), Err(ProtocolError::PayloadSize(0))));
         assert!(matches!(parse("not json"), Err(ProtocolError::NotJson(_))));
-        assert!(matches!(parse(r#"{"event":"media"}"#), Err(ProtocolError::Missing { .. })));
-        assert!(matches!(parse(r#"{"event":"bogus"}"#), Err(ProtocolError::UnknownEvent(_))));
-        assert!(matches!(parse(r#"{"event":"media","sequenceNumber":"x","media":{"payload":""}}"#), Err(ProtocolError::BadField { .. })));
+        assert!(matches!(
+            parse(r#"{"event":"media"}"#),
+            Err(ProtocolError::Missing { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"event":"bogus"}"#),
+            Err(ProtocolError::UnknownEvent(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"event":"media","sequenceNumber":"x","media":{"payload":""}}"#),
+            Err(ProtocolError::BadField { .. })
+        ));
         let other_format = START.replace("audio/x-mulaw", "audio/x-alaw");
-        assert!(matches!(parse(&other_format), Err(ProtocolError::UnsupportedFormat(_))));
+        assert!(matches!(
+            parse(&other_format),
+            Err(ProtocolError::UnsupportedFormat(_))
+        ));
         let hostile_sid = START.replace("CA0123abc", "CA\\n../../x");
-        assert!(matches!(parse(&hostile_sid), Err(ProtocolError::BadField { field: "callSid", .. })));
+        assert!(matches!(
+            parse(&hostile_sid),
+            Err(ProtocolError::BadField {
+                field: "callSid",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn parses_dtmf_mark_and_stop() {
-        let dtmf = parse(r##"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"#"}}"##);
+        let dtmf = parse(
+            r##"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"#"}}"##,
+        );
         assert_eq!(dtmf.unwrap().event, Inbound::Dtmf { digit: '#' });
         assert!(parse(r#"{"event":"dtmf","dtmf":{"digit":"12"}}"#).is_err());
-        let mark = parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"greeting"}}"#);
-        assert_eq!(mark.unwrap().event, Inbound::Mark { name: "greeting".into() });
-        let stop = parse(r#"{"event":"stop","sequenceNumber":"5","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#);
+        let mark = parse(
+            r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"greeting"}}"#,
+        );
+        assert_eq!(
+            mark.unwrap().event,
+            Inbound::Mark {
+                name: "greeting".into()
+            }
+        );
+        let stop = parse(
+            r#"{"event":"stop","sequenceNumber":"5","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#,
+        );
         assert_eq!(stop.unwrap().event, Inbound::Stop);
     }
 
     #[test]
     fn outbound_messages_are_the_documented_json() {
         let sid = StreamSid::parse("MZ1").unwrap();
-        let media: serde_json::Value = serde_json::from_str(&Outbound::Media(&[0xff; 160]).to_json(&sid)).unwrap();
+        let media: serde_json::Value =
+            serde_json::from_str(&Outbound::Media(&[0xff; 160]).to_json(&sid)).unwrap();
         assert_eq!(media["event"], "media");
         assert_eq!(media["streamSid"], "MZ1");
-        assert_eq!(BASE64.decode(media["media"]["payload"].as_str().unwrap()).unwrap(), vec![0xff; 160]);
-        assert_eq!(Outbound::Mark("a\"b").to_json(&sid), r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"a\"b"}}"#);
-        assert_eq!(Outbound::Clear.to_json(&sid), r#"{"event":"clear","streamSid":"MZ1"}"#);
+        assert_eq!(
+            BASE64
+                .decode(media["media"]["payload"].as_str().unwrap())
+                .unwrap(),
+            vec![0xff; 160]
+        );
+        assert_eq!(
+            Outbound::Mark("a\"b").to_json(&sid),
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"a\"b"}}"#
+        );
+        assert_eq!(
+            Outbound::Clear.to_json(&sid),
+            r#"{"event":"clear","streamSid":"MZ1"}"#
+        );
     }
 }

@@ -31,7 +31,11 @@ pub enum SignatureError {
 }
 
 /// The signature Twilio computes for a form-encoded request to exactly `url`.
-pub fn sign<K: AsRef<str>, V: AsRef<str>>(auth_token: &str, url: &str, params: &[(K, V)]) -> String {
+pub fn sign<K: AsRef<str>, V: AsRef<str>>(
+    auth_token: &str,
+    url: &str,
+    params: &[(K, V)],
+) -> String {
     mac(auth_token, url, params)
         .map(|mac| BASE64.encode(mac.finalize().into_bytes()))
         .unwrap_or_default()
@@ -64,28 +68,41 @@ pub fn check_json(
 ) -> Result<(), SignatureError> {
     let given = decode(signature)?;
     let hash = query_param(url, "bodySHA256").ok_or(SignatureError::BodyHash)?;
-    let actual: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    let actual: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if !hash.eq_ignore_ascii_case(&actual) {
         return Err(SignatureError::BodyHash);
     }
     let mut ok = false;
     for variant in port_variants(url) {
-        ok |= mac::<&str, &str>(auth_token, &variant, &[]).is_some_and(|m| m.verify_slice(&given).is_ok());
+        ok |= mac::<&str, &str>(auth_token, &variant, &[])
+            .is_some_and(|m| m.verify_slice(&given).is_ok());
     }
     ok.then_some(()).ok_or(SignatureError::Mismatch)
 }
 
 fn decode(signature: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
-    BASE64.decode(signature.trim()).map_err(|_| SignatureError::Mismatch)
+    BASE64
+        .decode(signature.trim())
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// The MAC over `url` and the sorted parameters; `None` never happens (HMAC takes keys of any
 /// length), but is a mismatch rather than a panic.
-fn mac<K: AsRef<str>, V: AsRef<str>>(auth_token: &str, url: &str, params: &[(K, V)]) -> Option<HmacSha1> {
+fn mac<K: AsRef<str>, V: AsRef<str>>(
+    auth_token: &str,
+    url: &str,
+    params: &[(K, V)],
+) -> Option<HmacSha1> {
     let mut mac = HmacSha1::new_from_slice(auth_token.as_bytes()).ok()?;
     mac.update(url.as_bytes());
-    let mut sorted: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
     sorted.sort_unstable();
     for (k, v) in sorted {
         mac.update(k.as_bytes());
@@ -204,72 +221,231 @@ mod tests {
 
     #[test]
     fn signs_the_documented_string() {
-        assert_eq!(sign(TOKEN, &url("https://mycompany.com"), &params()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(
+            sign(TOKEN, &url("https://mycompany.com"), &params()),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
     }
 
     #[test]
     fn all_twenty_official_vectors() {
         let form = |n: u32, base: &str, sig: &str, expect: bool| {
-            assert!(VECTORS.contains(sig), "vector {n}: {sig} is not in the vectors file");
+            assert!(
+                VECTORS.contains(sig),
+                "vector {n}: {sig} is not in the vectors file"
+            );
             let got = check_form(TOKEN, &url(base), &params(), Some(sig));
             assert_eq!(got.is_ok(), expect, "vector {n}: {base} {sig} -> {got:?}");
         };
-        form(1, "https://mycompany.com", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", true);
-        form(2, "https://mycompany.com:1234", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", true);
-        form(3, "https://mycompany.com", "kvajT1Ptam85bY51eRf/AJRuM3w=", true);
-        form(4, "http://mycompany.com", "0ZXoZLH/DfblKGATFgpif+LLRf4=", true);
-        form(5, "http://mycompany.com:1234", "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=", true);
-        form(6, "https://mycompany.com:1234", "CYn1h0gLBdNxDGkKJg6hYohgeD8=", true);
-        let duplicates = [("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234")];
+        form(
+            1,
+            "https://mycompany.com",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            true,
+        );
+        form(
+            2,
+            "https://mycompany.com:1234",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            true,
+        );
+        form(
+            3,
+            "https://mycompany.com",
+            "kvajT1Ptam85bY51eRf/AJRuM3w=",
+            true,
+        );
+        form(
+            4,
+            "http://mycompany.com",
+            "0ZXoZLH/DfblKGATFgpif+LLRf4=",
+            true,
+        );
+        form(
+            5,
+            "http://mycompany.com:1234",
+            "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=",
+            true,
+        );
+        form(
+            6,
+            "https://mycompany.com:1234",
+            "CYn1h0gLBdNxDGkKJg6hYohgeD8=",
+            true,
+        );
+        let duplicates = [
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+        ];
         let sig7 = "IK+Dwps556ElfBT0I3Rgjkr1wJU=";
         assert!(VECTORS.contains(sig7));
-        assert_eq!(check_form(TOKEN, &url("https://mycompany.com"), &duplicates, Some(sig7)), Ok(()), "vector 7");
-        form(8, "https://MyCompany.com", "g9IN/x4Cft2g517EjYvEvM/W7LU=", true);
-        form(9, "https://MyCompany.com:1234", "PCqOZm8cnu/L6+u5i5fuEd+Iac4=", true);
-        form(10, "http://MyCompany.com", "XY7AlKOKL6im4yWyX84gldUrtis=", true);
-        form(11, "http://username:password@MyCompany.com", "PJ08CxXr7KLPjEQCTc8LkUSMwSM=", true);
-        form(12, "HTTP://username:password@MyCompany.com", "hy/l8pca+LFms4cvRdv8uiP6NGc=", true);
-        form(13, "http://Username:Password@MyCompany.com", "SkTSKyDJH9kUlhItI0slbgZ1UsI=", true);
+        assert_eq!(
+            check_form(
+                TOKEN,
+                &url("https://mycompany.com"),
+                &duplicates,
+                Some(sig7)
+            ),
+            Ok(()),
+            "vector 7"
+        );
+        form(
+            8,
+            "https://MyCompany.com",
+            "g9IN/x4Cft2g517EjYvEvM/W7LU=",
+            true,
+        );
+        form(
+            9,
+            "https://MyCompany.com:1234",
+            "PCqOZm8cnu/L6+u5i5fuEd+Iac4=",
+            true,
+        );
+        form(
+            10,
+            "http://MyCompany.com",
+            "XY7AlKOKL6im4yWyX84gldUrtis=",
+            true,
+        );
+        form(
+            11,
+            "http://username:password@MyCompany.com",
+            "PJ08CxXr7KLPjEQCTc8LkUSMwSM=",
+            true,
+        );
+        form(
+            12,
+            "HTTP://username:password@MyCompany.com",
+            "hy/l8pca+LFms4cvRdv8uiP6NGc=",
+            true,
+        );
+        form(
+            13,
+            "http://Username:Password@MyCompany.com",
+            "SkTSKyDJH9kUlhItI0slbgZ1UsI=",
+            true,
+        );
         for (n, url, sig) in [
-            (14, format!("https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256={BODY_HASH}"), "a9nBmqA0ju/hNViExpshrM61xv4="),
-            (15, format!("https://mycompany.com/myapp.php?bodySHA256={BODY_HASH}"), "y77kIzt2vzLz71DgmJGsen2scGs="),
+            (
+                14,
+                format!("https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256={BODY_HASH}"),
+                "a9nBmqA0ju/hNViExpshrM61xv4=",
+            ),
+            (
+                15,
+                format!("https://mycompany.com/myapp.php?bodySHA256={BODY_HASH}"),
+                "y77kIzt2vzLz71DgmJGsen2scGs=",
+            ),
         ] {
             assert!(VECTORS.contains(sig) && VECTORS.contains(BODY_HASH));
-            assert_eq!(check_json(TOKEN, &url, BODY.as_bytes(), Some(sig)), Ok(()), "vector {n}");
+            assert_eq!(
+                check_json(TOKEN, &url, BODY.as_bytes(), Some(sig)),
+                Ok(()),
+                "vector {n}"
+            );
         }
-        form(16, "https://MyCompany.com", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false);
-        form(17, "https://MyCompany.com:1234", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false);
-        form(18, "http://MyCompany.com", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false);
-        form(19, "https://mycompany.com", "NOTRSOYDt4T1cUTdK1PDd93/VVr8B8=", false);
+        form(
+            16,
+            "https://MyCompany.com",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            false,
+        );
+        form(
+            17,
+            "https://MyCompany.com:1234",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            false,
+        );
+        form(
+            18,
+            "http://MyCompany.com",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            false,
+        );
+        form(
+            19,
+            "https://mycompany.com",
+            "NOTRSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            false,
+        );
         assert_eq!(
-            check_json(TOKEN, &url("https://mycompany.com"), BODY.as_bytes(), Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")),
+            check_json(
+                TOKEN,
+                &url("https://mycompany.com"),
+                BODY.as_bytes(),
+                Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+            ),
             Err(SignatureError::BodyHash),
             "vector 20"
         );
         // The extra vector computed beside the official ones.
-        form(21, "http://MyCompany.com", "kwoQzXtJWD1pkO5cgHeuD6cfBOk=", true);
+        form(
+            21,
+            "http://MyCompany.com",
+            "kwoQzXtJWD1pkO5cgHeuD6cfBOk=",
+            true,
+        );
     }
 
     #[test]
     fn missing_signature_and_tampered_parameters_are_refused() {
         let u = url("https://mycompany.com");
-        assert_eq!(check_form(TOKEN, &u, &params(), None), Err(SignatureError::Missing));
+        assert_eq!(
+            check_form(TOKEN, &u, &params(), None),
+            Err(SignatureError::Missing)
+        );
         let mut p = params();
         p[2].1 = "9999";
-        assert_eq!(check_form(TOKEN, &u, &p, Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")), Err(SignatureError::Mismatch));
-        assert_eq!(check_form("54321", &u, &params(), Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check_form(TOKEN, &u, &p, Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check_form("54321", &u, &params(), Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")),
+            Err(SignatureError::Mismatch)
+        );
         let body_url = format!("https://mycompany.com/myapp.php?bodySHA256={BODY_HASH}");
-        assert_eq!(check_json(TOKEN, &body_url, b"{}", Some("y77kIzt2vzLz71DgmJGsen2scGs=")), Err(SignatureError::BodyHash));
+        assert_eq!(
+            check_json(
+                TOKEN,
+                &body_url,
+                b"{}",
+                Some("y77kIzt2vzLz71DgmJGsen2scGs=")
+            ),
+            Err(SignatureError::BodyHash)
+        );
     }
 
     #[test]
     fn websocket_urls_get_the_wss_default_port_and_ipv6_hosts_keep_their_brackets() {
         let [a, b] = port_variants("wss://box.example.com/twilio/stream");
-        assert_eq!((a.as_str(), b.as_str()), ("wss://box.example.com/twilio/stream", "wss://box.example.com:443/twilio/stream"));
+        assert_eq!(
+            (a.as_str(), b.as_str()),
+            (
+                "wss://box.example.com/twilio/stream",
+                "wss://box.example.com:443/twilio/stream"
+            )
+        );
         let [a, b] = port_variants("https://[2001:db8::1]:8443/x?y=1");
-        assert_eq!((a.as_str(), b.as_str()), ("https://[2001:db8::1]/x?y=1", "https://[2001:db8::1]:8443/x?y=1"));
+        assert_eq!(
+            (a.as_str(), b.as_str()),
+            (
+                "https://[2001:db8::1]/x?y=1",
+                "https://[2001:db8::1]:8443/x?y=1"
+            )
+        );
         let sig = sign::<&str, &str>("tok", "wss://box.example.com:443/twilio/stream", &[]);
-        assert_eq!(check_form::<&str, &str>("tok", "wss://box.example.com/twilio/stream", &[], Some(&sig)), Ok(()));
+        assert_eq!(
+            check_form::<&str, &str>(
+                "tok",
+                "wss://box.example.com/twilio/stream",
+                &[],
+                Some(&sig)
+            ),
+            Ok(())
+        );
         // Not a URL at all: compared as is.
         assert_eq!(port_variants("nonsense")[0], "nonsense");
     }

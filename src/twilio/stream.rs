@@ -24,7 +24,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, FRAME_BYTES, Inbound, Media, Outbound, ProtocolError, Start, StreamSid, Track};
+use super::protocol::{
+    self, FRAME_BYTES, Inbound, Media, Outbound, ProtocolError, Start, StreamSid, Track,
+};
 use crate::media::g711::decode_ulaw;
 
 /// Largest text message parsed; Twilio's are a few hundred bytes. Larger ones are dropped.
@@ -107,11 +109,16 @@ impl EndReason {
 pub enum StreamEvent {
     /// `start` arrived: the driver checks its token and starts the call.
     Started(Box<Start>),
-    Dtmf { digit: char },
+    Dtmf {
+        digit: char,
+    },
     /// The prompt was interrupted; a `clear` is queued. The driver stops the prompt.
     BargeIn(BargeIn),
     /// Twilio echoed a mark `after` we sent it.
-    MarkPlayed { name: String, after: Duration },
+    MarkPlayed {
+        name: String,
+        after: Duration,
+    },
     /// The stream is over.
     Ended(EndReason),
 }
@@ -179,7 +186,9 @@ struct Streaming {
 impl Streaming {
     /// When the next frame may go: when due, and not sooner than [`MIN_SPACING`] after the last.
     fn frame_at(&self) -> Instant {
-        self.last_sent.map_or(self.next_frame, |last| self.next_frame.max(last + MIN_SPACING))
+        self.last_sent.map_or(self.next_frame, |last| {
+            self.next_frame.max(last + MIN_SPACING)
+        })
     }
 }
 
@@ -269,7 +278,9 @@ impl Stream {
     /// A binary message: Twilio sends none.
     pub fn handle_binary(&mut self, _now: Instant, len: usize) {
         self.stats.messages += 1;
-        self.malformed(ProtocolError::NotJson(format!("binary message of {len} bytes")));
+        self.malformed(ProtocolError::NotJson(format!(
+            "binary message of {len} bytes"
+        )));
     }
 
     /// The WebSocket closed (by the peer or an error).
@@ -286,7 +297,9 @@ impl Stream {
     /// Checks the handshake and silence deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
-            State::ExpectConnected { deadline } | State::ExpectStart { deadline } if now >= *deadline => {
+            State::ExpectConnected { deadline } | State::ExpectStart { deadline }
+                if now >= *deadline =>
+            {
                 self.end(EndReason::HandshakeTimeout)
             }
             State::Streaming(s) => {
@@ -303,10 +316,15 @@ impl Stream {
     /// The next deadline: the handshake, the next outbound frame or the silence timeout.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::ExpectConnected { deadline } | State::ExpectStart { deadline } => Some(*deadline),
+            State::ExpectConnected { deadline } | State::ExpectStart { deadline } => {
+                Some(*deadline)
+            }
             State::Streaming(s) => {
                 let frame = s.frame_at();
-                let silence = self.config.silence_timeout.map(|limit| s.last_media + limit);
+                let silence = self
+                    .config
+                    .silence_timeout
+                    .map(|limit| s.last_media + limit);
                 Some(silence.map_or(frame, |at| at.min(frame)))
             }
             State::Ended => None,
@@ -322,8 +340,11 @@ impl Stream {
     /// Queues one outbound frame of μ-law. `prompt_playing` says whether the prompt still has
     /// audio after this frame: when it stops, a mark follows the frame.
     pub fn send_frame(&mut self, now: Instant, frame: &[u8; FRAME_BYTES], prompt_playing: bool) {
-        let State::Streaming(s) = &mut self.state else { return };
-        self.transmit.push_back(Outbound::Media(frame).to_json(&s.sid));
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        self.transmit
+            .push_back(Outbound::Media(frame).to_json(&s.sid));
         self.stats.frames_sent += 1;
         if now.saturating_duration_since(s.next_frame) >= MIN_SPACING {
             self.stats.frames_late += 1;
@@ -336,7 +357,8 @@ impl Stream {
             s.next_frame = now + FRAME;
         }
         if self.prompt && !prompt_playing {
-            self.transmit.push_back(Outbound::Mark(PROMPT_MARK).to_json(&s.sid));
+            self.transmit
+                .push_back(Outbound::Mark(PROMPT_MARK).to_json(&s.sid));
             self.stats.marks_sent += 1;
             if self.marks.len() == MAX_OUTSTANDING_MARKS {
                 self.marks.pop_front();
@@ -400,7 +422,10 @@ impl Stream {
     }
 
     fn start(&mut self, now: Instant, start: Start) {
-        if !matches!(self.state, State::ExpectConnected { .. } | State::ExpectStart { .. }) {
+        if !matches!(
+            self.state,
+            State::ExpectConnected { .. } | State::ExpectStart { .. }
+        ) {
             self.stats.out_of_state += 1;
             return;
         }
@@ -460,9 +485,15 @@ impl Stream {
     fn detect_speech(&mut self, payload: &[u8]) {
         let mut pcm = [0i16; protocol::MAX_PAYLOAD];
         let n = payload.len().min(pcm.len());
-        let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) else { return };
+        let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) else {
+            return;
+        };
         decode_ulaw(src, dst);
-        let energy = dst.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / n.max(1) as f64;
+        let energy = dst
+            .iter()
+            .map(|&s| f64::from(s) * f64::from(s))
+            .sum::<f64>()
+            / n.max(1) as f64;
         if energy >= self.vad_energy {
             self.speech_run += (n / FRAME_BYTES).max(1) as u32;
         } else {
@@ -486,7 +517,9 @@ impl Stream {
     }
 
     fn barge_in(&mut self, cause: BargeIn) {
-        let State::Streaming(s) = &self.state else { return };
+        let State::Streaming(s) = &self.state else {
+            return;
+        };
         self.prompt = false;
         self.speech_run = 0;
         self.transmit.push_back(Outbound::Clear.to_json(&s.sid));
@@ -498,10 +531,11 @@ impl Stream {
         // Twilio echoes marks in the order sent; ones before this were dropped by a `clear`.
         match self.marks.iter().position(|(n, _)| *n == name) {
             Some(i) => {
-                if let Some((name, sent)) = self.marks.drain(..=i).last() {
+                if let Some((name, sent)) = self.marks.drain(..=i).next_back() {
                     self.stats.marks_played += 1;
                     let after = now.saturating_duration_since(sent);
-                    self.events.push_back(StreamEvent::MarkPlayed { name, after });
+                    self.events
+                        .push_back(StreamEvent::MarkPlayed { name, after });
                 }
             }
             None => self.stats.out_of_state += 1,
@@ -530,6 +564,12 @@ impl std::fmt::Debug for Stream {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Any instant will do: the core only compares the instants it is given.
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -551,14 +591,19 @@ mod tests {
 
     fn started(t0: Instant) -> Stream {
         let mut s = Stream::new(StreamConfig::default(), t0);
-        s.handle_text(t0, r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+        s.handle_text(
+            t0,
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+        );
         s.handle_text(t0, &start_msg(1));
         assert!(matches!(s.poll_event(), Some(StreamEvent::Started(_))));
         s
     }
 
     fn sent(s: &mut Stream) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| s.poll_transmit()).map(|t| serde_json::from_str(&t).unwrap()).collect()
+        std::iter::from_fn(|| s.poll_transmit())
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .collect()
     }
 
     /// μ-law code of a loud sample (about −6 dBFS) and of silence.
@@ -567,7 +612,7 @@ mod tests {
 
     #[test]
     fn media_becomes_audio_on_the_8khz_grid() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         let audio = s.handle_text(t0, &media_msg(2, 3, QUIET)).unwrap();
         assert_eq!((audio.seq, audio.ts, audio.payload.len()), (3, 320, 160));
@@ -576,40 +621,73 @@ mod tests {
 
     #[test]
     fn early_chunks_keep_the_first_chunks_timeline_and_a_fast_clock_re_anchors() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut s = started(t0);
         // Chunk 1 (media time 0) is 15 ms late; chunk 2 (20 ms) comes on time for its own
         // clock but early for the stream's: it counts from 35 ms. Chunk 3 is 50 ms late.
-        assert_eq!(s.handle_text(ms(15), &media_msg(2, 1, QUIET)).unwrap().at, ms(15));
-        assert_eq!(s.handle_text(ms(20), &media_msg(3, 2, QUIET)).unwrap().at, ms(35));
-        assert_eq!(s.handle_text(ms(105), &media_msg(4, 3, QUIET)).unwrap().at, ms(105));
+        assert_eq!(
+            s.handle_text(ms(15), &media_msg(2, 1, QUIET)).unwrap().at,
+            ms(15)
+        );
+        assert_eq!(
+            s.handle_text(ms(20), &media_msg(3, 2, QUIET)).unwrap().at,
+            ms(35)
+        );
+        assert_eq!(
+            s.handle_text(ms(105), &media_msg(4, 3, QUIET)).unwrap().at,
+            ms(105)
+        );
         // Chunk 20 (380 ms) due at 395, arriving 150 ms early: the clock is re-anchored.
-        assert_eq!(s.handle_text(ms(245), &media_msg(5, 20, QUIET)).unwrap().at, ms(245));
-        assert_eq!(s.handle_text(ms(260), &media_msg(6, 21, QUIET)).unwrap().at, ms(265));
+        assert_eq!(
+            s.handle_text(ms(245), &media_msg(5, 20, QUIET)).unwrap().at,
+            ms(245)
+        );
+        assert_eq!(
+            s.handle_text(ms(260), &media_msg(6, 21, QUIET)).unwrap().at,
+            ms(265)
+        );
     }
 
     #[test]
     fn handshake_times_out_without_start() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = Stream::new(StreamConfig::default(), t0);
-        s.handle_text(t0, r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+        s.handle_text(
+            t0,
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+        );
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3)));
         s.handle_timeout(t0 + Duration::from_millis(2999));
         assert_eq!(s.poll_event(), None);
         s.handle_timeout(t0 + Duration::from_secs(3));
-        assert_eq!(s.poll_event(), Some(StreamEvent::Ended(EndReason::HandshakeTimeout)));
+        assert_eq!(
+            s.poll_event(),
+            Some(StreamEvent::Ended(EndReason::HandshakeTimeout))
+        );
         assert_eq!(s.poll_timeout(), None);
     }
 
     #[test]
     fn malformed_frames_are_counted_and_the_stream_stays_up() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         assert!(s.handle_text(t0, "not json").is_none());
-        assert!(s.handle_text(t0, r#"{"event":"media","sequenceNumber":"2","media":{"payload":"@@@"}}"#).is_none());
+        assert!(
+            s.handle_text(
+                t0,
+                r#"{"event":"media","sequenceNumber":"2","media":{"payload":"@@@"}}"#
+            )
+            .is_none()
+        );
         let short = BASE64.encode([0u8; 100]);
-        assert!(s.handle_text(t0, &format!(r#"{{"event":"media","media":{{"payload":"{short}"}}}}"#)).is_none());
+        assert!(
+            s.handle_text(
+                t0,
+                &format!(r#"{{"event":"media","media":{{"payload":"{short}"}}}}"#)
+            )
+            .is_none()
+        );
         assert!(s.handle_text(t0, &"x".repeat(MAX_MESSAGE + 1)).is_none());
         s.handle_binary(t0, 12);
         assert!(s.handle_text(t0, r#"{"event":"hello"}"#).is_none());
@@ -622,17 +700,20 @@ mod tests {
 
     #[test]
     fn sequence_number_gaps_are_counted() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         s.handle_text(t0, &media_msg(2, 1, QUIET));
         s.handle_text(t0, &media_msg(5, 4, QUIET));
         s.handle_text(t0, &media_msg(4, 3, QUIET));
-        assert_eq!((s.stats().sequence_gaps, s.stats().sequence_disorder), (2, 1));
+        assert_eq!(
+            (s.stats().sequence_gaps, s.stats().sequence_disorder),
+            (2, 1)
+        );
     }
 
     #[test]
     fn media_before_start_is_out_of_state() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = Stream::new(StreamConfig::default(), t0);
         assert!(s.handle_text(t0, &media_msg(2, 1, QUIET)).is_none());
         assert_eq!(s.stats().out_of_state, 1);
@@ -643,7 +724,7 @@ mod tests {
 
     #[test]
     fn frames_are_paced_every_20ms_and_catch_up_gently_after_a_stall() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut s = started(t0);
         let frame = [QUIET; 160];
@@ -655,7 +736,13 @@ mod tests {
         let out = sent(&mut s);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["event"], "media");
-        assert_eq!(BASE64.decode(out[0]["media"]["payload"].as_str().unwrap()).unwrap().len(), 160);
+        assert_eq!(
+            BASE64
+                .decode(out[0]["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            160
+        );
         // Frame 1 goes 30 ms late: frame 2 (due at 40) waits until 10 ms after it, frame 3 is
         // on time again.
         s.send_frame(ms(50), &frame, false);
@@ -674,26 +761,34 @@ mod tests {
 
     #[test]
     fn mark_follows_the_prompt_and_its_echo_is_reported() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         let frame = [LOUD; 160];
         s.send_frame(t0, &frame, true);
         s.send_frame(t0 + FRAME, &frame, false);
         s.send_frame(t0 + FRAME * 2, &frame, false);
-        let events: Vec<String> = sent(&mut s).iter().map(|v| v["event"].as_str().unwrap().to_owned()).collect();
+        let events: Vec<String> = sent(&mut s)
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(events, ["media", "media", "mark", "media"]);
-        let echo = format!(r#"{{"event":"mark","sequenceNumber":"2","streamSid":"{SID}","mark":{{"name":"greeting"}}}}"#);
+        let echo = format!(
+            r#"{{"event":"mark","sequenceNumber":"2","streamSid":"{SID}","mark":{{"name":"greeting"}}}}"#
+        );
         s.handle_text(t0 + Duration::from_millis(300), &echo);
         assert_eq!(
             s.poll_event(),
-            Some(StreamEvent::MarkPlayed { name: "greeting".into(), after: Duration::from_millis(280) })
+            Some(StreamEvent::MarkPlayed {
+                name: "greeting".into(),
+                after: Duration::from_millis(280)
+            })
         );
         assert_eq!(s.stats().marks_played, 1);
     }
 
     #[test]
     fn caller_speech_during_the_prompt_barges_in_with_clear() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         s.send_frame(t0, &[LOUD; 160], true);
         sent(&mut s);
@@ -708,13 +803,16 @@ mod tests {
         // The prompt is over: no mark follows, and no second clear.
         s.send_frame(t0 + FRAME, &[QUIET; 160], false);
         s.handle_text(t0, &media_msg(7, 6, LOUD));
-        let events: Vec<String> = sent(&mut s).iter().map(|v| v["event"].as_str().unwrap().to_owned()).collect();
+        let events: Vec<String> = sent(&mut s)
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(events, ["media"]);
     }
 
     #[test]
     fn dtmf_is_reported_and_interrupts_the_prompt() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
         s.send_frame(t0, &[LOUD; 160], true);
         sent(&mut s);
@@ -726,8 +824,11 @@ mod tests {
 
     #[test]
     fn silence_past_the_timeout_ends_the_stream() {
-        let t0 = Instant::now();
-        let config = StreamConfig { silence_timeout: Some(Duration::from_secs(2)), ..StreamConfig::default() };
+        let t0 = t0();
+        let config = StreamConfig {
+            silence_timeout: Some(Duration::from_secs(2)),
+            ..StreamConfig::default()
+        };
         let mut s = Stream::new(config, t0);
         s.handle_text(t0, &start_msg(1));
         s.poll_event();
@@ -735,14 +836,20 @@ mod tests {
         s.handle_timeout(t0 + Duration::from_millis(2900));
         assert_eq!(s.poll_event(), None);
         s.handle_timeout(t0 + Duration::from_secs(3));
-        assert_eq!(s.poll_event(), Some(StreamEvent::Ended(EndReason::SilenceTimeout)));
+        assert_eq!(
+            s.poll_event(),
+            Some(StreamEvent::Ended(EndReason::SilenceTimeout))
+        );
     }
 
     #[test]
     fn stop_ends_the_stream_once() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = started(t0);
-        s.handle_text(t0, &format!(r#"{{"event":"stop","sequenceNumber":"2","streamSid":"{SID}","stop":{{}}}}"#));
+        s.handle_text(
+            t0,
+            &format!(r#"{{"event":"stop","sequenceNumber":"2","streamSid":"{SID}","stop":{{}}}}"#),
+        );
         s.handle_closed(t0);
         assert_eq!(s.poll_event(), Some(StreamEvent::Ended(EndReason::Stopped)));
         assert_eq!(s.poll_event(), None);

@@ -168,7 +168,10 @@ impl TokenBook {
 
     /// Calls waiting for their stream (they count against the concurrency limit).
     pub fn pending(&self) -> usize {
-        self.by_sid.values().filter(|e| e.state == CallState::Pending).count()
+        self.by_sid
+            .values()
+            .filter(|e| e.state == CallState::Pending)
+            .count()
     }
 
     /// Expires pending tokens past their deadline (returned: these calls fell back) and
@@ -204,6 +207,12 @@ impl TokenBook {
 mod tests {
     use super::*;
 
+    /// Any instant will do: the core only compares the instants it is given.
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn ticket(sid: &str, at: Instant) -> Ticket {
         Ticket {
             call_sid: CallSid::parse(sid).unwrap(),
@@ -219,60 +228,97 @@ mod tests {
 
     #[test]
     fn a_token_is_good_once() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut book = book();
-        let Issue::New(token) = book.issue(t0, [7; 16], ticket("CA1", t0)) else { panic!() };
+        let Issue::New(token) = book.issue(t0, [7; 16], ticket("CA1", t0)) else {
+            panic!()
+        };
         assert_eq!(token.as_str().len(), 32);
         assert_eq!(book.pending(), 1);
-        let got = book.redeem(t0 + Duration::from_millis(500), token.as_str()).unwrap();
+        let got = book
+            .redeem(t0 + Duration::from_millis(500), token.as_str())
+            .unwrap();
         assert_eq!(got.call_sid.as_str(), "CA1");
-        assert_eq!(book.redeem(t0 + Duration::from_secs(1), token.as_str()), Err(TokenError::Reused));
+        assert_eq!(
+            book.redeem(t0 + Duration::from_secs(1), token.as_str()),
+            Err(TokenError::Reused)
+        );
         assert_eq!(book.redeem(t0, "0123"), Err(TokenError::Unknown));
-        assert_eq!(book.state(&CallSid::parse("CA1").unwrap()), Some(CallState::Streaming));
+        assert_eq!(
+            book.state(&CallSid::parse("CA1").unwrap()),
+            Some(CallState::Streaming)
+        );
         assert_eq!(book.pending(), 0);
     }
 
     #[test]
     fn retried_webhook_gets_the_same_token_and_no_second_call() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut book = book();
-        let Issue::New(token) = book.issue(t0, [1; 16], ticket("CA1", t0)) else { panic!() };
-        let retry = book.issue(t0 + Duration::from_secs(1), [2; 16], ticket("CA1", t0 + Duration::from_secs(1)));
+        let Issue::New(token) = book.issue(t0, [1; 16], ticket("CA1", t0)) else {
+            panic!()
+        };
+        let retry = book.issue(
+            t0 + Duration::from_secs(1),
+            [2; 16],
+            ticket("CA1", t0 + Duration::from_secs(1)),
+        );
         assert_eq!(retry, Issue::Again(token.clone()));
-        book.redeem(t0 + Duration::from_secs(2), token.as_str()).unwrap();
-        assert_eq!(book.issue(t0 + Duration::from_secs(5), [3; 16], ticket("CA1", t0)), Issue::Again(token));
+        book.redeem(t0 + Duration::from_secs(2), token.as_str())
+            .unwrap();
+        assert_eq!(
+            book.issue(t0 + Duration::from_secs(5), [3; 16], ticket("CA1", t0)),
+            Issue::Again(token)
+        );
     }
 
     #[test]
     fn unstarted_streams_expire_at_the_handshake_deadline_and_fall_back() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut book = book();
-        let Issue::New(token) = book.issue(t0, [1; 16], ticket("CA1", t0)) else { panic!() };
+        let Issue::New(token) = book.issue(t0, [1; 16], ticket("CA1", t0)) else {
+            panic!()
+        };
         assert_eq!(book.poll_timeout(), Some(t0 + Duration::from_secs(3)));
-        assert!(book.handle_timeout(t0 + Duration::from_millis(2999)).is_empty());
+        assert!(
+            book.handle_timeout(t0 + Duration::from_millis(2999))
+                .is_empty()
+        );
         let expired = book.handle_timeout(t0 + Duration::from_secs(3));
         assert_eq!(expired.len(), 1);
-        assert_eq!(book.redeem(t0 + Duration::from_secs(4), token.as_str()), Err(TokenError::Expired));
-        assert_eq!(book.issue(t0 + Duration::from_secs(4), [2; 16], ticket("CA1", t0)), Issue::FellBack);
+        assert_eq!(
+            book.redeem(t0 + Duration::from_secs(4), token.as_str()),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            book.issue(t0 + Duration::from_secs(4), [2; 16], ticket("CA1", t0)),
+            Issue::FellBack
+        );
         // Forgotten after `remember`.
         book.handle_timeout(t0 + Duration::from_secs(3 + 600));
-        assert_eq!(book.redeem(t0 + Duration::from_secs(700), token.as_str()), Err(TokenError::Unknown));
+        assert_eq!(
+            book.redeem(t0 + Duration::from_secs(700), token.as_str()),
+            Err(TokenError::Unknown)
+        );
         assert_eq!(book.state(&CallSid::parse("CA1").unwrap()), None);
     }
 
     #[test]
     fn capacity_bounds_memory() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut book = book();
         for i in 0..4 {
-            assert!(matches!(book.issue(t0, [i; 16], ticket(&format!("CA{i}"), t0)), Issue::New(_)));
+            assert!(matches!(
+                book.issue(t0, [i; 16], ticket(&format!("CA{i}"), t0)),
+                Issue::New(_)
+            ));
         }
         assert_eq!(book.issue(t0, [9; 16], ticket("CA9", t0)), Issue::Full);
     }
 
     #[test]
     fn action_callback_falls_back_a_pending_call_once() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut book = book();
         book.issue(t0, [1; 16], ticket("CA1", t0));
         let sid = CallSid::parse("CA1").unwrap();

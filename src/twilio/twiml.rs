@@ -21,7 +21,12 @@ pub fn connect_stream(action_url: &str, stream_url: &str, parameters: &[(&str, &
         escape(stream_url)
     );
     for (name, value) in parameters {
-        let _ = write!(out, r#"<Parameter name="{}" value="{}"/>"#, escape(name), escape(value));
+        let _ = write!(
+            out,
+            r#"<Parameter name="{}" value="{}"/>"#,
+            escape(name),
+            escape(value)
+        );
     }
     out.push_str("</Stream></Connect></Response>");
     out
@@ -34,7 +39,10 @@ pub enum Fallback<'a> {
     /// with `say`, the call is answered, `say` is spoken and the call hung up instead.
     Reject { say: Option<&'a str> },
     /// `say` (if any), then the call is forwarded to `number`.
-    Dial { say: Option<&'a str>, number: &'a str },
+    Dial {
+        say: Option<&'a str>,
+        number: &'a str,
+    },
 }
 
 /// The fallback document.
@@ -107,9 +115,18 @@ mod tests {
 
     #[test]
     fn fallback_rejects_or_says_then_dials() {
-        assert!(fallback(Fallback::Reject { say: None }).ends_with(r#"<Response><Reject reason="busy"/></Response>"#));
-        assert!(fallback(Fallback::Reject { say: Some("Busy") }).ends_with("<Response><Say>Busy</Say><Hangup/></Response>"));
-        let dial = fallback(Fallback::Dial { say: Some("One <moment> & more"), number: "+15551234567" });
+        assert!(
+            fallback(Fallback::Reject { say: None })
+                .ends_with(r#"<Response><Reject reason="busy"/></Response>"#)
+        );
+        assert!(
+            fallback(Fallback::Reject { say: Some("Busy") })
+                .ends_with("<Response><Say>Busy</Say><Hangup/></Response>")
+        );
+        let dial = fallback(Fallback::Dial {
+            say: Some("One <moment> & more"),
+            number: "+15551234567",
+        });
         assert!(dial.ends_with("<Response><Say>One &lt;moment&gt; &amp; more</Say><Dial>+15551234567</Dial></Response>"), "{dial}");
         assert!(hangup().ends_with("<Response><Hangup/></Response>"));
     }
