@@ -26,7 +26,10 @@ use std::process::{Command, Stdio};
 enum Buffer {
     Earshot,
     /// A C program and its arguments.
-    Peer { exe: PathBuf, args: Vec<String> },
+    Peer {
+        exe: PathBuf,
+        args: Vec<String>,
+    },
 }
 
 struct Contender {
@@ -75,7 +78,10 @@ fn main() {
             "clean, 10ms phase",
             Box::new(|s, seed| {
                 let mut packets = traces::clean(s, seed);
-                packets.iter_mut().skip(1).for_each(|p| p.arrival_us += 10_000);
+                packets
+                    .iter_mut()
+                    .skip(1)
+                    .for_each(|p| p.arrival_us += 10_000);
                 packets
             }),
         ),
@@ -83,8 +89,14 @@ fn main() {
         ("spikes 200ms", Box::new(traces::spikes)),
         ("bursty loss (G-E)", Box::new(traces::bursty_loss)),
         ("reorder", Box::new(traces::reorder)),
-        ("drift +100ppm", Box::new(|s, seed| traces::drift(s, seed, 100.0))),
-        ("drift -100ppm", Box::new(|s, seed| traces::drift(s, seed, -100.0))),
+        (
+            "drift +100ppm",
+            Box::new(|s, seed| traces::drift(s, seed, 100.0)),
+        ),
+        (
+            "drift -100ppm",
+            Box::new(|s, seed| traces::drift(s, seed, -100.0)),
+        ),
         ("wifi stalls", Box::new(traces::wifi)),
     ];
 

@@ -89,7 +89,14 @@ fn jitter_reorder(k: u64) -> (Option<u64>, u64) {
 }
 
 fn loss_10pct(k: u64) -> (Option<u64>, u64) {
-    (if hash(k).is_multiple_of(10) { None } else { Some(k) }, 0)
+    (
+        if hash(k).is_multiple_of(10) {
+            None
+        } else {
+            Some(k)
+        },
+        0,
+    )
 }
 
 /// Everything one call's receive path owns.

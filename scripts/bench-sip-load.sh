@@ -493,27 +493,29 @@ for o in onsets:
     before = [a for a in arrivals if a <= o and o - a < 1.0]
     if before:
         lat.append((o - before[-1]) * 1000)
-pa = []
+pa = {"buffer": [], "input-sink": [], "sink": []}
 for l in open(work + "/pa-latency.txt"):
-    # "Latency: 18623 usec, configured 19954 usec" (sink) / "Latency: 25002 usec, configured ..." (input)
+    # " Buffer Latency: 25250 usec" / " Sink Latency: 602 usec" (earshot's sink input) and
+    # "sink Latency: 4952 usec, configured 5000 usec" (the null sink itself).
     parts = l.split()
-    if "Latency:" in parts:
-        v = float(parts[parts.index("Latency:") + 1]) / 1000
-        pa.append(("sink" if l.startswith("sink") else "input", v))
+    if "Latency:" not in parts:
+        continue
+    v = float(parts[parts.index("Latency:") + 1]) / 1000
+    kind = "sink" if l.startswith("sink") else "buffer" if "Buffer" in l else "input-sink"
+    pa[kind].append(v)
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
-inp = [v for k, v in pa if k == "input"]
-snk = [v for k, v in pa if k == "sink"]
-print("clicks sent %d, click packets seen %d, onsets on the monitor %d, paired %d"
-      % (len(arrivals), len(arrivals), len(onsets), len(lat)))
-print("arrival -> rendered by the sink (monitor), ms: p50 %.1f  p90 %.1f  min %.1f  max %.1f"
+print("click packets seen arriving %d, click onsets on the monitor %d, paired %d"
+      % (len(arrivals), len(onsets), len(lat)))
+print("arrival -> rendered by the null sink (monitor), ms: p50 %.1f  p90 %.1f  min %.1f  max %.1f"
       % (pct(lat, .5), pct(lat, .9), min(lat, default=float("nan")), max(lat, default=float("nan"))))
-print("PulseAudio sink-input latency samples, ms: %s" % ", ".join("%.1f" % v for v in inp))
-print("PulseAudio null-sink latency samples, ms:  %s" % ", ".join("%.1f" % v for v in snk))
-if snk:
-    print("arrival -> playback estimate (monitor + median sink latency %.1f ms): p50 %.1f ms"
-          % (pct(snk, .5), pct(lat, .5) + pct(snk, .5)))
+print("PulseAudio, earshot's stream: buffer latency ms %s; sink latency ms %s"
+      % (", ".join("%.1f" % v for v in pa["buffer"]), ", ".join("%.1f" % v for v in pa["input-sink"])))
+print("PulseAudio null sink latency (render-ahead) ms: %s" % ", ".join("%.1f" % v for v in pa["sink"]))
+if pa["sink"]:
+    print("arrival -> playback estimate (monitor p50 + median null-sink latency %.1f ms): p50 %.1f ms"
+          % (pct(pa["sink"], .5), pct(lat, .5) + pct(pa["sink"], .5)))
 PY
     grep -E '^earshot_jitter_buffer_delay_ms_(sum|count)' "$WORK/metrics.txt" 2>/dev/null
 }

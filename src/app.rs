@@ -57,8 +57,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let services = start_services(&config, events_tx)?;
     let audio = services.audio.clone();
-    let (history, twilio) = start_history(&config, &services, events_rx, &shutdown).await?;
-    let driver = build_sip(&config, services).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let (history, twilio) = start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
+    let driver = build_sip(&config, services, metrics).await?;
     spawn_reload_handler(config.clone(), config_path, driver.sip_commands.clone())?;
     tracing::info!(
         sip = %config.sip.listen,
@@ -132,6 +133,7 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
         registry: Arc::new(Registry::default()),
         greeting,
         listen_default: config.audio.listen,
+        recording_gate: crate::store::RecordingGate::new(),
     })
 }
 
@@ -143,10 +145,10 @@ async fn start_history(
     services: &Services,
     events: mpsc::UnboundedReceiver<CallEvent>,
     shutdown: &CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(crate::store::WriterHandle, crate::net::twilio::TwilioState), AppError> {
-    use crate::store::{Housekeeping, RecordingGate, Store};
+    use crate::store::{Housekeeping, Store};
     let store = Store::open_async(config.store.path.clone()).await?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
     metrics.calls_interrupted.fetch_add(
         store.interrupted_at_open().len() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -154,8 +156,8 @@ async fn start_history(
     let writer = store
         .spawn_writer(events, metrics.clone())
         .map_err(AppError::StoreThread)?;
-    // The media pipeline should consult this gate before and while recording.
-    let gate = RecordingGate::new();
+    // The media pipeline consults the same gate before and while recording.
+    let gate = services.recording_gate.clone();
     let registry = services.registry.clone();
     let housekeeping = Housekeeping::new(
         &config.recording,
@@ -202,7 +204,11 @@ async fn log_recording_events(mut events: mpsc::UnboundedReceiver<RecordingEvent
     }
 }
 
-async fn build_sip(config: &Config, services: Services) -> Result<SipDriver, AppError> {
+async fn build_sip(
+    config: &Config,
+    services: Services,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<SipDriver, AppError> {
     let listen = config.sip.listen;
     let (udp, tcp) = net::sip::bind(listen)
         .await
@@ -259,7 +265,7 @@ async fn build_sip(config: &Config, services: Services) -> Result<SipDriver, App
         spawner,
         commands: sip_rx,
         sip_commands,
-        counters: Arc::default(),
+        metrics,
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
     })

@@ -19,6 +19,7 @@ pub mod app;
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod doctor;
 pub mod media;
 pub mod metrics;
 pub mod net;

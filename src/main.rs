@@ -39,6 +39,8 @@ enum Command {
     Run(ConfigArg),
     /// Validate a configuration file; print every invalid field and exit 1 if any.
     CheckConfig(ConfigArg),
+    /// Check the box: ports free, audio device, store, recording folder, free disk, clock.
+    Doctor(ConfigArg),
     /// List the audio output devices usable as `[audio] output`.
     Devices,
     /// Replay a packet-arrival trace (CSV) through the jitter buffer and print what it plays.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(arg) => run(&arg.config),
         Command::CheckConfig(arg) => check_config(&arg.config),
+        Command::Doctor(arg) => doctor(&arg.config),
         Command::Devices => devices(),
         Command::JitterSim { trace } => jitter_sim(&trace),
     }
@@ -90,6 +93,27 @@ fn run(path: &Path) -> ExitCode {
 /// Runs the application inside the runtime (it reports readiness and feeds the watchdog).
 async fn serve(config: Config, path: PathBuf) -> Result<(), Box<dyn Error>> {
     earshot::app::run(config, path).await.map_err(Into::into)
+}
+
+/// `earshot doctor`: check the box for this configuration; exit 1 if anything fails.
+fn doctor(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failed(path, &err),
+    };
+    let mut failed = false;
+    for check in earshot::doctor::run(&config) {
+        let mark = match check.status {
+            earshot::doctor::Status::Ok => "ok  ",
+            earshot::doctor::Status::Warn => "warn",
+            earshot::doctor::Status::Fail => {
+                failed = true;
+                "FAIL"
+            }
+        };
+        println!("{mark} {:<11} {}", check.name, check.detail);
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// `earshot check-config`: validate and report, exit 1 on any error.

@@ -131,6 +131,12 @@ pub struct Metrics {
     pub disk_free_bytes: AtomicU64,
     /// Recordings deleted by retention. The housekeeping task.
     pub recordings_deleted: AtomicU64,
+    /// SIP messages received from allowed sources, and sent. The SIP driver.
+    pub sip_received: AtomicU64,
+    pub sip_sent: AtomicU64,
+    /// SIP datagrams and TCP connections from sources outside `[sip].allow`, dropped
+    /// unanswered. The SIP driver.
+    pub sip_blocked: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -154,6 +160,9 @@ impl Default for Metrics {
             sse_dropped: AtomicU64::new(0),
             disk_free_bytes: AtomicU64::new(0),
             recordings_deleted: AtomicU64::new(0),
+            sip_received: AtomicU64::new(0),
+            sip_sent: AtomicU64::new(0),
+            sip_blocked: AtomicU64::new(0),
         }
     }
 }
@@ -251,7 +260,7 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "earshot_calls_interrupted_total",
                 "Calls found open at startup and closed as interrupted.",
@@ -281,6 +290,21 @@ impl Metrics {
                 "earshot_concealed_frames_total",
                 "20 ms frames the jitter buffer concealed in ended calls.",
                 &self.concealed_frames,
+            ),
+            (
+                "earshot_sip_messages_received_total",
+                "SIP messages received from allowed sources.",
+                &self.sip_received,
+            ),
+            (
+                "earshot_sip_messages_sent_total",
+                "SIP messages sent.",
+                &self.sip_sent,
+            ),
+            (
+                "earshot_sip_blocked_total",
+                "SIP datagrams and connections from sources outside [sip].allow, dropped.",
+                &self.sip_blocked,
             ),
             (
                 "earshot_twilio_fallbacks_total",

@@ -97,7 +97,11 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     let mut arrivals: Vec<(u64, usize)> = Vec::new();
     let mut bad = false;
     for n in 0..PACKETS {
-        bad = if bad { rand() % 10 >= 3 } else { rand() % 100 < 2 };
+        bad = if bad {
+            rand() % 10 >= 3
+        } else {
+            rand() % 100 < 2
+        };
         if rand() % 100 < if bad { 60 } else { 1 } {
             continue;
         }

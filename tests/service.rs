@@ -146,3 +146,35 @@ fn sighup_reloads_the_allowlist_and_reports_restart_only_changes() {
     assert_eq!(e.options(), None, "127.0.0.1 is no longer allowed");
     assert_eq!(e.options_from("127.0.0.2".parse().unwrap(), Duration::from_secs(2)), Some(200));
 }
+
+#[test]
+fn doctor_reports_a_taken_sip_port_and_passes_otherwise() {
+    let dir = support::temp_dir("doctor");
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.join("config.toml");
+    let write = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[sip]\nlisten = \"127.0.0.1:{port}\"\n[audio]\noutput = \"none\"\n[recording]\ndir = {:?}\nmin_free_mb = 1\n[store]\npath = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+                dir.join("rec").display().to_string(),
+                dir.join("store.redb").display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write(port);
+    let out = Command::new(support::EARSHOT_BIN).args(["doctor", "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("FAIL") && l.contains("sip port")), "{text}");
+    drop(taken);
+    write(free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap());
+    let out = Command::new(support::EARSHOT_BIN).args(["doctor", "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for check in ["sip port", "http port", "rtp ports", "audio", "store", "recordings", "disk", "clock"] {
+        assert!(text.contains(check), "{check} missing:\n{text}");
+    }
+}

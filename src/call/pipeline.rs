@@ -16,6 +16,7 @@ use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::recording::{CallRecording, RecordingService};
+use crate::store::RecordingGate;
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
 const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
@@ -33,6 +34,9 @@ pub struct Services {
     pub greeting: Greeting,
     /// Whether new calls start on the speakers (`[audio].listen`, reloadable).
     pub listen_default: bool,
+    /// False while the disk is below `[recording].min_free_mb`: no recording starts, and
+    /// running ones stop (the calls go on).
+    pub recording_gate: RecordingGate,
 }
 
 /// One call's media path.
@@ -44,6 +48,7 @@ pub struct Pipeline {
     speaker: SpeakerFeed,
     recording: Option<CallRecording>,
     events: EventSink,
+    gate: RecordingGate,
     live: watch::Sender<LiveState>,
     /// Sum of squares of the caller's samples since the last live update.
     energy: f64,
@@ -69,7 +74,12 @@ impl Pipeline {
         let listen = services.listen_default;
         let numeric = u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
         let speaker = services.audio.add_call(numeric, listen);
-        let recording = services.recordings.as_ref().and_then(|r| match r.open(numeric, info.id.as_str()) {
+        let allowed = services.recording_gate.recording_allowed();
+        if services.recordings.is_some() && !allowed {
+            let _ = services.events.send(CallEvent::RecordingStopped { id: info.id.clone(), reason: "disk low".into() });
+        }
+        let recordings = services.recordings.as_ref().filter(|_| allowed);
+        let recording = recordings.and_then(|r| match r.open(numeric, info.id.as_str()) {
             Ok(rec) => {
                 let _ = services.events.send(CallEvent::RecordingStarted {
                     id: info.id.clone(),
@@ -92,6 +102,7 @@ impl Pipeline {
             speaker,
             recording,
             events: services.events.clone(),
+            gate: services.recording_gate.clone(),
             live,
             energy: 0.0,
             ticks: 0,
@@ -150,11 +161,19 @@ impl Pipeline {
 
     fn record(&mut self, heard: &Frame, said: &Frame) {
         let Some(recording) = self.recording.as_mut() else { return };
-        recording.push(heard, said);
-        if recording.is_stopped() {
-            let _ = self.events.send(CallEvent::RecordingStopped { id: self.id.clone(), reason: "write failed".into() });
-            self.recording = None;
+        let reason = if !self.gate.recording_allowed() {
+            "disk low"
+        } else {
+            recording.push(heard, said);
+            if !recording.is_stopped() {
+                return;
+            }
+            "write failed"
+        };
+        if let Some(recording) = self.recording.take() {
+            recording.finish();
         }
+        let _ = self.events.send(CallEvent::RecordingStopped { id: self.id.clone(), reason: reason.into() });
     }
 
     /// Switches playout on the speakers.

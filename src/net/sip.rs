@@ -38,15 +38,6 @@ pub struct Reload {
     pub listen_default: bool,
 }
 
-/// Counters of the SIP transport, shared with the API.
-#[derive(Debug, Default)]
-pub struct SipCounters {
-    /// Datagrams and connections from sources outside `[sip].allow`.
-    pub blocked: AtomicU64,
-    pub received: AtomicU64,
-    pub sent: AtomicU64,
-}
-
 /// Everything the SIP task needs, bound and ready.
 pub struct SipDriver {
     pub endpoint: Endpoint,
@@ -59,7 +50,8 @@ pub struct SipDriver {
     pub commands: mpsc::UnboundedReceiver<SipCommand>,
     /// A sender to `commands`, for whoever needs to reach the SIP task (reload, the API).
     pub sip_commands: mpsc::UnboundedSender<SipCommand>,
-    pub counters: Arc<SipCounters>,
+    /// Where the transport's counters go (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub trunks: Vec<TrunkRegistration>,
     /// Ringing time before the 200 OK.
     pub ring: Duration,
@@ -160,14 +152,14 @@ impl SipDriver {
 
     fn datagram(&mut self, flow: Flow, bytes: &[u8]) {
         if !self.allowed(flow.remote) {
-            self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+            self.metrics.sip_blocked.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // RFC 5626 §3.5.1 keep-alives (CRLF pings) are not messages.
         if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return;
         }
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sip_received.fetch_add(1, Ordering::Relaxed);
         self.endpoint.handle_datagram(clock::now(), flow, bytes);
     }
 
@@ -175,7 +167,7 @@ impl SipDriver {
         match event {
             TcpEvent::Opened { conn, peer, writer } => {
                 if !self.allowed(peer) {
-                    self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.sip_blocked.fetch_add(1, Ordering::Relaxed);
                     // Dropping the writer closes the connection.
                     return;
                 }
@@ -226,7 +218,7 @@ impl SipDriver {
     }
 
     async fn transmit(&mut self, state: &mut LoopState, Transmit { flow, bytes }: Transmit) {
-        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sip_sent.fetch_add(1, Ordering::Relaxed);
         match flow.transport {
             Transport::Udp => {
                 if let Err(err) = self.udp.send_to(&bytes, flow.remote).await {
