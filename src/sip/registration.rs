@@ -2,7 +2,7 @@
 //! (§22.2, RFC 8760), refresh before expiry, backoff on failure, and unregistration.
 //!
 //! One [`Registration`] per configured trunk. It owns no transaction: the endpoint sends what
-//! [`Registration::poll_request`] asks for and reports each final response back.
+//! [`Registration::request`] asks for and reports each final response back.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
