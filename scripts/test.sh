@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Debian/Ubuntu), starts a private PulseAudio
-# with a null sink, builds in release, runs every test, then clippy and rustfmt.
+# with a null sink, builds optimized (profile `ci`), runs every test, then clippy and rustfmt.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -- FILTER ...   extra arguments go to `cargo test` (after its own `--`)
@@ -152,9 +152,9 @@ if [ "${EARSHOT_SKIP_APT:-0}" != 1 ]; then
     [ ${#FAILED[@]} -eq 0 ] || summary
 fi
 step "test PulseAudio" start_pulse
-step "cargo build --release --bins" cargo build --release --bins
+step "cargo build --profile ci --bins" cargo build --profile ci --bins
 [ ${#FAILED[@]} -eq 0 ] || summary
-step "cargo test --release --all-targets" cargo test --release --all-targets "${TEST_ARGS[@]}"
+step "cargo test --profile ci --all-targets" cargo test --profile ci --all-targets --no-fail-fast "${TEST_ARGS[@]}"
 step "cargo clippy" cargo clippy --all-targets -- -D warnings
 step "cargo fmt --check" cargo fmt --check
 summary

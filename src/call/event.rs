@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn masks_all_but_the_country_code_and_last_four() {
-        assert_eq!(mask_number("+15551234567"), "+1•••••••4567");
+        assert_eq!(mask_number("+15551234567"), "+1••••••4567");
         assert_eq!(mask_number("1000"), "1000");
         assert_eq!(mask_number(""), "");
     }
