@@ -12,15 +12,17 @@
 #                  the caller's audio decoded and played out into a detached speaker feed;
 #   earshot-rec    the same with every call recorded (WAV, both directions);
 #   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
-#   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending a WAV (aufile)
-#                  and playing every call on ALSA's "null" device, paced to real time by
-#                  benches/c/alsa_pace.c (LD_PRELOAD; see there);
-#   baresip-pulse  (not run by default) baresip playing every call on the private PulseAudio.
+#   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending silence captured
+#                  from ALSA's "null" device and playing every call on it, both paced to real
+#                  time by benches/c/alsa_pace.c (LD_PRELOAD; see there). earshot without a
+#                  greeting sends silence too;
+#   baresip-pulse  (not run by default) the same, playing every call on the private PulseAudio.
 # baresip cannot run without a player (no player, no decoder: it drops the audio); ALSA's "null"
 # device alone is unpaced, so its player threads spin (measured: 147 % CPU for 10 calls); and
 # PulseAudio accepts at most 64 clients, while baresip opens one per call (64 of 200 calls
-# succeed). The paced null device is the cheapest fair player. PulseAudio's own CPU and RSS are
-# shown beside the callee's for the targets that use it.
+# succeed); its file source (aufile) holds the whole WAV in memory per call and hangs the call
+# up at the end of the file. The paced null device is the cheapest fair source and player.
+# PulseAudio's own CPU and RSS are shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
 # the work directory.
 #
@@ -135,18 +137,6 @@ open(path, "wb").write(out)
 PY
 }
 
-# Writes $1: a WAV of $2 seconds of a quiet 8 kHz mono tone (what baresip sends back).
-write_wav() {
-    python3 - "$1" "$2" <<'PY'
-import math, struct, sys, wave
-w = wave.open(sys.argv[1], "wb")
-w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
-n = int(sys.argv[2]) * 8000
-w.writeframes(b"".join(struct.pack("<h", int(3000 * math.sin(i * 0.345))) for i in range(n)))
-w.close()
-PY
-}
-
 # Fills the scenario's placeholders into $WORK/uac_load.xml.
 scenario() { # PCAP PCAP_MS
     sed -e "s|{{PCAP}}|$1|g" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
@@ -185,19 +175,14 @@ EOF
 
 start_baresip() { # PLAYER (null|pulse)
     local dir="$WORK/baresip-$1" player preload=""
-    if [ "$1" = pulse ]; then
-        player=alsa,pulse
-    else
-        player=alsa,null
-        cc -O2 -shared -fPIC -o "$WORK/alsa_pace.so" "$ROOT/benches/c/alsa_pace.c" -ldl -lasound ||
-            die "cannot build benches/c/alsa_pace.c (install gcc and libasound2-dev)"
-        preload="$WORK/alsa_pace.so"
-    fi
+    player=alsa,$1
+    cc -O2 -shared -fPIC -o "$WORK/alsa_pace.so" "$ROOT/benches/c/alsa_pace.c" -ldl -lasound ||
+        die "cannot build benches/c/alsa_pace.c (install gcc and libasound2-dev)"
+    preload="$WORK/alsa_pace.so"
     mkdir -p "$dir/cfg"
-    write_wav "$dir/say.wav" $((SECONDS_PER_CALL + 15))
-    # The cheapest fair media path baresip has: G.711 only, a WAV file as source (aufile), the
-    # paced ALSA null device (or PulseAudio) as player; its default jitter buffer (5-10 frames)
-    # and audio buffer. The menu module answers (answermode=auto); its status line is off.
+    # The cheapest fair media path baresip has: G.711 only, the paced ALSA null device as source
+    # and as player (or PulseAudio as player); its default jitter buffer (5-10 frames) and audio
+    # buffer. The menu module answers (answermode=auto); its status line is off.
     cat >"$dir/cfg/config" <<EOF
 poll_method epoll
 sip_listen 127.0.0.1:$SIP_PORT
@@ -205,13 +190,12 @@ call_max_calls $((CALLS + 100))
 call_local_timeout 120
 audio_player $player
 audio_alert $player
-audio_source aufile,$dir/say.wav
+audio_source alsa,null
 rtp_ports 32000-33999
 rtp_stats no
 module_path /usr/lib/baresip/modules
 module g711.so
 module alsa.so
-module aufile.so
 module_app account.so
 module_app menu.so
 statmode_default off

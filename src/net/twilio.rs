@@ -48,6 +48,9 @@ const MAX_BODY: usize = 64 * 1024;
 /// Largest WebSocket message or frame read; beyond it the stream is closed (1009). Messages
 /// between [`MAX_MESSAGE`] and this are read, counted and dropped, and the stream stays up.
 const MAX_WS_MESSAGE: usize = 4 * MAX_MESSAGE;
+/// The WebSocket read buffer: Twilio's messages are about 300 bytes (the 128 KiB default
+/// would be most of a stream's memory); larger ones still grow it.
+const READ_BUFFER: usize = 8 * 1024;
 /// How long a CallSid's token is remembered after use, for idempotent retries and callbacks.
 const REMEMBER: Duration = Duration::from_secs(600);
 /// Calls remembered at most (bounds the token book).
@@ -489,6 +492,7 @@ async fn stream(
     };
     let accepted = clock::now();
     upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_failed_upgrade(|err| tracing::debug!(%err, "twilio stream upgrade failed"))

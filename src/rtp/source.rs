@@ -47,7 +47,9 @@ impl SourceFilter {
     pub(crate) fn new(signalled: Option<SocketAddr>, learn_packets: u16) -> Self {
         SourceFilter {
             signalled,
-            established: None,
+            // The signalled address is trusted from the start: anyone else must prove itself
+            // with consecutive packets, or a single stray packet could steal the stream.
+            established: signalled,
             candidate: None,
             learn_packets: learn_packets.max(1),
         }
@@ -100,7 +102,7 @@ impl SourceFilter {
     pub(crate) fn set_signalled(&mut self, signalled: Option<SocketAddr>) {
         if signalled != self.signalled {
             self.signalled = signalled;
-            self.established = None;
+            self.established = signalled;
             self.candidate = None;
         }
     }
@@ -116,11 +118,23 @@ mod tests {
     }
 
     #[test]
-    fn first_source_is_taken_and_becomes_the_destination() {
-        let mut f = SourceFilter::new(Some(addr(4000)), 4);
-        assert_eq!(f.destination(), Some(addr(4000)));
+    fn without_a_signalled_address_the_first_source_is_taken() {
+        let mut f = SourceFilter::new(None, 4);
+        assert_eq!(f.destination(), None);
         assert_eq!(f.admit(addr(5000), Ssrc(1), 10), Admission::Learned);
         assert_eq!(f.admit(addr(5000), Ssrc(1), 11), Admission::Accept);
+        assert_eq!(f.destination(), Some(addr(5000)));
+    }
+
+    #[test]
+    fn a_stray_packet_cannot_take_the_stream_from_the_signalled_address() {
+        let mut f = SourceFilter::new(Some(addr(4000)), 4);
+        assert_eq!(f.admit(addr(5000), Ssrc(1), 10), Admission::Drop);
+        assert_eq!(f.destination(), Some(addr(4000)));
+        for seq in 11..13 {
+            assert_eq!(f.admit(addr(5000), Ssrc(1), seq), Admission::Drop);
+        }
+        assert_eq!(f.admit(addr(5000), Ssrc(1), 13), Admission::Learned);
         assert_eq!(f.destination(), Some(addr(5000)));
     }
 
@@ -159,21 +173,23 @@ mod tests {
     }
 
     #[test]
-    fn the_signalled_address_is_always_accepted() {
-        let mut f = SourceFilter::new(Some(addr(4000)), 4);
+    fn the_signalled_address_is_always_accepted_and_takes_the_stream_back() {
+        let mut f = SourceFilter::new(Some(addr(4000)), 2);
+        assert_eq!(f.admit(addr(4000), Ssrc(1), 9), Admission::Accept);
         f.admit(addr(5000), Ssrc(1), 10);
-        assert_eq!(f.admit(addr(4000), Ssrc(1), 11), Admission::Learned);
+        assert_eq!(f.admit(addr(5000), Ssrc(1), 11), Admission::Learned);
+        assert_eq!(f.admit(addr(4000), Ssrc(1), 12), Admission::Learned);
         assert_eq!(f.destination(), Some(addr(4000)));
     }
 
     #[test]
-    fn a_changed_sdp_address_reopens_learning() {
+    fn a_changed_sdp_address_is_trusted_and_others_must_prove_themselves() {
         let mut f = SourceFilter::new(Some(addr(4000)), 4);
-        f.admit(addr(5000), Ssrc(1), 10);
         f.set_signalled(Some(addr(4000)));
-        assert_eq!(f.destination(), Some(addr(5000)));
+        assert_eq!(f.destination(), Some(addr(4000)));
         f.set_signalled(Some(addr(7000)));
         assert_eq!(f.destination(), Some(addr(7000)));
-        assert_eq!(f.admit(addr(7002), Ssrc(3), 1), Admission::Learned);
+        assert_eq!(f.admit(addr(7002), Ssrc(3), 1), Admission::Drop);
+        assert_eq!(f.admit(addr(7000), Ssrc(3), 1), Admission::Accept);
     }
 }
