@@ -11,11 +11,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audio::AudioService;
-use crate::call::{CallEvent, CallSettings, CallSpawner, Greeting, GreetingError, Registry, Services};
-use crate::recording::{self, RecordingEvent, RecordingService};
+use crate::call::{
+    CallEvent, CallSettings, CallSpawner, Greeting, GreetingError, Registry, Services,
+};
 use crate::config::{self, Config};
 use crate::net::sip::{Reload, SipCommand, SipDriver};
 use crate::net::{self, rtp::PortAllocator};
+use crate::recording::{self, RecordingEvent, RecordingService};
 use crate::sip::dialog::Transport;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::registration::TrunkRegistration;
@@ -58,7 +60,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let services = start_services(&config, events_tx)?;
     let audio = services.audio.clone();
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let (history, twilio) = start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
+    let (history, twilio) =
+        start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
     let driver = build_sip(&config, services, metrics).await?;
     spawn_reload_handler(config.clone(), config_path, driver.sip_commands.clone())?;
     tracing::info!(
@@ -97,7 +100,10 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
         Some(path) => Greeting::load(path)?,
         None => Greeting::default(),
     };
-    let audio = Arc::new(AudioService::start(&config.audio.output, config.audio.listen));
+    let audio = Arc::new(AudioService::start(
+        &config.audio.output,
+        config.audio.listen,
+    ));
     let recordings = if config.recording.enabled {
         let dir = config.recording.dir.clone();
         match recording::repair_dir(&dir) {
@@ -111,17 +117,25 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
                         Ok(recording::RepairOutcome::Unrepairable(why)) => {
                             tracing::warn!(file = %r.path.display(), ?why, "recording cannot be repaired")
                         }
-                        Err(err) => tracing::warn!(file = %r.path.display(), %err, "recording repair failed"),
+                        Err(err) => {
+                            tracing::warn!(file = %r.path.display(), %err, "recording repair failed")
+                        }
                     }
                 }
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => tracing::warn!(%err, dir = %dir.display(), "cannot scan recordings for repair"),
+            Err(err) => {
+                tracing::warn!(%err, dir = %dir.display(), "cannot scan recordings for repair")
+            }
         }
         let (rec_tx, rec_rx) = mpsc::unbounded_channel();
         tokio::spawn(log_recording_events(rec_rx));
-        let service = RecordingService::start(dir.clone(), rec_tx)
-            .map_err(|source| AppError::Recordings { dir: dir.display().to_string(), source })?;
+        let service = RecordingService::start(dir.clone(), rec_tx).map_err(|source| {
+            AppError::Recordings {
+                dir: dir.display().to_string(),
+                source,
+            }
+        })?;
         Some(Arc::new(service))
     } else {
         None
@@ -406,7 +420,12 @@ fn spawn_reload_handler(
             if failed {
                 continue;
             }
-            let reload = Reload { allow: new.sip.allow.clone(), trunks, greeting, listen_default: new.audio.listen };
+            let reload = Reload {
+                allow: new.sip.allow.clone(),
+                trunks,
+                greeting,
+                listen_default: new.audio.listen,
+            };
             if sip.send(SipCommand::Reload(Box::new(reload))).is_err() {
                 return;
             }
@@ -425,11 +444,20 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check(old.sip.listen != new.sip.listen, "sip.listen");
-    check(old.sip.public_addr != new.sip.public_addr, "sip.public_addr");
+    check(
+        old.sip.public_addr != new.sip.public_addr,
+        "sip.public_addr",
+    );
     check(old.sip.user_agent != new.sip.user_agent, "sip.user_agent");
     check(old.rtp != new.rtp, "rtp");
-    check(old.calls.max_concurrent != new.calls.max_concurrent, "calls.max_concurrent");
-    check(old.calls.max_duration_secs != new.calls.max_duration_secs, "calls.max_duration_secs");
+    check(
+        old.calls.max_concurrent != new.calls.max_concurrent,
+        "calls.max_concurrent",
+    );
+    check(
+        old.calls.max_duration_secs != new.calls.max_duration_secs,
+        "calls.max_duration_secs",
+    );
     check(old.audio.output != new.audio.output, "audio.output");
     check(old.recording != new.recording, "recording");
     check(old.store != new.store, "store");

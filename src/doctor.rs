@@ -28,7 +28,11 @@ pub struct Check {
 
 impl Check {
     fn new(name: &'static str, status: Status, detail: impl Into<String>) -> Self {
-        Self { name, status, detail: detail.into() }
+        Self {
+            name,
+            status,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -48,13 +52,19 @@ pub fn run(config: &Config) -> Vec<Check> {
 
 fn port_check(name: &'static str, addr: SocketAddr, udp_too: bool) -> Check {
     let tcp = TcpListener::bind(addr);
-    let udp = if udp_too { UdpSocket::bind(addr).map(|_| ()) } else { Ok(()) };
+    let udp = if udp_too {
+        UdpSocket::bind(addr).map(|_| ())
+    } else {
+        Ok(())
+    };
     match (tcp, udp) {
         (Ok(_), Ok(())) => Check::new(name, Status::Ok, format!("{addr} is free")),
         (Err(e), _) | (_, Err(e)) => Check::new(
             name,
             Status::Fail,
-            format!("cannot bind {addr}: {e} (another earshot or SIP server running? a port below 1024 needs CAP_NET_BIND_SERVICE)"),
+            format!(
+                "cannot bind {addr}: {e} (another earshot or SIP server running? a port below 1024 needs CAP_NET_BIND_SERVICE)"
+            ),
         ),
     }
 }
@@ -69,16 +79,32 @@ fn rtp_ports(config: &Config) -> Check {
         .count();
     let checked = range.pairs().min(64);
     match free {
-        0 => Check::new("rtp ports", Status::Fail, format!("none of the first {checked} RTP ports of {range} can be bound")),
-        n if n < checked => Check::new("rtp ports", Status::Warn, format!("{n} of the first {checked} RTP ports of {range} are free")),
-        _ => Check::new("rtp ports", Status::Ok, format!("{range}: {} call(s) fit", range.pairs())),
+        0 => Check::new(
+            "rtp ports",
+            Status::Fail,
+            format!("none of the first {checked} RTP ports of {range} can be bound"),
+        ),
+        n if n < checked => Check::new(
+            "rtp ports",
+            Status::Warn,
+            format!("{n} of the first {checked} RTP ports of {range} are free"),
+        ),
+        _ => Check::new(
+            "rtp ports",
+            Status::Ok,
+            format!("{range}: {} call(s) fit", range.pairs()),
+        ),
     }
 }
 
 fn audio(config: &Config) -> Check {
     let devices = || crate::audio::list_devices();
     match &config.audio.output {
-        AudioOutput::None => Check::new("audio", Status::Ok, "audio output disabled (output = \"none\")"),
+        AudioOutput::None => Check::new(
+            "audio",
+            Status::Ok,
+            "audio output disabled (output = \"none\")",
+        ),
         AudioOutput::Default => match devices().iter().find(|d| d.is_default) {
             Some(d) => Check::new("audio", Status::Ok, format!("default output: {}", d.name)),
             None => Check::new(
@@ -89,7 +115,11 @@ fn audio(config: &Config) -> Check {
         },
         AudioOutput::Device(name) => match devices().iter().find(|d| &d.name == name) {
             Some(_) => Check::new("audio", Status::Ok, format!("output {name:?} found")),
-            None => Check::new("audio", Status::Warn, format!("output {name:?} not found; `earshot devices` lists what is there")),
+            None => Check::new(
+                "audio",
+                Status::Warn,
+                format!("output {name:?} not found; `earshot devices` lists what is there"),
+            ),
         },
     }
 }
@@ -97,12 +127,25 @@ fn audio(config: &Config) -> Check {
 fn store(path: &Path) -> Check {
     use crate::store::{OpenError, Store};
     if !path.exists() {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         return match std::fs::metadata(parent) {
-            Ok(meta) if meta.is_dir() => {
-                Check::new("store", Status::Ok, format!("{} will be created at the first start", path.display()))
-            }
-            _ => Check::new("store", Status::Fail, format!("{} does not exist to hold {}", parent.display(), path.display())),
+            Ok(meta) if meta.is_dir() => Check::new(
+                "store",
+                Status::Ok,
+                format!("{} will be created at the first start", path.display()),
+            ),
+            _ => Check::new(
+                "store",
+                Status::Fail,
+                format!(
+                    "{} does not exist to hold {}",
+                    parent.display(),
+                    path.display()
+                ),
+            ),
         };
     }
     match Store::open(path) {
@@ -119,31 +162,61 @@ fn recording_dir(config: &Config) -> Check {
     }
     let dir = &config.recording.dir;
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return Check::new("recordings", Status::Fail, format!("cannot create {}: {e}", dir.display()));
+        return Check::new(
+            "recordings",
+            Status::Fail,
+            format!("cannot create {}: {e}", dir.display()),
+        );
     }
     let probe = dir.join(".earshot-doctor-probe");
     match std::fs::write(&probe, b"probe") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
-            Check::new("recordings", Status::Ok, format!("{} is writable", dir.display()))
+            Check::new(
+                "recordings",
+                Status::Ok,
+                format!("{} is writable", dir.display()),
+            )
         }
-        Err(e) => Check::new("recordings", Status::Fail, format!("{} is not writable: {e}", dir.display())),
+        Err(e) => Check::new(
+            "recordings",
+            Status::Fail,
+            format!("{} is not writable: {e}", dir.display()),
+        ),
     }
 }
 
 fn disk(config: &Config) -> Check {
-    let dir = if config.recording.dir.exists() { config.recording.dir.as_path() } else { Path::new(".") };
+    let dir = if config.recording.dir.exists() {
+        config.recording.dir.as_path()
+    } else {
+        Path::new(".")
+    };
     match fs4::available_space(dir).map(|bytes| bytes / (1024 * 1024)) {
         Ok(free) if free < config.recording.min_free_mb => Check::new(
             "disk",
             Status::Fail,
-            format!("{free} MiB free under {}: below recording.min_free_mb ({}), recordings will not start", dir.display(), config.recording.min_free_mb),
+            format!(
+                "{free} MiB free under {}: below recording.min_free_mb ({}), recordings will not start",
+                dir.display(),
+                config.recording.min_free_mb
+            ),
         ),
-        Ok(free) if free < config.recording.min_free_mb * 4 => {
-            Check::new("disk", Status::Warn, format!("{free} MiB free under {}", dir.display()))
-        }
-        Ok(free) => Check::new("disk", Status::Ok, format!("{free} MiB free under {}", dir.display())),
-        Err(e) => Check::new("disk", Status::Warn, format!("cannot read free space of {}: {e}", dir.display())),
+        Ok(free) if free < config.recording.min_free_mb * 4 => Check::new(
+            "disk",
+            Status::Warn,
+            format!("{free} MiB free under {}", dir.display()),
+        ),
+        Ok(free) => Check::new(
+            "disk",
+            Status::Ok,
+            format!("{free} MiB free under {}", dir.display()),
+        ),
+        Err(e) => Check::new(
+            "disk",
+            Status::Warn,
+            format!("cannot read free space of {}: {e}", dir.display()),
+        ),
     }
 }
 
@@ -153,14 +226,24 @@ fn clock() -> Check {
     // The build date is a floor no correct clock is below.
     const FLOOR: Duration = Duration::from_secs(1_767_225_600); // 2026-01-01
     let now = crate::net::clock::wallclock();
-    let since_epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     if since_epoch < FLOOR {
-        return Check::new("clock", Status::Fail, "the system clock is before 2026: set the time (NTP)");
+        return Check::new(
+            "clock",
+            Status::Fail,
+            "the system clock is before 2026: set the time (NTP)",
+        );
     }
     if Path::new("/run/systemd/timesync/synchronized").exists() {
         Check::new("clock", Status::Ok, "synchronized (systemd-timesyncd)")
     } else {
-        Check::new("clock", Status::Warn, "plausible, but no NTP synchronization is confirmed (timedatectl status)")
+        Check::new(
+            "clock",
+            Status::Warn,
+            "plausible, but no NTP synchronization is confirmed (timedatectl status)",
+        )
     }
 }
 

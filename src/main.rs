@@ -113,7 +113,11 @@ fn doctor(path: &Path) -> ExitCode {
         };
         println!("{mark} {:<11} {}", check.name, check.detail);
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `earshot check-config`: validate and report, exit 1 on any error.

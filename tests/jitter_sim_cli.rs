@@ -8,13 +8,25 @@
 use std::process::Command;
 
 fn run(trace: &str) -> (bool, String, String) {
-    let dir = std::env::temp_dir().join(format!("earshot-jsim-{}-{}", std::process::id(), trace.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-jsim-{}-{}",
+        std::process::id(),
+        trace.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("trace.csv");
     std::fs::write(&path, trace).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_earshot")).arg("jitter-sim").arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .arg("jitter-sim")
+        .arg(&path)
+        .output()
+        .unwrap();
     std::fs::remove_dir_all(&dir).ok();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -32,7 +44,10 @@ fn plays_every_packet_of_a_clean_trace_once_in_order_across_seq_wrap() {
         let (tick, _) = line.split_once(',').unwrap();
         assert_eq!(tick.parse::<u64>().unwrap(), 1000 + 20 * k as u64, "{line}");
     }
-    let played: Vec<u32> = lines.iter().filter_map(|l| l.split_once(',')?.1.parse().ok()).collect();
+    let played: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| l.split_once(',')?.1.parse().ok())
+        .collect();
     let expected: Vec<u32> = (0..50).map(|i| (65_520 + i) % 65_536).collect();
     assert_eq!(played, expected, "every packet once, in order");
 }
@@ -45,7 +60,11 @@ fn a_lost_packet_is_concealed_and_a_bad_line_is_reported_with_its_number() {
     }
     let (ok, out, _) = run(&trace);
     assert!(ok);
-    let after_9 = out.lines().skip_while(|l| !l.ends_with(",9")).nth(1).unwrap();
+    let after_9 = out
+        .lines()
+        .skip_while(|l| !l.ends_with(",9"))
+        .nth(1)
+        .unwrap();
     assert!(after_9.ends_with(",-"), "{after_9}");
     let (ok, _, err) = run("arrival_ms,seq,rtp_ts\n0,1,160\n20,x,320\n");
     assert!(!ok);

@@ -34,7 +34,10 @@ fn only_recording(dir: &Path) -> PathBuf {
 fn channels(path: &Path) -> (Vec<i16>, Vec<i16>) {
     let mut reader = hound::WavReader::open(path).unwrap();
     let spec = reader.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8000, 16)
+    );
     let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
     let left = samples.iter().step_by(2).copied().collect();
     let right = samples.iter().skip(1).step_by(2).copied().collect();
@@ -54,8 +57,19 @@ fn stream_and_record(law: Law, pt: u8, codecs: &str) {
     let packets: Vec<RtpPacket> = pcap::g711_packets(pt, 4_000_000_000, &codes);
     let capture = e.dir().join("caller.pcap");
     pcap::write_rtp_pcap(&capture, 0xdead_beef, 65_500, &packets).unwrap();
-    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "15000".into())]);
-    let scenario = Scenario { xml: scenario.xml.replace("RTP/AVP 0 101", &format!("RTP/AVP {codecs} 101")), ..scenario };
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[
+            ("PCAP", capture.display().to_string()),
+            ("BYE_TIMEOUT_MS", "15000".into()),
+        ],
+    );
+    let scenario = Scenario {
+        xml: scenario
+            .xml
+            .replace("RTP/AVP 0 101", &format!("RTP/AVP {codecs} 101")),
+        ..scenario
+    };
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
     // The capture lasts 3 s; then earshot hangs up at its max duration... we end it instead:
@@ -63,7 +77,11 @@ fn stream_and_record(law: Law, pt: u8, codecs: &str) {
     std::thread::sleep(Duration::from_millis(4000));
     let mut e = e;
     let status = e.terminate(Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "exit {status:?}\n{}", e.log_tail(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}\n{}",
+        e.log_tail(20)
+    );
     let outcome = run.wait(Duration::from_secs(10));
     assert!(outcome.all_passed(1), "SIPp: {outcome:?}");
 
@@ -71,7 +89,11 @@ fn stream_and_record(law: Law, pt: u8, codecs: &str) {
     let mut decoded = vec![0i16; codes.len()];
     law.decode(&codes, &mut decoded);
     let start = find(&left, &decoded).expect("the caller's audio is in the left channel");
-    assert_eq!(left.get(start..start + decoded.len()), Some(&decoded[..]), "left channel differs from the decoded capture");
+    assert_eq!(
+        left.get(start..start + decoded.len()),
+        Some(&decoded[..]),
+        "left channel differs from the decoded capture"
+    );
     // Before the audio: nothing but silence (initial buffering).
     assert!(left[..start].iter().all(|&s| s == 0));
     // The right channel holds what earshot sent: silence here (no greeting configured).
@@ -79,7 +101,10 @@ fn stream_and_record(law: Law, pt: u8, codecs: &str) {
         Law::Ulaw => 0,
         Law::Alaw => 8,
     };
-    assert!(right.iter().all(|&s| s == 0 || s == silence), "right channel is not silence");
+    assert!(
+        right.iter().all(|&s| s == 0 || s == silence),
+        "right channel is not silence"
+    );
 }
 
 #[test]
@@ -94,18 +119,26 @@ fn pcma_recording_equals_the_decoded_capture_sample_for_sample() {
 
 /// Zero crossings per second of `samples` at `rate`, divided by two: the frequency of a tone.
 fn tone_frequency(samples: &[f32], rate: f64) -> f64 {
-    let crossings = samples.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count();
     crossings as f64 / 2.0 / (samples.len() as f64 / rate)
 }
 
 #[test]
 fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
-    let server = std::env::var("PULSE_SERVER").expect("PULSE_SERVER: run through scripts/test.sh, which starts the test PulseAudio");
+    let server = std::env::var("PULSE_SERVER")
+        .expect("PULSE_SERVER: run through scripts/test.sh, which starts the test PulseAudio");
     const SECONDS: u32 = 30;
     const RATE: u32 = 48000;
-    let e = Earshot::start("[audio]\noutput = \"default\"\nlisten = true\n[log]\nlevel = \"info,earshot=debug\"\n");
+    let e = Earshot::start(
+        "[audio]\noutput = \"default\"\nlisten = true\n[log]\nlevel = \"info,earshot=debug\"\n",
+    );
     // A 1 kHz tone at -12 dBFS, 30 s, PCMU.
-    let pcm: Vec<i16> = (0..SECONDS * 8000).map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 8.0).sin() * 8000.0) as i16).collect();
+    let pcm: Vec<i16> = (0..SECONDS * 8000)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 8.0).sin() * 8000.0) as i16)
+        .collect();
     let mut codes = vec![0u8; pcm.len()];
     Law::Ulaw.encode(&pcm, &mut codes);
     let capture = e.dir().join("tone.pcap");
@@ -113,7 +146,18 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
     // Record the null sink's monitor: what earshot played, in real time.
     let monitor_file = e.dir().join("monitor.raw");
     let mut recorder = Command::new("parec")
-        .args(["-d", "earshot_test.monitor", "--rate", &RATE.to_string(), "--channels", "1", "--format", "s16le", "--latency-msec", "20"])
+        .args([
+            "-d",
+            "earshot_test.monitor",
+            "--rate",
+            &RATE.to_string(),
+            "--channels",
+            "1",
+            "--format",
+            "s16le",
+            "--latency-msec",
+            "20",
+        ])
         .env("PULSE_SERVER", &server)
         .stdout(std::fs::File::create(&monitor_file).unwrap())
         .stderr(Stdio::null())
@@ -122,34 +166,56 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
     // The ALSA→PulseAudio stream settles in its first seconds (the device thread drains calls
     // until callbacks come steadily); the box has long been up when calls arrive.
     std::thread::sleep(Duration::from_secs(3));
-    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "60000".into())]);
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[
+            ("PCAP", capture.display().to_string()),
+            ("BYE_TIMEOUT_MS", "60000".into()),
+        ],
+    );
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
     std::thread::sleep(Duration::from_secs(u64::from(SECONDS) + 2));
     let mut e = e;
-    assert!(e.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", e.log_tail(20));
+    assert!(
+        e.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        e.log_tail(20)
+    );
     let _ = run.wait(Duration::from_secs(10));
     let _ = recorder.kill();
     let _ = recorder.wait();
 
     let raw = std::fs::read(&monitor_file).unwrap();
-    let played: Vec<f32> = raw.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect();
+    let played: Vec<f32> = raw
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect();
     // The tone's span: from the first to the last 10 ms block with signal.
     let block = (RATE / 100) as usize;
-    let loud: Vec<bool> =
-        played.chunks(block).map(|b| (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).sqrt() > 0.05).collect();
+    let loud: Vec<bool> = played
+        .chunks(block)
+        .map(|b| (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).sqrt() > 0.05)
+        .collect();
     let first = loud.iter().position(|&l| l).expect("nothing was played");
     let last = loud.iter().rposition(|&l| l).unwrap();
     let span = &loud[first..=last];
     let gaps = span.iter().filter(|&&l| !l).count();
     assert_eq!(gaps, 0, "{gaps} silent 10 ms blocks inside the tone");
     let seconds = span.len() as f64 / 100.0;
-    assert!((seconds - f64::from(SECONDS)).abs() < 0.3, "the tone lasted {seconds:.2} s");
+    assert!(
+        (seconds - f64::from(SECONDS)).abs() < 0.3,
+        "the tone lasted {seconds:.2} s"
+    );
     let tone = &played[first * block..(last + 1) * block];
     let freq = tone_frequency(tone, f64::from(RATE));
     assert!((freq - 1000.0).abs() < 5.0, "pitch {freq:.1} Hz");
     let log = e.stderr_log();
-    let totals = log.lines().find(|l| l.contains("speaker playout totals")).expect("playout totals logged");
+    let totals = log
+        .lines()
+        .find(|l| l.contains("speaker playout totals"))
+        .expect("playout totals logged");
     assert!(totals.contains("underruns=0"), "{totals}");
     assert!(!totals.contains("device=none"), "{totals}");
 }

@@ -26,10 +26,12 @@ impl Peer {
         loop {
             let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
             let port = rtp.local_addr().unwrap().port();
-            if port % 2 != 0 {
+            if !port.is_multiple_of(2) {
                 continue;
             }
-            let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) else { continue };
+            let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) else {
+                continue;
+            };
             let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
             for s in [&sip, &rtp, &rtcp] {
                 s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -40,7 +42,12 @@ impl Peer {
 
     /// Sends an INVITE and returns the 200 OK.
     fn call(&self, target: SocketAddr, call_id: &str) -> Message {
-        let invite = sip::invite(self.sip.local_addr().unwrap(), target, call_id, self.rtp.local_addr().unwrap());
+        let invite = sip::invite(
+            self.sip.local_addr().unwrap(),
+            target,
+            call_id,
+            self.rtp.local_addr().unwrap(),
+        );
         self.sip.send_to(&invite, target).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut buf = vec![0u8; 65536];
@@ -90,7 +97,9 @@ fn sends_rtcp_reports_to_the_odd_port_and_a_bye_at_the_end() {
     let mut seq = 100u16;
     let mut buf = [0u8; 1500];
     while started.elapsed() < Duration::from_secs(4) {
-        peer.rtp.send_to(&rtp_packet(seq, u32::from(seq) * 160, 0xabc), media).unwrap();
+        peer.rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 0xabc), media)
+            .unwrap();
         seq = seq.wrapping_add(1);
         std::thread::sleep(Duration::from_millis(20));
         if let Ok(n) = peer.rtcp.recv(&mut buf) {
@@ -99,7 +108,12 @@ fn sends_rtcp_reports_to_the_odd_port_and_a_bye_at_the_end() {
     }
     assert!(reports.len() >= 2, "RTCP compounds: {reports:?}");
     // Earshot sends, so its reports are sender reports with SDES (CNAME).
-    assert!(reports.iter().all(|r| r.first() == Some(&200) && r.contains(&202)), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.first() == Some(&200) && r.contains(&202)),
+        "{reports:?}"
+    );
     let bye = sip::in_dialog("BYE", &ok, peer.sip.local_addr().unwrap(), 2);
     peer.sip.send_to(&bye, e.sip_addr()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -121,15 +135,22 @@ fn follows_a_new_rtp_source_only_after_consecutive_in_sequence_packets() {
     let mut buf = [0u8; 1500];
     // The caller's NAT rebinds: its RTP now comes from another port.
     let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
-    moved.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    moved
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     // A stray packet from the new address alone does not move the stream.
     moved.send_to(&rtp_packet(1, 160, 0x55), media).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     while moved.recv(&mut buf).is_ok() {}
-    assert!(moved.recv(&mut buf).is_err(), "one packet must not redirect earshot's RTP");
+    assert!(
+        moved.recv(&mut buf).is_err(),
+        "one packet must not redirect earshot's RTP"
+    );
     // Consecutive in-sequence packets do.
     for i in 0..10u16 {
-        moved.send_to(&rtp_packet(2 + i, 160 * u32::from(2 + i), 0x55), media).unwrap();
+        moved
+            .send_to(&rtp_packet(2 + i, 160 * u32::from(2 + i), 0x55), media)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -147,7 +168,11 @@ fn public_addr_is_advertised_in_contact_and_sdp() {
     let e = Earshot::start("[sip]\npublic_addr = \"127.0.0.9\"\n");
     let peer = Peer::new();
     let ok = peer.call(e.sip_addr(), "nat-1");
-    assert!(ok.header("contact").unwrap().contains("127.0.0.9"), "{:?}", ok.header("contact"));
+    assert!(
+        ok.header("contact").unwrap().contains("127.0.0.9"),
+        "{:?}",
+        ok.header("contact")
+    );
     let body = String::from_utf8_lossy(&ok.body);
     assert!(body.contains("c=IN IP4 127.0.0.9"), "{body}");
     let bye = sip::in_dialog("BYE", &ok, peer.sip.local_addr().unwrap(), 2);

@@ -22,7 +22,9 @@ fn notifies_ready_after_binding_then_feeds_the_watchdog() {
     let dir = support::temp_dir("notify");
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let sip_port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let config = dir.join("config.toml");
     std::fs::write(
@@ -52,27 +54,51 @@ fn notifies_ready_after_binding_then_feeds_the_watchdog() {
             if text == "READY=1" {
                 // Ready means listening: an OPTIONS gets its answer right away.
                 let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                probe.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                probe
+                    .set_read_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
                 let options = format!(
                     "OPTIONS sip:earshot@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKready\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:earshot@127.0.0.1>\r\nCall-ID: ready\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
                     probe.local_addr().unwrap()
                 );
-                probe.send_to(options.as_bytes(), ("127.0.0.1", sip_port)).unwrap();
+                probe
+                    .send_to(options.as_bytes(), ("127.0.0.1", sip_port))
+                    .unwrap();
                 let mut answer = [0u8; 2048];
-                let got = probe.recv(&mut answer).map(|n| String::from_utf8_lossy(&answer[..n]).to_string());
-                assert!(got.as_deref().is_ok_and(|a| a.starts_with("SIP/2.0 200")), "after READY=1: {got:?}");
+                let got = probe
+                    .recv(&mut answer)
+                    .map(|n| String::from_utf8_lossy(&answer[..n]).to_string());
+                assert!(
+                    got.as_deref().is_ok_and(|a| a.starts_with("SIP/2.0 200")),
+                    "after READY=1: {got:?}"
+                );
             }
             messages.push((started.elapsed(), text));
         }
     }
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let status = child.wait().unwrap();
     assert!(status.success());
-    let ready = messages.iter().position(|(_, m)| m == "READY=1").expect("READY=1 sent");
-    let pings: Vec<Duration> = messages[ready..].iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    let ready = messages
+        .iter()
+        .position(|(_, m)| m == "READY=1")
+        .expect("READY=1 sent");
+    let pings: Vec<Duration> = messages[ready..]
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
     // WATCHDOG_USEC = 400 ms: a ping every 200 ms, so well over 10 in ~4 s.
     assert!(pings.len() >= 10, "watchdog pings: {messages:?}");
-    assert!(pings.windows(2).all(|w| w[1] - w[0] < Duration::from_millis(400)), "gaps: {pings:?}");
+    assert!(
+        pings
+            .windows(2)
+            .all(|w| w[1] - w[0] < Duration::from_millis(400)),
+        "gaps: {pings:?}"
+    );
 }
 
 #[test]
@@ -83,25 +109,52 @@ fn sigterm_during_calls_sends_bye_finalizes_recordings_and_exits_0_within_5_s() 
     Law::Ulaw.encode(&pcm, &mut codes);
     let capture = e.dir().join("caller.pcap");
     pcap::write_rtp_pcap(&capture, 7, 1, &pcap::g711_packets(0, 0, &codes)).unwrap();
-    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", capture.display().to_string()), ("BYE_TIMEOUT_MS", "30000".into())]);
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[
+            ("PCAP", capture.display().to_string()),
+            ("BYE_TIMEOUT_MS", "30000".into()),
+        ],
+    );
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
-    let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "3", "-l", "3", "-r", "10"]);
+    let run = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        port,
+        &["-m", "3", "-l", "3", "-r", "10"],
+    );
     std::thread::sleep(Duration::from_secs(3));
     let asked = Instant::now();
     let status = e.terminate(Duration::from_secs(10));
     let took = asked.elapsed();
-    assert!(status.is_some_and(|s| s.success()), "exit {status:?}\n{}", e.log_tail(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}\n{}",
+        e.log_tail(30)
+    );
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     let outcome = run.wait(Duration::from_secs(10));
-    assert!(outcome.all_passed(3), "every caller got its BYE: {outcome:?}");
-    let recordings: Vec<_> = std::fs::read_dir(e.dir().join("recordings")).unwrap().flatten().collect();
+    assert!(
+        outcome.all_passed(3),
+        "every caller got its BYE: {outcome:?}"
+    );
+    let recordings: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(recordings.len(), 3);
     for wav in recordings {
         let reader = hound::WavReader::open(wav.path()).unwrap();
         let frames = reader.duration();
         // Finalized: the header's length is the file's, and about 2–3 s were recorded.
         let expected_bytes = 44 + u64::from(frames) * 4;
-        assert_eq!(std::fs::metadata(wav.path()).unwrap().len(), expected_bytes, "{:?}", wav.path());
+        assert_eq!(
+            std::fs::metadata(wav.path()).unwrap().len(),
+            expected_bytes,
+            "{:?}",
+            wav.path()
+        );
         assert!(frames >= 8000 * 2, "{:?}: {frames} frames", wav.path());
     }
 }
@@ -114,7 +167,10 @@ fn unit_file_exposure_is_at_most_2() {
         .output()
         .expect("systemd-analyze (package systemd, installed by scripts/test.sh)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("{text}"));
     let level: f64 = line
         .split(':')
         .nth(1)
@@ -131,20 +187,39 @@ fn sighup_reloads_the_allowlist_and_reports_restart_only_changes() {
     let original = std::fs::read_to_string(e.config_path()).unwrap();
     let mut table: toml::Table = original.parse().unwrap();
     let sip = table.get_mut("sip").and_then(|s| s.as_table_mut()).unwrap();
-    sip.insert("allow".into(), toml::Value::Array(vec![toml::Value::String("127.0.0.2/32".into())]));
-    let calls = table.entry("calls").or_insert_with(|| toml::Value::Table(Default::default()));
-    calls.as_table_mut().unwrap().insert("max_duration_secs".into(), toml::Value::Integer(60));
+    sip.insert(
+        "allow".into(),
+        toml::Value::Array(vec![toml::Value::String("127.0.0.2/32".into())]),
+    );
+    let calls = table
+        .entry("calls")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    calls
+        .as_table_mut()
+        .unwrap()
+        .insert("max_duration_secs".into(), toml::Value::Integer(60));
     std::fs::write(e.config_path(), toml::to_string(&table).unwrap()).unwrap();
-    let _ = Command::new("kill").arg("-HUP").arg(e.pid().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(e.pid().to_string())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !e.stderr_log().contains("configuration reloaded") {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = e.stderr_log();
     assert!(log.contains("configuration reloaded"), "{}", e.log_tail(10));
-    assert!(log.lines().any(|l| l.contains("needs a restart") && l.contains("calls.max_duration_secs")), "{}", e.log_tail(10));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("needs a restart") && l.contains("calls.max_duration_secs")),
+        "{}",
+        e.log_tail(10)
+    );
     assert_eq!(e.options(), None, "127.0.0.1 is no longer allowed");
-    assert_eq!(e.options_from("127.0.0.2".parse().unwrap(), Duration::from_secs(2)), Some(200));
+    assert_eq!(
+        e.options_from("127.0.0.2".parse().unwrap(), Duration::from_secs(2)),
+        Some(200)
+    );
 }
 
 #[test]
@@ -165,16 +240,37 @@ fn doctor_reports_a_taken_sip_port_and_passes_otherwise() {
         .unwrap()
     };
     write(port);
-    let out = Command::new(support::EARSHOT_BIN).args(["doctor", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new(support::EARSHOT_BIN)
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("FAIL") && l.contains("sip port")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("sip port")),
+        "{text}"
+    );
     drop(taken);
     write(free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap());
-    let out = Command::new(support::EARSHOT_BIN).args(["doctor", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new(support::EARSHOT_BIN)
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for check in ["sip port", "http port", "rtp ports", "audio", "store", "recordings", "disk", "clock"] {
+    for check in [
+        "sip port",
+        "http port",
+        "rtp ports",
+        "audio",
+        "store",
+        "recordings",
+        "disk",
+        "clock",
+    ] {
         assert!(text.contains(check), "{check} missing:\n{text}");
     }
 }

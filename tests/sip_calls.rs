@@ -37,7 +37,13 @@ fn caller_pcap(e: &Earshot, law: Law, ms: u32, digit: u8) -> String {
     path.display().to_string()
 }
 
-fn call_vars(pcap: &str, pcap_ms: u32, codecs: &str, answer_pt: u8, hold_ms: u32) -> Vec<(&'static str, String)> {
+fn call_vars(
+    pcap: &str,
+    pcap_ms: u32,
+    codecs: &str,
+    answer_pt: u8,
+    hold_ms: u32,
+) -> Vec<(&'static str, String)> {
     let rtpmaps = codecs
         .split(' ')
         .map(|pt| match pt {
@@ -96,19 +102,30 @@ fn media_counters(log: &str) -> Vec<(u64, u64)> {
 fn run_call(law: Law, codecs: &str, answer_pt: u8, digit: u8, digit_char: char) {
     let e = Earshot::start(DEBUG_LOG);
     let pcap = caller_pcap(&e, law, 2000, digit);
-    let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 2000, codecs, answer_pt, 300));
-    let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]);
+    let scenario = Scenario::load(
+        "uac_call.xml",
+        &call_vars(&pcap, 2000, codecs, answer_pt, 300),
+    );
+    let run = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    );
     let outcome = run.wait(Duration::from_secs(30));
     assert_sipp(&outcome, 1, &e);
     std::thread::sleep(Duration::from_millis(300));
     let log = e.stderr_log();
     assert!(
-        log.lines().any(|l| l.contains("DTMF (RFC 4733)") && l.contains(&format!("digit={digit_char}"))),
+        log.lines()
+            .any(|l| l.contains("DTMF (RFC 4733)") && l.contains(&format!("digit={digit_char}"))),
         "RFC 4733 digit {digit_char} not seen:\n{}",
         e.log_tail(30)
     );
     assert!(
-        log.lines().any(|l| l.contains("DTMF") && l.contains("digit=7") && l.contains("sip-info")),
+        log.lines()
+            .any(|l| l.contains("DTMF") && l.contains("digit=7") && l.contains("sip-info")),
         "INFO digit not seen:\n{}",
         e.log_tail(30)
     );
@@ -133,7 +150,14 @@ fn pcma_call_follows_the_callers_preference() {
 fn cancel_while_ringing_gets_487() {
     let e = Earshot::start("[calls]\nring_ms = 3000\n");
     let scenario = Scenario::load("uac_cancel.xml", &[]);
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    )
+    .wait(Duration::from_secs(20));
     assert_sipp(&outcome, 1, &e);
     assert!(e.options_ok());
 }
@@ -142,11 +166,25 @@ fn cancel_while_ringing_gets_487() {
 fn earshot_hangs_up_at_max_duration() {
     let e = Earshot::start("[calls]\nmax_duration_secs = 2\n");
     let pcap = caller_pcap(&e, Law::Ulaw, 6000, 5);
-    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "8000".into())]);
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "8000".into())],
+    );
     let started = Instant::now();
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    )
+    .wait(Duration::from_secs(20));
     assert_sipp(&outcome, 1, &e);
-    assert!(started.elapsed() < Duration::from_secs(6), "BYE came after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "BYE came after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -154,12 +192,25 @@ fn earshot_hangs_up_when_rtp_stops() {
     let e = Earshot::start("[rtp]\nsilence_timeout_secs = 2\n");
     // One second of audio, then nothing: the silence timeout ends the call.
     let pcap = caller_pcap(&e, Law::Ulaw, 1000, 5);
-    let scenario = Scenario::load("uac_wait_bye.xml", &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "10000".into())]);
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "10000".into())],
+    );
     let started = Instant::now();
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(20));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    )
+    .wait(Duration::from_secs(20));
     assert_sipp(&outcome, 1, &e);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8), "BYE after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8),
+        "BYE after {elapsed:?}"
+    );
 }
 
 #[test]
@@ -167,10 +218,21 @@ fn hold_and_resume_by_reinvite() {
     let e = Earshot::start(DEBUG_LOG);
     let pcap = caller_pcap(&e, Law::Ulaw, 1000, 5);
     let scenario = Scenario::load("uac_hold.xml", &[("PCAP", pcap)]);
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1"]).wait(Duration::from_secs(30));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    )
+    .wait(Duration::from_secs(30));
     assert_sipp(&outcome, 1, &e);
     let log = e.stderr_log();
-    assert!(log.contains("direction=RecvOnly"), "hold not applied:\n{}", e.log_tail(30));
+    assert!(
+        log.contains("direction=RecvOnly"),
+        "hold not applied:\n{}",
+        e.log_tail(30)
+    );
 }
 
 #[test]
@@ -178,8 +240,14 @@ fn call_over_tcp() {
     let e = Earshot::start(DEBUG_LOG);
     let pcap = caller_pcap(&e, Law::Ulaw, 1000, 2);
     let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 1000, "0", 0, 200));
-    let outcome =
-        sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "1", "-t", "t1"]).wait(Duration::from_secs(30));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1", "-t", "t1"],
+    )
+    .wait(Duration::from_secs(30));
     assert_sipp(&outcome, 1, &e);
 }
 
@@ -188,7 +256,13 @@ fn call_over_tcp() {
 fn register_with(algorithm: &str) {
     let registrar_port = sipp_port();
     let dir = support::temp_dir("registrar");
-    let scenario = Scenario::load("uas_registrar.xml", &[("NONCE", "dcd98b7102dd2f0e8b11d0f600bfb0c093".into()), ("ALGORITHM", algorithm.into())]);
+    let scenario = Scenario::load(
+        "uas_registrar.xml",
+        &[
+            ("NONCE", "dcd98b7102dd2f0e8b11d0f600bfb0c093".into()),
+            ("ALGORITHM", algorithm.into()),
+        ],
+    );
     let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut e = Earshot::start(&format!(
@@ -197,7 +271,11 @@ fn register_with(algorithm: &str) {
     // Registered, then refreshed at half the 4 s lifetime the registrar grants.
     std::thread::sleep(Duration::from_secs(4));
     let status = e.terminate(Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "earshot exit: {status:?}\n{}", e.log_tail(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "earshot exit: {status:?}\n{}",
+        e.log_tail(20)
+    );
     let outcome = registrar.wait(Duration::from_secs(15));
     assert_sipp(&outcome, 1, &e);
 }
@@ -212,8 +290,14 @@ fn hundred_concurrent_calls_with_rtp_none_fail() {
     let e = Earshot::start("[calls]\nmax_concurrent = 150\n[log]\nlevel = \"warn\"\n");
     let pcap = caller_pcap(&e, Law::Ulaw, 3000, 3);
     let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 3000, "0 8", 0, 1000));
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &["-m", "100", "-l", "100", "-r", "50"])
-        .wait(Duration::from_secs(60));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "100", "-l", "100", "-r", "50"],
+    )
+    .wait(Duration::from_secs(60));
     assert_sipp(&outcome, 100, &e);
     assert!(e.options_ok());
 }
@@ -243,17 +327,28 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
     // The greeting: two seconds of the test signal at 8 kHz.
     let greeting: Vec<i16> = pcap::test_signal(2000);
     let greeting_path = dir.join("greeting.wav");
-    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(&greeting_path, spec).unwrap();
     greeting.iter().for_each(|s| w.write_sample(*s).unwrap());
     w.finalize().unwrap();
     // What baresip says: a quiet tone from a file (its sine source needs 48 kHz).
     let caller_path = dir.join("caller.wav");
     let mut w = hound::WavWriter::create(&caller_path, spec).unwrap();
-    (0..8000 * 6).for_each(|i| w.write_sample(((i as f64 * 0.345).sin() * 3000.0) as i16).unwrap());
+    (0..8000 * 6).for_each(|i| {
+        w.write_sample(((i as f64 * 0.345).sin() * 3000.0) as i16)
+            .unwrap()
+    });
     w.finalize().unwrap();
 
-    let e = Earshot::start(&format!("[calls]\ngreeting = {:?}\n", greeting_path.display().to_string()));
+    let e = Earshot::start(&format!(
+        "[calls]\ngreeting = {:?}\n",
+        greeting_path.display().to_string()
+    ));
     let cfg = dir.join("baresip");
     let dump = dir.join("dump");
     std::fs::create_dir_all(&cfg).unwrap();
@@ -268,7 +363,11 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         ),
     )
     .unwrap();
-    std::fs::write(cfg.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU\n").unwrap();
+    std::fs::write(
+        cfg.join("accounts"),
+        "<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU\n",
+    )
+    .unwrap();
     let out = std::process::Command::new("baresip")
         .arg("-f")
         .arg(&cfg)
@@ -276,7 +375,11 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         .output()
         .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(log.contains("Call established"), "baresip:\n{log}\n--- earshot ---\n{}", e.log_tail(20));
+    assert!(
+        log.contains("Call established"),
+        "baresip:\n{log}\n--- earshot ---\n{}",
+        e.log_tail(20)
+    );
     let decoded = std::fs::read_dir(&dump)
         .unwrap()
         .flatten()
@@ -289,5 +392,8 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         .collect();
     let sent: Vec<f64> = greeting.iter().map(|&s| f64::from(s)).collect();
     let correlation = best_correlation(&sent, &heard, 4000);
-    assert!(correlation > 0.95, "baresip heard something else: correlation {correlation:.3}");
+    assert!(
+        correlation > 0.95,
+        "baresip heard something else: correlation {correlation:.3}"
+    );
 }

@@ -15,7 +15,9 @@ pub struct CallId(String);
 impl CallId {
     /// A fresh id for a call starting at `at`, with `random` bits from the caller.
     pub fn new(at: SystemTime, random: u32) -> Self {
-        let ms = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         Self(format!("c{ms:012x}{random:08x}"))
     }
 
@@ -23,8 +25,11 @@ impl CallId {
     /// anything else (no traversal through an id).
     pub fn parse(s: &str) -> Option<Self> {
         let hex = s.strip_prefix('c')?;
-        (hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| Self(s.to_string()))
+        (hex.len() == 20
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Self(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -87,14 +92,40 @@ pub struct CallStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CallEvent {
-    Started { info: CallInfo },
-    Answered { id: CallId, codec: String },
-    Dtmf { id: CallId, digit: char, duration_ms: u32, via: String },
-    Hold { id: CallId, on: bool },
-    Listen { id: CallId, on: bool },
-    RecordingStarted { id: CallId, path: String },
-    RecordingStopped { id: CallId, reason: String },
-    Ended { id: CallId, reason: String, stats: CallStats },
+    Started {
+        info: CallInfo,
+    },
+    Answered {
+        id: CallId,
+        codec: String,
+    },
+    Dtmf {
+        id: CallId,
+        digit: char,
+        duration_ms: u32,
+        via: String,
+    },
+    Hold {
+        id: CallId,
+        on: bool,
+    },
+    Listen {
+        id: CallId,
+        on: bool,
+    },
+    RecordingStarted {
+        id: CallId,
+        path: String,
+    },
+    RecordingStopped {
+        id: CallId,
+        reason: String,
+    },
+    Ended {
+        id: CallId,
+        reason: String,
+        stats: CallStats,
+    },
 }
 
 impl CallEvent {
@@ -134,7 +165,13 @@ pub fn mask_number(number: &str) -> String {
     chars
         .iter()
         .enumerate()
-        .map(|(i, c)| if i < keep_head || i >= chars.len() - keep_tail { *c } else { '•' })
+        .map(|(i, c)| {
+            if i < keep_head || i >= chars.len() - keep_tail {
+                *c
+            } else {
+                '•'
+            }
+        })
         .collect()
 }
 
@@ -150,7 +187,14 @@ mod tests {
         let b = CallId::new(SystemTime::UNIX_EPOCH + Duration::from_secs(2), 0);
         assert!(a < b);
         assert_eq!(CallId::parse(a.as_str()), Some(a));
-        for bad in ["", "c", "../etc/passwd", "c0000000003e8ffffffff/..", "C0000000003e8ffffffff", "c0000000003E8FFFFFFFF"] {
+        for bad in [
+            "",
+            "c",
+            "../etc/passwd",
+            "c0000000003e8ffffffff/..",
+            "C0000000003e8ffffffff",
+            "c0000000003E8FFFFFFFF",
+        ] {
             assert_eq!(CallId::parse(bad), None, "{bad}");
         }
     }

@@ -165,10 +165,16 @@ impl CallSpawner {
             callee: incoming.callee.clone(),
             started_at: now,
         });
-        let _ = self.services.events.send(CallEvent::Started { info: (*info).clone() });
+        let _ = self.services.events.send(CallEvent::Started {
+            info: (*info).clone(),
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let (live_tx, live) = tokio::sync::watch::channel(LiveState::default());
-        let handle = CallHandle { info: info.clone(), commands: tx, live };
+        let handle = CallHandle {
+            info: info.clone(),
+            commands: tx,
+            live,
+        };
         self.services.registry.insert(handle.clone());
         let task = task::CallTask::new(
             incoming.call,

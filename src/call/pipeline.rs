@@ -72,11 +72,15 @@ impl Pipeline {
         jitter: JitterConfig,
     ) -> Self {
         let listen = services.listen_default;
-        let numeric = u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
+        let numeric =
+            u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
         let speaker = services.audio.add_call(numeric, listen);
         let allowed = services.recording_gate.recording_allowed();
         if services.recordings.is_some() && !allowed {
-            let _ = services.events.send(CallEvent::RecordingStopped { id: info.id.clone(), reason: "disk low".into() });
+            let _ = services.events.send(CallEvent::RecordingStopped {
+                id: info.id.clone(),
+                reason: "disk low".into(),
+            });
         }
         let recordings = services.recordings.as_ref().filter(|_| allowed);
         let recording = recordings.and_then(|r| match r.open(numeric, info.id.as_str()) {
@@ -89,7 +93,10 @@ impl Pipeline {
             }
             Err(err) => {
                 tracing::warn!(call = %info.id, %err, "recording not started");
-                let _ = services.events.send(CallEvent::RecordingStopped { id: info.id.clone(), reason: err.to_string() });
+                let _ = services.events.send(CallEvent::RecordingStopped {
+                    id: info.id.clone(),
+                    reason: err.to_string(),
+                });
                 None
             }
         });
@@ -125,7 +132,15 @@ impl Pipeline {
     }
 
     /// One received packet of G.711 audio.
-    pub fn receive(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, ssrc: u32, payload: &[u8]) {
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        ssrc: u32,
+        payload: &[u8],
+    ) {
         let mut pcm = [0i16; MAX_SAMPLES];
         let n = payload.len().min(MAX_SAMPLES);
         if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
@@ -148,19 +163,28 @@ impl Pipeline {
         // caller's speech is not an underrun.
         self.speaker.push(&heard);
         self.record(&heard, &said);
-        self.energy += heard.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        self.energy += heard
+            .iter()
+            .map(|&s| f64::from(s) * f64::from(s))
+            .sum::<f64>();
         self.ticks += 1;
         self.delay_sum += u64::from(self.jitter.target_delay_ms());
         if self.ticks.is_multiple_of(LIVE_EVERY) {
             let rms = (self.energy / (LIVE_EVERY as f64 * FRAME_SAMPLES as f64)).sqrt();
-            let dbfs = if rms < 1.0 { -100.0 } else { (20.0 * (rms / 32768.0).log10()) as f32 };
+            let dbfs = if rms < 1.0 {
+                -100.0
+            } else {
+                (20.0 * (rms / 32768.0).log10()) as f32
+            };
             self.energy = 0.0;
             self.live.send_modify(|l| l.level_dbfs = dbfs);
         }
     }
 
     fn record(&mut self, heard: &Frame, said: &Frame) {
-        let Some(recording) = self.recording.as_mut() else { return };
+        let Some(recording) = self.recording.as_mut() else {
+            return;
+        };
         let reason = if !self.gate.recording_allowed() {
             "disk low"
         } else {
@@ -173,7 +197,10 @@ impl Pipeline {
         if let Some(recording) = self.recording.take() {
             recording.finish();
         }
-        let _ = self.events.send(CallEvent::RecordingStopped { id: self.id.clone(), reason: reason.into() });
+        let _ = self.events.send(CallEvent::RecordingStopped {
+            id: self.id.clone(),
+            reason: reason.into(),
+        });
     }
 
     /// Switches playout on the speakers.
@@ -183,7 +210,10 @@ impl Pipeline {
         }
         self.speaker.set_listen(on);
         self.live.send_modify(|l| l.listen = on);
-        let _ = self.events.send(CallEvent::Listen { id: self.id.clone(), on });
+        let _ = self.events.send(CallEvent::Listen {
+            id: self.id.clone(),
+            on,
+        });
     }
 
     pub fn jitter_stats(&self) -> &JitterStats {
@@ -206,7 +236,10 @@ impl Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("id", &self.id).field("law", &self.law).finish()
+        f.debug_struct("Pipeline")
+            .field("id", &self.id)
+            .field("law", &self.law)
+            .finish()
     }
 }
 

@@ -81,9 +81,16 @@ impl CallTask {
         let mut tick = tokio::time::interval(FRAME_DURATION);
         // Catch up after a stall so the RTP clock keeps real time.
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let max_end = self.settings.max_duration.map(|d| tokio::time::Instant::from_std(self.started + d));
+        let max_end = self
+            .settings
+            .max_duration
+            .map(|d| tokio::time::Instant::from_std(self.started + d));
         loop {
-            let rtcp_at = self.session.as_ref().and_then(Session::poll_timeout).map(tokio::time::Instant::from_std);
+            let rtcp_at = self
+                .session
+                .as_ref()
+                .and_then(Session::poll_timeout)
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(CallCommand::Ended(reason)) => {
@@ -126,7 +133,11 @@ impl CallTask {
         match command {
             CallCommand::Confirmed => tracing::debug!(call = %self.info.id, "call confirmed"),
             CallCommand::Media(media) => self.apply_media(media),
-            CallCommand::Dtmf { digit, duration_ms, via } => self.dtmf(digit, duration_ms, via),
+            CallCommand::Dtmf {
+                digit,
+                duration_ms,
+                via,
+            } => self.dtmf(digit, duration_ms, via),
             CallCommand::Hangup => self.request_hangup("local hangup"),
             CallCommand::Listen(on) => self.pipeline.set_listen(on),
             CallCommand::Ended(_) => {}
@@ -136,7 +147,12 @@ impl CallTask {
     fn dtmf(&self, digit: char, duration_ms: u32, via: &'static str) {
         tracing::debug!(call = %self.info.id, %digit, duration_ms, via, "DTMF");
         let id = self.info.id.clone();
-        let _ = self.services.events.send(CallEvent::Dtmf { id, digit, duration_ms, via: via.to_string() });
+        let _ = self.services.events.send(CallEvent::Dtmf {
+            id,
+            digit,
+            duration_ms,
+            via: via.to_string(),
+        });
     }
 
     fn apply_media(&mut self, media: Negotiated) {
@@ -148,14 +164,20 @@ impl CallTask {
         self.pipeline.set_law(law);
         self.sending = media.local_direction.sends();
         self.receiving = media.local_direction.receives();
-        let hold = !matches!(media.remote_direction, Direction::SendRecv | Direction::RecvOnly);
+        let hold = !matches!(
+            media.remote_direction,
+            Direction::SendRecv | Direction::RecvOnly
+        );
         let was_hold = self.live.borrow().hold;
         self.live.send_modify(|l| {
             l.codec = Some(codec);
             l.hold = hold;
         });
         if hold != was_hold {
-            let _ = self.services.events.send(CallEvent::Hold { id: self.info.id.clone(), on: hold });
+            let _ = self.services.events.send(CallEvent::Hold {
+                id: self.info.id.clone(),
+                on: hold,
+            });
         }
         match self.session.as_mut() {
             Some(session) => {
@@ -183,7 +205,10 @@ impl CallTask {
                 self.session = Some(session);
                 self.media_since = Some(now);
                 self.live.send_modify(|l| l.answered = true);
-                let _ = self.services.events.send(CallEvent::Answered { id: self.info.id.clone(), codec: codec.into() });
+                let _ = self.services.events.send(CallEvent::Answered {
+                    id: self.info.id.clone(),
+                    codec: codec.into(),
+                });
             }
         }
         tracing::debug!(call = %self.info.id, codec, direction = ?media.local_direction, "media");
@@ -191,18 +216,34 @@ impl CallTask {
 
     fn rtp_in(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = clock::now();
-        let Some(session) = self.session.as_mut() else { return };
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         if let Some(audio) = session.handle_rtp(now, from, datagram) {
-            self.pipeline.receive(now, audio.seq, audio.timestamp, audio.marker, audio.ssrc.0, audio.payload);
+            self.pipeline.receive(
+                now,
+                audio.seq,
+                audio.timestamp,
+                audio.marker,
+                audio.ssrc.0,
+                audio.payload,
+            );
         }
         while let Some(event) = session.poll_event() {
             match event {
                 RtpEvent::Dtmf { digit, duration_ms } => {
                     tracing::debug!(call = %self.info.id, %digit, duration_ms, "DTMF (RFC 4733)");
                     let id = self.info.id.clone();
-                    let _ = self.services.events.send(CallEvent::Dtmf { id, digit, duration_ms, via: "rfc4733".into() });
+                    let _ = self.services.events.send(CallEvent::Dtmf {
+                        id,
+                        digit,
+                        duration_ms,
+                        via: "rfc4733".into(),
+                    });
                 }
-                RtpEvent::SourceLearned(addr) => tracing::debug!(call = %self.info.id, %addr, "RTP source learned"),
+                RtpEvent::SourceLearned(addr) => {
+                    tracing::debug!(call = %self.info.id, %addr, "RTP source learned")
+                }
                 other => tracing::trace!(call = %self.info.id, ?other, "RTP event"),
             }
         }
@@ -211,24 +252,39 @@ impl CallTask {
     /// Every 20 ms: one frame through the pipeline, one packet to the caller.
     async fn playout_tick(&mut self) {
         let now = clock::now();
-        let Some(session) = self.session.as_mut() else { return };
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         let mut payload = [0u8; FRAME_SAMPLES];
         self.pipeline.tick(now, &mut payload);
         let mut packet = [0u8; 12 + FRAME_SAMPLES];
-        if let Some((dest, len)) = session.send_audio(now, &payload, FRAME_SAMPLES as u32, &mut packet) {
-            let _ = self.sockets.rtp.send_to(packet.get(..len).unwrap_or_default(), dest).await;
+        if let Some((dest, len)) =
+            session.send_audio(now, &payload, FRAME_SAMPLES as u32, &mut packet)
+        {
+            let _ = self
+                .sockets
+                .rtp
+                .send_to(packet.get(..len).unwrap_or_default(), dest)
+                .await;
         }
         self.check_silence(now);
     }
 
     /// Hangs up when the caller should be sending but nothing came for the timeout.
     fn check_silence(&mut self, now: Instant) {
-        let (Some(limit), Some(since)) = (self.settings.silence_timeout, self.media_since) else { return };
+        let (Some(limit), Some(since)) = (self.settings.silence_timeout, self.media_since) else {
+            return;
+        };
         // On hold by agreement (inactive) silence is expected.
         if self.hangup_requested || !self.receiving {
             return;
         }
-        let last = self.session.as_ref().and_then(Session::last_packet_at).unwrap_or(since).max(since);
+        let last = self
+            .session
+            .as_ref()
+            .and_then(Session::last_packet_at)
+            .unwrap_or(since)
+            .max(since);
         if now.saturating_duration_since(last) >= limit {
             tracing::info!(call = %self.info.id, silent_secs = limit.as_secs(), "no RTP received, hanging up");
             self.request_hangup("rtp timeout");
@@ -245,9 +301,15 @@ impl CallTask {
     }
 
     async fn flush_rtcp(&mut self) {
-        let Some(session) = self.session.as_mut() else { return };
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         while let Some(transmit) = session.poll_transmit() {
-            let _ = self.sockets.rtcp.send_to(&transmit.bytes, transmit.dest).await;
+            let _ = self
+                .sockets
+                .rtcp
+                .send_to(&transmit.bytes, transmit.dest)
+                .await;
         }
     }
 
@@ -279,6 +341,10 @@ impl CallTask {
         self.pipeline.finish();
         self.services.registry.remove(&self.info.id);
         let reason = std::mem::take(&mut self.end_reason);
-        let _ = self.services.events.send(CallEvent::Ended { id: self.info.id.clone(), reason, stats });
+        let _ = self.services.events.send(CallEvent::Ended {
+            id: self.info.id.clone(),
+            reason,
+            stats,
+        });
     }
 }

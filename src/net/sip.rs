@@ -100,7 +100,8 @@ impl SipDriver {
         let mut stopping: Option<tokio::time::Instant> = None;
         // systemd's watchdog is fed from this loop, so a wedged SIP task gets us restarted.
         let watchdog_every = crate::systemd::watchdog_interval().map(|d| d / 2);
-        let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         loop {
             let deadline = self
                 .endpoint

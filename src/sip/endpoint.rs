@@ -382,10 +382,11 @@ impl Endpoint {
             return;
         }
         if let Some(offer) = &c.offer
-            && sdp::answer(offer, &media).is_err() {
-                self.reject(now, call, 488);
-                return;
-            }
+            && sdp::answer(offer, &media).is_err()
+        {
+            self.reject(now, call, 488);
+            return;
+        }
         c.state = CallState::Ringing {
             answer_at: now + ring,
             media,
@@ -438,17 +439,18 @@ impl Endpoint {
         };
         // §17.2.3: a retransmission goes to its transaction.
         if req.method != Method::Ack
-            && let Some(entry) = self.server.get(&key) {
-                let resend = match &entry.tx {
-                    ServerTx::Invite(tx) => tx.on_request_retransmit(),
-                    ServerTx::NonInvite(tx) => tx.on_request_retransmit(),
-                };
-                if let Some(bytes) = resend {
-                    let dest = entry.flow;
-                    self.send(dest, bytes);
-                }
-                return;
+            && let Some(entry) = self.server.get(&key)
+        {
+            let resend = match &entry.tx {
+                ServerTx::Invite(tx) => tx.on_request_retransmit(),
+                ServerTx::NonInvite(tx) => tx.on_request_retransmit(),
+            };
+            if let Some(bytes) = resend {
+                let dest = entry.flow;
+                self.send(dest, bytes);
             }
+            return;
+        }
         match req.method {
             Method::Ack => self.handle_ack(now, key, req),
             Method::Cancel => self.handle_cancel(now, flow, key, req),
@@ -463,9 +465,10 @@ impl Endpoint {
             tx: ServerTx::Invite(tx),
             ..
         }) = self.server.get_mut(&invite_key)
-            && tx.on_ack(now) {
-                return;
-            }
+            && tx.on_ack(now)
+        {
+            return;
+        }
         // An ACK for a 2xx is part of the dialog (§13.2.2.4 / §13.3.1.4).
         let Some(call) = self.dialog_of(&req) else {
             return;
@@ -481,18 +484,19 @@ impl Endpoint {
         let first = !c.confirmed;
         c.confirmed = true;
         // Late offer: our 2xx carried the offer and the ACK the answer.
-        if c.offer.is_none() && !req.body.is_empty()
+        if c.offer.is_none()
+            && !req.body.is_empty()
             && let (Ok(answer), Some(local)) =
                 (SessionDescription::parse(&req.body), c.media.as_ref())
-            {
-                match sdp::negotiate_answer(&answer, local) {
-                    Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
-                    Err(_) => {
-                        self.send_bye(now, call, EndReason::LocalHangup);
-                        return;
-                    }
+        {
+            match sdp::negotiate_answer(&answer, local) {
+                Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
+                Err(_) => {
+                    self.send_bye(now, call, EndReason::LocalHangup);
+                    return;
                 }
             }
+        }
         if c.bye_after_ack {
             self.send_bye(now, call, EndReason::LocalHangup);
         } else if first {
@@ -678,10 +682,9 @@ impl Endpoint {
             Method::Bye => {
                 let ringing = !c.invite_final;
                 self.respond_new(now, flow, key, &req, 200, None);
-                if ringing
-                    && let Some(resp) = self.call_response(call, 487, None) {
-                        self.respond_invite(now, call, resp);
-                    }
+                if ringing && let Some(resp) = self.call_response(call, 487, None) {
+                    self.respond_invite(now, call, resp);
+                }
                 self.end_call(call, EndReason::RemoteBye);
             }
             Method::Invite => self.handle_reinvite(now, flow, key, req, call),
@@ -906,9 +909,10 @@ impl Endpoint {
                 continue;
             };
             if let CallState::Ringing { answer_at, .. } = c.state
-                && answer_at <= now {
-                    self.send_answer(now, call);
-                }
+                && answer_at <= now
+            {
+                self.send_answer(now, call);
+            }
             let Some(c) = self.calls.get_mut(&call) else {
                 continue;
             };
@@ -1200,9 +1204,10 @@ fn response_to(req: &Request, status: u16, tag: Option<String>) -> Response {
     let mut resp = stateless_response(&req.headers, status);
     if let (Some(tag), true) = (tag, status > 100)
         && let Some(to) = req.headers.to()
-            && to.tag().is_none() {
-                resp.headers.set("To", to.with_tag(&tag).to_string());
-            }
+        && to.tag().is_none()
+    {
+        resp.headers.set("To", to.with_tag(&tag).to_string());
+    }
     resp
 }
 

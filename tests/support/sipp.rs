@@ -135,8 +135,8 @@ impl Sipp {
 fn last_count(stdout: &str, label: &str) -> u64 {
     stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with(label))
-        .last()
+        .rev()
+        .find(|l| l.trim_start().starts_with(label))
         .and_then(|l| l.split('|').nth(2))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)

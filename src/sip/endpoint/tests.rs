@@ -30,13 +30,17 @@ impl Harness {
         Self {
             ep: Endpoint::new(config, 7),
             now: Instant::now(),
-            flow: Flow { transport: Transport::Udp, remote: CALLER.parse().unwrap() },
+            flow: Flow {
+                transport: Transport::Udp,
+                remote: CALLER.parse().unwrap(),
+            },
         }
     }
 
     fn send(&mut self, text: &str) {
         let bytes = text.replace('\n', "\r\n");
-        self.ep.handle_datagram(self.now, self.flow, bytes.as_bytes());
+        self.ep
+            .handle_datagram(self.now, self.flow, bytes.as_bytes());
     }
 
     fn advance(&mut self, by: Duration) {
@@ -56,7 +60,13 @@ impl Harness {
         let mut out = vec![];
         while let Some(t) = self.ep.poll_transmit() {
             if let Ok(Message::Response(r)) = message::parse(&t.bytes) {
-                out.push((r.status, r.headers.cseq().map(|c| c.method.to_string()).unwrap_or_default()));
+                out.push((
+                    r.status,
+                    r.headers
+                        .cseq()
+                        .map(|c| c.method.to_string())
+                        .unwrap_or_default(),
+                ));
             }
         }
         out
@@ -165,7 +175,10 @@ fn retransmitted_invite_gets_the_last_provisional_response_again() {
     let mut h = Harness::new();
     h.send(&invite("z9hG4bK2", "c2"));
     h.answer_incoming(Duration::from_secs(5));
-    assert_eq!(h.responses(), [(100, "INVITE".into()), (180, "INVITE".into())]);
+    assert_eq!(
+        h.responses(),
+        [(100, "INVITE".into()), (180, "INVITE".into())]
+    );
     h.send(&invite("z9hG4bK2", "c2"));
     assert_eq!(h.responses(), [(180, "INVITE".into())]);
     assert!(h.events().is_empty(), "a retransmission is not a new call");
@@ -214,9 +227,19 @@ fn no_ack_within_64_t1_ends_the_call_with_a_bye() {
     h.answer_incoming(Duration::ZERO);
     h.events();
     h.advance(Duration::from_millis(32_100));
-    let byes: Vec<_> = h.requests().into_iter().filter(|r| r.method == Method::Bye).collect();
+    let byes: Vec<_> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Bye)
+        .collect();
     assert_eq!(byes.len(), 1);
-    assert!(h.events().iter().any(|e| matches!(e, Event::Ended { reason: EndReason::AckTimeout, .. })));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::AckTimeout,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -229,12 +252,23 @@ fn cancel_while_ringing_gets_200_and_the_invite_487() {
         .replacen("INVITE sip", "CANCEL sip", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
     h.send(&cancel);
-    assert_eq!(h.responses(), [(200, "CANCEL".into()), (487, "INVITE".into())]);
-    assert!(h.events().iter().any(|e| matches!(e, Event::Ended { reason: EndReason::Cancelled, .. })));
+    assert_eq!(
+        h.responses(),
+        [(200, "CANCEL".into()), (487, "INVITE".into())]
+    );
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::Cancelled,
+            ..
+        }
+    )));
     // The 487 is retransmitted until its ACK, which the INVITE transaction absorbs.
     h.advance(Duration::from_millis(500));
     assert_eq!(h.responses(), [(487, "INVITE".into())]);
-    let ack = invite("z9hG4bK6", "c6").replacen("INVITE sip", "ACK sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    let ack = invite("z9hG4bK6", "c6")
+        .replacen("INVITE sip", "ACK sip", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
     h.send(&ack);
     h.advance(Duration::from_secs(40));
     assert!(h.responses().is_empty());
@@ -252,7 +286,11 @@ fn cancel_racing_the_200_gets_200_and_leaves_the_call_up() {
         .replacen("INVITE sip", "CANCEL sip", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
     h.send(&cancel);
-    assert_eq!(h.responses(), [(200, "CANCEL".into())], "no 487 after a final response");
+    assert_eq!(
+        h.responses(),
+        [(200, "CANCEL".into())],
+        "no 487 after a final response"
+    );
     assert!(h.events().is_empty());
     assert_eq!(h.ep.active_calls(), 1);
 }
@@ -267,7 +305,13 @@ fn bye_from_the_caller_ends_the_call() {
     h.events();
     h.send(&in_dialog("BYE", 2, "z9hG4bK8b", "c8", &tag));
     assert_eq!(h.responses(), [(200, "BYE".into())]);
-    assert!(h.events().iter().any(|e| matches!(e, Event::Ended { reason: EndReason::RemoteBye, .. })));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::RemoteBye,
+            ..
+        }
+    )));
     // A retransmitted BYE gets the same 200 from its transaction.
     h.send(&in_dialog("BYE", 2, "z9hG4bK8b", "c8", &tag));
     assert_eq!(h.responses(), [(200, "BYE".into())]);
@@ -307,7 +351,13 @@ fn hangup_before_the_ack_waits_for_it() {
     h.ep.hangup(h.now, call);
     assert!(h.requests().is_empty(), "§15: no BYE before the ACK");
     h.send(&in_dialog("ACK", 1, "z9hG4bK10a", "c10", &tag));
-    assert_eq!(h.requests().into_iter().map(|r| r.method).collect::<Vec<_>>(), [Method::Bye]);
+    assert_eq!(
+        h.requests()
+            .into_iter()
+            .map(|r| r.method)
+            .collect::<Vec<_>>(),
+        [Method::Bye]
+    );
 }
 
 #[test]
@@ -319,7 +369,10 @@ fn busy_beyond_max_calls_and_options_says_503_at_capacity() {
     }
     h.responses();
     h.send(&invite("z9hG4bKc3", "cap3"));
-    assert_eq!(h.responses(), [(100, "INVITE".into()), (486, "INVITE".into())]);
+    assert_eq!(
+        h.responses(),
+        [(100, "INVITE".into()), (486, "INVITE".into())]
+    );
     let options = "OPTIONS sip:earshot@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo\nFrom: <sip:mon@127.0.0.1>;tag=m\nTo: <sip:earshot@127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n";
     h.send(options);
     assert_eq!(h.responses(), [(503, "OPTIONS".into())]);
@@ -336,7 +389,10 @@ fn options_lists_allow_accept_and_shutdown_refuses_calls() {
     assert_eq!(ok.headers.get("accept"), Some(ACCEPT));
     h.ep.shut_down(h.now);
     h.send(&invite("z9hG4bK11", "c11"));
-    assert_eq!(h.responses(), [(100, "INVITE".into()), (503, "INVITE".into())]);
+    assert_eq!(
+        h.responses(),
+        [(100, "INVITE".into()), (503, "INVITE".into())]
+    );
 }
 
 #[test]
@@ -348,9 +404,13 @@ fn reinvite_sendonly_is_answered_recvonly_and_reported() {
     h.send(&in_dialog("ACK", 1, "z9hG4bK12a", "c12", &tag));
     h.events();
     let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=sendonly\r\n";
-    let reinvite = in_dialog("INVITE", 2, "z9hG4bK12r", "c12", &tag)
-        .replace("Content-Length: 0\n\n", &format!("Content-Type: application/sdp\nContent-Length: {}\n\n", sdp.len()))
-        + &sdp.replace("\r\n", "\n");
+    let reinvite = in_dialog("INVITE", 2, "z9hG4bK12r", "c12", &tag).replace(
+        "Content-Length: 0\n\n",
+        &format!(
+            "Content-Type: application/sdp\nContent-Length: {}\n\n",
+            sdp.len()
+        ),
+    ) + &sdp.replace("\r\n", "\n");
     h.send(&reinvite);
     let ok = h.last_response().unwrap();
     assert_eq!(ok.status, 200);
@@ -362,7 +422,10 @@ fn reinvite_sendonly_is_answered_recvonly_and_reported() {
     assert_eq!(media.unwrap().local_direction, Direction::RecvOnly);
     h.send(&in_dialog("ACK", 2, "z9hG4bK12b", "c12", &tag));
     h.advance(Duration::from_secs(2));
-    assert!(h.responses().is_empty(), "the re-INVITE's 200 stops at its ACK");
+    assert!(
+        h.responses().is_empty(),
+        "the re-INVITE's 200 stops at its ACK"
+    );
 }
 
 #[test]
@@ -376,11 +439,21 @@ fn info_dtmf_relay_is_a_digit_event() {
     let body = "Signal=5\nDuration=250\n";
     let info = in_dialog("INFO", 2, "z9hG4bK13i", "c13", &tag).replace(
         "Content-Length: 0\n\n",
-        &format!("Content-Type: application/dtmf-relay\nContent-Length: {}\n\n", body.len() + 2),
+        &format!(
+            "Content-Type: application/dtmf-relay\nContent-Length: {}\n\n",
+            body.len() + 2
+        ),
     ) + body;
     h.send(&info);
     assert_eq!(h.responses(), [(200, "INFO".into())]);
-    assert!(matches!(h.events().as_slice(), [Event::Dtmf { digit: '5', duration_ms: 250, .. }]));
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::Dtmf {
+            digit: '5',
+            duration_ms: 250,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -388,14 +461,20 @@ fn unknown_dialog_gets_481_and_unknown_method_501() {
     let mut h = Harness::new();
     h.send(&in_dialog("BYE", 2, "z9hG4bK14", "nope", "nope"));
     assert_eq!(h.responses(), [(481, "BYE".into())]);
-    h.send(&in_dialog("FROB", 2, "z9hG4bK15", "nope2", "x").replace("To: <sip:1000@127.0.0.1>;tag=x", "To: <sip:1000@127.0.0.1>"));
+    h.send(
+        &in_dialog("FROB", 2, "z9hG4bK15", "nope2", "x")
+            .replace("To: <sip:1000@127.0.0.1>;tag=x", "To: <sip:1000@127.0.0.1>"),
+    );
     assert_eq!(h.responses(), [(501, "FROB".into())]);
 }
 
 #[test]
 fn require_gets_420_with_unsupported_and_bad_content_type_415() {
     let mut h = Harness::new();
-    h.send(&invite("z9hG4bK16", "c16").replace("Max-Forwards: 70", "Max-Forwards: 70\nRequire: 100rel"));
+    h.send(
+        &invite("z9hG4bK16", "c16")
+            .replace("Max-Forwards: 70", "Max-Forwards: 70\nRequire: 100rel"),
+    );
     let r = h.last_response().unwrap();
     assert_eq!(r.status, 420);
     assert_eq!(r.headers.get("unsupported"), Some("100rel"));
@@ -410,7 +489,10 @@ fn no_common_codec_is_488() {
     let mut h = Harness::new();
     h.send(&invite("z9hG4bK18", "c18").replace("RTP/AVP 8 0 101", "RTP/AVP 4 9 101"));
     h.answer_incoming(Duration::ZERO);
-    assert_eq!(h.responses(), [(100, "INVITE".into()), (488, "INVITE".into())]);
+    assert_eq!(
+        h.responses(),
+        [(100, "INVITE".into()), (488, "INVITE".into())]
+    );
     assert_eq!(h.ep.active_calls(), 0);
 }
 
@@ -420,8 +502,13 @@ fn responses_follow_rport_to_the_source_port() {
     h.flow.remote = "127.0.0.1:40123".parse().unwrap();
     h.send(&invite("z9hG4bK19", "c19"));
     let t = h.ep.poll_transmit().unwrap();
-    assert_eq!(t.flow.remote, "127.0.0.1:40123".parse::<SocketAddr>().unwrap());
-    let Ok(Message::Response(r)) = message::parse(&t.bytes) else { panic!() };
+    assert_eq!(
+        t.flow.remote,
+        "127.0.0.1:40123".parse::<SocketAddr>().unwrap()
+    );
+    let Ok(Message::Response(r)) = message::parse(&t.bytes) else {
+        panic!()
+    };
     let via = r.headers.via().unwrap();
     assert_eq!(via.rport(), Some(Some(40123)));
 }

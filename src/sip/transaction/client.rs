@@ -74,7 +74,10 @@ impl ClientNonInvite {
 
     /// True once a final response arrived: only retransmissions are left to absorb.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, NonInviteState::Completed | NonInviteState::Terminated)
+        matches!(
+            self.state,
+            NonInviteState::Completed | NonInviteState::Terminated
+        )
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
