@@ -162,36 +162,11 @@ fn cancel_while_ringing_gets_487() {
     assert!(e.options_ok());
 }
 
-#[test]
-fn earshot_hangs_up_at_max_duration() {
-    let e = Earshot::start("[calls]\nmax_duration_secs = 2\n");
-    let pcap = caller_pcap(&e, Law::Ulaw, 6000, 5);
-    let scenario = Scenario::load(
-        "uac_wait_bye.xml",
-        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "8000".into())],
-    );
-    let started = Instant::now();
-    let outcome = sipp::start(
-        e.dir(),
-        &scenario,
-        Some(e.sip_addr()),
-        sipp_port(),
-        &["-m", "1"],
-    )
-    .wait(Duration::from_secs(20));
-    assert_sipp(&outcome, 1, &e);
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "BYE came after {:?}",
-        started.elapsed()
-    );
-}
-
-#[test]
-fn earshot_hangs_up_when_rtp_stops() {
-    let e = Earshot::start("[rtp]\nsilence_timeout_secs = 2\n");
-    // One second of audio, then nothing: the silence timeout ends the call.
-    let pcap = caller_pcap(&e, Law::Ulaw, 1000, 5);
+/// A SIPp caller streams `audio_ms` of audio and waits for earshot's BYE; returns how long the
+/// call lasted.
+fn call_until_earshot_hangs_up(config: &str, audio_ms: u32) -> Duration {
+    let e = Earshot::start(config);
+    let pcap = caller_pcap(&e, Law::Ulaw, audio_ms, 5);
     let scenario = Scenario::load(
         "uac_wait_bye.xml",
         &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "10000".into())],
@@ -206,10 +181,22 @@ fn earshot_hangs_up_when_rtp_stops() {
     )
     .wait(Duration::from_secs(20));
     assert_sipp(&outcome, 1, &e);
-    let elapsed = started.elapsed();
+    started.elapsed()
+}
+
+#[test]
+fn earshot_hangs_up_at_max_duration() {
+    let lasted = call_until_earshot_hangs_up("[calls]\nmax_duration_secs = 2\n", 6000);
+    assert!(lasted < Duration::from_secs(6), "BYE came after {lasted:?}");
+}
+
+#[test]
+fn earshot_hangs_up_when_rtp_stops() {
+    // One second of audio, then nothing: the silence timeout ends the call.
+    let lasted = call_until_earshot_hangs_up("[rtp]\nsilence_timeout_secs = 2\n", 1000);
     assert!(
-        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8),
-        "BYE after {elapsed:?}"
+        lasted >= Duration::from_secs(3) && lasted < Duration::from_secs(8),
+        "BYE after {lasted:?}"
     );
 }
 
