@@ -121,6 +121,7 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
         c.len() == 3 && c[0]["status"] == "active"
     });
     let victim = listed[0]["id"].as_str().unwrap().to_owned();
+    let seen_live = std::time::Instant::now();
     // Long enough for an alive mark (every 2 s while calls are live) after the last event.
     std::thread::sleep(Duration::from_millis(4500));
     let killed = Command::new("kill")
@@ -129,6 +130,7 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let recorded_before_kill = seen_live.elapsed().as_secs_f64();
     let _ = caller.wait(Duration::from_secs(15));
 
     // Restart on the same store and recordings.
@@ -166,6 +168,15 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
         wav.body.starts_with(b"RIFF") && wav.body.len() > 44,
         "{} bytes",
         wav.body.len()
+    );
+    // Playable to the end, and at most the last second lost (the header is flushed about
+    // once a second).
+    let mut reader = hound::WavReader::open(recordings.join(format!("{victim}.wav"))).unwrap();
+    let samples = reader.samples::<i16>().map(|s| s.unwrap()).count();
+    let seconds = samples as f64 / 2.0 / 8000.0;
+    assert!(
+        seconds >= recorded_before_kill - 1.0,
+        "{seconds:.2} s recorded of the {recorded_before_kill:.2} s the call was live"
     );
 
     for before in &done_details {
