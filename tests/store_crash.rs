@@ -172,7 +172,8 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
     // Playable to the end, and at most the last second lost (the header is flushed about
     // once a second).
     let mut reader = hound::WavReader::open(recordings.join(format!("{victim}.wav"))).unwrap();
-    let samples = reader.samples::<i16>().map(|s| s.unwrap()).count();
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let samples = samples.len();
     let seconds = samples as f64 / 2.0 / 8000.0;
     assert!(
         seconds >= recorded_before_kill - 1.0,

@@ -20,6 +20,8 @@ use crate::store::RecordingGate;
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
 const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
+/// Numbers the speaker mixer and the recorder know pipelines by, unique in this process.
+static NEXT_MEDIA_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// The live state is republished every this many ticks (100 ms).
 const LIVE_EVERY: u64 = 5;
 
@@ -72,8 +74,8 @@ impl Pipeline {
         jitter: JitterConfig,
     ) -> Self {
         let listen = services.listen_default;
-        let numeric =
-            u64::from_str_radix(info.id.as_str().get(1..).unwrap_or("0"), 16).unwrap_or(0);
+        // The speaker mixer and the recorder know calls by a number; each pipeline gets its own.
+        let numeric = NEXT_MEDIA_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let speaker = services.audio.add_call(numeric, listen);
         let allowed = services.recording_gate.recording_allowed();
         if services.recordings.is_some() && !allowed {
@@ -288,4 +290,74 @@ pub fn stream_call(
         live,
     };
     (handle, StreamCommands(rx), live_tx)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+// Virtual time starts from one real instant; only differences matter.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::call::event::{CallId, Source};
+    use crate::config::AudioOutput;
+    use std::time::{Duration, SystemTime};
+
+    fn info(n: u32) -> CallInfo {
+        CallInfo {
+            id: CallId::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                n,
+            ),
+            source: Source::Sip,
+            external_id: format!("call-{n}"),
+            caller: "1".into(),
+            callee: "2".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn one_call_ending_leaves_the_other_calls_recording_running() {
+        let dir = std::env::temp_dir().join(format!("earshot-pipeline-{}", std::process::id()));
+        let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (rec_events, _rec_rx) = tokio::sync::mpsc::unbounded_channel();
+        let recordings = Arc::new(RecordingService::start(dir.clone(), rec_events).unwrap());
+        let services = Services {
+            audio: Arc::new(AudioService::start(&AudioOutput::None, false)),
+            recordings: Some(recordings.clone()),
+            events,
+            registry: Arc::new(Registry::default()),
+            greeting: Greeting::default(),
+            listen_default: false,
+            recording_gate: RecordingGate::new(),
+        };
+        let (a_info, b_info) = (info(1), info(2));
+        let mut a = Pipeline::new(&services, &a_info, watch::channel(LiveState::default()).0);
+        let mut b = Pipeline::new(&services, &b_info, watch::channel(LiveState::default()).0);
+        let t0 = Instant::now();
+        let mut out = [0u8; FRAME_SAMPLES];
+        for i in 0..50u64 {
+            a.tick(t0 + Duration::from_millis(20 * i), &mut out);
+            b.tick(t0 + Duration::from_millis(20 * i), &mut out);
+        }
+        b.finish();
+        for i in 50..150u64 {
+            a.tick(t0 + Duration::from_millis(20 * i), &mut out);
+        }
+        a.finish();
+        drop(services);
+        Arc::try_unwrap(recordings).unwrap().shutdown();
+        let frames = |info: &CallInfo| {
+            hound::WavReader::open(dir.join(format!("{}.wav", info.id)))
+                .unwrap()
+                .duration()
+        };
+        assert_eq!(frames(&b_info), 50 * 160);
+        assert_eq!(
+            frames(&a_info),
+            150 * 160,
+            "the first call's recording was cut when the other ended"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
