@@ -63,7 +63,12 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let (history, twilio) =
         start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
     let driver = build_sip(&config, services, metrics).await?;
-    spawn_reload_handler(config.clone(), config_path, driver.sip_commands.clone())?;
+    spawn_reload_handler(
+        config.clone(),
+        config_path,
+        driver.sip_commands.clone(),
+        twilio.clone(),
+    )?;
     tracing::info!(
         sip = %config.sip.listen,
         max_calls = config.calls.max_concurrent,
@@ -372,6 +377,7 @@ fn spawn_reload_handler(
     mut current: Config,
     path: PathBuf,
     sip: mpsc::UnboundedSender<SipCommand>,
+    twilio: crate::net::twilio::TwilioState,
 ) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).map_err(AppError::Signals)?;
@@ -420,6 +426,8 @@ fn spawn_reload_handler(
             if failed {
                 continue;
             }
+            // Twilio calls start from the same greeting and listen default.
+            twilio.reload(greeting.clone(), new.audio.listen);
             let reload = Reload {
                 allow: new.sip.allow.clone(),
                 trunks,
