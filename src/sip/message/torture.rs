@@ -555,6 +555,28 @@ fn fill_protos(template: &[u8], case: usize) -> Vec<u8> {
     text
 }
 
+/// The PROTOS c07-sip cases, unpacked once per test run from the repository's archive
+/// (`tests/data/protos-c07-sip.tar.xz`) into a temporary folder.
+fn protos_cases() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let archive =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/protos-c07-sip.tar.xz");
+        let into = std::env::temp_dir().join(format!("earshot-protos-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&into).unwrap();
+        let status = std::process::Command::new("tar")
+            .arg("-xJf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&into)
+            .status()
+            .unwrap();
+        assert!(status.success(), "unpacking {}", archive.display());
+        into.join("cases")
+    })
+    .clone()
+}
+
 /// Splits a PROTOS case file: `<N> ` + N bytes of INVITE + `<M> ` + M bytes of teardown.
 fn split_protos(mut file: &[u8]) -> Vec<&[u8]> {
     let mut pdus = Vec::new();
@@ -574,7 +596,7 @@ fn split_protos(mut file: &[u8]) -> Vec<&[u8]> {
 
 #[test]
 fn protos_c07_cases_never_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sip-protos-c07/cases");
+    let dir = protos_cases();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -608,7 +630,7 @@ fn protos_c07_cases_never_panic() {
 
 #[test]
 fn protos_valid_case_framed_over_a_stream_equals_the_datagram() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sip-protos-c07/cases");
+    let dir = protos_cases();
     let file = std::fs::read(dir.join("0000000")).unwrap();
     let pdus: Vec<Vec<u8>> = split_protos(&file)
         .into_iter()
