@@ -603,24 +603,13 @@ impl Endpoint {
             self.send_response(now, &key, resp);
             return;
         }
-        let offer = match req.body.is_empty() {
-            true => None,
-            false => match sdp_body(&req) {
-                Some(body) => match SessionDescription::parse(body) {
-                    Ok(sdp) => Some(sdp),
-                    Err(_) => {
-                        let resp = response_to(&req, 400, Some(self.random_token(8)));
-                        self.send_response(now, &key, resp);
-                        return;
-                    }
-                },
-                None => {
-                    let mut resp = response_to(&req, 415, Some(self.random_token(8)));
-                    resp.headers.push("Accept", ACCEPT);
-                    self.send_response(now, &key, resp);
-                    return;
-                }
-            },
+        let offer = match offer_of(&req) {
+            Ok(offer) => offer,
+            Err(status) => {
+                let tag = Some(self.random_token(8));
+                self.refuse_offer(now, &key, &req, status, tag);
+                return;
+            }
         };
         let tag = self.random_token(10);
         let first_cseq = self.rng.random_range(1..1_000_000);
@@ -744,20 +733,10 @@ impl Endpoint {
                 flow: dest,
             },
         );
-        let offer = match (req.body.is_empty(), sdp_body(&req)) {
-            (true, _) => None,
-            (false, Some(body)) => match SessionDescription::parse(body) {
-                Ok(sdp) => Some(sdp),
-                Err(_) => {
-                    let resp = response_to(&req, 400, None);
-                    self.send_response(now, &key, resp);
-                    return;
-                }
-            },
-            (false, None) => {
-                let mut resp = response_to(&req, 415, None);
-                resp.headers.push("Accept", ACCEPT);
-                self.send_response(now, &key, resp);
+        let offer = match offer_of(&req) {
+            Ok(offer) => offer,
+            Err(status) => {
+                self.refuse_offer(now, &key, &req, status, None);
                 return;
             }
         };
@@ -1025,6 +1004,22 @@ impl Endpoint {
             });
         }
         self.send_response(now, &key, resp);
+    }
+
+    /// Answers an INVITE whose body is no usable offer (400, or 415 with Accept).
+    fn refuse_offer(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        req: &Request,
+        status: u16,
+        tag: Option<String>,
+    ) {
+        let mut resp = response_to(req, status, tag);
+        if status == 415 {
+            resp.headers.push("Accept", ACCEPT);
+        }
+        self.send_response(now, key, resp);
     }
 
     /// Sends a response through its server transaction.
@@ -1363,6 +1358,16 @@ fn precheck(req: &Request) -> Option<u16> {
         }
     }
     None
+}
+
+/// The SDP offer of an INVITE: `None` for a late offer (no body), or the status that refuses
+/// it — 415 for a body that holds no SDP, 400 for SDP that does not parse.
+fn offer_of(req: &Request) -> Result<Option<SessionDescription>, u16> {
+    if req.body.is_empty() {
+        return Ok(None);
+    }
+    let body = sdp_body(req).ok_or(415u16)?;
+    SessionDescription::parse(body).map(Some).map_err(|_| 400)
 }
 
 /// The SDP of a request: the body itself, or the application/sdp part of a multipart body.
