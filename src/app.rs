@@ -101,10 +101,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
 /// Starts what every call shares: speaker playout, the recorder (after repairing what a crash
 /// left), the registry of live calls and the greeting.
 fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Services, AppError> {
-    let greeting = match &config.calls.greeting {
-        Some(path) => Greeting::load(path)?,
-        None => Greeting::default(),
-    };
+    let greeting = Greeting::configured(config.calls.greeting.as_deref())?;
     let audio = Arc::new(AudioService::start(
         &config.audio.output,
         config.audio.listen,
@@ -401,15 +398,12 @@ fn spawn_reload_handler(
             for field in restart_needed(&current, &new) {
                 tracing::warn!(field, "SIGHUP: this change needs a restart to take effect");
             }
-            let greeting = match &new.calls.greeting {
-                Some(p) => match Greeting::load(p) {
-                    Ok(g) => g,
-                    Err(err) => {
-                        tracing::error!(%err, "SIGHUP: configuration not reloaded");
-                        continue;
-                    }
-                },
-                None => Greeting::default(),
+            let greeting = match Greeting::configured(new.calls.greeting.as_deref()) {
+                Ok(g) => g,
+                Err(err) => {
+                    tracing::error!(%err, "SIGHUP: configuration not reloaded");
+                    continue;
+                }
             };
             let mut trunks = Vec::new();
             let mut failed = false;

@@ -60,6 +60,11 @@ impl Greeting {
         })
     }
 
+    /// `[calls].greeting`: the file when one is configured, else no greeting (silence).
+    pub fn configured(path: Option<&Path>) -> Result<Self, GreetingError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
     /// A greeting from samples already at 8 kHz (tests, generated tones).
     pub fn from_samples(samples: Vec<i16>) -> Self {
         Self {
