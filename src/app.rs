@@ -187,6 +187,7 @@ async fn start_history(
         crate::net::twilio::TwilioSettings::from_config(config),
         services.clone(),
         metrics.clone(),
+        store.clone(),
         shutdown.clone(),
     );
     twilio.start();

@@ -418,12 +418,12 @@ async fn unstarted_streams_fall_back_and_so_do_calls_beyond_the_limit() {
 async fn silent_streams_time_out_and_status_callbacks_end_calls() {
     let e = Earshot::start(&twilio_client::config("[rtp]\nsilence_timeout_secs = 1\n"));
     let side = TwilioSide::new(e.http_addr());
-    let call_sid = twilio_client::call_sid();
-    let token = side.webhook(&call_sid).await;
+    let first_sid = twilio_client::call_sid();
+    let token = side.webhook(&first_sid).await;
     // Half a second of audio, then silence on the wire: earshot closes the stream itself.
     let plan = Plan {
         stop: false,
-        ..Plan::new(&call_sid, &token, vec![0xff; 160 * 25])
+        ..Plan::new(&first_sid, &token, vec![0xff; 160 * 25])
     };
     let started = Instant::now();
     let outcome = side.stream(&plan).await;
@@ -462,6 +462,59 @@ async fn silent_streams_time_out_and_status_callbacks_end_calls() {
         l.contains("reason=twilio completed") || l.contains("reason=\"twilio completed\"")
     });
     assert_eq!(log.matches("twilio stream finished").count(), 2);
+    // The status is stored on the call, once: retried and crossed callbacks change nothing.
+    assert_eq!(side.post_status(&call_sid, "completed").await, 204);
+    assert_eq!(side.post_status(&call_sid, "in-progress").await, 204);
+    let (call, events) = stored_call_settled(&side, &call_sid).await;
+    assert_eq!(call["carrier_status"], "completed", "{call}");
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(carrier_events(&events), ["completed"], "{events:?}");
+
+    // A status that comes after the stream ended (the timed-out call) is found in the store.
+    assert_eq!(side.post_status(&first_sid, "in-progress").await, 204);
+    assert_eq!(side.post_status(&first_sid, "no-answer").await, 204);
+    assert_eq!(side.post_status(&first_sid, "no-answer").await, 204);
+    let (call, events) = stored_call_settled(&side, &first_sid).await;
+    assert_eq!(call["carrier_status"], "no-answer", "{call}");
+    assert_eq!(
+        carrier_events(&events),
+        ["in-progress", "no-answer"],
+        "{events:?}"
+    );
+
+    // Calls earshot never streamed have nothing to update; nonsense statuses are refused.
+    let stranger = twilio_client::call_sid();
+    assert_eq!(side.post_status(&stranger, "completed").await, 204);
+    assert!(side.stored_call(&stranger).await.is_none());
+    assert_eq!(side.post_status(&first_sid, "exploded").await, 400);
+    assert_eq!(side.post_status("../etc", "completed").await, 400);
+}
+
+/// The stored call of `call_sid`, once the store has written what was sent (events reach the
+/// store thread asynchronously: read until two reads a moment apart agree).
+async fn stored_call_settled(
+    side: &TwilioSide,
+    call_sid: &str,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut last = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = side.stored_call(call_sid).await;
+        if now.is_some() && now == last {
+            break;
+        }
+        last = now;
+    }
+    last.unwrap_or_else(|| panic!("{call_sid} is not stored"))
+}
+
+/// The statuses of a call's `carrier_status` events, in order.
+fn carrier_events(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "carrier_status")
+        .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,12 @@ pub enum CallEvent {
         reason: String,
         stats: CallStats,
     },
+    /// The carrier's own view of the call changed (Twilio's status callback `CallStatus`:
+    /// `ringing`, `in-progress`, `completed`, `busy`, ...). May arrive after `Ended`.
+    CarrierStatus {
+        id: CallId,
+        status: CarrierStatus,
+    },
 }
 
 impl CallEvent {
@@ -138,7 +144,8 @@ impl CallEvent {
             | CallEvent::Listen { id, .. }
             | CallEvent::RecordingStarted { id, .. }
             | CallEvent::RecordingStopped { id, .. }
-            | CallEvent::Ended { id, .. } => id,
+            | CallEvent::Ended { id, .. }
+            | CallEvent::CarrierStatus { id, .. } => id,
         }
     }
 
@@ -153,7 +160,82 @@ impl CallEvent {
             CallEvent::RecordingStarted { .. } => "recording_started",
             CallEvent::RecordingStopped { .. } => "recording_stopped",
             CallEvent::Ended { .. } => "ended",
+            CallEvent::CarrierStatus { .. } => "carrier_status",
         }
+    }
+}
+
+/// A call's status as its carrier reports it: Twilio's `CallStatus` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CarrierStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    Failed,
+    NoAnswer,
+    Canceled,
+}
+
+impl CarrierStatus {
+    const ALL: [CarrierStatus; 9] = [
+        CarrierStatus::Queued,
+        CarrierStatus::Initiated,
+        CarrierStatus::Ringing,
+        CarrierStatus::InProgress,
+        CarrierStatus::Completed,
+        CarrierStatus::Busy,
+        CarrierStatus::Failed,
+        CarrierStatus::NoAnswer,
+        CarrierStatus::Canceled,
+    ];
+
+    /// Twilio's spelling (`in-progress`, `no-answer`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CarrierStatus::Queued => "queued",
+            CarrierStatus::Initiated => "initiated",
+            CarrierStatus::Ringing => "ringing",
+            CarrierStatus::InProgress => "in-progress",
+            CarrierStatus::Completed => "completed",
+            CarrierStatus::Busy => "busy",
+            CarrierStatus::Failed => "failed",
+            CarrierStatus::NoAnswer => "no-answer",
+            CarrierStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// The call is over for the carrier.
+    pub fn is_final(self) -> bool {
+        self.stage() == 3
+    }
+
+    /// How far along a call's life the status is. Callbacks can arrive out of order and be
+    /// retried: a status only replaces one of an earlier stage, and the first final one stays.
+    pub fn stage(self) -> u8 {
+        match self {
+            CarrierStatus::Queued | CarrierStatus::Initiated => 0,
+            CarrierStatus::Ringing => 1,
+            CarrierStatus::InProgress => 2,
+            CarrierStatus::Completed
+            | CarrierStatus::Busy
+            | CarrierStatus::Failed
+            | CarrierStatus::NoAnswer
+            | CarrierStatus::Canceled => 3,
+        }
+    }
+}
+
+impl fmt::Display for CarrierStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -197,6 +279,19 @@ mod tests {
         ] {
             assert_eq!(CallId::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn carrier_statuses_parse_as_twilio_spells_them_and_order_by_stage() {
+        for status in CarrierStatus::ALL {
+            assert_eq!(CarrierStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{status}\""));
+        }
+        assert_eq!(CarrierStatus::parse("In-Progress"), None);
+        assert!(CarrierStatus::Ringing.stage() < CarrierStatus::InProgress.stage());
+        assert!(CarrierStatus::NoAnswer.is_final());
+        assert!(!CarrierStatus::InProgress.is_final());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod pipeline;
 mod registry;
 mod task;
 
-pub use event::{CallEvent, CallId, CallInfo, CallStats, Source};
+pub use event::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Source};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
 pub use pipeline::{Pipeline, Services};
 pub use registry::Registry;

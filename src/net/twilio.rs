@@ -28,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::pipeline::{StreamCommand, StreamCommands, stream_call};
 use crate::call::{
-    CallEvent, CallHandle, CallId, CallInfo, CallStats, Greeting, LiveState, Pipeline, Services,
-    Source,
+    CallEvent, CallHandle, CallId, CallInfo, CallStats, CarrierStatus, Greeting, LiveState,
+    Pipeline, Services, Source,
 };
 use crate::config::{self, Config};
 use crate::media::frame::FRAME_SAMPLES;
 use crate::media::jitter::JitterConfig;
 use crate::metrics::Metrics;
 use crate::net::clock;
+use crate::store::Store;
 use crate::twilio::handshake::HandshakeStats;
 use crate::twilio::protocol::{CallSid, Start};
 use crate::twilio::signature::{self, SignatureError};
@@ -143,6 +144,8 @@ struct Shared {
     /// Handshake times, for the log's quantiles (the metrics keep the histogram). Same rule.
     handshakes: Mutex<HandshakeStats>,
     metrics: Arc<Metrics>,
+    /// The call history, where status callbacks find calls that are no longer live.
+    store: Store,
     shutdown: CancellationToken,
     /// Open stream tasks, so shutdown can wait for their close frames and recordings.
     streams: AtomicUsize,
@@ -155,6 +158,7 @@ impl TwilioState {
         settings: TwilioSettings,
         services: Services,
         metrics: Arc<Metrics>,
+        store: Store,
         shutdown: CancellationToken,
     ) -> Self {
         let tokens = TokenBook::new(settings.handshake_timeout, REMEMBER, MAX_REMEMBERED);
@@ -164,6 +168,7 @@ impl TwilioState {
             tokens: Mutex::new(tokens),
             handshakes: Mutex::new(HandshakeStats::default()),
             metrics,
+            store,
             shutdown,
             streams: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -425,8 +430,10 @@ fn action_callback(state: &TwilioState, now: Instant, call_sid: &CallSid) -> Res
     xml(state.fallback_twiml())
 }
 
-/// `POST /twilio/status`: Twilio reports the call's status. A final status ends the live call
-/// of that CallSid (if any); repeats find nothing to do.
+/// `POST /twilio/status`: Twilio reports the call's status. It is stored on the call's record
+/// (and its timeline) whether the call is live or over, once per stage: retried or crossed
+/// callbacks change nothing. A final status also ends the live call of that CallSid.
+/// Callbacks for calls earshot never streamed (they fell back) have nothing to update.
 async fn status(
     State(state): State<TwilioState>,
     uri: Uri,
@@ -441,30 +448,44 @@ async fn status(
         return forbidden("status callback", err);
     }
     let (Some(call_sid), Some(status)) = (
-        form::get(&params, "CallSid"),
-        form::get(&params, "CallStatus"),
+        form::get(&params, "CallSid").and_then(CallSid::parse),
+        form::get(&params, "CallStatus").and_then(CarrierStatus::parse),
     ) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let final_status = matches!(
-        status,
-        "completed" | "busy" | "failed" | "no-answer" | "canceled"
-    );
-    let call = state
-        .services()
+    let services = state.services();
+    let live = services
         .registry
         .list()
         .into_iter()
-        .find(|c| c.info().external_id == call_sid);
-    tracing::debug!(
-        call_sid,
-        status,
-        live = call.is_some(),
-        "twilio status callback"
-    );
-    if let (true, Some(call)) = (final_status, call) {
-        let reason: String = format!("twilio {}", status.chars().take(20).collect::<String>());
-        call.ended(Some(reason));
+        .find(|c| c.info().external_id == call_sid.as_str());
+    let id = match &live {
+        Some(call) => Some(call.id().clone()),
+        None => {
+            let store = state.0.store.clone();
+            let sid = call_sid.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                store.find_external(Source::Twilio, sid.as_str())
+            })
+            .await;
+            match found {
+                Ok(Ok(id)) => id,
+                Ok(Err(err)) => {
+                    tracing::error!(%err, %call_sid, "twilio status callback: store lookup failed");
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+    };
+    tracing::debug!(%call_sid, %status, live = live.is_some(), known = id.is_some(), "twilio status callback");
+    if let Some(id) = id {
+        let _ = services
+            .events
+            .send(CallEvent::CarrierStatus { id, status });
+    }
+    if let (true, Some(call)) = (status.is_final(), live) {
+        call.ended(Some(format!("twilio {status}")));
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -11,7 +11,9 @@ use redb::{ReadableDatabase, ReadableTable, Table};
 use serde::Serialize;
 
 use super::record::CallRecord;
-use super::schema::{BY_START, CALL_EVENTS, CALLS, COUNTS, EVENT_LOG, NOTES};
+use super::schema::{
+    BY_EXTERNAL, BY_START, CALL_EVENTS, CALLS, COUNTS, EVENT_LOG, NOTES, external_key,
+};
 use super::timestamp::{DAY_MS, HOUR_MS, WEEK_MS, bucket_start, unix_ms};
 use super::{CallStatus, PublishedEvent, Store};
 use crate::call::{CallId, Source};
@@ -265,6 +267,19 @@ impl Store {
     pub fn get_record(&self, id: &CallId) -> Result<Option<CallRecord>, QueryError> {
         let txn = self.db().begin_read()?;
         Ok(load_record(&txn.open_table(CALLS)?, id.as_str())?)
+    }
+
+    /// The stored call of a source's own id (SIP Call-ID, Twilio CallSid).
+    pub fn find_external(
+        &self,
+        source: Source,
+        external_id: &str,
+    ) -> Result<Option<CallId>, QueryError> {
+        let txn = self.db().begin_read()?;
+        let key = external_key(source, external_id);
+        let by_external = txn.open_table(BY_EXTERNAL)?;
+        let found = by_external.get(key.as_str())?;
+        Ok(found.and_then(|v| CallId::parse(v.value())))
     }
 
     /// Whether call `id` is stored.

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::timestamp::format_rfc3339;
-use crate::call::{CallEvent, CallId, CallInfo, CallStats, Source};
+use crate::call::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Source};
 
 /// Most DTMF digits kept on a record (the events keep every one).
 const MAX_DTMF: usize = 256;
@@ -109,6 +109,9 @@ pub struct CallRecord {
     /// Digits pressed, in order (at most [`MAX_DTMF`]).
     #[serde(default)]
     pub dtmf: String,
+    /// The carrier's latest status of the call (Twilio's status callback), when it sent one.
+    #[serde(default)]
+    pub carrier_status: Option<CarrierStatus>,
 }
 
 impl CallRecord {
@@ -129,6 +132,7 @@ impl CallRecord {
             stats: None,
             recording: None,
             dtmf: String::new(),
+            carrier_status: None,
         }
     }
 
@@ -138,10 +142,12 @@ impl CallRecord {
         (end - self.started_ms) as f64 / 1000.0
     }
 
-    /// Applies one event that happened at `at_ms`. A `Started` for a record that already
-    /// exists is the same call starting again (a reconnect with the same external id): an
-    /// ended call opens again.
-    pub fn apply(&mut self, event: &CallEvent, at_ms: u64) {
+    /// Applies one event that happened at `at_ms`; returns whether it changed anything worth
+    /// recording. A `Started` for a record that already exists is the same call starting again
+    /// (a reconnect with the same external id): an ended call opens again. A carrier status
+    /// that repeats the stored one, or belongs to an earlier stage of the call (callbacks are
+    /// retried and can cross), changes nothing.
+    pub fn apply(&mut self, event: &CallEvent, at_ms: u64) -> bool {
         match event {
             CallEvent::Started { .. } => {
                 if !self.status.is_open() {
@@ -186,7 +192,17 @@ impl CallRecord {
                 self.stats = Some(stats.clone());
                 self.finish_recording(RecordingState::Complete);
             }
+            CallEvent::CarrierStatus { status, .. } => {
+                if self
+                    .carrier_status
+                    .is_some_and(|known| known.stage() >= status.stage())
+                {
+                    return false;
+                }
+                self.carrier_status = Some(*status);
+            }
         }
+        true
     }
 
     /// Closes a call that was open when earshot stopped, as of its last event `last_ms`.
@@ -320,6 +336,24 @@ mod tests {
         assert_eq!(r.stats, Some(stats));
         assert_eq!(r.duration_secs(0), 3.0);
         assert_eq!(r.recording.unwrap().state, RecordingState::Complete);
+    }
+
+    #[test]
+    fn carrier_status_moves_forward_only_and_repeats_change_nothing() {
+        let info = info();
+        let mut r = CallRecord::new(&info);
+        let status = |status| CallEvent::CarrierStatus {
+            id: info.id.clone(),
+            status,
+        };
+        assert!(r.apply(&status(CarrierStatus::InProgress), 1_000_100));
+        assert!(!r.apply(&status(CarrierStatus::InProgress), 1_000_200));
+        assert!(!r.apply(&status(CarrierStatus::Ringing), 1_000_300));
+        assert!(r.apply(&status(CarrierStatus::Completed), 1_000_400));
+        assert!(!r.apply(&status(CarrierStatus::Failed), 1_000_500));
+        assert_eq!(r.carrier_status, Some(CarrierStatus::Completed));
+        // The carrier's view does not end the call's own record.
+        assert_eq!(r.status, CallStatus::Ringing);
     }
 
     #[test]

@@ -219,8 +219,8 @@ impl Writer {
     }
 
     /// Updates the call's record for `event`; returns the stored record and whether this event
-    /// created it, `None` when the event names a call that was never started (it is logged and
-    /// dropped).
+    /// created it. `None` when the event names a call that was never started (it is logged and
+    /// dropped), or changes nothing (a repeated carrier status): nothing is written.
     fn apply(
         &mut self,
         txn: &WriteTransaction,
@@ -272,7 +272,9 @@ impl Writer {
                 }
             }
         };
-        record.apply(event, at_ms);
+        if !record.apply(event, at_ms) {
+            return Ok(None);
+        }
         if before != Some(record.status) {
             if let Some(before) = before {
                 schema::add_count(txn, record.source, before, -1)?;

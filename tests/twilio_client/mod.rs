@@ -259,6 +259,37 @@ impl TwilioSide {
         (status, body)
     }
 
+    /// A signed status callback: `CallStatus` of `call_sid` is `status`. Returns the HTTP status.
+    pub async fn post_status(&self, call_sid: &str, status: &str) -> u16 {
+        let params = vec![
+            ("CallSid".to_owned(), call_sid.to_owned()),
+            ("CallStatus".to_owned(), status.to_owned()),
+        ];
+        let sig = sign(&format!("{PUBLIC_URL}/twilio/status"), &params);
+        self.post("/twilio/status", &params, Some(&sig)).await.0
+    }
+
+    /// The stored call of `call_sid` (its record, with `events`) and its events, from the API.
+    pub async fn stored_call(
+        &self,
+        call_sid: &str,
+    ) -> Option<(serde_json::Value, Vec<serde_json::Value>)> {
+        let (status, body) = self.get("/api/calls?source=twilio&limit=200").await;
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = page["calls"]
+            .as_array()?
+            .iter()
+            .find(|c| c["external_id"] == call_sid)?["id"]
+            .as_str()?
+            .to_owned();
+        let (status, body) = self.get(&format!("/api/calls/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let events = detail["events"].as_array().cloned().unwrap_or_default();
+        Some((detail, events))
+    }
+
     /// The voice webhook, signed, for `call_sid`, with `query` (`""` or `?fallback=1`).
     pub async fn post_webhook(&self, call_sid: &str, query: &str) -> (u16, String) {
         let params = webhook_params(call_sid);
@@ -358,12 +389,7 @@ impl TwilioSide {
             let call_sid = plan.call_sid.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
-                let params = vec![
-                    ("CallSid".to_owned(), call_sid),
-                    ("CallStatus".to_owned(), "completed".to_owned()),
-                ];
-                let sig = sign(&format!("{PUBLIC_URL}/twilio/status"), &params);
-                side.post("/twilio/status", &params, Some(&sig)).await;
+                side.post_status(&call_sid, "completed").await;
             });
         }
         for (i, chunk) in plan.audio.chunks(160).enumerate() {

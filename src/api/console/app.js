@@ -124,6 +124,7 @@ function eventText(e) {
     case 'recording_deleted': return `Recording deleted: ${e.reason}`;
     case 'ended': return `Ended: ${e.reason}`;
     case 'interrupted': return `Interrupted: ${e.reason}`;
+    case 'carrier_status': return `Carrier status: ${e.status}`;
     default: return e.type;
   }
 }
@@ -361,6 +362,7 @@ async function loadCall(id, keepPlayer) {
     ['Ended', when(call.ended_at)],
     ['Duration', duration(call.duration_secs)],
     ['End reason', call.end_reason || '—'],
+    ['Carrier status', call.carrier_status || '—'],
     ['Codec', call.codec || '—'],
     ['Keys pressed', call.dtmf || '—'],
     ['Packets in / lost', call.stats ? `${stats.packets_received} / ${stats.packets_lost}` : '—'],
