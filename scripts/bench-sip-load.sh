@@ -24,7 +24,7 @@
 # up at the end of the file. The paced null device is the cheapest fair source and player.
 # PulseAudio's own CPU and RSS are shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
-# the work directory.
+# the work directory, PERIOD_MS ([audio].period_ms, 5), LATENCY_SECONDS (latency run, 30).
 #
 # What is measured, per target, from /proc/PID of the callee process:
 #   idle RSS       VmRSS two seconds after it is ready, before any call;
@@ -156,6 +156,7 @@ ports = "30000-30999"
 max_concurrent = $((CALLS + 50))
 [audio]
 output = "$3"
+period_ms = ${PERIOD_MS:-5}
 [recording]
 enabled = $2
 dir = "$dir/recordings"
@@ -502,6 +503,10 @@ if pa["sink"]:
           % (pct(pa["sink"], .5), pct(lat, .5) + pct(pa["sink"], .5)))
 PY
     grep -E '^earshot_jitter_buffer_delay_ms_(sum|count)' "$WORK/metrics.txt" 2>/dev/null
+    # earshot's own measurement: each played frame's packet arrival -> the host's playback
+    # timestamp for its first sample (cpal), and the host's callback -> playback share.
+    grep -E '^earshot_audio_(latency|queued|output_latency|period)_seconds|^earshot_audio_underruns' \
+        "$WORK/metrics.txt" 2>/dev/null
 }
 
 case "${1:-}" in

@@ -102,10 +102,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
 /// left), the registry of live calls and the greeting.
 fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Services, AppError> {
     let greeting = Greeting::configured(config.calls.greeting.as_deref())?;
-    let audio = Arc::new(AudioService::start(
-        &config.audio.output,
-        config.audio.listen,
-    ));
+    let audio = Arc::new(AudioService::start(&config.audio));
     let recordings = if config.recording.enabled {
         let dir = config.recording.dir.clone();
         match recording::repair_dir(&dir) {
@@ -462,6 +459,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "calls.max_duration_secs",
     );
     check(old.audio.output != new.audio.output, "audio.output");
+    check(old.audio.period_ms != new.audio.period_ms, "audio.period_ms");
     check(old.recording != new.recording, "recording");
     check(old.store != new.store, "store");
     check(old.http != new.http, "http");

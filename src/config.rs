@@ -201,6 +201,9 @@ pub struct AudioConfig {
     pub output: AudioOutput,
     /// Whether new calls start audible; each call can be toggled through the API.
     pub listen: bool,
+    /// Device period (callback size) asked of the host, in ms; 0 leaves it to the device.
+    /// Shorter periods mean lower latency and more wake-ups.
+    pub period_ms: u32,
 }
 
 impl Default for AudioConfig {
@@ -208,6 +211,7 @@ impl Default for AudioConfig {
         AudioConfig {
             output: AudioOutput::Default,
             listen: true,
+            period_ms: 5,
         }
     }
 }
@@ -872,6 +876,7 @@ struct RawCalls {
 struct RawAudio {
     output: Option<String>,
     listen: Option<bool>,
+    period_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1298,6 +1303,7 @@ fn validate_audio(e: &mut Errors, raw: RawAudio) -> AudioConfig {
             name => Ok(AudioOutput::Device(name.to_owned())),
         }),
         listen: raw.listen.unwrap_or(d.listen),
+        period_ms: e.ranged("audio.period_ms", raw.period_ms, d.period_ms, 0..=100),
     }
 }
 

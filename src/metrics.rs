@@ -78,6 +78,24 @@ impl Histogram {
     }
 }
 
+/// Renders a 1 ms latency histogram as a Prometheus summary in seconds (p50, p90, p99).
+fn summary_ms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    latency: &crate::audio::mixer::LatencySnapshot,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for q in [0.5, 0.9, 0.99] {
+        if let Some(ms) = latency.quantile_ms(q) {
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", ms / 1000.0);
+        }
+    }
+    let sum = latency.sum_us as f64 / 1e6;
+    let count = latency.count();
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+}
+
 /// One counter per call source.
 #[derive(Debug, Default)]
 pub struct PerSource {
@@ -397,7 +415,40 @@ impl Metrics {
                 out,
                 "earshot_audio_device_running {}",
                 u8::from(audio.running)
+            );            summary_ms(
+                &mut out,
+                "earshot_audio_latency_seconds",
+                "Packet arrival to playback on the device, per frame played (from the host's playback timestamps).",
+                &audio.latency,
             );
+            summary_ms(
+                &mut out,
+                "earshot_audio_queued_seconds",
+                "Packet arrival to the frame handed to the speaker ring (jitter buffer and call tick).",
+                &audio.queued,
+            );
+            gauge_header(
+                &mut out,
+                "earshot_audio_period_seconds",
+                "The device period (callback size) the mixer measured.",
+            );
+            let _ = writeln!(
+                out,
+                "earshot_audio_period_seconds {}",
+                audio.period_us as f64 / 1e6
+            );
+            if let Some(us) = audio.output_latency_us {
+                gauge_header(
+                    &mut out,
+                    "earshot_audio_output_latency_seconds",
+                    "The device's share: callback to playback, as the host reports it.",
+                );
+                let _ = writeln!(
+                    out,
+                    "earshot_audio_output_latency_seconds {}",
+                    us as f64 / 1e6
+                );
+            }
         }
         gauge_header(
             &mut out,

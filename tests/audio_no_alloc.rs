@@ -114,6 +114,7 @@ fn mixer_fill_never_allocates_through_adds_removes_full_and_empty_rings() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)]
 fn the_device_callback_body_never_allocates_for_f32_or_i16_devices() {
     let (mixer, mut control) = mixer::channel(44_100, 4);
     let (home_tx, home) = mpsc::channel();
@@ -132,7 +133,10 @@ fn the_device_callback_body_never_allocates_for_f32_or_i16_devices() {
     let mut i16_out = vec![0i16; 9000 * 2];
     for round in 0..200 {
         let frame = tone_frame(&mut n);
-        assert_no_alloc(|| feed.push(&frame));
+        // Stamped with an arrival time: the callback measures latency from the host's
+        // playback timestamp, without allocating either.
+        let arrival = std::time::Instant::now();
+        assert_no_alloc(|| feed.push_from(&frame, arrival, arrival));
         assert_no_alloc(|| callback.render_f32(&mut f32_out, &info));
         if round % 20 == 0 {
             assert_no_alloc(|| callback.render_i16(&mut i16_out, &info));
@@ -146,6 +150,9 @@ fn the_device_callback_body_never_allocates_for_f32_or_i16_devices() {
     assert!(f32_out.iter().any(|&x| x != 0.0));
     assert_eq!(probe.latency_us.load(Relaxed), 25_000);
     assert_eq!(probe.callbacks.load(Relaxed), 211);
+    let latency = control.counters().latency.snapshot();
+    assert!(latency.count() > 100, "{}", latency.count());
+    assert!(latency.quantile_ms(0.5).unwrap() >= 25.0);
 
     // Dropping the callback (as cpal does with a dead stream) sends the mixer home.
     drop(callback);

@@ -19,8 +19,8 @@ use cpal::{OutputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::mixer::{self, InputFeed, Mixer, MixerControl, MixerCounters};
-use crate::config::AudioOutput;
-use crate::media::frame::Frame;
+use crate::config::{AudioConfig, AudioOutput};
+use crate::media::frame::{Frame, SAMPLE_RATE};
 use crate::net::clock;
 
 /// Most calls mixed at once; calls beyond it get a silent feed (and a warning).
@@ -172,8 +172,14 @@ pub struct AudioStats {
     /// Channels of the open stream.
     pub channels: Option<u16>,
     /// Latest callback-to-playback delay reported by the host, µs: the device's share of the
-    /// playout latency (the mixer adds about [`mixer::TARGET_FILL`] samples, 60 ms).
+    /// playout latency.
     pub output_latency_us: Option<u64>,
+    /// Packet arrival → playback of every frame played on the speakers.
+    pub latency: mixer::LatencySnapshot,
+    /// Its first part: packet arrival → the frame handed to the speaker ring.
+    pub queued: mixer::LatencySnapshot,
+    /// The device period the mixer measured, µs (0 before the first callback).
+    pub period_us: u64,
     /// Calls with a feed.
     pub feeds: usize,
     /// Device callbacks so far (stops growing when the device stalls).
@@ -250,9 +256,12 @@ pub struct AudioService {
 }
 
 impl AudioService {
-    /// Starts playout on `output`. Never fails: a missing device is retried in the background.
-    pub fn start(output: &AudioOutput, default_listen: bool) -> AudioService {
-        let target = match output {
+    /// Starts playout as `[audio]` says. Never fails: a missing device is retried in the
+    /// background.
+    pub fn start(config: &AudioConfig) -> AudioService {
+        let default_listen = config.listen;
+        let period_ms = config.period_ms;
+        let target = match &config.output {
             AudioOutput::None => {
                 return AudioService {
                     shared: None,
@@ -281,6 +290,7 @@ impl AudioService {
             .spawn(move || {
                 let thread = DeviceThread {
                     target,
+                    period_ms,
                     shared: thread_shared,
                     stopped,
                     last_logged: None,
@@ -356,6 +366,9 @@ impl AudioService {
                 sample_rate: None,
                 channels: None,
                 output_latency_us: None,
+                latency: mixer::LatencySnapshot::default(),
+                queued: mixer::LatencySnapshot::default(),
+                period_us: 0,
                 feeds: 0,
                 callbacks: 0,
                 last_error: None,
@@ -374,6 +387,9 @@ impl AudioService {
             sample_rate: device.sample_rate,
             channels: device.channels,
             output_latency_us: (latency != LATENCY_UNKNOWN).then_some(latency),
+            latency: counters.latency.snapshot(),
+            queued: counters.queued.snapshot(),
+            period_us: counters.period.load(Relaxed) * 1_000_000 / u64::from(SAMPLE_RATE),
             feeds: shared.feeds.load(Relaxed),
             callbacks: shared.probe.callbacks.load(Relaxed),
             last_error: device.last_error.clone(),
@@ -416,6 +432,15 @@ impl SpeakerFeed {
     pub fn push(&mut self, frame: &Frame) -> bool {
         match &mut self.link {
             Some(link) => link.feed.push(frame),
+            None => true,
+        }
+    }
+
+    /// [`SpeakerFeed::push`] at `now` for a frame decoded from a packet that arrived at
+    /// `arrival`; its arrival → playback latency is measured.
+    pub fn push_from(&mut self, frame: &Frame, arrival: Instant, now: Instant) -> bool {
+        match &mut self.link {
+            Some(link) => link.feed.push_from(frame, arrival, now),
             None => true,
         }
     }
@@ -539,28 +564,32 @@ impl Callback {
 
     /// The callback for f32 devices.
     pub fn render_f32(&mut self, out: &mut [f32], info: &OutputCallbackInfo) {
-        self.note(info);
+        let playback = self.note(info);
         self.pick_up_mixer();
         let Some(mixer) = &mut self.mixer else {
             out.fill(0.0);
             return;
         };
-        let n = mixer.fill(out, self.channels);
+        let n = mixer.fill_at(out, self.channels, playback);
         out[n * self.channels..].fill(0.0);
     }
 
     /// The callback for i16 devices: mixes in f32 blocks through the scratch buffer.
     pub fn render_i16(&mut self, out: &mut [i16], info: &OutputCallbackInfo) {
-        self.note(info);
+        let playback = self.note(info);
         self.pick_up_mixer();
         let Some(mixer) = &mut self.mixer else {
             out.fill(0);
             return;
         };
         let block_len = self.scratch.len() / self.channels * self.channels;
-        for block in out.chunks_mut(block_len) {
+        let rate = u64::from(mixer.output_rate().max(1));
+        for (i, block) in out.chunks_mut(block_len).enumerate() {
             let scratch = &mut self.scratch[..block.len()];
-            let n = mixer.fill(scratch, self.channels);
+            let frames_before = (i * block_len / self.channels) as u64;
+            let at = playback
+                .map(|p| p + Duration::from_nanos(frames_before * 1_000_000_000 / rate));
+            let n = mixer.fill_at(scratch, self.channels, at);
             scratch[n * self.channels..].fill(0.0);
             for (o, &s) in block.iter_mut().zip(scratch.iter()) {
                 // Saturating float-to-int cast; the mix is already within ±1.
@@ -576,15 +605,18 @@ impl Callback {
         }
     }
 
-    /// Records the host's callback-to-playback delay and that the callback ran.
-    fn note(&self, info: &OutputCallbackInfo) {
+    /// Records the host's callback-to-playback delay and that the callback ran; returns when
+    /// the buffer's first frame plays, on earshot's monotonic clock (a vDSO read: no system
+    /// call, lock or allocation).
+    fn note(&self, info: &OutputCallbackInfo) -> Option<Instant> {
         let ts = info.timestamp();
-        let latency = ts.playback.duration_since(ts.callback).as_micros();
+        let ahead = ts.playback.duration_since(ts.callback);
         self.probe.latency_us.store(
-            u64::try_from(latency).unwrap_or(LATENCY_UNKNOWN - 1),
+            u64::try_from(ahead.as_micros()).unwrap_or(LATENCY_UNKNOWN - 1),
             Relaxed,
         );
         self.probe.callbacks.fetch_add(1, Relaxed);
+        clock::now().checked_add(ahead)
     }
 }
 
@@ -671,11 +703,23 @@ fn drain(mixer: &mut Mixer, shared: &Shared, stopped: &mpsc::Receiver<()>) {
 /// The device thread's state: it opens, holds and supervises the stream.
 struct DeviceThread {
     target: Target,
+    /// `[audio].period_ms`.
+    period_ms: u32,
     shared: Arc<Shared>,
     stopped: mpsc::Receiver<()>,
     /// The last error logged, so a device that keeps failing the same way is logged once.
     last_logged: Option<String>,
 }
+
+/// What [`DeviceThread::start_stream`] returns: the stream, the mixer's way in and home,
+/// cpal's errors, and the buffer size asked for.
+type StartedStream = (
+    cpal::Stream,
+    Producer<Mixer>,
+    mpsc::Receiver<Mixer>,
+    Consumer<cpal::Error>,
+    cpal::BufferSize,
+);
 
 /// A playing stream and the ends of its rings.
 struct Open {
@@ -779,13 +823,64 @@ impl DeviceThread {
             .map(|d| d.name().to_owned())
             .unwrap_or_else(|_| device.to_string());
         let supported = choose_config(&device)?;
+        let rate = supported.sample_rate();
+        let period = period_frames(&supported, self.period_ms);
+        // Ask for the configured period; a host that refuses it gets its own default.
+        let (stream, handoff, home, errors, buffer) = match period
+            .map(|frames| self.start_stream(&device, &supported, cpal::BufferSize::Fixed(frames)))
+        {
+            Some(Ok(started)) => started,
+            Some(Err(err)) => {
+                tracing::debug!(%err, period, "device refused the period; using its default");
+                self.start_stream(&device, &supported, cpal::BufferSize::Default)?
+            }
+            None => self.start_stream(&device, &supported, cpal::BufferSize::Default)?,
+        };
+        let channels = usize::from(supported.channels().max(1));
+        let config = StreamConfig {
+            channels: supported.channels(),
+            sample_rate: rate,
+            buffer_size: buffer,
+        };
+        tracing::info!(
+            device = %name,
+            rate = config.sample_rate,
+            channels,
+            format = %supported.sample_format(),
+            period = ?config.buffer_size,
+            "audio output playing"
+        );
+        let mut device = lock(&self.shared.device);
+        device.name = Some(name);
+        device.sample_rate = Some(config.sample_rate);
+        device.channels = Some(config.channels);
+        device.last_error = None;
+        drop(device);
+        self.shared.running.store(true, Relaxed);
+        self.last_logged = None;
+        Ok(Open {
+            stream,
+            handoff,
+            home,
+            errors,
+            rate: config.sample_rate,
+        })
+    }
+
+    /// Builds and starts a stream on `device` whose callback waits for the mixer. Returns the
+    /// stream, the ends of its rings and the buffer size it was built with.
+    fn start_stream(
+        &self,
+        device: &cpal::Device,
+        supported: &SupportedStreamConfig,
+        buffer_size: cpal::BufferSize,
+    ) -> Result<StartedStream, OpenError> {
         let config = StreamConfig {
             channels: supported.channels(),
             sample_rate: supported.sample_rate(),
-            buffer_size: cpal::BufferSize::Default,
+            buffer_size,
         };
         let channels = usize::from(config.channels.max(1));
-
         let (home_tx, home) = mpsc::channel();
         let (mut error_tx, errors) = RingBuffer::new(16);
         let shared = Arc::clone(&self.shared);
@@ -814,28 +909,7 @@ impl DeviceThread {
             ),
         }?;
         stream.play()?;
-        tracing::info!(
-            device = %name,
-            rate = config.sample_rate,
-            channels,
-            format = %supported.sample_format(),
-            "audio output playing"
-        );
-        let mut device = lock(&self.shared.device);
-        device.name = Some(name);
-        device.sample_rate = Some(config.sample_rate);
-        device.channels = Some(config.channels);
-        device.last_error = None;
-        drop(device);
-        self.shared.running.store(true, Relaxed);
-        self.last_logged = None;
-        Ok(Open {
-            stream,
-            handoff,
-            home,
-            errors,
-            rate: config.sample_rate,
-        })
+        Ok((stream, handoff, home, errors, buffer_size))
     }
 
     /// Waits until the new stream's callback runs steadily: some hosts (the ALSA PulseAudio
@@ -926,6 +1000,19 @@ fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
 
 /// The device's preferred configuration if it is f32 or i16, else the best f32 or i16 range at
 /// a standard rate.
+/// The period to ask for: `period_ms` at the stream's rate, within what the device supports;
+/// `None` for the device's default (`period_ms` 0).
+fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u32> {
+    if period_ms == 0 {
+        return None;
+    }
+    let frames = (supported.sample_rate() * period_ms / 1000).max(1);
+    Some(match *supported.buffer_size() {
+        cpal::SupportedBufferSize::Range { min, max } => frames.clamp(min, max.max(min)),
+        cpal::SupportedBufferSize::Unknown => frames,
+    })
+}
+
 fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, OpenError> {
     let preferred = device.default_output_config()?;
     if matches!(
@@ -981,7 +1068,11 @@ mod tests {
 
     #[test]
     fn output_none_gives_detached_feeds_that_remember_listen() {
-        let service = AudioService::start(&AudioOutput::None, false);
+        let service = AudioService::start(&AudioConfig {
+            output: AudioOutput::None,
+            listen: false,
+            ..AudioConfig::default()
+        });
         assert!(!service.default_listen());
         let mut feed = service.add_call(7, true);
         assert!(!feed.is_attached());
@@ -996,8 +1087,10 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_reported_and_calls_keep_draining() {
-        let service =
-            AudioService::start(&AudioOutput::Device("earshot-no-such-device".into()), true);
+        let service = AudioService::start(&AudioConfig {
+            output: AudioOutput::Device("earshot-no-such-device".into()),
+            ..AudioConfig::default()
+        });
         let mut feed = service.add_call(1, true);
         assert!(feed.is_attached());
         assert_eq!(service.stats().feeds, 1);

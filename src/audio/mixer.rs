@@ -6,28 +6,55 @@
 //! ring that brings new inputs in, and the retired ring that carries removed inputs out to a
 //! non-real-time thread, which drops them there ([`MixerControl::collect_retired`]).
 //!
-//! Each input is one call's 8 kHz mono stream. The mixer keeps every ring near
-//! [`TARGET_FILL`] samples: an input waits until that much has arrived before it plays, and
-//! its resampler's ratio is nudged (within ±0.5 %) from the smoothed fill level, so the drift
-//! between the network clock and the sound card's clock neither starves playout nor lets
-//! latency grow. Inputs not being listened to are consumed at the same rate and discarded, so
-//! switching one on is instant and call tasks never find their ring full.
+//! Each input is one call's 8 kHz mono stream. The mixer keeps every ring near a target fill
+//! that is as shallow as the device allows: one device period, half a 20 ms push, and a
+//! margin for scheduling jitter ([`MARGIN_START`], widened by each underrun). An input waits
+//! until that much has arrived before it plays, and its resampler's ratio is nudged (within
+//! ±0.5 %) from the smoothed fill level, so the drift between the network clock and the sound
+//! card's clock neither starves playout nor lets latency grow. Inputs not being listened to
+//! are consumed at the same rate and discarded, so switching one on is instant and call tasks
+//! never find their ring full.
+//!
+//! Latency is measured, not assumed: a feed can stamp a frame with the arrival time of the
+//! packet it came from; when the mixer plays that frame's first sample it records arrival →
+//! playback (the callback's playback instant from the host, plus the sample's offset in the
+//! buffer) in [`LatencyHistogram`], through a second, equally preallocated ring.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
 use super::resample::Resampler;
 use crate::media::frame::SAMPLE_RATE;
 
-/// Ring fill the drift control aims at: 60 ms at 8 kHz. Deep enough to absorb the 20 ms
-/// cadence of call tasks plus scheduling jitter, shallow enough to keep latency low.
-pub const TARGET_FILL: usize = SAMPLE_RATE as usize * 60 / 1000;
+/// Samples a call task pushes at once: one 20 ms frame at 8 kHz.
+const PUSH: usize = SAMPLE_RATE as usize / 50;
 
-/// Above this fill (240 ms) the excess is discarded at once instead of slowly drifted away,
-/// bounding latency after a burst (e.g. a jitter buffer flushing).
-pub const MAX_FILL: usize = TARGET_FILL * 4;
+/// Margin above the least fill that plays without a gap, for the scheduling jitter of call
+/// tasks and callbacks: 5 ms at 8 kHz.
+pub const MARGIN_START: usize = SAMPLE_RATE as usize / 200;
+
+/// What each underrun adds to that input's margin (5 ms), up to [`MARGIN_MAX`] (50 ms).
+const MARGIN_STEP: usize = SAMPLE_RATE as usize / 200;
+const MARGIN_MAX: usize = SAMPLE_RATE as usize / 20;
+
+/// Beyond its target by more than this (160 ms), an input's excess is discarded at once
+/// instead of slowly drifted away, bounding latency after a burst (a jitter buffer flushing).
+pub const MAX_EXCESS: usize = SAMPLE_RATE as usize * 160 / 1000;
+
+/// Callbacks over which the device period is re-measured (the largest callback in the window
+/// counts; a larger one counts at once).
+const PERIOD_WINDOW: u32 = 256;
+
+/// Latency histogram resolution: 1 ms buckets up to this many ms (the last bucket holds
+/// everything longer).
+pub const LATENCY_BUCKETS: usize = 512;
+
+/// Arrival stamps a feed can have in flight: more than the ring's second of 20 ms frames.
+const STAMP_RING: usize = 64;
 
 /// Capacity of each call's ring: one second at 8 kHz, longer than it takes the driver to
 /// notice a dead device and take the mixer back.
@@ -36,15 +63,18 @@ pub const INPUT_RING_SAMPLES: usize = SAMPLE_RATE as usize;
 /// Output frames mixed per pass; longer callbacks are processed in several passes.
 const MIX_CHUNK: usize = 1024;
 
-/// Drift control gain: relative ratio correction per unit of relative fill error. With 60 ms
-/// target this corrects with a time constant of about 3 s.
-const DRIFT_GAIN: f64 = 0.02;
+/// Drift control gain: ratio correction per sample of fill error beyond the dead band
+/// (0.02 per 60 ms of error: a time constant of about 3 s).
+const DRIFT_GAIN: f64 = 0.02 / 480.0;
 
-/// Relative fill error left uncorrected (±12 ms). The 20 ms pushes against the callback period
-/// bias the measured fill by a few milliseconds depending on their phase; steering that away
-/// would bend the pitch for seconds after every start. Clock drift is corrected at the band's
-/// edge instead.
-const DRIFT_DEAD_BAND: f64 = 0.2;
+/// Fill error left uncorrected: ±5 ms, or a quarter of the device period if that is more. The
+/// 20 ms pushes against the callback period bias the measured fill by a few milliseconds
+/// depending on their phase (more for long periods); steering that away would bend the pitch
+/// for seconds after every start. Clock drift is corrected at the band's edge instead.
+const fn dead_band(period: usize) -> usize {
+    let floor = SAMPLE_RATE as usize / 200;
+    if period / 4 > floor { period / 4 } else { floor }
+}
 
 /// Time constant of the fill-level smoothing, in seconds; it averages out the 20 ms sawtooth of
 /// pushes and the callback period.
@@ -64,6 +94,99 @@ pub struct MixerCounters {
     pub skips: AtomicU64,
     /// Inputs currently in the mixer (including ones awaiting retirement).
     pub inputs: AtomicU64,
+    /// Packet arrival → playback of stamped frames of listened inputs.
+    pub latency: LatencyHistogram,
+    /// The first part of it: packet arrival → the frame pushed into its ring (the wait in the
+    /// jitter buffer and for the call's 20 ms tick).
+    pub queued: LatencyHistogram,
+    /// The device period the mixer measured, in 8 kHz samples.
+    pub period: AtomicU64,
+}
+
+/// Arrival-to-playback latency in 1 ms buckets: wait-free to record from the callback.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Bucket `i` counts latencies in `[i, i + 1)` ms; the last one everything longer.
+    counts: [AtomicU64; LATENCY_BUCKETS],
+    /// Sum of recorded latencies, µs.
+    sum_us: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = usize::try_from(us / 1000).map_or(LATENCY_BUCKETS - 1, |ms| {
+            ms.min(LATENCY_BUCKETS - 1)
+        });
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// A copy of the counts, for quantiles and the metrics.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
+            sum_us: self.sum_us.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of a [`LatencyHistogram`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Per 1 ms bucket, as in [`LatencyHistogram`].
+    pub counts: Vec<u64>,
+    /// Sum of recorded latencies, µs.
+    pub sum_us: u64,
+}
+
+impl LatencySnapshot {
+    /// Recorded latencies.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `q` quantile (0..=1) in ms, to the bucket's midpoint; `None` before any record.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (ms, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(ms as f64 + 0.5);
+            }
+        }
+        None
+    }
+
+    /// Latencies up to `ms` milliseconds (for cumulative buckets).
+    pub fn count_below_ms(&self, ms: usize) -> u64 {
+        self.counts.iter().take(ms).sum()
+    }
+}
+
+/// The arrival time of the packet a frame came from, and where the frame starts in the
+/// input's stream (samples pushed before it).
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    sample: u64,
+    arrival: Instant,
 }
 
 /// A message from the control side to the mixer, through the command ring.
@@ -78,7 +201,7 @@ pub enum Command {
 /// Whether an input is waiting for its ring to fill or playing from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Playout {
-    /// Silent until the ring holds [`TARGET_FILL`] samples (at start and after an underrun).
+    /// Silent until the ring holds the target fill (at start and after an underrun).
     Buffering,
     /// Consuming the ring through the resampler.
     Playing,
@@ -91,6 +214,12 @@ pub struct Input {
     id: u64,
     /// 8 kHz mono samples pushed by the call task.
     ring: Consumer<i16>,
+    /// Arrival stamps of frames in `ring`, oldest first.
+    stamps: Consumer<Stamp>,
+    /// Samples taken from `ring` so far.
+    consumed: u64,
+    /// Jitter margin of this input, samples ([`MARGIN_START`] + one step per underrun).
+    margin: usize,
     /// Whether this call is audible; shared with its feed.
     listen: Arc<AtomicBool>,
     /// 8 kHz → output rate, with the drift correction applied.
@@ -104,11 +233,20 @@ pub struct Input {
 }
 
 impl Input {
-    /// An input reading `ring`, audible while `listen` is set.
-    pub fn new(id: u64, ring: Consumer<i16>, listen: Arc<AtomicBool>) -> Input {
+    /// An input reading `ring` (and the arrival `stamps` of its frames), audible while
+    /// `listen` is set.
+    fn new(
+        id: u64,
+        ring: Consumer<i16>,
+        stamps: Consumer<Stamp>,
+        listen: Arc<AtomicBool>,
+    ) -> Input {
         Input {
             id,
             ring,
+            stamps,
+            consumed: 0,
+            margin: MARGIN_START,
             listen,
             resampler: Resampler::new(SAMPLE_RATE, SAMPLE_RATE),
             playout: Playout::Buffering,
@@ -128,61 +266,127 @@ impl Input {
         self.removed || (self.ring.is_empty() && self.ring.is_abandoned())
     }
 
+    /// The mean fill (sampled before each callback) this input steers to, for a device
+    /// `period` of 8 kHz samples. Before a push the ring must still hold a whole period: the
+    /// call task's clock and the card's drift apart, so now and then a push lands one
+    /// callback late. Pushes and callbacks then make a sawtooth whose mean lies half a push
+    /// and half a period above that floor. On top: the margin, and the dead band the mean may
+    /// sit below its target.
+    fn target(&self, period: usize) -> usize {
+        period + (PUSH + period) / 2 + self.margin + dead_band(period)
+    }
+
     /// Mixes `mix.len()` output frames of this input into `mix` (or consumes them silently when
-    /// not listened to) and updates the drift control. `out_rate` is the mixer's output rate.
-    fn render(&mut self, mix: &mut [f32], out_rate: u32, counters: &MixerCounters) {
+    /// not listened to) and updates the drift control. `clock` says when `mix[0]` plays and
+    /// at what rate, and how long the device period is.
+    fn render(&mut self, mix: &mut [f32], clock: &PassClock, counters: &MixerCounters) {
         if self.removed {
             return;
         }
+        let target = self.target(clock.period);
         let available = self.ring.slots();
-        if available > MAX_FILL {
+        if available > target + MAX_EXCESS {
             // Far ahead: drop the excess now rather than play it late.
-            for _ in 0..available - TARGET_FILL {
+            for _ in 0..available - target {
                 if self.ring.pop().is_err() {
                     break;
                 }
+                self.consumed += 1;
             }
-            self.fill = TARGET_FILL as f64;
+            self.fill = target as f64;
             counters.skips.fetch_add(1, Relaxed);
         }
         if self.playout == Playout::Buffering {
-            if self.ring.slots() < TARGET_FILL {
+            self.drop_stamps_before(self.consumed);
+            if self.ring.slots() < target {
                 return;
             }
             self.playout = Playout::Playing;
             self.fill = self.ring.slots() as f64;
             self.resampler.reset();
         }
-        self.steer(mix.len(), out_rate);
+        self.steer(mix.len(), clock.rate, target, dead_band(clock.period));
 
         let listening = self.listen.load(Relaxed);
+        let consumed = Cell::new(self.consumed);
         let ring = &mut self.ring;
-        let mut pull = || ring.pop().ok();
-        for out in mix.iter_mut() {
+        let mut pull = || {
+            let sample = ring.pop().ok();
+            if sample.is_some() {
+                consumed.set(consumed.get() + 1);
+            }
+            sample
+        };
+        let mut next_stamp = self.stamps.peek().ok().map(|s| s.sample);
+        for (i, out) in mix.iter_mut().enumerate() {
             match self.resampler.next_sample(&mut pull) {
                 Some(value) if listening => *out += value,
                 Some(_) => {}
                 None => {
                     // Ran dry mid-callback. A call that ended simply drained; anything else is
-                    // a gap the listener hears.
-                    if listening && !self.ring.is_abandoned() {
+                    // a gap the listener hears: give this input more margin.
+                    if listening && !ring.is_abandoned() {
                         counters.underruns.fetch_add(1, Relaxed);
+                        self.margin = (self.margin + MARGIN_STEP).min(MARGIN_MAX);
                     }
                     self.playout = Playout::Buffering;
-                    return;
+                    break;
                 }
             }
+            // The stamped frame's first sample was just taken: it plays at this output frame.
+            while next_stamp.is_some_and(|at| at < consumed.get()) {
+                if let Ok(stamp) = self.stamps.pop()
+                    && listening
+                    && let Some(playback) = clock.at(i)
+                {
+                    counters
+                        .latency
+                        .record(playback.saturating_duration_since(stamp.arrival));
+                }
+                next_stamp = self.stamps.peek().ok().map(|s| s.sample);
+            }
+        }
+        self.consumed = consumed.get();
+    }
+
+    /// Forgets stamps of frames that were skipped rather than played.
+    fn drop_stamps_before(&mut self, sample: u64) {
+        while self.stamps.peek().is_ok_and(|s| s.sample < sample) {
+            let _ = self.stamps.pop();
         }
     }
 
-    /// Updates the smoothed fill and nudges the resampler ratio toward [`TARGET_FILL`].
-    fn steer(&mut self, frames: usize, out_rate: u32) {
+    /// Updates the smoothed fill and nudges the resampler ratio toward `target`.
+    fn steer(&mut self, frames: usize, out_rate: u32, target: usize, band: usize) {
         let seconds = frames as f64 / f64::from(out_rate.max(1));
         let alpha = (seconds / FILL_SMOOTHING_SECS).min(1.0);
         self.fill += alpha * (self.ring.slots() as f64 - self.fill);
-        let error = (self.fill - TARGET_FILL as f64) / TARGET_FILL as f64;
-        let beyond_band = error.signum() * (error.abs() - DRIFT_DEAD_BAND).max(0.0);
+        let error = self.fill - target as f64;
+        let beyond_band = error.signum() * (error.abs() - band as f64).max(0.0);
         self.resampler.set_adjust(DRIFT_GAIN * beyond_band);
+    }
+}
+
+/// When one mixing pass plays, for the latency measurement and the targets.
+#[derive(Debug, Clone, Copy)]
+struct PassClock {
+    /// When the pass's first frame plays, if the host said.
+    start: Option<Instant>,
+    /// Output rate, Hz.
+    rate: u32,
+    /// The device period in 8 kHz samples.
+    period: usize,
+}
+
+impl PassClock {
+    /// When output frame `i` of the pass plays.
+    fn at(&self, i: usize) -> Option<Instant> {
+        self.start.map(|start| start + Self::offset(i, self.rate))
+    }
+
+    /// How long `frames` output frames at `rate` Hz last.
+    fn offset(frames: usize, rate: u32) -> Duration {
+        Duration::from_nanos(frames as u64 * 1_000_000_000 / u64::from(rate.max(1)))
     }
 }
 
@@ -190,10 +394,9 @@ impl Input {
 /// plays).
 #[derive(Debug)]
 pub struct Mixer {
-    /// Live inputs; capacity `max_inputs`, never grown.
+    /// Live inputs; allocated with room for the most inputs at once and never grown (an
+    /// `Add` beyond its capacity waits in the command ring).
     inputs: Vec<Input>,
-    /// Most inputs at once; an `Add` beyond this waits in the command ring.
-    max_inputs: usize,
     /// Commands from [`MixerControl`].
     commands: Consumer<Command>,
     /// Inputs leaving the mixer, to be dropped by [`MixerControl::collect_retired`].
@@ -202,6 +405,11 @@ pub struct Mixer {
     mix: Vec<f32>,
     /// Output sample rate in Hz.
     out_rate: u32,
+    /// The device period in 8 kHz samples: the largest callback of the last window.
+    period: u32,
+    /// Largest callback so far in this window, and callbacks in it.
+    window_max: u32,
+    window_len: u32,
     /// Shared statistics.
     counters: Arc<MixerCounters>,
 }
@@ -234,11 +442,13 @@ pub fn channel(out_rate: u32, max_inputs: usize) -> (Mixer, MixerControl) {
     let counters = Arc::new(MixerCounters::default());
     let mixer = Mixer {
         inputs: Vec::with_capacity(max_inputs),
-        max_inputs,
         commands: command_rx,
         retired: retired_tx,
         mix: vec![0.0; MIX_CHUNK],
         out_rate: out_rate.max(1),
+        period: 0,
+        window_max: 0,
+        window_len: 0,
         counters: Arc::clone(&counters),
     };
     let control = MixerControl {
@@ -254,16 +464,33 @@ impl Mixer {
     /// same signal on every channel, soft-clipped. Returns the frames written: every whole
     /// frame of `out`; a trailing partial frame is left to the caller.
     pub fn fill(&mut self, out: &mut [f32], channels: usize) -> usize {
+        self.fill_at(out, channels, None)
+    }
+
+    /// [`Mixer::fill`] for a buffer whose first frame plays at `playback` (from the host's
+    /// timestamps), which lets stamped frames record their latency.
+    pub fn fill_at(
+        &mut self,
+        out: &mut [f32],
+        channels: usize,
+        playback: Option<Instant>,
+    ) -> usize {
         self.apply_commands();
         let channels = channels.max(1);
         let frames = out.len() / channels;
+        self.measure_period(frames);
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(self.mix.len());
             let mix = &mut self.mix[..n];
             mix.fill(0.0);
+            let clock = PassClock {
+                start: playback.map(|at| at + PassClock::offset(done, self.out_rate)),
+                rate: self.out_rate,
+                period: self.period as usize,
+            };
             for input in &mut self.inputs {
-                input.render(mix, self.out_rate, &self.counters);
+                input.render(mix, &clock, &self.counters);
             }
             let block = &mut out[done * channels..(done + n) * channels];
             for (frame, &value) in block.chunks_exact_mut(channels).zip(mix.iter()) {
@@ -275,9 +502,35 @@ impl Mixer {
         frames
     }
 
+    /// Tracks the device period from callback sizes: a larger callback counts at once, a
+    /// smaller period only once a whole window has been smaller.
+    fn measure_period(&mut self, frames: usize) {
+        let rate = u64::from(self.out_rate);
+        let samples = u32::try_from((frames as u64 * u64::from(SAMPLE_RATE)).div_ceil(rate))
+            .unwrap_or(u32::MAX);
+        self.period = self.period.max(samples);
+        self.window_max = self.window_max.max(samples);
+        self.window_len += 1;
+        if self.window_len >= PERIOD_WINDOW {
+            self.period = self.window_max;
+            self.window_max = 0;
+            self.window_len = 0;
+        }
+        self.counters.period.store(u64::from(self.period), Relaxed);
+    }
+
+    /// The target fill of every input, in 8 kHz samples (the same for all while their margins
+    /// are; for tests and diagnostics).
+    pub fn targets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.inputs.iter().map(|i| i.target(self.period as usize))
+    }
+
     /// Changes the output rate (a device with another rate was opened).
     pub fn set_output_rate(&mut self, out_rate: u32) {
         self.out_rate = out_rate.max(1);
+        self.period = 0;
+        self.window_max = 0;
+        self.window_len = 0;
         for input in &mut self.inputs {
             input.resampler.set_rates(SAMPLE_RATE, self.out_rate);
         }
@@ -311,7 +564,7 @@ impl Mixer {
                 Ok(Command::Remove(_)) => false,
                 Err(_) => return,
             };
-            if is_add && self.inputs.len() >= self.max_inputs {
+            if is_add && self.inputs.len() >= self.inputs.capacity() {
                 return;
             }
             match self.commands.pop() {
@@ -360,12 +613,15 @@ impl MixerControl {
     /// allocated here, on the caller's thread.
     pub fn add(&mut self, id: u64, listen: bool) -> Result<InputFeed, AddError> {
         let (producer, consumer) = RingBuffer::new(INPUT_RING_SAMPLES);
+        let (stamp_tx, stamp_rx) = RingBuffer::new(STAMP_RING);
         let listen = Arc::new(AtomicBool::new(listen));
-        let input = Input::new(id, consumer, Arc::clone(&listen));
+        let input = Input::new(id, consumer, stamp_rx, Arc::clone(&listen));
         match self.commands.push(Command::Add(input)) {
             Ok(()) => Ok(InputFeed {
                 id,
                 ring: producer,
+                stamps: stamp_tx,
+                pushed: 0,
                 listen,
                 counters: Arc::clone(&self.counters),
             }),
@@ -402,6 +658,10 @@ pub struct InputFeed {
     id: u64,
     /// Producer end of the input's ring.
     ring: Producer<i16>,
+    /// Arrival stamps of pushed frames.
+    stamps: Producer<Stamp>,
+    /// Samples pushed so far.
+    pushed: u64,
     /// Whether the call is audible; shared with the mixer's input.
     listen: Arc<AtomicBool>,
     /// Where overruns are counted.
@@ -415,6 +675,7 @@ impl InputFeed {
         match self.ring.write_chunk_uninit(samples.len()) {
             Ok(chunk) => {
                 chunk.fill_from_iter(samples.iter().copied());
+                self.pushed += samples.len() as u64;
                 true
             }
             Err(_) => {
@@ -422,6 +683,24 @@ impl InputFeed {
                 false
             }
         }
+    }
+
+    /// [`InputFeed::push`] at `now` for samples that came from a packet that arrived at
+    /// `arrival`: the mixer records arrival → playback when it plays the first of them. A full
+    /// stamp ring only loses the measurement.
+    pub fn push_from(&mut self, samples: &[i16], arrival: Instant, now: Instant) -> bool {
+        self.counters
+            .queued
+            .record(now.saturating_duration_since(arrival));
+        // The stamp goes first, so the mixer never plays the frame before seeing it; the room
+        // checked here can only grow (this is the only producer).
+        if self.ring.slots() >= samples.len() {
+            let _ = self.stamps.push(Stamp {
+                sample: self.pushed,
+                arrival,
+            });
+        }
+        self.push(samples)
     }
 
     /// Makes the call audible or silent; takes effect at the next callback.
@@ -614,7 +893,8 @@ mod tests {
         assert!(goertzel(tail, 48_000.0, 1500.0) < 1e-9);
         assert!(goertzel(tail, 48_000.0, 500.0) > 1e-4);
         // The silenced ring is consumed at the same pace as the audible one.
-        assert!(high.queued() <= TARGET_FILL + 200, "{}", high.queued());
+        let target = mixer.targets().max().unwrap();
+        assert!(high.queued() <= target + 200, "{}", high.queued());
         assert_eq!(mixer.counters().overruns.load(Relaxed), 0);
     }
 
@@ -688,12 +968,14 @@ mod tests {
     fn a_listened_input_running_dry_counts_one_underrun_then_rebuffers() {
         let (mut mixer, mut control) = channel(8_000, 1);
         let mut feed = control.add(1, true).unwrap();
-        for _ in 0..3 {
+        // 50 ms callbacks: the target is 50 + 35 + 5 + 12.5 ms; 120 ms plays, then runs dry.
+        for _ in 0..6 {
             assert!(feed.push(&[500; 160]));
         }
         let mut out = vec![0.0f32; 400];
-        mixer.fill(&mut out, 1);
-        mixer.fill(&mut out, 1);
+        for _ in 0..3 {
+            mixer.fill(&mut out, 1);
+        }
         assert_eq!(mixer.counters().underruns.load(Relaxed), 1);
         mixer.fill(&mut out, 1);
         assert_eq!(
@@ -704,12 +986,46 @@ mod tests {
 
         // A silenced input running dry is not a gap either.
         feed.set_listen(false);
-        for _ in 0..3 {
+        for _ in 0..7 {
             assert!(feed.push(&[500; 160]));
         }
-        mixer.fill(&mut out, 1);
-        mixer.fill(&mut out, 1);
+        for _ in 0..4 {
+            mixer.fill(&mut out, 1);
+        }
         assert_eq!(mixer.counters().underruns.load(Relaxed), 1);
+        assert!(feed.queued() < 160, "the silenced input was consumed");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn stamped_frames_record_arrival_to_playback_when_their_first_sample_plays() {
+        let (mut mixer, mut control) = channel(8_000, 2);
+        let mut heard = control.add(1, true).unwrap();
+        let mut muted = control.add(2, false).unwrap();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for k in 0..3u64 {
+            let arrival = t0 + ms(20 * k);
+            assert!(heard.push_from(&[100; 160], arrival, arrival + ms(30)));
+            assert!(muted.push_from(&[100; 160], arrival, arrival + ms(30)));
+        }
+        // 10 ms callbacks whose first frame plays 100 ms after the first arrival: every frame
+        // starts playing 100 ms after its packet arrived.
+        let mut out = vec![0.0f32; 80];
+        for n in 0..6u64 {
+            mixer.fill_at(&mut out, 1, Some(t0 + ms(100 + 10 * n)));
+        }
+        let latency = mixer.counters().latency.snapshot();
+        assert_eq!(latency.count(), 3, "one per frame heard; none for the muted call");
+        let p50 = latency.quantile_ms(0.5).unwrap();
+        assert!((99.0..=101.0).contains(&p50), "{p50}");
+        // Without the host's timestamps nothing is recorded, and stamps do not pile up.
+        for _ in 0..40 {
+            assert!(heard.push_from(&[1; 160], t0, t0));
+            mixer.fill(&mut out, 1);
+            mixer.fill(&mut out, 1);
+        }
+        assert_eq!(mixer.counters().latency.snapshot().count(), 3);
     }
 
     #[test]
@@ -735,7 +1051,7 @@ mod tests {
         let mut out = vec![0.0f32; 80];
         mixer.fill(&mut out, 1);
         assert_eq!(mixer.counters().skips.load(Relaxed), 1);
-        assert!(feed.queued() <= TARGET_FILL);
+        assert!(feed.queued() <= mixer.targets().max().unwrap());
     }
 
     #[test]
@@ -778,9 +1094,9 @@ mod tests {
     }
 
     /// Feeds at `ppm` faster (or slower) than nominal for `seconds` of simulated time; returns
-    /// the (min, max) ring fill after a 30 s warm-up and the mean ratio correction over the
-    /// last third.
-    fn drift(ppm: f64, seconds: f64) -> (usize, usize, f64) {
+    /// the (min, max) ring fill after a 30 s warm-up, the mean ratio correction over the last
+    /// third, and the target fill.
+    fn drift(ppm: f64, seconds: f64) -> (usize, usize, f64, usize) {
         let rate = 48_000u32;
         let (mut mixer, mut control) = channel(rate, 1);
         let mut feed = control.add(1, true).unwrap();
@@ -811,7 +1127,8 @@ mod tests {
         }
         assert_eq!(mixer.counters().underruns.load(Relaxed), 0, "ppm {ppm}");
         assert_eq!(mixer.counters().skips.load(Relaxed), 0, "ppm {ppm}");
-        (lo, hi, adjust_sum / f64::from(adjust_n))
+        let target = mixer.targets().max().unwrap();
+        (lo, hi, adjust_sum / f64::from(adjust_n), target)
     }
 
     #[test]
@@ -824,12 +1141,13 @@ mod tests {
             (1000.0, 120.0),
             (-1000.0, 120.0),
         ] {
-            // The 20 ms pushes against 10 ms callbacks make a sawtooth of ±160 samples, and
-            // the dead band lets the mean wander ±96; drift must add nothing beyond that, and
-            // the ratio correction must match the drift.
-            let (lo, hi, adjust) = drift(ppm, seconds);
-            assert!(lo + 300 >= TARGET_FILL, "ppm {ppm}: fill fell to {lo}");
-            assert!(hi <= TARGET_FILL + 300, "ppm {ppm}: fill grew to {hi}");
+            // The 20 ms pushes against 10 ms callbacks make a sawtooth of 160 samples, and the
+            // dead band lets the mean wander ±80; drift must add nothing beyond that, and the
+            // ratio correction must match the drift.
+            let (lo, hi, adjust, target) = drift(ppm, seconds);
+            assert_eq!(target, 280, "10 + (20 + 10) / 2 + 5 + 5 ms");
+            assert!(lo + 250 >= target, "ppm {ppm}: fill fell to {lo}");
+            assert!(hi <= target + 250, "ppm {ppm}: fill grew to {hi}");
             assert!(
                 (adjust - ppm * 1e-6).abs() < 1e-5,
                 "ppm {ppm}: adjust {adjust}"

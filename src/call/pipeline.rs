@@ -14,7 +14,7 @@ use super::{EventSink, Greeting, GreetingPlayer, LiveState, Registry};
 use crate::audio::{AudioService, SpeakerFeed};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
-use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
+use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::recording::{CallRecording, RecordingService};
 use crate::store::RecordingGate;
 
@@ -24,6 +24,9 @@ const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
 static NEXT_MEDIA_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// The live state is republished every this many ticks (100 ms).
 const LIVE_EVERY: u64 = 5;
+/// Arrival times remembered, by sequence number modulo this: longer than any playout delay in
+/// packets, so a frame played finds its packet's arrival (for the latency measurement).
+const ARRIVALS: usize = 64;
 
 /// What calls share: the speakers, the recorder, the event sink, the registry, the greeting.
 #[derive(Debug, Clone)]
@@ -57,6 +60,8 @@ pub struct Pipeline {
     ticks: u64,
     /// Sum of the jitter buffer's target delay over all ticks, for the call's mean.
     delay_sum: u64,
+    /// When recent packets arrived: `(seq, arrival)` at `seq % ARRIVALS`.
+    arrivals: [Option<(u16, Instant)>; ARRIVALS],
 }
 
 impl Pipeline {
@@ -116,6 +121,7 @@ impl Pipeline {
             energy: 0.0,
             ticks: 0,
             delay_sum: 0,
+            arrivals: [None; ARRIVALS],
         }
     }
 
@@ -148,6 +154,9 @@ impl Pipeline {
         if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
             self.law.decode(src, dst);
             self.jitter.push(now, seq, ts, marker, ssrc, dst);
+            if let Some(slot) = self.arrivals.get_mut(usize::from(seq) % ARRIVALS) {
+                *slot = Some((seq, now));
+            }
         }
     }
 
@@ -155,15 +164,28 @@ impl Pipeline {
     /// the next frame we send, G.711-encoded.
     pub fn tick(&mut self, now: Instant, out: &mut [u8; FRAME_SAMPLES]) {
         let mut heard: Frame = SILENCE;
-        self.jitter.pop(now, &mut heard);
+        let played = self.jitter.pop(now, &mut heard);
         let mut said: Frame = SILENCE;
         self.greeting.next_frame(&mut said);
         self.law.encode(&said, out);
         // What the caller hears is the G.711 of what we said; record exactly that.
         self.law.decode(out, &mut said);
         // Silence too: the call is one continuous stream for the speakers, so a pause in the
-        // caller's speech is not an underrun.
-        self.speaker.push(&heard);
+        // caller's speech is not an underrun. Received frames carry their packet's arrival.
+        let arrival = match played {
+            Playout::Played { seq } => self
+                .arrivals
+                .get(usize::from(seq) % ARRIVALS)
+                .copied()
+                .flatten()
+                .filter(|(at_seq, _)| *at_seq == seq)
+                .map(|(_, at)| at),
+            Playout::Concealed | Playout::Silence => None,
+        };
+        match arrival {
+            Some(at) => self.speaker.push_from(&heard, at, now),
+            None => self.speaker.push(&heard),
+        };
         self.record(&heard, &said);
         self.energy += heard
             .iter()
@@ -299,7 +321,7 @@ pub fn stream_call(
 mod tests {
     use super::*;
     use crate::call::event::{CallId, Source};
-    use crate::config::AudioOutput;
+    use crate::config::{AudioConfig, AudioOutput};
     use std::time::{Duration, SystemTime};
 
     fn info(n: u32) -> CallInfo {
@@ -323,7 +345,11 @@ mod tests {
         let (rec_events, _rec_rx) = tokio::sync::mpsc::unbounded_channel();
         let recordings = Arc::new(RecordingService::start(dir.clone(), rec_events).unwrap());
         let services = Services {
-            audio: Arc::new(AudioService::start(&AudioOutput::None, false)),
+            audio: Arc::new(AudioService::start(&AudioConfig {
+                output: AudioOutput::None,
+                listen: false,
+                ..AudioConfig::default()
+            })),
             recordings: Some(recordings.clone()),
             events,
             registry: Arc::new(Registry::default()),
