@@ -24,7 +24,7 @@
 # up at the end of the file. The paced null device is the cheapest fair source and player.
 # PulseAudio's own CPU and RSS are shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
-# the work directory, PERIOD_MS ([audio].period_ms, 5), LATENCY_SECONDS (latency run, 30).
+# the work directory, PERIOD_MS ([audio].period_ms, 10), LATENCY_SECONDS (latency run, 30).
 #
 # What is measured, per target, from /proc/PID of the callee process:
 #   idle RSS       VmRSS two seconds after it is ready, before any call;
@@ -156,7 +156,7 @@ ports = "30000-30999"
 max_concurrent = $((CALLS + 50))
 [audio]
 output = "$3"
-period_ms = ${PERIOD_MS:-5}
+period_ms = ${PERIOD_MS:-10}
 [recording]
 enabled = $2
 dir = "$dir/recordings"

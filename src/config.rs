@@ -211,7 +211,7 @@ impl Default for AudioConfig {
         AudioConfig {
             output: AudioOutput::Default,
             listen: true,
-            period_ms: 5,
+            period_ms: 10,
         }
     }
 }
@@ -1509,6 +1509,19 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.lines().next().unwrap().starts_with("rtp.ports: "));
         assert!(text.contains("rtp.learn_packets: 0 is out of range (1..=100)"));
+    }
+
+    #[test]
+    fn audio_period_is_bounded_and_zero_means_the_device_default() {
+        let err = Config::from_toml_str("[audio]\nperiod_ms = 250\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("audio.period_ms: 250 is out of range (0..=100)"),
+            "{err}"
+        );
+        let config = Config::from_toml_str("[audio]\nperiod_ms = 0\n").unwrap();
+        assert_eq!(config.audio.period_ms, 0);
+        assert_eq!(Config::from_toml_str("").unwrap().audio.period_ms, 10);
     }
 
     #[test]
