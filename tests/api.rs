@@ -21,9 +21,7 @@ use support::{Earshot, free_tcp_port, free_udp_tcp_port};
 
 /// Writes the caller's capture: `ms` of the test signal in PCMU, then an RFC 4733 `5`.
 fn caller_pcap(e: &Earshot, ms: u32) -> String {
-    let pcm = pcap::test_signal(ms);
-    let mut codes = vec![0u8; pcm.len()];
-    Law::Ulaw.encode(&pcm, &mut codes);
+    let codes = pcap::coded_test_signal(Law::Ulaw, ms);
     let mut packets = pcap::g711_packets(0, 1000, &codes);
     packets.extend(pcap::dtmf_packets(101, 1000 + codes.len() as u32, 5, 800));
     let path = e.dir().join(format!("caller-{ms}.pcap"));

@@ -229,9 +229,7 @@ impl Drop for Browser {
 }
 
 fn caller_pcap(e: &Earshot, ms: u32) -> String {
-    let pcm = pcap::test_signal(ms);
-    let mut codes = vec![0u8; pcm.len()];
-    Law::Ulaw.encode(&pcm, &mut codes);
+    let codes = pcap::coded_test_signal(Law::Ulaw, ms);
     let path = e.dir().join("caller.pcap");
     pcap::write_rtp_pcap(&path, 0x5151_5151, 7, &pcap::g711_packets(0, 0, &codes)).unwrap();
     path.display().to_string()

@@ -22,9 +22,7 @@ const DEBUG_LOG: &str = "[log]\nlevel = \"info,earshot=debug\"\n";
 /// Writes a capture of `ms` of the test signal in `law` followed by one RFC 4733 key press of
 /// `digit`, and returns its path.
 fn caller_pcap(e: &Earshot, law: Law, ms: u32, digit: u8) -> String {
-    let pcm = pcap::test_signal(ms);
-    let mut codes = vec![0u8; pcm.len()];
-    law.encode(&pcm, &mut codes);
+    let codes = pcap::coded_test_signal(law, ms);
     let pt = match law {
         Law::Ulaw => 0,
         Law::Alaw => 8,

@@ -21,9 +21,7 @@ use support::sipp::{self, Scenario};
 use support::{EARSHOT_BIN, Earshot, free_udp_tcp_port};
 
 fn caller_pcap(e: &Earshot, ms: u32) -> String {
-    let pcm = pcap::test_signal(ms);
-    let mut codes = vec![0u8; pcm.len()];
-    Law::Ulaw.encode(&pcm, &mut codes);
+    let codes = pcap::coded_test_signal(Law::Ulaw, ms);
     let path = e.dir().join(format!("caller-{ms}.pcap"));
     pcap::write_rtp_pcap(&path, 0x0bad_cafe, 1, &pcap::g711_packets(0, 0, &codes)).unwrap();
     path.display().to_string()

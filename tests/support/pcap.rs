@@ -120,6 +120,14 @@ fn ethernet_ipv4_udp(payload: &[u8], sport: u16, dport: u16) -> Vec<u8> {
     f
 }
 
+/// [`test_signal`] of `ms`, G.711-encoded in `law`: what a test caller's capture carries.
+pub fn coded_test_signal(law: earshot::media::g711::Law, ms: u32) -> Vec<u8> {
+    let pcm = test_signal(ms);
+    let mut codes = vec![0u8; pcm.len()];
+    law.encode(&pcm, &mut codes);
+    codes
+}
+
 /// A test signal that is easy to recognise and not periodic over short spans: two tones and a
 /// slow sweep, 8 kHz, `ms` long.
 pub fn test_signal(ms: u32) -> Vec<i16> {

@@ -215,30 +215,19 @@ impl TwilioSide {
         }
         request.push_str("\r\n");
         request.push_str(&body);
-        let mut tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        self.exchange(&request).await
     }
 
     /// A GET with no credentials (loopback needs none): (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: earshot.test\r\nConnection: close\r\n\r\n");
+        self.exchange(&request).await
+    }
+
+    /// Sends one HTTP/1.1 request on a new connection and reads the response to its close:
+    /// (status, body).
+    async fn exchange(&self, request: &str) -> (u16, String) {
         let mut tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
