@@ -1,11 +1,14 @@
 //! The media pipeline end to end, against real peers: SIPp streams a known capture and the
 //! recording must hold exactly its decoded audio; a caller's tone must come out of a real
-//! PulseAudio device (a null sink, recorded from its monitor) at the right pitch, without gaps.
+//! PulseAudio device (a null sink, recorded from its monitor) at the right pitch, without gaps,
+//! with each frame's arrival → playback latency measured from the device's timestamps.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "console/http.rs"]
+mod http;
 mod support;
 
 use std::net::Ipv4Addr;
@@ -176,6 +179,26 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
     std::thread::sleep(Duration::from_secs(u64::from(SECONDS) + 2));
+    // Every frame the caller sent was played and its latency measured (how long it is, is for
+    // the benchmark: scripts/bench-sip-load.sh latency).
+    let metrics = http::get(e.http_addr(), "/metrics").text();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let measured = metric("earshot_audio_latency_seconds_count").unwrap_or(0.0);
+    assert!(
+        measured >= f64::from(SECONDS * 50 - 50),
+        "{measured} frames measured\n{metrics}"
+    );
+    for name in [
+        "earshot_audio_latency_seconds{quantile=\"0.5\"}",
+        "earshot_audio_output_latency_seconds",
+        "earshot_audio_period_seconds",
+    ] {
+        assert!(metric(name).is_some_and(|v| v > 0.0), "{name}\n{metrics}");
+    }
     let mut e = e;
     assert!(
         e.terminate(Duration::from_secs(10))
