@@ -7,17 +7,30 @@
 //! only once the next packet follows it); they also detect duplicates. A new SSRC, a timestamp
 //! that runs backwards, or one that leaps more than three seconds restarts the stream.
 //!
-//! Timing is measured, never assumed. Each packet's relative delay (arrival minus media time)
-//! goes into a window of the last 512 packets; the playout offset targets the
-//! `coverage_permille` quantile of it, between `min_delay_ms` and `max_delay_ms` above the
-//! fastest packet. Following that quantile is also what tracks sender clock drift. The offset
-//! actually played changes only at safe points:
-//! - a frame that is missing while nothing later is due is waited for (concealing), so a delay
-//!   spike raises the delay at once instead of losing packets; waiting stops at `max_delay_ms`;
+//! Timing is measured, never assumed. A frame is due once `now − media time` reaches the
+//! playout offset: the larger of two quantiles over the last 512 packets (~10 s; kept as
+//! incremental histograms by the `delay` submodule, so a packet costs a few bin steps):
+//! - `coverage_permille` (default 95 %) of their relative delays (arrival minus media time), and
+//! - 98.5 % of what each packet that arrived after a later one needed for that later one not to
+//!   be played first (a packet that arrived in order needs nothing): reordering is what loses
+//!   packets outright, so it is covered more tightly than plain lateness.
+//!
+//! The offset lies between `min_delay_ms` (default 0) and `max_delay_ms` above the fastest
+//! recent packet; following it also tracks sender clock drift. The offset actually played
+//! changes only at safe points:
+//! - a frame missing when due is waited for, concealing, up to 40 ms (or `min_delay_ms` if
+//!   larger); in a stream that reorders, also while the frame after it is up to 20 ms overdue;
+//! - a frame that arrives in order but after its time is given up if it is the first such in
+//!   2 s (an outlier does not raise the delay); when they recur it is played and the delay it
+//!   needed is kept for 10 s, by when the window has seen them: so a rising delay (drift across
+//!   a tick, a slower route) is followed with one gap, not one per late frame;
+//! - once a frame was given up, playout resumes with the first frame less than 20 ms late: the
+//!   late rest of a stall is skipped rather than played with its delay;
 //! - a gap (loss, DTX silence, a talkspurt's marker) re-aligns playout to the target for free;
-//! - otherwise one frame at a time is dropped (when a whole frame too late) or concealment inserted
-//!   (when ≥ 10 ms too early), at most every 100 ms, preferring low-energy frames; a loud frame
-//!   is only touched when 70 ms too late or 30 ms too early (drops are cross-faded).
+//! - otherwise quiet frames are dropped while playout is a whole frame later than the target,
+//!   and concealment is inserted after a quiet frame while it is 10 ms early, so silence is cut
+//!   or stretched at once; a loud frame is only touched when 70 ms late or 30 ms early, at most
+//!   every 100 ms, and drops are cross-faded.
 //!
 //! Everything is allocated in [`JitterBuffer::new`]; `push` and `pop` never allocate. The core
 //! never reads the clock: callers pass `now`.
@@ -39,6 +52,21 @@ const FRAME_US: i64 = FRAME_SAMPLES as i64 * SAMPLE_US;
 const DELAY_WINDOW: usize = 512;
 /// Below this many delay samples the initial delay is a floor for the target.
 const WARMUP_PACKETS: usize = 50;
+/// Share of recent packets whose reordering the offset must absorb, in per mille.
+const REORDER_COVERAGE_PERMILLE: u16 = 985;
+/// Share of recent packets that must have arrived after a later one (5 per mille) for a missing
+/// frame to be waited for while the next one is due.
+const REORDERING_PERMILLE: usize = 5;
+/// How long a missing frame is waited for past its due time (at least; see `min_delay_ms`).
+const PATIENCE_US: i64 = 40_000;
+/// In a stream that reorders, how late the next frame may get while a missing one is awaited.
+const REORDER_WAIT_US: i64 = 20_000;
+/// Once a frame was given up, how late a frame may be to resume playout with.
+const RESUME_US: i64 = 20_000;
+/// A frame that arrives in order but late is played (not given up) if another did within this.
+const STRAGGLER_MEMORY_US: i64 = 2_000_000;
+/// How long the delay needed by a late frame that was played is kept.
+const HOLD_US: i64 = 10_000_000;
 /// RFC 3550 §A.1: largest forward jump in sequence numbers still taken as loss.
 const MAX_DROPOUT: i64 = 3000;
 /// RFC 3550 §A.1: largest backward step in sequence numbers still taken as reordering.
@@ -47,16 +75,16 @@ const MAX_MISORDER: i64 = 100;
 const RESYNC_JUMP: i64 = 3 * 8000;
 /// Sequence numbers remembered for duplicate detection (more than `MAX_MISORDER`).
 const SEEN_WINDOW: i64 = 128;
-/// Too late by at least a frame: drop a quiet frame (playout stays at or after the target).
+/// Late by at least a frame: drop a quiet frame (playout stays at or after the target).
 const DROP_MARGIN_US: i64 = 20_000;
-/// Too late by at least this much: drop even a loud frame.
+/// Late by at least this much: drop even a loud frame.
 const FORCED_DROP_US: i64 = 70_000;
-/// Too early by at least this much: insert concealment after a quiet frame.
+/// Early by at least this much: insert concealment after a quiet frame.
 const INSERT_MARGIN_US: i64 = 10_000;
-/// Too early by at least this much: insert concealment even in loud audio.
+/// Early by at least this much: insert concealment even in loud audio.
 const FORCED_INSERT_US: i64 = 30_000;
-/// Frames between two delay adjustments (100 ms): the delay shrinks slowly.
-const ADJUST_SPACING: u32 = 5;
+/// Frames between two adjustments in loud audio (100 ms).
+const LOUD_SPACING: u32 = 5;
 /// Samples cross-faded when a frame is dropped.
 const DROP_FADE: usize = 40;
 /// Mean-square energy below which a frame is quiet in absolute terms (RMS 100, ≈ −50 dBFS).
@@ -69,7 +97,8 @@ const LEVEL_DECAY: f32 = 0.995;
 /// Jitter buffer settings; every field is fixed at construction.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct JitterConfig {
-    /// Least playout delay above the fastest recent packet, in ms (default 20).
+    /// Least playout delay above the fastest recent packet, in ms (default 0: the measured
+    /// quantiles alone set the margin). A missing frame is waited for at least this long.
     pub min_delay_ms: u32,
     /// Most playout delay above the fastest recent packet, in ms (default 500). A frame not
     /// there by then is given up as lost.
@@ -77,25 +106,25 @@ pub struct JitterConfig {
     /// Capacity in 20 ms slots (default 64, i.e. 1.28 s; a 60 ms packet fills three). Raised to
     /// `max_delay_ms` plus 80 ms if smaller, so waiting up to the maximum delay always fits.
     pub max_packets: usize,
-    /// Target delay before 50 packets have been measured, in ms (default 40); after a restart
-    /// the previous stream's target is used instead.
+    /// Target delay before 50 packets have been measured, in ms (default 0: play the first
+    /// packet at once); after a restart the previous stream's target is used instead.
     pub initial_delay_ms: u32,
-    /// Share of recent packets the playout delay must cover, in per mille (default 980).
+    /// Share of recent packets' delays the playout delay must cover, in per mille (default
+    /// 950); reordered packets are covered to 98.5 % regardless.
     pub coverage_permille: u16,
 }
 
 impl Default for JitterConfig {
     fn default() -> Self {
         Self {
-            min_delay_ms: 20,
+            min_delay_ms: 0,
             max_delay_ms: 500,
             max_packets: 64,
-            initial_delay_ms: 40,
-            coverage_permille: 980,
+            initial_delay_ms: 0,
+            coverage_permille: 950,
         }
     }
 }
-
 /// What [`JitterBuffer::pop`] put in the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Playout {
@@ -122,7 +151,8 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Frames popped as [`Playout::Silence`].
     pub silence: u64,
-    /// Packets that arrived after their slot had been played, concealed or given up.
+    /// Packets that arrived after their slot had been played, concealed or given up, and
+    /// frames given up after arriving too late to resume playout with.
     pub late: u64,
     /// Packets received twice (by sequence number, or for an already filled slot).
     pub duplicates: u64,
@@ -168,8 +198,12 @@ struct Slot {
     filled: u8,
     /// A packet starting here had the marker bit (talkspurt start).
     marker: bool,
+    /// The packet that filled the first half (or the second, alone) arrived in order: nothing
+    /// later had arrived before it.
+    in_order: bool,
     /// Sequence numbers of the packets that filled each half.
     seq: [u16; 2],
+    /// The audio; only the halves marked in `filled` are meaningful.
     pcm: Frame,
 }
 
@@ -178,6 +212,7 @@ impl Slot {
         frame: None,
         filled: 0,
         marker: false,
+        in_order: false,
         seq: [0; 2],
         pcm: SILENCE,
     };
@@ -188,6 +223,13 @@ impl Slot {
 
     fn complete(&self, frame: FrameIndex) -> bool {
         self.frame == Some(frame) && self.filled == 0b11
+    }
+
+    /// Marks the slot free without touching its audio.
+    fn free(&mut self) {
+        self.frame = None;
+        self.filled = 0;
+        self.marker = false;
     }
 }
 
@@ -225,7 +267,11 @@ struct Admitted {
 #[derive(Clone, Debug)]
 pub struct JitterBuffer {
     cfg: JitterConfig,
+    /// Ring of slots, a power of two long; frame `f` lives in `slots[f & mask]`.
     slots: Box<[Slot]>,
+    mask: usize,
+    /// Frames from `next_play` on that may be stored (`cfg.max_packets`).
+    cap: i64,
     stream: Option<Stream>,
     probation: Option<Probation>,
     /// The frame the next `pop` plays (or waits for).
@@ -236,7 +282,11 @@ pub struct JitterBuffer {
     newest: FrameIndex,
     /// Slots holding audio for frames at or after `next_play`.
     buffered: usize,
+    /// Relative delays of recent packets.
     delays: DelayWindow,
+    /// For each recent packet that arrived after a later one, the delay it needed for that
+    /// later one not to be played first; an entry without a delay for packets in order.
+    reorder_needs: DelayWindow,
     plc: Concealer,
     /// Target used until the delay window warms up.
     initial_us: i64,
@@ -248,6 +298,14 @@ pub struct JitterBuffer {
     last_quiet: bool,
     /// Whether the last pop played received audio.
     last_played: bool,
+    /// A frame was given up since the last one played: playout resumes on time.
+    outage: bool,
+    /// The last frame waited for: missing when it was due.
+    waited: Option<FrameIndex>,
+    /// When (stream µs) the last frame that arrived in order but after its time was seen.
+    last_straggler: i64,
+    /// Playout offset kept after a late frame was played, and until when (stream µs).
+    hold: (i64, i64),
     stats: JitterStats,
 }
 
@@ -262,21 +320,29 @@ impl JitterBuffer {
             coverage_permille: cfg.coverage_permille.min(1000),
             ..cfg
         };
+        let ring = cfg.max_packets.next_power_of_two();
         Self {
-            slots: vec![Slot::FREE; cfg.max_packets].into_boxed_slice(),
+            slots: vec![Slot::FREE; ring].into_boxed_slice(),
+            mask: ring - 1,
+            cap: cfg.max_packets as i64,
             stream: None,
             probation: None,
             next_play: FrameIndex(0),
             playing: false,
             newest: FrameIndex(0),
             buffered: 0,
-            delays: DelayWindow::new(DELAY_WINDOW),
+            delays: DelayWindow::new(DELAY_WINDOW, cfg.coverage_permille),
+            reorder_needs: DelayWindow::new(DELAY_WINDOW, REORDER_COVERAGE_PERMILLE),
             plc: Concealer::new(),
             initial_us: i64::from(cfg.initial_delay_ms) * 1000,
             since_adjust: 0,
             speech_level: 0.0,
             last_quiet: true,
             last_played: false,
+            outage: false,
+            waited: None,
+            last_straggler: i64::MIN / 2,
+            hold: (0, i64::MIN),
             stats: JitterStats {
                 target_delay_ms: cfg.initial_delay_ms.clamp(cfg.min_delay_ms, max_delay_ms),
                 ..JitterStats::default()
@@ -303,10 +369,7 @@ impl JitterBuffer {
         };
         let mut media = admitted.ext_ts - stream.base_ts;
         let first_frame = (media + UNIT as i64 / 2).div_euclid(FRAME_SAMPLES as i64);
-        if admitted.newest
-            && self.playing
-            && first_frame - self.next_play.0 >= self.slots.len() as i64
-        {
+        if admitted.newest && self.playing && first_frame - self.next_play.0 >= self.cap {
             // The newest packet lies beyond the buffer: the sender's timeline moved on.
             self.restart(now, seq, ts, ssrc);
             media = 0;
@@ -314,8 +377,14 @@ impl JitterBuffer {
         if let Some(stream) = &self.stream {
             let arrival_us = micros_between(stream.epoch, now);
             self.delays.push(arrival_us - media * SAMPLE_US);
+            if admitted.newest {
+                self.reorder_needs.push_none();
+            } else {
+                let overtaker = self.nearest_later(FrameIndex(first_frame));
+                self.reorder_needs.push(arrival_us - overtaker.media_us());
+            }
         }
-        self.place(seq, marker, media, pcm);
+        self.place(seq, marker, admitted.newest, media, pcm);
     }
 
     /// Produces the frame for this 20 ms tick into `out`. Never allocates.
@@ -325,7 +394,10 @@ impl JitterBuffer {
             return self.fill_gap(out);
         };
         let now_us = micros_between(stream.epoch, now);
-        let (floor, offset) = self.playout_offset();
+        let (floor, mut offset) = self.playout_offset();
+        if now_us < self.hold.1 {
+            offset = offset.max(self.hold.0);
+        }
         self.stats.target_delay_ms = u32::try_from((offset - floor) / 1000).unwrap_or(u32::MAX);
         let playout = self.choose(now_us, floor, offset, out);
         self.last_played = matches!(playout, Playout::Played { .. });
@@ -428,6 +500,10 @@ impl JitterBuffer {
         });
         self.next_play = FrameIndex(0);
         self.playing = false;
+        self.outage = false;
+        self.waited = None;
+        self.last_straggler = i64::MIN / 2;
+        self.hold = (0, i64::MIN);
     }
 
     /// Drops the current stream's audio and timing and starts over at this packet. The
@@ -438,16 +514,21 @@ impl JitterBuffer {
             let (floor, offset) = self.playout_offset();
             self.initial_us = offset - floor;
         }
-        self.slots.fill(Slot::FREE);
+        self.slots.iter_mut().for_each(Slot::free);
         self.buffered = 0;
         self.delays.clear();
+        self.reorder_needs.clear();
         self.probation = None;
         self.begin(now, seq, ts, ssrc);
     }
 
+    fn slot_index(&self, frame: FrameIndex) -> usize {
+        // Two's complement wraps negative frames onto the ring as `rem_euclid` would.
+        (frame.0 as usize) & self.mask
+    }
+
     /// Copies the packet's 10 ms halves into their slots.
-    fn place(&mut self, seq: u16, marker: bool, media: i64, pcm: &[i16]) {
-        let cap = self.slots.len() as i64;
+    fn place(&mut self, seq: u16, marker: bool, in_order: bool, media: i64, pcm: &[i16]) {
         let first_unit = (media + UNIT as i64 / 2).div_euclid(UNIT as i64);
         let (mut late, mut overflow, mut duplicate) = (false, false, false);
         for (i, chunk) in pcm.chunks_exact(UNIT).enumerate() {
@@ -456,7 +537,7 @@ impl JitterBuffer {
             let half = unit.rem_euclid(2) as usize;
             if !self.playing
                 && frame < self.next_play
-                && (self.buffered == 0 || self.newest.0 - frame.0 < cap)
+                && (self.buffered == 0 || self.newest.0 - frame.0 < self.cap)
             {
                 // Still buffering the start: an earlier packet moves the start back.
                 self.next_play = frame;
@@ -465,21 +546,20 @@ impl JitterBuffer {
                 late = true;
                 continue;
             }
-            if frame.0 - self.next_play.0 >= cap {
+            if frame.0 - self.next_play.0 >= self.cap {
                 overflow = true;
                 continue;
             }
-            let Some(slot) = self.slots.get_mut(frame.0.rem_euclid(cap) as usize) else {
+            let index = self.slot_index(frame);
+            let Some(slot) = self.slots.get_mut(index) else {
                 continue;
             };
             if slot.frame != Some(frame) {
                 if slot.filled != 0 {
                     self.buffered = self.buffered.saturating_sub(1);
                 }
-                *slot = Slot {
-                    frame: Some(frame),
-                    ..Slot::FREE
-                };
+                slot.free();
+                slot.frame = Some(frame);
             }
             let bit = 1u8 << half;
             if slot.filled & bit != 0 {
@@ -491,6 +571,9 @@ impl JitterBuffer {
                     self.newest = frame;
                 }
                 self.buffered += 1;
+            }
+            if half == 0 || slot.filled == 0 {
+                slot.in_order = in_order;
             }
             slot.filled |= bit;
             if let Some(s) = slot.seq.get_mut(half) {
@@ -506,14 +589,25 @@ impl JitterBuffer {
         self.stats.duplicates += u64::from(duplicate && !late && !overflow);
     }
 
+    /// The nearest frame after `frame` that already holds audio (`frame + 1` when it was
+    /// played already or cannot be told): the one that overtook a packet for `frame`.
+    fn nearest_later(&self, frame: FrameIndex) -> FrameIndex {
+        let next = FrameIndex(frame.0 + 1);
+        if frame < self.next_play || self.buffered == 0 {
+            return next;
+        }
+        (next.0..=self.newest.0)
+            .map(FrameIndex)
+            .find(|&f| self.slot(f).is_some_and(|s| s.holds(f)))
+            .unwrap_or(next)
+    }
+
     /// The fastest recent delay and the playout offset (media time → play time) in µs.
     fn playout_offset(&self) -> (i64, i64) {
         let floor = self.delays.floor().unwrap_or(0);
-        let quantile = self
-            .delays
-            .quantile(self.cfg.coverage_permille)
-            .unwrap_or(floor);
-        let mut target = quantile - floor;
+        let covered = self.delays.quantile().unwrap_or(floor);
+        let reordered = self.reorder_needs.quantile().unwrap_or(floor);
+        let mut target = covered.max(reordered) - floor;
         if self.delays.len() < WARMUP_PACKETS {
             target = target.max(self.initial_us);
         }
@@ -522,12 +616,72 @@ impl JitterBuffer {
         (floor, floor + target.clamp(min, max))
     }
 
+    /// How late the frame after a missing one may get before the missing one is given up for
+    /// it: a frame if the stream reorders (the missing one may be on its way), else nothing.
+    fn reorder_wait(&self) -> i64 {
+        let reordered = self.reorder_needs.with_delay() * 1000;
+        if reordered >= REORDERING_PERMILLE * self.reorder_needs.len().max(1) {
+            REORDER_WAIT_US
+        } else {
+            0
+        }
+    }
+
+    /// Whether `frame` was waited for while missing, then arrived in order: a late frame
+    /// rather than a reordered one or the end of a stall.
+    fn straggled(&self, frame: FrameIndex) -> bool {
+        self.waited == Some(frame) && self.slot(frame).is_some_and(|s| s.in_order)
+    }
+
+    /// Gives up on what playout should no longer wait for: a missing frame later than the
+    /// patience, and, when resuming after a gap, a frame that came too late to resume with.
+    fn give_up_late(&mut self, now_us: i64, floor: i64, offset: i64) {
+        let patience = PATIENCE_US.max(i64::from(self.cfg.min_delay_ms) * 1000);
+        let wait = if self.outage { RESUME_US } else { patience };
+        let limit = floor + i64::from(self.cfg.max_delay_ms) * 1000;
+        if self.buffered == 0 {
+            // Nothing to play: move straight to the first frame still worth waiting for.
+            let first = (now_us - offset - wait).div_euclid(FRAME_US) + 1;
+            let first = first.max((now_us - limit).div_euclid(FRAME_US) + 1);
+            if first > self.next_play.0 {
+                self.next_play = FrameIndex(first);
+                self.outage = true;
+            }
+            return;
+        }
+        while self.buffered > 0 {
+            let head = self.next_play;
+            let present = self.head_present();
+            let late = now_us - head.media_us() - offset;
+            let hopeless = now_us - head.media_us() > limit;
+            let gone = if present && self.last_played {
+                false
+            } else if present && self.straggled(head) {
+                // A lone late frame is given up; one of several is played.
+                let recurring = now_us - self.last_straggler < STRAGGLER_MEMORY_US;
+                self.last_straggler = now_us;
+                !recurring || late >= patience || hopeless
+            } else {
+                late >= wait || hopeless
+            };
+            if !gone {
+                break;
+            }
+            if present {
+                self.stats.late += 1;
+            }
+            self.outage = true;
+            self.advance();
+        }
+    }
+
     /// Decides this tick's frame.
     fn choose(&mut self, now_us: i64, floor: i64, offset: i64, out: &mut Frame) -> Playout {
-        let due = |frame: FrameIndex| now_us - frame.media_us() >= offset;
+        // How far past its due time a frame is: ≥ 0 once it should be playing.
+        let lateness = |frame: FrameIndex| now_us - frame.media_us() - offset;
         if !self.playing {
             return match self.earliest_buffered() {
-                Some(first) if due(first) => {
+                Some(first) if lateness(first) >= 0 => {
                     self.skip_to(first);
                     self.playing = true;
                     self.play_head(out, None)
@@ -535,53 +689,59 @@ impl JitterBuffer {
                 _ => self.fill_gap(out),
             };
         }
+        self.give_up_late(now_us, floor, offset);
         if !self.head_present() {
             match self.earliest_buffered() {
                 // Everything before the next received frame is lost or a silence: resume at
                 // that frame's own time, which re-aligns the delay to the target.
-                Some(next) if due(next) => self.skip_to(next),
+                Some(next) if lateness(next) >= self.reorder_wait() => self.skip_to(next),
+                // Wait for the missing frame (a delay spike), concealing.
                 _ => {
-                    // Wait for the missing frame (a delay spike) unless it is beyond hope.
-                    let max_us = i64::from(self.cfg.max_delay_ms) * 1000;
-                    if now_us - self.next_play.media_us() > floor + max_us {
-                        self.advance();
+                    if lateness(self.next_play) >= 0 {
+                        self.waited = Some(self.next_play);
                     }
                     return self.fill_gap(out);
                 }
             }
         }
-        let error = now_us - self.next_play.media_us() - offset;
+        let mut error = lateness(self.next_play);
+        if !self.last_played && self.straggled(self.next_play) && error >= DROP_MARGIN_US {
+            // A late frame is played after all: keep the delay it needed for a while.
+            self.hold = (now_us - self.next_play.media_us(), now_us + HOLD_US);
+            error = 0;
+        }
         let head = self.slot(self.next_play);
         if head.is_some_and(|s| s.marker) && !self.last_played && error < 0 {
             // A talkspurt starts after silence, early: hold it until its time.
             return self.fill_gap(out);
         }
-        if self.since_adjust >= ADJUST_SPACING {
-            let next = FrameIndex(self.next_play.0 + 1);
-            let can_drop = head.is_some_and(|s| s.complete(self.next_play))
-                && self.slot(next).is_some_and(|s| s.complete(next));
-            if can_drop && error >= DROP_MARGIN_US {
+        let loud_ok = self.since_adjust >= LOUD_SPACING;
+        let next = FrameIndex(self.next_play.0 + 1);
+        let can_drop = head.is_some_and(|s| s.complete(self.next_play))
+            && self.slot(next).is_some_and(|s| s.complete(next));
+        if can_drop && error >= DROP_MARGIN_US {
+            let quiet = head.is_some_and(|s| self.is_quiet(&s.pcm));
+            if quiet || (error >= FORCED_DROP_US && loud_ok) {
                 let discarded = head.map_or(SILENCE, |s| s.pcm);
-                if error >= FORCED_DROP_US || self.is_quiet(&discarded) {
-                    self.since_adjust = 0;
-                    self.stats.discarded += 1;
-                    self.advance();
-                    return self.play_head(out, Some(&discarded));
-                }
-            }
-            if error <= -INSERT_MARGIN_US && (self.last_quiet || error <= -FORCED_INSERT_US) {
                 self.since_adjust = 0;
-                self.stats.inserted += 1;
-                return self.fill_gap(out);
+                self.stats.discarded += 1;
+                self.advance();
+                return self.play_head(out, Some(&discarded));
             }
+        }
+        if error <= -INSERT_MARGIN_US
+            && (self.last_quiet || (error <= -FORCED_INSERT_US && loud_ok))
+        {
+            self.since_adjust = 0;
+            self.stats.inserted += 1;
+            return self.fill_gap(out);
         }
         self.play_head(out, None)
     }
 
     fn slot(&self, frame: FrameIndex) -> Option<&Slot> {
-        let cap = self.slots.len() as i64;
         self.slots
-            .get(frame.0.rem_euclid(cap) as usize)
+            .get(self.slot_index(frame))
             .filter(|s| s.frame == Some(frame))
     }
 
@@ -602,15 +762,15 @@ impl JitterBuffer {
 
     /// Frees the slot of `next_play` and moves on by one frame.
     fn advance(&mut self) {
-        let cap = self.slots.len() as i64;
         let frame = self.next_play;
-        if let Some(slot) = self.slots.get_mut(frame.0.rem_euclid(cap) as usize)
+        let index = self.slot_index(frame);
+        if let Some(slot) = self.slots.get_mut(index)
             && slot.frame == Some(frame)
         {
             if slot.filled != 0 {
                 self.buffered = self.buffered.saturating_sub(1);
             }
-            *slot = Slot::FREE;
+            slot.free();
         }
         self.next_play = FrameIndex(frame.0 + 1);
     }
@@ -637,6 +797,7 @@ impl JitterBuffer {
             None => (0, 0),
         };
         self.advance();
+        self.outage = false;
         if let Some(from) = fade_from {
             let step = 1.0 / (DROP_FADE + 1) as f32;
             for (i, (s, &f)) in out.iter_mut().zip(from.iter()).take(DROP_FADE).enumerate() {
@@ -654,7 +815,7 @@ impl JitterBuffer {
         }
         let energy = mean_square(out);
         self.speech_level = (self.speech_level * LEVEL_DECAY).max(energy);
-        self.last_quiet = self.is_quiet(out);
+        self.last_quiet = self.quiet_energy(energy);
         self.stats.played += 1;
         Playout::Played { seq }
     }
@@ -676,7 +837,10 @@ impl JitterBuffer {
     }
 
     fn is_quiet(&self, frame: &Frame) -> bool {
-        let energy = mean_square(frame);
+        self.quiet_energy(mean_square(frame))
+    }
+
+    fn quiet_energy(&self, energy: f32) -> bool {
         energy < QUIET_ENERGY || energy < self.speech_level * QUIET_RATIO
     }
 }
@@ -785,10 +949,20 @@ mod tests {
     }
 
     #[test]
-    fn silence_until_the_first_packet_then_plays_after_the_initial_delay() {
+    fn silence_until_the_first_packet_which_plays_at_once() {
         let mut h = Harness::new();
         assert_eq!(h.pop(0), Playout::Silence);
         assert_eq!(h.out, SILENCE);
+        h.push(20, 100, 8000);
+        assert_eq!(h.pop(20), Playout::Played { seq: 100 });
+    }
+
+    #[test]
+    fn a_configured_initial_delay_holds_the_first_frame() {
+        let mut h = Harness::with(JitterConfig {
+            initial_delay_ms: 40,
+            ..JitterConfig::default()
+        });
         h.push(20, 100, 8000);
         h.push(40, 101, 8160);
         h.push(60, 102, 8320);
@@ -830,10 +1004,10 @@ mod tests {
         let mut h = Harness::new();
         h.push(0, 10, 0);
         h.push(1, 10, 0);
-        let first = h.pop_range(0..60);
-        h.push(61, 10, 0);
-        h.push(62, 11, 160);
-        let rest = h.pop_range(60..140);
+        let first = h.pop_range(0..20);
+        h.push(15, 10, 0);
+        h.push(16, 11, 160);
+        let rest = h.pop_range(20..100);
         assert_eq!(played(&[first, rest].concat()), vec![10, 11]);
         assert_eq!(h.jb.stats().duplicates, 2);
         assert_eq!(h.jb.stats().late, 0);
@@ -875,29 +1049,82 @@ mod tests {
         assert_eq!(h.jb.stats().duplicates, 0);
     }
 
-    #[test]
-    fn waits_through_a_delay_spike_instead_of_losing_packets() {
-        let mut h = Harness::new();
+    /// Sends 20 ms packets 0..count, packet k arriving at `arrival(k)` ms (in order), popping
+    /// every 20 ms from 0; returns the played sequence numbers.
+    fn run(h: &mut Harness, count: u16, arrival: impl Fn(u64) -> u64) -> Vec<Option<u16>> {
+        let arrivals: Vec<(u64, u16)> = (0..count).map(|k| (arrival(u64::from(k)), k)).collect();
+        let end = arrivals.iter().map(|a| a.0).max().unwrap_or(0) + 200;
+        let mut next = 0;
         let mut seqs = Vec::new();
-        for k in 0..100u16 {
-            let send = u64::from(k) * 20;
-            // Packets sent between 600 and 800 ms are held up until 800 ms.
-            let arrival = if (600..800).contains(&send) {
-                800
-            } else {
-                send
-            };
-            h.push(arrival, k, u32::from(k) * 160);
-            seqs.extend(h.pop_range(send..send + 1));
+        for t in (0..end).step_by(20) {
+            while let Some(&(at, k)) = arrivals.get(next).filter(|a| a.0 <= t) {
+                h.push(at, k, u32::from(k) * 160);
+                next += 1;
+            }
+            seqs.extend(h.pop_range(t..t + 1));
         }
-        seqs.extend(h.pop_range(2000..3000));
-        assert_eq!(h.jb.stats().late, 0);
-        let mut expected: Vec<u16> = (0..100).collect();
+        seqs
+    }
+
+    #[test]
+    fn a_lone_late_frame_is_given_up_but_recurring_lateness_raises_the_delay() {
+        let mut h = Harness::new();
+        // On time, except packet 20 (5 ms late), then from packet 200 (4 s later) on, every
+        // packet 5 ms late.
+        let seqs = run(&mut h, 300, |k| {
+            20 * k + if k == 20 || k >= 200 { 5 } else { 0 }
+        });
         let got = played(&seqs);
-        // Any frame not played was dropped on purpose (quietly shrinking the delay), not lost.
-        expected.retain(|s| got.contains(s));
-        assert_eq!(got, expected);
-        assert!(got.len() as u64 + h.jb.stats().discarded == 100);
+        // The lone late frame is concealed; the first late one of the run too, then playout
+        // waits for the next one and keeps the delay that needed.
+        assert!(!got.contains(&20) && !got.contains(&200), "{got:?}");
+        let missing: Vec<u16> = (0..300).filter(|k| !got.contains(k)).collect();
+        assert_eq!(missing, vec![20, 200], "{:?}", h.jb.stats());
+        assert_eq!(h.jb.stats().discarded, 0);
+        assert!(h.jb.target_delay_ms() >= 5, "{}", h.jb.target_delay_ms());
+    }
+
+    #[test]
+    fn a_long_stall_is_concealed_and_playout_resumes_on_time() {
+        let mut h = Harness::new();
+        // Packets sent between 10.6 and 10.8 s are held up until 10.8 s.
+        let stall = 10_600..10_800;
+        let seqs = run(&mut h, 1000, |k| {
+            (20 * k).max(if stall.contains(&(20 * k)) {
+                stall.end
+            } else {
+                0
+            })
+        });
+        let got = played(&seqs);
+        // The stalled frames are given up (late); playout resumes with the frame due at 10.8 s,
+        // in order, without a backlog of delay.
+        assert!(got.contains(&540) && !got.contains(&530), "{got:?}");
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(got, sorted);
+        assert_eq!(got.len() as u64 + h.jb.stats().late, 1000);
+        // Ten stalled packets of the last 512 are under the 5 % the delay need not cover.
+        assert_eq!(h.jb.target_delay_ms(), 0);
+        assert_eq!(h.jb.stats().discarded, 0, "{:?}", h.jb.stats());
+    }
+
+    #[test]
+    fn a_short_delay_spike_is_waited_through_when_lateness_recurs() {
+        let mut h = Harness::new();
+        // One packet 5 ms late at 400 ms, then at 1 s a 30 ms spike that drains at once.
+        let seqs = run(&mut h, 100, |k| match k {
+            20 => 405,
+            50 => 1030,
+            51 => 1030,
+            _ => 20 * k,
+        });
+        let got = played(&seqs);
+        assert!(
+            !got.contains(&20) && got.contains(&50) && got.contains(&51),
+            "{got:?}"
+        );
+        assert_eq!(h.jb.stats().late, 1);
     }
 
     #[test]
@@ -1077,6 +1304,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(h.jb.target_delay_ms(), 20);
+        assert_eq!(h.jb.target_delay_ms(), 0);
     }
 }
