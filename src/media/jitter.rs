@@ -38,7 +38,7 @@
 mod delay;
 
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
-use crate::media::plc::{BLOCK, Concealer};
+use crate::media::plc::{BLOCK, Concealer, to_sample};
 use delay::DelayWindow;
 use std::time::Instant;
 
@@ -802,7 +802,7 @@ impl JitterBuffer {
             let step = 1.0 / (DROP_FADE + 1) as f32;
             for (i, (s, &f)) in out.iter_mut().zip(from.iter()).take(DROP_FADE).enumerate() {
                 let rise = (i + 1) as f32 * step;
-                *s = (f32::from(*s) * rise + f32::from(f) * (1.0 - rise)).round() as i16;
+                *s = to_sample(f32::from(*s) * rise + f32::from(f) * (1.0 - rise));
             }
         }
         let (blocks, _) = out.as_chunks_mut::<BLOCK>();
@@ -846,8 +846,14 @@ impl JitterBuffer {
 }
 
 fn mean_square(frame: &Frame) -> f32 {
-    let sum: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
-    sum as f32 / FRAME_SAMPLES as f32
+    // Eight independent sums, so that it vectorizes.
+    let mut lanes = [0.0f32; 8];
+    for chunk in frame.as_chunks::<8>().0 {
+        for (lane, &s) in lanes.iter_mut().zip(chunk) {
+            *lane += f32::from(s) * f32::from(s);
+        }
+    }
+    lanes.iter().sum::<f32>() / FRAME_SAMPLES as f32
 }
 
 /// Signed µs from `epoch` to `now`.

@@ -2,8 +2,10 @@
 //! ITU-T G.711 Appendix I.
 //!
 //! The concealer owns the last 48.75 ms of output. When a 10 ms block is lost it estimates the
-//! pitch period (5–15 ms) by normalized cross-correlation, then repeats the last period, smoothing
-//! the loop point with a quarter-period overlap-add. After 10 ms it widens the repeated segment
+//! pitch period (5–15 ms) by normalized cross-correlation, as Appendix I does: a coarse search on
+//! the signal decimated 2:1, refined at full rate around the best coarse period, once per
+//! erasure. It then repeats the last period, smoothing the loop point with a quarter-period
+//! overlap-add. After 10 ms it widens the repeated segment
 //! to two, then three periods (so long erasures do not buzz), and from 10 ms on it attenuates
 //! linearly by 20 % per 10 ms: 60 ms into an erasure it is silent. The first good block after a
 //! loss is overlap-added from the synthetic continuation, over a quarter period plus 4 ms per
@@ -11,7 +13,8 @@
 //!
 //! Unlike Appendix I, output is not delayed by 3.75 ms: the onset of an erasure is not smoothed
 //! (the repeated period starts where the real signal ended, which is continuous for voiced
-//! speech), in exchange for zero added latency. All state is inline; nothing allocates.
+//! speech), in exchange for zero added latency. All state is inline; nothing allocates. The
+//! history is a mirrored ring, so keeping it costs a block's writes rather than a shift.
 
 /// Samples per concealment block (10 ms at 8 kHz); a 20 ms frame is two blocks.
 pub const BLOCK: usize = 80;
@@ -26,6 +29,12 @@ const PITCH_MAX: usize = 120;
 const OVERLAP_MAX: usize = PITCH_MAX / 4;
 /// Window correlated against its shifted copies during the pitch search: 20 ms.
 const CORR_LEN: usize = 160;
+/// Decimation of the coarse pitch search.
+const DECIMATION: usize = 2;
+/// Coarse periods refined at full rate.
+const COARSE_LEADERS: usize = 3;
+/// Periods either side of a coarse estimate tried at full rate.
+const REFINE: usize = DECIMATION;
 /// Energy floor in the correlation's normalization, so near-silence does not pick noise.
 const CORR_MIN_POWER: f32 = 250.0;
 /// Extra overlap on the first good block per additional lost block: 4 ms.
@@ -40,8 +49,12 @@ const MAX_PERIODS: usize = 3;
 /// Conceals lost 10 ms blocks of one stream. Feed it every block that is played, in order.
 #[derive(Clone, Debug)]
 pub struct Concealer {
-    /// The last [`HISTORY`] output samples, real or synthetic, oldest first.
-    history: [f32; HISTORY],
+    /// The last [`HISTORY`] output samples, real or synthetic, twice over: the one at ring
+    /// position `i` is also at `i + HISTORY`, so `ring[pos..pos + HISTORY]` is the history,
+    /// oldest first.
+    ring: [f32; 2 * HISTORY],
+    /// Where the oldest sample of the history is (and the next block is written).
+    pos: usize,
     /// Snapshot of `history` taken at the start of an erasure, with its loop point smoothed.
     pitch_buf: [f32; HISTORY],
     /// The original last quarter period before smoothing, re-used when periods are added.
@@ -70,7 +83,8 @@ impl Concealer {
     /// A concealer with silent history.
     pub fn new() -> Self {
         Self {
-            history: [0.0; HISTORY],
+            ring: [0.0; 2 * HISTORY],
+            pos: 0,
             pitch_buf: [0.0; HISTORY],
             last_quarter: [0.0; OVERLAP_MAX],
             pitch: PITCH_MAX,
@@ -101,10 +115,7 @@ impl Concealer {
     /// Takes a real block. After an erasure its start is cross-faded from the synthetic
     /// continuation, so `block` is modified in place.
     pub fn good(&mut self, block: &mut [i16; BLOCK]) {
-        let mut real = [0.0f32; BLOCK];
-        for (r, &s) in real.iter_mut().zip(block.iter()) {
-            *r = f32::from(s);
-        }
+        let mut real: [f32; BLOCK] = std::array::from_fn(|i| f32::from(block[i]));
         if self.erased > 0 && self.primed {
             let len = (self.overlap + (self.erased - 1) * OVERLAP_GROWTH).min(BLOCK);
             let mut synthetic = [0.0f32; BLOCK];
@@ -125,7 +136,8 @@ impl Concealer {
         let mut synthetic = [0.0f32; BLOCK];
         match self.erased {
             0 => {
-                self.pitch_buf = self.history;
+                let history = &self.ring[self.pos..self.pos + HISTORY];
+                self.pitch_buf.copy_from_slice(history);
                 self.pitch = find_pitch(&self.pitch_buf);
                 self.overlap = self.pitch / 4;
                 let tail = HISTORY - self.overlap;
@@ -160,10 +172,16 @@ impl Concealer {
         self.remember(&synthetic);
     }
 
-    /// Appends one block of output to the history.
+    /// Appends one block of output to the history (over its oldest block).
     fn remember(&mut self, block: &[f32; BLOCK]) {
-        self.history.copy_within(BLOCK.., 0);
-        self.history[HISTORY - BLOCK..].copy_from_slice(block);
+        let first = BLOCK.min(HISTORY - self.pos);
+        let (head, tail) = block.split_at(first);
+        let at = self.pos;
+        self.ring[at..at + first].copy_from_slice(head);
+        self.ring[at + HISTORY..at + HISTORY + first].copy_from_slice(head);
+        self.ring[..tail.len()].copy_from_slice(tail);
+        self.ring[HISTORY..HISTORY + tail.len()].copy_from_slice(tail);
+        self.pos = (self.pos + BLOCK) % HISTORY;
     }
 
     /// Overlap-adds the segment's last quarter period with the quarter period before its start,
@@ -219,30 +237,69 @@ fn cross_fade(into: &mut [f32], from: &[f32], from_gain: f32) {
 }
 
 /// The pitch period (in samples) that best predicts the last 20 ms from the signal one period
-/// earlier, by normalized cross-correlation over 40–120 samples.
+/// earlier, by normalized cross-correlation over 40–120 samples: every period on the signal
+/// decimated 2:1 (pairs summed), then, at full rate, the periods next to the best few coarse
+/// ones (a high voice's period is below the range, so several of its multiples compete).
 fn find_pitch(buf: &[f32; HISTORY]) -> usize {
-    let reference = &buf[HISTORY - CORR_LEN..];
-    let mut best = PITCH_MAX;
-    let mut best_score = f32::NEG_INFINITY;
-    for period in PITCH_MIN..=PITCH_MAX {
-        let candidate = &buf[HISTORY - CORR_LEN - period..HISTORY - period];
-        let (mut corr, mut energy) = (0.0f32, 0.0f32);
-        for (&r, &c) in reference.iter().zip(candidate) {
-            corr += r * c;
-            energy += c * c;
-        }
-        let score = corr / energy.max(CORR_MIN_POWER).sqrt();
-        if score > best_score {
-            best_score = score;
-            best = period;
+    let mut decimated = [0.0f32; HISTORY / DECIMATION];
+    for (d, pair) in decimated.iter_mut().zip(buf.as_chunks::<DECIMATION>().0) {
+        *d = pair.iter().sum();
+    }
+    let coarse_len = CORR_LEN / DECIMATION;
+    let coarse_floor = CORR_MIN_POWER * DECIMATION as f32;
+    let mut leaders = [(f32::NEG_INFINITY, PITCH_MAX / DECIMATION); COARSE_LEADERS];
+    for period in PITCH_MIN / DECIMATION..=PITCH_MAX / DECIMATION {
+        let score = match_score(&decimated, coarse_len, period, coarse_floor);
+        // Keep the best few, best first; the first of equals stays ahead.
+        if let Some(at) = leaders.iter().position(|&(s, _)| score > s) {
+            leaders.copy_within(at..COARSE_LEADERS - 1, at + 1);
+            leaders[at] = (score, period);
         }
     }
-    best
+    let mut best = (f32::NEG_INFINITY, PITCH_MAX);
+    for &(_, coarse) in &leaders {
+        let around = coarse * DECIMATION;
+        let low = around.saturating_sub(REFINE).max(PITCH_MIN);
+        for period in low..=(around + REFINE).min(PITCH_MAX) {
+            let score = match_score(buf, CORR_LEN, period, CORR_MIN_POWER);
+            if score > best.0 || (score == best.0 && period < best.1) {
+                best = (score, period);
+            }
+        }
+    }
+    best.1
 }
 
-fn to_sample(x: f32) -> i16 {
-    // `as` saturates at the i16 range (and maps NaN to 0).
-    x.round() as i16
+/// How well the `len` samples one `period` before the end of `signal` predict its last `len`:
+/// correlation normalized by the candidate's energy (floored at `floor`), as corr·|corr| / energy,
+/// which orders like corr / √energy without the root.
+fn match_score(signal: &[f32], len: usize, period: usize, floor: f32) -> f32 {
+    let end = signal.len();
+    let reference = &signal[end - len..];
+    let candidate = &signal[end - len - period..end - period];
+    let corr = dot(reference, candidate);
+    corr * corr.abs() / dot(candidate, candidate).max(floor)
+}
+
+/// Sum of products, in eight independent lanes so that it vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, a_rest) = a.as_chunks::<8>();
+    let (b8, b_rest) = b.as_chunks::<8>();
+    for (x, y) in a8.iter().zip(b8) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
+        }
+    }
+    let rest: f32 = a_rest.iter().zip(b_rest).map(|(&x, &y)| x * y).sum();
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// Rounds to the nearest sample (halves away from zero), saturating at the i16 range.
+pub(crate) fn to_sample(x: f32) -> i16 {
+    // Adding ±0.5 and truncating rounds like `f32::round` but compiles to a few instructions
+    // instead of a libm call per sample; `as` saturates (and maps NaN to 0).
+    (x + 0.5f32.copysign(x)) as i16
 }
 
 #[cfg(test)]
