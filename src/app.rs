@@ -459,7 +459,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "calls.max_duration_secs",
     );
     check(old.audio.output != new.audio.output, "audio.output");
-    check(old.audio.period_ms != new.audio.period_ms, "audio.period_ms");
+    check(
+        old.audio.period_ms != new.audio.period_ms,
+        "audio.period_ms",
+    );
     check(old.recording != new.recording, "recording");
     check(old.store != new.store, "store");
     check(old.http != new.http, "http");

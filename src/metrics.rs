@@ -415,7 +415,8 @@ impl Metrics {
                 out,
                 "earshot_audio_device_running {}",
                 u8::from(audio.running)
-            );            summary_ms(
+            );
+            summary_ms(
                 &mut out,
                 "earshot_audio_latency_seconds",
                 "Packet arrival to playback on the device, per frame played (from the host's playback timestamps).",

@@ -587,8 +587,8 @@ impl Callback {
         for (i, block) in out.chunks_mut(block_len).enumerate() {
             let scratch = &mut self.scratch[..block.len()];
             let frames_before = (i * block_len / self.channels) as u64;
-            let at = playback
-                .map(|p| p + Duration::from_nanos(frames_before * 1_000_000_000 / rate));
+            let at =
+                playback.map(|p| p + Duration::from_nanos(frames_before * 1_000_000_000 / rate));
             let n = mixer.fill_at(scratch, self.channels, at);
             scratch[n * self.channels..].fill(0.0);
             for (o, &s) in block.iter_mut().zip(scratch.iter()) {

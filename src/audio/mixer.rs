@@ -73,7 +73,11 @@ const DRIFT_GAIN: f64 = 0.02 / 480.0;
 /// for seconds after every start. Clock drift is corrected at the band's edge instead.
 const fn dead_band(period: usize) -> usize {
     let floor = SAMPLE_RATE as usize / 200;
-    if period / 4 > floor { period / 4 } else { floor }
+    if period / 4 > floor {
+        period / 4
+    } else {
+        floor
+    }
 }
 
 /// Time constant of the fill-level smoothing, in seconds; it averages out the 20 ms sawtooth of
@@ -125,9 +129,8 @@ impl LatencyHistogram {
     /// Records one latency.
     pub fn record(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = usize::try_from(us / 1000).map_or(LATENCY_BUCKETS - 1, |ms| {
-            ms.min(LATENCY_BUCKETS - 1)
-        });
+        let bucket = usize::try_from(us / 1000)
+            .map_or(LATENCY_BUCKETS - 1, |ms| ms.min(LATENCY_BUCKETS - 1));
         if let Some(count) = self.counts.get(bucket) {
             count.fetch_add(1, Relaxed);
         }
@@ -1016,7 +1019,11 @@ mod tests {
             mixer.fill_at(&mut out, 1, Some(t0 + ms(100 + 10 * n)));
         }
         let latency = mixer.counters().latency.snapshot();
-        assert_eq!(latency.count(), 3, "one per frame heard; none for the muted call");
+        assert_eq!(
+            latency.count(),
+            3,
+            "one per frame heard; none for the muted call"
+        );
         let p50 = latency.quantile_ms(0.5).unwrap();
         assert!((99.0..=101.0).contains(&p50), "{p50}");
         // Without the host's timestamps nothing is recorded, and stamps do not pile up.
