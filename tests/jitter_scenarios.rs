@@ -90,9 +90,10 @@ fn follows_drift(ppm: f64) {
         );
     }
     let s = score(&packets, &ticks);
-    // 60 ms of drift over ten minutes costs at most a handful of inserted or dropped frames.
-    assert!(s.gap_ticks <= 8, "{ppm} ppm starved: {s:?}");
-    assert!(s.discarded <= 8, "{ppm} ppm: {s:?}");
+    // 60 ms of drift over ten minutes crosses three 20 ms ticks; each costs a few frames,
+    // concealed or dropped (a late frame is concealed until lateness recurs).
+    assert!(s.gap_ticks <= 20, "{ppm} ppm starved: {s:?}");
+    assert!(s.discarded <= 20, "{ppm} ppm: {s:?}");
     assert_eq!(s.late, 0, "{ppm} ppm: {s:?}");
 }
 

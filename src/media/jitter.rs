@@ -18,14 +18,15 @@
 //! The offset lies between `min_delay_ms` (default 0) and `max_delay_ms` above the fastest
 //! recent packet; following it also tracks sender clock drift. The offset actually played
 //! changes only at safe points:
-//! - a frame missing when due is waited for, concealing, up to 40 ms (or `min_delay_ms` if
-//!   larger); in a stream that reorders, also while the frame after it is up to 20 ms overdue;
-//! - a frame that arrives in order but after its time is given up if it is the first such in
-//!   2 s (an outlier does not raise the delay); when they recur it is played and the delay it
-//!   needed is kept for 10 s, by when the window has seen them: so a rising delay (drift across
-//!   a tick, a slower route) is followed with one gap, not one per late frame;
-//! - once a frame was given up, playout resumes with the first frame less than 20 ms late: the
-//!   late rest of a stall is skipped rather than played with its delay;
+//! - a frame missing when due is waited for, concealing, while it is less than 40 ms overdue
+//!   (or `min_delay_ms` if larger) — at 20 ms ticks, one tick; in a stream that reorders, also
+//!   while the frame after it is up to 20 ms overdue;
+//! - a frame that arrives in order but after its time is given up, as an outlier the delay
+//!   need not cover, unless two others did within 600 ms: then lateness recurs, so it is played
+//!   and the delay it needed is kept for 10 s, by when the window has seen it. A rising delay
+//!   (drift across a tick, a slower route) thus costs a few concealed frames, not one per frame;
+//! - once a frame was given up, playout resumes with the first frame less than 20 ms late (or
+//!   `min_delay_ms`): the late rest of a stall is skipped rather than played with its delay;
 //! - a gap (loss, DTX silence, a talkspurt's marker) re-aligns playout to the target for free;
 //! - otherwise quiet frames are dropped while playout is a whole frame later than the target,
 //!   and concealment is inserted after a quiet frame while it is 10 ms early, so silence is cut
@@ -57,14 +58,16 @@ const REORDER_COVERAGE_PERMILLE: u16 = 985;
 /// Share of recent packets that must have arrived after a later one (5 per mille) for a missing
 /// frame to be waited for while the next one is due.
 const REORDERING_PERMILLE: usize = 5;
-/// How long a missing frame is waited for past its due time (at least; see `min_delay_ms`).
+/// A missing frame is waited for while less overdue than this (or `min_delay_ms` if larger).
 const PATIENCE_US: i64 = 40_000;
 /// In a stream that reorders, how late the next frame may get while a missing one is awaited.
 const REORDER_WAIT_US: i64 = 20_000;
-/// Once a frame was given up, how late a frame may be to resume playout with.
+/// Once a frame was given up, how late a frame may be to resume playout with (or
+/// `min_delay_ms` if larger).
 const RESUME_US: i64 = 20_000;
-/// A frame that arrives in order but late is played (not given up) if another did within this.
-const STRAGGLER_MEMORY_US: i64 = 2_000_000;
+/// A frame that arrives in order but late is played (not given up) if the two before it came
+/// within this: lateness that recurs (10 % of frames) raises the delay, an outlier does not.
+const STRAGGLER_MEMORY_US: i64 = 600_000;
 /// How long the delay needed by a late frame that was played is kept.
 const HOLD_US: i64 = 10_000_000;
 /// RFC 3550 §A.1: largest forward jump in sequence numbers still taken as loss.
@@ -98,7 +101,7 @@ const LEVEL_DECAY: f32 = 0.995;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct JitterConfig {
     /// Least playout delay above the fastest recent packet, in ms (default 0: the measured
-    /// quantiles alone set the margin). A missing frame is waited for at least this long.
+    /// quantiles alone set the margin). A missing or late frame is also waited for this long.
     pub min_delay_ms: u32,
     /// Most playout delay above the fastest recent packet, in ms (default 500). A frame not
     /// there by then is given up as lost.
@@ -302,8 +305,9 @@ pub struct JitterBuffer {
     outage: bool,
     /// The last frame waited for: missing when it was due.
     waited: Option<FrameIndex>,
-    /// When (stream µs) the last frame that arrived in order but after its time was seen.
-    last_straggler: i64,
+    /// When (stream µs) the last two frames that arrived in order but after their time were
+    /// seen, latest first.
+    stragglers: [i64; 2],
     /// Playout offset kept after a late frame was played, and until when (stream µs).
     hold: (i64, i64),
     stats: JitterStats,
@@ -341,7 +345,7 @@ impl JitterBuffer {
             last_played: false,
             outage: false,
             waited: None,
-            last_straggler: i64::MIN / 2,
+            stragglers: [i64::MIN / 2; 2],
             hold: (0, i64::MIN),
             stats: JitterStats {
                 target_delay_ms: cfg.initial_delay_ms.clamp(cfg.min_delay_ms, max_delay_ms),
@@ -502,7 +506,7 @@ impl JitterBuffer {
         self.playing = false;
         self.outage = false;
         self.waited = None;
-        self.last_straggler = i64::MIN / 2;
+        self.stragglers = [i64::MIN / 2; 2];
         self.hold = (0, i64::MIN);
     }
 
@@ -636,8 +640,14 @@ impl JitterBuffer {
     /// Gives up on what playout should no longer wait for: a missing frame later than the
     /// patience, and, when resuming after a gap, a frame that came too late to resume with.
     fn give_up_late(&mut self, now_us: i64, floor: i64, offset: i64) {
-        let patience = PATIENCE_US.max(i64::from(self.cfg.min_delay_ms) * 1000);
-        let wait = if self.outage { RESUME_US } else { patience };
+        // A configured minimum delay is also waited for, whatever else says to give up.
+        let floor_wait = i64::from(self.cfg.min_delay_ms) * 1000;
+        let patience = PATIENCE_US.max(floor_wait);
+        let wait = if self.outage {
+            RESUME_US.max(floor_wait)
+        } else {
+            patience
+        };
         let limit = floor + i64::from(self.cfg.max_delay_ms) * 1000;
         if self.buffered == 0 {
             // Nothing to play: move straight to the first frame still worth waiting for.
@@ -658,9 +668,12 @@ impl JitterBuffer {
                 false
             } else if present && self.straggled(head) {
                 // A lone late frame is given up; one of several is played.
-                let recurring = now_us - self.last_straggler < STRAGGLER_MEMORY_US;
-                self.last_straggler = now_us;
-                !recurring || late >= patience || hopeless
+                let recurring = self
+                    .stragglers
+                    .iter()
+                    .all(|&t| now_us - t < STRAGGLER_MEMORY_US);
+                self.stragglers = [now_us, self.stragglers[0]];
+                (!recurring && late >= floor_wait) || late >= patience || hopeless
             } else {
                 late >= wait || hopeless
             };
@@ -1059,7 +1072,7 @@ mod tests {
     /// every 20 ms from 0; returns the played sequence numbers.
     fn run(h: &mut Harness, count: u16, arrival: impl Fn(u64) -> u64) -> Vec<Option<u16>> {
         let arrivals: Vec<(u64, u16)> = (0..count).map(|k| (arrival(u64::from(k)), k)).collect();
-        let end = arrivals.iter().map(|a| a.0).max().unwrap_or(0) + 200;
+        let end = arrivals.iter().map(|a| a.0).max().unwrap_or(0) + 600;
         let mut next = 0;
         let mut seqs = Vec::new();
         for t in (0..end).step_by(20) {
@@ -1081,11 +1094,11 @@ mod tests {
             20 * k + if k == 20 || k >= 200 { 5 } else { 0 }
         });
         let got = played(&seqs);
-        // The lone late frame is concealed; the first late one of the run too, then playout
-        // waits for the next one and keeps the delay that needed.
+        // The lone late frame is concealed; the first two late ones of the run too, then
+        // playout waits for the next one and keeps the delay that needed.
         assert!(!got.contains(&20) && !got.contains(&200), "{got:?}");
         let missing: Vec<u16> = (0..300).filter(|k| !got.contains(k)).collect();
-        assert_eq!(missing, vec![20, 200], "{:?}", h.jb.stats());
+        assert_eq!(missing, vec![20, 200, 201], "{:?}", h.jb.stats());
         assert_eq!(h.jb.stats().discarded, 0);
         assert!(h.jb.target_delay_ms() >= 5, "{}", h.jb.target_delay_ms());
     }
@@ -1116,21 +1129,41 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_minimum_delay_waits_through_a_stall_of_that_length() {
+        // As over TCP (Twilio): nothing is lost, only late, and the floor is 200 ms.
+        let mut h = Harness::with(JitterConfig {
+            min_delay_ms: 200,
+            max_delay_ms: 600,
+            initial_delay_ms: 200,
+            coverage_permille: 990,
+            ..JitterConfig::default()
+        });
+        // Packets sent between 2 s and 2.15 s are held up until 2.35 s (a 350 ms stall).
+        let seqs = run(&mut h, 200, |k| {
+            (20 * k).max(if (2000..2150).contains(&(20 * k)) {
+                2350
+            } else {
+                0
+            })
+        });
+        assert_eq!(played(&seqs), (0..200).collect::<Vec<u16>>());
+        assert_eq!(h.jb.stats().late, 0);
+    }
+
+    #[test]
     fn a_short_delay_spike_is_waited_through_when_lateness_recurs() {
         let mut h = Harness::new();
-        // One packet 5 ms late at 400 ms, then at 1 s a 30 ms spike that drains at once.
+        // Packets 40 and 45 come 5 ms late, then a 15 ms spike holds 50 until 51 is sent.
         let seqs = run(&mut h, 100, |k| match k {
-            20 => 405,
-            50 => 1030,
-            51 => 1030,
+            40 => 805,
+            45 => 905,
+            50 => 1015,
             _ => 20 * k,
         });
         let got = played(&seqs);
-        assert!(
-            !got.contains(&20) && got.contains(&50) && got.contains(&51),
-            "{got:?}"
-        );
-        assert_eq!(h.jb.stats().late, 1);
+        let missing: Vec<u16> = (0..100).filter(|k| !got.contains(k)).collect();
+        assert_eq!(missing, vec![40, 45], "{:?}", h.jb.stats());
+        assert_eq!(h.jb.stats().late, 2);
     }
 
     #[test]
