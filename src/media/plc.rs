@@ -34,7 +34,7 @@ const DECIMATION: usize = 2;
 /// Coarse periods refined at full rate.
 const COARSE_LEADERS: usize = 3;
 /// Periods either side of a coarse estimate tried at full rate.
-const REFINE: usize = DECIMATION;
+const REFINE: usize = DECIMATION - 1;
 /// Energy floor in the correlation's normalization, so near-silence does not pick noise.
 const CORR_MIN_POWER: f32 = 250.0;
 /// Extra overlap on the first good block per additional lost block: 4 ms.
@@ -247,14 +247,25 @@ fn find_pitch(buf: &[f32; HISTORY]) -> usize {
     }
     let coarse_len = CORR_LEN / DECIMATION;
     let coarse_floor = CORR_MIN_POWER * DECIMATION as f32;
+    let end = decimated.len();
+    let reference = &decimated[end - coarse_len..];
+    let periods = PITCH_MIN / DECIMATION..=PITCH_MAX / DECIMATION;
+    let first = &decimated[end - coarse_len - periods.start()..end - periods.start()];
+    // The candidate window slides back one sample per period: its energy is kept up to date.
+    let mut energy = dot(first, first);
     let mut leaders = [(f32::NEG_INFINITY, PITCH_MAX / DECIMATION); COARSE_LEADERS];
-    for period in PITCH_MIN / DECIMATION..=PITCH_MAX / DECIMATION {
-        let score = match_score(&decimated, coarse_len, period, coarse_floor);
+    for period in periods {
+        let candidate = &decimated[end - coarse_len - period..end - period];
+        let corr = dot(reference, candidate);
+        let score = corr * corr.abs() / energy.max(coarse_floor);
         // Keep the best few, best first; the first of equals stays ahead.
         if let Some(at) = leaders.iter().position(|&(s, _)| score > s) {
             leaders.copy_within(at..COARSE_LEADERS - 1, at + 1);
             leaders[at] = (score, period);
         }
+        let entering = decimated.get(end - coarse_len - period - 1).copied();
+        let leaving = decimated[end - period - 1];
+        energy += entering.map_or(0.0, |x| x * x) - leaving * leaving;
     }
     let mut best = (f32::NEG_INFINITY, PITCH_MAX);
     for &(_, coarse) in &leaders {
