@@ -2,8 +2,10 @@
 //! datagram through `rtp::Session::handle_rtp`, G.711 decode of its payload, the jitter
 //! buffer's `push`, one 20 ms `pop` (the playout tick; one per packet in steady state), and the
 //! frame pushed into an rtrb ring like the speaker feed. Three networks: in order, jitter with
-//! reordering, and 10 % loss (the tick conceals). Sequence numbers and timestamps start just
-//! before their wrap. The stages are also timed alone, on the in-order stream.
+//! reordering, and 10 % loss (the tick conceals). Datagrams are handled in arrival order, each
+//! before the first tick after its arrival ([`Arrivals`]), as the call task sees them. Sequence
+//! numbers and timestamps start just before their wrap. The stages are also timed alone, on
+//! the in-order stream.
 //!
 //! `cargo bench --bench pipeline`; the per-packet median is criterion's `median` estimate
 //! (`target/criterion/pipeline*/*/new/estimates.json`).
@@ -14,7 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use earshot::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use earshot::media::g711::Law;
 use earshot::media::jitter::{JitterBuffer, JitterConfig};
-use earshot::media::jitter_sim::speech_like;
+use earshot::media::jitter_sim::{Arrivals, speech_like};
 use earshot::rtp::{Session, SessionConfig, Ssrc};
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::hint::black_box;
@@ -75,28 +77,25 @@ fn hash(k: u64) -> u64 {
     x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32
 }
 
-/// Network model: for arrival slot `k`, which packet arrives (`None`: lost) and its extra delay.
-type Network = fn(u64) -> (Option<u64>, u64);
+/// Network model: packet `n`'s delay in ms, or `None` when it is lost.
+type Network = fn(u64) -> Option<u64>;
 
-fn in_order(k: u64) -> (Option<u64>, u64) {
-    (Some(k), 0)
+/// Ticks are 40 ms after their frame was sent; time only moves forward, and every datagram that
+/// has arrived by a tick is handled (in arrival order) before that tick.
+const TICK_PHASE_MS: u64 = 40;
+
+fn in_order(_: u64) -> Option<u64> {
+    Some(0)
 }
 
-/// 0–30 ms of jitter, and one pair in eight arrives swapped.
-fn jitter_reorder(k: u64) -> (Option<u64>, u64) {
-    let swapped = hash(k / 2).is_multiple_of(8);
-    (Some(if swapped { k ^ 1 } else { k }), hash(k) % 30)
+/// 0–30 ms of jitter, and one pair in eight arrives swapped (its first packet 50 ms late).
+fn jitter_reorder(n: u64) -> Option<u64> {
+    let swapped = hash(n / 2).is_multiple_of(8) && n.is_multiple_of(2);
+    Some(hash(n) % 30 + if swapped { 50 } else { 0 })
 }
 
-fn loss_10pct(k: u64) -> (Option<u64>, u64) {
-    (
-        if hash(k).is_multiple_of(10) {
-            None
-        } else {
-            Some(k)
-        },
-        0,
-    )
+fn loss_10pct(n: u64) -> Option<u64> {
+    (!hash(n).is_multiple_of(10)).then_some(0)
 }
 
 /// Everything one call's receive path owns.
@@ -108,11 +107,12 @@ struct Path {
     /// The mixer's end, drained whenever the ring is nearly full (amortized: once per 49 frames).
     speaker: Consumer<i16>,
     datagrams: Vec<[u8; 12 + FRAME_SAMPLES]>,
+    arrivals: Arrivals<Network>,
     frame: Frame,
 }
 
 impl Path {
-    fn new() -> Path {
+    fn new(network: Network) -> Path {
         let t0 = Instant::now();
         let (ring, speaker) = RingBuffer::new(RING_SAMPLES);
         Path {
@@ -122,19 +122,20 @@ impl Path {
             ring,
             speaker,
             datagrams: datagrams(),
+            arrivals: Arrivals::new(network),
             frame: SILENCE,
         }
     }
 
-    /// Arrival slot `k` of `network`: at most one datagram in, one tick out.
+    /// Tick `k`, after the datagrams that arrived since the last one (one on average).
     #[inline]
-    fn step(&mut self, network: Network, k: u64) {
-        let (packet, delay) = network(k);
-        if let Some(n) = packet {
+    fn step(&mut self, k: u64) {
+        let tick_ms = 20 * k + TICK_PHASE_MS;
+        while let Some((n, at)) = self.arrivals.next_by(tick_ms) {
             let d = &mut self.datagrams[(n % DATAGRAMS as u64) as usize];
             d[2..4].copy_from_slice(&SEQ0.wrapping_add(n as u16).to_be_bytes());
             d[4..8].copy_from_slice(&TS0.wrapping_add((n as u32).wrapping_mul(160)).to_be_bytes());
-            let now = self.t0 + Duration::from_millis(20 * k + delay);
+            let now = self.t0 + Duration::from_millis(at);
             if let Some(audio) = self.session.handle_rtp(now, peer(), black_box(&d[..])) {
                 let mut pcm = [0i16; 3 * FRAME_SAMPLES];
                 let len = audio.payload.len().min(pcm.len());
@@ -149,7 +150,7 @@ impl Path {
                 );
             }
         }
-        let tick = self.t0 + Duration::from_millis(20 * k + 60);
+        let tick = self.t0 + Duration::from_millis(tick_ms);
         black_box(self.jitter.pop(tick, &mut self.frame));
         push_frame(&mut self.ring, &self.frame);
         if self.ring.slots() < FRAME_SAMPLES {
@@ -181,10 +182,10 @@ fn whole_path(c: &mut Criterion) {
     ];
     for (name, network) in networks {
         group.bench_function(name, |b| {
-            let mut path = Path::new();
+            let mut path = Path::new(network);
             let mut k = 0u64;
             b.iter(|| {
-                path.step(network, k);
+                path.step(k);
                 k += 1;
             });
         });

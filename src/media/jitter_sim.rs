@@ -13,6 +13,9 @@
 //! The audio pushed is synthetic speech-like PCM derived from the RTP timestamp (a voiced tone
 //! in 250 ms syllables with 150 ms pauses), so the buffer's quiet-frame preferences behave as
 //! they do on speech.
+//!
+//! [`Arrivals`] generates a packet stream as time goes, for loops without end (benchmarks), so
+//! that packets are handed over in arrival order and never before they arrive.
 
 use crate::media::frame::{Frame, SILENCE};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
@@ -336,6 +339,57 @@ fn parse_millis(text: &str) -> Option<i64> {
     ms.checked_mul(1000)?.checked_add(frac_us)
 }
 
+/// A packet stream generated as time goes: packet `n` is sent at `20·n` ms and arrives
+/// `delay(n)` ms later, or never when `delay(n)` is `None`. Delays beyond
+/// [`Arrivals::MAX_DELAY_MS`] are cut to it. Nothing allocates.
+#[derive(Clone, Debug)]
+pub struct Arrivals<F> {
+    delay: F,
+    /// Packets sent so far.
+    sent: u64,
+    /// Packets sent but not handed over yet: (arrival ms, index).
+    in_flight: [(u64, u64); 8],
+    len: usize,
+}
+
+impl<F: Fn(u64) -> Option<u64>> Arrivals<F> {
+    /// Longest delay modelled: at most seven packets are in flight at once.
+    pub const MAX_DELAY_MS: u64 = 120;
+
+    /// A stream whose packet `n` is `delay(n)` ms late (`None`: lost).
+    pub fn new(delay: F) -> Self {
+        Self {
+            delay,
+            sent: 0,
+            in_flight: [(0, 0); 8],
+            len: 0,
+        }
+    }
+
+    /// The earliest packet that has arrived by `now_ms` and was not handed over yet, as
+    /// (index, arrival ms); ties go to the lower index. Call with non-decreasing times.
+    pub fn next_by(&mut self, now_ms: u64) -> Option<(u64, u64)> {
+        while 20 * self.sent <= now_ms {
+            let n = self.sent;
+            self.sent += 1;
+            if let Some(delay) = (self.delay)(n)
+                && let Some(slot) = self.in_flight.get_mut(self.len)
+            {
+                *slot = (20 * n + delay.min(Self::MAX_DELAY_MS), n);
+                self.len += 1;
+            }
+        }
+        let flying = self.in_flight.get(..self.len)?;
+        let (i, &(at, n)) = flying.iter().enumerate().min_by_key(|&(_, &p)| p)?;
+        if at > now_ms {
+            return None;
+        }
+        self.len -= 1;
+        self.in_flight.swap(i, self.len);
+        Some((n, at))
+    }
+}
+
 /// Synthetic network traces, seeded and deterministic. Each sends one 20 ms packet per frame
 /// for `seconds` and returns the packets that arrive, in arrival order. Sequence numbers and
 /// timestamps start at seeded random values, so long traces wrap.
@@ -601,6 +655,33 @@ mod tests {
                 other => panic!("{csv:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn arrivals_come_in_arrival_order_and_never_early() {
+        // Packet n is 0–59 ms late, every tenth lost.
+        let delay = |n: u64| (n % 10 != 3).then_some((n * 37) % 60);
+        let mut arrivals = Arrivals::new(delay);
+        let mut got = Vec::new();
+        for now in (0..2000).step_by(7) {
+            while let Some((n, at)) = arrivals.next_by(now) {
+                assert!(
+                    at <= now && at == 20 * n + delay(n).unwrap(),
+                    "{n} at {at}, {now}"
+                );
+                got.push((at, n));
+            }
+        }
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(got, sorted);
+        let last = (0..2000).step_by(7).last().unwrap();
+        let expected: Vec<u64> = (0..100)
+            .filter(|&n| delay(n).is_some_and(|d| 20 * n + d <= last))
+            .collect();
+        let mut indices: Vec<u64> = got.iter().map(|&(_, n)| n).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, expected);
     }
 
     #[test]
