@@ -1,7 +1,7 @@
 //! Packet loss concealment for 8 kHz speech: pitch-based waveform substitution in the manner of
 //! ITU-T G.711 Appendix I.
 //!
-//! The concealer owns the last 48.75 ms of output. When a 10 ms block is lost it estimates the
+//! The concealer owns the last 50 ms of output. When a 10 ms block is lost it estimates the
 //! pitch period (5–15 ms) by normalized cross-correlation, as Appendix I does: a coarse search on
 //! the signal decimated 2:1, refined at full rate around the best coarse period, once per
 //! erasure. It then repeats the last period, smoothing the loop point with a quarter-period
@@ -19,8 +19,9 @@
 /// Samples per concealment block (10 ms at 8 kHz); a 20 ms frame is two blocks.
 pub const BLOCK: usize = 80;
 
-/// History kept for pitch search and repetition: 48.75 ms, three longest periods plus overlap.
-const HISTORY: usize = 390;
+/// History kept for pitch search and repetition: 50 ms, three longest periods plus overlap,
+/// rounded up to whole blocks so that a block is never split across the ring's end.
+const HISTORY: usize = 5 * BLOCK;
 /// Shortest pitch period searched: 5 ms.
 const PITCH_MIN: usize = 40;
 /// Longest pitch period searched: 15 ms.
@@ -115,16 +116,32 @@ impl Concealer {
     /// Takes a real block. After an erasure its start is cross-faded from the synthetic
     /// continuation, so `block` is modified in place.
     pub fn good(&mut self, block: &mut [i16; BLOCK]) {
-        let mut real: [f32; BLOCK] = std::array::from_fn(|i| f32::from(block[i]));
-        if self.erased > 0 && self.primed {
-            let len = (self.overlap + (self.erased - 1) * OVERLAP_GROWTH).min(BLOCK);
-            let mut synthetic = [0.0f32; BLOCK];
-            self.synthesize(&mut synthetic[..len]);
-            let gain = self.gain_at_block_start(self.erased);
-            cross_fade(&mut real[..len], &synthetic[..len], gain);
-            for (s, &r) in block.iter_mut().zip(real.iter()) {
-                *s = to_sample(r);
+        if self.erased == 0 || !self.primed {
+            // The common case: the block goes into the history as it is.
+            let at = self.pos;
+            let (older, newer) = self.ring.split_at_mut(HISTORY);
+            let (Some(a), Some(b)) = (older.get_mut(at..at + BLOCK), newer.get_mut(at..at + BLOCK))
+            else {
+                return;
+            };
+            for ((x, y), &s) in a.iter_mut().zip(b.iter_mut()).zip(block.iter()) {
+                *x = f32::from(s);
+                *y = *x;
             }
+            self.pos = (at + BLOCK) % HISTORY;
+            self.erased = 0;
+            self.primed = true;
+            return;
+        }
+        // The first good block after an erasure fades in from the synthetic continuation.
+        let mut real: [f32; BLOCK] = std::array::from_fn(|i| f32::from(block[i]));
+        let len = (self.overlap + (self.erased - 1) * OVERLAP_GROWTH).min(BLOCK);
+        let mut synthetic = [0.0f32; BLOCK];
+        self.synthesize(&mut synthetic[..len]);
+        let gain = self.gain_at_block_start(self.erased);
+        cross_fade(&mut real[..len], &synthetic[..len], gain);
+        for (s, &r) in block.iter_mut().zip(real.iter()) {
+            *s = to_sample(r);
         }
         self.erased = 0;
         self.primed = true;
@@ -174,14 +191,11 @@ impl Concealer {
 
     /// Appends one block of output to the history (over its oldest block).
     fn remember(&mut self, block: &[f32; BLOCK]) {
-        let first = BLOCK.min(HISTORY - self.pos);
-        let (head, tail) = block.split_at(first);
+        // `pos` is a multiple of BLOCK and HISTORY of BLOCK: the block never wraps.
         let at = self.pos;
-        self.ring[at..at + first].copy_from_slice(head);
-        self.ring[at + HISTORY..at + HISTORY + first].copy_from_slice(head);
-        self.ring[..tail.len()].copy_from_slice(tail);
-        self.ring[HISTORY..HISTORY + tail.len()].copy_from_slice(tail);
-        self.pos = (self.pos + BLOCK) % HISTORY;
+        self.ring[at..at + BLOCK].copy_from_slice(block);
+        self.ring[at + HISTORY..at + HISTORY + BLOCK].copy_from_slice(block);
+        self.pos = (at + BLOCK) % HISTORY;
     }
 
     /// Overlap-adds the segment's last quarter period with the quarter period before its start,
