@@ -11,16 +11,16 @@
 //! playout offset: the larger of two quantiles over the last 512 packets (~10 s; kept as
 //! incremental histograms by the `delay` submodule, so a packet costs a few bin steps):
 //! - `coverage_permille` (default 95 %) of their relative delays (arrival minus media time), and
-//! - 98.5 % of what each packet that arrived after a later one needed for that later one not to
+//! - 99 % of what each packet that arrived after a later one needed for that later one not to
 //!   be played first (a packet that arrived in order needs nothing): reordering is what loses
 //!   packets outright, so it is covered more tightly than plain lateness.
 //!
 //! The offset lies between `min_delay_ms` (default 0) and `max_delay_ms` above the fastest
 //! recent packet; following it also tracks sender clock drift. The offset actually played
 //! changes only at safe points:
-//! - a frame missing when due is waited for, concealing, while it is less than 40 ms overdue
-//!   (or `min_delay_ms` if larger) — at 20 ms ticks, one tick; in a stream that reorders, also
-//!   while the frame after it is up to 20 ms overdue;
+//! - a frame missing when due is waited for, concealing, while it is less than 50 ms overdue
+//!   (or `min_delay_ms` if larger) — but only until the frame after it is due, or, in a stream
+//!   that reorders (where the missing one is likely on its way), 30 ms overdue;
 //! - a frame that arrives in order but after its time is given up, as an outlier the delay
 //!   need not cover, unless two others did within 600 ms: then lateness recurs, so it is played
 //!   and the delay it needed is kept for 10 s, by when the window has seen it. A rising delay
@@ -54,14 +54,14 @@ const DELAY_WINDOW: usize = 512;
 /// Below this many delay samples the initial delay is a floor for the target.
 const WARMUP_PACKETS: usize = 50;
 /// Share of recent packets whose reordering the offset must absorb, in per mille.
-const REORDER_COVERAGE_PERMILLE: u16 = 985;
+const REORDER_COVERAGE_PERMILLE: u16 = 990;
 /// Share of recent packets that must have arrived after a later one (5 per mille) for a missing
 /// frame to be waited for while the next one is due.
 const REORDERING_PERMILLE: usize = 5;
 /// A missing frame is waited for while less overdue than this (or `min_delay_ms` if larger).
-const PATIENCE_US: i64 = 40_000;
+const PATIENCE_US: i64 = 50_000;
 /// In a stream that reorders, how late the next frame may get while a missing one is awaited.
-const REORDER_WAIT_US: i64 = 20_000;
+const REORDER_WAIT_US: i64 = 30_000;
 /// Once a frame was given up, how late a frame may be to resume playout with (or
 /// `min_delay_ms` if larger).
 const RESUME_US: i64 = 20_000;
@@ -113,7 +113,7 @@ pub struct JitterConfig {
     /// packet at once); after a restart the previous stream's target is used instead.
     pub initial_delay_ms: u32,
     /// Share of recent packets' delays the playout delay must cover, in per mille (default
-    /// 950); reordered packets are covered to 98.5 % regardless.
+    /// 950); reordered packets are covered to 99 % regardless.
     pub coverage_permille: u16,
 }
 
