@@ -158,12 +158,17 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     });
 
     let stats = session.stats();
-    let lost = PACKETS - played;
+    let js = jitter.stats().clone();
     assert!(received > 9_000 && received < 10_300, "{received}");
     assert!(stats.duplicates > 100, "duplicates {}", stats.duplicates);
     assert!(stats.packets_lost > 200, "lost {}", stats.packets_lost);
-    assert!(played > 9_000, "played {played}, {:?}", jitter.stats());
+    // Every packet that reached the buffer is accounted for: played, given up as late, or
+    // dropped to bring playout back to its target after a loss burst was waited through.
+    assert_eq!(js.played, played);
+    let dropped = js.duplicates + js.dropped_overflow + js.strays + js.malformed;
+    assert_eq!(js.pushed, js.played + js.late + js.discarded + dropped, "{js:?}");
+    assert!(played > 8_500, "played {played}, {js:?}");
+    assert!(js.late < PACKETS / 50, "{js:?}");
     assert!(concealed > 200, "concealed {concealed}");
-    assert!(lost < 1_000, "{lost} frames not played");
     assert_eq!(pushed_frames, PACKETS + 20);
 }
