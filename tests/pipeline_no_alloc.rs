@@ -166,7 +166,11 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     // dropped to bring playout back to its target after a loss burst was waited through.
     assert_eq!(js.played, played);
     let dropped = js.duplicates + js.dropped_overflow + js.strays + js.malformed;
-    assert_eq!(js.pushed, js.played + js.late + js.discarded + dropped, "{js:?}");
+    assert_eq!(
+        js.pushed,
+        js.played + js.late + js.discarded + dropped,
+        "{js:?}"
+    );
     assert!(played > 8_500, "played {played}, {js:?}");
     assert!(js.late < PACKETS / 50, "{js:?}");
     assert!(concealed > 200, "concealed {concealed}");

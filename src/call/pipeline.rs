@@ -160,6 +160,12 @@ impl Pipeline {
         }
     }
 
+    /// When the caller's next frame falls due in the jitter buffer, for the playout clock
+    /// ([`crate::media::playout_clock`]).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.jitter.next_due()
+    }
+
     /// Every 20 ms: plays one frame of the caller (speakers, recording) and fills `out` with
     /// the next frame we send, G.711-encoded.
     pub fn tick(&mut self, now: Instant, out: &mut [u8; FRAME_SAMPLES]) {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::MissedTickBehavior;
 
 use super::event::{CallEvent, CallInfo, CallStats};
 use super::pipeline::{Pipeline, Services};
 use super::{CallCommand, CallSettings, LiveState};
-use crate::media::frame::{FRAME_DURATION, FRAME_SAMPLES};
+use crate::media::frame::FRAME_SAMPLES;
 use crate::media::g711::Law;
+use crate::media::playout_clock::PlayoutClock;
 use crate::net::clock;
 use crate::net::rtp::RtpSockets;
 use crate::net::sip::SipCommand;
@@ -23,6 +23,9 @@ use crate::sip::sdp::{Codec, Direction, Negotiated};
 
 /// Largest datagram read from an RTP socket; larger ones are truncated and fail to parse.
 const MAX_DATAGRAM: usize = 1500;
+/// Datagrams already waiting on the RTP socket that are taken before a tick's frame is chosen
+/// (bounded, so that a flood cannot hold the tick up).
+const DRAIN_BEFORE_TICK: usize = 4;
 
 pub(super) struct CallTask {
     call: CallRef,
@@ -78,9 +81,10 @@ impl CallTask {
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<CallCommand>) {
         let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
         let mut rtcp_buf = vec![0u8; MAX_DATAGRAM];
-        let mut tick = tokio::time::interval(FRAME_DURATION);
-        // Catch up after a stall so the RTP clock keeps real time.
-        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        // Ticks land just after the caller's next frame falls due. After a stall they catch
+        // up at once (each is 20 ms after the one before, however late), so the RTP clock keeps
+        // real time.
+        let mut playout = PlayoutClock::new(clock::now());
         let max_end = self
             .settings
             .max_duration
@@ -113,7 +117,17 @@ impl CallTask {
                         session.handle_rtcp(clock::now(), from, rtcp_buf.get(..n).unwrap_or_default());
                     }
                 }
-                _ = tick.tick() => self.playout_tick().await,
+                _ = clock::sleep_until(Some(tokio::time::Instant::from_std(playout.tick_at()))) => {
+                    // A packet that is already here belongs before this tick's frame.
+                    for _ in 0..DRAIN_BEFORE_TICK {
+                        let Ok((n, from)) = self.sockets.rtp.try_recv_from(&mut rtp_buf) else {
+                            break;
+                        };
+                        self.rtp_in(from, rtp_buf.get(..n).unwrap_or_default());
+                    }
+                    self.playout_tick().await;
+                    playout.advance(self.pipeline.next_due());
+                }
                 _ = clock::sleep_until(rtcp_at) => {
                     if let Some(session) = self.session.as_mut() {
                         session.handle_timeout(clock::now());

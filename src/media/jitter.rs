@@ -423,6 +423,29 @@ impl JitterBuffer {
         self.stats.target_delay_ms
     }
 
+    /// When the next frame to play falls due (its media time plus the playout offset), while
+    /// playout runs on received audio: the caller's playout clock can tick just then instead of
+    /// up to a frame later. `None` before playout starts, while nothing is buffered and after a
+    /// frame was given up (then playout is re-aligned by the buffer itself).
+    pub fn next_due(&self) -> Option<Instant> {
+        let stream = self.stream.as_ref()?;
+        if !self.playing || self.buffered == 0 || self.outage {
+            return None;
+        }
+        let (_, offset) = self.playout_offset();
+        let mut due_us = self.next_play.media_us() + offset;
+        if due_us < self.hold.1 {
+            // `pop` keeps the held offset until then.
+            due_us = self.next_play.media_us() + offset.max(self.hold.0);
+        }
+        let magnitude = std::time::Duration::from_micros(due_us.unsigned_abs());
+        if due_us >= 0 {
+            stream.epoch.checked_add(magnitude)
+        } else {
+            stream.epoch.checked_sub(magnitude)
+        }
+    }
+
     /// True when no received audio is waiting to be played.
     pub fn is_drained(&self) -> bool {
         self.buffered == 0
