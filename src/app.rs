@@ -250,6 +250,7 @@ async fn build_sip(
             learn_packets: config.rtp.learn_packets,
             rtcp_interval: Duration::from_secs(config.rtp.rtcp_interval_secs.max(1)),
             advertised_ip: advertised.ip(),
+            jitter: config.jitter,
         }),
         services,
         sip: sip_tx,

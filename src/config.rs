@@ -23,6 +23,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::media::jitter::JitterConfig;
+
 /// The configuration file used when none is given on the command line.
 pub const DEFAULT_PATH: &str = "config.toml";
 
@@ -37,6 +39,9 @@ pub struct Config {
     pub calls: CallsConfig,
     /// `[audio]`: where live calls are played on the box.
     pub audio: AudioConfig,
+    /// `[jitter]`: the SIP calls' jitter buffer (`earshot jitter-sim --config` replays a trace
+    /// with it).
+    pub jitter: JitterConfig,
     /// `[recording]`: where WAV recordings go and how long they are kept.
     pub recording: RecordingConfig,
     /// `[store]`: the redb database file.
@@ -818,6 +823,7 @@ struct RawConfig {
     rtp: RawRtp,
     calls: RawCalls,
     audio: RawAudio,
+    jitter: RawJitter,
     recording: RawRecording,
     store: RawStore,
     http: RawHttp,
@@ -877,6 +883,15 @@ struct RawAudio {
     output: Option<String>,
     listen: Option<bool>,
     period_ms: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawJitter {
+    min_delay_ms: Option<u32>,
+    max_delay_ms: Option<u32>,
+    initial_delay_ms: Option<u32>,
+    coverage_permille: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1079,6 +1094,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         rtp: validate_rtp(&mut e, raw.rtp),
         calls: validate_calls(&mut e, raw.calls),
         audio: validate_audio(&mut e, raw.audio),
+        jitter: validate_jitter(&mut e, raw.jitter),
         recording: validate_recording(&mut e, raw.recording),
         store: StoreConfig {
             path: non_empty_path(
@@ -1307,6 +1323,44 @@ fn validate_audio(e: &mut Errors, raw: RawAudio) -> AudioConfig {
     }
 }
 
+fn validate_jitter(e: &mut Errors, raw: RawJitter) -> JitterConfig {
+    let d = JitterConfig::default();
+    let max = e.ranged(
+        "jitter.max_delay_ms",
+        raw.max_delay_ms,
+        d.max_delay_ms,
+        40..=2000,
+    );
+    let within_max = |e: &mut Errors, path: &str, raw: Option<u32>, default: u32| {
+        let value = e.ranged(path, raw, default, 0..=1000);
+        if value > max {
+            e.push(
+                path,
+                format!("{value} is above jitter.max_delay_ms ({max})"),
+            );
+        }
+        value
+    };
+    JitterConfig {
+        min_delay_ms: within_max(e, "jitter.min_delay_ms", raw.min_delay_ms, d.min_delay_ms),
+        initial_delay_ms: within_max(
+            e,
+            "jitter.initial_delay_ms",
+            raw.initial_delay_ms,
+            d.initial_delay_ms,
+        ),
+        max_delay_ms: max,
+        coverage_permille: e.ranged(
+            "jitter.coverage_permille",
+            raw.coverage_permille,
+            d.coverage_permille,
+            500..=999,
+        ),
+        // Raised by the buffer to hold `max_delay_ms` (plus margin) whatever is set here.
+        max_packets: d.max_packets,
+    }
+}
+
 fn validate_recording(e: &mut Errors, raw: RawRecording) -> RecordingConfig {
     let d = RecordingConfig::default();
     RecordingConfig {
@@ -1522,6 +1576,43 @@ mod tests {
         let config = Config::from_toml_str("[audio]\nperiod_ms = 0\n").unwrap();
         assert_eq!(config.audio.period_ms, 0);
         assert_eq!(Config::from_toml_str("").unwrap().audio.period_ms, 10);
+    }
+
+    #[test]
+    fn jitter_settings_are_bounded_and_kept_below_the_maximum_delay() {
+        let config = Config::from_toml_str(
+            "[jitter]\nmin_delay_ms = 40\nmax_delay_ms = 300\ninitial_delay_ms = 60\n\
+             coverage_permille = 990\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.jitter,
+            JitterConfig {
+                min_delay_ms: 40,
+                max_delay_ms: 300,
+                initial_delay_ms: 60,
+                coverage_permille: 990,
+                ..JitterConfig::default()
+            }
+        );
+        assert_eq!(
+            Config::from_toml_str("").unwrap().jitter,
+            JitterConfig::default()
+        );
+        let err = Config::from_toml_str(
+            "[jitter]\nmin_delay_ms = 200\nmax_delay_ms = 100\ncoverage_permille = 1000\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("jitter.min_delay_ms: 200 is above jitter.max_delay_ms (100)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jitter.coverage_permille: 1000 is out of range (500..=999)"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]

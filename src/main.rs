@@ -48,6 +48,9 @@ enum Command {
         /// The trace file.
         #[arg(value_name = "TRACE.csv")]
         trace: PathBuf,
+        /// Use this configuration file's `[jitter]` settings instead of the defaults.
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(arg) => check_config(&arg.config),
         Command::Doctor(arg) => doctor(&arg.config),
         Command::Devices => devices(),
-        Command::JitterSim { trace } => jitter_sim(&trace),
+        Command::JitterSim { trace, config } => jitter_sim(&trace, config.as_deref()),
     }
 }
 
@@ -215,8 +218,13 @@ fn devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `earshot jitter-sim TRACE.csv`: replay a trace through the jitter buffer.
-fn jitter_sim(trace: &Path) -> ExitCode {
+/// `earshot jitter-sim TRACE.csv [--config PATH]`: replay a trace through the jitter buffer.
+fn jitter_sim(trace: &Path, config: Option<&Path>) -> ExitCode {
+    let jitter = match config.map(|path| (path, Config::load(path))) {
+        None => Default::default(),
+        Some((_, Ok(config))) => config.jitter,
+        Some((path, Err(err))) => return config_failed(path, &err),
+    };
     let csv = match std::fs::read_to_string(trace) {
         Ok(csv) => csv,
         Err(err) => {
@@ -224,7 +232,7 @@ fn jitter_sim(trace: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match earshot::media::jitter_sim::run_trace(&csv, &mut io::stdout().lock()) {
+    match earshot::media::jitter_sim::run_trace(&csv, jitter, &mut io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("earshot: jitter-sim {}: {err}", trace.display());

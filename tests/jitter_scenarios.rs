@@ -113,7 +113,7 @@ fn trace_runner_prints_one_line_per_tick_and_plays_each_frame_once_in_order() {
     let csv = to_csv(&packets);
     assert_eq!(parse_trace(&csv).unwrap(), packets);
     let mut out = Vec::new();
-    run_trace(&csv, &mut out).unwrap();
+    run_trace(&csv, JitterConfig::default(), &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     let first = packets[0].arrival_us;
     let mut last_played: Option<i64> = None;

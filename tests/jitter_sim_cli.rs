@@ -8,19 +8,28 @@
 use std::process::Command;
 
 fn run(trace: &str) -> (bool, String, String) {
+    run_with(trace, None)
+}
+
+/// Runs `earshot jitter-sim` on `trace`, with `--config` holding `config` if given.
+fn run_with(trace: &str, config: Option<&str>) -> (bool, String, String) {
     let dir = std::env::temp_dir().join(format!(
-        "earshot-jsim-{}-{}",
+        "earshot-jsim-{}-{}-{}",
         std::process::id(),
-        trace.len()
+        trace.len(),
+        config.map_or(0, str::len)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("trace.csv");
     std::fs::write(&path, trace).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
-        .arg("jitter-sim")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
+    cmd.arg("jitter-sim").arg(&path);
+    if let Some(config) = config {
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        cmd.arg("--config").arg(config_path);
+    }
+    let out = cmd.output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
     (
         out.status.success(),
@@ -69,4 +78,32 @@ fn a_lost_packet_is_concealed_and_a_bad_line_is_reported_with_its_number() {
     let (ok, _, err) = run("arrival_ms,seq,rtp_ts\n0,1,160\n20,x,320\n");
     assert!(!ok);
     assert!(err.contains('3'), "line number in: {err}");
+}
+
+#[test]
+fn a_config_files_jitter_settings_are_replayed_and_a_bad_one_names_its_field() {
+    let mut trace = String::from("arrival_ms,seq,rtp_ts\n");
+    for i in 0..100u32 {
+        trace.push_str(&format!("{},{},{}\n", 20 * i, i, 160 * i));
+    }
+    let first_played = |out: &str| -> u64 {
+        let line = out.lines().find(|l| !l.ends_with(",-")).unwrap();
+        line.split_once(',').unwrap().0.parse().unwrap()
+    };
+    let (ok, out, err) = run(&trace);
+    assert!(ok, "{err}");
+    assert_eq!(
+        first_played(&out),
+        0,
+        "the default plays the first packet at once"
+    );
+    let (ok, out, err) = run_with(&trace, Some("[jitter]\ninitial_delay_ms = 100\n"));
+    assert!(ok, "{err}");
+    assert_eq!(first_played(&out), 100, "{out}");
+    let (ok, _, err) = run_with(&trace, Some("[jitter]\nmax_delay_ms = 10\n"));
+    assert!(!ok);
+    assert!(
+        err.contains("jitter.max_delay_ms: 10 is out of range"),
+        "{err}"
+    );
 }

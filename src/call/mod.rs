@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::media::jitter::JitterConfig;
 use crate::net::rtp::PortAllocator;
 use crate::net::sip::SipCommand;
 use crate::sip::endpoint::IncomingCall;
@@ -41,6 +42,8 @@ pub struct CallSettings {
     pub rtcp_interval: Duration,
     /// The address written in our SDP.
     pub advertised_ip: IpAddr,
+    /// The jitter buffer of each call (`[jitter]`).
+    pub jitter: JitterConfig,
 }
 
 /// What a call task is told.

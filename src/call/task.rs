@@ -58,7 +58,7 @@ impl CallTask {
         sip: mpsc::UnboundedSender<SipCommand>,
         live: watch::Sender<LiveState>,
     ) -> Self {
-        let pipeline = Pipeline::new(&services, &info, live.clone());
+        let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), settings.jitter);
         Self {
             call,
             info,

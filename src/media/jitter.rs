@@ -98,7 +98,7 @@ const QUIET_RATIO: f32 = 1.0 / 32.0;
 const LEVEL_DECAY: f32 = 0.995;
 
 /// Jitter buffer settings; every field is fixed at construction.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitterConfig {
     /// Least playout delay above the fastest recent packet, in ms (default 0: the measured
     /// quantiles alone set the margin). A missing or late frame is also waited for this long.

@@ -88,9 +88,13 @@ const TRACE_SSRC: u32 = 0x7ace;
 const TICK_US: i64 = 20_000;
 
 /// Replays a CSV trace (see the module docs) and writes one `tick_ms,seq` line per tick.
-pub fn run_trace(csv: &str, out: &mut impl std::io::Write) -> Result<(), TraceError> {
+pub fn run_trace(
+    csv: &str,
+    cfg: JitterConfig,
+    out: &mut impl std::io::Write,
+) -> Result<(), TraceError> {
     let packets = parse_trace(csv)?;
-    for tick in simulate(&packets, JitterConfig::default()) {
+    for tick in simulate(&packets, cfg) {
         match tick.seq {
             Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
             None => writeln!(out, "{},-", Millis(tick.tick_us))?,
@@ -572,7 +576,7 @@ mod tests {
 
     fn run(csv: &str) -> String {
         let mut out = Vec::new();
-        run_trace(csv, &mut out).unwrap();
+        run_trace(csv, JitterConfig::default(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -645,7 +649,7 @@ mod tests {
             ),
         ];
         for (csv, line, problem) in cases {
-            match run_trace(csv, &mut Vec::new()) {
+            match run_trace(csv, JitterConfig::default(), &mut Vec::new()) {
                 Err(TraceError::Line {
                     line: l,
                     problem: p,
