@@ -43,11 +43,19 @@ enum Command {
     Doctor(ConfigArg),
     /// List the audio output devices usable as `[audio] output`.
     Devices,
-    /// Replay a packet-arrival trace (CSV) through the jitter buffer and print what it plays.
+    /// Replay a packet-arrival trace (CSV) or an RTP capture through the jitter buffer and print
+    /// what it plays.
     JitterSim {
-        /// The trace file.
-        #[arg(value_name = "TRACE.csv")]
-        trace: PathBuf,
+        /// The trace file: `arrival_ms,seq,rtp_ts` lines in arrival order.
+        #[arg(value_name = "TRACE.csv", required_unless_present = "pcap")]
+        trace: Option<PathBuf>,
+        /// Read the trace from a pcap or pcapng capture instead: the RTP stream with the most
+        /// packets, or the one `--ssrc` names.
+        #[arg(long, value_name = "FILE", conflicts_with = "trace")]
+        pcap: Option<PathBuf>,
+        /// With `--pcap`: the SSRC of the stream to replay (decimal, or hex with 0x).
+        #[arg(long, value_name = "SSRC", requires = "pcap", value_parser = parse_ssrc)]
+        ssrc: Option<u32>,
         /// Use this configuration file's `[jitter]` settings instead of the defaults.
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -61,7 +69,20 @@ fn main() -> ExitCode {
         Command::CheckConfig(arg) => check_config(&arg.config),
         Command::Doctor(arg) => doctor(&arg.config),
         Command::Devices => devices(),
-        Command::JitterSim { trace, config } => jitter_sim(&trace, config.as_deref()),
+        Command::JitterSim {
+            trace,
+            pcap,
+            ssrc,
+            config,
+        } => {
+            let input = match (trace, pcap) {
+                (_, Some(pcap)) => TraceInput::Capture { path: pcap, ssrc },
+                (Some(csv), None) => TraceInput::Csv(csv),
+                // clap requires one of the two.
+                (None, None) => return ExitCode::FAILURE,
+            };
+            jitter_sim(&input, config.as_deref())
+        }
     }
 }
 
@@ -218,25 +239,89 @@ fn devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `earshot jitter-sim TRACE.csv [--config PATH]`: replay a trace through the jitter buffer.
-fn jitter_sim(trace: &Path, config: Option<&Path>) -> ExitCode {
+/// What `earshot jitter-sim` replays.
+enum TraceInput {
+    /// A trace CSV.
+    Csv(PathBuf),
+    /// A stream in a pcap or pcapng file.
+    Capture { path: PathBuf, ssrc: Option<u32> },
+}
+
+/// `--ssrc`: decimal or `0x` hex.
+fn parse_ssrc(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("{s:?} is not a 32-bit SSRC (decimal, or hex with 0x)"))
+}
+
+/// `earshot jitter-sim (TRACE.csv | --pcap FILE [--ssrc SSRC]) [--config PATH]`: replay a
+/// trace through the jitter buffer.
+fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
+    use earshot::media::{capture, jitter_sim};
     let jitter = match config.map(|path| (path, Config::load(path))) {
         None => Default::default(),
         Some((_, Ok(config))) => config.jitter,
         Some((path, Err(err))) => return config_failed(path, &err),
     };
-    let csv = match std::fs::read_to_string(trace) {
-        Ok(csv) => csv,
-        Err(err) => {
-            eprintln!("earshot: cannot read {}: {err}", trace.display());
-            return ExitCode::FAILURE;
+    let packets = match input {
+        TraceInput::Csv(path) => {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))
+                .and_then(|csv| {
+                    jitter_sim::parse_trace(&csv)
+                        .map_err(|err| format!("jitter-sim {}: {err}", path.display()))
+                });
+            match parsed {
+                Ok(packets) => packets,
+                Err(err) => {
+                    eprintln!("earshot: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        TraceInput::Capture { path, ssrc } => {
+            let read = std::fs::File::open(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))
+                .and_then(|file| {
+                    capture::read_capture(io::BufReader::new(file), *ssrc)
+                        .map_err(|err| format!("jitter-sim --pcap {}: {err}", path.display()))
+                });
+            match read {
+                Ok(trace) => {
+                    describe_capture(&trace);
+                    trace.packets
+                }
+                Err(err) => {
+                    eprintln!("earshot: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
-    match earshot::media::jitter_sim::run_trace(&csv, jitter, &mut io::stdout().lock()) {
+    match jitter_sim::write_playout(&packets, jitter, &mut io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("earshot: jitter-sim {}: {err}", trace.display());
+            eprintln!("earshot: jitter-sim: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells, on stderr, which stream of a capture is replayed and which others there were.
+fn describe_capture(trace: &earshot::media::capture::CaptureTrace) {
+    let s = &trace.stream;
+    eprintln!(
+        "earshot: replaying SSRC {:#010x} (payload type {}) {} -> {}: {} packets; {} other \
+         packets skipped",
+        s.ssrc, s.payload_type, s.src, s.dst, s.packets, trace.skipped
+    );
+    for other in trace.streams.iter().filter(|o| *o != s) {
+        eprintln!(
+            "earshot:   also in the capture: SSRC {:#010x} (payload type {}) {} -> {}: {} \
+             packets (--ssrc {:#x})",
+            other.ssrc, other.payload_type, other.src, other.dst, other.packets, other.ssrc
+        );
     }
 }

@@ -93,8 +93,16 @@ pub fn run_trace(
     cfg: JitterConfig,
     out: &mut impl std::io::Write,
 ) -> Result<(), TraceError> {
-    let packets = parse_trace(csv)?;
-    for tick in simulate(&packets, cfg) {
+    write_playout(&parse_trace(csv)?, cfg, out)
+}
+
+/// Replays packets (in arrival order) and writes one `tick_ms,seq` line per tick.
+pub fn write_playout(
+    packets: &[TracePacket],
+    cfg: JitterConfig,
+    out: &mut impl std::io::Write,
+) -> Result<(), TraceError> {
+    for tick in simulate(packets, cfg) {
         match tick.seq {
             Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
             None => writeln!(out, "{},-", Millis(tick.tick_us))?,

@@ -1,5 +1,8 @@
-//! Pure DSP, allocation-free after construction.
+//! The media path, pure DSP and allocation-free after construction (G.711, frames, the jitter
+//! buffer, concealment, the playout clock), and the tools that replay traces and captures
+//! through it (`jitter_sim`, `capture`).
 
+pub mod capture;
 pub mod frame;
 pub mod g711;
 pub mod jitter;
