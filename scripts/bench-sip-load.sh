@@ -382,7 +382,7 @@ latency() {
     spec=$(pactl list short sinks | awk '$2 == "bench" || NR == 1 {print $4, $5, $6; exit}')
     rate=$(echo "$spec" | awk '{sub("Hz", "", $3); print $3}')
     channels=$(echo "$spec" | awk '{sub("ch", "", $2); print $2}')
-    timeout $((seconds + 60)) tcpdump -i lo -n -s 256 -w "$WORK/arrivals.pcap" \
+    timeout $((seconds + 60)) tcpdump -i lo -n -s 256 --immediate-mode -w "$WORK/arrivals.pcap" \
         'udp and dst portrange 30000-30999' 2>"$WORK/tcpdump.log" &
     PIDS+=("$!")
     local tcpdump_pid=$!
