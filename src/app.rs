@@ -464,6 +464,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.audio.period_ms != new.audio.period_ms,
         "audio.period_ms",
     );
+    check(old.jitter != new.jitter, "jitter");
     check(old.recording != new.recording, "recording");
     check(old.store != new.store, "store");
     check(old.http != new.http, "http");

@@ -536,6 +536,11 @@ impl PortRange {
         // An odd last port has no RTCP partner and is left unused.
         ports / 2
     }
+
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
 }
 
 impl FromStr for PortRange {
@@ -1332,8 +1337,9 @@ fn validate_jitter(e: &mut Errors, raw: RawJitter) -> JitterConfig {
         40..=2000,
     );
     let within_max = |e: &mut Errors, path: &str, raw: Option<u32>, default: u32| {
-        let value = e.ranged(path, raw, default, 0..=1000);
-        if value > max {
+        let range = 0..=1000;
+        let value = e.ranged(path, raw, default, range.clone());
+        if range.contains(&value) && value > max {
             e.push(
                 path,
                 format!("{value} is above jitter.max_delay_ms ({max})"),

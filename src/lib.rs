@@ -18,10 +18,10 @@
 //!   (RFC 3264 offer/answer), [`sip::auth`] (digest MD5/SHA-256).
 //! - [`rtp`] (sans-IO): RTP/RTCP session — sequence extension, loss and jitter (RFC 3550 A.1,
 //!   A.3, A.8), strict source learning, RFC 4733 DTMF, SR/RR/BYE.
-//! - [`media`] (pure DSP, allocation-free after construction): G.711, the 20 ms frame, the
-//!   adaptive jitter buffer, G.711 Appendix I loss concealment, the playout clock's phase (ticks
-//!   that land just after the next frame falls due), the `jitter-sim` trace runner and its
-//!   pcap/pcapng reader.
+//! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
+//!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
+//!   clock's phase (ticks that land just after the next frame falls due) — and the offline tools
+//!   that replay traces through it: the `jitter-sim` runner and its pcap/pcapng reader.
 //! - [`twilio`] (sans-IO): Media Streams messages, signatures, TwiML, stream tokens, the stream
 //!   state machine (pacing, marks, barge-in).
 //! - [`call`]: one task per call owns its media; [`call::Pipeline`] is the one media path every

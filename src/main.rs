@@ -79,7 +79,10 @@ fn main() -> ExitCode {
                 (_, Some(pcap)) => TraceInput::Capture { path: pcap, ssrc },
                 (Some(csv), None) => TraceInput::Csv(csv),
                 // clap requires one of the two.
-                (None, None) => return ExitCode::FAILURE,
+                (None, None) => {
+                    eprintln!("earshot: jitter-sim needs TRACE.csv or --pcap FILE");
+                    return ExitCode::FAILURE;
+                }
             };
             jitter_sim(&input, config.as_deref())
         }
@@ -260,9 +263,9 @@ fn parse_ssrc(s: &str) -> Result<u32, String> {
 /// trace through the jitter buffer.
 fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
     use earshot::media::{capture, jitter_sim};
-    let jitter = match config.map(|path| (path, Config::load(path))) {
-        None => Default::default(),
-        Some((_, Ok(config))) => config.jitter,
+    let config = match config.map(|path| (path, Config::load(path))) {
+        None => Config::default(),
+        Some((_, Ok(config))) => config,
         Some((path, Err(err))) => return config_failed(path, &err),
     };
     let packets = match input {
@@ -285,7 +288,7 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
             let read = std::fs::File::open(path)
                 .map_err(|err| format!("cannot read {}: {err}", path.display()))
                 .and_then(|file| {
-                    capture::read_capture(io::BufReader::new(file), *ssrc)
+                    capture::read_capture(io::BufReader::new(file), *ssrc, config.rtp.ports)
                         .map_err(|err| format!("jitter-sim --pcap {}: {err}", path.display()))
                 });
             match read {
@@ -300,7 +303,10 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
             }
         }
     };
-    match jitter_sim::write_playout(&packets, jitter, &mut io::stdout().lock()) {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = jitter_sim::write_playout(&packets, config.jitter, &mut out)
+        .and_then(|()| Ok(io::Write::flush(&mut out)?));
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("earshot: jitter-sim: {err}");
@@ -317,7 +323,11 @@ fn describe_capture(trace: &earshot::media::capture::CaptureTrace) {
          packets skipped",
         s.ssrc, s.payload_type, s.src, s.dst, s.packets, trace.skipped
     );
-    for other in trace.streams.iter().filter(|o| *o != s) {
+    if trace.truncated {
+        eprintln!("earshot: the capture breaks off mid-record; replaying what came before");
+    }
+    // Stray datagrams that happen to look like RTP make streams of a packet or two.
+    for other in trace.streams.iter().filter(|o| *o != s && o.packets >= 10) {
         eprintln!(
             "earshot:   also in the capture: SSRC {:#010x} (payload type {}) {} -> {}: {} \
              packets (--ssrc {:#x})",

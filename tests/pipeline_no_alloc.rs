@@ -171,7 +171,9 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
         js.played + js.late + js.discarded + dropped,
         "{js:?}"
     );
+    // Measured: played 8 867, late 141, discarded 461 of 9 469 taken.
     assert!(played > 8_500, "played {played}, {js:?}");
+    assert!(js.discarded < PACKETS / 15, "{js:?}");
     assert!(js.late < PACKETS / 50, "{js:?}");
     assert!(concealed > 200, "concealed {concealed}");
     assert_eq!(pushed_frames, PACKETS + 20);

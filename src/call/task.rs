@@ -118,7 +118,8 @@ impl CallTask {
                     }
                 }
                 _ = clock::sleep_until(Some(tokio::time::Instant::from_std(playout.tick_at()))) => {
-                    // A packet that is already here belongs before this tick's frame.
+                    // A datagram the reactor has already seen (it became readable in the same
+                    // poll as the timer) belongs before this tick's frame.
                     for _ in 0..DRAIN_BEFORE_TICK {
                         let Ok((n, from)) = self.sockets.rtp.try_recv_from(&mut rtp_buf) else {
                             break;

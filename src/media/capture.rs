@@ -1,41 +1,51 @@
 //! Packet captures as jitter-sim traces: `earshot jitter-sim --pcap FILE` reads a pcap or pcapng
 //! file (tcpdump, Wireshark) and replays one RTP audio stream in it through the jitter buffer.
 //!
-//! Records are read with `pcap-file` (pcapng's `if_tsresol`, RFC-draft pcapng §4.2, is applied
-//! here: the crate hands the raw timestamp over as nanoseconds whatever the unit), their link
-//! layer (Ethernet, Linux cooked v1 and v2, BSD loopback, raw IP) and IPv4/IPv6 and UDP
-//! headers with `etherparse`, and the UDP payload with earshot's RTP parser (RFC 3550 §5.1,
-//! Appendix A.1 validity checks). Payload types 72–76 are RTCP sharing the port (RFC 5761 §4)
-//! and skipped. Packets are grouped into streams by SSRC, source and destination; a stream's
-//! payload type is the one most of its packets carry, so RFC 4733 events on the same SSRC are
-//! left out. The stream asked for by SSRC, or else the one with the most packets, becomes the
-//! trace, with arrival times measured from its first packet.
+//! Records are framed with `pcap-file`, read raw so that headers-only captures (`tcpdump -s 96`)
+//! and pcapng's `if_tsresol` (the crate hands a pcapng timestamp over as nanoseconds whatever its
+//! unit) are handled here. Link layers (Ethernet, Linux cooked v1 and v2, BSD loopback, raw IP),
+//! IPv4/IPv6 and UDP are sliced by `etherparse` leniently, since the trace needs only the RTP
+//! fixed header (RFC 3550 §5.1), checked by earshot's RTP parser. Payload types 64–95 are RTCP
+//! sharing the port (RFC 5761 §4) and skipped.
 //!
-//! Anything that is not a well-formed UDP datagram holding RTP is skipped and counted, never an
-//! error: a capture of a bad call is full of such things. Only a file that is not a capture at
-//! all, or whose framing breaks off, is refused.
+//! Packets are grouped into streams by SSRC, source and destination; a stream's payload type is
+//! the one most of its packets carry, so RFC 4733 events on the same SSRC are left out. The
+//! trace is the stream `--ssrc` names or else the likeliest call leg into the box: a stream sent
+//! to a port in `[rtp].ports` before one sent from it (a capture of a call holds both
+//! directions, and the one earshot sent has perfect timing), then the one with most packets.
+//! Arrival times count from its first packet.
+//!
+//! Anything that is not a UDP datagram holding an RTP header is skipped and counted, never an
+//! error: a capture of a bad call is full of such things. A capture cut off mid-record (copied
+//! while tcpdump was writing) ends there. Only a file that is not a capture at all is refused,
+//! and a stream spanning more than a day (a clock set during the capture), which would replay
+//! for ever.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use pcap_file::DataLink;
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{
     Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption,
 };
+use pcap_file::{DataLink, PcapError, TsResolution};
 
-use crate::media::jitter_sim::TracePacket;
+use crate::config::PortRange;
+use crate::media::jitter_sim::{MAX_SPAN_US, TracePacket};
 use crate::rtp::RtpPacket;
 
 /// pcapng files start with the Section Header Block's type.
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
-/// RFC 5761 §4: payload types that are RTCP packet types 200–204 when RTP and RTCP share a port.
-const RTCP_TYPES: std::ops::RangeInclusive<u8> = 72..=76;
-/// `LINKTYPE_LINUX_SLL2`'s header length (`tcpdump -i any` since 4.99).
+/// RFC 5761 §4: payload types that would clash with RTCP packet types on a shared port.
+const RTCP_TYPES: std::ops::RangeInclusive<u8> = 64..=95;
+/// `LINKTYPE_LINUX_SLL`'s header length; its protocol type is the last two bytes.
+const SLL_HEADER: usize = 16;
+/// `LINKTYPE_LINUX_SLL2`'s header length (`tcpdump -i any` since 4.99); protocol type first.
 const SLL2_HEADER: usize = 20;
+
 /// `LINKTYPE_NULL`/`LINKTYPE_LOOP`'s 4-byte address family header.
 const LOOPBACK_HEADER: usize = 4;
 
@@ -67,14 +77,16 @@ pub struct CaptureTrace {
     /// Records that were not UDP datagrams holding valid RTP (SIP, RTCP, fragments, other
     /// protocols, truncated frames).
     pub skipped: usize,
+    /// Whether the file broke off mid-record (what came before it is used).
+    pub truncated: bool,
 }
 
 /// Why a capture gave no trace.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// The file is not a pcap or pcapng capture, or its framing breaks off.
+    /// The file is not a pcap or pcapng capture.
     #[error("not a readable pcap or pcapng capture: {0}")]
-    Format(#[from] pcap_file::PcapError),
+    Format(#[from] PcapError),
     /// No packet in the capture is RTP.
     #[error("no RTP stream in the capture ({skipped} packets, none RTP)")]
     NoRtp {
@@ -87,6 +99,15 @@ pub enum CaptureError {
         /// The SSRC asked for.
         ssrc: u32,
     },
+    /// The stream spans more than a day: its clock jumped during the capture.
+    #[error(
+        "the stream spans {hours} hours (a clock set during the capture?); cut the capture at \
+         the jump"
+    )]
+    TooLong {
+        /// Its span in whole hours.
+        hours: i64,
+    },
 }
 
 /// A stream's identity while the capture is read.
@@ -97,11 +118,15 @@ struct Collector {
     /// Per stream: its packets with their payload types.
     streams: HashMap<StreamKey, Vec<(u8, TracePacket)>>,
     skipped: usize,
+    /// Records framed so far.
+    records: usize,
+    truncated: bool,
 }
 
 impl Collector {
     /// Files one link-layer frame captured at `at`.
     fn frame(&mut self, link: DataLink, at: Duration, data: &[u8]) {
+        self.records += 1;
         match udp_payload(link, data).and_then(|(src, dst, payload)| {
             let rtp = RtpPacket::parse(payload).ok()?;
             (!RTCP_TYPES.contains(&rtp.payload_type)).then_some((src, dst, rtp))
@@ -121,8 +146,21 @@ impl Collector {
         }
     }
 
-    fn finish(self, ssrc: Option<u32>) -> Result<CaptureTrace, CaptureError> {
-        let skipped = self.skipped;
+    /// Ends reading at a framing error: past the first record it is a file cut off mid-record,
+    /// before it a file that is not a capture.
+    fn broke_off(&mut self, err: PcapError) -> Result<(), CaptureError> {
+        let cut = matches!(&err, PcapError::IncompleteBuffer)
+            || matches!(&err, PcapError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof);
+        if cut && self.records > 0 {
+            self.truncated = true;
+            Ok(())
+        } else {
+            Err(err.into())
+        }
+    }
+
+    fn finish(self, ssrc: Option<u32>, ports: PortRange) -> Result<CaptureTrace, CaptureError> {
+        let (skipped, truncated) = (self.skipped, self.truncated);
         let mut found: Vec<(CaptureStream, Vec<TracePacket>)> = self
             .streams
             .into_iter()
@@ -145,11 +183,15 @@ impl Collector {
                 (stream, trace)
             })
             .collect();
+        // Into the box first, then by packets; the rest only makes the order stable.
+        let inbound = |s: &CaptureStream| ports.contains(s.dst.port());
         found.sort_by(|(a, _), (b, _)| {
-            b.packets
-                .cmp(&a.packets)
+            inbound(b)
+                .cmp(&inbound(a))
+                .then(b.packets.cmp(&a.packets))
                 .then(a.ssrc.cmp(&b.ssrc))
                 .then(a.src.cmp(&b.src))
+                .then(a.dst.cmp(&b.dst))
         });
         let streams: Vec<CaptureStream> = found.iter().map(|(s, _)| *s).collect();
         let chosen = match ssrc {
@@ -167,35 +209,56 @@ impl Collector {
         for p in &mut packets {
             p.arrival_us -= start;
         }
+        let span = packets.last().map_or(0, |p| p.arrival_us);
+        if span > MAX_SPAN_US {
+            return Err(CaptureError::TooLong {
+                hours: span / 3_600_000_000,
+            });
+        }
         Ok(CaptureTrace {
             stream,
             streams,
             packets,
             skipped,
+            truncated,
         })
     }
 }
 
 /// Reads a pcap or pcapng capture and makes a trace of the RTP stream with `ssrc`, or of the
-/// stream with the most packets.
-pub fn read_capture(mut input: impl Read, ssrc: Option<u32>) -> Result<CaptureTrace, CaptureError> {
+/// likeliest call leg into a box whose media ports are `ports` (see the module docs).
+pub fn read_capture(
+    mut input: impl Read,
+    ssrc: Option<u32>,
+    ports: PortRange,
+) -> Result<CaptureTrace, CaptureError> {
     let mut magic = [0u8; 4];
-    input
-        .read_exact(&mut magic)
-        .map_err(pcap_file::PcapError::IoError)?;
+    input.read_exact(&mut magic).map_err(PcapError::IoError)?;
     let input = magic.as_slice().chain(input);
     let mut collector = Collector::default();
     if magic == PCAPNG_MAGIC {
         read_pcapng(input, &mut collector)?;
     } else {
         let mut reader = PcapReader::new(input)?;
-        let link = reader.header().datalink;
-        while let Some(packet) = reader.next_packet() {
-            let packet = packet?;
-            collector.frame(link, packet.timestamp, &packet.data);
+        let header = reader.header();
+        // Raw records: the crate's checked ones refuse any record cut to the snapshot length.
+        while let Some(packet) = reader.next_raw_packet() {
+            let packet = match packet {
+                Ok(packet) => packet,
+                Err(err) => {
+                    collector.broke_off(err)?;
+                    break;
+                }
+            };
+            let frac = match header.ts_resolution {
+                TsResolution::MicroSecond => Duration::from_micros(u64::from(packet.ts_frac)),
+                TsResolution::NanoSecond => Duration::from_nanos(u64::from(packet.ts_frac)),
+            };
+            let at = Duration::from_secs(u64::from(packet.ts_sec)) + frac;
+            collector.frame(header.datalink, at, &packet.data);
         }
     }
-    collector.finish(ssrc)
+    collector.finish(ssrc, ports)
 }
 
 fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), CaptureError> {
@@ -203,7 +266,14 @@ fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), Captur
     // Per interface of the current section: link type and seconds per timestamp unit.
     let mut interfaces: Vec<(DataLink, TsUnit)> = Vec::new();
     while let Some(block) = reader.next_block() {
-        match block? {
+        let block = match block {
+            Ok(block) => block,
+            Err(err) => {
+                collector.broke_off(err)?;
+                break;
+            }
+        };
+        match block {
             Block::SectionHeader(_) => interfaces.clear(),
             Block::InterfaceDescription(idb) => {
                 let unit = idb
@@ -221,6 +291,7 @@ fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), Captur
                     .ok()
                     .and_then(|i| interfaces.get(i))
                 else {
+                    collector.records += 1;
                     collector.skipped += 1;
                     continue;
                 };
@@ -228,7 +299,10 @@ fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), Captur
                 let raw = epb.timestamp.as_nanos();
                 collector.frame(link, unit.duration(raw), &epb.data);
             }
-            Block::Packet(_) | Block::SimplePacket(_) => collector.skipped += 1,
+            Block::Packet(_) | Block::SimplePacket(_) => {
+                collector.records += 1;
+                collector.skipped += 1;
+            }
             _ => {}
         }
     }
@@ -245,51 +319,54 @@ impl TsUnit {
 
     fn duration(self, count: u128) -> Duration {
         let exp = u32::from(self.0 & 0x7f);
-        let nanos = if self.0 & 0x80 != 0 {
-            // 2^-exp seconds per unit.
-            count
-                .checked_mul(1_000_000_000)
-                .map_or(u128::MAX, |n| n.checked_shr(exp).unwrap_or(0))
-        } else if exp <= 9 {
+        if self.0 & 0x80 != 0 {
+            // 2^-exp seconds per unit; float casts saturate, and µs is all a trace keeps.
+            let exp = i32::try_from(exp).unwrap_or(i32::MAX);
+            return Duration::try_from_secs_f64(count as f64 / 2f64.powi(exp))
+                .unwrap_or(Duration::MAX);
+        }
+        let nanos = if exp <= 9 {
             count.saturating_mul(10u128.pow(9 - exp))
         } else {
-            count / 10u128.checked_pow(exp - 9).unwrap_or(u128::MAX)
+            10u128
+                .checked_pow(exp - 9)
+                .map_or(0, |per_nano| count / per_nano)
         };
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
-/// The UDP datagram in one link-layer frame: source, destination and payload.
+/// The UDP datagram in one link-layer frame: source, destination and payload (as much of it as
+/// was captured).
 fn udp_payload(link: DataLink, data: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    let after = |header: usize| data.get(header..);
+    let ether_type = |at: usize| {
+        let bytes = data.get(at..at + 2)?;
+        Some(EtherType(u16::from_be_bytes([bytes[0], bytes[1]])))
+    };
     let sliced = match link {
-        DataLink::ETHERNET => SlicedPacket::from_ethernet(data).ok()?,
-        DataLink::LINUX_SLL => SlicedPacket::from_linux_sll(data).ok()?,
-        DataLink::LINUX_SLL2 => SlicedPacket::from_ip(data.get(SLL2_HEADER..)?).ok()?,
-        DataLink::NULL | DataLink::LOOP => {
-            SlicedPacket::from_ip(data.get(LOOPBACK_HEADER..)?).ok()?
+        DataLink::ETHERNET => LaxSlicedPacket::from_ethernet(data).ok()?,
+        DataLink::LINUX_SLL => {
+            LaxSlicedPacket::from_ether_type(ether_type(SLL_HEADER - 2)?, after(SLL_HEADER)?)
         }
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => SlicedPacket::from_ip(data).ok()?,
+        DataLink::LINUX_SLL2 => {
+            LaxSlicedPacket::from_ether_type(ether_type(0)?, after(SLL2_HEADER)?)
+        }
+        DataLink::NULL | DataLink::LOOP => {
+            LaxSlicedPacket::from_ip(after(LOOPBACK_HEADER)?).ok()?
+        }
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => LaxSlicedPacket::from_ip(data).ok()?,
         _ => return None,
     };
     let (src, dst): (IpAddr, IpAddr) = match sliced.net.as_ref()? {
-        NetSlice::Ipv4(ip) => {
-            if ip.is_payload_fragmented() {
-                return None;
-            }
-            (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            )
-        }
-        NetSlice::Ipv6(ip) => {
-            if ip.is_payload_fragmented() {
-                return None;
-            }
-            (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            )
-        }
+        LaxNetSlice::Ipv4(ip) if !ip.is_payload_fragmented() => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        LaxNetSlice::Ipv6(ip) if !ip.is_payload_fragmented() => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
         _ => return None,
     };
     let Some(TransportSlice::Udp(udp)) = sliced.transport.as_ref() else {
@@ -310,10 +387,10 @@ fn dominant_type(packets: &[(u8, TracePacket)]) -> u8 {
             *c += 1;
         }
     }
-    let mut best = 0u8;
+    let (mut best, mut most) = (0u8, 0usize);
     for (pt, &n) in (0u8..).zip(counts.iter()) {
-        if n > counts[usize::from(best)] {
-            best = pt;
+        if n > most {
+            (best, most) = (pt, n);
         }
     }
     best
@@ -332,6 +409,14 @@ mod tests {
 
     const CALLER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
     const EARSHOT: ([u8; 4], u16) = ([192, 0, 2, 1], 10000);
+    const PORTS: PortRange = PortRange {
+        start: 10000,
+        end: 20000,
+    };
+
+    fn read(bytes: &[u8], ssrc: Option<u32>) -> Result<CaptureTrace, CaptureError> {
+        read_capture(bytes, ssrc, PORTS)
+    }
 
     fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
         let mut p = vec![0x80, pt];
@@ -403,7 +488,8 @@ mod tests {
             1_500_300,
             ethernet(CALLER, ([192, 0, 2, 1], 5060), b"INVITE sip:x SIP/2.0\r\n"),
         ));
-        for i in 0..10u16 {
+        // What the box sent back: more packets than the lossy leg in, perfect timing.
+        for i in 0..60u16 {
             let p = rtp(8, i, 160 * u32::from(i), 0x1111);
             frames.push((
                 1_000_000 + u64::from(i) * 20_000,
@@ -416,9 +502,8 @@ mod tests {
     }
 
     #[test]
-    fn the_busiest_stream_of_a_pcap_becomes_the_trace_without_its_events_or_rtcp() {
-        let trace =
-            read_capture(pcap(DataLink::ETHERNET, &call_frames()).as_slice(), None).unwrap();
+    fn the_leg_into_the_box_becomes_the_trace_without_its_events_or_rtcp() {
+        let trace = read(&pcap(DataLink::ETHERNET, &call_frames()), None).unwrap();
         assert_eq!(
             trace.stream,
             CaptureStream {
@@ -444,12 +529,9 @@ mod tests {
                 i64::from(i) * 20_000 + i64::from(i % 3) * 4_000
             );
         }
-        let ours = read_capture(
-            pcap(DataLink::ETHERNET, &call_frames()).as_slice(),
-            Some(0x1111),
-        );
-        assert_eq!(ours.unwrap().packets.len(), 10);
-        let missing = read_capture(pcap(DataLink::ETHERNET, &call_frames()).as_slice(), Some(7));
+        let ours = read(&pcap(DataLink::ETHERNET, &call_frames()), Some(0x1111));
+        assert_eq!(ours.unwrap().packets.len(), 60);
+        let missing = read(&pcap(DataLink::ETHERNET, &call_frames()), Some(7));
         assert!(matches!(missing, Err(CaptureError::NoSuchSsrc { ssrc: 7 })));
     }
 
@@ -484,7 +566,7 @@ mod tests {
                 })
                 .unwrap();
             }
-            let trace = read_capture(w.into_inner().as_slice(), None).unwrap();
+            let trace = read(&w.into_inner(), None).unwrap();
             assert_eq!(trace.stream.payload_type, 8);
             assert_eq!(trace.stream.src.port(), 5004);
             assert!(trace.stream.src.is_ipv6());
@@ -515,7 +597,7 @@ mod tests {
             (DataLink::NULL, null),
             (DataLink::RAW, ip.clone()),
         ] {
-            let trace = read_capture(pcap(link, &[(5, frame)]).as_slice(), None).unwrap();
+            let trace = read(&pcap(link, &[(5, frame)]), None).unwrap();
             assert_eq!(trace.stream.ssrc, 0x42, "{link:?}");
             assert_eq!(trace.stream.dst, SocketAddr::from(([127, 0, 0, 1], 4002)));
         }
@@ -529,12 +611,73 @@ mod tests {
             &[0xd4, 0xc3, 0xb2, 0xa1, 2],
         ] {
             assert!(
-                matches!(read_capture(junk, None), Err(CaptureError::Format(_))),
+                matches!(read(junk, None), Err(CaptureError::Format(_))),
                 "{junk:?}"
             );
         }
         let sip = ethernet(CALLER, ([192, 0, 2, 1], 5060), b"OPTIONS sip:x SIP/2.0\r\n");
-        let err = read_capture(pcap(DataLink::ETHERNET, &[(0, sip)]).as_slice(), None);
+        let err = read(&pcap(DataLink::ETHERNET, &[(0, sip)]), None);
         assert!(matches!(err, Err(CaptureError::NoRtp { skipped: 1 })));
+    }
+
+    #[test]
+    fn timestamp_units_in_base_10_and_base_2() {
+        assert_eq!(
+            TsUnit::MICROS.duration(1_500_000),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(TsUnit(9).duration(20_000_000), Duration::from_millis(20));
+        assert_eq!(TsUnit(0).duration(3), Duration::from_secs(3));
+        assert_eq!(TsUnit(12).duration(5_000_000), Duration::from_micros(5));
+        assert_eq!(TsUnit(0x80 | 10).duration(1024), Duration::from_secs(1));
+        assert_eq!(
+            TsUnit(0x80 | 20).duration(1 << 19),
+            Duration::from_millis(500)
+        );
+        // Absurd units and counts saturate instead of overflowing.
+        assert_eq!(TsUnit(0x7f).duration(u128::MAX), Duration::ZERO);
+        assert_eq!(TsUnit(0xff).duration(u128::MAX), Duration::from_secs(2));
+        assert_eq!(TsUnit(0x80).duration(u128::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn a_headers_only_capture_and_one_cut_off_mid_record_are_read() {
+        let frames = call_frames();
+        // `tcpdump -s 96`: every record cut to 96 bytes, with the wire length kept.
+        let header = PcapHeader {
+            snaplen: 96,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for (us, frame) in &frames {
+            let kept = &frame[..frame.len().min(96)];
+            let len = u32::try_from(frame.len()).unwrap();
+            w.write_packet(&PcapPacket::new(Duration::from_micros(*us), len, kept))
+                .unwrap();
+        }
+        let trace = read(&w.into_writer(), None).unwrap();
+        assert_eq!((trace.stream.ssrc, trace.packets.len()), (0xabcd, 50));
+        assert!(!trace.truncated);
+        // Copied while tcpdump was writing: the last record breaks off.
+        let whole = pcap(DataLink::ETHERNET, &frames);
+        let trace = read(&whole[..whole.len() - 30], None).unwrap();
+        assert!(trace.truncated);
+        assert_eq!(trace.packets.len(), 50);
+    }
+
+    #[test]
+    fn a_stream_spanning_more_than_a_day_is_refused() {
+        let frames = [
+            (0, ethernet(CALLER, EARSHOT, &rtp(0, 1, 160, 9))),
+            (
+                90_000 * 1_000_000,
+                ethernet(CALLER, EARSHOT, &rtp(0, 2, 320, 9)),
+            ),
+        ];
+        let err = read(&pcap(DataLink::ETHERNET, &frames), None);
+        assert!(
+            matches!(err, Err(CaptureError::TooLong { hours: 25 })),
+            "{err:?}"
+        );
     }
 }

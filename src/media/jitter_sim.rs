@@ -57,6 +57,12 @@ pub enum TraceError {
     /// Writing the playout failed.
     #[error("writing the playout: {0}")]
     Io(#[from] std::io::Error),
+    /// The trace spans more than [`MAX_SPAN_US`]: it would replay for ever.
+    #[error("the trace spans {hours} hours; replays are limited to 24 (split the trace)")]
+    TooLong {
+        /// Its span in whole hours.
+        hours: i64,
+    },
 }
 
 /// What is wrong with one trace line.
@@ -86,6 +92,8 @@ const HEADER: &str = "arrival_ms,seq,rtp_ts";
 /// SSRC given to trace packets (traces carry a single stream).
 const TRACE_SSRC: u32 = 0x7ace;
 const TICK_US: i64 = 20_000;
+/// Longest trace replayed, first to last arrival: a day, in µs.
+pub const MAX_SPAN_US: i64 = 24 * 3600 * 1_000_000;
 
 /// Replays a CSV trace (see the module docs) and writes one `tick_ms,seq` line per tick.
 pub fn run_trace(
@@ -102,6 +110,13 @@ pub fn write_playout(
     cfg: JitterConfig,
     out: &mut impl std::io::Write,
 ) -> Result<(), TraceError> {
+    if let (Some(first), Some(last)) = (packets.first(), packets.last())
+        && last.arrival_us - first.arrival_us > MAX_SPAN_US
+    {
+        return Err(TraceError::TooLong {
+            hours: (last.arrival_us - first.arrival_us) / 3_600_000_000,
+        });
+    }
     for tick in simulate(packets, cfg) {
         match tick.seq {
             Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,

@@ -12,6 +12,10 @@
 //! clock's own steady grid, so over time it ticks at the local clock's rate and a sender whose
 //! clock drifts is still followed by the buffer, in whole frames.
 //!
+//! A SIP call also sends its RTP on these ticks, so while the phase moves its packets go out
+//! 18–22 ms apart: at most 2 ms of send jitter, in the first second of a call and after a
+//! talkspurt re-aligns playout; its RTP timestamps stay exact.
+//!
 //! Sans-IO: the driver passes instants in and sleeps until [`PlayoutClock::tick_at`].
 
 use crate::media::frame::FRAME_DURATION;
@@ -58,11 +62,13 @@ impl PlayoutClock {
         self.grid += FRAME_DURATION;
         let steady = self.tick + FRAME_DURATION;
         let shift = due.map_or(0, |due| {
-            let early = signed_us(steady, due.checked_add(MARGIN).unwrap_or(due));
+            // The windows match the buffer's own thresholds, so they compare the due time
+            // itself; the aim is the margin after it.
+            let early = signed_us(steady, due);
             if early >= micros(EARLY_WINDOW) || early <= -micros(LATE_WINDOW) {
                 0
             } else {
-                early.clamp(-micros(SLEW), micros(SLEW))
+                (early + micros(MARGIN)).clamp(-micros(SLEW), micros(SLEW))
             }
         });
         let phase =
