@@ -41,7 +41,7 @@ mod delay;
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::plc::{BLOCK, Concealer, to_sample};
 use delay::DelayWindow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Samples per half-slot: 10 ms, the smallest packet accepted.
 const UNIT: usize = BLOCK;
@@ -438,12 +438,7 @@ impl JitterBuffer {
             // `pop` keeps the held offset until then.
             due_us = self.next_play.media_us() + offset.max(self.hold.0);
         }
-        let magnitude = std::time::Duration::from_micros(due_us.unsigned_abs());
-        if due_us >= 0 {
-            stream.epoch.checked_add(magnitude)
-        } else {
-            stream.epoch.checked_sub(magnitude)
-        }
+        at_micros(stream.epoch, due_us)
     }
 
     /// True when no received audio is waiting to be played.
@@ -893,10 +888,20 @@ fn mean_square(frame: &Frame) -> f32 {
 }
 
 /// Signed µs from `epoch` to `now`.
-fn micros_between(epoch: Instant, now: Instant) -> i64 {
+pub(crate) fn micros_between(epoch: Instant, now: Instant) -> i64 {
     match now.checked_duration_since(epoch) {
         Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
         None => -i64::try_from(epoch.duration_since(now).as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The instant `us` µs after `epoch` (before it when negative); `None` outside `Instant`'s range.
+pub(crate) fn at_micros(epoch: Instant, us: i64) -> Option<Instant> {
+    let magnitude = Duration::from_micros(us.unsigned_abs());
+    if us >= 0 {
+        epoch.checked_add(magnitude)
+    } else {
+        epoch.checked_sub(magnitude)
     }
 }
 
@@ -904,7 +909,6 @@ fn micros_between(epoch: Instant, now: Instant) -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const SSRC: u32 = 0x1234;
 

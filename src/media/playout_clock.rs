@@ -19,6 +19,7 @@
 //! Sans-IO: the driver passes instants in and sleeps until [`PlayoutClock::tick_at`].
 
 use crate::media::frame::FRAME_DURATION;
+use crate::media::jitter::{at_micros, micros_between};
 use std::time::{Duration, Instant};
 
 /// Most a tick moves from 20 ms after the previous one.
@@ -64,41 +65,22 @@ impl PlayoutClock {
         let shift = due.map_or(0, |due| {
             // The windows match the buffer's own thresholds, so they compare the due time
             // itself; the aim is the margin after it.
-            let early = signed_us(steady, due);
+            let early = micros_between(steady, due);
             if early >= micros(EARLY_WINDOW) || early <= -micros(LATE_WINDOW) {
                 0
             } else {
                 (early + micros(MARGIN)).clamp(-micros(SLEW), micros(SLEW))
             }
         });
-        let phase =
-            (signed_us(self.grid, steady) + shift).clamp(-micros(MAX_PHASE), micros(MAX_PHASE));
-        self.tick = shifted(self.grid, phase);
+        let phase = (micros_between(self.grid, steady) + shift)
+            .clamp(-micros(MAX_PHASE), micros(MAX_PHASE));
+        self.tick = at_micros(self.grid, phase).unwrap_or(self.grid);
         self.tick
     }
 }
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// `to − from` in µs, negative when `to` is earlier.
-fn signed_us(from: Instant, to: Instant) -> i64 {
-    match to.checked_duration_since(from) {
-        Some(d) => micros(d),
-        None => -micros(from.duration_since(to)),
-    }
-}
-
-/// `at` moved by `us` microseconds (earlier when negative).
-fn shifted(at: Instant, us: i64) -> Instant {
-    let magnitude = Duration::from_micros(us.unsigned_abs());
-    let moved = if us >= 0 {
-        at.checked_add(magnitude)
-    } else {
-        at.checked_sub(magnitude)
-    };
-    moved.unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -116,9 +98,9 @@ mod tests {
         let mut clock = PlayoutClock::new(t0);
         (1..=ticks)
             .map(|k| {
-                let due = shifted(t0, ((20.0 * k as f64 + phase_ms) * 1000.0) as i64);
+                let due = at_micros(t0, ((20.0 * k as f64 + phase_ms) * 1000.0) as i64).unwrap();
                 let at = clock.advance(Some(due));
-                signed_us(t0, at) as f64 / 1000.0
+                micros_between(t0, at) as f64 / 1000.0
             })
             .collect()
     }
