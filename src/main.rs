@@ -49,8 +49,9 @@ enum Command {
         /// The trace file: `arrival_ms,seq,rtp_ts` lines in arrival order.
         #[arg(value_name = "TRACE.csv", required_unless_present = "pcap")]
         trace: Option<PathBuf>,
-        /// Read the trace from a pcap or pcapng capture instead: the RTP stream with the most
-        /// packets, or the one `--ssrc` names.
+        /// Read the trace from a pcap or pcapng capture instead: the RTP stream sent into
+        /// `[rtp].ports` (the caller's leg; the most packets among several), or the one
+        /// `--ssrc` names.
         #[arg(long, value_name = "FILE", conflicts_with = "trace")]
         pcap: Option<PathBuf>,
         /// With `--pcap`: the SSRC of the stream to replay (decimal, or hex with 0x).
@@ -262,45 +263,17 @@ fn parse_ssrc(s: &str) -> Result<u32, String> {
 /// `earshot jitter-sim (TRACE.csv | --pcap FILE [--ssrc SSRC]) [--config PATH]`: replay a
 /// trace through the jitter buffer.
 fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
-    use earshot::media::{capture, jitter_sim};
+    use earshot::media::jitter_sim;
     let config = match config.map(|path| (path, Config::load(path))) {
         None => Config::default(),
         Some((_, Ok(config))) => config,
         Some((path, Err(err))) => return config_failed(path, &err),
     };
-    let packets = match input {
-        TraceInput::Csv(path) => {
-            let parsed = std::fs::read_to_string(path)
-                .map_err(|err| format!("cannot read {}: {err}", path.display()))
-                .and_then(|csv| {
-                    jitter_sim::parse_trace(&csv)
-                        .map_err(|err| format!("jitter-sim {}: {err}", path.display()))
-                });
-            match parsed {
-                Ok(packets) => packets,
-                Err(err) => {
-                    eprintln!("earshot: {err}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        TraceInput::Capture { path, ssrc } => {
-            let read = std::fs::File::open(path)
-                .map_err(|err| format!("cannot read {}: {err}", path.display()))
-                .and_then(|file| {
-                    capture::read_capture(io::BufReader::new(file), *ssrc, config.rtp.ports)
-                        .map_err(|err| format!("jitter-sim --pcap {}: {err}", path.display()))
-                });
-            match read {
-                Ok(trace) => {
-                    describe_capture(&trace);
-                    trace.packets
-                }
-                Err(err) => {
-                    eprintln!("earshot: {err}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let packets = match load_trace(input, config.rtp.ports) {
+        Ok(packets) => packets,
+        Err(err) => {
+            eprintln!("earshot: {err}");
+            return ExitCode::FAILURE;
         }
     };
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -311,6 +284,30 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
         Err(err) => {
             eprintln!("earshot: jitter-sim: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The packets `jitter-sim` replays, or what stopped it reading them.
+fn load_trace(
+    input: &TraceInput,
+    ports: config::PortRange,
+) -> Result<Vec<earshot::media::jitter_sim::TracePacket>, String> {
+    use earshot::media::{capture, jitter_sim};
+    match input {
+        TraceInput::Csv(path) => {
+            let csv = std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            jitter_sim::parse_trace(&csv)
+                .map_err(|err| format!("jitter-sim {}: {err}", path.display()))
+        }
+        TraceInput::Capture { path, ssrc } => {
+            let file = std::fs::File::open(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            let trace = capture::read_capture(io::BufReader::new(file), *ssrc, ports)
+                .map_err(|err| format!("jitter-sim --pcap {}: {err}", path.display()))?;
+            describe_capture(&trace);
+            Ok(trace.packets)
         }
     }
 }

@@ -17,9 +17,9 @@
 //!
 //! Anything that is not a UDP datagram holding an RTP header is skipped and counted, never an
 //! error: a capture of a bad call is full of such things. A capture cut off mid-record (copied
-//! while tcpdump was writing) ends there. Only a file that is not a capture at all is refused,
-//! and a stream spanning more than a day (a clock set during the capture), which would replay
-//! for ever.
+//! while tcpdump was writing) ends there. Only a file that is not a capture at all is refused.
+//! (A stream spanning more than a day, from a clock set during the capture, is refused by the
+//! replay, [`crate::media::jitter_sim::write_playout`], as any such trace is.)
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -34,7 +34,7 @@ use pcap_file::pcapng::{
 use pcap_file::{DataLink, PcapError, TsResolution};
 
 use crate::config::PortRange;
-use crate::media::jitter_sim::{MAX_SPAN_US, TracePacket};
+use crate::media::jitter_sim::TracePacket;
 use crate::rtp::RtpPacket;
 
 /// pcapng files start with the Section Header Block's type.
@@ -64,13 +64,13 @@ pub struct CaptureStream {
     pub packets: usize,
 }
 
-/// What a capture held: its RTP streams (most packets first), the trace of the one chosen, and
+/// What a capture held: its RTP streams (likeliest first), the trace of the one chosen, and
 /// how many records were skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureTrace {
     /// The stream the trace is of.
     pub stream: CaptureStream,
-    /// Every RTP stream found, the chosen one included, most packets first.
+    /// Every RTP stream found, the chosen one included, those sent into the media ports first, then by packets.
     pub streams: Vec<CaptureStream>,
     /// The chosen stream's packets, in arrival order, from 0 µs.
     pub packets: Vec<TracePacket>,
@@ -99,15 +99,6 @@ pub enum CaptureError {
         /// The SSRC asked for.
         ssrc: u32,
     },
-    /// The stream spans more than a day: its clock jumped during the capture.
-    #[error(
-        "the stream spans {hours} hours (a clock set during the capture?); cut the capture at \
-         the jump"
-    )]
-    TooLong {
-        /// Its span in whole hours.
-        hours: i64,
-    },
 }
 
 /// A stream's identity while the capture is read.
@@ -126,24 +117,28 @@ struct Collector {
 impl Collector {
     /// Files one link-layer frame captured at `at`.
     fn frame(&mut self, link: DataLink, at: Duration, data: &[u8]) {
-        self.records += 1;
-        match udp_payload(link, data).and_then(|(src, dst, payload)| {
+        let Some((src, dst, rtp)) = udp_payload(link, data).and_then(|(src, dst, payload)| {
             let rtp = RtpPacket::parse(payload).ok()?;
             (!RTCP_TYPES.contains(&rtp.payload_type)).then_some((src, dst, rtp))
-        }) {
-            Some((src, dst, rtp)) => {
-                let packet = TracePacket {
-                    arrival_us: i64::try_from(at.as_micros()).unwrap_or(i64::MAX),
-                    seq: rtp.seq,
-                    rtp_ts: rtp.timestamp,
-                };
-                self.streams
-                    .entry((rtp.ssrc.0, src, dst))
-                    .or_default()
-                    .push((rtp.payload_type, packet));
-            }
-            None => self.skipped += 1,
-        }
+        }) else {
+            return self.skip();
+        };
+        self.records += 1;
+        let packet = TracePacket {
+            arrival_us: i64::try_from(at.as_micros()).unwrap_or(i64::MAX),
+            seq: rtp.seq,
+            rtp_ts: rtp.timestamp,
+        };
+        self.streams
+            .entry((rtp.ssrc.0, src, dst))
+            .or_default()
+            .push((rtp.payload_type, packet));
+    }
+
+    /// Counts a record that holds no RTP packet for the trace.
+    fn skip(&mut self) {
+        self.records += 1;
+        self.skipped += 1;
     }
 
     /// Ends reading at a framing error: past the first record it is a file cut off mid-record,
@@ -209,12 +204,6 @@ impl Collector {
         for p in &mut packets {
             p.arrival_us -= start;
         }
-        let span = packets.last().map_or(0, |p| p.arrival_us);
-        if span > MAX_SPAN_US {
-            return Err(CaptureError::TooLong {
-                hours: span / 3_600_000_000,
-            });
-        }
         Ok(CaptureTrace {
             stream,
             streams,
@@ -239,26 +228,28 @@ pub fn read_capture(
     if magic == PCAPNG_MAGIC {
         read_pcapng(input, &mut collector)?;
     } else {
-        let mut reader = PcapReader::new(input)?;
-        let header = reader.header();
-        // Raw records: the crate's checked ones refuse any record cut to the snapshot length.
-        while let Some(packet) = reader.next_raw_packet() {
-            let packet = match packet {
-                Ok(packet) => packet,
-                Err(err) => {
-                    collector.broke_off(err)?;
-                    break;
-                }
-            };
-            let frac = match header.ts_resolution {
-                TsResolution::MicroSecond => Duration::from_micros(u64::from(packet.ts_frac)),
-                TsResolution::NanoSecond => Duration::from_nanos(u64::from(packet.ts_frac)),
-            };
-            let at = Duration::from_secs(u64::from(packet.ts_sec)) + frac;
-            collector.frame(header.datalink, at, &packet.data);
-        }
+        read_pcap(input, &mut collector)?;
     }
     collector.finish(ssrc, ports)
+}
+
+fn read_pcap(input: impl Read, collector: &mut Collector) -> Result<(), CaptureError> {
+    let mut reader = PcapReader::new(input)?;
+    let header = reader.header();
+    // Raw records: the crate's checked ones refuse any record cut to the snapshot length.
+    while let Some(packet) = reader.next_raw_packet() {
+        let packet = match packet {
+            Ok(packet) => packet,
+            Err(err) => return collector.broke_off(err),
+        };
+        let frac = match header.ts_resolution {
+            TsResolution::MicroSecond => Duration::from_micros(u64::from(packet.ts_frac)),
+            TsResolution::NanoSecond => Duration::from_nanos(u64::from(packet.ts_frac)),
+        };
+        let at = Duration::from_secs(u64::from(packet.ts_sec)) + frac;
+        collector.frame(header.datalink, at, &packet.data);
+    }
+    Ok(())
 }
 
 fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), CaptureError> {
@@ -268,10 +259,7 @@ fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), Captur
     while let Some(block) = reader.next_block() {
         let block = match block {
             Ok(block) => block,
-            Err(err) => {
-                collector.broke_off(err)?;
-                break;
-            }
+            Err(err) => return collector.broke_off(err),
         };
         match block {
             Block::SectionHeader(_) => interfaces.clear(),
@@ -291,18 +279,14 @@ fn read_pcapng(input: impl Read, collector: &mut Collector) -> Result<(), Captur
                     .ok()
                     .and_then(|i| interfaces.get(i))
                 else {
-                    collector.records += 1;
-                    collector.skipped += 1;
+                    collector.skip();
                     continue;
                 };
                 // The crate reads the 64-bit count as nanoseconds; it is in `unit`s.
                 let raw = epb.timestamp.as_nanos();
                 collector.frame(link, unit.duration(raw), &epb.data);
             }
-            Block::Packet(_) | Block::SimplePacket(_) => {
-                collector.records += 1;
-                collector.skipped += 1;
-            }
+            Block::Packet(_) | Block::SimplePacket(_) => collector.skip(),
             _ => {}
         }
     }
@@ -400,6 +384,8 @@ fn dominant_type(packets: &[(u8, TracePacket)]) -> u8 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::media::jitter::JitterConfig;
+    use crate::media::jitter_sim::{TraceError, write_playout};
     use etherparse::PacketBuilder;
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     use pcap_file::pcapng::PcapNgWriter;
@@ -674,9 +660,10 @@ mod tests {
                 ethernet(CALLER, EARSHOT, &rtp(0, 2, 320, 9)),
             ),
         ];
-        let err = read(&pcap(DataLink::ETHERNET, &frames), None);
+        let trace = read(&pcap(DataLink::ETHERNET, &frames), None).unwrap();
+        let err = write_playout(&trace.packets, JitterConfig::default(), &mut Vec::new());
         assert!(
-            matches!(err, Err(CaptureError::TooLong { hours: 25 })),
+            matches!(err, Err(TraceError::TooLong { hours: 25 })),
             "{err:?}"
         );
     }

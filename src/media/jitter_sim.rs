@@ -58,7 +58,10 @@ pub enum TraceError {
     #[error("writing the playout: {0}")]
     Io(#[from] std::io::Error),
     /// The trace spans more than [`MAX_SPAN_US`]: it would replay for ever.
-    #[error("the trace spans {hours} hours; replays are limited to 24 (split the trace)")]
+    #[error(
+        "the trace spans {hours} hours (a clock set while capturing?); replays are limited to \
+         24: split it at the jump"
+    )]
     TooLong {
         /// Its span in whole hours.
         hours: i64,
