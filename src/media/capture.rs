@@ -70,7 +70,8 @@ pub struct CaptureStream {
 pub struct CaptureTrace {
     /// The stream the trace is of.
     pub stream: CaptureStream,
-    /// Every RTP stream found, the chosen one included, those sent into the media ports first, then by packets.
+    /// Every RTP stream found, the chosen one included: those sent into the media ports first,
+    /// then by packets.
     pub streams: Vec<CaptureStream>,
     /// The chosen stream's packets, in arrival order, from 0 µs.
     pub packets: Vec<TracePacket>,
