@@ -146,7 +146,7 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
         registry: Arc::new(Registry::default()),
         greeting,
         listen_default: config.audio.listen,
-        recording_gate: crate::store::RecordingGate::new(),
+        recording_gate: crate::recording::RecordingGate::new(),
     })
 }
 

@@ -225,7 +225,7 @@ fn disk(config: &Config) -> Check {
 fn clock() -> Check {
     // The build date is a floor no correct clock is below.
     const FLOOR: Duration = Duration::from_secs(1_767_225_600); // 2026-01-01
-    let now = crate::net::clock::wallclock();
+    let now = crate::clock::wallclock();
     let since_epoch = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

@@ -47,6 +47,7 @@ pub mod api;
 pub mod app;
 pub mod audio;
 pub mod call;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod media;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState, blocking, params};
 use crate::call::event::mask_number;
 use crate::call::{CallHandle, CallId, Source};
-use crate::net::clock;
+use crate::clock;
 use crate::store::query::MAX_LIMIT;
 use crate::store::timestamp::{format_rfc3339, parse_instant, unix_ms};
 use crate::store::{CallRecord, CallStatus, Cursor, Interval, ListQuery, NoteError};

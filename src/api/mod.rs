@@ -46,7 +46,8 @@ use crate::audio::AudioService;
 use crate::call::Registry;
 use crate::config::{HttpConfig, Secret};
 use crate::metrics::Metrics;
-use crate::store::{RecordingGate, Store};
+use crate::recording::RecordingGate;
+use crate::store::Store;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -86,7 +87,7 @@ impl ApiState {
             token: http.token.clone(),
             exposed: !http.listen.ip().to_canonical().is_loopback(),
             max_body_bytes: http.max_body_bytes,
-            started: crate::net::clock::now(),
+            started: crate::clock::now(),
             shutdown,
         }
     }

@@ -19,9 +19,9 @@ use cpal::{OutputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::mixer::{self, InputFeed, Mixer, MixerControl, MixerCounters};
+use crate::clock;
 use crate::config::{AudioConfig, AudioOutput};
 use crate::media::frame::{Frame, SAMPLE_RATE};
-use crate::net::clock;
 
 /// Most calls mixed at once; calls beyond it get a silent feed (and a warning).
 pub const MAX_FEEDS: usize = 128;

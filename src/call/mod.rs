@@ -159,7 +159,7 @@ impl CallSpawner {
             session_version: 1,
             direction: Direction::SendRecv,
         };
-        let now = crate::net::clock::wallclock();
+        let now = crate::clock::wallclock();
         let info = Arc::new(CallInfo {
             id: CallId::new(now, rand::random()),
             source: Source::Sip,

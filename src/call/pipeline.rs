@@ -15,8 +15,8 @@ use crate::audio::{AudioService, SpeakerFeed};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::recording::RecordingGate;
 use crate::recording::{CallRecording, RecordingService};
-use crate::store::RecordingGate;
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
 const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;

@@ -3,9 +3,9 @@
 //! [`sip`] runs the SIP transport (UDP and TCP on `[sip].listen`) around
 //! [`crate::sip::endpoint::Endpoint`]; [`rtp`] hands out RTP/RTCP socket pairs from
 //! `[rtp].ports`; [`twilio`] serves Twilio's webhooks and media-stream WebSockets around
-//! [`crate::twilio::stream::Stream`]; [`clock`] is the one place that reads the time.
+//! [`crate::twilio::stream::Stream`].
+//! The process clock is [`crate::clock`].
 
-pub mod clock;
 pub mod rtp;
 pub mod sip;
 pub mod tcp;

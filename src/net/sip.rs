@@ -12,9 +12,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::clock;
 use super::tcp::{self, TcpEvent, TcpLimits};
 use crate::call::{CallHandle, CallSpawner};
+use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
 use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, Transmit};

@@ -31,11 +31,11 @@ use crate::call::{
     CallEvent, CallHandle, CallId, CallInfo, CallStats, CarrierStatus, Greeting, LiveState,
     Pipeline, Services, Source,
 };
+use crate::clock;
 use crate::config::{self, Config};
 use crate::media::frame::FRAME_SAMPLES;
 use crate::media::jitter::JitterConfig;
 use crate::metrics::Metrics;
-use crate::net::clock;
 use crate::store::Store;
 use crate::twilio::handshake::HandshakeStats;
 use crate::twilio::protocol::{CallSid, Start};

@@ -3,10 +3,13 @@
 //! unfinished.
 //!
 //! - [`writer`]: [`RecordingService`] and its writer thread; the call task's [`CallRecording`].
+//! - [`gate`]: the free-disk [`RecordingGate`], set by the store's housekeeping.
 //! - [`repair`]: rewrites the header sizes of WAV files that were not closed.
 
+pub mod gate;
 pub mod repair;
 pub mod writer;
 
+pub use gate::RecordingGate;
 pub use repair::{RepairOutcome, Repaired, repair_dir, repair_file};
 pub use writer::{CallRecording, RecordingError, RecordingEvent, RecordingService, StopReason};

@@ -26,8 +26,8 @@ use hound::{SampleFormat, WavSpec, WavWriter};
 use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::clock;
 use crate::media::frame::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
-use crate::net::clock;
 
 /// How often the writer thread drains the rings.
 pub const WAKE_PERIOD: Duration = Duration::from_millis(25);

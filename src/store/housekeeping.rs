@@ -1,5 +1,5 @@
 //! Housekeeping of recordings: retention (`[recording].keep_days`, `max_total_mb`; oldest
-//! first, at startup and hourly) and the free-disk [`RecordingGate`] (`min_free_mb`, checked
+//! first, at startup and hourly) and the free-disk [`RecordingGate`](crate::recording::RecordingGate) (`min_free_mb`, checked
 //! every few seconds), which the media pipeline consults before and while recording.
 //!
 //! Deleting a recording is recorded on its call (`recording_deleted` event, state `deleted`),
@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::recording::RecordingGate;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -18,8 +20,8 @@ use super::schema::{CALL_EVENTS, CALLS, EVENT_LOG};
 use super::timestamp::{DAY_MS, unix_ms};
 use super::{PublishedEvent, Store, query, writer};
 use crate::call::{CallId, Registry};
+use crate::clock;
 use crate::metrics::Metrics;
-use crate::net::clock;
 
 /// How often free disk space is checked.
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -28,33 +30,6 @@ const ALIVE_EVERY: Duration = Duration::from_secs(2);
 /// How often retention runs (it also runs at startup).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const MIB: u64 = 1024 * 1024;
-
-/// Whether new recordings may start, and running ones may go on: false while the recordings'
-/// file system has less than `[recording].min_free_mb` free. Cheap to clone and to read (one
-/// relaxed atomic load), so the media pipeline may check it every frame.
-#[derive(Debug, Clone)]
-pub struct RecordingGate(Arc<AtomicBool>);
-
-impl Default for RecordingGate {
-    fn default() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
-    }
-}
-
-impl RecordingGate {
-    /// A gate that allows recording until the first disk check says otherwise.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn recording_allowed(&self) -> bool {
-        self.0.load(Relaxed)
-    }
-
-    fn set(&self, allowed: bool) -> bool {
-        self.0.swap(allowed, Relaxed)
-    }
-}
 
 /// The periodic housekeeping task and its settings.
 #[derive(Debug, Clone)]

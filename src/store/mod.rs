@@ -8,7 +8,7 @@
 //!   its global sequence number for the event stream.
 //! - [`query`]: listing with cursors and filters, one call with its events, analytics, notes,
 //!   event-log replay. Blocking: call them from `spawn_blocking`.
-//! - [`housekeeping`]: recording retention and the free-disk [`RecordingGate`].
+//! - [`housekeeping`]: recording retention and the free-disk [`RecordingGate`](crate::recording::RecordingGate).
 //! - [`timestamp`]: Unix milliseconds, RFC 3339.
 //!
 //! Every write transaction commits with `Durability::Immediate` (fsync) and runs on the store
@@ -23,7 +23,7 @@ pub mod schema;
 pub mod timestamp;
 pub mod writer;
 
-pub use housekeeping::{Housekeeping, RecordingGate};
+pub use housekeeping::Housekeeping;
 pub use query::{
     Analytics, CallDetail, CallPage, Cursor, Interval, ListQuery, Note, NoteError, QueryError,
 };
@@ -193,7 +193,7 @@ impl Store {
         let txn = self.db().begin_write()?;
         txn.open_table(schema::META)?.insert(
             schema::ALIVE_KEY,
-            timestamp::unix_ms(crate::net::clock::wallclock()),
+            timestamp::unix_ms(crate::clock::wallclock()),
         )?;
         txn.commit()?;
         Ok(())

@@ -17,7 +17,7 @@ use super::schema::{
 use super::timestamp::{DAY_MS, HOUR_MS, WEEK_MS, bucket_start, unix_ms};
 use super::{CallStatus, PublishedEvent, Store};
 use crate::call::{CallId, Source};
-use crate::net::clock;
+use crate::clock;
 
 /// The largest page of [`Store::list`].
 pub const MAX_LIMIT: usize = 500;

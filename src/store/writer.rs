@@ -25,8 +25,8 @@ use super::schema::{self, BY_EXTERNAL, BY_START, CALL_EVENTS, CALLS, EVENT_LOG, 
 use super::timestamp::unix_ms;
 use super::{PublishedEvent, Store, query};
 use crate::call::{CallEvent, CallId, CallStats, Source};
+use crate::clock;
 use crate::metrics::Metrics;
-use crate::net::clock;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 256;
