@@ -151,11 +151,11 @@ fn fill(store: &Store, n: usize) -> Vec<CallId> {
         batch.push(CallEvent::Started { info });
         batch.push(CallEvent::Answered {
             id: id.clone(),
-            codec: "PCMU".to_owned(),
+            codec: earshot::call::Codec::Pcmu,
         });
         batch.push(CallEvent::Ended {
             id: id.clone(),
-            reason: "caller hung up".to_owned(),
+            reason: earshot::call::EndReason::RemoteHangup,
             stats,
         });
         ids.push(id);

@@ -11,11 +11,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audio::AudioService;
-use crate::call::{
-    CallEvent, CallSettings, CallSpawner, Greeting, GreetingError, Registry, Services,
-};
+use crate::call::{CallEvent, CallSettings, Greeting, GreetingError, Registry, Services};
 use crate::config::{self, Config};
 use crate::net::sip::{Reload, SipCommand, SipDriver};
+use crate::net::sip_leg::{RtpSettings, SipCalls};
 use crate::net::{self, rtp::PortAllocator};
 use crate::recording::{self, RecordingEvent, RecordingService};
 use crate::sip::dialog::Transport;
@@ -147,6 +146,7 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
         greeting,
         listen_default: config.audio.listen,
         recording_gate: crate::recording::RecordingGate::new(),
+        agent: None,
     })
 }
 
@@ -242,14 +242,16 @@ async fn build_sip(
     } else {
         bound.ip()
     };
-    let spawner = CallSpawner {
+    let calls = SipCalls {
         ports: Arc::new(PortAllocator::new(media_ip, config.rtp.ports)),
-        settings: Arc::new(CallSettings {
-            max_duration: secs(config.calls.max_duration_secs),
-            silence_timeout: secs(config.rtp.silence_timeout_secs),
+        rtp: Arc::new(RtpSettings {
             learn_packets: config.rtp.learn_packets,
             rtcp_interval: Duration::from_secs(config.rtp.rtcp_interval_secs.max(1)),
             advertised_ip: advertised.ip(),
+        }),
+        settings: Arc::new(CallSettings {
+            max_duration: secs(config.calls.max_duration_secs),
+            silence_timeout: secs(config.rtp.silence_timeout_secs),
             jitter: config.jitter,
         }),
         services,
@@ -277,7 +279,7 @@ async fn build_sip(
             config.sip.max_tcp_connections,
             Duration::from_secs(config.sip.tcp_idle_timeout_secs.max(1)),
         ),
-        spawner,
+        calls,
         commands: sip_rx,
         sip_commands,
         metrics,

@@ -43,6 +43,7 @@
 //! - [`systemd`]: sd_notify readiness and watchdog.
 //! - [`app`]: wires everything together, runs until SIGTERM/SIGINT, reloads on SIGHUP.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod audio;

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sip::sdp::Codec;
+
 /// A call's id: unique across restarts, sortable by start time, and safe in file names
 /// (`c` + 12 hex digits of Unix milliseconds + 8 random hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +90,190 @@ pub struct CallStats {
     pub malformed_packets: u64,
 }
 
+/// How a caller's key press reached earshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DtmfSource {
+    /// RFC 4733 telephone-event packets in the RTP stream.
+    #[serde(rename = "rfc4733")]
+    Rfc4733,
+    /// SIP INFO (`application/dtmf-relay` or `application/dtmf`).
+    #[serde(rename = "sip-info")]
+    SipInfo,
+    /// A Twilio Media Stream `dtmf` message.
+    #[serde(rename = "twilio")]
+    Twilio,
+}
+
+impl DtmfSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::SipInfo => "sip-info",
+            DtmfSource::Twilio => "twilio",
+        }
+    }
+}
+
+impl fmt::Display for DtmfSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call ended. Stored and shown as its text ([`EndReason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum EndReason {
+    /// The caller hung up (SIP BYE, Twilio `stop`).
+    RemoteHangup,
+    /// The caller cancelled before the answer.
+    Cancelled,
+    /// We hung up: the API, the console.
+    LocalHangup,
+    /// The INVITE was refused with this status.
+    Rejected(u16),
+    /// The caller never acknowledged our answer.
+    NoAck,
+    /// `[calls].max_duration_secs`.
+    MaxDuration,
+    /// No media from the caller for `[rtp].silence_timeout_secs`.
+    MediaTimeout,
+    /// earshot was stopped.
+    Shutdown,
+    /// The caller's WebSocket closed without a `stop`.
+    StreamClosed,
+    /// A Twilio stream whose `start` never came.
+    HandshakeTimeout,
+    /// The carrier reported the call over (Twilio status callback).
+    Carrier(CarrierStatus),
+    /// The agent hung up: its socket closed normally, or it asked through the call REST.
+    AgentHangup,
+    /// The agent failed and the fallback hung up.
+    AgentFailed,
+}
+
+impl EndReason {
+    const FIXED: [EndReason; 12] = [
+        EndReason::RemoteHangup,
+        EndReason::Cancelled,
+        EndReason::LocalHangup,
+        EndReason::NoAck,
+        EndReason::MaxDuration,
+        EndReason::MediaTimeout,
+        EndReason::Shutdown,
+        EndReason::StreamClosed,
+        EndReason::HandshakeTimeout,
+        EndReason::AgentHangup,
+        EndReason::AgentFailed,
+        EndReason::Carrier(CarrierStatus::Completed),
+    ];
+
+    /// The reason as stored and shown (`remote hangup`, `rejected 486`, `twilio busy`, ...).
+    pub fn as_str(self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            EndReason::RemoteHangup => Borrowed("remote hangup"),
+            EndReason::Cancelled => Borrowed("cancelled"),
+            EndReason::LocalHangup => Borrowed("local hangup"),
+            EndReason::Rejected(status) => Owned(format!("rejected {status}")),
+            EndReason::NoAck => Borrowed("no ack"),
+            EndReason::MaxDuration => Borrowed("max duration"),
+            EndReason::MediaTimeout => Borrowed("media timeout"),
+            EndReason::Shutdown => Borrowed("shutdown"),
+            EndReason::StreamClosed => Borrowed("stream closed"),
+            EndReason::HandshakeTimeout => Borrowed("handshake timeout"),
+            EndReason::Carrier(status) => Owned(format!("twilio {status}")),
+            EndReason::AgentHangup => Borrowed("agent hangup"),
+            EndReason::AgentFailed => Borrowed("agent failed"),
+        }
+    }
+
+    /// Reads a stored reason back; the names of earlier versions are taken too.
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(status) = s.strip_prefix("rejected ") {
+            return status.parse().ok().map(EndReason::Rejected);
+        }
+        if let Some(status) = s.strip_prefix("twilio ") {
+            return CarrierStatus::parse(status).map(EndReason::Carrier);
+        }
+        match s {
+            "rtp timeout" | "stream timeout" => return Some(EndReason::MediaTimeout),
+            "stream over" => return Some(EndReason::StreamClosed),
+            _ => {}
+        }
+        Self::FIXED.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl From<EndReason> for String {
+    fn from(reason: EndReason) -> String {
+        reason.as_str().into_owned()
+    }
+}
+
+impl TryFrom<String> for EndReason {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        EndReason::parse(&s).ok_or_else(|| format!("unknown end reason {s:?}"))
+    }
+}
+
+/// Why a call's agent session was given up and the `[agent].fallback` taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// The agent refused the connection (or its address did not resolve).
+    Refused,
+    /// No answer within `[agent].connect_timeout_ms`.
+    ConnectTimeout,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The WebSocket upgrade was refused (an HTTP status instead of 101).
+    Handshake,
+    /// The socket closed abnormally mid-call (no close frame, or an error code).
+    Closed,
+    /// More than `[agent].max_concurrent` agent sessions.
+    Busy,
+    /// The agent stopped reading: earshot's sends to it backed up.
+    NotReading,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Refused => "refused",
+            FallbackReason::ConnectTimeout => "connect_timeout",
+            FallbackReason::Tls => "tls",
+            FallbackReason::Handshake => "handshake",
+            FallbackReason::Closed => "closed",
+            FallbackReason::Busy => "busy",
+            FallbackReason::NotReading => "not_reading",
+        }
+    }
+
+    pub const ALL: [FallbackReason; 7] = [
+        FallbackReason::Refused,
+        FallbackReason::ConnectTimeout,
+        FallbackReason::Tls,
+        FallbackReason::Handshake,
+        FallbackReason::Closed,
+        FallbackReason::Busy,
+        FallbackReason::NotReading,
+    ];
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing that happened to a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -97,13 +283,13 @@ pub enum CallEvent {
     },
     Answered {
         id: CallId,
-        codec: String,
+        codec: Codec,
     },
     Dtmf {
         id: CallId,
         digit: char,
         duration_ms: u32,
-        via: String,
+        via: DtmfSource,
     },
     Hold {
         id: CallId,
@@ -121,9 +307,19 @@ pub enum CallEvent {
         id: CallId,
         reason: String,
     },
+    /// The call's agent answered its WebSocket upgrade.
+    AgentConnected {
+        id: CallId,
+        connect_ms: u64,
+    },
+    /// The call's agent session failed; the `[agent].fallback` was taken.
+    AgentFallback {
+        id: CallId,
+        reason: FallbackReason,
+    },
     Ended {
         id: CallId,
-        reason: String,
+        reason: EndReason,
         stats: CallStats,
     },
     /// The carrier's own view of the call changed (Twilio's status callback `CallStatus`:
@@ -144,6 +340,8 @@ impl CallEvent {
             | CallEvent::Listen { id, .. }
             | CallEvent::RecordingStarted { id, .. }
             | CallEvent::RecordingStopped { id, .. }
+            | CallEvent::AgentConnected { id, .. }
+            | CallEvent::AgentFallback { id, .. }
             | CallEvent::Ended { id, .. }
             | CallEvent::CarrierStatus { id, .. } => id,
         }
@@ -159,6 +357,8 @@ impl CallEvent {
             CallEvent::Listen { .. } => "listen",
             CallEvent::RecordingStarted { .. } => "recording_started",
             CallEvent::RecordingStopped { .. } => "recording_stopped",
+            CallEvent::AgentConnected { .. } => "agent_connected",
+            CallEvent::AgentFallback { .. } => "agent_fallback",
             CallEvent::Ended { .. } => "ended",
             CallEvent::CarrierStatus { .. } => "carrier_status",
         }
@@ -292,6 +492,26 @@ mod tests {
         assert!(CarrierStatus::Ringing.stage() < CarrierStatus::InProgress.stage());
         assert!(CarrierStatus::NoAnswer.is_final());
         assert!(!CarrierStatus::InProgress.is_final());
+    }
+
+    #[test]
+    fn end_reasons_read_back_as_written_and_from_earlier_names() {
+        for reason in EndReason::FIXED.into_iter().chain([
+            EndReason::Rejected(486),
+            EndReason::Carrier(CarrierStatus::Busy),
+        ]) {
+            assert_eq!(EndReason::parse(&reason.as_str()), Some(reason));
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(serde_json::from_str::<EndReason>(&json).unwrap(), reason);
+        }
+        assert_eq!(
+            EndReason::parse("rtp timeout"),
+            Some(EndReason::MediaTimeout)
+        );
+        assert_eq!(EndReason::parse("nonsense"), None);
+        let dtmf = serde_json::to_string(&DtmfSource::SipInfo).unwrap();
+        assert_eq!(dtmf, "\"sip-info\"");
+        assert_eq!(serde_json::to_string(&Codec::Pcma).unwrap(), "\"PCMA\"");
     }
 
     #[test]

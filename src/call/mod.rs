@@ -1,68 +1,56 @@
-//! Calls: one tokio task per call owns its media — the RTP session, the jitter buffer, the
-//! greeting, the recording and the speaker feed. [`CallHandle`] is all the rest of the program
-//! sees of a call: commands over a channel.
+//! Calls: one tokio task per call, whatever its source, owns the call's media and everything
+//! else about it ([`task`]): a caller [`leg`] (SIP/RTP or a Twilio Media Stream) on one side,
+//! a [`responder`] (the greeting, a voice [`agent`], silence) on earshot's side, and the media
+//! [`Pipeline`] between them. [`CallHandle`] is all the rest of the program sees of a call:
+//! commands over a channel and the live state.
 //!
-//! The SIP dialog of a call lives in the SIP endpoint's task rather than here: transactions
-//! and dialogs are one state machine in RFC 3261, and splitting them across tasks would need
-//! locks or a second copy of the dialog. The call task asks for a hangup with
-//! [`SipCommand::Hangup`](crate::net::sip::SipCommand).
+//! The legs' drivers live in [`crate::net`] and start calls with [`start`]; this module never
+//! imports `net`.
 
+pub mod agent;
 pub mod event;
 mod greeting;
+pub mod leg;
 pub mod pipeline;
 mod registry;
+pub mod responder;
 mod task;
 
-pub use event::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Source};
+pub use event::{
+    CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, DtmfSource, EndReason,
+    FallbackReason, Source,
+};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
+pub use leg::{Leg, LegAudio, LegInput, LegStats};
 pub use pipeline::{Pipeline, Services};
 pub use registry::Registry;
+pub use task::GREETING_MARK;
 
-use std::io;
-use std::net::IpAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::media::jitter::JitterConfig;
-use crate::net::rtp::PortAllocator;
-use crate::net::sip::SipCommand;
-use crate::sip::endpoint::IncomingCall;
-use crate::sip::sdp::{Codec, Direction, LocalMedia, Negotiated};
 
-/// Settings every call task needs, from `[calls]` and `[rtp]`.
+/// Settings every call obeys, from `[calls]`, `[rtp]` and `[jitter]`.
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     /// Hang up after this long (`[calls].max_duration_secs`); `None` for no limit.
     pub max_duration: Option<Duration>,
-    /// Hang up when no RTP arrived for this long (`[rtp].silence_timeout_secs`).
+    /// Hang up when no media came from the caller for this long
+    /// (`[rtp].silence_timeout_secs`).
     pub silence_timeout: Option<Duration>,
-    pub learn_packets: u16,
-    pub rtcp_interval: Duration,
-    /// The address written in our SDP.
-    pub advertised_ip: IpAddr,
-    /// The jitter buffer of each call (`[jitter]`).
+    /// The call's jitter buffer.
     pub jitter: JitterConfig,
 }
 
 /// What a call task is told.
 #[derive(Debug)]
 enum CallCommand {
-    /// The caller ACKed our answer.
-    Confirmed,
-    /// Negotiated media, first or changed by a re-INVITE.
-    Media(Negotiated),
-    /// A DTMF digit signalled in SIP (INFO).
-    Dtmf {
-        digit: char,
-        duration_ms: u32,
-        via: &'static str,
-    },
-    /// The call is over (for this reason): send RTCP BYE, close the recording, stop.
-    Ended(Option<String>),
-    /// Hang up from our side (the API, shutdown).
-    Hangup,
+    /// End the call from our side, for this reason.
+    Hangup(EndReason),
     /// Switch this call's playout on the speakers.
     Listen(bool),
 }
@@ -71,14 +59,15 @@ enum CallCommand {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveState {
     pub answered: bool,
-    /// The negotiated codec: `PCMU` or `PCMA`.
-    pub codec: Option<&'static str>,
+    pub codec: Option<Codec>,
     /// Played on the speakers.
     pub listen: bool,
     /// The caller has put us on hold.
     pub hold: bool,
     /// Level of the caller's audio over the last 100 ms, in dBFS (−100 for silence).
     pub level_dbfs: f32,
+    /// The call's agent, when it has one.
+    pub agent: Option<agent::AgentState>,
 }
 
 /// Events of every call go here (to the store, which persists and republishes them).
@@ -108,7 +97,12 @@ impl CallHandle {
 
     /// Ends the call from our side (BYE, or the stream closed).
     pub fn hangup(&self) {
-        let _ = self.commands.send(CallCommand::Hangup);
+        self.hangup_for(EndReason::LocalHangup);
+    }
+
+    /// Ends the call from our side, for `reason`.
+    pub fn hangup_for(&self, reason: EndReason) {
+        let _ = self.commands.send(CallCommand::Hangup(reason));
     }
 
     /// Switches the call's playout on the speakers.
@@ -116,79 +110,32 @@ impl CallHandle {
         let _ = self.commands.send(CallCommand::Listen(on));
     }
 
-    pub fn confirmed(&self) {
-        let _ = self.commands.send(CallCommand::Confirmed);
-    }
-
-    pub fn media(&self, media: Negotiated) {
-        let _ = self.commands.send(CallCommand::Media(media));
-    }
-
-    pub fn dtmf(&self, digit: char, duration_ms: u32, via: &'static str) {
-        let _ = self.commands.send(CallCommand::Dtmf {
-            digit,
-            duration_ms,
-            via,
-        });
-    }
-
-    /// The call ended in signalling; `reason` overrides the one the task knows.
-    pub fn ended(&self, reason: Option<String>) {
-        let _ = self.commands.send(CallCommand::Ended(reason));
+    /// The `callSid` the call's agent knows it by.
+    pub fn agent_call_sid(&self) -> String {
+        agent::agent_call_sid(&self.info)
     }
 }
 
-/// Creates call tasks for answered INVITEs.
-#[derive(Debug, Clone)]
-pub struct CallSpawner {
-    pub ports: Arc<PortAllocator>,
-    pub settings: Arc<CallSettings>,
-    pub services: Services,
-    pub sip: mpsc::UnboundedSender<SipCommand>,
-}
-
-impl CallSpawner {
-    /// Binds the call's RTP/RTCP sockets and starts its task. Returns the media to offer.
-    pub fn spawn(&self, incoming: &IncomingCall) -> io::Result<(LocalMedia, CallHandle)> {
-        let sockets = self.ports.allocate()?;
-        let media = LocalMedia {
-            addr: self.settings.advertised_ip,
-            port: sockets.rtp_port(),
-            codecs: vec![Codec::Pcmu, Codec::Pcma],
-            session_id: rand::random::<u32>().into(),
-            session_version: 1,
-            direction: Direction::SendRecv,
-        };
-        let now = crate::clock::wallclock();
-        let info = Arc::new(CallInfo {
-            id: CallId::new(now, rand::random()),
-            source: Source::Sip,
-            external_id: incoming.sip_call_id.clone(),
-            caller: incoming.caller.clone(),
-            callee: incoming.callee.clone(),
-            started_at: now,
-        });
-        let _ = self.services.events.send(CallEvent::Started {
-            info: (*info).clone(),
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (live_tx, live) = tokio::sync::watch::channel(LiveState::default());
-        let handle = CallHandle {
-            info: info.clone(),
-            commands: tx,
-            live,
-        };
-        self.services.registry.insert(handle.clone());
-        let task = task::CallTask::new(
-            incoming.call,
-            info,
-            sockets,
-            self.settings.clone(),
-            self.services.clone(),
-            self.sip.clone(),
-            live_tx,
-        );
-        tokio::spawn(task.run(rx));
-        Ok((media, handle))
-    }
+/// Starts a call on `leg`: announces it, registers it, and returns its handle and the call
+/// task, for the leg's driver to spawn or await.
+pub fn start<L: Leg + 'static>(
+    info: CallInfo,
+    leg: L,
+    settings: Arc<CallSettings>,
+    services: &Services,
+) -> (CallHandle, impl Future<Output = ()> + Send + 'static) {
+    let info = Arc::new(info);
+    let _ = services.events.send(CallEvent::Started {
+        info: (*info).clone(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (live_tx, live) = tokio::sync::watch::channel(LiveState::default());
+    let handle = CallHandle {
+        info: info.clone(),
+        commands: tx,
+        live,
+    };
+    services.registry.insert(handle.clone());
+    let task = task::CallTask::new(info, leg, settings, services.clone(), live_tx);
+    (handle, task.run(rx))
 }

@@ -1,22 +1,23 @@
 //! The media pipeline every call goes through, whatever its source: G.711 in, the jitter
-//! buffer, the speakers, the recording, and G.711 out (the greeting, then silence).
+//! buffer, the speakers (both sides), the recording (left the caller, right earshot), and
+//! G.711 out (what the responder said).
 //!
-//! The SIP call task and the Twilio stream task both own one [`Pipeline`] and drive it the same
-//! way: [`Pipeline::receive`] for each packet, [`Pipeline::tick`] every 20 ms.
+//! The call task owns one [`Pipeline`] and drives it: [`Pipeline::receive`] for each packet,
+//! [`Pipeline::tick`] every 20 ms.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::agent::AgentConnector;
 use super::event::{CallEvent, CallId, CallInfo};
-use super::{EventSink, Greeting, GreetingPlayer, LiveState, Registry};
+use super::{EventSink, Greeting, LiveState, Registry};
 use crate::audio::{AudioService, SpeakerFeed};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
-use crate::recording::RecordingGate;
-use crate::recording::{CallRecording, RecordingService};
+use crate::recording::{CallRecording, RecordingGate, RecordingService};
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
 const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
@@ -28,7 +29,8 @@ const LIVE_EVERY: u64 = 5;
 /// packets, so a frame played finds its packet's arrival (for the latency measurement).
 const ARRIVALS: usize = 64;
 
-/// What calls share: the speakers, the recorder, the event sink, the registry, the greeting.
+/// What calls share: the speakers, the recorder, the event sink, the registry, the greeting,
+/// the agent bridge.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub audio: Arc<AudioService>,
@@ -42,6 +44,8 @@ pub struct Services {
     /// False while the disk is below `[recording].min_free_mb`: no recording starts, and
     /// running ones stop (the calls go on).
     pub recording_gate: RecordingGate,
+    /// `[agent]`: every call is bridged to it when set.
+    pub agent: Option<Arc<dyn AgentConnector>>,
 }
 
 /// One call's media path.
@@ -49,7 +53,6 @@ pub struct Pipeline {
     id: CallId,
     law: Law,
     jitter: JitterBuffer,
-    greeting: GreetingPlayer,
     speaker: SpeakerFeed,
     recording: Option<CallRecording>,
     events: EventSink,
@@ -112,7 +115,6 @@ impl Pipeline {
             id: info.id.clone(),
             law: Law::Ulaw,
             jitter: JitterBuffer::new(jitter),
-            greeting: services.greeting.player(),
             speaker,
             recording,
             events: services.events.clone(),
@@ -127,16 +129,6 @@ impl Pipeline {
 
     pub fn set_law(&mut self, law: Law) {
         self.law = law;
-    }
-
-    /// Stops the greeting (the caller barged in); silence follows.
-    pub fn stop_greeting(&mut self) {
-        self.greeting.stop();
-    }
-
-    /// Whether the greeting still has audio to play.
-    pub fn greeting_playing(&self) -> bool {
-        self.greeting.is_playing()
     }
 
     /// One received packet of G.711 audio.
@@ -166,16 +158,22 @@ impl Pipeline {
         self.jitter.next_due()
     }
 
-    /// Every 20 ms: plays one frame of the caller (speakers, recording) and fills `out` with
-    /// the next frame we send, G.711-encoded.
-    pub fn tick(&mut self, now: Instant, out: &mut [u8; FRAME_SAMPLES]) {
-        let mut heard: Frame = SILENCE;
-        let played = self.jitter.pop(now, &mut heard);
-        let mut said: Frame = SILENCE;
-        self.greeting.next_frame(&mut said);
-        self.law.encode(&said, out);
-        // What the caller hears is the G.711 of what we said; record exactly that.
-        self.law.decode(out, &mut said);
+    /// Every 20 ms: plays one frame of the caller (`heard`, to the speakers and the
+    /// recording) and encodes what the responder `said` into `out`, the frame the caller gets.
+    /// Returns the mean-square level of the caller's frame (for voice activity).
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        said: &Frame,
+        heard: &mut Frame,
+        out: &mut [u8; FRAME_SAMPLES],
+    ) -> f64 {
+        *heard = SILENCE;
+        let played = self.jitter.pop(now, heard);
+        self.law.encode(said, out);
+        // What the caller hears is the G.711 of what we said; record and play exactly that.
+        let mut sent: Frame = SILENCE;
+        self.law.decode(out, &mut sent);
         // Silence too: the call is one continuous stream for the speakers, so a pause in the
         // caller's speech is not an underrun. Received frames carry their packet's arrival.
         let arrival = match played {
@@ -188,15 +186,22 @@ impl Pipeline {
                 .map(|(_, at)| at),
             Playout::Concealed | Playout::Silence => None,
         };
+        // The listener hears both sides.
+        let mut both: Frame = SILENCE;
+        for ((mix, &a), &b) in both.iter_mut().zip(heard.iter()).zip(sent.iter()) {
+            *mix = a.saturating_add(b);
+        }
         match arrival {
-            Some(at) => self.speaker.push_from(&heard, at, now),
-            None => self.speaker.push(&heard),
+            Some(at) => self.speaker.push_from(&both, at, now),
+            None => self.speaker.push(&both),
         };
-        self.record(&heard, &said);
-        self.energy += heard
+        let heard: &Frame = heard;
+        self.record(heard, &sent);
+        let energy = heard
             .iter()
             .map(|&s| f64::from(s) * f64::from(s))
             .sum::<f64>();
+        self.energy += energy;
         self.ticks += 1;
         self.delay_sum += u64::from(self.jitter.target_delay_ms());
         if self.ticks.is_multiple_of(LIVE_EVERY) {
@@ -209,6 +214,12 @@ impl Pipeline {
             self.energy = 0.0;
             self.live.send_modify(|l| l.level_dbfs = dbfs);
         }
+        energy / FRAME_SAMPLES as f64
+    }
+
+    /// The law the caller's leg speaks.
+    pub fn law(&self) -> Law {
+        self.law
     }
 
     fn record(&mut self, heard: &Frame, said: &Frame) {
@@ -273,53 +284,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// What a call task outside this module (the Twilio stream task) is asked through its
-/// [`CallHandle`](super::CallHandle); the SIP-only commands never reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamCommand {
-    /// Hang up from our side (the API, a status callback).
-    Hangup,
-    /// Switch this call's playout on the speakers.
-    Listen(bool),
-    /// The call is over, for this reason if given.
-    Ended(Option<String>),
-}
-
-/// The receiving end of a [`CallHandle`](super::CallHandle) for a call task outside this module.
-#[derive(Debug)]
-pub struct StreamCommands(tokio::sync::mpsc::UnboundedReceiver<super::CallCommand>);
-
-impl StreamCommands {
-    /// The next command; `None` once every handle is gone. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<StreamCommand> {
-        loop {
-            match self.0.recv().await? {
-                super::CallCommand::Hangup => return Some(StreamCommand::Hangup),
-                super::CallCommand::Listen(on) => return Some(StreamCommand::Listen(on)),
-                super::CallCommand::Ended(reason) => return Some(StreamCommand::Ended(reason)),
-                super::CallCommand::Confirmed
-                | super::CallCommand::Media(_)
-                | super::CallCommand::Dtmf { .. } => {}
-            }
-        }
-    }
-}
-
-/// A [`CallHandle`](super::CallHandle) for a call whose task lives outside this module, with the
-/// receiver of its commands and the sender of its live state.
-pub fn stream_call(
-    info: Arc<CallInfo>,
-) -> (super::CallHandle, StreamCommands, watch::Sender<LiveState>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (live_tx, live) = watch::channel(LiveState::default());
-    let handle = super::CallHandle {
-        info,
-        commands: tx,
-        live,
-    };
-    (handle, StreamCommands(rx), live_tx)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 // Virtual time starts from one real instant; only differences matter.
@@ -362,20 +326,37 @@ mod tests {
             greeting: Greeting::default(),
             listen_default: false,
             recording_gate: RecordingGate::new(),
+            agent: None,
         };
         let (a_info, b_info) = (info(1), info(2));
         let mut a = Pipeline::new(&services, &a_info, watch::channel(LiveState::default()).0);
         let mut b = Pipeline::new(&services, &b_info, watch::channel(LiveState::default()).0);
         let t0 = Instant::now();
         let mut out = [0u8; FRAME_SAMPLES];
+        let mut heard = SILENCE;
         // Well within the recorder's 2 s ring: the test ticks faster than real time.
         for i in 0..25u64 {
-            a.tick(t0 + Duration::from_millis(20 * i), &mut out);
-            b.tick(t0 + Duration::from_millis(20 * i), &mut out);
+            a.tick(
+                t0 + Duration::from_millis(20 * i),
+                &SILENCE,
+                &mut heard,
+                &mut out,
+            );
+            b.tick(
+                t0 + Duration::from_millis(20 * i),
+                &SILENCE,
+                &mut heard,
+                &mut out,
+            );
         }
         b.finish();
         for i in 25..75u64 {
-            a.tick(t0 + Duration::from_millis(20 * i), &mut out);
+            a.tick(
+                t0 + Duration::from_millis(20 * i),
+                &SILENCE,
+                &mut heard,
+                &mut out,
+            );
         }
         a.finish();
         drop(services);

@@ -1,361 +1,361 @@
-//! The SIP call task: the driver of one SIP call's media. It moves RTP between the call's
-//! sockets and its sans-IO [`Session`], runs the 20 ms clock of the call's [`Pipeline`], and
-//! enforces the call's limits (maximum duration, RTP silence).
+//! The call task: one per call, whatever its source. It drives the caller [`Leg`], the media
+//! [`Pipeline`] and the [`Responder`], and owns everything else of the call in one place:
+//! lifecycle events, the registry entry, the maximum duration, the silence timeout, barge-in,
+//! DTMF, stats, the recording and the speaker feed.
+//!
+//! Every 20 ms (when the leg says a frame is due): the caller's next frame leaves the jitter
+//! buffer for the speakers, the recording, the voice detector and the agent; the responder's
+//! next frame goes to the caller.
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use super::event::{CallEvent, CallInfo, CallStats};
+use super::agent::{AgentLink, AgentOutcome, AgentState, FallbackMode};
+use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
+use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
+use super::responder::{Responder, Said};
 use super::{CallCommand, CallSettings, LiveState};
 use crate::clock;
-use crate::media::frame::FRAME_SAMPLES;
-use crate::media::g711::Law;
-use crate::media::playout_clock::PlayoutClock;
-use crate::net::rtp::RtpSockets;
-use crate::net::sip::SipCommand;
-use crate::rtp::{RtpEvent, Session, SessionConfig, Ssrc};
-use crate::sip::endpoint::CallRef;
-use crate::sip::sdp::{Codec, Direction, Negotiated};
+use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
+use crate::media::g711::{Law, encode_ulaw};
+use crate::media::vad::{Vad, VadConfig, VadEvent};
 
-/// Largest datagram read from an RTP socket; larger ones are truncated and fail to parse.
-const MAX_DATAGRAM: usize = 1500;
-/// Datagrams already waiting on the RTP socket that are taken before a tick's frame is chosen
-/// (bounded, so that a flood cannot hold the tick up).
-const DRAIN_BEFORE_TICK: usize = 4;
+/// The mark sent after the greeting's last frame (Twilio echoes it once the caller heard it).
+pub const GREETING_MARK: &str = "greeting";
 
-pub(super) struct CallTask {
-    call: CallRef,
+pub(super) struct CallTask<L: Leg> {
     info: Arc<CallInfo>,
-    sockets: RtpSockets,
+    leg: L,
+    pipeline: Pipeline,
+    responder: Responder,
     settings: Arc<CallSettings>,
     services: Services,
-    sip: mpsc::UnboundedSender<SipCommand>,
-    session: Option<Session>,
-    pipeline: Pipeline,
     live: watch::Sender<LiveState>,
-    /// Whether our direction allows sending (not while we hold or are held inactive).
-    sending: bool,
-    /// Whether the caller sends to us (a caller holding us with sendonly still does).
-    receiving: bool,
+    vad: Vad,
     started: Instant,
-    /// When media was first negotiated: the silence timeout counts from here.
+    /// Media agreed: the silence timeout counts from here.
     media_since: Option<Instant>,
-    hangup_requested: bool,
-    end_reason: String,
+    /// The last caller audio or DTMF.
+    last_media: Option<Instant>,
+    codec: Option<Codec>,
+    hold: bool,
+    /// We asked the leg to end; the reason stands.
+    hanging_up: Option<EndReason>,
+    ended: Option<EndReason>,
 }
 
-impl CallTask {
+impl<L: Leg> CallTask<L> {
     pub(super) fn new(
-        call: CallRef,
         info: Arc<CallInfo>,
-        sockets: RtpSockets,
+        leg: L,
         settings: Arc<CallSettings>,
         services: Services,
-        sip: mpsc::UnboundedSender<SipCommand>,
         live: watch::Sender<LiveState>,
     ) -> Self {
         let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), settings.jitter);
+        let responder = match &services.agent {
+            Some(connector) => {
+                live.send_modify(|l| l.agent = Some(AgentState::Connecting));
+                Responder::Agent(Box::new(AgentLink::connect(connector.clone(), &info)))
+            }
+            None => Responder::Message {
+                player: services.greeting.player(),
+                then_hang_up: false,
+            },
+        };
         Self {
-            call,
             info,
-            sockets,
+            leg,
+            pipeline,
+            responder,
             settings,
             services,
-            sip,
-            session: None,
-            pipeline,
             live,
-            sending: true,
-            receiving: true,
+            vad: Vad::new(VadConfig::default()),
             started: clock::now(),
             media_since: None,
-            hangup_requested: false,
-            end_reason: "remote hangup".into(),
+            last_media: None,
+            codec: None,
+            hold: false,
+            hanging_up: None,
+            ended: None,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<CallCommand>) {
-        let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
-        let mut rtcp_buf = vec![0u8; MAX_DATAGRAM];
-        // Ticks land just after the caller's next frame falls due. After a stall they catch
-        // up at once (each is 20 ms after the one before, however late), so the RTP clock keeps
-        // real time.
-        let mut playout = PlayoutClock::new(clock::now());
+        let mut inputs: VecDeque<LegInput> = VecDeque::with_capacity(64);
         let max_end = self
             .settings
             .max_duration
             .map(|d| tokio::time::Instant::from_std(self.started + d));
-        loop {
-            let rtcp_at = self
-                .session
-                .as_ref()
-                .and_then(Session::poll_timeout)
-                .map(tokio::time::Instant::from_std);
+        while self.ended.is_none() {
+            let tick_at = self.leg.tick_at().map(tokio::time::Instant::from_std);
+            let timer_at = self.leg.timer_at().map(tokio::time::Instant::from_std);
+            let silence_at = self.silence_deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(CallCommand::Ended(reason)) => {
-                        // A hangup we asked for keeps our own, more precise reason.
-                        if let (Some(reason), false) = (reason, self.hangup_requested) {
-                            self.end_reason = reason;
-                        }
-                        break;
-                    }
-                    None => break,
-                    Some(command) => self.command(command),
+                    Some(CallCommand::Hangup(reason)) => self.hang_up(reason),
+                    Some(CallCommand::Listen(on)) => self.pipeline.set_listen(on),
+                    None => self.hang_up(EndReason::LocalHangup),
                 },
-                received = self.sockets.rtp.recv_from(&mut rtp_buf) => {
-                    if let Ok((n, from)) = received {
-                        self.rtp_in(from, rtp_buf.get(..n).unwrap_or_default());
+                () = self.leg.readable(&mut inputs) => {}
+                input = self.responder.agent_input() => {
+                    let now = clock::now();
+                    let outcome = self.responder.agent().map(|link| link.input(now, input));
+                    if let Some(outcome) = outcome {
+                        self.agent_outcome(outcome);
                     }
                 }
-                received = self.sockets.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let (Ok((n, from)), Some(session)) = (received, self.session.as_mut()) {
-                        session.handle_rtcp(clock::now(), from, rtcp_buf.get(..n).unwrap_or_default());
+                () = clock::sleep_until(tick_at) => {
+                    self.leg.drain(&mut inputs);
+                    self.handle_inputs(&mut inputs);
+                    if self.ended.is_none() {
+                        self.tick().await;
                     }
                 }
-                _ = clock::sleep_until(Some(tokio::time::Instant::from_std(playout.tick_at()))) => {
-                    // A datagram the reactor has already seen (it became readable in the same
-                    // poll as the timer) belongs before this tick's frame.
-                    for _ in 0..DRAIN_BEFORE_TICK {
-                        let Ok((n, from)) = self.sockets.rtp.try_recv_from(&mut rtp_buf) else {
-                            break;
-                        };
-                        self.rtp_in(from, rtp_buf.get(..n).unwrap_or_default());
-                    }
-                    self.playout_tick().await;
-                    playout.advance(self.pipeline.next_due());
+                () = clock::sleep_until(timer_at) => self.leg.on_timer(clock::now()).await,
+                () = clock::sleep_until(silence_at), if self.hanging_up.is_none() => {
+                    tracing::info!(call = %self.info.id, "no media from the caller, hanging up");
+                    self.hang_up(EndReason::MediaTimeout);
                 }
-                _ = clock::sleep_until(rtcp_at) => {
-                    if let Some(session) = self.session.as_mut() {
-                        session.handle_timeout(clock::now());
-                    }
-                    self.flush_rtcp().await;
-                }
-                _ = clock::sleep_until(max_end), if !self.hangup_requested => {
+                () = clock::sleep_until(max_end), if self.hanging_up.is_none() => {
                     tracing::info!(call = %self.info.id, "maximum call duration reached, hanging up");
-                    self.request_hangup("max duration");
+                    self.hang_up(EndReason::MaxDuration);
                 }
             }
+            self.handle_inputs(&mut inputs);
         }
         self.finish().await;
     }
 
-    fn command(&mut self, command: CallCommand) {
-        match command {
-            CallCommand::Confirmed => tracing::debug!(call = %self.info.id, "call confirmed"),
-            CallCommand::Media(media) => self.apply_media(media),
-            CallCommand::Dtmf {
-                digit,
-                duration_ms,
-                via,
-            } => self.dtmf(digit, duration_ms, via),
-            CallCommand::Hangup => self.request_hangup("local hangup"),
-            CallCommand::Listen(on) => self.pipeline.set_listen(on),
-            CallCommand::Ended(_) => {}
+    /// When the silence timeout fires, if it applies.
+    fn silence_deadline(&self) -> Option<Instant> {
+        let limit = self.settings.silence_timeout?;
+        let since = self.media_since?;
+        if !self.leg.expects_media() || self.hold {
+            return None;
+        }
+        Some(self.last_media.unwrap_or(since).max(since) + limit)
+    }
+
+    fn handle_inputs(&mut self, inputs: &mut VecDeque<LegInput>) {
+        while let Some(input) = inputs.pop_front() {
+            match input {
+                LegInput::Audio(audio) => {
+                    self.last_media = Some(audio.at.max(self.last_media.unwrap_or(audio.at)));
+                    self.pipeline.receive(
+                        audio.at,
+                        audio.seq,
+                        audio.ts,
+                        audio.marker,
+                        audio.ssrc,
+                        audio.payload(),
+                    );
+                }
+                LegInput::Media { codec, hold } => self.media(codec, hold),
+                LegInput::Dtmf {
+                    digit,
+                    duration_ms,
+                    source,
+                } => self.dtmf(digit, duration_ms, source),
+                LegInput::Ended(reason) => {
+                    // A hangup we asked for keeps our own, more precise reason.
+                    self.ended = Some(self.hanging_up.unwrap_or(reason));
+                }
+            }
         }
     }
 
-    fn dtmf(&self, digit: char, duration_ms: u32, via: &'static str) {
-        tracing::debug!(call = %self.info.id, %digit, duration_ms, via, "DTMF");
-        let id = self.info.id.clone();
-        let _ = self.services.events.send(CallEvent::Dtmf {
-            id,
-            digit,
-            duration_ms,
-            via: via.to_string(),
-        });
-    }
-
-    fn apply_media(&mut self, media: Negotiated) {
+    fn media(&mut self, codec: Codec, hold: bool) {
         let now = clock::now();
-        let (law, codec) = match media.codec {
-            Codec::Pcmu => (Law::Ulaw, "PCMU"),
-            Codec::Pcma => (Law::Alaw, "PCMA"),
-        };
-        self.pipeline.set_law(law);
-        self.sending = media.local_direction.sends();
-        self.receiving = media.local_direction.receives();
-        let hold = !matches!(
-            media.remote_direction,
-            Direction::SendRecv | Direction::RecvOnly
-        );
-        let was_hold = self.live.borrow().hold;
+        self.pipeline.set_law(match codec {
+            Codec::Pcmu => Law::Ulaw,
+            Codec::Pcma => Law::Alaw,
+        });
         self.live.send_modify(|l| {
             l.codec = Some(codec);
             l.hold = hold;
         });
-        if hold != was_hold {
+        if self.media_since.is_none() {
+            self.media_since = Some(now);
+            self.live.send_modify(|l| l.answered = true);
+            let _ = self.services.events.send(CallEvent::Answered {
+                id: self.info.id.clone(),
+                codec,
+            });
+        } else if hold != self.hold {
             let _ = self.services.events.send(CallEvent::Hold {
                 id: self.info.id.clone(),
                 on: hold,
             });
         }
-        match self.session.as_mut() {
-            Some(session) => {
-                session.set_remote(media.remote_rtp, media.remote_rtcp);
-                session.set_sending(self.sending);
+        self.codec = Some(codec);
+        self.hold = hold;
+        tracing::debug!(call = %self.info.id, codec = codec.name(), hold, "media");
+    }
+
+    fn dtmf(&mut self, digit: char, duration_ms: u32, source: DtmfSource) {
+        tracing::debug!(call = %self.info.id, %digit, duration_ms, via = %source, "DTMF");
+        self.last_media = Some(clock::now());
+        let _ = self.services.events.send(CallEvent::Dtmf {
+            id: self.info.id.clone(),
+            digit,
+            duration_ms,
+            via: source,
+        });
+        if self.responder.message_playing() && !self.responder.hangs_up_after() {
+            self.barge_in("dtmf");
+        }
+        let outcome = self.responder.agent().map(|link| link.dtmf(digit));
+        if let Some(outcome) = outcome {
+            self.agent_outcome(outcome);
+        }
+    }
+
+    /// The caller spoke or pressed a key over the greeting: it stops, and what the far end
+    /// queued of it is dropped.
+    fn barge_in(&mut self, cause: &'static str) {
+        tracing::debug!(call = %self.info.id, cause, "caller barged in: greeting stopped, clear sent");
+        self.responder.stop_message();
+        self.leg.clear();
+    }
+
+    /// Every 20 ms: one frame each way.
+    async fn tick(&mut self) {
+        let now = clock::now();
+        let mut said: Frame = SILENCE;
+        let was_playing = self.responder.message_playing();
+        let outcome = self.responder.next_frame(now, &mut said);
+        let mut heard: Frame = SILENCE;
+        let mut out = [0u8; FRAME_SAMPLES];
+        let energy = self.pipeline.tick(now, &said, &mut heard, &mut out);
+        let next_due = self.pipeline.next_due();
+        self.leg.send_frame(now, &out, next_due).await;
+        match outcome {
+            Said::MessageOver if self.responder.hangs_up_after() => {
+                self.hang_up(EndReason::AgentFailed);
             }
-            None => {
-                let config = SessionConfig {
-                    local_ssrc: Ssrc(rand::random()),
-                    payload_type: media.codec.payload_type(),
-                    dtmf_pt: media.dtmf_pt,
-                    remote_rtp: media.remote_rtp,
-                    remote_rtcp: media.remote_rtcp,
-                    learn_packets: self.settings.learn_packets,
-                    rtcp_interval: self.settings.rtcp_interval,
-                    rtcp_seed: rand::random(),
-                    cname: format!("earshot-{}", self.info.id),
-                    clock_rate: 8000,
-                    initial_seq: rand::random(),
-                    initial_ts: rand::random(),
-                    wallclock: clock::wallclock(),
-                };
-                let mut session = Session::new(config, now);
-                session.set_sending(self.sending);
-                self.session = Some(session);
-                self.media_since = Some(now);
-                self.live.send_modify(|l| l.answered = true);
-                let _ = self.services.events.send(CallEvent::Answered {
+            Said::MessageOver => self.leg.mark(now, GREETING_MARK),
+            Said::Agent(outcome) => self.agent_outcome(outcome),
+            Said::Playing | Said::Quiet => {}
+        }
+        match self.vad.push(now, energy) {
+            Some(VadEvent::Started) if was_playing && !self.responder.hangs_up_after() => {
+                self.barge_in("speech");
+            }
+            Some(VadEvent::Ended { at }) => {
+                if let Some(link) = self.responder.agent() {
+                    link.caller_turn_ended(at);
+                }
+            }
+            _ => {}
+        }
+        let mut ulaw = [0u8; FRAME_SAMPLES];
+        encode_ulaw(&heard, &mut ulaw);
+        let sent = self
+            .responder
+            .agent()
+            .map(|link| (link.caller_frame(now, &ulaw), link.state()));
+        if let Some((outcome, state)) = sent {
+            if self.live.borrow().agent != Some(state) {
+                self.live.send_modify(|l| l.agent = Some(state));
+            }
+            self.agent_outcome(outcome);
+        }
+    }
+
+    fn agent_outcome(&mut self, outcome: AgentOutcome) {
+        match outcome {
+            AgentOutcome::Continue => {}
+            AgentOutcome::Connected { after } => {
+                let connect_ms = after.as_millis() as u64;
+                tracing::debug!(call = %self.info.id, connect_ms, "agent connected");
+                self.live
+                    .send_modify(|l| l.agent = Some(AgentState::Listening));
+                let _ = self.services.events.send(CallEvent::AgentConnected {
                     id: self.info.id.clone(),
-                    codec: codec.into(),
+                    connect_ms,
                 });
             }
+            AgentOutcome::Hangup => {
+                tracing::info!(call = %self.info.id, "agent hung up");
+                self.hang_up(EndReason::AgentHangup);
+            }
+            AgentOutcome::Fallback(reason) => self.fall_back(reason),
         }
-        tracing::debug!(call = %self.info.id, codec, direction = ?media.local_direction, "media");
     }
 
-    fn rtp_in(&mut self, from: SocketAddr, datagram: &[u8]) {
-        let now = clock::now();
-        let Some(session) = self.session.as_mut() else {
+    /// The agent failed: the `[agent].fallback` takes over, and the call goes on or ends after
+    /// the fallback message.
+    fn fall_back(&mut self, reason: FallbackReason) {
+        let Responder::Agent(link) = std::mem::replace(&mut self.responder, Responder::Silent)
+        else {
             return;
         };
-        if let Some(audio) = session.handle_rtp(now, from, datagram) {
-            self.pipeline.receive(
-                now,
-                audio.seq,
-                audio.timestamp,
-                audio.marker,
-                audio.ssrc.0,
-                audio.payload,
-            );
-        }
-        while let Some(event) = session.poll_event() {
-            match event {
-                RtpEvent::Dtmf { digit, duration_ms } => {
-                    tracing::debug!(call = %self.info.id, %digit, duration_ms, "DTMF (RFC 4733)");
-                    let id = self.info.id.clone();
-                    let _ = self.services.events.send(CallEvent::Dtmf {
-                        id,
-                        digit,
-                        duration_ms,
-                        via: "rfc4733".into(),
-                    });
+        let mode = link.fallback_mode();
+        link.fell_back(reason);
+        tracing::warn!(call = %self.info.id, %reason, "agent failed, taking the fallback");
+        self.live
+            .send_modify(|l| l.agent = Some(AgentState::FellBack));
+        let _ = self.services.events.send(CallEvent::AgentFallback {
+            id: self.info.id.clone(),
+            reason,
+        });
+        match mode {
+            FallbackMode::Listen => {}
+            FallbackMode::Hangup(message) => {
+                let player = message.player();
+                if player.is_playing() {
+                    self.responder = Responder::Message {
+                        player,
+                        then_hang_up: true,
+                    };
+                } else {
+                    self.hang_up(EndReason::AgentFailed);
                 }
-                RtpEvent::SourceLearned(addr) => {
-                    tracing::debug!(call = %self.info.id, %addr, "RTP source learned")
-                }
-                other => tracing::trace!(call = %self.info.id, ?other, "RTP event"),
             }
         }
     }
 
-    /// Every 20 ms: one frame through the pipeline, one packet to the caller.
-    async fn playout_tick(&mut self) {
-        let now = clock::now();
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        let mut payload = [0u8; FRAME_SAMPLES];
-        self.pipeline.tick(now, &mut payload);
-        let mut packet = [0u8; 12 + FRAME_SAMPLES];
-        if let Some((dest, len)) =
-            session.send_audio(now, &payload, FRAME_SAMPLES as u32, &mut packet)
-        {
-            let _ = self
-                .sockets
-                .rtp
-                .send_to(packet.get(..len).unwrap_or_default(), dest)
-                .await;
-        }
-        self.check_silence(now);
-    }
-
-    /// Hangs up when the caller should be sending but nothing came for the timeout.
-    fn check_silence(&mut self, now: Instant) {
-        let (Some(limit), Some(since)) = (self.settings.silence_timeout, self.media_since) else {
-            return;
-        };
-        // On hold by agreement (inactive) silence is expected.
-        if self.hangup_requested || !self.receiving {
+    fn hang_up(&mut self, reason: EndReason) {
+        if self.hanging_up.is_some() || self.ended.is_some() {
             return;
         }
-        let last = self
-            .session
-            .as_ref()
-            .and_then(Session::last_packet_at)
-            .unwrap_or(since)
-            .max(since);
-        if now.saturating_duration_since(last) >= limit {
-            tracing::info!(call = %self.info.id, silent_secs = limit.as_secs(), "no RTP received, hanging up");
-            self.request_hangup("rtp timeout");
-        }
-    }
-
-    fn request_hangup(&mut self, reason: &'static str) {
-        if self.hangup_requested {
-            return;
-        }
-        self.hangup_requested = true;
-        self.end_reason = reason.into();
-        let _ = self.sip.send(SipCommand::Hangup(self.call));
-    }
-
-    async fn flush_rtcp(&mut self) {
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        while let Some(transmit) = session.poll_transmit() {
-            let _ = self
-                .sockets
-                .rtcp
-                .send_to(&transmit.bytes, transmit.dest)
-                .await;
+        self.hanging_up = Some(reason);
+        if self.leg.hang_up(reason) {
+            self.ended = Some(reason);
         }
     }
 
     async fn finish(mut self) {
-        let now = clock::now();
-        let mut stats = CallStats {
+        let reason = self.ended.unwrap_or(EndReason::LocalHangup);
+        if let Responder::Agent(link) = std::mem::replace(&mut self.responder, Responder::Silent) {
+            link.stop();
+        }
+        let leg = self.leg.finish().await;
+        let stats = CallStats {
+            packets_received: leg.packets_received,
+            packets_lost: leg.packets_lost,
+            packets_sent: leg.packets_sent,
+            jitter_ms: leg.jitter_ms,
             concealed_frames: self.pipeline.jitter_stats().concealed,
             jitter_delay_ms: self.pipeline.mean_delay_ms(),
-            ..CallStats::default()
+            malformed_packets: leg.malformed_packets,
         };
-        if let Some(session) = self.session.as_mut() {
-            if let Some(bye) = session.bye(now) {
-                let _ = self.sockets.rtcp.send_to(&bye.bytes, bye.dest).await;
-            }
-            let s = session.stats();
-            stats.packets_received = s.packets_received;
-            stats.packets_lost = s.packets_lost;
-            stats.packets_sent = s.packets_sent;
-            stats.jitter_ms = s.jitter_ms();
-            stats.malformed_packets = s.malformed + s.wrong_pt + s.foreign_source;
-        }
         tracing::debug!(
             call = %self.info.id,
             received = stats.packets_received,
             lost = stats.packets_lost,
             sent = stats.packets_sent,
+            %reason,
             "call media finished"
         );
         self.pipeline.finish();
         self.services.registry.remove(&self.info.id);
-        let reason = std::mem::take(&mut self.end_reason);
         let _ = self.services.events.send(CallEvent::Ended {
             id: self.info.id.clone(),
             reason,

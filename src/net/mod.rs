@@ -8,5 +8,6 @@
 
 pub mod rtp;
 pub mod sip;
+pub mod sip_leg;
 pub mod tcp;
 pub mod twilio;

@@ -12,8 +12,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::sip_leg::{SipCall, SipCalls, SipSignal};
 use super::tcp::{self, TcpEvent, TcpLimits};
-use crate::call::{CallHandle, CallSpawner};
+use crate::call::EndReason as CallEnd;
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
@@ -46,7 +47,7 @@ pub struct SipDriver {
     pub tcp: Option<TcpListener>,
     pub allow: Vec<Cidr>,
     pub limits: TcpLimits,
-    pub spawner: CallSpawner,
+    pub calls: SipCalls,
     pub commands: mpsc::UnboundedReceiver<SipCommand>,
     /// A sender to `commands`, for whoever needs to reach the SIP task (reload, the API).
     pub sip_commands: mpsc::UnboundedSender<SipCommand>,
@@ -132,8 +133,8 @@ impl SipDriver {
                         let Reload { allow, trunks, greeting, listen_default } = *reload;
                         self.allow = allow;
                         self.endpoint.set_trunks(clock::now(), trunks);
-                        self.spawner.services.greeting = greeting;
-                        self.spawner.services.listen_default = listen_default;
+                        self.calls.services.greeting = greeting;
+                        self.calls.services.listen_default = listen_default;
                         tracing::info!("configuration reloaded");
                     }
                 },
@@ -146,8 +147,8 @@ impl SipDriver {
             }
         }
         tcp_stop.cancel();
-        for handle in state.calls.values() {
-            handle.ended(Some("shutdown".into()));
+        for call in state.calls.values() {
+            call.signal(SipSignal::Ended(CallEnd::Shutdown));
         }
     }
 
@@ -262,9 +263,9 @@ impl SipDriver {
     fn event(&mut self, state: &mut LoopState, event: Event) {
         let now = clock::now();
         match event {
-            Event::Incoming(incoming) => match self.spawner.spawn(&incoming) {
-                Ok((media, handle)) => {
-                    state.calls.insert(incoming.call, handle);
+            Event::Incoming(incoming) => match self.calls.spawn(&incoming) {
+                Ok((media, call)) => {
+                    state.calls.insert(incoming.call, call);
                     self.endpoint.answer(now, incoming.call, media, self.ring);
                 }
                 Err(err) => {
@@ -273,13 +274,13 @@ impl SipDriver {
                 }
             },
             Event::Confirmed { call } => {
-                if let Some(handle) = state.calls.get(&call) {
-                    handle.confirmed();
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::debug!(call = %call.handle.id(), "call confirmed");
                 }
             }
             Event::MediaChanged { call, media } => {
-                if let Some(handle) = state.calls.get(&call) {
-                    handle.media(media);
+                if let Some(call) = state.calls.get(&call) {
+                    call.signal(SipSignal::Media(media));
                 }
             }
             Event::Dtmf {
@@ -287,14 +288,14 @@ impl SipDriver {
                 digit,
                 duration_ms,
             } => {
-                if let Some(handle) = state.calls.get(&call) {
-                    handle.dtmf(digit, duration_ms, "sip-info");
+                if let Some(call) = state.calls.get(&call) {
+                    call.signal(SipSignal::Dtmf { digit, duration_ms });
                 }
             }
             Event::Ended { call, reason } => {
-                if let Some(handle) = state.calls.remove(&call) {
-                    tracing::info!(call = %handle.id(), ?reason, "call ended");
-                    handle.ended(Some(end_reason(&reason)));
+                if let Some(call) = state.calls.remove(&call) {
+                    tracing::info!(call = %call.handle.id(), ?reason, "call ended");
+                    call.signal(SipSignal::Ended(end_reason(&reason)));
                 }
             }
             Event::Registration { trunk, outcome } => match outcome {
@@ -313,7 +314,7 @@ impl SipDriver {
 
 struct LoopState {
     conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Vec<u8>>)>,
-    calls: HashMap<CallRef, CallHandle>,
+    calls: HashMap<CallRef, SipCall>,
     tcp_tx: mpsc::Sender<TcpEvent>,
     next_conn: Arc<AtomicU64>,
     tcp_stop: CancellationToken,
@@ -330,13 +331,13 @@ pub fn limits(max_message: usize, max_connections: usize, idle: Duration) -> Tcp
     }
 }
 
-/// How a call's end is written in its record.
-fn end_reason(reason: &EndReason) -> String {
+/// Why the call ended, in the call's terms.
+fn end_reason(reason: &EndReason) -> CallEnd {
     match reason {
-        EndReason::RemoteBye => "remote hangup".into(),
-        EndReason::Cancelled => "cancelled".into(),
-        EndReason::LocalHangup => "local hangup".into(),
-        EndReason::Rejected(status) => format!("rejected {status}"),
-        EndReason::AckTimeout => "no ack".into(),
+        EndReason::RemoteBye => CallEnd::RemoteHangup,
+        EndReason::Cancelled => CallEnd::Cancelled,
+        EndReason::LocalHangup => CallEnd::LocalHangup,
+        EndReason::Rejected(status) => CallEnd::Rejected(*status),
+        EndReason::AckTimeout => CallEnd::NoAck,
     }
 }

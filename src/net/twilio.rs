@@ -10,7 +10,7 @@
 //! start within `[twilio].handshake_timeout_secs`: those calls are counted as fallen back, and
 //! the `<Connect action>` callback Twilio then makes answers the fallback.
 
-use std::future::pending;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -23,13 +23,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::pipeline::{StreamCommand, StreamCommands, stream_call};
 use crate::call::{
-    CallEvent, CallHandle, CallId, CallInfo, CallStats, CarrierStatus, Greeting, LiveState,
-    Pipeline, Services, Source,
+    self, CallEvent, CallId, CallInfo, CallSettings, CarrierStatus, DtmfSource, EndReason,
+    Greeting, Leg, LegAudio, LegInput, LegStats, Services, Source,
 };
 use crate::clock;
 use crate::config::{self, Config};
@@ -40,7 +40,9 @@ use crate::store::Store;
 use crate::twilio::handshake::HandshakeStats;
 use crate::twilio::protocol::{CallSid, Start};
 use crate::twilio::signature::{self, SignatureError};
-use crate::twilio::stream::{EndReason, MAX_MESSAGE, Stream, StreamConfig, StreamEvent};
+use crate::twilio::stream::{
+    EndReason as StreamEnd, MAX_MESSAGE, Stream, StreamConfig, StreamEvent,
+};
 use crate::twilio::token::{CallState, Issue, Ticket, TokenBook, TokenError};
 use crate::twilio::{form, twiml};
 
@@ -485,7 +487,7 @@ async fn status(
             .send(CallEvent::CarrierStatus { id, status });
     }
     if let (true, Some(call)) = (status.is_final(), live) {
-        call.ended(Some(format!("twilio {status}")));
+        call.hangup_for(EndReason::Carrier(status));
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -520,15 +522,6 @@ async fn stream(
         .on_upgrade(move |socket| run_stream(state, socket, accepted))
 }
 
-/// A started call: what the stream task owns once `start` was admitted.
-struct LiveCall {
-    info: Arc<CallInfo>,
-    pipeline: Pipeline,
-    commands: StreamCommands,
-    services: Services,
-    max_end: Option<tokio::time::Instant>,
-}
-
 /// Counts a stream task for [`TwilioState::drain`], until dropped.
 struct StreamGuard(TwilioState);
 
@@ -540,282 +533,313 @@ impl Drop for StreamGuard {
     }
 }
 
-/// One stream, from the upgrade to the close frame.
-async fn run_stream(state: TwilioState, mut ws: WebSocket, accepted: Instant) {
+/// One stream, from the upgrade to the close frame: the handshake until `start` is admitted,
+/// then the call task on a [`TwilioLeg`], in this same task.
+async fn run_stream(state: TwilioState, ws: WebSocket, accepted: Instant) {
     state.0.streams.fetch_add(1, Ordering::AcqRel);
     let _guard = StreamGuard(state.clone());
     let settings = &state.0.settings;
     let config = StreamConfig {
         handshake_timeout: settings.handshake_timeout,
-        silence_timeout: settings.silence_timeout,
-        ..StreamConfig::default()
+        // The call task keeps the silence timeout of every call.
+        silence_timeout: None,
     };
-    let mut stream = Stream::new(config, accepted);
-    let mut call: Option<LiveCall> = None;
-    let mut frame = [0u8; FRAME_SAMPLES];
-    // How our close frame explains the end, unless the peer closed first.
-    let mut close_with: (&'static str, u16) = ("stream over", close_code::NORMAL);
-    let mut peer_closed = false;
-    let mut reason: Option<String> = None;
-    loop {
-        let deadline = stream.poll_timeout().map(tokio::time::Instant::from_std);
-        let max_end = call.as_ref().and_then(|c| c.max_end);
-        tokio::select! {
-            received = ws.recv() => {
-                // Everything already readable goes to the jitter buffer before the next tick,
-                // so a stall of this task does not make buffered audio look lost.
-                let mut received = Some(received);
-                let mut batch = 0;
-                while let Some(message) = received.take() {
-                    let now = clock::now();
-                    match message {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(audio) = stream.handle_text(now, text.as_str())
-                                && let Some(c) = call.as_mut()
-                            {
-                                c.pipeline.receive(audio.at, audio.seq, audio.ts, false, audio.ssrc, audio.payload);
-                            }
-                        }
-                        Some(Ok(Message::Binary(data))) => stream.handle_binary(now, data.len()),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => {
-                            peer_closed = true;
-                            stream.handle_closed(now);
-                        }
-                        Some(Err(err)) => {
-                            // Oversized messages (beyond MAX_WS_MESSAGE) end up here too.
-                            tracing::debug!(%err, "twilio stream read failed");
-                            close_with = ("unreadable message", close_code::PROTOCOL);
-                            stream.handle_closed(now);
-                        }
-                    }
-                    batch += 1;
-                    if batch < MAX_BATCH && !stream.is_ended() {
-                        received = tokio::time::timeout(Duration::ZERO, ws.recv()).await.ok();
-                    }
-                }
-            }
-            command = next_command(call.as_mut()) => match command {
-                StreamCommand::Hangup => {
-                    close_with = ("hangup", close_code::NORMAL);
-                    reason = Some("local hangup".into());
-                    stream.close();
-                }
-                StreamCommand::Ended(why) => {
-                    close_with = ("call ended", close_code::NORMAL);
-                    reason = why;
-                    stream.close();
-                }
-                StreamCommand::Listen(on) => {
-                    if let Some(c) = call.as_mut() {
-                        c.pipeline.set_listen(on);
-                    }
-                }
-            },
-            _ = state.0.shutdown.cancelled() => {
-                close_with = ("shutting down", close_code::AWAY);
-                reason = Some("shutdown".into());
-                stream.close();
-            }
-            _ = clock::sleep_until(max_end) => {
-                close_with = ("max duration", close_code::NORMAL);
-                reason = Some("max duration".into());
-                stream.close();
-            }
-            _ = clock::sleep_until(deadline) => stream.handle_timeout(clock::now()),
-        }
-        let now = clock::now();
-        while let Some(event) = stream.poll_event() {
-            match event {
-                StreamEvent::Started(start) => match state.admit(now, &start) {
-                    Ok(ticket) => call = Some(start_call(&state, &ticket, &start)),
-                    Err(refusal) => {
-                        tracing::warn!(call_sid = %start.call_sid, %refusal, "twilio stream refused");
-                        close_with = ("refused", close_code::POLICY);
-                        stream.close();
-                    }
-                },
-                StreamEvent::Dtmf { digit } => {
-                    if let Some(c) = &call {
-                        tracing::debug!(call = %c.info.id, %digit, "DTMF (twilio)");
-                        let id = c.info.id.clone();
-                        let _ = c.services.events.send(CallEvent::Dtmf {
-                            id,
-                            digit,
-                            duration_ms: 0,
-                            via: "twilio".into(),
-                        });
-                    }
-                }
-                StreamEvent::BargeIn(cause) => {
-                    if let Some(c) = call.as_mut() {
-                        tracing::debug!(call = %c.info.id, ?cause, "caller barged in: greeting stopped, clear sent");
-                        c.pipeline.stop_greeting();
-                    }
-                }
-                StreamEvent::MarkPlayed { name, after } => {
-                    if let Some(c) = &call {
-                        tracing::debug!(call = %c.info.id, mark = %name, after_ms = after.as_millis() as u64, "mark played");
-                    }
-                }
-                StreamEvent::Ended(why) => {
-                    if reason.is_none() {
-                        reason = Some(why.as_str().into());
-                    }
-                    if matches!(why, EndReason::HandshakeTimeout | EndReason::SilenceTimeout) {
-                        tracing::info!(
-                            reason = why.as_str(),
-                            "twilio stream ended by its watchdog"
-                        );
-                        close_with = (why.as_str(), close_code::NORMAL);
-                    }
-                }
-            }
-        }
-        if stream.frame_due(now)
-            && let Some(c) = call.as_mut()
-        {
-            c.pipeline.tick(now, &mut frame);
-            let playing = c.pipeline.greeting_playing();
-            stream.send_frame(now, &frame, playing);
-        }
-        while let Some(text) = stream.poll_transmit() {
-            if let Err(err) = ws.send(Message::Text(text.into())).await {
-                tracing::debug!(%err, "twilio stream write failed");
-                peer_closed = true;
-                stream.handle_closed(clock::now());
-                break;
-            }
-        }
-        if stream.is_ended() {
-            break;
-        }
-    }
-    if !peer_closed {
-        close(&mut ws, close_with.1, close_with.0).await;
-    }
-    if let Some(c) = call {
-        finish_call(c, &stream, reason.unwrap_or_else(|| "stream closed".into()));
-    } else {
-        let s = stream.stats();
+    let mut leg = TwilioLeg {
+        ws,
+        stream: Stream::new(config, accepted),
+        shutdown: state.0.shutdown.clone(),
+        close_with: ("stream over", close_code::NORMAL),
+        peer_closed: false,
+        ended: None,
+    };
+    let Some((ticket, start)) = leg.handshake(&state).await else {
+        leg.close().await;
+        let s = leg.stream.stats();
         tracing::debug!(
             messages = s.messages,
             malformed = s.malformed,
-            reason = reason.as_deref(),
             "twilio stream ended without a call"
         );
-    }
-}
-
-async fn next_command(call: Option<&mut LiveCall>) -> StreamCommand {
-    match call {
-        Some(c) => match c.commands.recv().await {
-            Some(command) => command,
-            None => pending().await,
-        },
-        None => pending().await,
-    }
-}
-
-/// Sends our close frame and waits briefly for the peer's.
-async fn close(ws: &mut WebSocket, code: u16, why: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: why.into(),
-    };
-    if ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
-    }
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(msg)) = ws.recv().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// The call of an admitted stream: announced, registered, with its pipeline running.
-fn start_call(state: &TwilioState, ticket: &Ticket, start: &Start) -> LiveCall {
+    };
     let services = state.services();
     let started_at = clock::wallclock();
-    let info = Arc::new(CallInfo {
+    let info = CallInfo {
         id: CallId::new(started_at, rand::random()),
         source: Source::Twilio,
         external_id: ticket.call_sid.as_str().to_owned(),
         caller: ticket.from.clone(),
         callee: ticket.to.clone(),
         started_at,
-    });
-    let _ = services.events.send(CallEvent::Started {
-        info: (*info).clone(),
-    });
-    let (handle, commands, live): (CallHandle, _, _) = stream_call(info.clone());
-    services.registry.insert(handle);
-    let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), JITTER);
-    live.send_modify(|l: &mut LiveState| {
-        l.answered = true;
-        l.codec = Some("PCMU");
-    });
-    let _ = services.events.send(CallEvent::Answered {
-        id: info.id.clone(),
-        codec: "PCMU".into(),
-    });
+    };
     tracing::info!(call = %info.id, call_sid = %ticket.call_sid, stream_sid = %start.stream_sid, "twilio call started");
-    let max_end = state
-        .0
-        .settings
-        .max_duration
-        .map(|d| tokio::time::Instant::from_std(clock::now() + d));
-    LiveCall {
-        info,
-        pipeline,
-        commands,
-        services,
-        max_end,
+    let call_settings = Arc::new(CallSettings {
+        max_duration: settings.max_duration,
+        silence_timeout: settings.silence_timeout,
+        jitter: JITTER,
+    });
+    let (_handle, task) = call::start(info, leg, call_settings, &services);
+    task.await;
+}
+
+/// A Twilio Media Stream as a call's caller leg.
+pub struct TwilioLeg {
+    ws: WebSocket,
+    stream: Stream,
+    shutdown: CancellationToken,
+    /// How our close frame explains the end, unless the peer closed first.
+    close_with: (&'static str, u16),
+    peer_closed: bool,
+    /// Set once the stream is over, until the call task has been told.
+    ended: Option<EndReason>,
+}
+
+impl TwilioLeg {
+    /// Reads until `start` is admitted (its ticket and message), or the stream ends.
+    async fn handshake(&mut self, state: &TwilioState) -> Option<(Ticket, Box<Start>)> {
+        let mut inputs = VecDeque::new();
+        loop {
+            let deadline = self
+                .stream
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                message = self.ws.recv() => self.message(clock::now(), message, &mut inputs),
+                () = self.shutdown.cancelled() => {
+                    self.close_with = ("shutting down", close_code::AWAY);
+                    self.stream.close();
+                }
+                () = clock::sleep_until(deadline) => self.stream.handle_timeout(clock::now()),
+            }
+            let now = clock::now();
+            while let Some(event) = self.stream.poll_event() {
+                match event {
+                    StreamEvent::Started(start) => match state.admit(now, &start) {
+                        Ok(ticket) => return Some((ticket, start)),
+                        Err(refusal) => {
+                            tracing::warn!(call_sid = %start.call_sid, %refusal, "twilio stream refused");
+                            self.close_with = ("refused", close_code::POLICY);
+                            self.stream.close();
+                        }
+                    },
+                    StreamEvent::Ended(why) => {
+                        if why == StreamEnd::HandshakeTimeout {
+                            tracing::info!(
+                                reason = why.as_str(),
+                                "twilio stream ended by its watchdog"
+                            );
+                            self.close_with = (why.as_str(), close_code::NORMAL);
+                        }
+                    }
+                    StreamEvent::Dtmf { .. } | StreamEvent::MarkPlayed { .. } => {}
+                }
+            }
+            if self.stream.is_ended() {
+                return None;
+            }
+        }
+    }
+
+    /// Takes one WebSocket read into the stream; caller audio goes to `inputs`.
+    fn message(
+        &mut self,
+        now: Instant,
+        message: Option<Result<Message, axum::Error>>,
+        inputs: &mut VecDeque<LegInput>,
+    ) {
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                if let Some(audio) = self.stream.handle_text(now, text.as_str()) {
+                    inputs.push_back(LegInput::Audio(LegAudio::new(
+                        audio.at,
+                        audio.seq,
+                        audio.ts,
+                        false,
+                        audio.ssrc,
+                        audio.payload,
+                    )));
+                }
+            }
+            Some(Ok(Message::Binary(data))) => self.stream.handle_binary(now, data.len()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => {
+                self.peer_closed = true;
+                self.stream.handle_closed(now);
+            }
+            Some(Err(err)) => {
+                // Oversized messages (beyond MAX_WS_MESSAGE) end up here too.
+                tracing::debug!(%err, "twilio stream read failed");
+                self.close_with = ("unreadable message", close_code::PROTOCOL);
+                self.stream.handle_closed(now);
+            }
+        }
+    }
+
+    /// The stream's events, as the call task's inputs.
+    fn events(&mut self, inputs: &mut VecDeque<LegInput>) {
+        while let Some(event) = self.stream.poll_event() {
+            match event {
+                StreamEvent::Dtmf { digit } => inputs.push_back(LegInput::Dtmf {
+                    digit,
+                    duration_ms: 0,
+                    source: DtmfSource::Twilio,
+                }),
+                StreamEvent::MarkPlayed { name, after } => {
+                    tracing::debug!(mark = %name, after_ms = after.as_millis() as u64, "mark played");
+                }
+                StreamEvent::Ended(why) => {
+                    let reason = match why {
+                        StreamEnd::Stopped => EndReason::RemoteHangup,
+                        StreamEnd::Closed => EndReason::StreamClosed,
+                        StreamEnd::HandshakeTimeout => EndReason::HandshakeTimeout,
+                        StreamEnd::SilenceTimeout => EndReason::MediaTimeout,
+                        StreamEnd::Local => EndReason::LocalHangup,
+                    };
+                    self.ended.get_or_insert(reason);
+                }
+                StreamEvent::Started(_) => {}
+            }
+        }
+        if let Some(reason) = self.ended.take() {
+            inputs.push_back(LegInput::Ended(reason));
+        }
+    }
+
+    /// Sends what the stream queued.
+    async fn flush(&mut self) {
+        while let Some(text) = self.stream.poll_transmit() {
+            if let Err(err) = self.ws.send(Message::Text(text.into())).await {
+                tracing::debug!(%err, "twilio stream write failed");
+                self.peer_closed = true;
+                self.stream.handle_closed(clock::now());
+                break;
+            }
+        }
+    }
+
+    /// Sends our close frame (unless the peer closed) and waits briefly for the peer's.
+    async fn close(&mut self) {
+        if self.peer_closed {
+            return;
+        }
+        let (why, code) = self.close_with;
+        let frame = CloseFrame {
+            code,
+            reason: why.into(),
+        };
+        if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(msg)) = self.ws.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
-fn finish_call(call: LiveCall, stream: &Stream, reason: String) {
-    let s = stream.stats();
-    let stats = CallStats {
-        packets_received: s.media,
-        packets_lost: s.sequence_gaps as i64,
-        packets_sent: s.frames_sent,
-        jitter_ms: 0.0,
-        concealed_frames: call.pipeline.jitter_stats().concealed,
-        jitter_delay_ms: call.pipeline.mean_delay_ms(),
-        malformed_packets: s.malformed + s.unknown_events,
-    };
-    tracing::debug!(
-        call = %call.info.id,
-        received = s.media,
-        sent = s.frames_sent,
-        skipped = s.frames_skipped,
-        late = s.frames_late,
-        gaps = s.sequence_gaps,
-        disorder = s.sequence_disorder,
-        malformed = s.malformed,
-        oversized = s.oversized,
-        unknown = s.unknown_events,
-        out_of_state = s.out_of_state,
-        marks_sent = s.marks_sent,
-        marks_played = s.marks_played,
-        clears = s.clears_sent,
-        dtmf = s.dtmf,
-        concealed = stats.concealed_frames,
-        last_error = stream.last_error().map(ToString::to_string),
-        %reason,
-        "twilio stream finished"
-    );
-    call.pipeline.finish();
-    call.services.registry.remove(&call.info.id);
-    let _ = call.services.events.send(CallEvent::Ended {
-        id: call.info.id.clone(),
-        reason,
-        stats,
-    });
+impl Leg for TwilioLeg {
+    async fn readable(&mut self, inputs: &mut VecDeque<LegInput>) {
+        tokio::select! {
+            message = self.ws.recv() => {
+                self.message(clock::now(), message, inputs);
+                // Everything already readable goes to the jitter buffer before the next tick,
+                // so a stall of this task does not make buffered audio look lost.
+                self.drain(inputs);
+            }
+            () = self.shutdown.cancelled() => {
+                self.close_with = ("shutting down", close_code::AWAY);
+                self.stream.close();
+                self.ended = Some(EndReason::Shutdown);
+            }
+        }
+        self.events(inputs);
+    }
+
+    fn drain(&mut self, inputs: &mut VecDeque<LegInput>) {
+        for _ in 0..MAX_BATCH {
+            if self.stream.is_ended() {
+                break;
+            }
+            let Some(message) = self.ws.recv().now_or_never() else {
+                break;
+            };
+            self.message(clock::now(), message, inputs);
+        }
+        self.events(inputs);
+    }
+
+    fn tick_at(&self) -> Option<Instant> {
+        self.stream.frame_at()
+    }
+
+    async fn send_frame(&mut self, now: Instant, frame: &[u8; FRAME_SAMPLES], _: Option<Instant>) {
+        self.stream.send_frame(now, frame);
+        self.flush().await;
+    }
+
+    fn timer_at(&self) -> Option<Instant> {
+        None
+    }
+
+    async fn on_timer(&mut self, _now: Instant) {}
+
+    fn expects_media(&self) -> bool {
+        true
+    }
+
+    fn clear(&mut self) {
+        self.stream.clear();
+    }
+
+    fn mark(&mut self, now: Instant, name: &'static str) {
+        self.stream.mark(now, name);
+    }
+
+    fn hang_up(&mut self, reason: EndReason) -> bool {
+        self.close_with = match reason {
+            EndReason::Shutdown => ("shutting down", close_code::AWAY),
+            EndReason::MaxDuration => ("max duration", close_code::NORMAL),
+            EndReason::MediaTimeout => ("stream timeout", close_code::NORMAL),
+            EndReason::LocalHangup => ("hangup", close_code::NORMAL),
+            _ => ("call ended", close_code::NORMAL),
+        };
+        self.stream.close();
+        true
+    }
+
+    async fn finish(mut self) -> LegStats {
+        self.close().await;
+        let s = self.stream.stats();
+        tracing::debug!(
+            received = s.media,
+            sent = s.frames_sent,
+            skipped = s.frames_skipped,
+            late = s.frames_late,
+            gaps = s.sequence_gaps,
+            disorder = s.sequence_disorder,
+            malformed = s.malformed,
+            oversized = s.oversized,
+            unknown = s.unknown_events,
+            out_of_state = s.out_of_state,
+            marks_sent = s.marks_sent,
+            marks_played = s.marks_played,
+            clears = s.clears_sent,
+            dtmf = s.dtmf,
+            last_error = self.stream.last_error().map(ToString::to_string),
+            "twilio stream finished"
+        );
+        LegStats {
+            packets_received: s.media,
+            packets_lost: s.sequence_gaps as i64,
+            packets_sent: s.frames_sent,
+            jitter_ms: 0.0,
+            malformed_packets: s.malformed + s.unknown_events,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,11 +25,13 @@ const OFFER_DTMF_PT: u8 = 101;
 const DTMF_EVENTS: &str = "0-16";
 
 /// An audio codec earshot can send and receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// G.711 μ-law, static payload type 0 (RFC 3551 §6).
+    #[serde(rename = "PCMU")]
     Pcmu,
     /// G.711 A-law, static payload type 8 (RFC 3551 §6).
+    #[serde(rename = "PCMA")]
     Pcma,
 }
 

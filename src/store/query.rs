@@ -610,11 +610,11 @@ mod tests {
         for id in ids.iter().take(2) {
             events.push(CallEvent::Answered {
                 id: id.clone(),
-                codec: "PCMU".into(),
+                codec: crate::call::Codec::Pcmu,
             });
             events.push(CallEvent::Ended {
                 id: id.clone(),
-                reason: "bye".into(),
+                reason: crate::call::EndReason::RemoteHangup,
                 stats: CallStats::default(),
             });
         }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::timestamp::format_rfc3339;
-use crate::call::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Source};
+use crate::call::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, FallbackReason, Source};
 
 /// Most DTMF digits kept on a record (the events keep every one).
 const MAX_DTMF: usize = 256;
@@ -112,6 +112,20 @@ pub struct CallRecord {
     /// The carrier's latest status of the call (Twilio's status callback), when it sent one.
     #[serde(default)]
     pub carrier_status: Option<CarrierStatus>,
+    /// The call's voice agent, when it had one.
+    #[serde(default)]
+    pub agent: Option<AgentRecord>,
+}
+
+/// What became of a call's agent session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Milliseconds the agent took to answer its WebSocket upgrade.
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    /// Why the session was given up, if it was.
+    #[serde(default)]
+    pub fallback: Option<FallbackReason>,
 }
 
 impl CallRecord {
@@ -133,6 +147,7 @@ impl CallRecord {
             recording: None,
             dtmf: String::new(),
             carrier_status: None,
+            agent: None,
         }
     }
 
@@ -161,7 +176,7 @@ impl CallRecord {
                     self.status = CallStatus::Active;
                 }
                 self.answered_ms.get_or_insert(at_ms);
-                self.codec = Some(codec.clone());
+                self.codec = Some(codec.name().to_owned());
             }
             CallEvent::Dtmf { digit, .. } => {
                 if self.dtmf.len() < MAX_DTMF {
@@ -169,6 +184,12 @@ impl CallRecord {
                 }
             }
             CallEvent::Hold { .. } | CallEvent::Listen { .. } => {}
+            CallEvent::AgentConnected { connect_ms, .. } => {
+                self.agent.get_or_insert_default().connect_ms = Some(*connect_ms);
+            }
+            CallEvent::AgentFallback { reason, .. } => {
+                self.agent.get_or_insert_default().fallback = Some(*reason);
+            }
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),
@@ -188,7 +209,7 @@ impl CallRecord {
             CallEvent::Ended { reason, stats, .. } => {
                 self.status = CallStatus::Ended;
                 self.ended_ms = Some(at_ms.max(self.started_ms));
-                self.end_reason = Some(reason.clone());
+                self.end_reason = Some(reason.to_string());
                 self.stats = Some(stats.clone());
                 self.finish_recording(RecordingState::Complete);
             }
@@ -296,7 +317,7 @@ mod tests {
         r.apply(
             &CallEvent::Answered {
                 id: id.clone(),
-                codec: "PCMU".into(),
+                codec: crate::call::Codec::Pcmu,
             },
             1_000_500,
         );
@@ -312,7 +333,7 @@ mod tests {
                 id: id.clone(),
                 digit: '5',
                 duration_ms: 100,
-                via: "rfc4733".into(),
+                via: crate::call::DtmfSource::Rfc4733,
             },
             1_001_000,
         );
@@ -327,7 +348,7 @@ mod tests {
         r.apply(
             &CallEvent::Ended {
                 id,
-                reason: "caller hung up".into(),
+                reason: crate::call::EndReason::RemoteHangup,
                 stats: stats.clone(),
             },
             1_003_000,

@@ -360,7 +360,7 @@ mod tests {
             },
             CallEvent::Answered {
                 id: second.id.clone(),
-                codec: "PCMA".into(),
+                codec: crate::call::Codec::Pcma,
             },
         ];
         let committed = writer.persist(&events).unwrap();
@@ -388,7 +388,7 @@ mod tests {
                     CallEvent::Started { info },
                     CallEvent::Ended {
                         id: id.clone(),
-                        reason: "bye".into(),
+                        reason: crate::call::EndReason::RemoteHangup,
                         stats: CallStats::default(),
                     },
                 ],
@@ -437,12 +437,12 @@ mod tests {
                         CallEvent::Started { info: open.clone() },
                         CallEvent::Answered {
                             id: open.id.clone(),
-                            codec: "PCMU".into(),
+                            codec: crate::call::Codec::Pcmu,
                         },
                         CallEvent::Started { info: done.clone() },
                         CallEvent::Ended {
                             id: done.id.clone(),
-                            reason: "bye".into(),
+                            reason: crate::call::EndReason::RemoteHangup,
                             stats: CallStats::default(),
                         },
                     ],
@@ -489,7 +489,7 @@ mod tests {
         tx.send(CallEvent::Started { info: info.clone() }).unwrap();
         tx.send(CallEvent::Ended {
             id: info.id.clone(),
-            reason: "bye".into(),
+            reason: crate::call::EndReason::RemoteHangup,
             stats: CallStats::default(),
         })
         .unwrap();

@@ -8,11 +8,9 @@
 //!
 //! Outbound, one 160-byte μ-law frame goes out every 20 ms on the stream's own frame clock,
 //! paced and never in a burst: frames that fell behind after a stall catch up at most at
-//! twice the pace (10 ms apart), and beyond [`MAX_LAG`] the clock skips ahead instead. When
-//! the prompt (the greeting) ends, a `mark` follows its last frame; Twilio echoes it once the
-//! caller heard everything. Caller speech (an energy detector on the decoded audio) or a key
-//! press during the prompt is a barge-in: a `clear` drops what Twilio queued and the driver
-//! stops the prompt.
+//! twice the pace (10 ms apart), and beyond [`MAX_LAG`] the clock skips ahead instead. The call
+//! task asks for a `mark` after the greeting's last frame (Twilio echoes it once the caller
+//! heard everything) and for a `clear` when the caller barges in.
 //!
 //! Inbound audio is placed on the stream's own media clock: TCP delivers every chunk, in order,
 //! late rather than lost, so the first chunk anchors the timeline and a chunk is never taken as
@@ -27,7 +25,6 @@ use std::time::{Duration, Instant};
 use super::protocol::{
     self, FRAME_BYTES, Inbound, Media, Outbound, ProtocolError, Start, StreamSid, Track,
 };
-use crate::media::g711::decode_ulaw;
 
 /// Largest text message parsed; Twilio's are a few hundred bytes. Larger ones are dropped.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -37,8 +34,6 @@ const FRAME: Duration = Duration::from_millis(20);
 pub const MAX_LAG: Duration = Duration::from_millis(100);
 /// Frames that catch up after a stall still go out at least this far apart.
 const MIN_SPACING: Duration = Duration::from_millis(10);
-/// The mark sent after the prompt's last frame.
-pub const PROMPT_MARK: &str = "greeting";
 /// Marks awaiting their echo; older ones are forgotten (Twilio lost them or never will).
 const MAX_OUTSTANDING_MARKS: usize = 16;
 /// A chunk this far ahead of the media clock re-anchors it.
@@ -51,12 +46,9 @@ const SSRC: u32 = 1;
 pub struct StreamConfig {
     /// From the WebSocket upgrade to `start`.
     pub handshake_timeout: Duration,
-    /// The stream ends when no media came for this long; `None` disables the check.
+    /// The stream ends when no media came for this long; `None` disables the check (the
+    /// call task keeps its own).
     pub silence_timeout: Option<Duration>,
-    /// Caller frames at or above this level count as speech, in dBFS.
-    pub vad_threshold_dbfs: f32,
-    /// Consecutive speech frames (20 ms each) that make a barge-in.
-    pub vad_frames: u32,
 }
 
 impl Default for StreamConfig {
@@ -64,17 +56,8 @@ impl Default for StreamConfig {
         Self {
             handshake_timeout: Duration::from_secs(3),
             silence_timeout: Some(Duration::from_secs(30)),
-            vad_threshold_dbfs: -35.0,
-            vad_frames: 3,
         }
     }
-}
-
-/// What interrupted the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BargeIn {
-    Speech,
-    Dtmf,
 }
 
 /// Why a stream ended.
@@ -112,8 +95,6 @@ pub enum StreamEvent {
     Dtmf {
         digit: char,
     },
-    /// The prompt was interrupted; a `clear` is queued. The driver stops the prompt.
-    BargeIn(BargeIn),
     /// Twilio echoed a mark `after` we sent it.
     MarkPlayed {
         name: String,
@@ -204,22 +185,15 @@ pub struct Stream {
     media: Option<Media>,
     events: VecDeque<StreamEvent>,
     transmit: VecDeque<String>,
-    /// The prompt is playing (a barge-in can interrupt it; its end is marked).
-    prompt: bool,
     marks: VecDeque<(String, Instant)>,
     /// The media clock: when the chunk with this timestamp (in samples) arrived.
     anchor: Option<(Instant, u64)>,
-    /// Consecutive speech frames heard during the prompt.
-    speech_run: u32,
-    /// Mean-square level at which a frame is speech.
-    vad_energy: f64,
     last_error: Option<ProtocolError>,
 }
 
 impl Stream {
     /// A stream whose WebSocket was accepted at `now`.
     pub fn new(config: StreamConfig, now: Instant) -> Self {
-        let rms = 32768.0 * 10f64.powf(f64::from(config.vad_threshold_dbfs) / 20.0);
         Self {
             config,
             state: State::ExpectConnected {
@@ -231,11 +205,8 @@ impl Stream {
             media: None,
             events: VecDeque::new(),
             transmit: VecDeque::new(),
-            prompt: false,
             marks: VecDeque::new(),
             anchor: None,
-            speech_run: 0,
-            vad_energy: rms * rms,
             last_error: None,
         }
     }
@@ -269,7 +240,7 @@ impl Stream {
             Inbound::Start(start) => self.start(now, start),
             Inbound::Media(media) => return self.media(now, media),
             Inbound::Dtmf { digit } => self.dtmf(digit),
-            Inbound::Mark { name } => self.mark(now, name),
+            Inbound::Mark { name } => self.mark_echoed(now, name),
             Inbound::Stop => self.end(EndReason::Stopped),
         }
         None
@@ -337,9 +308,16 @@ impl Stream {
         matches!(&self.state, State::Streaming(s) if now >= s.frame_at())
     }
 
-    /// Queues one outbound frame of μ-law. `prompt_playing` says whether the prompt still has
-    /// audio after this frame: when it stops, a mark follows the frame.
-    pub fn send_frame(&mut self, now: Instant, frame: &[u8; FRAME_BYTES], prompt_playing: bool) {
+    /// When the next outbound frame may go; `None` unless streaming.
+    pub fn frame_at(&self) -> Option<Instant> {
+        match &self.state {
+            State::Streaming(s) => Some(s.frame_at()),
+            _ => None,
+        }
+    }
+
+    /// Queues one outbound frame of μ-law.
+    pub fn send_frame(&mut self, now: Instant, frame: &[u8; FRAME_BYTES]) {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
@@ -356,16 +334,29 @@ impl Stream {
             self.stats.frames_skipped += (behind.as_micros() / FRAME.as_micros()) as u64;
             s.next_frame = now + FRAME;
         }
-        if self.prompt && !prompt_playing {
-            self.transmit
-                .push_back(Outbound::Mark(PROMPT_MARK).to_json(&s.sid));
-            self.stats.marks_sent += 1;
-            if self.marks.len() == MAX_OUTSTANDING_MARKS {
-                self.marks.pop_front();
-            }
-            self.marks.push_back((PROMPT_MARK.to_owned(), now));
+    }
+
+    /// Queues a `mark`: Twilio echoes it once everything sent before it has played.
+    pub fn mark(&mut self, now: Instant, name: &str) {
+        let State::Streaming(s) = &self.state else {
+            return;
+        };
+        self.transmit
+            .push_back(Outbound::Mark(name).to_json(&s.sid));
+        self.stats.marks_sent += 1;
+        if self.marks.len() == MAX_OUTSTANDING_MARKS {
+            self.marks.pop_front();
         }
-        self.prompt = prompt_playing;
+        self.marks.push_back((name.to_owned(), now));
+    }
+
+    /// Queues a `clear`: Twilio drops the audio it has queued (the caller barged in).
+    pub fn clear(&mut self) {
+        let State::Streaming(s) = &self.state else {
+            return;
+        };
+        self.transmit.push_back(Outbound::Clear.to_json(&s.sid));
+        self.stats.clears_sent += 1;
     }
 
     /// The next JSON text to send.
@@ -454,9 +445,6 @@ impl Stream {
         let ts = media
             .timestamp_ms
             .map_or(index.saturating_sub(1) * FRAME_BYTES as u64, |ms| ms * 8);
-        if self.prompt {
-            self.detect_speech(media.payload());
-        }
         let at = self.media_clock(now, ts);
         let media = self.media.insert(media);
         Some(Audio {
@@ -481,29 +469,6 @@ impl Stream {
         now
     }
 
-    /// The energy detector: `vad_frames` loud frames in a row during the prompt barge in.
-    fn detect_speech(&mut self, payload: &[u8]) {
-        let mut pcm = [0i16; protocol::MAX_PAYLOAD];
-        let n = payload.len().min(pcm.len());
-        let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) else {
-            return;
-        };
-        decode_ulaw(src, dst);
-        let energy = dst
-            .iter()
-            .map(|&s| f64::from(s) * f64::from(s))
-            .sum::<f64>()
-            / n.max(1) as f64;
-        if energy >= self.vad_energy {
-            self.speech_run += (n / FRAME_BYTES).max(1) as u32;
-        } else {
-            self.speech_run = 0;
-        }
-        if self.speech_run >= self.config.vad_frames {
-            self.barge_in(BargeIn::Speech);
-        }
-    }
-
     fn dtmf(&mut self, digit: char) {
         if !matches!(self.state, State::Streaming(_)) {
             self.stats.out_of_state += 1;
@@ -511,23 +476,9 @@ impl Stream {
         }
         self.stats.dtmf += 1;
         self.events.push_back(StreamEvent::Dtmf { digit });
-        if self.prompt {
-            self.barge_in(BargeIn::Dtmf);
-        }
     }
 
-    fn barge_in(&mut self, cause: BargeIn) {
-        let State::Streaming(s) = &self.state else {
-            return;
-        };
-        self.prompt = false;
-        self.speech_run = 0;
-        self.transmit.push_back(Outbound::Clear.to_json(&s.sid));
-        self.stats.clears_sent += 1;
-        self.events.push_back(StreamEvent::BargeIn(cause));
-    }
-
-    fn mark(&mut self, now: Instant, name: String) {
+    fn mark_echoed(&mut self, now: Instant, name: String) {
         // Twilio echoes marks in the order sent; ones before this were dropped by a `clear`.
         match self.marks.iter().position(|(n, _)| *n == name) {
             Some(i) => {
@@ -729,7 +680,7 @@ mod tests {
         let mut s = started(t0);
         let frame = [QUIET; 160];
         assert!(s.frame_due(t0));
-        s.send_frame(t0, &frame, false);
+        s.send_frame(t0, &frame);
         assert!(!s.frame_due(ms(19)));
         assert!(s.frame_due(ms(20)));
         assert_eq!(s.poll_timeout(), Some(ms(20)));
@@ -745,28 +696,29 @@ mod tests {
         );
         // Frame 1 goes 30 ms late: frame 2 (due at 40) waits until 10 ms after it, frame 3 is
         // on time again.
-        s.send_frame(ms(50), &frame, false);
+        s.send_frame(ms(50), &frame);
         assert!(!s.frame_due(ms(59)));
         assert_eq!(s.poll_timeout(), Some(ms(60)));
-        s.send_frame(ms(60), &frame, false);
+        s.send_frame(ms(60), &frame);
         assert_eq!(s.poll_timeout(), Some(ms(70)));
-        s.send_frame(ms(70), &frame, false);
+        s.send_frame(ms(70), &frame);
         assert_eq!(s.poll_timeout(), Some(ms(80)));
         assert_eq!((s.stats().frames_late, s.stats().frames_skipped), (3, 0));
         // A 300 ms stall: the clock skips ahead rather than catching up.
-        s.send_frame(ms(380), &frame, false);
+        s.send_frame(ms(380), &frame);
         assert_eq!(s.poll_timeout(), Some(ms(400)));
         assert!(s.stats().frames_skipped >= 14, "{:?}", s.stats());
     }
 
     #[test]
-    fn mark_follows_the_prompt_and_its_echo_is_reported() {
+    fn a_mark_follows_its_frame_and_its_echo_is_reported() {
         let t0 = t0();
         let mut s = started(t0);
         let frame = [LOUD; 160];
-        s.send_frame(t0, &frame, true);
-        s.send_frame(t0 + FRAME, &frame, false);
-        s.send_frame(t0 + FRAME * 2, &frame, false);
+        s.send_frame(t0, &frame);
+        s.send_frame(t0 + FRAME, &frame);
+        s.mark(t0 + FRAME, "greeting");
+        s.send_frame(t0 + FRAME * 2, &frame);
         let events: Vec<String> = sent(&mut s)
             .iter()
             .map(|v| v["event"].as_str().unwrap().to_owned())
@@ -787,39 +739,17 @@ mod tests {
     }
 
     #[test]
-    fn caller_speech_during_the_prompt_barges_in_with_clear() {
+    fn dtmf_is_reported_and_clear_is_sent_when_asked() {
         let t0 = t0();
         let mut s = started(t0);
-        s.send_frame(t0, &[LOUD; 160], true);
-        sent(&mut s);
-        s.handle_text(t0, &media_msg(2, 1, LOUD));
-        s.handle_text(t0, &media_msg(3, 2, QUIET));
-        s.handle_text(t0, &media_msg(4, 3, LOUD));
-        s.handle_text(t0, &media_msg(5, 4, LOUD));
-        assert_eq!(s.poll_event(), None, "two loud frames are not speech yet");
-        s.handle_text(t0, &media_msg(6, 5, LOUD));
-        assert_eq!(s.poll_event(), Some(StreamEvent::BargeIn(BargeIn::Speech)));
-        assert_eq!(sent(&mut s)[0]["event"], "clear");
-        // The prompt is over: no mark follows, and no second clear.
-        s.send_frame(t0 + FRAME, &[QUIET; 160], false);
-        s.handle_text(t0, &media_msg(7, 6, LOUD));
-        let events: Vec<String> = sent(&mut s)
-            .iter()
-            .map(|v| v["event"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(events, ["media"]);
-    }
-
-    #[test]
-    fn dtmf_is_reported_and_interrupts_the_prompt() {
-        let t0 = t0();
-        let mut s = started(t0);
-        s.send_frame(t0, &[LOUD; 160], true);
+        s.send_frame(t0, &[LOUD; 160]);
         sent(&mut s);
         s.handle_text(t0, &format!(r#"{{"event":"dtmf","streamSid":"{SID}","sequenceNumber":"2","dtmf":{{"track":"inbound_track","digit":"5"}}}}"#));
         assert_eq!(s.poll_event(), Some(StreamEvent::Dtmf { digit: '5' }));
-        assert_eq!(s.poll_event(), Some(StreamEvent::BargeIn(BargeIn::Dtmf)));
+        assert_eq!(s.poll_event(), None);
+        s.clear();
         assert_eq!(sent(&mut s)[0]["event"], "clear");
+        assert_eq!(s.stats().clears_sent, 1);
     }
 
     #[test]
@@ -853,7 +783,7 @@ mod tests {
         s.handle_closed(t0);
         assert_eq!(s.poll_event(), Some(StreamEvent::Ended(EndReason::Stopped)));
         assert_eq!(s.poll_event(), None);
-        s.send_frame(t0, &[QUIET; 160], false);
+        s.send_frame(t0, &[QUIET; 160]);
         assert_eq!(s.poll_transmit(), None);
     }
 }

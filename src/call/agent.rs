@@ -1,0 +1,348 @@
+//! The agent responder: a voice agent speaks on earshot's side of the call. The call task owns
+//! one [`AgentLink`] per call — the sans-IO protocol session ([`crate::agent::twilio`]) and the
+//! channels to the WebSocket driver ([`crate::net::agent`]), which a [`AgentConnector`] starts.
+//!
+//! Sends to the driver never wait: a full channel keeps texts in the session, and an agent
+//! that stops reading long enough ([`MAX_PENDING`]) is given up as a fallback.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::event::{CallInfo, FallbackReason};
+use super::greeting::Greeting;
+use crate::agent::twilio::{AgentStream, FRAME_BYTES, Fill, Received, StartInfo};
+
+/// Texts waiting for a driver that does not take them (about 5 s of caller audio) before the
+/// agent counts as not reading.
+pub const MAX_PENDING: usize = 250;
+
+/// What the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentInput {
+    /// The WebSocket is up, `after` the connect began.
+    Connected {
+        after: Duration,
+    },
+    Text(String),
+    Binary,
+    /// The socket closed: `normal` with a close frame of code 1000 or 1001.
+    Closed {
+        normal: bool,
+    },
+    /// The session could not be had, or broke.
+    Failed(FallbackReason),
+}
+
+/// The call task's ends of a driver's channels.
+#[derive(Debug)]
+pub struct AgentIo {
+    pub to_agent: mpsc::Sender<String>,
+    pub from_agent: mpsc::Receiver<AgentInput>,
+}
+
+/// What a call task observed of its agent, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentObservation {
+    /// From the end of the caller's speech to the agent's first audio of its turn.
+    ResponseLatency(Duration),
+    /// Frames the agent's audio only partly filled.
+    Underruns(u64),
+    /// Agent audio dropped because the queue was full, in bytes.
+    OverrunBytes(u64),
+    Fallback(FallbackReason),
+}
+
+/// What to do when the agent fails.
+#[derive(Debug, Clone)]
+pub enum FallbackMode {
+    /// Play this message (empty: none), then hang up.
+    Hangup(Greeting),
+    /// Stay on the line as a listen-only call.
+    Listen,
+}
+
+/// Settings of the agent bridge.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub fallback: FallbackMode,
+    /// Agent audio that may wait to be played, in bytes (8 per ms).
+    pub max_queue_bytes: usize,
+    /// Sent as `accountSid`.
+    pub account_sid: String,
+}
+
+/// Starts agent sessions: implemented by the WebSocket driver.
+pub trait AgentConnector: Send + Sync + fmt::Debug {
+    /// Opens a session for this call. Returns at once; the driver reports `Connected` or
+    /// `Failed` on the channel.
+    fn connect(&self, info: &CallInfo, call_sid: &str) -> AgentIo;
+
+    fn observe(&self, what: AgentObservation);
+
+    fn settings(&self) -> &AgentSettings;
+}
+
+/// The `callSid` an agent is told: Twilio's own for Twilio calls, else one derived from the
+/// call id (`CA` + 32 hex digits), stable for the call.
+pub fn agent_call_sid(info: &CallInfo) -> String {
+    if info.source == super::Source::Twilio {
+        return info.external_id.clone();
+    }
+    format!("CA{}", hex32(info.id.as_str().as_bytes()))
+}
+
+fn hex32(seed: &[u8]) -> String {
+    let digest = Sha256::digest(seed);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The agent's state, for the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Connecting,
+    /// Connected; the caller has the floor.
+    Listening,
+    /// The agent's audio is playing.
+    Speaking,
+    /// Given up; the fallback runs.
+    FellBack,
+    Closed,
+}
+
+/// What the call task must do after an agent input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOutcome {
+    Continue,
+    Connected {
+        after: Duration,
+    },
+    /// The agent hung up.
+    Hangup,
+    Fallback(FallbackReason),
+}
+
+/// One call's agent session.
+#[derive(Debug)]
+pub struct AgentLink {
+    stream: AgentStream,
+    io: AgentIo,
+    connector: Arc<dyn AgentConnector>,
+    state: AgentState,
+    /// When the stream started (caller `media` timestamps count from here).
+    started: Option<Instant>,
+    /// The caller stopped speaking here and the agent has not answered yet.
+    awaiting: Option<Instant>,
+    reported_underruns: u64,
+    reported_overrun: u64,
+}
+
+impl AgentLink {
+    pub fn connect(connector: Arc<dyn AgentConnector>, info: &CallInfo) -> Self {
+        let call_sid = agent_call_sid(info);
+        let settings = connector.settings();
+        let stream_sid = format!(
+            "MZ{}",
+            hex32(format!("{}{}", info.id, rand::random::<u64>()).as_bytes())
+        );
+        let parameters: BTreeMap<String, String> = [
+            ("callId", info.id.as_str()),
+            ("caller", info.caller.as_str()),
+            ("callee", info.callee.as_str()),
+            ("source", info.source.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let stream = AgentStream::new(
+            StartInfo {
+                stream_sid,
+                call_sid: call_sid.clone(),
+                account_sid: settings.account_sid.clone(),
+                parameters,
+            },
+            settings.max_queue_bytes,
+        );
+        let io = connector.connect(info, &call_sid);
+        Self {
+            stream,
+            io,
+            connector,
+            state: AgentState::Connecting,
+            started: None,
+            awaiting: None,
+            reported_underruns: 0,
+            reported_overrun: 0,
+        }
+    }
+
+    pub fn state(&self) -> AgentState {
+        self.state
+    }
+
+    pub fn call_sid(&self) -> &str {
+        &self.stream.start_info().call_sid
+    }
+
+    pub fn fallback_mode(&self) -> FallbackMode {
+        self.connector.settings().fallback.clone()
+    }
+
+    pub fn observe(&self, what: AgentObservation) {
+        self.connector.observe(what);
+    }
+
+    /// The next report from the driver. Cancel-safe; pends forever once the driver is gone.
+    pub async fn recv(&mut self) -> AgentInput {
+        match self.io.from_agent.recv().await {
+            Some(input) => input,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes one report from the driver.
+    pub fn input(&mut self, now: Instant, input: AgentInput) -> AgentOutcome {
+        match input {
+            AgentInput::Connected { after } => {
+                self.state = AgentState::Listening;
+                self.started = Some(now);
+                AgentOutcome::Connected { after }
+            }
+            AgentInput::Text(text) => {
+                match self.stream.handle_text(&text) {
+                    Received::Audio | Received::Mark | Received::Clear | Received::Ignored => {}
+                }
+                self.flush()
+            }
+            AgentInput::Binary => {
+                self.stream.handle_binary();
+                AgentOutcome::Continue
+            }
+            AgentInput::Closed { normal: true } => AgentOutcome::Hangup,
+            AgentInput::Closed { normal: false } => AgentOutcome::Fallback(FallbackReason::Closed),
+            AgentInput::Failed(reason) => AgentOutcome::Fallback(reason),
+        }
+    }
+
+    /// 20 ms of the caller (μ-law), after the jitter buffer.
+    pub fn caller_frame(&mut self, now: Instant, ulaw: &[u8; FRAME_BYTES]) -> AgentOutcome {
+        let Some(started) = self.started else {
+            // Not connected yet: Twilio, too, streams only once the socket is up.
+            return AgentOutcome::Continue;
+        };
+        let elapsed = now.saturating_duration_since(started).as_millis() as u64;
+        self.stream.caller_audio(elapsed, ulaw);
+        self.flush()
+    }
+
+    pub fn dtmf(&mut self, digit: char) -> AgentOutcome {
+        if self.started.is_none() {
+            return AgentOutcome::Continue;
+        }
+        self.stream.dtmf(digit);
+        self.flush()
+    }
+
+    /// The caller stopped speaking at `at`: the agent's next audio answers it.
+    pub fn caller_turn_ended(&mut self, at: Instant) {
+        if self.started.is_some() && !self.stream.has_audio() {
+            self.awaiting = Some(at);
+        }
+    }
+
+    /// The agent's next 20 ms (μ-law, silence when it has nothing to say).
+    pub fn next_frame(&mut self, now: Instant, out: &mut [u8; FRAME_BYTES]) -> AgentOutcome {
+        let fill = self.stream.next_frame(out);
+        if self.state == AgentState::Listening || self.state == AgentState::Speaking {
+            self.state = match fill {
+                Fill::Empty => AgentState::Listening,
+                Fill::Partial | Fill::Full => AgentState::Speaking,
+            };
+        }
+        if fill != Fill::Empty
+            && let Some(at) = self.awaiting.take()
+        {
+            self.observe(AgentObservation::ResponseLatency(
+                now.saturating_duration_since(at),
+            ));
+        }
+        self.report_counters();
+        self.flush()
+    }
+
+    /// Sends what the session has queued, without waiting.
+    fn flush(&mut self) -> AgentOutcome {
+        while let Some(text) = self.stream.poll_transmit() {
+            match self.io.to_agent.try_send(text) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(text)) => {
+                    self.stream.unsend(text);
+                    break;
+                }
+                // The driver is gone; its report says why.
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+        if self.stream.pending() > MAX_PENDING {
+            return AgentOutcome::Fallback(FallbackReason::NotReading);
+        }
+        AgentOutcome::Continue
+    }
+
+    fn report_counters(&mut self) {
+        let stats = self.stream.stats();
+        if stats.underruns > self.reported_underruns {
+            let n = stats.underruns - self.reported_underruns;
+            self.reported_underruns = stats.underruns;
+            self.observe(AgentObservation::Underruns(n));
+        }
+        let stats = self.stream.stats();
+        if stats.overrun_bytes > self.reported_overrun {
+            let n = stats.overrun_bytes - self.reported_overrun;
+            self.reported_overrun = stats.overrun_bytes;
+            self.observe(AgentObservation::OverrunBytes(n));
+        }
+    }
+
+    /// The session is given up: nothing more is sent (the driver closes the socket once its
+    /// channel is dropped).
+    pub fn fell_back(mut self, reason: FallbackReason) {
+        self.state = AgentState::FellBack;
+        self.observe(AgentObservation::Fallback(reason));
+        self.end();
+    }
+
+    /// The call is over: `stop`, then the channel closes.
+    pub fn stop(mut self) {
+        if self.started.is_some() {
+            self.stream.stop();
+            let _ = self.flush();
+        }
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.state = AgentState::Closed;
+        let s = self.stream.stats();
+        tracing::debug!(
+            received = s.received,
+            media = s.media,
+            audio_bytes = s.audio_bytes,
+            overrun_bytes = s.overrun_bytes,
+            underruns = s.underruns,
+            marks = s.marks,
+            clears = s.clears,
+            malformed = s.malformed,
+            unknown = s.unknown_events,
+            foreign = s.foreign,
+            sent = s.sent,
+            "agent session finished"
+        );
+        self.report_counters();
+    }
+}

@@ -1,0 +1,360 @@
+//! The SIP caller leg: a call's RTP/RTCP sockets around its sans-IO RTP [`Session`], and the
+//! signalling the SIP task relays to it (media agreed, INFO DTMF, the dialog's end). The
+//! call's 20 ms tick is its [`PlayoutClock`]: it lands just after the caller's next frame
+//! falls due. [`SipCalls`] starts a call task for each answered INVITE.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::rtp::{PortAllocator, RtpSockets};
+use super::sip::SipCommand;
+use crate::call::{
+    self, CallHandle, CallId, CallInfo, CallSettings, Codec, DtmfSource, EndReason, Leg, LegAudio,
+    LegInput, LegStats, Services, Source,
+};
+use crate::clock;
+use crate::media::frame::FRAME_SAMPLES;
+use crate::media::playout_clock::PlayoutClock;
+use crate::rtp::{RtpEvent, Session, SessionConfig, Ssrc};
+use crate::sip::endpoint::{CallRef, IncomingCall};
+use crate::sip::sdp::{Direction, LocalMedia, Negotiated};
+
+/// Largest datagram read from an RTP socket; larger ones are truncated and fail to parse.
+const MAX_DATAGRAM: usize = 1500;
+/// Datagrams already waiting on the RTP socket that are taken before a tick's frame is chosen
+/// (bounded, so that a flood cannot hold the tick up).
+const DRAIN_BEFORE_TICK: usize = 4;
+/// Datagrams taken in one wake-up of [`Leg::readable`].
+const MAX_BATCH: usize = 16;
+
+/// What the SIP task tells a call's leg.
+#[derive(Debug)]
+pub enum SipSignal {
+    /// Negotiated media, first or changed by a re-INVITE.
+    Media(Negotiated),
+    /// A DTMF digit signalled in SIP INFO.
+    Dtmf { digit: char, duration_ms: u32 },
+    /// The dialog is over.
+    Ended(EndReason),
+}
+
+/// RTP settings of SIP calls, from `[rtp]` and `[sip]`.
+#[derive(Debug, Clone)]
+pub struct RtpSettings {
+    pub learn_packets: u16,
+    pub rtcp_interval: Duration,
+    /// The address written in our SDP.
+    pub advertised_ip: IpAddr,
+}
+
+/// A live SIP call as the SIP task keeps it.
+#[derive(Debug)]
+pub struct SipCall {
+    pub handle: CallHandle,
+    pub signals: mpsc::UnboundedSender<SipSignal>,
+}
+
+impl SipCall {
+    pub fn signal(&self, signal: SipSignal) {
+        let _ = self.signals.send(signal);
+    }
+}
+
+/// Starts SIP calls' tasks.
+#[derive(Debug, Clone)]
+pub struct SipCalls {
+    pub ports: Arc<PortAllocator>,
+    pub rtp: Arc<RtpSettings>,
+    pub settings: Arc<CallSettings>,
+    pub services: Services,
+    /// Where legs ask the SIP task to hang up.
+    pub sip: mpsc::UnboundedSender<SipCommand>,
+}
+
+impl SipCalls {
+    /// Binds the call's RTP/RTCP sockets and starts its task. Returns the media to offer.
+    pub fn spawn(&self, incoming: &IncomingCall) -> io::Result<(LocalMedia, SipCall)> {
+        let sockets = self.ports.allocate()?;
+        let media = LocalMedia {
+            addr: self.rtp.advertised_ip,
+            port: sockets.rtp_port(),
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            session_id: rand::random::<u32>().into(),
+            session_version: 1,
+            direction: Direction::SendRecv,
+        };
+        let now = clock::wallclock();
+        let info = CallInfo {
+            id: CallId::new(now, rand::random()),
+            source: Source::Sip,
+            external_id: incoming.sip_call_id.clone(),
+            caller: incoming.caller.clone(),
+            callee: incoming.callee.clone(),
+            started_at: now,
+        };
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        let leg = SipLeg {
+            call: incoming.call,
+            cname: format!("earshot-{}", info.id),
+            sockets,
+            rtp: self.rtp.clone(),
+            session: None,
+            signals: signals_rx,
+            sip: self.sip.clone(),
+            playout: PlayoutClock::new(clock::now()),
+            receiving: true,
+            rtp_buf: vec![0u8; MAX_DATAGRAM],
+            rtcp_buf: vec![0u8; MAX_DATAGRAM],
+        };
+        let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
+        tokio::spawn(task);
+        Ok((media, SipCall { handle, signals }))
+    }
+}
+
+/// One SIP call's media leg.
+pub struct SipLeg {
+    call: CallRef,
+    cname: String,
+    sockets: RtpSockets,
+    rtp: Arc<RtpSettings>,
+    session: Option<Session>,
+    signals: mpsc::UnboundedReceiver<SipSignal>,
+    sip: mpsc::UnboundedSender<SipCommand>,
+    playout: PlayoutClock,
+    /// Whether the caller sends to us (a caller holding us with sendonly still does).
+    receiving: bool,
+    rtp_buf: Vec<u8>,
+    rtcp_buf: Vec<u8>,
+}
+
+impl SipLeg {
+    fn signal(&mut self, signal: SipSignal, inputs: &mut VecDeque<LegInput>) {
+        match signal {
+            SipSignal::Media(media) => {
+                let input = self.apply_media(media);
+                inputs.push_back(input);
+            }
+            SipSignal::Dtmf { digit, duration_ms } => inputs.push_back(LegInput::Dtmf {
+                digit,
+                duration_ms,
+                source: DtmfSource::SipInfo,
+            }),
+            SipSignal::Ended(reason) => inputs.push_back(LegInput::Ended(reason)),
+        }
+    }
+
+    fn apply_media(&mut self, media: Negotiated) -> LegInput {
+        let now = clock::now();
+        let sending = media.local_direction.sends();
+        self.receiving = media.local_direction.receives();
+        let hold = !matches!(
+            media.remote_direction,
+            Direction::SendRecv | Direction::RecvOnly
+        );
+        match self.session.as_mut() {
+            Some(session) => {
+                session.set_remote(media.remote_rtp, media.remote_rtcp);
+                session.set_sending(sending);
+            }
+            None => {
+                let config = SessionConfig {
+                    local_ssrc: Ssrc(rand::random()),
+                    payload_type: media.codec.payload_type(),
+                    dtmf_pt: media.dtmf_pt,
+                    remote_rtp: media.remote_rtp,
+                    remote_rtcp: media.remote_rtcp,
+                    learn_packets: self.rtp.learn_packets,
+                    rtcp_interval: self.rtp.rtcp_interval,
+                    rtcp_seed: rand::random(),
+                    cname: std::mem::take(&mut self.cname),
+                    clock_rate: 8000,
+                    initial_seq: rand::random(),
+                    initial_ts: rand::random(),
+                    wallclock: clock::wallclock(),
+                };
+                let mut session = Session::new(config, now);
+                session.set_sending(sending);
+                self.session = Some(session);
+                self.playout = PlayoutClock::new(now);
+            }
+        }
+        LegInput::Media {
+            codec: media.codec,
+            hold,
+        }
+    }
+
+    fn rtp_in(&mut self, from: SocketAddr, n: usize, inputs: &mut VecDeque<LegInput>) {
+        let now = clock::now();
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let datagram = self.rtp_buf.get(..n).unwrap_or_default();
+        if let Some(audio) = session.handle_rtp(now, from, datagram) {
+            inputs.push_back(LegInput::Audio(LegAudio::new(
+                now,
+                audio.seq,
+                audio.timestamp,
+                audio.marker,
+                audio.ssrc.0,
+                audio.payload,
+            )));
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                RtpEvent::Dtmf { digit, duration_ms } => inputs.push_back(LegInput::Dtmf {
+                    digit,
+                    duration_ms,
+                    source: DtmfSource::Rfc4733,
+                }),
+                RtpEvent::SourceLearned(addr) => {
+                    tracing::debug!(%addr, "RTP source learned")
+                }
+                other => tracing::trace!(?other, "RTP event"),
+            }
+        }
+    }
+
+    fn rtcp_in(&mut self, from: SocketAddr, n: usize) {
+        if let Some(session) = self.session.as_mut() {
+            let datagram = self.rtcp_buf.get(..n).unwrap_or_default();
+            session.handle_rtcp(clock::now(), from, datagram);
+        }
+    }
+
+    async fn flush_rtcp(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        while let Some(transmit) = session.poll_transmit() {
+            let _ = self
+                .sockets
+                .rtcp
+                .send_to(&transmit.bytes, transmit.dest)
+                .await;
+        }
+    }
+
+    /// Everything readable now, without waiting (bounded).
+    fn take_ready(&mut self, inputs: &mut VecDeque<LegInput>, rtp_budget: usize) {
+        while let Ok(signal) = self.signals.try_recv() {
+            self.signal(signal, inputs);
+        }
+        for _ in 0..rtp_budget {
+            let Ok((n, from)) = self.sockets.rtp.try_recv_from(&mut self.rtp_buf) else {
+                break;
+            };
+            self.rtp_in(from, n, inputs);
+        }
+        for _ in 0..rtp_budget {
+            let Ok((n, from)) = self.sockets.rtcp.try_recv_from(&mut self.rtcp_buf) else {
+                break;
+            };
+            self.rtcp_in(from, n);
+        }
+    }
+}
+
+impl Leg for SipLeg {
+    async fn readable(&mut self, inputs: &mut VecDeque<LegInput>) {
+        tokio::select! {
+            signal = self.signals.recv() => match signal {
+                Some(signal) => self.signal(signal, inputs),
+                // The SIP task is gone (shutdown).
+                None => {
+                    inputs.push_back(LegInput::Ended(EndReason::Shutdown));
+                    return;
+                }
+            },
+            received = self.sockets.rtp.recv_from(&mut self.rtp_buf) => {
+                if let Ok((n, from)) = received {
+                    self.rtp_in(from, n, inputs);
+                }
+            }
+            received = self.sockets.rtcp.recv_from(&mut self.rtcp_buf) => {
+                if let Ok((n, from)) = received {
+                    self.rtcp_in(from, n);
+                }
+            }
+        }
+        self.take_ready(inputs, MAX_BATCH);
+    }
+
+    fn drain(&mut self, inputs: &mut VecDeque<LegInput>) {
+        self.take_ready(inputs, DRAIN_BEFORE_TICK);
+    }
+
+    fn tick_at(&self) -> Option<Instant> {
+        self.session.as_ref().map(|_| self.playout.tick_at())
+    }
+
+    async fn send_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8; FRAME_SAMPLES],
+        next_due: Option<Instant>,
+    ) {
+        // Ticks land just after the caller's next frame falls due. After a stall they catch
+        // up at once (each is 20 ms after the one before), so the RTP clock keeps real time.
+        self.playout.advance(next_due);
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let mut packet = [0u8; 12 + FRAME_SAMPLES];
+        if let Some((dest, len)) = session.send_audio(now, frame, FRAME_SAMPLES as u32, &mut packet)
+        {
+            let _ = self
+                .sockets
+                .rtp
+                .send_to(packet.get(..len).unwrap_or_default(), dest)
+                .await;
+        }
+    }
+
+    fn timer_at(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(Session::poll_timeout)
+    }
+
+    async fn on_timer(&mut self, now: Instant) {
+        if let Some(session) = self.session.as_mut() {
+            session.handle_timeout(now);
+        }
+        self.flush_rtcp().await;
+    }
+
+    fn expects_media(&self) -> bool {
+        self.receiving
+    }
+
+    fn clear(&mut self) {}
+
+    fn mark(&mut self, _now: Instant, _name: &'static str) {}
+
+    fn hang_up(&mut self, _reason: EndReason) -> bool {
+        // The SIP task sends BYE (or answers the INVITE with an error) and reports the end.
+        self.sip.send(SipCommand::Hangup(self.call)).is_err()
+    }
+
+    async fn finish(mut self) -> LegStats {
+        let mut stats = LegStats::default();
+        let now = clock::now();
+        if let Some(session) = self.session.as_mut() {
+            if let Some(bye) = session.bye(now) {
+                let _ = self.sockets.rtcp.send_to(&bye.bytes, bye.dest).await;
+            }
+            let s = session.stats();
+            stats.packets_received = s.packets_received;
+            stats.packets_lost = s.packets_lost;
+            stats.packets_sent = s.packets_sent;
+            stats.jitter_ms = s.jitter_ms();
+            stats.malformed_packets = s.malformed + s.wrong_pt + s.foreign_source;
+        }
+        stats
+    }
+}
