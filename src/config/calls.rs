@@ -1,5 +1,5 @@
 //! `[calls]`: admission limits, ringing, and the greeting played to callers (with the WAV file
-//! check).
+//! check, which `[agent]` reuses for its fallback WAV).
 
 use std::fs::File;
 use std::io::Read;

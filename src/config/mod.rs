@@ -6,8 +6,8 @@
 //! turns the raw form into [`Config`], collecting *every* invalid field
 //! (`sip.allow[2]: "10.0.0.0/33" is not a CIDR (prefix longer than 32)`), so one run of
 //! `earshot check-config` shows all mistakes instead of the first. Past this module nothing
-//! re-checks the configuration: the types ([`Cidr`], [`PortRange`], [`HostPort`], [`Secret`])
-//! carry what was checked.
+//! re-checks the configuration: the types ([`Cidr`], [`PortRange`], [`HostPort`], [`Secret`],
+//! [`WsUrl`]) carry what was checked.
 //!
 //! Every key has a default, so an empty file is a valid configuration; unknown keys are errors,
 //! so a typo never silently falls back to a default. Relative paths are resolved against the
@@ -18,7 +18,7 @@
 //! This file holds [`Config`], the errors, the loading entry points and the field-error
 //! accumulator. Each TOML section has its own module with its typed struct, its raw serde form
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
-//! `recording`, `store`, `http`, `twilio`, `log`. Value types shared by sections live
+//! `recording`, `store`, `http`, `twilio`, `agent`, `log`. Value types shared by sections live
 //! in `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
 //! `config::Xxx` whatever file it lives in.
@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use crate::media::jitter::JitterConfig;
 
+mod agent;
 mod audio;
 mod calls;
 mod http;
@@ -45,6 +46,7 @@ mod store;
 mod syntax;
 mod twilio;
 
+pub use agent::{AgentConfig, AgentFallback, AgentProtocol, WsUrl};
 pub use audio::{AudioConfig, AudioOutput};
 pub use calls::CallsConfig;
 pub use http::HttpConfig;
@@ -82,6 +84,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[twilio]`: Twilio Media Streams.
     pub twilio: TwilioConfig,
+    /// `[agent]`: the voice agent bridged to every call; `None` when the section is absent,
+    /// and then calls have no agent.
+    pub agent: Option<AgentConfig>,
     /// `[log]`: log filtering and output format.
     pub log: LogConfig,
 }
@@ -164,6 +169,8 @@ struct RawConfig {
     store: store::RawStore,
     http: http::RawHttp,
     twilio: twilio::RawTwilio,
+    /// `None` when the section is absent: no agent, rather than an agent with defaults.
+    agent: Option<agent::RawAgent>,
     log: log::RawLog,
 }
 
@@ -284,6 +291,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let store = store::validate_store(&mut e, raw.store);
     let http = http::validate_http(&mut e, raw.http);
     let twilio = twilio::validate_twilio(&mut e, raw.twilio);
+    let agent = raw
+        .agent
+        .and_then(|raw| agent::validate_agent(&mut e, raw, &calls));
     let log = log::validate_log(&mut e, raw.log);
     let pairs = rtp.ports.pairs();
     if calls.max_concurrent > pairs {
@@ -305,6 +315,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         store,
         http,
         twilio,
+        agent,
         log,
     };
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
