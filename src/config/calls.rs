@@ -1,0 +1,116 @@
+//! `[calls]`: admission limits, ringing, and the greeting played to callers (with the WAV file
+//! check, which `[agent]` reuses for its fallback WAV).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::Errors;
+
+/// `[calls]`: admission and per-call limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallsConfig {
+    /// Calls beyond this are refused (486 Busy Here / stream closed) to protect the box.
+    pub max_concurrent: usize,
+    /// Calls are hung up after this many seconds, so a stuck call ends; 0 means no limit.
+    pub max_duration_secs: u64,
+    /// WAV file played to each caller on answer; checked to exist when loading.
+    pub greeting: Option<PathBuf>,
+    /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
+    /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
+    pub ring_ms: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            max_concurrent: 100,
+            max_duration_secs: 14400,
+            greeting: None,
+            ring_ms: 0,
+        }
+    }
+}
+
+/// `[calls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawCalls {
+    max_concurrent: Option<usize>,
+    max_duration_secs: Option<u64>,
+    greeting: Option<PathBuf>,
+    ring_ms: Option<u64>,
+}
+
+pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
+    let d = CallsConfig::default();
+    if let Some(greeting) = &raw.greeting
+        && let Err(reason) = check_wav(greeting)
+    {
+        e.push("calls.greeting", reason);
+    }
+    CallsConfig {
+        max_concurrent: e.ranged(
+            "calls.max_concurrent",
+            raw.max_concurrent,
+            d.max_concurrent,
+            1..=10000,
+        ),
+        max_duration_secs: raw.max_duration_secs.unwrap_or(d.max_duration_secs),
+        greeting: raw.greeting,
+        ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
+    }
+}
+
+/// Checks that `path` is a readable file starting with a RIFF/WAVE header.
+pub(super) fn check_wav(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let mut file = File::open(path).map_err(|e| format!("{shown}: cannot open ({e})"))?;
+    let mut head = [0u8; 12];
+    file.read_exact(&mut head)
+        .map_err(|_| format!("{shown}: too short to be a WAV file"))?;
+    if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE".as_slice()) {
+        Ok(())
+    } else {
+        Err(format!("{shown}: not a WAV file (no RIFF/WAVE header)"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::test_support::{TempDir, invalid, paths, toml_path};
+
+    #[test]
+    fn max_concurrent_must_fit_the_port_range() {
+        let errors = invalid("[rtp]\nports = \"10000-10009\"\n[calls]\nmax_concurrent = 6\n");
+        assert_eq!(paths(&errors), ["calls.max_concurrent"]);
+        assert!(
+            Config::from_toml_str("[rtp]\nports = \"10000-10009\"\n[calls]\nmax_concurrent = 5\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn greeting_must_be_an_existing_wav() {
+        let errors = invalid("[calls]\ngreeting = \"/nonexistent/greeting.wav\"\n");
+        assert_eq!(paths(&errors), ["calls.greeting"]);
+        let dir = TempDir::new("greeting");
+        let wav = dir.wav("greeting.wav");
+        let text = dir.file("greeting.txt", b"hello, this is not audio");
+        let toml = |p: &Path| format!("[calls]\ngreeting = {}\n", toml_path(p));
+        assert_eq!(
+            Config::from_toml_str(&toml(&wav))
+                .unwrap()
+                .calls
+                .greeting
+                .as_deref(),
+            Some(wav.as_path())
+        );
+        assert!(invalid(&toml(&text))[0].reason.contains("not a WAV file"));
+    }
+}
