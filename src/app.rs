@@ -49,6 +49,12 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("agent.fallback_wav: {0}")]
+    AgentFallback(GreetingError),
+    #[error(transparent)]
+    AgentTls(#[from] crate::net::agent::AgentTlsError),
+    #[error("agent.protocol: {0} is not supported by this build yet")]
+    AgentProtocol(config::AgentProtocol),
 }
 
 /// Runs earshot until a shutdown signal. `config_path` is re-read on SIGHUP.
@@ -56,9 +62,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(shutdown.clone())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let services = start_services(&config, events_tx)?;
-    let audio = services.audio.clone();
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    let services = start_services(&config, events_tx, &metrics)?;
+    let audio = services.audio.clone();
     let (history, twilio) =
         start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
     let driver = build_sip(&config, services, metrics).await?;
@@ -99,8 +105,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
 
 /// Starts what every call shares: speaker playout, the recorder (after repairing what a crash
 /// left), the registry of live calls and the greeting.
-fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Services, AppError> {
+fn start_services(
+    config: &Config,
+    events: crate::call::EventSink,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Services, AppError> {
     let greeting = Greeting::configured(config.calls.greeting.as_deref())?;
+    let agent = match &config.agent {
+        Some(agent) => Some(agent_bridge(config, agent, metrics)?),
+        None => None,
+    };
     let audio = Arc::new(AudioService::start(&config.audio));
     let recordings = if config.recording.enabled {
         let dir = config.recording.dir.clone();
@@ -146,8 +160,56 @@ fn start_services(config: &Config, events: crate::call::EventSink) -> Result<Ser
         greeting,
         listen_default: config.audio.listen,
         recording_gate: crate::recording::RecordingGate::new(),
-        agent: None,
+        agent,
     })
+}
+
+/// The `[agent]` bridge every call is connected to.
+fn agent_bridge(
+    config: &Config,
+    agent: &config::AgentConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Arc<dyn crate::call::agent::AgentConnector>, AppError> {
+    use crate::call::agent::{AgentSettings, FallbackMode};
+    if agent.protocol != config::AgentProtocol::Twilio {
+        return Err(AppError::AgentProtocol(agent.protocol));
+    }
+    let fallback = match agent.fallback {
+        config::AgentFallback::Listen => FallbackMode::Listen,
+        config::AgentFallback::Hangup => FallbackMode::Hangup(
+            Greeting::configured(agent.fallback_wav.as_deref()).map_err(AppError::AgentFallback)?,
+        ),
+    };
+    let settings = AgentSettings {
+        fallback,
+        max_queue_bytes: usize::try_from(agent.max_queue_secs.saturating_mul(8000))
+            .unwrap_or(usize::MAX),
+        account_sid: agent
+            .account_sid
+            .clone()
+            .unwrap_or_else(|| box_account_sid(config)),
+    };
+    let target = crate::net::agent::AgentTarget {
+        url: agent.url.as_str().to_owned(),
+        connect_timeout: Duration::from_millis(agent.connect_timeout_ms),
+        max_concurrent: agent.max_concurrent,
+        ca_file: agent.ca_file.clone(),
+    };
+    let bridge = crate::net::agent::AgentBridge::new(target, settings, metrics.clone())?;
+    tracing::info!(protocol = %agent.protocol, "calls are bridged to the agent");
+    Ok(Arc::new(bridge))
+}
+
+/// The `accountSid` agents are told when `[agent].account_sid` is not set: `AC` + 32 hex
+/// digits derived from this box's machine id (or, without one, its SIP address), stable across
+/// restarts.
+fn box_account_sid(config: &Config) -> String {
+    use sha2::Digest as _;
+    let seed = std::fs::read_to_string("/etc/machine-id")
+        .unwrap_or_else(|_| config.sip.listen.to_string());
+    let digest = sha2::Sha256::digest(format!("earshot account {}", seed.trim()));
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("AC{hex}")
 }
 
 /// Opens the call history (closing calls a crash left open), starts the store thread on the
@@ -471,6 +533,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.store != new.store, "store");
     check(old.http != new.http, "http");
     check(old.twilio != new.twilio, "twilio");
+    check(old.agent != new.agent, "agent");
     check(old.log != new.log, "log");
     fields
 }

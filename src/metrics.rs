@@ -11,7 +11,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::call::{CallStats, Source};
+use crate::call::{CallStats, FallbackReason, Source};
 
 /// Bucket bounds of per-call RTP interarrival jitter, ms.
 const JITTER_MS_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
@@ -19,6 +19,11 @@ const JITTER_MS_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0]
 const DELAY_MS_BOUNDS: &[f64] = &[20.0, 40.0, 60.0, 80.0, 120.0, 160.0, 240.0, 400.0];
 /// Bucket bounds of the Twilio handshake (webhook to stream `start`), seconds.
 const HANDSHAKE_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0];
+/// Bucket bounds of the agent's WebSocket connect time, seconds.
+const AGENT_CONNECT_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0];
+/// Bucket bounds of the agent's response latency (end of the caller's speech to the agent's
+/// first audio), seconds.
+const AGENT_RESPONSE_BOUNDS: &[f64] = &[0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
 /// Bucket bounds of store commits, seconds.
 const COMMIT_BOUNDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
@@ -155,6 +160,17 @@ pub struct Metrics {
     /// SIP datagrams and TCP connections from sources outside `[sip].allow`, dropped
     /// unanswered. The SIP driver.
     pub sip_blocked: AtomicU64,
+    /// Agent bridge: WebSocket connect time, sessions up now, fallbacks by reason, frames its
+    /// audio only partly filled, audio bytes dropped on a full queue, agent messages dropped on
+    /// a full channel, and the response latency per caller turn. The agent driver and the call
+    /// tasks (through the connector).
+    pub agent_connect_seconds: Histogram,
+    pub agent_sessions: AtomicU64,
+    pub agent_fallbacks: [AtomicU64; FallbackReason::ALL.len()],
+    pub agent_underruns: AtomicU64,
+    pub agent_overrun_bytes: AtomicU64,
+    pub agent_messages_dropped: AtomicU64,
+    pub agent_response_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -181,6 +197,13 @@ impl Default for Metrics {
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
+            agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
+            agent_sessions: AtomicU64::new(0),
+            agent_fallbacks: Default::default(),
+            agent_underruns: AtomicU64::new(0),
+            agent_overrun_bytes: AtomicU64::new(0),
+            agent_messages_dropped: AtomicU64::new(0),
+            agent_response_seconds: Histogram::new(AGENT_RESPONSE_BOUNDS),
         }
     }
 }
@@ -208,6 +231,17 @@ impl Metrics {
     /// A Twilio call got the fallback TwiML instead of a stream.
     pub fn twilio_fallback(&self) {
         self.twilio_fallbacks.fetch_add(1, Relaxed);
+    }
+
+    /// An agent session was given up for `reason`.
+    pub fn agent_fallback(&self, reason: FallbackReason) {
+        let i = FallbackReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        if let Some(counter) = self.agent_fallbacks.get(i) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
     /// Adds an ended call's media counters.
@@ -278,7 +312,27 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
+            (
+                "earshot_agent_sessions",
+                "Agent WebSocket sessions up now.",
+                &self.agent_sessions,
+            ),
+            (
+                "earshot_agent_underruns_total",
+                "Frames the agent's audio only partly filled (it ran dry mid-frame).",
+                &self.agent_underruns,
+            ),
+            (
+                "earshot_agent_overrun_bytes_total",
+                "Agent audio bytes dropped because its queue was full.",
+                &self.agent_overrun_bytes,
+            ),
+            (
+                "earshot_agent_messages_dropped_total",
+                "Agent messages dropped because the call could not take them fast enough.",
+                &self.agent_messages_dropped,
+            ),
             (
                 "earshot_calls_interrupted_total",
                 "Calls found open at startup and closed as interrupted.",
@@ -376,6 +430,27 @@ impl Metrics {
             &mut out,
             "earshot_twilio_handshake_seconds",
             "Twilio webhook to stream start, seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP earshot_agent_fallbacks_total Agent sessions given up, by reason.\n# TYPE earshot_agent_fallbacks_total counter"
+        );
+        for (reason, n) in FallbackReason::ALL.iter().zip(&self.agent_fallbacks) {
+            let _ = writeln!(
+                out,
+                "earshot_agent_fallbacks_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        self.agent_connect_seconds.render(
+            &mut out,
+            "earshot_agent_connect_seconds",
+            "Agent WebSocket connect time (TCP, TLS, upgrade), seconds.",
+        );
+        self.agent_response_seconds.render(
+            &mut out,
+            "earshot_agent_response_seconds",
+            "End of the caller's speech to the agent's first audio, per turn, seconds.",
         );
         self.store_commit_seconds.render(
             &mut out,

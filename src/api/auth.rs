@@ -1,4 +1,5 @@
-//! Bearer-token authentication of `/api/*` and `/metrics`, and 503 once shutdown has begun.
+//! Bearer-token authentication of `/api/*`, `/metrics` and the Twilio-compatible call REST
+//! (HTTP Basic there, the token as password), and 503 once shutdown has begun.
 //!
 //! The token is compared in constant time: both sides are hashed (SHA-256, so lengths do not
 //! leak either) and the digests compared without an early exit. `?token=` is accepted only on
@@ -55,6 +56,11 @@ fn presented_token(request: &Request) -> Option<String> {
     if bearer.is_some() {
         return bearer;
     }
+    // The Twilio-compatible call REST authenticates as Twilio's does: HTTP Basic, the account
+    // SID as user and the token as password.
+    if request.uri().path().starts_with("/2010-04-01/") {
+        return basic_password(request);
+    }
     let path = request.uri().path();
     let query_allowed = request.method() == Method::GET
         && (path == "/api/events"
@@ -67,6 +73,23 @@ fn presented_token(request: &Request) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v)
+}
+
+/// The password of an `Authorization: Basic` header.
+fn basic_password(request: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
 }
 
 /// Constant-time equality of two secrets of any lengths.

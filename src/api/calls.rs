@@ -295,5 +295,6 @@ fn live_json(h: &CallHandle, now_ms: u64) -> Value {
         "listen": live.listen,
         "hold": live.hold,
         "level_dbfs": live.level_dbfs,
+        "agent": live.agent,
     })
 }

@@ -30,6 +30,7 @@ pub mod error;
 mod events;
 mod recording;
 mod status;
+mod twilio_calls;
 
 pub use error::ApiError;
 
@@ -115,6 +116,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(events::stream))
         .route("/api/live", get(calls::live))
         .route("/metrics", get(status::metrics))
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{call}",
+            post(twilio_calls::update),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -4,8 +4,10 @@
 //! [`crate::sip::endpoint::Endpoint`]; [`rtp`] hands out RTP/RTCP socket pairs from
 //! `[rtp].ports`; [`twilio`] serves Twilio's webhooks and media-stream WebSockets around
 //! [`crate::twilio::stream::Stream`].
-//! The process clock is [`crate::clock`].
+//! [`sip_leg`] is a SIP call's caller leg (its RTP sockets and session); [`agent`] is the
+//! WebSocket client of voice agents. The process clock is [`crate::clock`].
 
+pub mod agent;
 pub mod rtp;
 pub mod sip;
 pub mod sip_leg;

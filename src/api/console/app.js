@@ -125,6 +125,8 @@ function eventText(e) {
     case 'ended': return `Ended: ${e.reason}`;
     case 'interrupted': return `Interrupted: ${e.reason}`;
     case 'carrier_status': return `Carrier status: ${e.status}`;
+    case 'agent_connected': return `Agent connected (${e.connect_ms} ms)`;
+    case 'agent_fallback': return `Agent failed (${e.reason}): fallback taken`;
     default: return e.type;
   }
 }
@@ -205,7 +207,8 @@ function liveItem(call) {
     el('div', { class: 'meta' },
       el('span', { class: 'duration' }),
       el('span', { class: 'codec muted' }),
-      el('span', { class: 'state muted' })),
+      el('span', { class: 'state muted' }),
+      el('span', { class: 'agent muted' })),
     el('div', { class: 'meter', title: 'caller level', role: 'meter', 'aria-valuemin': '-60', 'aria-valuemax': '0' },
       el('div', { class: 'meter-fill' })),
     el('div', { class: 'buttons' }, listen, hangup));
@@ -215,6 +218,9 @@ function updateLiveItem(item, call) {
   item.querySelector('.duration').textContent = duration(call.duration_secs);
   item.querySelector('.codec').textContent = call.codec || '—';
   item.querySelector('.state').textContent = call.hold ? 'on hold' : (call.answered ? 'connected' : 'ringing');
+  const agent = item.querySelector('.agent');
+  agent.textContent = call.agent ? 'agent: ' + call.agent.replace('_', ' ') : '';
+  agent.dataset.agent = call.agent || '';
   const fill = item.querySelector('.meter-fill');
   fill.style.width = levelPercent(call.level_dbfs) + '%';
   item.querySelector('.meter').setAttribute('aria-valuenow', String(Math.round(call.level_dbfs)));
@@ -364,6 +370,7 @@ async function loadCall(id, keepPlayer) {
     ['End reason', call.end_reason || '—'],
     ['Carrier status', call.carrier_status || '—'],
     ['Codec', call.codec || '—'],
+    ['Agent', call.agent ? (call.agent.fallback ? `fell back (${call.agent.fallback})` : `connected in ${call.agent.connect_ms} ms`) : '—'],
     ['Keys pressed', call.dtmf || '—'],
     ['Packets in / lost', call.stats ? `${stats.packets_received} / ${stats.packets_lost}` : '—'],
     ['Jitter', call.stats ? `${Number(stats.jitter_ms).toFixed(1)} ms` : '—'],
