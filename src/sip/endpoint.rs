@@ -6,21 +6,40 @@
 //! quinn-proto: `handle_datagram` / `handle_timeout` in, `poll_transmit` / `poll_event` /
 //! `poll_timeout` out, plus commands from the application (`answer`, `reject`, `hangup`).
 //! It never reads the clock, touches a socket or draws randomness of its own.
+//!
+//! # Layout
+//!
+//! - This file: the public types, the server transactions (§17.2.3 matching), request dispatch
+//!   (§18.2.1 received/rport, the §8.2.1–§8.2.3 checks, then ACK, CANCEL, in-dialog and new
+//!   requests each to their place), and the few ways a response is sent: statelessly, through
+//!   its server transaction, or in a new one.
+//! - `call`: one call's state and everything that changes it, with `answer`, `reject` and
+//!   `hangup`.
+//! - `uac`: the requests we send (BYE, REGISTER) in client transactions, their responses, and
+//!   `set_trunks`.
+//! - `response`: the one builder every response goes through (§8.2.6).
+//! - `request`: the SDP offer or DTMF digit read out of a request body.
+
+mod call;
+mod request;
+mod response;
+mod uac;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::dialog::{ConnId, Dialog, DialogId, Flow, Transport, response_destination};
+use self::call::Call;
+use self::response::{ResponseBuilder, wants_to_tag};
+use self::uac::ClientEntry;
+use super::dialog::{ConnId, DialogId, Flow, response_destination};
 use super::message::{self, Headers, Message, Method, Request, Response};
-use super::registration::{RegOutcome, RegState, Registration, TrunkRegistration};
-use super::sdp::{self, LocalMedia, Negotiated, SessionDescription};
-use super::transaction::{
-    Action, ClientNonInvite, Delivery, ServerInvite, ServerNonInvite, T1, T2, TIMEOUT,
-};
+use super::registration::{RegOutcome, RegState, Registration};
+use super::sdp::{Negotiated, SessionDescription};
+use super::transaction::{Action, ServerInvite, ServerNonInvite};
 
 /// Methods earshot implements, as advertised in Allow (§20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
@@ -145,62 +164,6 @@ struct ServerEntry {
     flow: Flow,
 }
 
-/// Why we sent a request, so its response reaches the right place.
-#[derive(Debug, Clone)]
-enum Purpose {
-    Bye(CallRef),
-    Register(usize),
-}
-
-#[derive(Debug)]
-struct ClientEntry {
-    tx: ClientNonInvite,
-    flow: Flow,
-    purpose: Purpose,
-}
-
-/// The answer earshot gave, waiting for the ACK (§13.3.1.4: retransmit it meanwhile).
-#[derive(Debug)]
-struct Unacked {
-    cseq: u32,
-    bytes: Vec<u8>,
-    next: Instant,
-    interval: Duration,
-    give_up: Instant,
-}
-
-#[derive(Debug)]
-enum CallState {
-    /// The INVITE is with the application, waiting for `answer` or `reject`.
-    Offered,
-    /// 180 sent; the 200 goes out at `answer_at`.
-    Ringing {
-        answer_at: Instant,
-        media: LocalMedia,
-    },
-    /// Answered; the dialog is confirmed once the ACK arrives.
-    Established,
-    /// BYE sent; waiting for its response (or not: the call is over for the application).
-    Terminating,
-}
-
-#[derive(Debug)]
-struct Call {
-    state: CallState,
-    dialog: Dialog,
-    /// The INVITE (or re-INVITE) currently in its server transaction.
-    invite: Request,
-    invite_key: TxKey,
-    /// Whether the INVITE transaction has sent its final response.
-    invite_final: bool,
-    offer: Option<SessionDescription>,
-    media: Option<LocalMedia>,
-    unacked: Option<Unacked>,
-    /// Hang up as soon as the ACK for our 2xx arrives (§15: not before).
-    bye_after_ack: bool,
-    confirmed: bool,
-}
-
 /// earshot's SIP user agent.
 pub struct Endpoint {
     config: EndpointConfig,
@@ -234,40 +197,6 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
         }
-    }
-
-    /// Replaces the trunks to register with (startup and reload). Existing bindings of trunks
-    /// that stay are kept; removed trunks are unregistered.
-    pub fn set_trunks(&mut self, now: Instant, trunks: Vec<TrunkRegistration>) {
-        let mut keep = Vec::new();
-        for reg in std::mem::take(&mut self.registrations) {
-            let same = trunks.iter().any(|t| {
-                t.name == reg.trunk.name
-                    && t.registrar == reg.trunk.registrar
-                    && t.username == reg.trunk.username
-            });
-            if same {
-                keep.push(reg);
-            } else {
-                let mut reg = reg;
-                if reg.start_unregister() {
-                    self.registrations.push(reg);
-                }
-            }
-        }
-        for trunk in trunks {
-            if let Some(pos) = keep.iter().position(|r| r.trunk.name == trunk.name) {
-                let mut reg = keep.swap_remove(pos);
-                reg.trunk = trunk;
-                self.registrations.push(reg);
-            } else {
-                let call_id = self.random_token(16);
-                let tag = self.random_token(8);
-                self.registrations
-                    .push(Registration::new(trunk, now, call_id, tag));
-            }
-        }
-        self.drive_registrations(now);
     }
 
     /// Shutdown: refuse new calls (503), and unregister every trunk.
@@ -318,9 +247,8 @@ impl Endpoint {
                 Some(_) if bytes.starts_with(b"ACK ") => self.stats.dropped += 1,
                 Some((status, headers)) => {
                     self.stats.malformed += 1;
-                    let resp = stateless_response(headers, status);
-                    let dest = response_destination(headers.via().as_ref(), flow);
-                    self.send(dest, resp.to_bytes());
+                    let resp = ResponseBuilder::new(headers, status, None).build();
+                    self.send_stateless(headers, flow, resp);
                 }
                 None => self.stats.dropped += 1,
             },
@@ -330,9 +258,7 @@ impl Endpoint {
     /// A TCP connection closed: forget it in the flows that used it.
     pub fn connection_closed(&mut self, conn: ConnId) {
         for call in self.calls.values_mut() {
-            if call.dialog.flow.transport == Transport::Tcp(Some(conn)) {
-                call.dialog.flow.transport = Transport::Tcp(None);
-            }
+            call.connection_closed(conn);
         }
     }
 
@@ -350,14 +276,7 @@ impl Endpoint {
             ServerTx::NonInvite(tx) => tx.poll_timeout(),
         });
         let client = self.client.values().filter_map(|e| e.tx.poll_timeout());
-        let calls = self.calls.values().filter_map(|c| {
-            let ring = match &c.state {
-                CallState::Ringing { answer_at, .. } => Some(*answer_at),
-                _ => None,
-            };
-            let unacked = c.unacked.as_ref().map(|u| u.next.min(u.give_up));
-            ring.into_iter().chain(unacked).min()
-        });
+        let calls = self.calls.values().filter_map(Call::poll_timeout);
         let regs = self
             .registrations
             .iter()
@@ -372,69 +291,14 @@ impl Endpoint {
         self.drive_registrations(now);
     }
 
-    /// Answers an offered call: 180 now, 200 OK with the SDP answer after `ring`.
-    /// A failed negotiation answers 488 (RFC 3264 §6) and ends the call.
-    pub fn answer(&mut self, now: Instant, call: CallRef, media: LocalMedia, ring: Duration) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        if !matches!(c.state, CallState::Offered) {
-            return;
-        }
-        if let Some(offer) = &c.offer
-            && sdp::answer(offer, &media).is_err()
-        {
-            self.reject(now, call, 488);
-            return;
-        }
-        c.state = CallState::Ringing {
-            answer_at: now + ring,
-            media,
-        };
-        let ringing = self.call_response(call, 180, None);
-        if let Some(resp) = ringing {
-            self.respond_invite(now, call, resp);
-        }
-        if ring.is_zero() {
-            self.call_timeouts(now);
-        }
-    }
-
-    /// Refuses an offered or ringing call with a final status.
-    pub fn reject(&mut self, now: Instant, call: CallRef, status: u16) {
-        let Some(c) = self.calls.get(&call) else {
-            return;
-        };
-        if c.invite_final {
-            return;
-        }
-        if let Some(resp) = self.call_response(call, status, None) {
-            self.respond_invite(now, call, resp);
-        }
-        self.end_call(call, EndReason::Rejected(status));
-    }
-
-    /// Ends a call from our side: BYE once confirmed, or a final error before the answer.
-    pub fn hangup(&mut self, now: Instant, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        match c.state {
-            CallState::Offered | CallState::Ringing { .. } => {
-                self.reject(now, call, 480);
-            }
-            CallState::Established if !c.confirmed => c.bye_after_ack = true,
-            CallState::Established => self.send_bye(now, call, EndReason::LocalHangup),
-            CallState::Terminating => {}
-        }
-    }
-
-    // ---- requests -------------------------------------------------------------------------
+    // ---- request dispatch -----------------------------------------------------------------
 
     fn handle_request(&mut self, now: Instant, flow: Flow, mut req: Request) {
         stamp_received(&mut req.headers, flow.remote);
         let Some(key) = tx_key(&req) else {
-            self.reply(&req, flow, 400);
+            // No transaction to answer in: a stateless reply.
+            let resp = self.response_to(&req, 400).build();
+            self.send_stateless(&req.headers, flow, resp);
             return;
         };
         // §17.2.3: a retransmission goes to its transaction.
@@ -470,37 +334,8 @@ impl Endpoint {
             return;
         }
         // An ACK for a 2xx is part of the dialog (§13.2.2.4 / §13.3.1.4).
-        let Some(call) = self.dialog_of(&req) else {
-            return;
-        };
-        let cseq = req.headers.cseq().map(|c| c.seq);
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        if c.unacked.as_ref().map(|u| u.cseq) != cseq {
-            return;
-        }
-        c.unacked = None;
-        let first = !c.confirmed;
-        c.confirmed = true;
-        // Late offer: our 2xx carried the offer and the ACK the answer.
-        if c.offer.is_none()
-            && !req.body.is_empty()
-            && let (Ok(answer), Some(local)) =
-                (SessionDescription::parse(&req.body), c.media.as_ref())
-        {
-            match sdp::negotiate_answer(&answer, local) {
-                Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
-                Err(_) => {
-                    self.send_bye(now, call, EndReason::LocalHangup);
-                    return;
-                }
-            }
-        }
-        if c.bye_after_ack {
-            self.send_bye(now, call, EndReason::LocalHangup);
-        } else if first {
-            self.events.push_back(Event::Confirmed { call });
+        if let Some(call) = self.dialog_of(&req) {
+            self.handle_2xx_ack(now, call, req);
         }
     }
 
@@ -509,36 +344,32 @@ impl Endpoint {
         let call = self
             .calls
             .iter()
-            .find(|(_, c)| c.invite_key == invite_key && !c.invite_final)
+            .find(|(_, c)| c.is_cancelled_by(&invite_key))
             .map(|(r, _)| *r);
         let known = self.server.contains_key(&invite_key);
         let status = if known { 200 } else { 481 };
-        self.respond_new(now, flow, key, &req, status, None);
+        let resp = self.response_to(&req, status).build();
+        self.respond_in_new_tx(now, flow, key, &req, resp);
         // §9.2: the INVITE is answered 487 if it had no final response yet.
         if let Some(call) = call {
-            if let Some(resp) = self.call_response(call, 487, None) {
-                self.respond_invite(now, call, resp);
-            }
+            self.respond_to_invite(now, call, 487, None);
             self.end_call(call, EndReason::Cancelled);
         }
     }
 
     fn handle_new_request(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         if let Some(status) = precheck(&req) {
-            let extra = match status {
-                405 => Some(("Allow", ALLOW)),
-                415 | 406 => Some(("Accept", ACCEPT)),
-                _ => None,
-            };
-            let mut resp = response_to(&req, status, self.random_tag_if_needed(&req, status));
-            if let Some((name, value)) = extra {
-                resp.headers.push(name, value);
+            let mut resp = self.response_to(&req, status);
+            match status {
+                405 => resp = resp.header("Allow", ALLOW),
+                415 | 406 => resp = resp.header("Accept", ACCEPT),
+                420 => {
+                    let unsupported = req.headers.values("require").join(", ");
+                    resp = resp.header("Unsupported", unsupported);
+                }
+                _ => {}
             }
-            if status == 420 {
-                let unsupported = req.headers.values("require").join(", ");
-                resp.headers.push("Unsupported", unsupported);
-            }
-            self.respond_raw(now, flow, key, &req, resp);
+            self.respond_in_new_tx(now, flow, key, &req, resp.build());
             return;
         }
         let in_dialog = req
@@ -550,7 +381,10 @@ impl Endpoint {
             match self.dialog_of(&req) {
                 Some(call) => self.handle_in_dialog(now, flow, key, req, call),
                 // §12.2.2: a request for a dialog we do not know.
-                None => self.respond_new(now, flow, key, &req, 481, None),
+                None => {
+                    let resp = self.response_to(&req, 481).build();
+                    self.respond_in_new_tx(now, flow, key, &req, resp);
+                }
             }
             return;
         }
@@ -562,261 +396,35 @@ impl Endpoint {
                 } else {
                     503
                 };
-                let mut resp = response_to(&req, status, Some(self.random_token(8)));
-                resp.headers.push("Allow", ALLOW);
-                resp.headers.push("Accept", ACCEPT);
-                resp.headers.push("Supported", "");
+                let mut resp =
+                    ResponseBuilder::new(&req.headers, status, Some(self.random_token(8)))
+                        .header("Allow", ALLOW)
+                        .header("Accept", ACCEPT)
+                        .header("Supported", "");
                 if status == 503 {
                     self.stats.refused += 1;
-                    resp.headers.push("Retry-After", "5");
+                    resp = resp.header("Retry-After", "5");
                 }
-                self.respond_raw(now, flow, key, &req, resp);
+                self.respond_in_new_tx(now, flow, key, &req, resp.build());
             }
             // BYE, INFO... outside a dialog.
-            _ => self.respond_new(now, flow, key, &req, 481, None),
-        }
-    }
-
-    fn handle_invite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
-        let reliable = flow.transport.is_reliable();
-        let dest = response_destination(req.headers.via().as_ref(), flow);
-        self.server.insert(
-            key.clone(),
-            ServerEntry {
-                tx: ServerTx::Invite(ServerInvite::new(reliable)),
-                flow: dest,
-            },
-        );
-        // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
-        let trying = response_to(&req, 100, None);
-        self.send_response(now, &key, trying);
-        if !self.accepting {
-            self.stats.refused += 1;
-            let mut resp = response_to(&req, 503, Some(self.random_token(8)));
-            resp.headers.push("Retry-After", "30");
-            self.send_response(now, &key, resp);
-            return;
-        }
-        if self.calls.len() >= self.config.max_calls {
-            self.stats.refused += 1;
-            let resp = response_to(&req, 486, Some(self.random_token(8)));
-            self.send_response(now, &key, resp);
-            return;
-        }
-        let offer = match offer_of(&req) {
-            Ok(offer) => offer,
-            Err(status) => {
-                let tag = Some(self.random_token(8));
-                self.refuse_offer(now, &key, &req, status, tag);
-                return;
-            }
-        };
-        let tag = self.random_token(10);
-        let first_cseq = self.rng.random_range(1..1_000_000);
-        let Some(dialog) = Dialog::from_invite(&req, &tag, flow, first_cseq) else {
-            let resp = response_to(&req, 400, Some(tag));
-            self.send_response(now, &key, resp);
-            return;
-        };
-        let call = CallRef(self.next_call);
-        self.next_call += 1;
-        let incoming = IncomingCall {
-            call,
-            sip_call_id: dialog.id.call_id.clone(),
-            caller: dialog.remote.uri.user.clone().unwrap_or_default(),
-            callee: req.uri.user.clone().unwrap_or_default(),
-            remote: flow.remote,
-            offer: offer.clone(),
-        };
-        self.dialogs.insert(dialog.id.clone(), call);
-        self.calls.insert(
-            call,
-            Call {
-                state: CallState::Offered,
-                dialog,
-                invite: req,
-                invite_key: key,
-                invite_final: false,
-                offer,
-                media: None,
-                unacked: None,
-                bye_after_ack: false,
-                confirmed: false,
-            },
-        );
-        self.events.push_back(Event::Incoming(incoming));
-    }
-
-    fn handle_in_dialog(
-        &mut self,
-        now: Instant,
-        flow: Flow,
-        key: TxKey,
-        req: Request,
-        call: CallRef,
-    ) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let cseq = req.headers.cseq().map_or(0, |c| c.seq);
-        // §12.2.2: a lower CSeq than already seen is out of order.
-        if cseq < c.dialog.remote_cseq {
-            let mut resp = response_to(&req, 500, None);
-            resp.headers.push("Retry-After", "1");
-            self.respond_raw(now, flow, key, &req, resp);
-            return;
-        }
-        c.dialog.remote_cseq = cseq;
-        match req.method {
-            Method::Bye => {
-                let ringing = !c.invite_final;
-                self.respond_new(now, flow, key, &req, 200, None);
-                if ringing && let Some(resp) = self.call_response(call, 487, None) {
-                    self.respond_invite(now, call, resp);
-                }
-                self.end_call(call, EndReason::RemoteBye);
-            }
-            Method::Invite => self.handle_reinvite(now, flow, key, req, call),
-            Method::Info => {
-                let digit = dtmf_from_info(&req);
-                let status = match (&digit, req.body.is_empty()) {
-                    (Some(_), _) | (None, true) => 200,
-                    (None, false) => 415,
-                };
-                self.respond_new(now, flow, key, &req, status, None);
-                if let Some((digit, duration_ms)) = digit {
-                    self.events.push_back(Event::Dtmf {
-                        call,
-                        digit,
-                        duration_ms,
-                    });
-                }
-            }
-            Method::Options => {
-                let mut resp = response_to(&req, 200, None);
-                resp.headers.push("Allow", ALLOW);
-                resp.headers.push("Accept", ACCEPT);
-                self.respond_raw(now, flow, key, &req, resp);
-            }
             _ => {
-                let mut resp = response_to(&req, 405, None);
-                resp.headers.push("Allow", ALLOW);
-                self.respond_raw(now, flow, key, &req, resp);
+                let resp = self.response_to(&req, 481).build();
+                self.respond_in_new_tx(now, flow, key, &req, resp);
             }
         }
     }
 
-    /// §14.2: a re-INVITE (hold, resume, new media).
-    fn handle_reinvite(
-        &mut self,
-        now: Instant,
-        flow: Flow,
-        key: TxKey,
-        req: Request,
-        call: CallRef,
-    ) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
+    fn dialog_of(&self, req: &Request) -> Option<CallRef> {
+        let id = DialogId {
+            call_id: req.headers.call_id()?.to_string(),
+            local_tag: req.headers.to()?.tag()?.to_string(),
+            remote_tag: req.headers.from()?.tag().unwrap_or_default().to_string(),
         };
-        // §14.2: an INVITE while ours is unfinished, or our 2xx not yet ACKed, gets 491/500.
-        if !c.invite_final || c.unacked.is_some() || !matches!(c.state, CallState::Established) {
-            let status = if c.invite_final { 491 } else { 500 };
-            self.respond_new(now, flow, key, &req, status, None);
-            return;
-        }
-        let reliable = flow.transport.is_reliable();
-        let dest = response_destination(req.headers.via().as_ref(), flow);
-        self.server.insert(
-            key.clone(),
-            ServerEntry {
-                tx: ServerTx::Invite(ServerInvite::new(reliable)),
-                flow: dest,
-            },
-        );
-        let offer = match offer_of(&req) {
-            Ok(offer) => offer,
-            Err(status) => {
-                self.refuse_offer(now, &key, &req, status, None);
-                return;
-            }
-        };
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let Some(mut media) = c.media.clone() else {
-            return;
-        };
-        media.session_version += 1;
-        let (body, negotiated) = match &offer {
-            Some(offer) => match sdp::answer(offer, &media) {
-                Ok((body, negotiated)) => (body, Some(negotiated)),
-                Err(_) => {
-                    // RFC 3264 §8: a rejected modification leaves the session as it was.
-                    let resp = response_to(&req, 488, None);
-                    self.send_response(now, &key, resp);
-                    return;
-                }
-            },
-            None => (sdp::offer(&media), None),
-        };
-        c.media = Some(media);
-        c.offer = offer;
-        // §12.2.2: a re-INVITE is a target refresh request.
-        if let Some(contact) = req.headers.contact() {
-            c.dialog.remote_target = Some(contact.uri);
-        }
-        c.invite = req;
-        c.invite_key = key;
-        c.invite_final = false;
-        if let Some(resp) = self.call_response(call, 200, Some(body)) {
-            self.respond_invite(now, call, resp);
-        }
-        if let Some(media) = negotiated {
-            self.events.push_back(Event::MediaChanged { call, media });
-        }
+        self.dialogs.get(&id).copied()
     }
 
-    // ---- responses ------------------------------------------------------------------------
-
-    fn handle_response(&mut self, now: Instant, resp: Response) {
-        let Some(branch) = resp
-            .headers
-            .via()
-            .and_then(|v| v.branch().map(str::to_string))
-        else {
-            self.stats.dropped += 1;
-            return;
-        };
-        let Some(entry) = self.client.get_mut(&branch) else {
-            // bcast.dat, strays, retransmitted 200s of finished transactions.
-            self.stats.dropped += 1;
-            return;
-        };
-        if entry.tx.on_response(now, resp.status) == Delivery::Absorb || resp.status < 200 {
-            return;
-        }
-        let purpose = entry.purpose.clone();
-        if entry.tx.is_terminated() {
-            self.client.remove(&branch);
-        }
-        match purpose {
-            Purpose::Bye(call) => {
-                self.calls.remove(&call);
-            }
-            Purpose::Register(idx) => {
-                let Some(reg) = self.registrations.get_mut(idx) else {
-                    return;
-                };
-                let outcome = reg.on_response(now, &resp);
-                let trunk = reg.trunk.name.clone();
-                self.events
-                    .push_back(Event::Registration { trunk, outcome });
-                self.drive_registrations(now);
-            }
-        }
-    }
-
-    // ---- timers ---------------------------------------------------------------------------
+    // ---- server transactions --------------------------------------------------------------
 
     fn server_timeouts(&mut self, now: Instant) {
         let mut done = Vec::new();
@@ -844,186 +452,34 @@ impl Endpoint {
         }
     }
 
-    fn client_timeouts(&mut self, now: Instant) {
-        let mut finished = Vec::new();
-        for (branch, entry) in &mut self.client {
-            while let Some(action) = entry.tx.handle_timeout(now) {
-                match action {
-                    Action::Retransmit(bytes) => {
-                        self.transmits.push_back(Transmit {
-                            flow: entry.flow,
-                            bytes,
-                        });
-                    }
-                    Action::TimedOut => {
-                        finished.push((branch.clone(), Some(entry.purpose.clone())))
-                    }
-                    _ => finished.push((branch.clone(), None)),
-                }
-            }
-        }
-        for (branch, timed_out) in finished {
-            self.client.remove(&branch);
-            match timed_out {
-                Some(Purpose::Bye(call)) => {
-                    self.calls.remove(&call);
-                }
-                Some(Purpose::Register(idx)) => {
-                    if let Some(reg) = self.registrations.get_mut(idx) {
-                        let outcome = reg.on_timeout(now);
-                        let trunk = reg.trunk.name.clone();
-                        self.events
-                            .push_back(Event::Registration { trunk, outcome });
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-
-    fn call_timeouts(&mut self, now: Instant) {
-        let refs: Vec<CallRef> = self.calls.keys().copied().collect();
-        for call in refs {
-            let Some(c) = self.calls.get_mut(&call) else {
-                continue;
-            };
-            if let CallState::Ringing { answer_at, .. } = c.state
-                && answer_at <= now
-            {
-                self.send_answer(now, call);
-            }
-            let Some(c) = self.calls.get_mut(&call) else {
-                continue;
-            };
-            let Some(unacked) = c.unacked.as_mut() else {
-                continue;
-            };
-            if unacked.give_up <= now {
-                // §13.3.1.4: no ACK within 64·T1 — confirm and immediately end the dialog.
-                c.unacked = None;
-                c.confirmed = true;
-                self.send_bye(now, call, EndReason::AckTimeout);
-            } else if unacked.next <= now {
-                if !c.dialog.flow.transport.is_reliable() {
-                    let bytes = unacked.bytes.clone();
-                    unacked.interval = (unacked.interval * 2).min(T2);
-                    unacked.next = now + unacked.interval;
-                    let dest = response_destination(c.invite.headers.via().as_ref(), c.dialog.flow);
-                    self.transmits.push_back(Transmit { flow: dest, bytes });
-                } else {
-                    unacked.next = unacked.give_up;
-                }
-            }
-        }
-    }
-
-    fn drive_registrations(&mut self, now: Instant) {
-        for idx in 0..self.registrations.len() {
-            let due = self
-                .registrations
-                .get(idx)
-                .is_some_and(|r| r.is_due(now) && self.accepting);
-            if due {
-                self.send_register(now, idx);
-            }
-        }
-    }
-
-    // ---- sending --------------------------------------------------------------------------
-
-    /// 200 OK with the SDP answer (§13.3.1.4), retransmitted until the ACK arrives.
-    fn send_answer(&mut self, now: Instant, call: CallRef) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
+    /// §17.2: a server transaction for `req` (INVITE or not), answering where §18.2.2 says.
+    fn open_server_tx(&mut self, key: &TxKey, req: &Request, flow: Flow) {
+        let dest = response_destination(req.headers.via().as_ref(), flow);
+        let reliable = flow.transport.is_reliable();
+        let tx = match req.method {
+            Method::Invite => ServerTx::Invite(ServerInvite::new(reliable)),
+            _ => ServerTx::NonInvite(ServerNonInvite::new(reliable)),
         };
-        let CallState::Ringing { media, .. } =
-            std::mem::replace(&mut c.state, CallState::Established)
-        else {
-            return;
-        };
-        let body = match &c.offer {
-            Some(offer) => match sdp::answer(offer, &media) {
-                Ok((body, negotiated)) => {
-                    self.events.push_back(Event::MediaChanged {
-                        call,
-                        media: negotiated,
-                    });
-                    body
-                }
-                Err(_) => {
-                    self.reject(now, call, 488);
-                    return;
-                }
-            },
-            None => sdp::offer(&media),
-        };
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.media = Some(media);
-        }
-        if let Some(resp) = self.call_response(call, 200, Some(body)) {
-            self.respond_invite(now, call, resp);
-        }
+        self.server
+            .insert(key.clone(), ServerEntry { tx, flow: dest });
     }
 
-    /// A response to the call's current INVITE, with our tag, Contact and Record-Route.
-    fn call_response(&self, call: CallRef, status: u16, sdp: Option<String>) -> Option<Response> {
-        let c = self.calls.get(&call)?;
-        let mut resp = response_to(&c.invite, status, Some(c.dialog.id.local_tag.clone()));
-        if (101..300).contains(&status) {
-            for rr in c.invite.headers.get_all("record-route") {
-                resp.headers.push("Record-Route", rr);
-            }
-            resp.headers
-                .push("Contact", self.contact(c.dialog.flow.transport));
-            resp.headers.push("Allow", ALLOW);
-        }
-        if let Some(body) = sdp {
-            resp.headers.push("Content-Type", ACCEPT);
-            resp.body = body.into_bytes();
-        }
-        Some(resp)
+    // ---- sending responses ----------------------------------------------------------------
+
+    /// §8.2.6.2: a response to `req` with a fresh To tag of ours when it needs one.
+    fn response_to(&mut self, req: &Request, status: u16) -> ResponseBuilder {
+        let tag = wants_to_tag(&req.headers, status).then(|| self.random_token(10));
+        ResponseBuilder::new(&req.headers, status, tag)
     }
 
-    fn respond_invite(&mut self, now: Instant, call: CallRef, resp: Response) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let key = c.invite_key.clone();
-        let status = resp.status;
-        if status >= 200 {
-            c.invite_final = true;
-        }
-        if (200..300).contains(&status) {
-            let cseq = c.invite.headers.cseq().map_or(0, |cs| cs.seq);
-            c.unacked = Some(Unacked {
-                cseq,
-                bytes: resp.to_bytes(),
-                next: now + T1,
-                interval: T1,
-                give_up: now + TIMEOUT,
-            });
-        }
-        self.send_response(now, &key, resp);
-    }
-
-    /// Answers an INVITE whose body is no usable offer (400, or 415 with Accept).
-    fn refuse_offer(
-        &mut self,
-        now: Instant,
-        key: &TxKey,
-        req: &Request,
-        status: u16,
-        tag: Option<String>,
-    ) {
-        let mut resp = response_to(req, status, tag);
-        if status == 415 {
-            resp.headers.push("Accept", ACCEPT);
-        }
-        self.send_response(now, key, resp);
+    /// A response outside any transaction (the request had none), sent where its Via says.
+    fn send_stateless(&mut self, request: &Headers, flow: Flow, resp: Response) {
+        let dest = response_destination(request.via().as_ref(), flow);
+        self.send(dest, resp.to_bytes());
     }
 
     /// Sends a response through its server transaction.
-    fn send_response(&mut self, now: Instant, key: &TxKey, resp: Response) {
+    fn respond(&mut self, now: Instant, key: &TxKey, resp: Response) {
         let bytes = resp.to_bytes();
         let Some(entry) = self.server.get_mut(key) else {
             return;
@@ -1043,134 +499,21 @@ impl Endpoint {
         self.send(flow, bytes);
     }
 
-    /// Answers a non-INVITE request in a new server transaction.
-    fn respond_new(
+    /// Answers a request in a server transaction opened for this response.
+    fn respond_in_new_tx(
         &mut self,
         now: Instant,
         flow: Flow,
         key: TxKey,
         req: &Request,
-        status: u16,
-        body: Option<String>,
+        resp: Response,
     ) {
-        let tag = self.random_tag_if_needed(req, status);
-        let mut resp = response_to(req, status, tag);
-        if let Some(body) = body {
-            resp.body = body.into_bytes();
-        }
-        self.respond_raw(now, flow, key, req, resp);
-    }
-
-    fn respond_raw(&mut self, now: Instant, flow: Flow, key: TxKey, req: &Request, resp: Response) {
-        let dest = response_destination(req.headers.via().as_ref(), flow);
-        let tx = match req.method {
-            Method::Invite => ServerTx::Invite(ServerInvite::new(flow.transport.is_reliable())),
-            _ => ServerTx::NonInvite(ServerNonInvite::new(flow.transport.is_reliable())),
-        };
-        self.server
-            .insert(key.clone(), ServerEntry { tx, flow: dest });
-        self.send_response(now, &key, resp);
-    }
-
-    /// A stateless reply (the request had no usable transaction key).
-    fn reply(&mut self, req: &Request, flow: Flow, status: u16) {
-        let resp = response_to(req, status, self.random_tag_if_needed(req, status));
-        let dest = response_destination(req.headers.via().as_ref(), flow);
-        self.send(dest, resp.to_bytes());
-    }
-
-    fn send_bye(&mut self, now: Instant, call: CallRef, reason: EndReason) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        if matches!(c.state, CallState::Terminating) {
-            return;
-        }
-        c.state = CallState::Terminating;
-        let mut bye = c.dialog.request(Method::Bye);
-        let flow = c.dialog.next_hop();
-        let user_agent = self.config.user_agent.clone();
-        bye.headers.push("User-Agent", user_agent);
-        self.send_request(now, flow, bye, Purpose::Bye(call));
-        // The call is over for the application now; the BYE transaction finishes on its own.
-        self.end_call_keep(call, reason);
-    }
-
-    fn send_register(&mut self, now: Instant, idx: usize) {
-        let advertised = self.config.advertised.to_string();
-        let cnonce = self.random_token(16);
-        let Some(reg) = self.registrations.get_mut(idx) else {
-            return;
-        };
-        let flow = Flow {
-            transport: reg.trunk.transport,
-            remote: reg.trunk.registrar,
-        };
-        let mut request = reg.request(&advertised, &cnonce);
-        request
-            .headers
-            .push("User-Agent", self.config.user_agent.clone());
-        self.send_request(now, flow, request, Purpose::Register(idx));
-    }
-
-    /// Adds our Via and starts a non-INVITE client transaction.
-    fn send_request(&mut self, now: Instant, flow: Flow, mut request: Request, purpose: Purpose) {
-        let branch = format!("z9hG4bK{}", self.random_token(16));
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            flow.transport.via_token(),
-            self.config.advertised
-        );
-        let mut headers = Headers::default();
-        headers.push("Via", via);
-        for (name, value) in request.headers.iter() {
-            headers.push(name, value);
-        }
-        request.headers = headers;
-        let bytes = request.to_bytes();
-        let tx = ClientNonInvite::new(now, bytes.clone(), flow.transport.is_reliable());
-        self.client
-            .insert(branch, ClientEntry { tx, flow, purpose });
-        self.send(flow, bytes);
+        self.open_server_tx(&key, req, flow);
+        self.respond(now, &key, resp);
     }
 
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
         self.transmits.push_back(Transmit { flow, bytes });
-    }
-
-    // ---- bookkeeping ----------------------------------------------------------------------
-
-    fn end_call(&mut self, call: CallRef, reason: EndReason) {
-        if let Some(c) = self.calls.remove(&call) {
-            self.dialogs.remove(&c.dialog.id);
-            if !matches!(c.state, CallState::Terminating) {
-                self.events.push_back(Event::Ended { call, reason });
-            }
-        }
-    }
-
-    /// Reports the end but keeps the call until its BYE transaction completes.
-    fn end_call_keep(&mut self, call: CallRef, reason: EndReason) {
-        if let Some(c) = self.calls.get(&call) {
-            self.dialogs.remove(&c.dialog.id);
-            self.events.push_back(Event::Ended { call, reason });
-        }
-    }
-
-    fn dialog_of(&self, req: &Request) -> Option<CallRef> {
-        let id = DialogId {
-            call_id: req.headers.call_id()?.to_string(),
-            local_tag: req.headers.to()?.tag()?.to_string(),
-            remote_tag: req.headers.from()?.tag().unwrap_or_default().to_string(),
-        };
-        self.dialogs.get(&id).copied()
-    }
-
-    fn contact(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("<sip:earshot@{}>", self.config.advertised),
-            Transport::Tcp(_) => format!("<sip:earshot@{};transport=tcp>", self.config.advertised),
-        }
     }
 
     fn random_token(&mut self, len: usize) -> String {
@@ -1185,50 +528,6 @@ impl Endpoint {
                 )
             })
             .collect()
-    }
-
-    /// §8.2.6.2: a final response outside a dialog gets a fresh To tag.
-    fn random_tag_if_needed(&mut self, req: &Request, status: u16) -> Option<String> {
-        let tagged = req.headers.to().is_some_and(|to| to.tag().is_some());
-        (status > 100 && !tagged).then(|| self.random_token(10))
-    }
-}
-
-/// §8.2.6.2: a response carrying the request's Via, From, To (plus our tag), Call-ID and CSeq.
-fn response_to(req: &Request, status: u16, tag: Option<String>) -> Response {
-    let mut resp = stateless_response(&req.headers, status);
-    if let (Some(tag), true) = (tag, status > 100)
-        && let Some(to) = req.headers.to()
-        && to.tag().is_none()
-    {
-        resp.headers.set("To", to.with_tag(&tag).to_string());
-    }
-    resp
-}
-
-/// A response built from whatever identifying headers could be read.
-fn stateless_response(headers: &Headers, status: u16) -> Response {
-    let mut out = Headers::default();
-    for name in ["via", "from", "to", "call-id", "cseq"] {
-        for value in headers.get_all(name) {
-            out.push(canonical_name(name), value);
-        }
-    }
-    Response {
-        status,
-        reason: Response::reason_for(status).to_string(),
-        headers: out,
-        body: Vec::new(),
-    }
-}
-
-fn canonical_name(name: &str) -> &'static str {
-    match name {
-        "via" => "Via",
-        "from" => "From",
-        "to" => "To",
-        "call-id" => "Call-ID",
-        _ => "CSeq",
     }
 }
 
@@ -1358,106 +657,6 @@ fn precheck(req: &Request) -> Option<u16> {
         }
     }
     None
-}
-
-/// The SDP offer of an INVITE: `None` for a late offer (no body), or the status that refuses
-/// it — 415 for a body that holds no SDP, 400 for SDP that does not parse.
-fn offer_of(req: &Request) -> Result<Option<SessionDescription>, u16> {
-    if req.body.is_empty() {
-        return Ok(None);
-    }
-    let body = sdp_body(req).ok_or(415u16)?;
-    SessionDescription::parse(body).map(Some).map_err(|_| 400)
-}
-
-/// The SDP of a request: the body itself, or the application/sdp part of a multipart body.
-fn sdp_body(req: &Request) -> Option<&[u8]> {
-    let media = req
-        .headers
-        .content_media_type()
-        .unwrap_or_else(|| ACCEPT.to_string());
-    if media == ACCEPT {
-        return Some(&req.body);
-    }
-    if media.starts_with("multipart/") {
-        let content_type = req.headers.content_type()?;
-        let boundary = content_type.split(';').find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("boundary")
-                .then(|| v.trim().trim_matches('"').to_string())
-        })?;
-        return multipart_sdp(&req.body, &boundary);
-    }
-    None
-}
-
-/// RFC 2046 §5.1: finds the application/sdp part of a multipart body.
-fn multipart_sdp<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
-    let delimiter = format!("--{boundary}");
-    let mut rest = body;
-    loop {
-        let start = find(rest, delimiter.as_bytes())?;
-        rest = rest.get(start + delimiter.len()..)?;
-        if rest.starts_with(b"--") {
-            return None;
-        }
-        let end = find(rest, delimiter.as_bytes()).unwrap_or(rest.len());
-        let part = rest.get(..end)?;
-        let header_end = find(part, b"\r\n\r\n")
-            .map(|i| (i, 4))
-            .or_else(|| find(part, b"\n\n").map(|i| (i, 2)))?;
-        let head = String::from_utf8_lossy(part.get(..header_end.0)?).to_ascii_lowercase();
-        if head
-            .lines()
-            .any(|l| l.starts_with("content-type") && l.contains("application/sdp"))
-        {
-            let body = part.get(header_end.0 + header_end.1..)?;
-            let body = body.strip_suffix(b"\r\n").unwrap_or(body);
-            return Some(body);
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// SIP INFO DTMF: `application/dtmf-relay` (`Signal=5`, `Duration=160`) or `application/dtmf`.
-fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
-    let media = req.headers.content_media_type()?;
-    let body = std::str::from_utf8(&req.body).ok()?;
-    let digit_of = |s: &str| {
-        let s = s.trim();
-        match s {
-            "10" => Some('*'),
-            "11" => Some('#'),
-            _ => s
-                .chars()
-                .next()
-                .filter(|c| c.is_ascii_digit() || "*#ABCDabcd".contains(*c))
-                .map(|c| c.to_ascii_uppercase()),
-        }
-    };
-    match media.as_str() {
-        "application/dtmf-relay" => {
-            let mut digit = None;
-            let mut duration = 160;
-            for line in body.lines() {
-                let Some((k, v)) = line.split_once('=') else {
-                    continue;
-                };
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "signal" => digit = digit_of(v),
-                    "duration" => duration = v.trim().parse().unwrap_or(160),
-                    _ => {}
-                }
-            }
-            digit.map(|d| (d, duration))
-        }
-        "application/dtmf" => digit_of(body).map(|d| (d, 160)),
-        _ => None,
-    }
 }
 
 impl std::fmt::Debug for Endpoint {

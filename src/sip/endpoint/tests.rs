@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::sip::dialog::Transport;
 use crate::sip::message::{self, Message};
 use crate::sip::sdp::{Codec, Direction, LocalMedia};
 

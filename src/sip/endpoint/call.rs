@@ -1,0 +1,610 @@
+//! One call as the UAS sees it, from the INVITE that creates it to the end of its dialog.
+//!
+//! RFC 3261 §12.1.1 (the dialog an INVITE creates), §13.3.1 (processing the INVITE: 180, then
+//! 200 with the SDP answer, retransmitted until the ACK per §13.3.1.4, or a final refusal),
+//! §9.2 (the 487 a CANCEL causes), §12.2.2 (requests within the dialog: CSeq order, BYE per
+//! §15.1.2, re-INVITE per §14.2, INFO, OPTIONS) and §15.1.1 (our BYE, never before the ACK).
+//! The application's commands `answer`, `reject` and `hangup` are here.
+//!
+//! The endpoint's dispatch decides which call a request concerns; this module takes over from
+//! there. Responses are built with [`ResponseBuilder`] and sent through the endpoint's server
+//! transactions.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::request::{dtmf_from_info, offer_of};
+use super::response::ResponseBuilder;
+use super::uac::Purpose;
+use super::{ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, Transmit, TxKey};
+use crate::sip::dialog::{ConnId, Dialog, Flow, Transport, response_destination};
+use crate::sip::message::{Method, Request, Response};
+use crate::sip::sdp::{self, LocalMedia, SessionDescription};
+use crate::sip::transaction::{T1, T2, TIMEOUT};
+
+/// The answer earshot gave, waiting for the ACK (§13.3.1.4: retransmit it meanwhile).
+#[derive(Debug)]
+struct Unacked {
+    cseq: u32,
+    bytes: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+#[derive(Debug)]
+enum CallState {
+    /// The INVITE is with the application, waiting for `answer` or `reject`.
+    Offered,
+    /// 180 sent; the 200 goes out at `answer_at`.
+    Ringing {
+        answer_at: Instant,
+        media: LocalMedia,
+    },
+    /// Answered; the dialog is confirmed once the ACK arrives.
+    Established,
+    /// BYE sent; waiting for its response (or not: the call is over for the application).
+    Terminating,
+}
+
+/// One call: its dialog, the INVITE (or re-INVITE) in progress, and where its answer stands.
+#[derive(Debug)]
+pub(super) struct Call {
+    state: CallState,
+    dialog: Dialog,
+    /// The INVITE (or re-INVITE) currently in its server transaction.
+    invite: Request,
+    invite_key: TxKey,
+    /// Whether the INVITE transaction has sent its final response.
+    invite_final: bool,
+    offer: Option<SessionDescription>,
+    media: Option<LocalMedia>,
+    unacked: Option<Unacked>,
+    /// Hang up as soon as the ACK for our 2xx arrives (§15: not before).
+    bye_after_ack: bool,
+    confirmed: bool,
+}
+
+/// What waiting for the ACK to our 2xx asks for at a timeout (§13.3.1.4).
+enum AckWait {
+    /// Nothing now: no 2xx waiting, or not yet time.
+    Idle,
+    /// The 2xx again, to where the INVITE's responses go.
+    Retransmit(Transmit),
+    /// 64·T1 passed without an ACK: the dialog is confirmed, and must end at once.
+    GaveUp,
+}
+
+impl Call {
+    /// A call whose INVITE has just been handed to the application.
+    fn offered(
+        dialog: Dialog,
+        invite: Request,
+        invite_key: TxKey,
+        offer: Option<SessionDescription>,
+    ) -> Self {
+        Self {
+            state: CallState::Offered,
+            dialog,
+            invite,
+            invite_key,
+            invite_final: false,
+            offer,
+            media: None,
+            unacked: None,
+            bye_after_ack: false,
+            confirmed: false,
+        }
+    }
+
+    /// When the call next needs the endpoint: the 200 of a ringing call, or the next
+    /// retransmission of (or the end of the wait for the ACK to) an unacknowledged 2xx.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let ring = match &self.state {
+            CallState::Ringing { answer_at, .. } => Some(*answer_at),
+            _ => None,
+        };
+        let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
+        ring.into_iter().chain(unacked).min()
+    }
+
+    /// §9.2: whether a CANCEL matching the INVITE transaction `invite_key` cancels this call,
+    /// which it can only before the INVITE's final response.
+    pub(super) fn is_cancelled_by(&self, invite_key: &TxKey) -> bool {
+        self.invite_key == *invite_key && !self.invite_final
+    }
+
+    /// A TCP connection closed: the dialog's requests will need a new one.
+    pub(super) fn connection_closed(&mut self, conn: ConnId) {
+        if self.dialog.flow.transport == Transport::Tcp(Some(conn)) {
+            self.dialog.flow.transport = Transport::Tcp(None);
+        }
+    }
+
+    /// A response to the current INVITE, with our tag. §12.1.1: one that creates or confirms
+    /// the dialog (101–299) also carries the INVITE's Record-Route set and our Contact, and
+    /// Allow.
+    fn invite_response(
+        &self,
+        status: u16,
+        sdp: Option<String>,
+        advertised: SocketAddr,
+    ) -> Response {
+        let mut builder = ResponseBuilder::new(
+            &self.invite.headers,
+            status,
+            Some(self.dialog.id.local_tag.clone()),
+        );
+        if (101..300).contains(&status) {
+            for rr in self.invite.headers.get_all("record-route") {
+                builder = builder.header("Record-Route", rr);
+            }
+            builder = builder
+                .header("Contact", contact(advertised, self.dialog.flow.transport))
+                .header("Allow", ALLOW);
+        }
+        if let Some(body) = sdp {
+            builder = builder.sdp(body);
+        }
+        builder.build()
+    }
+
+    /// Notes a response sent to the current INVITE: a final one completes it, and a 2xx waits
+    /// for its ACK, retransmitted meanwhile (§13.3.1.4).
+    fn invite_answered(&mut self, now: Instant, resp: &Response) {
+        if resp.status >= 200 {
+            self.invite_final = true;
+        }
+        if (200..300).contains(&resp.status) {
+            let cseq = self.invite.headers.cseq().map_or(0, |cs| cs.seq);
+            self.unacked = Some(Unacked {
+                cseq,
+                bytes: resp.to_bytes(),
+                next: now + T1,
+                interval: T1,
+                give_up: now + TIMEOUT,
+            });
+        }
+    }
+
+    /// §13.3.1.4: an ACK with `cseq` ends the wait for the ACK to our 2xx. Returns whether it
+    /// is the call's first ACK, or `None` when it matches no 2xx waiting.
+    fn acked(&mut self, cseq: Option<u32>) -> Option<bool> {
+        if self.unacked.as_ref().map(|u| u.cseq) != cseq {
+            return None;
+        }
+        self.unacked = None;
+        let first = !self.confirmed;
+        self.confirmed = true;
+        Some(first)
+    }
+
+    /// §13.3.1.4 at `now`: retransmits the 2xx waiting for its ACK (doubling the interval up
+    /// to T2, unreliable transports only), or gives up after 64·T1.
+    fn ack_wait(&mut self, now: Instant) -> AckWait {
+        let Some(unacked) = self.unacked.as_mut() else {
+            return AckWait::Idle;
+        };
+        if unacked.give_up <= now {
+            // §13.3.1.4: no ACK within 64·T1 — confirm and immediately end the dialog.
+            self.unacked = None;
+            self.confirmed = true;
+            return AckWait::GaveUp;
+        }
+        if unacked.next <= now {
+            if !self.dialog.flow.transport.is_reliable() {
+                let bytes = unacked.bytes.clone();
+                unacked.interval = (unacked.interval * 2).min(T2);
+                unacked.next = now + unacked.interval;
+                let flow =
+                    response_destination(self.invite.headers.via().as_ref(), self.dialog.flow);
+                return AckWait::Retransmit(Transmit { flow, bytes });
+            }
+            unacked.next = unacked.give_up;
+        }
+        AckWait::Idle
+    }
+}
+
+/// Our Contact for the dialog (§12.1.1), on the transport it uses.
+fn contact(advertised: SocketAddr, transport: Transport) -> String {
+    match transport {
+        Transport::Udp => format!("<sip:earshot@{advertised}>"),
+        Transport::Tcp(_) => format!("<sip:earshot@{advertised};transport=tcp>"),
+    }
+}
+
+/// The refusal of an INVITE whose body is no usable offer: 400, or 415 with Accept (§8.2.3).
+fn offer_refusal(req: &Request, status: u16, to_tag: Option<String>) -> Response {
+    let refusal = ResponseBuilder::new(&req.headers, status, to_tag);
+    if status == 415 {
+        refusal.header("Accept", ACCEPT).build()
+    } else {
+        refusal.build()
+    }
+}
+
+impl Endpoint {
+    // ---- commands from the application ----------------------------------------------------
+
+    /// Answers an offered call: 180 now, 200 OK with the SDP answer after `ring`.
+    /// A failed negotiation answers 488 (RFC 3264 §6) and ends the call.
+    pub fn answer(&mut self, now: Instant, call: CallRef, media: LocalMedia, ring: Duration) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !matches!(c.state, CallState::Offered) {
+            return;
+        }
+        if let Some(offer) = &c.offer
+            && sdp::answer(offer, &media).is_err()
+        {
+            self.reject(now, call, 488);
+            return;
+        }
+        c.state = CallState::Ringing {
+            answer_at: now + ring,
+            media,
+        };
+        self.respond_to_invite(now, call, 180, None);
+        if ring.is_zero() {
+            self.call_timeouts(now);
+        }
+    }
+
+    /// Refuses an offered or ringing call with a final status.
+    pub fn reject(&mut self, now: Instant, call: CallRef, status: u16) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.invite_final {
+            return;
+        }
+        self.respond_to_invite(now, call, status, None);
+        self.end_call(call, EndReason::Rejected(status));
+    }
+
+    /// Ends a call from our side: BYE once confirmed, or a final error before the answer.
+    pub fn hangup(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match c.state {
+            CallState::Offered | CallState::Ringing { .. } => {
+                self.reject(now, call, 480);
+            }
+            CallState::Established if !c.confirmed => c.bye_after_ack = true,
+            CallState::Established => self.send_bye(now, call, EndReason::LocalHangup),
+            CallState::Terminating => {}
+        }
+    }
+
+    // ---- requests for a call --------------------------------------------------------------
+
+    /// An INVITE outside any dialog: 100 Trying, then a new call for the application, or a
+    /// refusal (shutting down, at capacity, no usable offer).
+    pub(super) fn handle_invite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
+        self.open_server_tx(&key, &req, flow);
+        // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
+        let trying = ResponseBuilder::new(&req.headers, 100, None).build();
+        self.respond(now, &key, trying);
+        if !self.accepting {
+            self.stats.refused += 1;
+            let resp = ResponseBuilder::new(&req.headers, 503, Some(self.random_token(8)))
+                .header("Retry-After", "30")
+                .build();
+            self.respond(now, &key, resp);
+            return;
+        }
+        if self.calls.len() >= self.config.max_calls {
+            self.stats.refused += 1;
+            let resp = ResponseBuilder::new(&req.headers, 486, Some(self.random_token(8))).build();
+            self.respond(now, &key, resp);
+            return;
+        }
+        let offer = match offer_of(&req) {
+            Ok(offer) => offer,
+            Err(status) => {
+                let tag = Some(self.random_token(8));
+                self.respond(now, &key, offer_refusal(&req, status, tag));
+                return;
+            }
+        };
+        let tag = self.random_token(10);
+        let first_cseq = self.rng.random_range(1..1_000_000);
+        let Some(dialog) = Dialog::from_invite(&req, &tag, flow, first_cseq) else {
+            let resp = ResponseBuilder::new(&req.headers, 400, Some(tag)).build();
+            self.respond(now, &key, resp);
+            return;
+        };
+        let call = CallRef(self.next_call);
+        self.next_call += 1;
+        let incoming = IncomingCall {
+            call,
+            sip_call_id: dialog.id.call_id.clone(),
+            caller: dialog.remote.uri.user.clone().unwrap_or_default(),
+            callee: req.uri.user.clone().unwrap_or_default(),
+            remote: flow.remote,
+            offer: offer.clone(),
+        };
+        self.dialogs.insert(dialog.id.clone(), call);
+        self.calls
+            .insert(call, Call::offered(dialog, req, key, offer));
+        self.events.push_back(Event::Incoming(incoming));
+    }
+
+    /// An ACK that no INVITE transaction absorbed: the ACK for our 2xx, part of the dialog
+    /// (§13.2.2.4 / §13.3.1.4).
+    pub(super) fn handle_2xx_ack(&mut self, now: Instant, call: CallRef, req: Request) {
+        let cseq = req.headers.cseq().map(|c| c.seq);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(first) = c.acked(cseq) else {
+            return;
+        };
+        // Late offer: our 2xx carried the offer and the ACK the answer.
+        if c.offer.is_none()
+            && !req.body.is_empty()
+            && let (Ok(answer), Some(local)) =
+                (SessionDescription::parse(&req.body), c.media.as_ref())
+        {
+            match sdp::negotiate_answer(&answer, local) {
+                Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
+                Err(_) => {
+                    self.send_bye(now, call, EndReason::LocalHangup);
+                    return;
+                }
+            }
+        }
+        if c.bye_after_ack {
+            self.send_bye(now, call, EndReason::LocalHangup);
+        } else if first {
+            self.events.push_back(Event::Confirmed { call });
+        }
+    }
+
+    /// A request within the call's dialog (§12.2.2). Its To carries our tag already, so no
+    /// response here needs a new one.
+    pub(super) fn handle_in_dialog(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        key: TxKey,
+        req: Request,
+        call: CallRef,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let cseq = req.headers.cseq().map_or(0, |c| c.seq);
+        // §12.2.2: a lower CSeq than already seen is out of order.
+        if cseq < c.dialog.remote_cseq {
+            let resp = ResponseBuilder::new(&req.headers, 500, None)
+                .header("Retry-After", "1")
+                .build();
+            self.respond_in_new_tx(now, flow, key, &req, resp);
+            return;
+        }
+        c.dialog.remote_cseq = cseq;
+        match req.method {
+            Method::Bye => {
+                let ringing = !c.invite_final;
+                let resp = ResponseBuilder::new(&req.headers, 200, None).build();
+                self.respond_in_new_tx(now, flow, key, &req, resp);
+                if ringing {
+                    self.respond_to_invite(now, call, 487, None);
+                }
+                self.end_call(call, EndReason::RemoteBye);
+            }
+            Method::Invite => self.handle_reinvite(now, flow, key, req, call),
+            Method::Info => {
+                let digit = dtmf_from_info(&req);
+                let status = match (&digit, req.body.is_empty()) {
+                    (Some(_), _) | (None, true) => 200,
+                    (None, false) => 415,
+                };
+                let resp = ResponseBuilder::new(&req.headers, status, None).build();
+                self.respond_in_new_tx(now, flow, key, &req, resp);
+                if let Some((digit, duration_ms)) = digit {
+                    self.events.push_back(Event::Dtmf {
+                        call,
+                        digit,
+                        duration_ms,
+                    });
+                }
+            }
+            Method::Options => {
+                let resp = ResponseBuilder::new(&req.headers, 200, None)
+                    .header("Allow", ALLOW)
+                    .header("Accept", ACCEPT)
+                    .build();
+                self.respond_in_new_tx(now, flow, key, &req, resp);
+            }
+            _ => {
+                let resp = ResponseBuilder::new(&req.headers, 405, None)
+                    .header("Allow", ALLOW)
+                    .build();
+                self.respond_in_new_tx(now, flow, key, &req, resp);
+            }
+        }
+    }
+
+    /// §14.2: a re-INVITE (hold, resume, new media).
+    fn handle_reinvite(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        key: TxKey,
+        req: Request,
+        call: CallRef,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        // §14.2: an INVITE while ours is unfinished, or our 2xx not yet ACKed, gets 491/500.
+        if !c.invite_final || c.unacked.is_some() || !matches!(c.state, CallState::Established) {
+            let status = if c.invite_final { 491 } else { 500 };
+            let resp = ResponseBuilder::new(&req.headers, status, None).build();
+            self.respond_in_new_tx(now, flow, key, &req, resp);
+            return;
+        }
+        self.open_server_tx(&key, &req, flow);
+        let offer = match offer_of(&req) {
+            Ok(offer) => offer,
+            Err(status) => {
+                self.respond(now, &key, offer_refusal(&req, status, None));
+                return;
+            }
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(mut media) = c.media.clone() else {
+            return;
+        };
+        media.session_version += 1;
+        let (body, negotiated) = match &offer {
+            Some(offer) => match sdp::answer(offer, &media) {
+                Ok((body, negotiated)) => (body, Some(negotiated)),
+                Err(_) => {
+                    // RFC 3264 §8: a rejected modification leaves the session as it was.
+                    let resp = ResponseBuilder::new(&req.headers, 488, None).build();
+                    self.respond(now, &key, resp);
+                    return;
+                }
+            },
+            None => (sdp::offer(&media), None),
+        };
+        c.media = Some(media);
+        c.offer = offer;
+        // §12.2.2: a re-INVITE is a target refresh request.
+        if let Some(contact) = req.headers.contact() {
+            c.dialog.remote_target = Some(contact.uri);
+        }
+        c.invite = req;
+        c.invite_key = key;
+        c.invite_final = false;
+        self.respond_to_invite(now, call, 200, Some(body));
+        if let Some(media) = negotiated {
+            self.events.push_back(Event::MediaChanged { call, media });
+        }
+    }
+
+    // ---- the call's own responses and requests --------------------------------------------
+
+    /// Answers the call's current INVITE with `status` (and an SDP body) through its server
+    /// transaction, noting a final response and keeping a 2xx until its ACK.
+    pub(super) fn respond_to_invite(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        status: u16,
+        sdp: Option<String>,
+    ) {
+        let advertised = self.config.advertised;
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let resp = c.invite_response(status, sdp, advertised);
+        c.invite_answered(now, &resp);
+        let key = c.invite_key.clone();
+        self.respond(now, &key, resp);
+    }
+
+    /// 200 OK with the SDP answer (§13.3.1.4), retransmitted until the ACK arrives.
+    fn send_answer(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let CallState::Ringing { media, .. } =
+            std::mem::replace(&mut c.state, CallState::Established)
+        else {
+            return;
+        };
+        let body = match &c.offer {
+            Some(offer) => match sdp::answer(offer, &media) {
+                Ok((body, negotiated)) => {
+                    self.events.push_back(Event::MediaChanged {
+                        call,
+                        media: negotiated,
+                    });
+                    body
+                }
+                Err(_) => {
+                    self.reject(now, call, 488);
+                    return;
+                }
+            },
+            None => sdp::offer(&media),
+        };
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.media = Some(media);
+        }
+        self.respond_to_invite(now, call, 200, Some(body));
+    }
+
+    /// §15.1.1: ends the dialog with a BYE of ours.
+    fn send_bye(&mut self, now: Instant, call: CallRef, reason: EndReason) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if matches!(c.state, CallState::Terminating) {
+            return;
+        }
+        c.state = CallState::Terminating;
+        let mut bye = c.dialog.request(Method::Bye);
+        let flow = c.dialog.next_hop();
+        let user_agent = self.config.user_agent.clone();
+        bye.headers.push("User-Agent", user_agent);
+        self.send_request(now, flow, bye, Purpose::Bye(call));
+        // The call is over for the application now; the BYE transaction finishes on its own.
+        self.end_call_keep(call, reason);
+    }
+
+    // ---- timers and bookkeeping -----------------------------------------------------------
+
+    /// The 200 of ringing calls whose time has come, and the 2xx retransmissions (or the
+    /// give-up) of calls waiting for their ACK.
+    pub(super) fn call_timeouts(&mut self, now: Instant) {
+        let refs: Vec<CallRef> = self.calls.keys().copied().collect();
+        for call in refs {
+            let Some(c) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            if let CallState::Ringing { answer_at, .. } = c.state
+                && answer_at <= now
+            {
+                self.send_answer(now, call);
+            }
+            let Some(c) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            match c.ack_wait(now) {
+                AckWait::Idle => {}
+                AckWait::Retransmit(transmit) => self.transmits.push_back(transmit),
+                AckWait::GaveUp => self.send_bye(now, call, EndReason::AckTimeout),
+            }
+        }
+    }
+
+    /// Forgets the call and its dialog; reports the end unless a BYE of ours already did.
+    pub(super) fn end_call(&mut self, call: CallRef, reason: EndReason) {
+        if let Some(c) = self.calls.remove(&call) {
+            self.dialogs.remove(&c.dialog.id);
+            if !matches!(c.state, CallState::Terminating) {
+                self.events.push_back(Event::Ended { call, reason });
+            }
+        }
+    }
+
+    /// Reports the end but keeps the call until its BYE transaction completes.
+    fn end_call_keep(&mut self, call: CallRef, reason: EndReason) {
+        if let Some(c) = self.calls.get(&call) {
+            self.dialogs.remove(&c.dialog.id);
+            self.events.push_back(Event::Ended { call, reason });
+        }
+    }
+}
