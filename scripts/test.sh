@@ -18,6 +18,7 @@ PACKAGES=(
     pulseaudio pulseaudio-utils alsa-utils sox espeak-ng
     libspandsp-dev libspeexdsp-dev libre-dev
     iproute2 util-linux tcpdump systemd
+    python3-venv
     chromium chromium-driver
 )
 
@@ -114,6 +115,29 @@ stop_pulse() {
 }
 trap stop_pulse EXIT
 
+# The voice-agent peer of the agent-bridge tests (tests/agents/pipecat_agent.py, pipecat) runs
+# in its own venv with the exact versions of tests/agents/requirements.txt, from PyPI. pip runs
+# only when the requirements changed or the venv is broken. The tests find the interpreter in
+# EARSHOT_AGENT_PYTHON.
+AGENT_VENV="$PWD/target/agent-venv"
+AGENT_REQUIREMENTS=tests/agents/requirements.txt
+
+agent_venv() {
+    local stamp="$AGENT_VENV/.requirements.sha256" sum
+    if ! "$AGENT_VENV/bin/python" -c '' >/dev/null 2>&1; then
+        python3 -m venv --clear "$AGENT_VENV" || return 1
+    fi
+    sum=$(sha256sum "$AGENT_REQUIREMENTS" | cut -d' ' -f1) || return 1
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] ||
+        ! "$AGENT_VENV/bin/python" -c 'import pipecat.serializers.twilio, pipecat.transports.websocket.fastapi, uvicorn' >/dev/null 2>&1; then
+        rm -f "$stamp"
+        "$AGENT_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            -r "$AGENT_REQUIREMENTS" || return 1
+        echo "$sum" >"$stamp"
+    fi
+    export EARSHOT_AGENT_PYTHON="$AGENT_VENV/bin/python"
+}
+
 FAILED=()
 RESULTS=()
 step() {
@@ -152,6 +176,7 @@ if [ "${EARSHOT_SKIP_APT:-0}" != 1 ]; then
     [ ${#FAILED[@]} -eq 0 ] || summary
 fi
 step "test PulseAudio" start_pulse
+step "agent venv" agent_venv
 step "cargo build --profile ci --bins" cargo build --profile ci --bins
 [ ${#FAILED[@]} -eq 0 ] || summary
 step "cargo test --profile ci --all-targets" cargo test --profile ci --all-targets --no-fail-fast "${TEST_ARGS[@]}"
