@@ -191,6 +191,8 @@ fn agent_bridge(
     };
     let target = crate::net::agent::AgentTarget {
         url: agent.url.as_str().to_owned(),
+        host: agent.url.host().to_owned(),
+        port: agent.url.port(),
         connect_timeout: Duration::from_millis(agent.connect_timeout_ms),
         max_concurrent: agent.max_concurrent,
         ca_file: agent.ca_file.clone(),

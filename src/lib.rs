@@ -10,38 +10,54 @@
 //! next deadline; they never read the clock, sleep or touch a socket. Drivers are thin loops
 //! around them.
 //!
-//! - [`config`]: typed configuration, defaults, validation with field-level errors.
+//! - [`config`]: typed configuration, one module per section, defaults, validation with
+//!   field-level errors.
+//! - [`clock`]: the one process clock (monotonic and wall time); nothing else reads the time.
 //! - [`sip`] (sans-IO): [`sip::message`] (earshot's own tolerant parser and serializer; the only
 //!   module that touches rsip, as a cross-check in its tests), [`sip::transaction`] (RFC 3261
-//!   §17, timers as data), [`sip::dialog`], [`sip::endpoint`] (the UAS core: transactions,
-//!   dialogs and registrations in one state machine), [`sip::registration`], [`sip::sdp`]
-//!   (RFC 3264 offer/answer), [`sip::auth`] (digest MD5/SHA-256).
+//!   §17, timers as data), [`sip::dialog`], [`sip::endpoint`] (the UAS core: dispatch, per-call
+//!   state, the one response builder, and trunk registrations in one state machine),
+//!   [`sip::registration`], [`sip::sdp`] (RFC 3264 offer/answer), [`sip::auth`] (digest
+//!   MD5/SHA-256).
 //! - [`rtp`] (sans-IO): RTP/RTCP session — sequence extension, loss and jitter (RFC 3550 A.1,
 //!   A.3, A.8), strict source learning, RFC 4733 DTMF, SR/RR/BYE.
 //! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
 //!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
-//!   clock's phase (ticks that land just after the next frame falls due) — and the offline tools
-//!   that replay traces through it: the `jitter-sim` runner and its pcap/pcapng reader.
-//! - [`twilio`] (sans-IO): Media Streams messages, signatures, TwiML, stream tokens, the stream
-//!   state machine (pacing, marks, barge-in).
-//! - [`call`]: one task per call owns its media; [`call::Pipeline`] is the one media path every
-//!   call goes through; [`call::CallHandle`] is all the rest of the program sees of a call; call
-//!   events and ids. A SIP call's dialog lives in the SIP endpoint's task, not in the call task:
-//!   transactions and dialogs are one state machine in RFC 3261, and splitting them would need a
-//!   lock or a second copy of the dialog.
-//! - [`net`]: IO drivers — the clock, the SIP transport (UDP, TCP with limits), RTP sockets, the
-//!   Twilio webhook and WebSocket.
+//!   clock's phase (ticks that land just after the next frame falls due), the energy voice
+//!   detector — and the offline tools that replay traces through it: the `jitter-sim` runner
+//!   and its pcap/pcapng reader.
+//! - [`twilio`] (sans-IO): Twilio as a caller — Media Streams messages, signatures, TwiML,
+//!   stream tokens, the stream state machine (pacing, marks, clear).
+//! - [`agent`] (sans-IO): voice agents on earshot's side — [`agent::twilio`] plays Twilio's part
+//!   of a Media Stream towards any agent that speaks it (queue, pacing, marks, clear).
+//! - [`call`]: one task per call, whatever its source ([`call::start`]). A call has a caller
+//!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
+//!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
+//!   events, limits, silence timeout, barge-in, DTMF and stats are written once, in the call
+//!   task. [`call::CallHandle`] is all the rest of the program sees of a call. A SIP call's
+//!   dialog lives in the SIP endpoint's task, not in the call task: transactions and dialogs
+//!   are one state machine in RFC 3261, and splitting them would need a lock or a second copy
+//!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals.
+//! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
+//!   around the RTP session), the Twilio webhook and WebSocket (the Twilio leg), the agents'
+//!   WebSocket client.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to
 //!   device-rate resampling with drift correction (the resampler lives here, not in `media`,
 //!   because its ratio is steered by the rings' fill).
-//! - [`recording`]: the WAV writer thread and the crash repair of unfinished files.
+//! - [`recording`]: the WAV writer thread, the crash repair of unfinished files, and the
+//!   free-disk recording gate.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,
 //!   recordings housekeeping.
-//! - [`api`]: axum — REST, Server-Sent Events, `/metrics`, the embedded web console.
+//! - [`api`]: axum — REST, Server-Sent Events, `/metrics`, the embedded web console, and the
+//!   Twilio-compatible call REST agents hang up with.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
 //! - [`doctor`]: `earshot doctor`'s checks of the box.
 //! - [`systemd`]: sd_notify readiness and watchdog.
 //! - [`app`]: wires everything together, runs until SIGTERM/SIGINT, reloads on SIGHUP.
+//!
+//! Layers, lower never importing higher (no import loops): the sans-IO cores `sip`, `rtp`,
+//! `twilio`, `agent` and `clock` → `media` → `config` → `audio`, `recording` → `call` →
+//! `metrics`, `store` → `net` → `api` → `app`.
 
 pub mod agent;
 pub mod api;

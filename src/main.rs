@@ -269,7 +269,8 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
         Some((_, Ok(config))) => config,
         Some((path, Err(err))) => return config_failed(path, &err),
     };
-    let packets = match load_trace(input, config.rtp.ports) {
+    let ports = config.rtp.ports.start..=config.rtp.ports.end;
+    let packets = match load_trace(input, ports) {
         Ok(packets) => packets,
         Err(err) => {
             eprintln!("earshot: {err}");
@@ -291,7 +292,7 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
 /// The packets `jitter-sim` replays, or what stopped it reading them.
 fn load_trace(
     input: &TraceInput,
-    ports: config::PortRange,
+    ports: std::ops::RangeInclusive<u16>,
 ) -> Result<Vec<earshot::media::jitter_sim::TracePacket>, String> {
     use earshot::media::{capture, jitter_sim};
     match input {

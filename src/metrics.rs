@@ -24,6 +24,11 @@ const AGENT_CONNECT_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 /// Bucket bounds of the agent's response latency (end of the caller's speech to the agent's
 /// first audio), seconds.
 const AGENT_RESPONSE_BOUNDS: &[f64] = &[0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
+/// Bucket bounds of the time a message spends inside earshot on its way to or from an agent,
+/// seconds.
+const AGENT_HOP_BOUNDS: &[f64] = &[
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+];
 /// Bucket bounds of store commits, seconds.
 const COMMIT_BOUNDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
@@ -171,6 +176,13 @@ pub struct Metrics {
     pub agent_overrun_bytes: AtomicU64,
     pub agent_messages_dropped: AtomicU64,
     pub agent_response_seconds: Histogram,
+    /// Inside earshot, excluding pacing and the jitter buffer: a caller frame from its tick to
+    /// its `media` written to the agent's socket (the driver); an agent message from its read
+    /// to its audio queued (the call task); a tick playing agent audio from its start to the
+    /// frame sent to the caller (the call task).
+    pub agent_uplink_seconds: Histogram,
+    pub agent_downlink_seconds: Histogram,
+    pub agent_frame_out_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -204,6 +216,9 @@ impl Default for Metrics {
             agent_overrun_bytes: AtomicU64::new(0),
             agent_messages_dropped: AtomicU64::new(0),
             agent_response_seconds: Histogram::new(AGENT_RESPONSE_BOUNDS),
+            agent_uplink_seconds: Histogram::new(AGENT_HOP_BOUNDS),
+            agent_downlink_seconds: Histogram::new(AGENT_HOP_BOUNDS),
+            agent_frame_out_seconds: Histogram::new(AGENT_HOP_BOUNDS),
         }
     }
 }
@@ -451,6 +466,21 @@ impl Metrics {
             &mut out,
             "earshot_agent_response_seconds",
             "End of the caller's speech to the agent's first audio, per turn, seconds.",
+        );
+        self.agent_uplink_seconds.render(
+            &mut out,
+            "earshot_agent_uplink_seconds",
+            "A caller frame from its playout tick to its media message written to the agent.",
+        );
+        self.agent_downlink_seconds.render(
+            &mut out,
+            "earshot_agent_downlink_seconds",
+            "An agent media message from its read to its audio queued for the caller.",
+        );
+        self.agent_frame_out_seconds.render(
+            &mut out,
+            "earshot_agent_frame_out_seconds",
+            "A tick playing agent audio, from its start to the frame sent to the caller.",
         );
         self.store_commit_seconds.render(
             &mut out,

@@ -171,7 +171,7 @@ async fn streams_real_speech_records_it_sample_for_sample_and_barges_in() {
     });
     assert!(
         log.lines()
-            .any(|l| l.contains("DTMF (twilio)") && l.contains("digit=5")),
+            .any(|l| l.contains("DTMF") && l.contains("via=twilio") && l.contains("digit=5")),
         "no DTMF:\n{}",
         e.log_tail(30)
     );
@@ -434,11 +434,11 @@ async fn silent_streams_time_out_and_status_callbacks_end_calls() {
         started.elapsed()
     );
     let log = wait_log(&e, Duration::from_secs(3), "timeout", |l| {
-        l.contains("twilio stream finished")
+        l.contains("call media finished")
     });
     assert_eq!(
-        log_field(&log, "twilio stream finished", "reason").as_deref(),
-        Some("stream"),
+        log_field(&log, "call media finished", "reason").as_deref(),
+        Some("media"),
         "{}",
         e.log_tail(5)
     );
@@ -547,10 +547,10 @@ async fn api_hangup_closes_the_stream_with_a_close_frame() {
         outcome.media.len()
     );
     let log = wait_log(&e, Duration::from_secs(3), "end", |l| {
-        l.contains("twilio stream finished")
+        l.contains("call media finished")
     });
     assert_eq!(
-        log_field(&log, "twilio stream finished", "reason").as_deref(),
+        log_field(&log, "call media finished", "reason").as_deref(),
         Some("local"),
         "{}",
         e.log_tail(5)

@@ -6,17 +6,13 @@
 
 #![no_main]
 
-use earshot::config::PortRange;
 use earshot::media::capture::read_capture;
 use earshot::media::jitter::JitterConfig;
 use earshot::media::jitter_sim::simulate;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let ports = PortRange {
-        start: 10000,
-        end: 20000,
-    };
+    let ports = 10000..=20000;
     if let Ok(trace) = read_capture(data, None, ports) {
         assert_eq!(trace.packets.first().map(|p| p.arrival_us), Some(0));
         assert!(trace.packets.windows(2).all(|w| w[0].arrival_us <= w[1].arrival_us));

@@ -28,7 +28,11 @@ pub enum AgentInput {
     Connected {
         after: Duration,
     },
-    Text(String),
+    /// A text message, read from the socket `at`.
+    Text {
+        text: String,
+        at: Instant,
+    },
     Binary,
     /// The socket closed: `normal` with a close frame of code 1000 or 1001.
     Closed {
@@ -38,10 +42,17 @@ pub enum AgentInput {
     Failed(FallbackReason),
 }
 
+/// A text for the agent, stamped with when the call task made it.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub text: String,
+    pub at: Instant,
+}
+
 /// The call task's ends of a driver's channels.
 #[derive(Debug)]
 pub struct AgentIo {
-    pub to_agent: mpsc::Sender<String>,
+    pub to_agent: mpsc::Sender<Outgoing>,
     pub from_agent: mpsc::Receiver<AgentInput>,
 }
 
@@ -55,6 +66,10 @@ pub enum AgentObservation {
     /// Agent audio dropped because the queue was full, in bytes.
     OverrunBytes(u64),
     Fallback(FallbackReason),
+    /// An agent message from its read off the socket to its audio queued for the caller.
+    Downlink(Duration),
+    /// A tick that played agent audio: from the tick to the frame sent to the caller.
+    FrameOut(Duration),
 }
 
 /// What to do when the agent fails.
@@ -181,6 +196,11 @@ impl AgentLink {
         }
     }
 
+    /// Whether the agent's audio played in the last frame.
+    pub fn speaking(&self) -> bool {
+        self.state == AgentState::Speaking
+    }
+
     pub fn state(&self) -> AgentState {
         self.state
     }
@@ -213,11 +233,14 @@ impl AgentLink {
                 self.started = Some(now);
                 AgentOutcome::Connected { after }
             }
-            AgentInput::Text(text) => {
-                match self.stream.handle_text(&text) {
-                    Received::Audio | Received::Mark | Received::Clear | Received::Ignored => {}
+            AgentInput::Text { text, at } => {
+                if self.stream.handle_text(&text) == Received::Audio {
+                    let queued = crate::clock::now();
+                    self.observe(AgentObservation::Downlink(
+                        queued.saturating_duration_since(at),
+                    ));
                 }
-                self.flush()
+                self.flush(now)
             }
             AgentInput::Binary => {
                 self.stream.handle_binary();
@@ -237,15 +260,15 @@ impl AgentLink {
         };
         let elapsed = now.saturating_duration_since(started).as_millis() as u64;
         self.stream.caller_audio(elapsed, ulaw);
-        self.flush()
+        self.flush(now)
     }
 
-    pub fn dtmf(&mut self, digit: char) -> AgentOutcome {
+    pub fn dtmf(&mut self, now: Instant, digit: char) -> AgentOutcome {
         if self.started.is_none() {
             return AgentOutcome::Continue;
         }
         self.stream.dtmf(digit);
-        self.flush()
+        self.flush(now)
     }
 
     /// The caller stopped speaking at `at`: the agent's next audio answers it.
@@ -272,16 +295,16 @@ impl AgentLink {
             ));
         }
         self.report_counters();
-        self.flush()
+        self.flush(now)
     }
 
     /// Sends what the session has queued, without waiting.
-    fn flush(&mut self) -> AgentOutcome {
+    fn flush(&mut self, now: Instant) -> AgentOutcome {
         while let Some(text) = self.stream.poll_transmit() {
-            match self.io.to_agent.try_send(text) {
+            match self.io.to_agent.try_send(Outgoing { text, at: now }) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(text)) => {
-                    self.stream.unsend(text);
+                Err(mpsc::error::TrySendError::Full(out)) => {
+                    self.stream.unsend(out.text);
                     break;
                 }
                 // The driver is gone; its report says why.
@@ -321,7 +344,7 @@ impl AgentLink {
     pub fn stop(mut self) {
         if self.started.is_some() {
             self.stream.stop();
-            let _ = self.flush();
+            let _ = self.flush(crate::clock::now());
         }
         self.end();
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use super::agent::{AgentLink, AgentOutcome, AgentState, FallbackMode};
+use super::agent::{AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode};
 use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
@@ -210,7 +210,8 @@ impl<L: Leg> CallTask<L> {
         if self.responder.message_playing() && !self.responder.hangs_up_after() {
             self.barge_in("dtmf");
         }
-        let outcome = self.responder.agent().map(|link| link.dtmf(digit));
+        let now = clock::now();
+        let outcome = self.responder.agent().map(|link| link.dtmf(now, digit));
         if let Some(outcome) = outcome {
             self.agent_outcome(outcome);
         }
@@ -235,6 +236,13 @@ impl<L: Leg> CallTask<L> {
         let energy = self.pipeline.tick(now, &said, &mut heard, &mut out);
         let next_due = self.pipeline.next_due();
         self.leg.send_frame(now, &out, next_due).await;
+        if let Some(link) = self.responder.agent()
+            && link.speaking()
+        {
+            link.observe(AgentObservation::FrameOut(
+                clock::now().saturating_duration_since(now),
+            ));
+        }
         match outcome {
             Said::MessageOver if self.responder.hangs_up_after() => {
                 self.hang_up(EndReason::AgentFailed);

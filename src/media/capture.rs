@@ -33,9 +33,9 @@ use pcap_file::pcapng::{
 };
 use pcap_file::{DataLink, PcapError, TsResolution};
 
-use crate::config::PortRange;
 use crate::media::jitter_sim::TracePacket;
 use crate::rtp::RtpPacket;
+use std::ops::RangeInclusive;
 
 /// pcapng files start with the Section Header Block's type.
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -155,7 +155,11 @@ impl Collector {
         }
     }
 
-    fn finish(self, ssrc: Option<u32>, ports: PortRange) -> Result<CaptureTrace, CaptureError> {
+    fn finish(
+        self,
+        ssrc: Option<u32>,
+        ports: RangeInclusive<u16>,
+    ) -> Result<CaptureTrace, CaptureError> {
         let (skipped, truncated) = (self.skipped, self.truncated);
         let mut found: Vec<(CaptureStream, Vec<TracePacket>)> = self
             .streams
@@ -180,7 +184,7 @@ impl Collector {
             })
             .collect();
         // Into the box first, then by packets; the rest only makes the order stable.
-        let inbound = |s: &CaptureStream| ports.contains(s.dst.port());
+        let inbound = |s: &CaptureStream| ports.contains(&s.dst.port());
         found.sort_by(|(a, _), (b, _)| {
             inbound(b)
                 .cmp(&inbound(a))
@@ -220,7 +224,7 @@ impl Collector {
 pub fn read_capture(
     mut input: impl Read,
     ssrc: Option<u32>,
-    ports: PortRange,
+    ports: RangeInclusive<u16>,
 ) -> Result<CaptureTrace, CaptureError> {
     let mut magic = [0u8; 4];
     input.read_exact(&mut magic).map_err(PcapError::IoError)?;
@@ -396,13 +400,10 @@ mod tests {
 
     const CALLER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
     const EARSHOT: ([u8; 4], u16) = ([192, 0, 2, 1], 10000);
-    const PORTS: PortRange = PortRange {
-        start: 10000,
-        end: 20000,
-    };
+    const PORTS: RangeInclusive<u16> = 10000..=20000;
 
     fn read(bytes: &[u8], ssrc: Option<u32>) -> Result<CaptureTrace, CaptureError> {
-        read_capture(bytes, ssrc, PORTS)
+        read_capture(bytes, ssrc, PORTS.clone())
     }
 
     fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {

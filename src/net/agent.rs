@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::call::agent::{AgentConnector, AgentInput, AgentIo, AgentObservation, AgentSettings};
+use crate::call::agent::{
+    AgentConnector, AgentInput, AgentIo, AgentObservation, AgentSettings, Outgoing,
+};
 use crate::call::{CallInfo, FallbackReason};
 use crate::clock;
 use crate::metrics::Metrics;
@@ -31,6 +33,9 @@ const FROM_AGENT: usize = 1024;
 pub const MAX_MESSAGE: usize = 4 << 20;
 /// A write the agent does not take within this long ends the session (it stopped reading).
 pub const SEND_STALL: Duration = Duration::from_secs(2);
+/// The socket's kernel send buffer: about 4 s of caller audio. Audio queued deeper than that
+/// is stale anyway, and an agent that stops reading is noticed within seconds.
+const SEND_BUFFER: u32 = 64 * 1024;
 /// How long our close frame waits for the agent's.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -53,6 +58,9 @@ pub enum AgentTlsError {
 pub struct AgentTarget {
     /// `ws://` or `wss://`.
     pub url: String,
+    /// The URL's host (IPv6 without brackets) and port.
+    pub host: String,
+    pub port: u16,
     pub connect_timeout: Duration,
     pub max_concurrent: usize,
     /// Extra trusted CAs (PEM), besides the webpki roots.
@@ -160,6 +168,8 @@ impl AgentConnector for AgentBridge {
                 m.agent_overrun_bytes.fetch_add(n, Relaxed);
             }
             AgentObservation::Fallback(reason) => m.agent_fallback(reason),
+            AgentObservation::Downlink(d) => m.agent_downlink_seconds.observe(d.as_secs_f64()),
+            AgentObservation::FrameOut(d) => m.agent_frame_out_seconds.observe(d.as_secs_f64()),
         }
     }
 
@@ -175,7 +185,7 @@ struct Session {
     target: AgentTarget,
     tls: Arc<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
-    to_agent: mpsc::Receiver<String>,
+    to_agent: mpsc::Receiver<Outgoing>,
     from_agent: mpsc::Sender<AgentInput>,
     /// One of `[agent].max_concurrent`, held for the session's life.
     _permit: OwnedSemaphorePermit,
@@ -219,24 +229,58 @@ impl Session {
     }
 
     async fn connect(&self) -> Result<Socket, FallbackReason> {
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let connector = Connector::Rustls(self.tls.clone());
-        let connect = tokio_tungstenite::connect_async_tls_with_config(
-            self.target.url.as_str(),
-            Some(config),
-            true,
-            Some(connector),
-        );
-        match tokio::time::timeout(self.target.connect_timeout, connect).await {
+        match tokio::time::timeout(self.target.connect_timeout, self.try_connect()).await {
             Err(_) => Err(FallbackReason::ConnectTimeout),
-            Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(err)) => {
-                tracing::debug!(%err, "agent connect error");
-                Err(classify(&err))
-            }
+            Ok(result) => result,
         }
+    }
+
+    /// TCP (with a bounded send buffer), then TLS for `wss`, then the upgrade.
+    async fn try_connect(&self) -> Result<Socket, FallbackReason> {
+        let target = &self.target;
+        let addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|err| {
+                tracing::debug!(%err, "agent host does not resolve");
+                FallbackReason::Refused
+            })?;
+        let mut last = FallbackReason::Refused;
+        for addr in addrs {
+            let socket = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            };
+            let Ok(socket) = socket else { continue };
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+            let _ = socket.set_nodelay(true);
+            let stream = match socket.connect(addr).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(%err, %addr, "agent TCP connect failed");
+                    last = FallbackReason::Refused;
+                    continue;
+                }
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_MESSAGE))
+                .max_frame_size(Some(MAX_MESSAGE));
+            let connector = Connector::Rustls(self.tls.clone());
+            return match tokio_tungstenite::client_async_tls_with_config(
+                target.url.as_str(),
+                stream,
+                Some(config),
+                Some(connector),
+            )
+            .await
+            {
+                Ok((socket, _)) => Ok(socket),
+                Err(err) => {
+                    tracing::debug!(%err, "agent upgrade failed");
+                    Err(classify(&err))
+                }
+            };
+        }
+        Err(last)
     }
 
     /// Moves messages both ways until either side is done.
@@ -244,9 +288,12 @@ impl Session {
         loop {
             tokio::select! {
                 text = self.to_agent.recv() => match text {
-                    Some(text) => {
+                    Some(Outgoing { text, at }) => {
                         match tokio::time::timeout(SEND_STALL, socket.send(Message::Text(text.into()))).await {
-                            Ok(Ok(())) => {}
+                            Ok(Ok(())) => {
+                                let took = clock::now().saturating_duration_since(at);
+                                self.metrics.agent_uplink_seconds.observe(took.as_secs_f64());
+                            }
                             Ok(Err(err)) => {
                                 tracing::debug!(%err, "agent write failed");
                                 let _ = self.from_agent.try_send(AgentInput::Closed { normal: false });
@@ -266,7 +313,10 @@ impl Session {
                 },
                 message = socket.next() => {
                     let input = match message {
-                        Some(Ok(Message::Text(text))) => AgentInput::Text(text.as_str().to_owned()),
+                        Some(Ok(Message::Text(text))) => AgentInput::Text {
+                            text: text.as_str().to_owned(),
+                            at: clock::now(),
+                        },
                         Some(Ok(Message::Binary(_))) => AgentInput::Binary,
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                         Some(Ok(Message::Close(frame))) => {

@@ -184,6 +184,7 @@ impl SipLeg {
                 self.playout = PlayoutClock::new(now);
             }
         }
+        tracing::debug!(codec = media.codec.name(), direction = ?media.local_direction, "SIP media");
         LegInput::Media {
             codec: media.codec,
             hold,

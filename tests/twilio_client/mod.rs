@@ -225,6 +225,14 @@ impl TwilioSide {
         self.exchange(&request).await
     }
 
+    /// A GET with the API's bearer token: (status, body).
+    pub async fn get_authorized(&self, path: &str, token: &str) -> (u16, String) {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: earshot.test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        self.exchange(&request).await
+    }
+
     /// Sends one HTTP/1.1 request on a new connection and reads the response to its close:
     /// (status, body).
     async fn exchange(&self, request: &str) -> (u16, String) {
