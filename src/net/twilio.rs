@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{
-    self, CallEvent, CallId, CallInfo, CallSettings, CarrierStatus, DtmfSource, EndReason,
+    self, CallEvent, CallId, CallInfo, CallSettings, CarrierStatus, Codec, DtmfSource, EndReason,
     Greeting, Leg, LegAudio, LegInput, LegStats, Services, Source,
 };
 use crate::clock;
@@ -551,6 +551,7 @@ async fn run_stream(state: TwilioState, ws: WebSocket, accepted: Instant) {
         close_with: ("stream over", close_code::NORMAL),
         peer_closed: false,
         ended: None,
+        announce: true,
     };
     let Some((ticket, start)) = leg.handshake(&state).await else {
         leg.close().await;
@@ -592,6 +593,8 @@ pub struct TwilioLeg {
     peer_closed: bool,
     /// Set once the stream is over, until the call task has been told.
     ended: Option<EndReason>,
+    /// The call task has yet to hear that media flows (μ-law, from `start` on).
+    announce: bool,
 }
 
 impl TwilioLeg {
@@ -677,6 +680,12 @@ impl TwilioLeg {
 
     /// The stream's events, as the call task's inputs.
     fn events(&mut self, inputs: &mut VecDeque<LegInput>) {
+        if std::mem::take(&mut self.announce) {
+            inputs.push_front(LegInput::Media {
+                codec: Codec::Pcmu,
+                hold: false,
+            });
+        }
         while let Some(event) = self.stream.poll_event() {
             match event {
                 StreamEvent::Dtmf { digit } => inputs.push_back(LegInput::Dtmf {
