@@ -384,3 +384,67 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         "baresip heard something else: correlation {correlation:.3}"
     );
 }
+
+/// A SIP caller who speaks over the greeting barges in, as a Twilio caller does: the greeting
+/// stops and what earshot sends after it is silence (the recording's right channel).
+#[test]
+fn caller_speech_barges_in_on_the_greeting() {
+    let dir = support::temp_dir("sip-barge-in");
+    // Six seconds of a loud greeting; the caller talks from the start for 2 s.
+    let greeting_path = dir.join("greeting.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&greeting_path, spec).unwrap();
+    for i in 0..8000 * 6 {
+        w.write_sample(((f64::from(i) * 0.2).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    let e = Earshot::start(&format!(
+        "[calls]\ngreeting = {:?}\n{DEBUG_LOG}",
+        greeting_path.display().to_string()
+    ));
+    let pcap = caller_pcap(&e, Law::Ulaw, 2000, 3);
+    let scenario = Scenario::load("uac_call.xml", &call_vars(&pcap, 2000, "0", 0, 200));
+    let outcome = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp_port(),
+        &["-m", "1"],
+    )
+    .wait(Duration::from_secs(30));
+    assert_sipp(&outcome, 1, &e);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = e.stderr_log();
+    assert!(
+        log.contains("caller barged in") && log.contains("cause=\"speech\""),
+        "no barge-in:\n{}",
+        e.log_tail(20)
+    );
+    let wav = std::fs::read_dir(e.dir().join("recordings"))
+        .unwrap()
+        .flatten()
+        .find(|f| f.path().extension().is_some_and(|x| x == "wav"))
+        .unwrap();
+    let right: Vec<i16> = hound::WavReader::open(wav.path())
+        .unwrap()
+        .into_samples::<i16>()
+        .map_while(Result::ok)
+        .skip(1)
+        .step_by(2)
+        .collect();
+    // The greeting played for a moment at most, then nothing: far less than its 6 s.
+    let loud = right
+        .chunks(160)
+        .filter(|f| f.iter().any(|s| s.unsigned_abs() > 1000))
+        .count();
+    assert!(
+        loud > 0 && loud < 50,
+        "{loud} loud frames sent: the greeting was not stopped"
+    );
+}
