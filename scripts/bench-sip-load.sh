@@ -11,6 +11,10 @@
 #   earshot        [audio] output = "none", recording off: signalling, RTP, jitter buffer, and
 #                  the caller's audio decoded and played out into a detached speaker feed;
 #   earshot-rec    the same with every call recorded (WAV, both directions);
+#   earshot-agent  earshot-rec with every call bridged to a voice agent over the Twilio Media
+#                  Streams protocol (tests/agents/echo_agent.py, which sends every caller frame
+#                  straight back as agent audio); also prints the time messages spend inside
+#                  earshot each way (from /metrics, histogram bucket bounds);
 #   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
 #   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending silence captured
 #                  from ALSA's "null" device and playing every call on it, both paced to real
@@ -143,9 +147,28 @@ scenario() { # PCAP PCAP_MS
         "$ROOT/tests/sipp/uac_load.xml" >"$WORK/uac_load.xml"
 }
 
-start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT
+AGENT_PORT=25090
+
+start_agent() {
+    local python=${EARSHOT_AGENT_PYTHON:-$ROOT/target/agent-venv/bin/python}
+    [ -x "$python" ] || die "no agent venv at $python (scripts/test.sh makes it)"
+    "$python" "$ROOT/tests/agents/echo_agent.py" --port $AGENT_PORT >"$WORK/agent.log" 2>&1 &
+    AGENT_PID=$!
+    PIDS+=("$AGENT_PID")
+    local _
+    for _ in $(seq 100); do grep -q LISTENING "$WORK/agent.log" && return 0; sleep 0.1; done
+    die "echo agent did not start: $(cat "$WORK/agent.log")"
+}
+
+start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT [AGENT_URL]
     local dir="$WORK/$1"
     mkdir -p "$dir/recordings"
+    local agent=""
+    if [ -n "${4:-}" ]; then
+        agent="[agent]
+url = \"$4\"
+max_concurrent = $((CALLS + 50))"
+    fi
     cat >"$dir/earshot.toml" <<EOF
 [sip]
 listen = "127.0.0.1:$SIP_PORT"
@@ -167,6 +190,7 @@ listen = "127.0.0.1:25080"
 [log]
 level = "info"
 format = "text"
+$agent
 EOF
     "$ROOT/target/release/earshot" run --config "$dir/earshot.toml" >"$dir/log" 2>&1 </dev/null &
     TARGET_PID=$!
@@ -243,6 +267,7 @@ stop_pulse() {
 }
 
 RESULTS=()
+HOPS=()
 
 # Runs the load against one target and appends a result row.
 run_target() { # NAME
@@ -254,6 +279,7 @@ run_target() { # NAME
     case "$name" in
         earshot) start_earshot earshot false none ;;
         earshot-rec) start_earshot earshot-rec true none ;;
+        earshot-agent) start_agent; start_earshot earshot-agent true none "ws://127.0.0.1:$AGENT_PORT/" ;;
         earshot-pulse) start_pulse; start_earshot earshot-pulse false default ;;
         baresip) start_baresip null ;;
         baresip-pulse) start_pulse; start_baresip pulse ;;
@@ -293,6 +319,7 @@ run_target() { # NAME
     [ -n "$PULSE_PID" ] && pcpu1=$(cpu_ticks "$PULSE_PID")
     local hwm_kb alive=yes
     hwm_kb=$(status_kb "$TARGET_PID" VmHWM)
+    curl -s --max-time 5 http://127.0.0.1:25080/metrics >"$WORK/$name.metrics" 2>/dev/null
     kill -0 "$TARGET_PID" 2>/dev/null || alive=NO
     kill "$sampler" 2>/dev/null
     wait "$sampler" 2>/dev/null
@@ -318,11 +345,36 @@ run_target() { # NAME
                  idle / 1024, peak / 1024, hwm / 1024, (peak - idle) / calls,
                  pcpu, 1000 * pcpu / calls, (ppeak - pidle) / calls, alive, e, w }')")
     say "${RESULTS[-1]}"
+    if grep -q '^earshot_agent_uplink_seconds_count [1-9]' "$WORK/$name.metrics" 2>/dev/null; then
+        for hop in uplink downlink frame_out; do
+            HOPS+=("$(hop_quantiles "$WORK/$name.metrics" "earshot_agent_${hop}_seconds")")
+        done
+        HOPS+=("$(grep -E '^earshot_agent_(fallbacks_total|overrun|underruns|messages_dropped)' "$WORK/$name.metrics" | grep -v ' 0$' | tr '\n' ' ')")
+    fi
     if [ "${failed:-0}" != 0 ] || [ "$sipp_rc" != 0 ]; then
         say "$name: SIPp exit $sipp_rc, failures; last errors:"
         tail -5 "$WORK/$name.sipp-errors.log" 2>/dev/null >&2
         grep -E 'ERROR|WARN' "$TARGET_LOG" | sort | uniq -c | sort -rn | head -5 >&2
     fi
+}
+
+# p50 and p99 of a Prometheus histogram $2 in the metrics text $1, as the upper bound of the
+# bucket that holds them (the histogram's resolution), with its count.
+hop_quantiles() {
+    awk -v name="$2" '
+        index($0, name "_bucket{le=\"") == 1 {
+            split($0, a, "\""); le = a[2]; n = $2
+            bounds[++k] = le; counts[k] = n
+        }
+        index($0, name "_count ") == 1 { total = $2 }
+        END {
+            p50 = "?"; p99 = "?"
+            for (i = 1; i <= k; i++) {
+                if (p50 == "?" && counts[i] >= 0.5 * total) p50 = bounds[i]
+                if (p99 == "?" && counts[i] >= 0.99 * total) p99 = bounds[i]
+            }
+            printf "%-32s n=%d  p50 <= %s s  p99 <= %s s\n", name, total, p50, p99
+        }' "$1"
 }
 
 # The last value of column $2 of SIPp's statistics CSV $1 (semicolon-separated).
@@ -352,6 +404,11 @@ load() {
         target ok failed rc "cpu s" "cpu %" "ms/call" "wall s" "idle MiB" "peak MiB" "HWM MiB" "kB/call" \
         "pa cpu" "pa ms/c" "pa kB/c" "alive err/warn"
     printf '%s\n' "${RESULTS[@]}"
+    if [ ${#HOPS[@]} -gt 0 ]; then
+        echo "time inside earshot, agent calls (uplink: caller frame's tick -> written to the agent;"
+        echo "downlink: agent message read -> audio queued; frame_out: tick -> RTP sent):"
+        printf '%s\n' "${HOPS[@]}"
+    fi
 }
 
 # Arrival-to-playout latency on a clean network, end to end, from outside the process:
