@@ -248,13 +248,10 @@ fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
-    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
+/// A browser signed in to `e`'s console with the token, its event stream live; and the base URL.
+fn signed_in(e: &Earshot) -> (Browser, String) {
     let browser = Browser::start(e.dir());
     let base = format!("http://{}", e.http_addr());
-
-    // Sign in with the token.
     browser.goto(&format!("{base}/"));
     let field = browser.wait_for("#login:not([hidden]) #token", Duration::from_secs(10));
     browser.type_text(&field, TOKEN);
@@ -265,21 +262,33 @@ fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
         Duration::from_secs(10),
         || browser.script("return document.getElementById('conn').textContent") == "live",
     );
+    (browser, base)
+}
 
-    // A long SIPp call appears in the live list.
-    let pcap = caller_pcap(&e, 20_000);
+/// A SIPp caller that streams 20 s of audio and stays on until earshot hangs up.
+fn long_call(e: &Earshot) -> sipp::Sipp {
+    let pcap = caller_pcap(e, 20_000);
     let scenario = Scenario::load(
         "uac_wait_bye.xml",
         &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".into())],
     );
     let sipp_port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
-    let caller = sipp::start(
+    sipp::start(
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
         sipp_port,
         &["-m", "1"],
-    );
+    )
+}
+
+#[test]
+fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
+    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
+    let (browser, base) = signed_in(&e);
+
+    // A long SIPp call appears in the live list.
+    let caller = long_call(&e);
     let item = browser.wait_for("li.live-call", Duration::from_secs(15));
     let id = browser
         .attr(&item, "data-call-id")
@@ -415,4 +424,87 @@ fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
     browser.wait_for("#history tr", Duration::from_secs(5));
     browser.screenshot("console-phone-home.png");
     assert!(std::fs::metadata(console_png).unwrap().len() > 10_000);
+}
+
+/// An agent that takes the call and says nothing: accepts WebSocket upgrades on loopback and
+/// reads until the socket closes. Returns its URL.
+fn silent_agent() -> String {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!("ws://{}/agent", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            use futures_util::StreamExt as _;
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        });
+    });
+    url
+}
+
+#[test]
+fn console_shows_which_calls_have_an_agent_and_its_state() {
+    let e = Earshot::start(&format!(
+        "[http]\ntoken = \"{TOKEN}\"\n[agent]\nurl = {:?}\n",
+        silent_agent()
+    ));
+    let (browser, base) = signed_in(&e);
+    let caller = long_call(&e);
+    let item = browser.wait_for("li.live-call", Duration::from_secs(15));
+    let id = browser
+        .attr(&item, "data-call-id")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(
+        "the live call never showed its agent listening",
+        Duration::from_secs(10),
+        || {
+            browser.script(&format!(
+                "const li = document.querySelector('li[data-call-id=\"{id}\"]');\
+                 return li ? li.querySelector('.agent').textContent : null"
+            )) == "agent: listening"
+        },
+    );
+    browser.screenshot("console-live-agent.png");
+    let live = api_get(&e, "/api/live");
+    assert_eq!(live["calls"][0]["agent"], "listening", "{live}");
+
+    // Hung up from the API: the call page says the agent was connected.
+    let r = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .unwrap();
+    assert!(r.status < 300, "hangup: {}", r.status);
+    let outcome = caller.wait(Duration::from_secs(20));
+    assert!(outcome.all_passed(1), "SIPp: {}", outcome.errors);
+    browser.goto(&format!("{base}/#/calls/{id}"));
+    browser.wait_for(
+        "#call:not([hidden]) #timeline li.event.ended",
+        Duration::from_secs(10),
+    );
+    let facts = browser.script("return document.getElementById('call-facts').textContent");
+    assert!(
+        facts.as_str().unwrap().contains("connected in"),
+        "no agent on the call page: {facts}"
+    );
+    let timeline = browser.script("return document.getElementById('timeline').textContent");
+    assert!(
+        timeline.as_str().unwrap().contains("Agent connected"),
+        "{timeline}"
+    );
 }

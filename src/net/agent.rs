@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -307,7 +307,7 @@ impl Session {
                     }
                     // The call is over (or gave the agent up): close politely.
                     None => {
-                        let _ = tokio::time::timeout(CLOSE_WAIT, socket.close(None)).await;
+                        let _ = tokio::time::timeout(CLOSE_WAIT, SinkExt::close(&mut socket)).await;
                         return;
                     }
                 },
@@ -324,7 +324,7 @@ impl Session {
                                 .as_ref()
                                 .is_none_or(|f| matches!(f.code, CloseCode::Normal | CloseCode::Away));
                             let _ = self.from_agent.try_send(AgentInput::Closed { normal });
-                            let _ = tokio::time::timeout(CLOSE_WAIT, socket.close(None)).await;
+                            let _ = tokio::time::timeout(CLOSE_WAIT, SinkExt::close(&mut socket)).await;
                             return;
                         }
                         Some(Err(err)) => {
