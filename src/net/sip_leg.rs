@@ -31,6 +31,10 @@ const MAX_DATAGRAM: usize = 1500;
 const DRAIN_BEFORE_TICK: usize = 4;
 /// Datagrams taken in one wake-up of [`Leg::readable`].
 const MAX_BATCH: usize = 16;
+/// RTP datagrams kept when they arrive before the SIP task said media is agreed (the caller
+/// may start sending the moment it has our 200 OK, a hair before the signal reaches the leg);
+/// they are replayed into the session once it exists. Beyond this they are dropped.
+const EARLY_RTP: usize = 16;
 
 /// What the SIP task tells a call's leg.
 #[derive(Debug)]
@@ -110,6 +114,7 @@ impl SipCalls {
             receiving: true,
             rtp_buf: vec![0u8; MAX_DATAGRAM],
             rtcp_buf: vec![0u8; MAX_DATAGRAM],
+            early: Vec::new(),
         };
         let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
         tokio::spawn(task);
@@ -131,6 +136,8 @@ pub struct SipLeg {
     receiving: bool,
     rtp_buf: Vec<u8>,
     rtcp_buf: Vec<u8>,
+    /// RTP that came before the session: (source, datagram), at most [`EARLY_RTP`].
+    early: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl SipLeg {
@@ -139,6 +146,12 @@ impl SipLeg {
             SipSignal::Media(media) => {
                 let input = self.apply_media(media);
                 inputs.push_back(input);
+                for (from, datagram) in std::mem::take(&mut self.early) {
+                    if let Some(buf) = self.rtp_buf.get_mut(..datagram.len()) {
+                        buf.copy_from_slice(&datagram);
+                        self.rtp_in(from, datagram.len(), inputs);
+                    }
+                }
             }
             SipSignal::Dtmf { digit, duration_ms } => inputs.push_back(LegInput::Dtmf {
                 digit,
@@ -194,6 +207,10 @@ impl SipLeg {
     fn rtp_in(&mut self, from: SocketAddr, n: usize, inputs: &mut VecDeque<LegInput>) {
         let now = clock::now();
         let Some(session) = self.session.as_mut() else {
+            if self.early.len() < EARLY_RTP {
+                let datagram = self.rtp_buf.get(..n).unwrap_or_default();
+                self.early.push((from, datagram.to_vec()));
+            }
             return;
         };
         let datagram = self.rtp_buf.get(..n).unwrap_or_default();
@@ -265,6 +282,8 @@ impl SipLeg {
 impl Leg for SipLeg {
     async fn readable(&mut self, inputs: &mut VecDeque<LegInput>) {
         tokio::select! {
+            // Signalling first: media agreed before the RTP it applies to.
+            biased;
             signal = self.signals.recv() => match signal {
                 Some(signal) => self.signal(signal, inputs),
                 // The SIP task is gone (shutdown).
