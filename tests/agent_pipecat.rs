@@ -139,18 +139,10 @@ impl Drop for Agent {
 }
 
 fn write_tone(path: &Path, hz: f64, ms: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(ms * 8) {
-        let v = (2.0 * std::f64::consts::PI * hz * f64::from(i) / 8000.0).sin() * 8000.0;
-        w.write_sample(v as i16).unwrap();
-    }
-    w.finalize().unwrap();
+    let tone: Vec<i16> = (0..ms * 8)
+        .map(|i| ((2.0 * std::f64::consts::PI * hz * f64::from(i) / 8000.0).sin() * 8000.0) as i16)
+        .collect();
+    support::write_wav_8k(path, &tone);
 }
 
 /// Share of a signal's energy at `hz` (Goertzel over the whole slice).

@@ -35,9 +35,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use support::Earshot;
 use support::pcap;
-use support::sipp::{self, Scenario, Sipp, SippOutcome};
-use support::{Earshot, free_udp_tcp_port};
+use support::sipp::{self, Scenario, Sipp};
 
 /// Debug logs of the call path: the agent session's counters are logged at debug.
 const DEBUG_LOG: &str = "[log]\nlevel = \"info,earshot=debug\"\n";
@@ -456,19 +456,6 @@ fn rms(samples: &[i16]) -> f64 {
     (energy / samples.len().max(1) as f64).sqrt()
 }
 
-/// A mono 8 kHz WAV of `samples`.
-fn write_wav(path: &Path, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    samples.iter().for_each(|s| w.write_sample(*s).unwrap());
-    w.finalize().unwrap();
-}
-
 // ---------------------------------------------------------------------------------------------
 // earshot and SIPp.
 // ---------------------------------------------------------------------------------------------
@@ -477,22 +464,6 @@ fn write_wav(path: &Path, samples: &[i16]) {
 /// any other sections in `rest`.
 fn agent_config(url: &str, agent_keys: &str, rest: &str) -> String {
     format!("[agent]\nurl = {url:?}\nprotocol = \"twilio\"\n{agent_keys}\n{rest}")
-}
-
-fn sipp_port() -> u16 {
-    free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap()
-}
-
-fn assert_sipp(outcome: &SippOutcome, calls: u64, e: &Earshot) {
-    assert!(
-        outcome.all_passed(calls),
-        "SIPp: exit {:?}, {} ok, {} failed\n{}\n--- earshot ---\n{}",
-        outcome.exit_code,
-        outcome.successful,
-        outcome.failed,
-        outcome.errors,
-        e.log_tail(40)
-    );
 }
 
 /// The test signal for `ms` (PCMU), then an RFC 4733 press of `digit`: the caller's capture.
@@ -525,7 +496,7 @@ fn caller_waiting_for_bye(e: &Earshot, pcap: &str) -> Sipp {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     )
 }
@@ -545,7 +516,7 @@ fn callers_hanging_up(e: &Earshot, pcap: &str, pcap_ms: u32, hold_ms: u32, args:
         ("CALLEE", "1000".to_owned()),
     ];
     let scenario = Scenario::load("uac_call.xml", &vars);
-    sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), args)
+    sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp::port(), args)
 }
 
 /// The ids of the calls earshot knows, once there are `n`.
@@ -874,7 +845,7 @@ fn marks_echo_after_their_audio_and_clear_echoes_at_once() {
     });
 
     let outcome = sipp.wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     assert!(
         (35..=150).contains(&media_before_one),
         "mark one came back after {media_before_one} caller frames; its second of audio is 50"
@@ -980,7 +951,7 @@ fn bad_agent_input_is_counted_and_the_call_goes_on() {
     let peak_kib = peak.stop();
 
     let outcome = sipp.wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     assert!(e.panics().is_empty(), "{:?}", e.panics());
     let id = call_ids(&e, 1).remove(0);
     let call = ended_call(&e, &id);
@@ -1035,7 +1006,7 @@ fn connect_failures_take_the_fallback() {
 
     // (a) Refused, with a message before the hang-up.
     let wav = dir.join("sorry.wav");
-    write_wav(&wav, &tone(FALLBACK_HZ, 1000, 10000.0));
+    support::write_wav_8k(&wav, &tone(FALLBACK_HZ, 1000, 10000.0));
     let closed_port = {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         listener.local_addr().unwrap().port()
@@ -1114,7 +1085,7 @@ fn connect_failures_take_the_fallback() {
 fn fallback_call(e: &Earshot, reason: &str) -> Value {
     let (pcap, _) = caller_pcap(e, 4000, 5);
     let outcome = caller_waiting_for_bye(e, &pcap).wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, e);
+    sipp::assert_passed(&outcome, 1, e);
     let id = call_ids(e, 1).remove(0);
     let call = ended_call(e, &id);
     assert_eq!(fallbacks(&call), [reason], "{call:#}");
@@ -1244,7 +1215,7 @@ fn wss_with_a_test_ca_and_a_bad_certificate() {
         conn.drain(WAIT).await;
         conn.seen
     });
-    assert_sipp(&sipp.wait(Duration::from_secs(30)), 1, &e);
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
     let id = call_ids(&e, 1).remove(0);
     let call = ended_call(&e, &id);
     assert_eq!(call["end_reason"], "agent hangup", "{call:#}");
@@ -1278,7 +1249,7 @@ fn agent_dropping_mid_call_with_listen_fallback_keeps_the_call() {
         conn.drain(WAIT).await;
     });
     let outcome = sipp.wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     let id = call_ids(&e, 1).remove(0);
     let call = ended_call(&e, &id);
     assert_eq!(fallbacks(&call), ["closed"], "{call:#}");
@@ -1307,7 +1278,7 @@ fn max_concurrent_sessions_busy() {
         conn
     });
     let outcome = sipp.wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 2, &e);
+    sipp::assert_passed(&outcome, 2, &e);
     let calls: Vec<Value> = call_ids(&e, 2)
         .iter()
         .map(|id| ended_call(&e, id))
@@ -1344,7 +1315,7 @@ fn an_agent_that_never_reads_is_given_up() {
     });
     let outcome = sipp.wait(Duration::from_secs(45));
     let given_up_after = stopped.elapsed();
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     let id = call_ids(&e, 1).remove(0);
     let call = ended_call(&e, &id);
     assert_eq!(
@@ -1377,7 +1348,7 @@ fn the_agents_close_frame_is_answered() {
         conn.close(CloseCode::Normal).await;
         conn.drain(WAIT).await
     });
-    assert_sipp(&sipp.wait(Duration::from_secs(30)), 1, &e);
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
     let id = call_ids(&e, 1).remove(0);
     assert_eq!(ended_call(&e, &id)["end_reason"], "agent hangup");
     assert_eq!(

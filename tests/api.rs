@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use earshot::media::g711::Law;
 use serde_json::{Value, json};
 use support::pcap;
-use support::sipp::{self, Scenario, SippOutcome};
-use support::{Earshot, free_tcp_port, free_udp_tcp_port};
+use support::sipp::{self, Scenario};
+use support::{Earshot, free_tcp_port};
 
 /// Writes the caller's capture: `ms` of the test signal in PCMU, then an RFC 4733 `5`.
 fn caller_pcap(e: &Earshot, ms: u32) -> String {
@@ -56,25 +56,9 @@ fn make_calls(e: &Earshot, caller: &str, calls: u32, parallel: u32) {
         "-r",
         "5",
     ];
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp_port(), &args)
+    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), sipp::port(), &args)
         .wait(Duration::from_secs(60));
-    assert_sipp(&outcome, u64::from(calls), e);
-}
-
-fn sipp_port() -> u16 {
-    free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap()
-}
-
-fn assert_sipp(outcome: &SippOutcome, calls: u64, e: &Earshot) {
-    assert!(
-        outcome.all_passed(calls),
-        "SIPp: exit {:?}, {} ok, {} failed\n{}\n--- earshot ---\n{}",
-        outcome.exit_code,
-        outcome.successful,
-        outcome.failed,
-        outcome.errors,
-        e.log_tail(40)
-    );
+    sipp::assert_passed(&outcome, u64::from(calls), e);
 }
 
 /// Polls `/api/calls` until `n` calls are ended (the store thread commits just after the BYE).
@@ -575,7 +559,7 @@ fn live_calls_can_be_listed_muted_and_hung_up() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -628,7 +612,7 @@ fn live_calls_can_be_listed_muted_and_hung_up() {
     let hangup = http::request(api, "POST", &format!("/api/calls/{id}/hangup"), &[], b"").unwrap();
     assert_eq!(hangup.status, 202, "{}", hangup.text());
     let outcome = sipp.wait(Duration::from_secs(20));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     let call = wait_for_ended(api, 1).remove(0);
     assert_eq!(call["id"], id.as_str());
     let events = http::get(api, &format!("/api/calls/{id}")).json()["events"].clone();

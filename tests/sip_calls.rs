@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use earshot::media::g711::Law;
+use support::Earshot;
 use support::pcap::{self, RtpPacket};
 use support::sipp::{self, Scenario};
-use support::{Earshot, free_udp_tcp_port};
 
 /// Debug logs of the call path, which these tests read for DTMF and media counters.
 const DEBUG_LOG: &str = "[log]\nlevel = \"info,earshot=debug\"\n";
@@ -65,22 +64,6 @@ fn call_vars(
     ]
 }
 
-fn sipp_port() -> u16 {
-    free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap()
-}
-
-fn assert_sipp(outcome: &sipp::SippOutcome, calls: u64, e: &Earshot) {
-    assert!(
-        outcome.all_passed(calls),
-        "SIPp: exit {:?}, {} ok, {} failed\n{}\n--- earshot ---\n{}",
-        outcome.exit_code,
-        outcome.successful,
-        outcome.failed,
-        outcome.errors,
-        e.log_tail(40)
-    );
-}
-
 /// Media counters the call task logs when a call ends: (received, sent).
 fn media_counters(log: &str) -> Vec<(u64, u64)> {
     log.lines()
@@ -108,11 +91,11 @@ fn run_call(law: Law, codecs: &str, answer_pt: u8, digit: u8, digit_char: char) 
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     );
     let outcome = run.wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     std::thread::sleep(Duration::from_millis(300));
     let log = e.stderr_log();
     assert!(
@@ -153,11 +136,11 @@ fn cancel_while_ringing_gets_487() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     )
     .wait(Duration::from_secs(20));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     assert!(e.options_ok());
 }
 
@@ -175,11 +158,11 @@ fn call_until_earshot_hangs_up(config: &str, audio_ms: u32) -> Duration {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     )
     .wait(Duration::from_secs(20));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     started.elapsed()
 }
 
@@ -208,11 +191,11 @@ fn hold_and_resume_by_reinvite() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     )
     .wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     let log = e.stderr_log();
     assert!(
         log.contains("direction=RecvOnly"),
@@ -230,17 +213,17 @@ fn call_over_tcp() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1", "-t", "t1"],
     )
     .wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
 }
 
 /// SIPp 3.6's `verifyauth` checks MD5 digests only; SHA-256 (RFC 8760) is covered by the
 /// RFC 7616 vectors in `sip::auth`.
 fn register_with(algorithm: &str) {
-    let registrar_port = sipp_port();
+    let registrar_port = sipp::port();
     let dir = support::temp_dir("registrar");
     let scenario = Scenario::load(
         "uas_registrar.xml",
@@ -263,7 +246,7 @@ fn register_with(algorithm: &str) {
         e.log_tail(20)
     );
     let outcome = registrar.wait(Duration::from_secs(15));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
 }
 
 #[test]
@@ -280,11 +263,11 @@ fn hundred_concurrent_calls_with_rtp_none_fail() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "100", "-l", "100", "-r", "50"],
     )
     .wait(Duration::from_secs(60));
-    assert_sipp(&outcome, 100, &e);
+    sipp::assert_passed(&outcome, 100, &e);
     assert!(e.options_ok());
 }
 
@@ -340,7 +323,7 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
     let dump = dir.join("dump");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::create_dir_all(&dump).unwrap();
-    let port = sipp_port();
+    let port = sipp::port();
     std::fs::write(
         cfg.join("config"),
         format!(
@@ -392,18 +375,10 @@ fn caller_speech_barges_in_on_the_greeting() {
     let dir = support::temp_dir("sip-barge-in");
     // Six seconds of a loud greeting; the caller talks from the start for 2 s.
     let greeting_path = dir.join("greeting.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&greeting_path, spec).unwrap();
-    for i in 0..8000 * 6 {
-        w.write_sample(((f64::from(i) * 0.2).sin() * 8000.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
+    let greeting: Vec<i16> = (0..8000 * 6)
+        .map(|i| ((f64::from(i) * 0.2).sin() * 8000.0) as i16)
+        .collect();
+    support::write_wav_8k(&greeting_path, &greeting);
     let e = Earshot::start(&format!(
         "[calls]\ngreeting = {:?}\n{DEBUG_LOG}",
         greeting_path.display().to_string()
@@ -414,11 +389,11 @@ fn caller_speech_barges_in_on_the_greeting() {
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     )
     .wait(Duration::from_secs(30));
-    assert_sipp(&outcome, 1, &e);
+    sipp::assert_passed(&outcome, 1, &e);
     std::thread::sleep(Duration::from_millis(500));
     let log = e.stderr_log();
     assert!(

@@ -27,10 +27,6 @@ fn caller_pcap(e: &Earshot, ms: u32) -> String {
     path.display().to_string()
 }
 
-fn sipp_port() -> u16 {
-    free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap()
-}
-
 fn calls(e: &Earshot) -> Vec<Value> {
     http::get(e.http_addr(), "/api/calls?limit=500").json()["calls"]
         .as_array()
@@ -68,7 +64,7 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
         first.dir(),
         &finished,
         Some(first.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "2", "-l", "2"],
     );
     // uac_wait_bye waits for our BYE: end them through the API once they are live.
@@ -112,7 +108,7 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
         first.dir(),
         &scenario,
         Some(first.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     );
     let listed = wait_calls(&first, "the long call live", |c| {
@@ -288,7 +284,7 @@ fn sigterm_during_a_call_ends_it_cleanly_in_the_store() {
         first.dir(),
         &scenario,
         Some(first.sip_addr()),
-        sipp_port(),
+        sipp::port(),
         &["-m", "1"],
     );
     let listed = wait_calls(&first, "the call live", |c| {

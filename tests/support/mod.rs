@@ -846,3 +846,18 @@ pub mod sip {
 
 pub mod pcap;
 pub mod sipp;
+
+/// Writes `samples` as a mono 8 kHz 16-bit WAV (greetings, agent replies, fallback messages).
+pub fn write_wav_8k(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("WAV created");
+    for &s in samples {
+        w.write_sample(s).expect("WAV written");
+    }
+    w.finalize().expect("WAV finalized");
+}

@@ -141,3 +141,22 @@ fn last_count(stdout: &str, label: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A free loopback port for SIPp's own SIP socket.
+pub fn port() -> u16 {
+    super::free_udp_tcp_port(Ipv4Addr::LOCALHOST).expect("a free loopback port for SIPp")
+}
+
+/// Asserts that SIPp completed `calls` calls without failures, with SIPp's errors and the end of
+/// earshot's log.
+pub fn assert_passed(outcome: &SippOutcome, calls: u64, earshot: &super::Earshot) {
+    assert!(
+        outcome.all_passed(calls),
+        "SIPp: exit {:?}, {} ok, {} failed\n{}\n--- earshot ---\n{}",
+        outcome.exit_code,
+        outcome.successful,
+        outcome.failed,
+        outcome.errors,
+        earshot.log_tail(40)
+    );
+}
