@@ -161,6 +161,7 @@ fn start_services(
         listen_default: config.audio.listen,
         recording_gate: crate::recording::RecordingGate::new(),
         agent,
+        routes: config.routes.clone().into(),
     })
 }
 
@@ -536,6 +537,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.http != new.http, "http");
     check(old.twilio != new.twilio, "twilio");
     check(old.agent != new.agent, "agent");
+    check(old.routes != new.routes, "route");
     check(old.log != new.log, "log");
     fields
 }

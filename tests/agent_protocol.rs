@@ -1357,3 +1357,30 @@ fn the_agents_close_frame_is_answered() {
         "earshot did not answer the agent's close frame"
     );
 }
+
+/// `[[route]]` keeps some calls away from the agent: a caller matched by a route with
+/// `agent = false` gets the greeting, the others the agent.
+#[test]
+fn routes_choose_which_calls_get_the_agent() {
+    let rt = runtime();
+    let mut agent = AgentServer::start(&rt, None, None);
+    let e = Earshot::start(&agent_config(
+        &agent.url,
+        "",
+        "[[route]]\ncaller = \"+1555*\"\nsource = \"sip\"\nagent = false\n",
+    ));
+    let (pcap, _) = caller_pcap(&e, 1000, 5);
+    let sipp = callers_hanging_up(&e, &pcap, 1000, 300, &["-m", "1"]);
+    let outcome = sipp.wait(Duration::from_secs(30));
+    sipp::assert_passed(&outcome, 1, &e);
+    let id = call_ids(&e, 1).remove(0);
+    let call = ended_call(&e, &id);
+    assert!(
+        call["agent"].is_null(),
+        "the routed call had an agent: {call:#}"
+    );
+    assert!(
+        agent.try_accept().is_none(),
+        "earshot connected to the agent"
+    );
+}

@@ -44,8 +44,10 @@ pub struct Services {
     /// False while the disk is below `[recording].min_free_mb`: no recording starts, and
     /// running ones stop (the calls go on).
     pub recording_gate: RecordingGate,
-    /// `[agent]`: every call is bridged to it when set.
+    /// `[agent]`: calls are bridged to it when set, as `routes` decide.
     pub agent: Option<Arc<dyn AgentConnector>>,
+    /// `[[route]]`: which calls get the agent (first match; none matching: all of them).
+    pub routes: Arc<[crate::config::Route]>,
 }
 
 /// One call's media path.
@@ -327,6 +329,7 @@ mod tests {
             listen_default: false,
             recording_gate: RecordingGate::new(),
             agent: None,
+            routes: Arc::from([]),
         };
         let (a_info, b_info) = (info(1), info(2));
         let mut a = Pipeline::new(&services, &a_info, watch::channel(LiveState::default()).0);

@@ -13,13 +13,16 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use super::agent::{AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode};
+use super::agent::{
+    AgentConnector, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
+};
 use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
 use super::responder::{Responder, Said};
 use super::{CallCommand, CallSettings, LiveState};
 use crate::clock;
+use crate::config::{RouteSource, wants_agent};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::{Law, encode_ulaw};
 use crate::media::vad::{Vad, VadConfig, VadEvent};
@@ -57,7 +60,14 @@ impl<L: Leg> CallTask<L> {
         live: watch::Sender<LiveState>,
     ) -> Self {
         let pipeline = Pipeline::with_jitter(&services, &info, live.clone(), settings.jitter);
-        let responder = match &services.agent {
+        let source = match info.source {
+            super::Source::Sip => RouteSource::Sip,
+            super::Source::Twilio => RouteSource::Twilio,
+        };
+        let routed = |_: &&Arc<dyn AgentConnector>| {
+            wants_agent(&services.routes, true, source, &info.caller, &info.callee)
+        };
+        let responder = match services.agent.as_ref().filter(routed) {
             Some(connector) => {
                 live.send_modify(|l| l.agent = Some(AgentState::Connecting));
                 Responder::Agent(Box::new(AgentLink::connect(connector.clone(), &info)))

@@ -39,6 +39,7 @@ mod jitter;
 mod log;
 mod net;
 mod recording;
+mod route;
 mod rtp;
 mod secret;
 mod sip;
@@ -53,6 +54,7 @@ pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};
 pub use recording::RecordingConfig;
+pub use route::{NumberPattern, Route, RouteSource, wants_agent};
 pub use rtp::RtpConfig;
 pub use secret::Secret;
 pub use sip::{SipConfig, Transport, Trunk};
@@ -87,6 +89,8 @@ pub struct Config {
     /// `[agent]`: the voice agent bridged to every call; `None` when the section is absent,
     /// and then calls have no agent.
     pub agent: Option<AgentConfig>,
+    /// `[[route]]`: which calls are bridged to the agent, first match first.
+    pub routes: Vec<Route>,
     /// `[log]`: log filtering and output format.
     pub log: LogConfig,
 }
@@ -171,6 +175,7 @@ struct RawConfig {
     twilio: twilio::RawTwilio,
     /// `None` when the section is absent: no agent, rather than an agent with defaults.
     agent: Option<agent::RawAgent>,
+    route: Vec<route::RawRoute>,
     log: log::RawLog,
 }
 
@@ -294,6 +299,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let agent = raw
         .agent
         .and_then(|raw| agent::validate_agent(&mut e, raw, &calls));
+    let routes = route::validate_routes(&mut e, raw.route, agent.is_some());
     let log = log::validate_log(&mut e, raw.log);
     let pairs = rtp.ports.pairs();
     if calls.max_concurrent > pairs {
@@ -316,6 +322,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         http,
         twilio,
         agent,
+        routes,
         log,
     };
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
