@@ -76,3 +76,4 @@ pub mod sip;
 pub mod store;
 pub mod systemd;
 pub mod twilio;
+pub mod webhooks;
