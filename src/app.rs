@@ -55,6 +55,8 @@ pub enum AppError {
     AgentTls(#[from] crate::net::agent::AgentTlsError),
     #[error("agent.protocol: {0} is not supported by this build yet")]
     AgentProtocol(config::AgentProtocol),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::StartError),
 }
 
 /// Runs earshot until a shutdown signal. `config_path` is re-read on SIGHUP.
@@ -63,10 +65,17 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     spawn_signal_handlers(shutdown.clone())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let services = start_services(&config, events_tx, &metrics)?;
+    let (services, recording_events) = start_services(&config, events_tx, &metrics)?;
     let audio = services.audio.clone();
-    let (history, twilio) =
-        start_history(&config, &services, events_rx, &shutdown, metrics.clone()).await?;
+    let (history, twilio) = start_history(
+        &config,
+        &services,
+        events_rx,
+        recording_events,
+        &shutdown,
+        metrics.clone(),
+    )
+    .await?;
     let driver = build_sip(&config, services, metrics).await?;
     spawn_reload_handler(
         config.clone(),
@@ -104,18 +113,20 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
 }
 
 /// Starts what every call shares: speaker playout, the recorder (after repairing what a crash
-/// left), the registry of live calls and the greeting.
+/// left), the registry of live calls and the greeting. Also returns the recorder's events, for
+/// [`start_history`] to watch.
 fn start_services(
     config: &Config,
     events: crate::call::EventSink,
     metrics: &Arc<crate::metrics::Metrics>,
-) -> Result<Services, AppError> {
+) -> Result<(Services, Option<mpsc::UnboundedReceiver<RecordingEvent>>), AppError> {
     let greeting = Greeting::configured(config.calls.greeting.as_deref())?;
     let agent = match &config.agent {
         Some(agent) => Some(agent_bridge(config, agent, metrics)?),
         None => None,
     };
     let audio = Arc::new(AudioService::start(&config.audio));
+    let mut recording_events = None;
     let recordings = if config.recording.enabled {
         let dir = config.recording.dir.clone();
         match recording::repair_dir(&dir) {
@@ -141,7 +152,7 @@ fn start_services(
             }
         }
         let (rec_tx, rec_rx) = mpsc::unbounded_channel();
-        tokio::spawn(log_recording_events(rec_rx));
+        recording_events = Some(rec_rx);
         let service = RecordingService::start(dir.clone(), rec_tx).map_err(|source| {
             AppError::Recordings {
                 dir: dir.display().to_string(),
@@ -152,7 +163,7 @@ fn start_services(
     } else {
         None
     };
-    Ok(Services {
+    let services = Services {
         audio,
         recordings,
         events,
@@ -162,7 +173,8 @@ fn start_services(
         recording_gate: crate::recording::RecordingGate::new(),
         agent,
         routes: config.routes.clone().into(),
-    })
+    };
+    Ok((services, recording_events))
 }
 
 /// The `[agent]` bridge every call is connected to.
@@ -215,13 +227,15 @@ fn box_account_sid(config: &Config) -> String {
     format!("AC{hex}")
 }
 
-/// Opens the call history (closing calls a crash left open), starts the store thread on the
-/// calls' events, the recordings housekeeping and the HTTP API. Returns the store thread, which
+/// Opens the call history (closing calls a crash left open), starts the webhooks (their
+/// pending deliveries resume), the store thread on the calls' events, the recorder's event
+/// watcher, the recordings housekeeping and the HTTP API. Returns the store thread, which
 /// ends once every event sender is gone.
 async fn start_history(
     config: &Config,
     services: &Services,
     events: mpsc::UnboundedReceiver<CallEvent>,
+    recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(crate::store::WriterHandle, crate::net::twilio::TwilioState), AppError> {
@@ -231,6 +245,15 @@ async fn start_history(
         store.interrupted_at_open().len() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    // Before the store thread starts, so every event it writes enqueues its deliveries.
+    let webhooks = crate::webhooks::Webhooks::new(config, &store)?;
+    if let Some(webhooks) = &webhooks {
+        webhooks.spawn(metrics.clone(), shutdown.clone());
+        tracing::info!(webhooks = config.webhooks.len(), "webhooks enabled");
+    }
+    if let Some(rx) = recording_events {
+        tokio::spawn(watch_recording_events(rx, webhooks));
+    }
     let writer = store
         .spawn_writer(events, metrics.clone())
         .map_err(AppError::StoreThread)?;
@@ -272,11 +295,36 @@ async fn start_history(
     Ok((writer, twilio))
 }
 
-async fn log_recording_events(mut events: mpsc::UnboundedReceiver<RecordingEvent>) {
+/// Logs the recorder's events; a finished recording owes `recording.ready` to the webhooks.
+async fn watch_recording_events(
+    mut events: mpsc::UnboundedReceiver<RecordingEvent>,
+    webhooks: Option<crate::webhooks::Webhooks>,
+) {
     while let Some(event) = events.recv().await {
         match event {
             RecordingEvent::Stopped { path, reason, .. } => {
                 tracing::warn!(file = %path.display(), %reason, "recording stopped")
+            }
+            RecordingEvent::Finished { path, frames, .. } => {
+                tracing::debug!(file = %path.display(), frames, "recording finished");
+                let Some(webhooks) = &webhooks else { continue };
+                // Recordings are named after their call (`{call id}.wav`).
+                let Some(call_id) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(crate::call::CallId::parse)
+                else {
+                    continue;
+                };
+                let size_bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+                webhooks
+                    .recording_ready(crate::webhooks::RecordingReady {
+                        url: format!("/api/calls/{call_id}/recording"),
+                        call_id,
+                        duration_ms: frames / 8,
+                        size_bytes,
+                    })
+                    .await;
             }
             other => tracing::debug!(?other, "recording"),
         }
@@ -539,5 +587,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.agent != new.agent, "agent");
     check(old.routes != new.routes, "route");
     check(old.log != new.log, "log");
+    check(old.webhooks != new.webhooks, "webhook");
+    check(old.webhook_retry != new.webhook_retry, "webhooks");
     fields
 }

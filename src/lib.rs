@@ -48,6 +48,11 @@
 //!   free-disk recording gate.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,
 //!   recordings housekeeping.
+//! - [`webhooks`]: signed webhooks out (Standard Webhooks): payloads enqueued in the store's
+//!   outbox in the same commit as their call event, [`webhooks::signature`] and
+//!   [`webhooks::policy`] (sans-IO: signing, retry schedule and verdicts),
+//!   [`webhooks::address`] (the private-address filter), a minimal HTTP/1.1 client, and the
+//!   delivery task (at most 8 attempts in flight, every result recorded durably).
 //! - [`api`]: axum — REST, Server-Sent Events, `/metrics`, the embedded web console, and the
 //!   Twilio-compatible call REST agents hang up with.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
@@ -57,7 +62,7 @@
 //!
 //! Layers, lower never importing higher (no import loops): the sans-IO cores `sip`, `rtp`,
 //! `twilio`, `agent` and `clock` → `media` → `config` → `audio`, `recording` → `call` →
-//! `metrics`, `store` → `net` → `api` → `app`.
+//! `metrics`, `store` → `webhooks`, `net` → `api` → `app`.
 
 pub mod agent;
 pub mod api;
@@ -76,3 +81,4 @@ pub mod sip;
 pub mod store;
 pub mod systemd;
 pub mod twilio;
+pub mod webhooks;

@@ -183,6 +183,12 @@ pub struct Metrics {
     pub agent_uplink_seconds: Histogram,
     pub agent_downlink_seconds: Histogram,
     pub agent_frame_out_seconds: Histogram,
+    /// Webhook deliveries answered 2xx, attempts that will be retried, deliveries given up,
+    /// and deliveries pending now. The webhook task.
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_retried: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    pub webhooks_pending: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -219,6 +225,10 @@ impl Default for Metrics {
             agent_uplink_seconds: Histogram::new(AGENT_HOP_BOUNDS),
             agent_downlink_seconds: Histogram::new(AGENT_HOP_BOUNDS),
             agent_frame_out_seconds: Histogram::new(AGENT_HOP_BOUNDS),
+            webhooks_delivered: AtomicU64::new(0),
+            webhooks_retried: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhooks_pending: AtomicU64::new(0),
         }
     }
 }
@@ -327,7 +337,7 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "earshot_agent_sessions",
                 "Agent WebSocket sessions up now.",
@@ -417,6 +427,26 @@ impl Metrics {
                 "earshot_sse_clients",
                 "Event-stream clients connected.",
                 &self.sse_clients,
+            ),
+            (
+                "earshot_webhook_deliveries_delivered_total",
+                "Webhook deliveries answered with a 2xx.",
+                &self.webhooks_delivered,
+            ),
+            (
+                "earshot_webhook_deliveries_retried_total",
+                "Webhook attempts that failed and will be retried.",
+                &self.webhooks_retried,
+            ),
+            (
+                "earshot_webhook_deliveries_failed_total",
+                "Webhook deliveries given up (refused, 4xx, too old).",
+                &self.webhooks_failed,
+            ),
+            (
+                "earshot_webhook_deliveries_pending",
+                "Webhook deliveries waiting in the outbox.",
+                &self.webhooks_pending,
             ),
         ];
         for (name, help, value) in counters {

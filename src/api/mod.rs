@@ -13,6 +13,7 @@
 //! | `GET /api/analytics` | `interval=hour\|day\|week`, `since`, `until` |
 //! | `GET /api/events` | server-sent events, `id:` = global sequence, `Last-Event-ID` resumes |
 //! | `GET /api/live` | live calls for the console (masked numbers, level) |
+//! | `GET /api/webhooks/deliveries` | recent webhook deliveries and their state: `limit` |
 //! | `GET /`, `/app.js`, `/style.css` | the console |
 //!
 //! Errors are JSON (see [`error`]). `/api/*` and `/metrics` require `Authorization: Bearer
@@ -31,6 +32,7 @@ mod events;
 mod recording;
 mod status;
 mod twilio_calls;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -115,6 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/analytics", get(calls::analytics))
         .route("/api/events", get(events::stream))
         .route("/api/live", get(calls::live))
+        .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/metrics", get(status::metrics))
         .route(
             "/2010-04-01/Accounts/{account}/Calls/{call}",

@@ -18,7 +18,8 @@
 //! This file holds [`Config`], the errors, the loading entry points and the field-error
 //! accumulator. Each TOML section has its own module with its typed struct, its raw serde form
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
-//! `recording`, `store`, `http`, `twilio`, `agent`, `log`. Value types shared by sections live
+//! `recording`, `store`, `http`, `twilio`, `agent`, `log`, `webhook` (`[[webhook]]` and
+//! `[webhooks]`). Value types shared by sections live
 //! in `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
 //! `config::Xxx` whatever file it lives in.
@@ -46,6 +47,7 @@ mod sip;
 mod store;
 mod syntax;
 mod twilio;
+mod webhook;
 
 pub use agent::{AgentConfig, AgentFallback, AgentProtocol, WsUrl};
 pub use audio::{AudioConfig, AudioOutput};
@@ -60,6 +62,9 @@ pub use secret::Secret;
 pub use sip::{SipConfig, Transport, Trunk};
 pub use store::StoreConfig;
 pub use twilio::{Fallback, TwilioConfig};
+pub use webhook::{
+    MAX_WEBHOOKS, WebhookConfig, WebhookEvent, WebhookSecret, WebhookUrl, WebhooksConfig,
+};
 
 /// The configuration file used when none is given on the command line.
 pub const DEFAULT_PATH: &str = "config.toml";
@@ -93,6 +98,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[log]`: log filtering and output format.
     pub log: LogConfig,
+    /// `[[webhook]]`: signed HTTP callbacks for call events; none by default.
+    pub webhooks: Vec<WebhookConfig>,
+    /// `[webhooks]`: the retry schedule of every webhook.
+    pub webhook_retry: WebhooksConfig,
 }
 
 /// One invalid field: its dotted path in the file (`sip.trunk[0].expires_secs`) and why.
@@ -177,6 +186,8 @@ struct RawConfig {
     agent: Option<agent::RawAgent>,
     route: Vec<route::RawRoute>,
     log: log::RawLog,
+    webhook: Vec<webhook::RawWebhook>,
+    webhooks: webhook::RawWebhooks,
 }
 
 /// Collects field errors during [`validate`].
@@ -301,6 +312,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         .and_then(|raw| agent::validate_agent(&mut e, raw, &calls));
     let routes = route::validate_routes(&mut e, raw.route, agent.is_some());
     let log = log::validate_log(&mut e, raw.log);
+    let webhooks = webhook::validate_webhook_list(&mut e, raw.webhook);
+    let webhook_retry = webhook::validate_webhooks(&mut e, raw.webhooks);
     let pairs = rtp.ports.pairs();
     if calls.max_concurrent > pairs {
         e.push(
@@ -324,6 +337,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         agent,
         routes,
         log,
+        webhooks,
+        webhook_retry,
     };
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
 }

@@ -8,6 +8,8 @@
 //!   its global sequence number for the event stream.
 //! - [`query`]: listing with cursors and filters, one call with its events, analytics, notes,
 //!   event-log replay. Blocking: call them from `spawn_blocking`.
+//! - [`outbox`]: the webhook outbox — deliveries enqueued with their events, attempts,
+//!   the recent list.
 //! - [`housekeeping`]: recording retention and the free-disk [`RecordingGate`](crate::recording::RecordingGate).
 //! - [`timestamp`]: Unix milliseconds, RFC 3339.
 //!
@@ -17,6 +19,7 @@
 //! sequence order.
 
 pub mod housekeeping;
+pub mod outbox;
 pub mod query;
 pub mod record;
 pub mod schema;
@@ -24,6 +27,7 @@ pub mod timestamp;
 pub mod writer;
 
 pub use housekeeping::Housekeeping;
+pub use outbox::{AttemptResult, Delivery, DeliveryState, NewDelivery, Outbox};
 pub use query::{
     Analytics, CallDetail, CallPage, Cursor, Interval, ListQuery, Note, NoteError, QueryError,
 };
@@ -92,6 +96,8 @@ struct Inner {
     interrupted: Vec<CallId>,
     /// The schema version the file had when opened (`None`: a new file).
     previous_version: Option<u64>,
+    /// Turns call events into webhook deliveries, in the events' own transaction.
+    outbox: std::sync::OnceLock<Arc<dyn Outbox>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,6 +155,7 @@ impl Store {
                 append: Mutex::new(()),
                 interrupted,
                 previous_version,
+                outbox: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -12,10 +12,13 @@
 //! | `call_events` | (call id, seq) → event JSON | a call's timeline |
 //! | `event_log` | seq → call id | the global order, for event-stream resume |
 //! | `notes` | call id → note JSON | operators' notes, last write wins |
+//! | `webhook_deliveries` | key → [`Delivery`](super::outbox::Delivery) JSON | the webhook outbox and recent deliveries |
+//! | `webhook_due` | (next attempt ms, key) → () | pending deliveries, by when they are due |
 //!
 //! Version history: 0 is the layout before the indexes existed (only `calls`, `call_events`,
 //! `event_log`, `notes`); 1 adds `calls_by_start`, `calls_by_external_id`, `calls_open` and
-//! `call_counts`, built from `calls` by [`migrate`].
+//! `call_counts`, built from `calls` by [`migrate`]; 2 adds the webhook outbox
+//! (`webhook_deliveries`, `webhook_due`), empty.
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
@@ -23,7 +26,7 @@ use super::record::{CallRecord, CallStatus};
 use crate::call::Source;
 
 /// The schema this build reads and writes.
-pub const CURRENT_VERSION: u64 = 1;
+pub const CURRENT_VERSION: u64 = 2;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");
@@ -37,6 +40,9 @@ pub(super) const CALL_EVENTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("call_events");
 pub(super) const EVENT_LOG: TableDefinition<u64, &str> = TableDefinition::new("event_log");
 pub(super) const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
+pub(super) const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("webhook_deliveries");
+pub(super) const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due");
 
 pub(super) const VERSION_KEY: &str = "schema_version";
 /// Last time earshot was seen alive with calls open (Unix ms); see `Store::mark_alive`.
@@ -121,7 +127,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<Option<u64>, MigrateErro
 type Migration = fn(&WriteTransaction) -> Result<(), MigrateError>;
 
 /// `MIGRATIONS[v]` turns version `v` into `v + 1`.
-const MIGRATIONS: &[Migration] = &[v0_to_v1];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
 
 fn open_all(txn: &WriteTransaction) -> Result<(), MigrateError> {
     txn.open_table(META)?;
@@ -133,6 +139,13 @@ fn open_all(txn: &WriteTransaction) -> Result<(), MigrateError> {
     txn.open_table(CALL_EVENTS)?;
     txn.open_table(EVENT_LOG)?;
     txn.open_table(NOTES)?;
+    txn.open_table(WEBHOOK_DELIVERIES)?;
+    txn.open_table(WEBHOOK_DUE)?;
+    Ok(())
+}
+
+/// Version 2 adds the webhook outbox, which [`open_all`] creates empty.
+fn v1_to_v2(_txn: &WriteTransaction) -> Result<(), MigrateError> {
     Ok(())
 }
 

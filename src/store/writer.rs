@@ -196,6 +196,10 @@ impl Writer {
             let Some((record, created)) = self.apply(&txn, event, at_ms)? else {
                 continue;
             };
+            if let Some(outbox) = self.store.outbox() {
+                let owed = outbox.deliveries(event, &record, seq, at_ms);
+                super::outbox::insert_deliveries(&txn, &owed, at_ms)?;
+            }
             let call_id = record.id;
             let json = event_json(seq, at_ms, &call_id, event);
             txn.open_table(CALL_EVENTS)?
