@@ -31,6 +31,7 @@ pub mod error;
 mod events;
 mod recording;
 mod status;
+mod transcript;
 mod twilio_calls;
 mod webhooks;
 
@@ -111,6 +112,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/recording", get(recording::get))
+        .route("/api/calls/{id}/transcript", get(transcript::get))
         .route("/api/calls/{id}/notes", put(calls::put_note))
         .route("/api/calls/{id}/hangup", post(calls::hangup))
         .route("/api/calls/{id}/listen", post(calls::listen))

@@ -274,6 +274,33 @@ impl fmt::Display for FallbackReason {
     }
 }
 
+/// Who said a transcript segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Speaker {
+    Caller,
+    Agent,
+}
+
+impl Speaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speaker::Caller => "caller",
+            Speaker::Agent => "agent",
+        }
+    }
+}
+
+/// What an agent service reported about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentNoticeKind {
+    /// The service reported an error.
+    Error,
+    /// The service reported its rate limits running low.
+    RateLimited,
+}
+
 /// One thing that happened to a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -317,6 +344,24 @@ pub enum CallEvent {
         id: CallId,
         reason: FallbackReason,
     },
+    /// One finished transcript segment (personal data: never logged at info level). Segments
+    /// are keyed by `item_id`: a later one with the same id replaces the earlier.
+    Transcript {
+        id: CallId,
+        speaker: Speaker,
+        item_id: String,
+        text: String,
+        /// Milliseconds from the call's start.
+        start_ms: u64,
+        end_ms: u64,
+    },
+    /// The agent service reported an error or its rate limits.
+    AgentNotice {
+        id: CallId,
+        kind: AgentNoticeKind,
+        code: String,
+        message: String,
+    },
     Ended {
         id: CallId,
         reason: EndReason,
@@ -342,6 +387,8 @@ impl CallEvent {
             | CallEvent::RecordingStopped { id, .. }
             | CallEvent::AgentConnected { id, .. }
             | CallEvent::AgentFallback { id, .. }
+            | CallEvent::Transcript { id, .. }
+            | CallEvent::AgentNotice { id, .. }
             | CallEvent::Ended { id, .. }
             | CallEvent::CarrierStatus { id, .. } => id,
         }
@@ -359,6 +406,8 @@ impl CallEvent {
             CallEvent::RecordingStopped { .. } => "recording_stopped",
             CallEvent::AgentConnected { .. } => "agent_connected",
             CallEvent::AgentFallback { .. } => "agent_fallback",
+            CallEvent::Transcript { .. } => "transcript",
+            CallEvent::AgentNotice { .. } => "agent_notice",
             CallEvent::Ended { .. } => "ended",
             CallEvent::CarrierStatus { .. } => "carrier_status",
         }

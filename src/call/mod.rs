@@ -17,8 +17,8 @@ pub mod responder;
 mod task;
 
 pub use event::{
-    CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, DtmfSource, EndReason,
-    FallbackReason, Source,
+    AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, DtmfSource,
+    EndReason, FallbackReason, Source, Speaker,
 };
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
 pub use leg::{Leg, LegAudio, LegInput, LegStats};

@@ -190,6 +190,8 @@ impl CallRecord {
             CallEvent::AgentFallback { reason, .. } => {
                 self.agent.get_or_insert_default().fallback = Some(*reason);
             }
+            // Kept in the call's timeline only.
+            CallEvent::Transcript { .. } | CallEvent::AgentNotice { .. } => {}
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),

@@ -127,6 +127,8 @@ function eventText(e) {
     case 'carrier_status': return `Carrier status: ${e.status}`;
     case 'agent_connected': return `Agent connected (${e.connect_ms} ms)`;
     case 'agent_fallback': return `Agent failed (${e.reason}): fallback taken`;
+    case 'agent_notice': return `Agent service ${e.kind.replace('_', ' ')}: ${e.code}`;
+    case 'transcript': return `${e.speaker === 'agent' ? 'Agent' : 'Caller'}: ${e.text}`;
     default: return e.type;
   }
 }
@@ -412,10 +414,43 @@ async function loadCall(id, keepPlayer) {
   if (!state.noteDirty) $('note').value = call.note ? call.note.text : '';
   $('note-status').textContent = call.note ? 'Saved ' + when(call.note.updated_at) : '';
 
+  loadTranscript(call.id);
+
   $('timeline').replaceChildren(...call.events.map((e) =>
     el('li', { class: 'event ' + e.type },
       el('time', { datetime: e.at, text: when(e.at) }),
       el('span', { text: eventText(e) }))));
+}
+
+// The transcript, aligned with the recording: a segment's time seeks the player, and the
+// segment being played is marked. Text goes in as text, never as HTML.
+async function loadTranscript(id) {
+  let body;
+  try {
+    body = await api('/api/calls/' + encodeURIComponent(id) + '/transcript');
+  } catch (e) {
+    return;
+  }
+  if (state.callId !== id) return;
+  const segments = body.segments || [];
+  $('transcript-note').textContent = segments.length ? '' : 'No transcript.';
+  $('transcript').replaceChildren(...segments.map((s) => {
+    const at = el('button', { type: 'button', class: 'seek', text: duration(s.start_ms / 1000) });
+    at.addEventListener('click', () => {
+      const player = $('player');
+      player.currentTime = s.start_ms / 1000;
+      player.play().catch(() => {});
+    });
+    return el('li', { class: 'segment ' + s.speaker, dataset: { start: String(s.start_ms), end: String(s.end_ms) } },
+      at, el('span', { class: 'speaker', text: s.speaker }), el('span', { class: 'text', text: s.text }));
+  }));
+}
+
+function markPlayedSegment() {
+  const ms = $('player').currentTime * 1000;
+  for (const li of $('transcript').children) {
+    li.classList.toggle('playing', ms >= Number(li.dataset.start) && ms < Number(li.dataset.end));
+  }
 }
 
 function setupNotes() {
@@ -478,6 +513,7 @@ function route() {
     $('call').hidden = false;
     $('player').removeAttribute('src');
     $('timeline').replaceChildren();
+    $('transcript').replaceChildren();
     loadCall(state.callId, false);
     state.pollTimer = setInterval(() => {
       if (state.call && state.call.live) loadCall(state.callId, true);
@@ -499,6 +535,7 @@ document.addEventListener('DOMContentLoaded', () => {
   setupLogin();
   setupFilters();
   setupNotes();
+  $('player').addEventListener('timeupdate', markPlayedSegment);
   window.addEventListener('hashchange', route);
   connectEvents();
   route();
