@@ -109,7 +109,10 @@ mod tests {
         ];
         let s = segments(&events);
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].item_id.as_str(), s[0].text.as_str()), ("a", "Hello\nthere"));
+        assert_eq!(
+            (s[0].item_id.as_str(), s[0].text.as_str()),
+            ("a", "Hello\nthere")
+        );
         assert_eq!(
             as_text(&s),
             "[00:01.0] caller: Hello there\n[00:02.5] agent: Hi there\n"

@@ -115,6 +115,9 @@ pub struct CallRecord {
     /// The call's voice agent, when it had one.
     #[serde(default)]
     pub agent: Option<AgentRecord>,
+    /// Transcript segments written for the call.
+    #[serde(default)]
+    pub transcript_segments: u32,
 }
 
 /// What became of a call's agent session.
@@ -148,6 +151,7 @@ impl CallRecord {
             dtmf: String::new(),
             carrier_status: None,
             agent: None,
+            transcript_segments: 0,
         }
     }
 
@@ -190,8 +194,11 @@ impl CallRecord {
             CallEvent::AgentFallback { reason, .. } => {
                 self.agent.get_or_insert_default().fallback = Some(*reason);
             }
+            CallEvent::Transcript { .. } => {
+                self.transcript_segments = self.transcript_segments.saturating_add(1);
+            }
             // Kept in the call's timeline only.
-            CallEvent::Transcript { .. } | CallEvent::AgentNotice { .. } => {}
+            CallEvent::AgentNotice { .. } => {}
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),

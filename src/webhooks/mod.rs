@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use outbox::{Endpoint, RecordingReady, TranscriptReady};
+pub use outbox::{Endpoint, RecordingReady};
 
 use crate::clock;
 use crate::config::{Config, WebhookEvent};
@@ -97,13 +97,6 @@ impl Webhooks {
     pub async fn recording_ready(&self, ready: RecordingReady) {
         let msg_id = format!("msg_{}_recording", ready.call_id);
         self.enqueue(WebhookEvent::RecordingReady, msg_id, &ready)
-            .await;
-    }
-
-    /// Enqueues `transcript.ready` for the subscribed webhooks, durably.
-    pub async fn transcript_ready(&self, ready: TranscriptReady) {
-        let msg_id = format!("msg_{}_transcript", ready.call_id);
-        self.enqueue(WebhookEvent::TranscriptReady, msg_id, &ready)
             .await;
     }
 

@@ -45,19 +45,6 @@ pub struct RecordingReady {
     pub size_bytes: u64,
 }
 
-/// `transcript.ready`: a call's transcript is available.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TranscriptReady {
-    pub call_id: CallId,
-    /// The API path that serves it.
-    pub url: String,
-    /// BCP 47 language of the transcript, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
-    /// The text.
-    pub text: String,
-}
-
 /// The body sent for `event_type` with `data`.
 pub fn envelope(event_type: WebhookEvent, at_ms: u64, data: Value) -> String {
     json!({
@@ -107,12 +94,28 @@ impl Outbox for EventDeliveries {
         };
         // The event's global sequence number makes the id unique per event and stable.
         let msg_id = format!("msg_{}_{seq}", record.id);
-        fan_out(
+        let mut deliveries = fan_out(
             &self.endpoints,
             event_type,
             &msg_id,
             &envelope(event_type, at_ms, data),
-        )
+        );
+        // A call that was transcribed owes `transcript.ready` once it is over, in the same
+        // commit as its `call.ended`.
+        if matches!(event, CallEvent::Ended { .. }) && record.transcript_segments > 0 {
+            let ready = json!({
+                "call_id": record.id,
+                "url": format!("/api/calls/{}/transcript", record.id),
+                "segments": record.transcript_segments,
+            });
+            deliveries.extend(fan_out(
+                &self.endpoints,
+                WebhookEvent::TranscriptReady,
+                &format!("msg_{}_transcript", record.id),
+                &envelope(WebhookEvent::TranscriptReady, at_ms, ready),
+            ));
+        }
+        deliveries
     }
 }
 
