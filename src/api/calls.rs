@@ -24,7 +24,9 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let p = params(
         query,
-        &["limit", "cursor", "source", "status", "since", "until", "q"],
+        &[
+            "limit", "cursor", "source", "status", "since", "until", "q", "caller",
+        ],
     )?;
     let mut q = ListQuery {
         limit: 50,
@@ -52,6 +54,7 @@ pub(super) async fn list(
     q.since_ms = p.get("since").map(|s| instant("since", s)).transpose()?;
     q.until_ms = p.get("until").map(|s| instant("until", s)).transpose()?;
     q.number = p.get("q").filter(|s| !s.is_empty()).cloned();
+    q.caller = p.get("caller").filter(|s| !s.is_empty()).cloned();
     let page = blocking(&state, move |store| store.list(&q)).await??;
     let now = unix_ms(clock::wallclock());
     let calls: Vec<Value> = page
@@ -94,7 +97,8 @@ pub(super) async fn get(
     Ok(Json(body))
 }
 
-/// `PUT /api/calls/{id}/notes`: `{"note": "..."}`, or the note as the plain-text body.
+/// `PUT` or `POST /api/calls/{id}/notes`: `{"note": "..."}` (or `{"notes": "..."}`), or the
+/// note as the plain-text body.
 pub(super) async fn put_note(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -116,6 +120,7 @@ pub(super) async fn put_note(
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct NoteBody {
+            #[serde(alias = "notes")]
             note: String,
         }
         serde_json::from_slice::<NoteBody>(&body)

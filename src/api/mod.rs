@@ -113,7 +113,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/recording", get(recording::get))
         .route("/api/calls/{id}/transcript", get(transcript::get))
-        .route("/api/calls/{id}/notes", put(calls::put_note))
+        .route(
+            "/api/calls/{id}/notes",
+            put(calls::put_note).post(calls::put_note),
+        )
         .route("/api/calls/{id}/hangup", post(calls::hangup))
         .route("/api/calls/{id}/listen", post(calls::listen))
         .route("/api/analytics", get(calls::analytics))

@@ -91,6 +91,8 @@ pub struct ListQuery {
     pub until_ms: Option<u64>,
     /// Case-insensitive substring of the caller or the callee.
     pub number: Option<String>,
+    /// The caller's number, exactly.
+    pub caller: Option<String>,
 }
 
 /// One page, newest first.
@@ -240,6 +242,7 @@ impl Store {
             };
             let matches = q.source.is_none_or(|s| s == record.source)
                 && q.status.is_none_or(|s| s == record.status)
+                && q.caller.as_deref().is_none_or(|c| c == record.caller)
                 && needle.as_deref().is_none_or(|n| {
                     record.caller.to_lowercase().contains(n)
                         || record.callee.to_lowercase().contains(n)
@@ -593,6 +596,9 @@ mod tests {
         assert_eq!(q(&|q| q.source = Some(Source::Twilio)).len(), 3);
         assert_eq!(q(&|q| q.number = Some("+1555".into())).len(), 4);
         assert_eq!(q(&|q| q.number = Some("bOB".into())).len(), 8);
+        // `caller=` is the whole number, not a part of it.
+        assert_eq!(q(&|q| q.caller = Some("+15550000003".into())).len(), 1);
+        assert_eq!(q(&|q| q.caller = Some("+1555".into())).len(), 0);
         assert_eq!(q(&|q| q.status = Some(CallStatus::Ended)).len(), 0);
         assert_eq!(q(&|q| q.status = Some(CallStatus::Ringing)).len(), 12);
         let window = q(&|q| {
