@@ -5,8 +5,8 @@
 //!
 //! Whatever the server sends, the session must not panic, its audio queue must stay within its
 //! bound, every text it sends must be a JSON object with a `type`, every truncation must carry
-//! an `audio_end_ms` no larger than the audio it was given, and no item is truncated twice
-//! while the session still remembers it (the last 64 interrupted items).
+//! an `audio_end_ms` no larger than the audio it was given, and no item's content part is
+//! truncated twice while the session still remembers it (the last 64 interrupted items).
 
 #![no_main]
 
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let mut session = RealtimeSession::new(RealtimeConfig::default(), MAX_QUEUE);
     let mut frame = [0u8; FRAME_BYTES];
     let mut elapsed = 0u64;
-    let mut truncated: VecDeque<String> = VecDeque::new();
+    let mut truncated: VecDeque<(String, u64)> = VecDeque::new();
     // Messages are separated by 0xff bytes; a leading 0xfe plays a frame and sends the
     // caller's 20 ms, a leading 0xfd presses a key.
     for chunk in data.split(|&b| b == 0xff) {
@@ -55,10 +55,11 @@ fuzz_target!(|data: &[u8]| {
             let kind = value["type"].as_str().expect("a type");
             if kind == "conversation.item.truncate" {
                 let item = value["item_id"].as_str().expect("item_id").to_owned();
+                let part = value["content_index"].as_u64().expect("content_index");
                 let end_ms = value["audio_end_ms"].as_u64().expect("audio_end_ms");
                 assert!(end_ms * 8 <= session.stats().audio_bytes, "truncated past the audio");
-                assert!(value["content_index"].is_u64(), "content_index");
-                assert!(!truncated.contains(&item), "{item} truncated twice");
+                let item = (item, part);
+                assert!(!truncated.contains(&item), "{item:?} truncated twice");
                 if truncated.len() == 64 {
                     truncated.pop_front();
                 }

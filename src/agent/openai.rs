@@ -45,8 +45,8 @@
 //!   counted and dropped. The session never holds the API key (the driver sends it as a
 //!   header), and error texts are scrubbed of anything shaped like one.
 //!
-//! Time is the call's clock, in ms, as `caller_audio`'s `elapsed_ms` gives it: each caller
-//! frame holds the 20 ms that end at its `elapsed_ms`. Each `next_frame` plays the 20 ms that
+//! Time is the call's clock, in ms, as `caller_audio`'s `elapsed_ms` gives it (its origin is
+//! the call task's choice): each caller frame holds the 20 ms that end at its `elapsed_ms`. Each `next_frame` plays the 20 ms that
 //! start at the last `elapsed_ms` and moves the clock on by 20 — in a call task's tick it
 //! plays first, then sends the caller's frame, so both cover the same 20 ms — and an item's
 //! playback times are exact to the byte within its frames. The session never reads a clock.
@@ -257,7 +257,8 @@ struct Item {
     id: String,
     content_index: u32,
     response_id: Option<String>,
-    /// Bytes of its audio queued, and played.
+    /// Bytes of its audio received (queued or not), queued, and played.
+    received: u64,
     queued: u64,
     played: u64,
     /// Call time its first byte began, and its last played byte ended.
@@ -338,7 +339,7 @@ impl InputClock {
 #[derive(Debug)]
 pub struct RealtimeSession {
     config: RealtimeConfig,
-    /// The call's clock: the last `elapsed_ms`, moved on 20 ms by each played frame.
+    /// The call's clock: the last `elapsed_ms`, moved on 20 ms by each frame played since.
     now_ms: u64,
     input: InputClock,
     /// The model's audio not yet played (μ-law), and whose it is.
@@ -611,7 +612,9 @@ impl RealtimeSession {
         if self.stopped {
             return;
         }
-        self.now_ms = self.now_ms.max(elapsed_ms);
+        // The caller's clock rules: frames played before the first caller audio (while the
+        // socket was opening) must not put playback ahead of it.
+        self.now_ms = elapsed_ms;
         if self.digits_due.is_some_and(|due| due <= self.now_ms) {
             self.send_digits();
         }
@@ -802,10 +805,11 @@ impl RealtimeSession {
         self.queue.extend(audio.iter().take(take));
         self.stats.audio_bytes += take as u64;
         self.stats.overrun_bytes += (audio.len() - take) as u64;
+        if let Some(item) = self.items.iter_mut().find(|i| i.seq == seq) {
+            item.received += audio.len() as u64;
+            item.queued += take as u64;
+        }
         if take > 0 {
-            if let Some(item) = self.items.iter_mut().find(|i| i.seq == seq) {
-                item.queued += take as u64;
-            }
             match self.runs.back_mut() {
                 Some(run) if run.item == seq => run.bytes += take,
                 _ => self.runs.push_back(Run {
@@ -1025,7 +1029,7 @@ impl RealtimeSession {
         self.runs.clear();
         let mut truncate = Vec::new();
         for item in &mut self.items {
-            if !item.settled() && item.queued > 0 {
+            if !item.settled() && item.received > 0 {
                 item.interrupted = true;
                 truncate.push((
                     item.id.clone(),
@@ -1153,6 +1157,7 @@ impl RealtimeSession {
             id,
             content_index,
             response_id,
+            received: 0,
             queued: 0,
             played: 0,
             start_ms: None,
@@ -1689,6 +1694,25 @@ mod tests {
     }
 
     #[test]
+    fn frames_played_before_the_caller_audio_starts_do_not_shift_the_clock() {
+        let mut s = RealtimeSession::new(RealtimeConfig::default(), 8000);
+        let mut out = [0u8; FRAME_BYTES];
+        // 25 ticks while the WebSocket opens: silence, and no caller audio yet.
+        for _ in 0..25 {
+            s.next_frame(&mut out);
+        }
+        s.caller_audio(20, &[0x7f; FRAME_BYTES]);
+        s.handle_text(&delta("resp_1", "item_A", &[1; 160]).to_string());
+        s.handle_text(&audio_done("resp_1", "item_A").to_string());
+        s.handle_text(&agent_said("resp_1", "item_A", "Hello.").to_string());
+        s.next_frame(&mut out);
+        let Some(RealtimeEvent::Transcript(t)) = s.poll_event() else {
+            panic!("no transcript");
+        };
+        assert_eq!((t.start_ms, t.end_ms), (Some(20), Some(40)));
+    }
+
+    #[test]
     fn interrupted_agent_transcript_says_how_far_it_was_heard() {
         let mut c = Call::new();
         c.ticks(10); // t = 200
@@ -1970,6 +1994,19 @@ mod tests {
             .find(|m| m["type"] == "conversation.item.truncate")
             .unwrap();
         assert_eq!(truncate["audio_end_ms"], 1000);
+        // An item none of whose audio found room is truncated at 0: the caller heard none.
+        s.handle_text(&delta("resp_2", "item_B", &vec![1u8; 8000]).to_string());
+        s.handle_text(&delta("resp_2", "item_C", &[1; 800]).to_string());
+        s.handle_text(&speech_started("item_U2", 0).to_string());
+        let ends: Vec<(Value, Value)> = std::iter::from_fn(|| s.poll_transmit())
+            .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+            .filter(|m| m["type"] == "conversation.item.truncate")
+            .map(|m| (m["item_id"].clone(), m["audio_end_ms"].clone()))
+            .collect();
+        assert_eq!(
+            ends,
+            [(json!("item_B"), json!(0)), (json!("item_C"), json!(0))]
+        );
     }
 
     #[test]
