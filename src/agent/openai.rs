@@ -54,10 +54,13 @@
 //! Sources:
 //! - Client events (GA): <https://developers.openai.com/api/reference/resources/realtime/client-events>
 //!   (`session.update` schema, `audio/pcmu`, `conversation.item.truncate`).
-//! - Server events (GA): <https://developers.openai.com/api/reference/resources/realtime/server-events>
-//!   (`response.output_audio.delta`, `response.output_audio_transcript.done`,
-//!   `input_audio_buffer.speech_started`/`speech_stopped` with `audio_start_ms`/`audio_end_ms`,
-//!   `conversation.item.input_audio_transcription.completed`, `error`, `rate_limits.updated`).
+//! - Server events (GA), read through copies of OpenAI's API spec rather than OpenAI's own page:
+//!   the Azure SDK reference `@azure/ai-projects` `RealtimeServerEvent*` interfaces
+//!   (<https://learn.microsoft.com/en-us/javascript/api/@azure/ai-projects/realtimeservereventresponseaudiotranscriptdone>:
+//!   `response.output_audio_transcript.done`, `…speechstarted`: `audio_start_ms`, `item_id`;
+//!   `…conversationitemtruncate`: `audio_end_ms` may not exceed the audio's duration) and the
+//!   spec-generated `openai-client-base` / `async-openai` docs on docs.rs (event list, `error`,
+//!   `rate_limits.updated`, `conversation.item.input_audio_transcription.completed`).
 //! - Realtime conversations guide: <https://developers.openai.com/api/docs/guides/realtime-conversations>.
 //! - Beta → GA renames (`response.audio.delta` → `response.output_audio.delta`, …, and
 //!   `session.type`): <https://learn.microsoft.com/en-us/azure/foundry/openai/how-to/realtime-audio-preview-api-migration-guide>,
