@@ -41,7 +41,7 @@ fn segments(events: &[Value]) -> Vec<Segment> {
         by_item.insert(segment.item_id.clone(), segment);
     }
     let mut segments: Vec<Segment> = by_item.into_values().collect();
-    segments.sort_by(|a, b| (a.start_ms, a.end_ms).cmp(&(b.start_ms, b.end_ms)));
+    segments.sort_by_key(|s| (s.start_ms, s.end_ms));
     segments
 }
 
