@@ -21,13 +21,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-/// Bytes of one 20 ms frame of 8 kHz μ-law.
-pub const FRAME_BYTES: usize = 160;
-/// μ-law silence.
-const SILENCE: u8 = 0xff;
-/// Largest agent message taken; larger ones are counted and dropped (the driver's socket
-/// limit is the same).
-pub const MAX_MESSAGE: usize = 1 << 20;
+use super::SILENCE;
+pub use super::{FRAME_BYTES, Fill, MAX_MESSAGE, Received};
+
 /// Marks awaiting their echo; beyond this the oldest is echoed at once.
 const MAX_MARKS: usize = 256;
 /// Longest mark name taken (bytes).
@@ -65,28 +61,6 @@ pub struct AgentStats {
     pub foreign: u64,
     /// Messages sent to the agent.
     pub sent: u64,
-}
-
-/// What an agent message did, for the call task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received {
-    /// Audio was queued.
-    Audio,
-    Mark,
-    /// The queue was dropped.
-    Clear,
-    /// Counted and dropped.
-    Ignored,
-}
-
-/// How much of a frame the agent's queue filled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// Nothing queued: silence.
-    Empty,
-    /// The queue ran dry inside the frame; the rest is silence.
-    Partial,
-    Full,
 }
 
 /// One agent session's state machine.

@@ -1,6 +1,8 @@
 //! `[agent]`: the voice agent bridged to every call over a WebSocket — where it is ([`WsUrl`]),
 //! which protocol it speaks, how many calls it takes and what a call does when the agent cannot
-//! be reached. The section is optional; without it calls have no agent.
+//! be reached. The section is optional; without it calls have no agent. With
+//! `protocol = "openai-realtime"` the section also sets up OpenAI's model (its keys are checked
+//! in `realtime`), and `url` defaults to the GA Realtime endpoint.
 
 use std::fmt;
 use std::fs::File;
@@ -13,6 +15,8 @@ use serde::Deserialize;
 use super::Errors;
 use super::calls::{CallsConfig, check_wav};
 use super::net::HostPort;
+use super::realtime::{OpenAiRealtime, RawRealtime, validate_realtime};
+use crate::agent::openai::ws_url;
 
 /// `[agent]`: a voice agent bridged to every call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub struct AgentConfig {
     /// Seconds of agent audio that may be queued towards the caller, bounding memory per call
     /// when an agent sends faster than real time.
     pub max_queue_secs: u64,
+    /// The OpenAI model and how it listens: `Some` exactly when `protocol` is
+    /// [`AgentProtocol::OpenAiRealtime`].
+    pub openai: Option<OpenAiRealtime>,
 }
 
 /// The protocol spoken to the agent.
@@ -50,8 +57,8 @@ pub enum AgentProtocol {
     /// Twilio Media Streams messages (`connected`, `start`, `media`, `mark`, `stop`), earshot
     /// in Twilio's place. `"twilio"` in the file.
     Twilio,
-    /// The OpenAI Realtime API's events. `"openai-realtime"` in the file; accepted here, the
-    /// bridge does not speak it yet.
+    /// The OpenAI Realtime API's events (GA), earshot the client and the model the agent.
+    /// `"openai-realtime"` in the file; checked here with its keys, not bridged to calls yet.
     OpenAiRealtime,
 }
 
@@ -171,16 +178,51 @@ pub(super) struct RawAgent {
     ca_file: Option<PathBuf>,
     account_sid: Option<String>,
     max_queue_secs: Option<u64>,
+    // protocol = "openai-realtime" only: see `realtime`.
+    api_key: Option<String>,
+    model: Option<String>,
+    voice: Option<String>,
+    instructions: Option<String>,
+    instructions_file: Option<PathBuf>,
+    vad_threshold: Option<f64>,
+    prefix_padding_ms: Option<u32>,
+    silence_duration_ms: Option<u32>,
+    transcription_model: Option<String>,
+}
+
+impl RawAgent {
+    /// The OpenAI keys, taken out.
+    fn take_realtime(&mut self) -> RawRealtime {
+        RawRealtime {
+            api_key: self.api_key.take(),
+            model: self.model.take(),
+            voice: self.voice.take(),
+            instructions: self.instructions.take(),
+            instructions_file: self.instructions_file.take(),
+            vad_threshold: self.vad_threshold.take(),
+            prefix_padding_ms: self.prefix_padding_ms.take(),
+            silence_duration_ms: self.silence_duration_ms.take(),
+            transcription_model: self.transcription_model.take(),
+        }
+    }
 }
 
 /// The section checked; `None` when the URL is missing or invalid (recorded in `e`, so the
 /// configuration is rejected anyway).
 pub(super) fn validate_agent(
     e: &mut Errors,
-    raw: RawAgent,
+    mut raw: RawAgent,
     calls: &CallsConfig,
 ) -> Option<AgentConfig> {
-    let url_text = e.required("agent.url", raw.url);
+    let realtime = raw.take_realtime();
+    let openai_protocol = raw.protocol.as_deref() == Some("openai-realtime");
+    // A misspelt protocol is reported once, at its own key, not again at each OpenAI key.
+    let twilio_protocol = matches!(raw.protocol.as_deref(), None | Some("twilio"));
+    let url_text = match (raw.url, openai_protocol) {
+        // The GA endpoint for the model; an invalid model name is reported at its own key.
+        (None, true) => realtime.url_model().map(|m| ws_url(&m)).unwrap_or_default(),
+        (url, _) => e.required("agent.url", url),
+    };
     let url = if url_text.is_empty() {
         None
     } else {
@@ -245,6 +287,19 @@ pub(super) fn validate_agent(
         }
     });
     let max_queue_secs = e.ranged("agent.max_queue_secs", raw.max_queue_secs, 60, 1..=600);
+    let openai = if openai_protocol {
+        validate_realtime(e, realtime)
+    } else {
+        if twilio_protocol {
+            for key in realtime.written() {
+                e.push(
+                    format!("agent.{key}"),
+                    "only used with protocol = \"openai-realtime\"",
+                );
+            }
+        }
+        None
+    };
     Some(AgentConfig {
         url: url?,
         protocol,
@@ -255,6 +310,7 @@ pub(super) fn validate_agent(
         ca_file: raw.ca_file,
         account_sid,
         max_queue_secs,
+        openai,
     })
 }
 
@@ -308,6 +364,7 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(a.max_queue_secs, 60);
+        assert_eq!(a.openai, None);
     }
 
     #[test]
@@ -327,7 +384,7 @@ mod tests {
         let pem = dir.file("ca.pem", PEM);
         let a = agent(&format!(
             "[agent]\nurl = \"wss://agent.example.com:8443/media?box=1\"\n\
-             protocol = \"openai-realtime\"\nconnect_timeout_ms = 100\nmax_concurrent = 1\n\
+             protocol = \"twilio\"\nconnect_timeout_ms = 100\nmax_concurrent = 1\n\
              fallback = \"listen\"\nfallback_wav = {}\nca_file = {}\n\
              account_sid = \"AC0123456789abcdef0123456789ABCDEF\"\nmax_queue_secs = 600\n",
             toml_path(&wav),
@@ -337,7 +394,7 @@ mod tests {
             a,
             AgentConfig {
                 url: "wss://agent.example.com:8443/media?box=1".parse().unwrap(),
-                protocol: AgentProtocol::OpenAiRealtime,
+                protocol: AgentProtocol::Twilio,
                 connect_timeout_ms: 100,
                 max_concurrent: 1,
                 fallback: AgentFallback::Listen,
@@ -345,6 +402,7 @@ mod tests {
                 ca_file: Some(pem),
                 account_sid: Some("AC0123456789abcdef0123456789ABCDEF".to_owned()),
                 max_queue_secs: 600,
+                openai: None,
             }
         );
     }

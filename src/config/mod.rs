@@ -18,9 +18,9 @@
 //! This file holds [`Config`], the errors, the loading entry points and the field-error
 //! accumulator. Each TOML section has its own module with its typed struct, its raw serde form
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
-//! `recording`, `store`, `http`, `twilio`, `agent`, `log`, `webhook` (`[[webhook]]` and
-//! `[webhooks]`). Value types shared by sections live
-//! in `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
+//! `recording`, `store`, `http`, `twilio`, `agent` (its OpenAI Realtime keys in `realtime`),
+//! `log`, `webhook` (`[[webhook]]` and `[webhooks]`). Value types shared by sections live in
+//! `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
 //! `config::Xxx` whatever file it lives in.
 
@@ -39,6 +39,7 @@ mod http;
 mod jitter;
 mod log;
 mod net;
+mod realtime;
 mod recording;
 mod route;
 mod rtp;
@@ -55,6 +56,7 @@ pub use calls::CallsConfig;
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};
+pub use realtime::{MAX_INSTRUCTIONS, OpenAiRealtime, VadThreshold};
 pub use recording::RecordingConfig;
 pub use route::{NumberPattern, Route, RouteSource, wants_agent};
 pub use rtp::RtpConfig;
