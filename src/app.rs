@@ -53,7 +53,7 @@ pub enum AppError {
     AgentFallback(GreetingError),
     #[error(transparent)]
     AgentTls(#[from] crate::net::agent::AgentTlsError),
-    #[error("agent.protocol: {0} is not supported by this build yet")]
+    #[error("agent.protocol: {0} needs its settings (agent.api_key)")]
     AgentProtocol(config::AgentProtocol),
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::StartError),
@@ -183,10 +183,17 @@ fn agent_bridge(
     agent: &config::AgentConfig,
     metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<dyn crate::call::agent::AgentConnector>, AppError> {
-    use crate::call::agent::{AgentSettings, FallbackMode};
-    if agent.protocol != config::AgentProtocol::Twilio {
-        return Err(AppError::AgentProtocol(agent.protocol));
-    }
+    use crate::call::agent::{AgentSettings, FallbackMode, ProtocolSettings};
+    let (protocol, bearer) = match (&agent.protocol, &agent.openai) {
+        (config::AgentProtocol::Twilio, _) => (ProtocolSettings::Twilio, None),
+        (config::AgentProtocol::OpenAiRealtime, Some(openai)) => (
+            ProtocolSettings::OpenAi(openai.session()),
+            Some(openai.api_key.clone()),
+        ),
+        (config::AgentProtocol::OpenAiRealtime, None) => {
+            return Err(AppError::AgentProtocol(agent.protocol));
+        }
+    };
     let fallback = match agent.fallback {
         config::AgentFallback::Listen => FallbackMode::Listen,
         config::AgentFallback::Hangup => FallbackMode::Hangup(
@@ -194,6 +201,7 @@ fn agent_bridge(
         ),
     };
     let settings = AgentSettings {
+        protocol,
         fallback,
         max_queue_bytes: usize::try_from(agent.max_queue_secs.saturating_mul(8000))
             .unwrap_or(usize::MAX),
@@ -209,6 +217,7 @@ fn agent_bridge(
         connect_timeout: Duration::from_millis(agent.connect_timeout_ms),
         max_concurrent: agent.max_concurrent,
         ca_file: agent.ca_file.clone(),
+        bearer,
     };
     let bridge = crate::net::agent::AgentBridge::new(target, settings, metrics.clone())?;
     tracing::info!(protocol = %agent.protocol, "calls are bridged to the agent");

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::event::{CallInfo, FallbackReason};
+use super::event::{AgentNoticeKind, CallInfo, FallbackReason, Speaker};
 use super::greeting::Greeting;
-use crate::agent::twilio::{AgentStream, FRAME_BYTES, Fill, Received, StartInfo};
+use crate::agent::openai::{self, RealtimeConfig, RealtimeEvent, RealtimeSession};
+use crate::agent::twilio::{AgentStream, StartInfo};
+use crate::agent::{FRAME_BYTES, Fill, Received};
 
 /// Texts waiting for a driver that does not take them (about 5 s of caller audio) before the
 /// agent counts as not reading.
@@ -84,6 +86,7 @@ pub enum FallbackMode {
 /// Settings of the agent bridge.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    pub protocol: ProtocolSettings,
     pub fallback: FallbackMode,
     /// Agent audio that may wait to be played, in bytes (8 per ms).
     pub max_queue_bytes: usize,
@@ -142,10 +145,95 @@ pub enum AgentOutcome {
     Fallback(FallbackReason),
 }
 
+/// The protocol spoken to an agent.
+#[derive(Debug, Clone)]
+pub enum ProtocolSettings {
+    /// Twilio Media Streams, earshot playing Twilio.
+    Twilio,
+    /// The OpenAI Realtime API with this session.
+    OpenAi(RealtimeConfig),
+}
+
+/// What an agent session has to tell the call task beside audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The service heard the caller speak over the agent: its audio is dropped; the caller's
+    /// leg should drop what it buffered too.
+    BargeIn,
+    Transcript {
+        speaker: Speaker,
+        item_id: String,
+        text: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    Notice {
+        kind: AgentNoticeKind,
+        code: String,
+        message: String,
+    },
+}
+
+/// One session's protocol state machine.
+#[derive(Debug)]
+enum Session {
+    Twilio(Box<AgentStream>),
+    OpenAi(Box<RealtimeSession>),
+}
+
+/// Calls one method of whichever session it is.
+macro_rules! each {
+    ($session:expr, $s:ident => $body:expr) => {
+        match $session {
+            Session::Twilio($s) => $body,
+            Session::OpenAi($s) => $body,
+        }
+    };
+}
+
+impl Session {
+    fn handle_text(&mut self, text: &str) -> Received {
+        each!(self, s => s.handle_text(text))
+    }
+    fn handle_binary(&mut self) {
+        each!(self, s => s.handle_binary())
+    }
+    fn caller_audio(&mut self, elapsed_ms: u64, ulaw: &[u8; FRAME_BYTES]) {
+        each!(self, s => s.caller_audio(elapsed_ms, ulaw))
+    }
+    fn dtmf(&mut self, digit: char) {
+        each!(self, s => s.dtmf(digit))
+    }
+    fn next_frame(&mut self, out: &mut [u8; FRAME_BYTES]) -> Fill {
+        each!(self, s => s.next_frame(out))
+    }
+    fn has_audio(&self) -> bool {
+        each!(self, s => s.has_audio())
+    }
+    fn poll_transmit(&mut self) -> Option<String> {
+        each!(self, s => s.poll_transmit())
+    }
+    fn unsend(&mut self, text: String) {
+        each!(self, s => s.unsend(text))
+    }
+    fn pending(&self) -> usize {
+        each!(self, s => s.pending())
+    }
+    fn stop(&mut self) {
+        each!(self, s => s.stop())
+    }
+    /// (underruns, overrun bytes) so far.
+    fn counters(&self) -> (u64, u64) {
+        each!(self, s => (s.stats().underruns, s.stats().overrun_bytes))
+    }
+}
+
 /// One call's agent session.
 #[derive(Debug)]
 pub struct AgentLink {
-    stream: AgentStream,
+    stream: Session,
+    /// The call's start: Realtime times are call-relative.
+    call_started: Instant,
     io: AgentIo,
     connector: Arc<dyn AgentConnector>,
     state: AgentState,
@@ -158,7 +246,11 @@ pub struct AgentLink {
 }
 
 impl AgentLink {
-    pub fn connect(connector: Arc<dyn AgentConnector>, info: &CallInfo) -> Self {
+    pub fn connect(
+        connector: Arc<dyn AgentConnector>,
+        info: &CallInfo,
+        call_started: Instant,
+    ) -> Self {
         let call_sid = agent_call_sid(info);
         let settings = connector.settings();
         let stream_sid = format!(
@@ -174,18 +266,25 @@ impl AgentLink {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let stream = AgentStream::new(
-            StartInfo {
-                stream_sid,
-                call_sid: call_sid.clone(),
-                account_sid: settings.account_sid.clone(),
-                parameters,
-            },
-            settings.max_queue_bytes,
-        );
+        let stream = match &settings.protocol {
+            ProtocolSettings::Twilio => Session::Twilio(Box::new(AgentStream::new(
+                StartInfo {
+                    stream_sid,
+                    call_sid: call_sid.clone(),
+                    account_sid: settings.account_sid.clone(),
+                    parameters,
+                },
+                settings.max_queue_bytes,
+            ))),
+            ProtocolSettings::OpenAi(config) => Session::OpenAi(Box::new(RealtimeSession::new(
+                config.clone(),
+                settings.max_queue_bytes,
+            ))),
+        };
         let io = connector.connect(info, &call_sid);
         Self {
             stream,
+            call_started,
             io,
             connector,
             state: AgentState::Connecting,
@@ -203,10 +302,6 @@ impl AgentLink {
 
     pub fn state(&self) -> AgentState {
         self.state
-    }
-
-    pub fn call_sid(&self) -> &str {
-        &self.stream.start_info().call_sid
     }
 
     pub fn fallback_mode(&self) -> FallbackMode {
@@ -258,7 +353,12 @@ impl AgentLink {
             // Not connected yet: Twilio, too, streams only once the socket is up.
             return AgentOutcome::Continue;
         };
-        let elapsed = now.saturating_duration_since(started).as_millis() as u64;
+        // Twilio's timestamps count from the stream's start; Realtime times are the call's.
+        let origin = match self.stream {
+            Session::Twilio(_) => started,
+            Session::OpenAi(_) => self.call_started,
+        };
+        let elapsed = now.saturating_duration_since(origin).as_millis() as u64;
         self.stream.caller_audio(elapsed, ulaw);
         self.flush(now)
     }
@@ -318,17 +418,67 @@ impl AgentLink {
     }
 
     fn report_counters(&mut self) {
-        let stats = self.stream.stats();
-        if stats.underruns > self.reported_underruns {
-            let n = stats.underruns - self.reported_underruns;
-            self.reported_underruns = stats.underruns;
-            self.observe(AgentObservation::Underruns(n));
+        let (underruns, overrun_bytes) = self.stream.counters();
+        if underruns > self.reported_underruns {
+            self.observe(AgentObservation::Underruns(
+                underruns - self.reported_underruns,
+            ));
+            self.reported_underruns = underruns;
         }
-        let stats = self.stream.stats();
-        if stats.overrun_bytes > self.reported_overrun {
-            let n = stats.overrun_bytes - self.reported_overrun;
-            self.reported_overrun = stats.overrun_bytes;
-            self.observe(AgentObservation::OverrunBytes(n));
+        if overrun_bytes > self.reported_overrun {
+            self.observe(AgentObservation::OverrunBytes(
+                overrun_bytes - self.reported_overrun,
+            ));
+            self.reported_overrun = overrun_bytes;
+        }
+    }
+
+    /// The next thing the session has to say beside audio (Realtime sessions only).
+    pub fn poll_event(&mut self, now: Instant) -> Option<AgentEvent> {
+        let Session::OpenAi(session) = &mut self.stream else {
+            return None;
+        };
+        let now_ms = now.saturating_duration_since(self.call_started).as_millis() as u64;
+        loop {
+            let event = session.poll_event()?;
+            match event {
+                RealtimeEvent::BargeIn { .. } => return Some(AgentEvent::BargeIn),
+                RealtimeEvent::Transcript(t) => {
+                    let start_ms = t.start_ms.or(t.end_ms).unwrap_or(now_ms);
+                    return Some(AgentEvent::Transcript {
+                        speaker: match t.speaker {
+                            openai::Speaker::Caller => Speaker::Caller,
+                            openai::Speaker::Agent => Speaker::Agent,
+                        },
+                        item_id: t.item_id,
+                        text: t.text,
+                        start_ms,
+                        end_ms: t.end_ms.unwrap_or(start_ms).max(start_ms),
+                    });
+                }
+                RealtimeEvent::ServiceError { code, message } => {
+                    return Some(AgentEvent::Notice {
+                        kind: AgentNoticeKind::Error,
+                        code: code.unwrap_or_default(),
+                        message,
+                    });
+                }
+                RealtimeEvent::RateLimits(limits) => {
+                    // Reported on every update; a limit used up is worth a notice.
+                    if let Some(limit) = limits.iter().find(|l| l.remaining == Some(0)) {
+                        return Some(AgentEvent::Notice {
+                            kind: AgentNoticeKind::RateLimited,
+                            code: limit.name.clone(),
+                            message: format!(
+                                "{} used up; resets in {:.1} s",
+                                limit.name,
+                                limit.reset_seconds.unwrap_or(0.0)
+                            ),
+                        });
+                    }
+                }
+                RealtimeEvent::ResponseDone { .. } => {}
+            }
         }
     }
 
@@ -338,6 +488,15 @@ impl AgentLink {
         self.state = AgentState::FellBack;
         self.observe(AgentObservation::Fallback(reason));
         self.end();
+    }
+
+    /// Ends the protocol session (Twilio's `stop`; a Realtime session reports what it was
+    /// still transcribing); the call task drains [`AgentLink::poll_event`] after it.
+    pub fn stop_session(&mut self) {
+        if self.started.is_some() {
+            self.stream.stop();
+            let _ = self.flush(crate::clock::now());
+        }
     }
 
     /// The call is over: `stop`, then the channel closes.
@@ -351,21 +510,44 @@ impl AgentLink {
 
     fn end(&mut self) {
         self.state = AgentState::Closed;
-        let s = self.stream.stats();
-        tracing::debug!(
-            received = s.received,
-            media = s.media,
-            audio_bytes = s.audio_bytes,
-            overrun_bytes = s.overrun_bytes,
-            underruns = s.underruns,
-            marks = s.marks,
-            clears = s.clears,
-            malformed = s.malformed,
-            unknown = s.unknown_events,
-            foreign = s.foreign,
-            sent = s.sent,
-            "agent session finished"
-        );
+        match &self.stream {
+            Session::Twilio(stream) => {
+                let s = stream.stats();
+                tracing::debug!(
+                    received = s.received,
+                    media = s.media,
+                    audio_bytes = s.audio_bytes,
+                    overrun_bytes = s.overrun_bytes,
+                    underruns = s.underruns,
+                    marks = s.marks,
+                    clears = s.clears,
+                    malformed = s.malformed,
+                    unknown = s.unknown_events,
+                    foreign = s.foreign,
+                    sent = s.sent,
+                    "agent session finished"
+                );
+            }
+            Session::OpenAi(session) => {
+                let s = session.stats();
+                tracing::debug!(
+                    received = s.received,
+                    audio_deltas = s.audio_deltas,
+                    audio_bytes = s.audio_bytes,
+                    overrun_bytes = s.overrun_bytes,
+                    underruns = s.underruns,
+                    barge_ins = s.barge_ins,
+                    truncations = s.truncations,
+                    stale_deltas = s.stale_deltas,
+                    transcripts = s.transcripts,
+                    service_errors = s.service_errors,
+                    malformed = s.malformed,
+                    unknown = s.unknown_events,
+                    out_of_order = s.out_of_order,
+                    "realtime session finished"
+                );
+            }
+        }
         self.report_counters();
     }
 }

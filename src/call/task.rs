@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use super::agent::{
-    AgentConnector, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
+    AgentConnector, AgentEvent, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
 };
 use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
 use super::leg::{Leg, LegInput};
@@ -67,10 +67,15 @@ impl<L: Leg> CallTask<L> {
         let routed = |_: &&Arc<dyn AgentConnector>| {
             wants_agent(&services.routes, true, source, &info.caller, &info.callee)
         };
+        let started = clock::now();
         let responder = match services.agent.as_ref().filter(routed) {
             Some(connector) => {
                 live.send_modify(|l| l.agent = Some(AgentState::Connecting));
-                Responder::Agent(Box::new(AgentLink::connect(connector.clone(), &info)))
+                Responder::Agent(Box::new(AgentLink::connect(
+                    connector.clone(),
+                    &info,
+                    started,
+                )))
             }
             None => Responder::Message {
                 player: services.greeting.player(),
@@ -86,7 +91,7 @@ impl<L: Leg> CallTask<L> {
             services,
             live,
             vad: Vad::new(VadConfig::default()),
-            started: clock::now(),
+            started,
             media_since: None,
             last_media: None,
             codec: None,
@@ -119,6 +124,7 @@ impl<L: Leg> CallTask<L> {
                     if let Some(outcome) = outcome {
                         self.agent_outcome(outcome);
                     }
+                    self.agent_events(now);
                 }
                 () = clock::sleep_until(tick_at) => {
                     self.leg.drain(&mut inputs);
@@ -284,6 +290,48 @@ impl<L: Leg> CallTask<L> {
             }
             self.agent_outcome(outcome);
         }
+        self.agent_events(now);
+    }
+
+    /// What a Realtime agent reported beside audio: barge-in, transcripts, service notices.
+    fn agent_events(&mut self, now: Instant) {
+        while let Some(event) = self.responder.agent().and_then(|link| link.poll_event(now)) {
+            match event {
+                AgentEvent::BargeIn => {
+                    tracing::debug!(call = %self.info.id, "caller barged in on the agent: clear sent");
+                    self.leg.clear();
+                }
+                AgentEvent::Transcript {
+                    speaker,
+                    item_id,
+                    text,
+                    start_ms,
+                    end_ms,
+                } => {
+                    let _ = self.services.events.send(CallEvent::Transcript {
+                        id: self.info.id.clone(),
+                        speaker,
+                        item_id,
+                        text,
+                        start_ms,
+                        end_ms,
+                    });
+                }
+                AgentEvent::Notice {
+                    kind,
+                    code,
+                    message,
+                } => {
+                    tracing::warn!(call = %self.info.id, ?kind, %code, "agent service notice");
+                    let _ = self.services.events.send(CallEvent::AgentNotice {
+                        id: self.info.id.clone(),
+                        kind,
+                        code,
+                        message,
+                    });
+                }
+            }
+        }
     }
 
     fn agent_outcome(&mut self, outcome: AgentOutcome) {
@@ -351,6 +399,10 @@ impl<L: Leg> CallTask<L> {
 
     async fn finish(mut self) {
         let reason = self.ended.unwrap_or(EndReason::LocalHangup);
+        if let Some(link) = self.responder.agent() {
+            link.stop_session();
+        }
+        self.agent_events(clock::now());
         if let Responder::Agent(link) = std::mem::replace(&mut self.responder, Responder::Silent) {
             link.stop();
         }

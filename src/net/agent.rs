@@ -65,6 +65,8 @@ pub struct AgentTarget {
     pub max_concurrent: usize,
     /// Extra trusted CAs (PEM), besides the webpki roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Sent as `Authorization: Bearer` on the upgrade (the OpenAI Realtime API key).
+    pub bearer: Option<crate::config::Secret>,
 }
 
 /// The agent bridge of a running earshot.
@@ -265,8 +267,9 @@ impl Session {
                 .max_message_size(Some(MAX_MESSAGE))
                 .max_frame_size(Some(MAX_MESSAGE));
             let connector = Connector::Rustls(self.tls.clone());
+            let request = self.request()?;
             return match tokio_tungstenite::client_async_tls_with_config(
-                target.url.as_str(),
+                request,
                 stream,
                 Some(config),
                 Some(connector),
@@ -281,6 +284,24 @@ impl Session {
             };
         }
         Err(last)
+    }
+
+    /// The upgrade request: the URL, and the bearer token when there is one.
+    fn request(&self) -> Result<tungstenite::handshake::client::Request, FallbackReason> {
+        use tungstenite::client::IntoClientRequest as _;
+        let mut request = self
+            .target
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|_| FallbackReason::Handshake)?;
+        if let Some(key) = &self.target.bearer {
+            let value = format!("Bearer {}", key.expose())
+                .parse()
+                .map_err(|_| FallbackReason::Handshake)?;
+            request.headers_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 
     /// Moves messages both ways until either side is done.
