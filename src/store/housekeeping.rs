@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{RecordingState, store_event_json};
+use redb::ReadableTable as _;
+
 use super::schema::{CALL_EVENTS, CALLS, EVENT_LOG};
 use super::timestamp::{DAY_MS, unix_ms};
 use super::{PublishedEvent, Store, query, writer};
@@ -257,7 +259,8 @@ pub fn retention_plan(
 }
 
 impl Store {
-    /// Marks call `id`'s recording deleted and records a `recording_deleted` event.
+    /// Marks call `id`'s recording deleted and records a `recording_deleted` event. The call's
+    /// transcript goes with its recording (personal data, kept no longer).
     pub fn recording_deleted(&self, id: &CallId, reason: &str) -> Result<(), redb::Error> {
         let _order = self.append_lock();
         let txn = self.db().begin_write()?;
@@ -269,7 +272,22 @@ impl Store {
             if let Some(recording) = &mut record.recording {
                 recording.state = RecordingState::Deleted;
             }
+            record.transcript_segments = 0;
             query::save_record(&mut calls, &record)?;
+            let mut events = txn.open_table(CALL_EVENTS)?;
+            let mut transcript = Vec::new();
+            for entry in events.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+                let (key, json) = entry?;
+                let is_transcript = serde_json::from_slice::<serde_json::Value>(json.value())
+                    .is_ok_and(|e| e["type"] == "transcript");
+                if is_transcript {
+                    transcript.push(key.value().1);
+                }
+            }
+            for seq in transcript {
+                events.remove((id.as_str(), seq))?;
+            }
+            drop(events);
             let seq = writer::next_seq(&txn)?;
             let at_ms = unix_ms(clock::wallclock());
             let json = store_event_json(seq, at_ms, id, "recording_deleted", reason);

@@ -409,6 +409,45 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_recording_takes_the_transcript_with_it() {
+        let store = Store::open(temp_path("transcript")).unwrap();
+        let info = started(4_000_000, "t@x");
+        let id = info.id.clone();
+        let segment = |item: &str| CallEvent::Transcript {
+            id: id.clone(),
+            speaker: crate::call::Speaker::Caller,
+            item_id: item.into(),
+            text: "private words".into(),
+            start_ms: 0,
+            end_ms: 900,
+        };
+        store
+            .write_events(
+                vec![CallEvent::Started { info }, segment("i1"), segment("i2")],
+                &Metrics::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            store.get_record(&id).unwrap().unwrap().transcript_segments,
+            2
+        );
+        store.recording_deleted(&id, "retention").unwrap();
+        let detail = store.get(&id).unwrap().unwrap();
+        assert_eq!(detail.record.transcript_segments, 0);
+        assert!(
+            detail.events.iter().all(|e| e["type"] != "transcript"),
+            "{:?}",
+            detail.events
+        );
+        assert!(
+            detail
+                .events
+                .iter()
+                .any(|e| e["type"] == "recording_deleted")
+        );
+    }
+
+    #[test]
     fn events_of_unknown_calls_are_dropped_without_failing_the_batch() {
         let store = Store::open(temp_path("unknown")).unwrap();
         let info = started(3_000_000, "x@y");
