@@ -30,8 +30,8 @@
 //!   stream tokens, the stream state machine (pacing, marks, clear).
 //! - [`agent`] (sans-IO): voice agents on earshot's side — [`agent::twilio`] plays Twilio's part
 //!   of a Media Stream towards any agent that speaks it (queue, pacing, marks, clear);
-//!   [`agent::openai`] is the client of the OpenAI Realtime API (session, barge-in truncation,
-//!   transcripts). The bridge speaks only the first yet.
+//!   [`agent::openai`] is an OpenAI Realtime session (μ-law both ways, server VAD, barge-in
+//!   truncation at the played milliseconds, transcripts of both sides).
 //! - [`call`]: one task per call, whatever its source ([`call::start`]). A call has a caller
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
 //!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
