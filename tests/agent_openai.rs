@@ -143,6 +143,8 @@ struct RealtimeServer {
 }
 
 impl RealtimeServer {
+    // The upgrade callback's error type is tungstenite's.
+    #[allow(clippy::result_large_err)]
     fn start(rt: &Runtime, tls: tokio_rustls::TlsAcceptor) -> RealtimeServer {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
@@ -160,15 +162,16 @@ impl RealtimeServer {
                         return;
                     };
                     let mut upgrade = (String::new(), None);
-                    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-                        upgrade.0 = req.uri().to_string();
-                        upgrade.1 = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        Ok(resp)
-                    };
+                    let callback =
+                        |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                            upgrade.0 = req.uri().to_string();
+                            upgrade.1 = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            Ok(resp)
+                        };
                     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
                         return;
                     };
@@ -249,7 +252,11 @@ async fn session_set_up(server: &mut RealtimeServer) -> Conn {
     assert_eq!(s["output_modalities"], json!(["audio"]), "{first:#}");
     assert_eq!(s["instructions"], "You are a test.", "{first:#}");
     let input = &s["audio"]["input"];
-    assert_eq!(input["format"], json!({ "type": "audio/pcmu" }), "{first:#}");
+    assert_eq!(
+        input["format"],
+        json!({ "type": "audio/pcmu" }),
+        "{first:#}"
+    );
     assert_eq!(
         input["transcription"]["model"], "gpt-4o-transcribe",
         "{first:#}"
@@ -261,7 +268,11 @@ async fn session_set_up(server: &mut RealtimeServer) -> Conn {
     assert!(vad["threshold"].is_number(), "{first:#}");
     assert!(vad["silence_duration_ms"].is_u64(), "{first:#}");
     let output = &s["audio"]["output"];
-    assert_eq!(output["format"], json!({ "type": "audio/pcmu" }), "{first:#}");
+    assert_eq!(
+        output["format"],
+        json!({ "type": "audio/pcmu" }),
+        "{first:#}"
+    );
     assert_eq!(output["voice"], "marin", "{first:#}");
     conn
 }
@@ -678,22 +689,30 @@ fn realtime_session_is_set_up_bridged_and_transcribed() {
     assert_eq!(agent["item_id"], "item_a1", "{segments:#}");
     assert_eq!(agent["text"], "Hello from the test agent", "{segments:#}");
     let ms = |s: &Value, k: &str| s[k].as_u64().unwrap();
-    // VAD saw 160 ms of the caller's speech (20..180 ms of the appended audio).
-    assert_eq!(
-        ms(caller, "end_ms") - ms(caller, "start_ms"),
-        160,
-        "{segments:#}"
-    );
+    // VAD saw 160 ms of the caller's speech (20..180 ms of the appended audio), mapped to
+    // the call's clock through the ticks the frames were appended at (which jitter).
+    let spoke = ms(caller, "end_ms") - ms(caller, "start_ms");
+    assert!((100..=250).contains(&spoke), "{segments:#}");
     // 1.5 s of the model's audio played, at most a few underruns longer.
     let played = ms(agent, "end_ms") - ms(agent, "start_ms");
     assert!((1500..=1700).contains(&played), "{segments:#}");
-    assert!(ms(agent, "start_ms") >= ms(caller, "end_ms"), "{segments:#}");
+    assert!(
+        ms(agent, "start_ms") >= ms(caller, "end_ms"),
+        "{segments:#}"
+    );
 
-    let txt = http::get(e.http_addr(), &format!("/api/calls/{id}/transcript?format=txt")).text();
+    let txt = http::get(
+        e.http_addr(),
+        &format!("/api/calls/{id}/transcript?format=txt"),
+    )
+    .text();
     let lines: Vec<&str> = txt.lines().collect();
     assert_eq!(lines.len(), 2, "{txt}");
     assert!(lines[0].starts_with('[') && lines[0].ends_with("] caller: Hi, I am the caller"));
-    assert!(lines[1].ends_with("] agent: Hello from the test agent"), "{txt}");
+    assert!(
+        lines[1].ends_with("] agent: Hello from the test agent"),
+        "{txt}"
+    );
     assert!(e.panics().is_empty(), "{:?}", e.panics());
 }
 
@@ -758,6 +777,7 @@ fn barge_in_truncates_at_the_played_ms() {
     let (_, right) = recording(&e, &call);
     let heard = tone_blocks(&right, AGENT_HZ);
     let expected = (end_ms / 20) as usize;
+    eprintln!("truncated at {end_ms} ms; {heard} frames of the agent recorded");
     assert!(
         heard.abs_diff(expected) <= 3,
         "{heard} frames of the agent recorded, truncated at {end_ms} ms ({expected} frames)"
