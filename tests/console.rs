@@ -508,3 +508,92 @@ fn console_shows_which_calls_have_an_agent_and_its_state() {
         "{timeline}"
     );
 }
+
+/// A Realtime service that transcribes the caller once: after the session update it reports a
+/// caller turn whose transcript is `text`, then listens until the socket closes.
+fn transcribing_agent(text: &'static str) -> String {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!(
+        "ws://{}/v1/realtime?model=gpt-realtime",
+        listener.local_addr().unwrap()
+    );
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            use futures_util::{SinkExt as _, StreamExt as _};
+            use tokio_tungstenite::tungstenite::Message;
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    // The first message is the session update.
+                    if !matches!(ws.next().await, Some(Ok(Message::Text(_)))) {
+                        return;
+                    }
+                    for event in [
+                        json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 100, "item_id": "item_c1"}),
+                        json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "item_c1"}),
+                        json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_c1", "content_index": 0, "transcript": text}),
+                    ] {
+                        let _ = ws.send(Message::Text(event.to_string().into())).await;
+                    }
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+    });
+    url
+}
+
+/// The call page shows a live call's transcript as it comes, as text: markup in what a caller
+/// said is shown, never run.
+#[test]
+fn console_shows_the_transcript_as_text() {
+    const SAID: &str = "<img src=x onerror=\"window.injected=1\"> <b>hello</b> & 你好";
+    let e = Earshot::start(&format!(
+        "[http]\ntoken = \"{TOKEN}\"\n[agent]\nprotocol = \"openai-realtime\"\nurl = {:?}\napi_key = \"sk-console-test-0123456789\"\n",
+        transcribing_agent(SAID)
+    ));
+    let (browser, base) = signed_in(&e);
+    let caller = long_call(&e);
+    let item = browser.wait_for("li.live-call", Duration::from_secs(15));
+    let id = browser
+        .attr(&item, "data-call-id")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.goto(&format!("{base}/#/calls/{id}"));
+    let segment = browser.wait_for("#transcript li.segment.caller", Duration::from_secs(15));
+    browser.screenshot("console-transcript.png");
+    let shown = browser.script(
+        "const li = document.querySelector('#transcript li.segment.caller');\
+         return [li.querySelector('.text').textContent, li.querySelectorAll('img, b').length, window.injected === undefined]",
+    );
+    assert_eq!(shown, json!([SAID, 0, true]), "{segment}");
+    let txt = http::get_with(
+        e.http_addr(),
+        &format!("/api/calls/{id}/transcript?format=txt"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert!(
+        txt.text().contains(&format!("caller: {SAID}")),
+        "{}",
+        txt.text()
+    );
+    let r = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .unwrap();
+    assert!(r.status < 300, "hangup: {}", r.status);
+    assert!(caller.wait(Duration::from_secs(20)).all_passed(1));
+}
