@@ -15,6 +15,8 @@
 #                  Streams protocol (tests/agents/echo_agent.py, which sends every caller frame
 #                  straight back as agent audio); also prints the time messages spend inside
 #                  earshot each way (from /metrics, histogram bucket bounds);
+#   earshot-realtime  the same over the OpenAI Realtime protocol (tests/agents/realtime_echo.py
+#                  answers every append with an audio delta of the same audio);
 #   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
 #   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending silence captured
 #                  from ALSA's "null" device and playing every call on it, both paced to real
@@ -149,10 +151,10 @@ scenario() { # PCAP PCAP_MS
 
 AGENT_PORT=25090
 
-start_agent() {
+start_agent() { # [SCRIPT]
     local python=${EARSHOT_AGENT_PYTHON:-$ROOT/target/agent-venv/bin/python}
     [ -x "$python" ] || die "no agent venv at $python (scripts/test.sh makes it)"
-    "$python" "$ROOT/tests/agents/echo_agent.py" --port $AGENT_PORT >"$WORK/agent.log" 2>&1 &
+    "$python" "$ROOT/tests/agents/${1:-echo_agent.py}" --port $AGENT_PORT >"$WORK/agent.log" 2>&1 &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
     local _
@@ -160,7 +162,7 @@ start_agent() {
     die "echo agent did not start: $(cat "$WORK/agent.log")"
 }
 
-start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT [AGENT_URL]
+start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT [AGENT_URL [PROTOCOL]]
     local dir="$WORK/$1"
     mkdir -p "$dir/recordings"
     local agent=""
@@ -168,6 +170,11 @@ start_earshot() { # NAME RECORDING(true|false) AUDIO_OUTPUT [AGENT_URL]
         agent="[agent]
 url = \"$4\"
 max_concurrent = $((CALLS + 50))"
+        if [ "${5:-}" = openai-realtime ]; then
+            agent="$agent
+protocol = \"openai-realtime\"
+api_key = \"sk-bench-0123456789\""
+        fi
     fi
     cat >"$dir/earshot.toml" <<EOF
 [sip]
@@ -233,6 +240,10 @@ EOF
 }
 
 stop_target() {
+    if [ -n "${AGENT_PID:-}" ]; then
+        kill "$AGENT_PID" 2>/dev/null
+        AGENT_PID=""
+    fi
     kill -TERM "$TARGET_PID" 2>/dev/null
     local i
     for i in $(seq 1 50); do
@@ -280,6 +291,8 @@ run_target() { # NAME
         earshot) start_earshot earshot false none ;;
         earshot-rec) start_earshot earshot-rec true none ;;
         earshot-agent) start_agent; start_earshot earshot-agent true none "ws://127.0.0.1:$AGENT_PORT/" ;;
+        earshot-realtime) start_agent realtime_echo.py
+            start_earshot earshot-realtime true none "ws://127.0.0.1:$AGENT_PORT/v1/realtime" openai-realtime ;;
         earshot-pulse) start_pulse; start_earshot earshot-pulse false default ;;
         baresip) start_baresip null ;;
         baresip-pulse) start_pulse; start_baresip pulse ;;
@@ -347,7 +360,7 @@ run_target() { # NAME
     say "${RESULTS[-1]}"
     if grep -q '^earshot_agent_uplink_seconds_count [1-9]' "$WORK/$name.metrics" 2>/dev/null; then
         for hop in uplink downlink frame_out; do
-            HOPS+=("$(hop_quantiles "$WORK/$name.metrics" "earshot_agent_${hop}_seconds")")
+            HOPS+=("$name  $(hop_quantiles "$WORK/$name.metrics" "earshot_agent_${hop}_seconds")")
         done
         HOPS+=("$(grep -E '^earshot_agent_(fallbacks_total|overrun|underruns|messages_dropped)' "$WORK/$name.metrics" | grep -v ' 0$' | tr '\n' ' ')")
     fi

@@ -309,10 +309,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let store = store::validate_store(&mut e, raw.store);
     let http = http::validate_http(&mut e, raw.http);
     let twilio = twilio::validate_twilio(&mut e, raw.twilio);
+    // An invalid [agent] is reported on its own fields, not again on every route.
+    let agent_section = raw.agent.is_some();
     let agent = raw
         .agent
         .and_then(|raw| agent::validate_agent(&mut e, raw, &calls));
-    let routes = route::validate_routes(&mut e, raw.route, agent.is_some());
+    let routes = route::validate_routes(&mut e, raw.route, agent_section);
     let log = log::validate_log(&mut e, raw.log);
     let webhooks = webhook::validate_webhook_list(&mut e, raw.webhook);
     let webhook_retry = webhook::validate_webhooks(&mut e, raw.webhooks);
