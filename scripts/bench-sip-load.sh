@@ -173,7 +173,7 @@ max_concurrent = $((CALLS + 50))"
         if [ "${5:-}" = openai-realtime ]; then
             agent="$agent
 protocol = \"openai-realtime\"
-api_key = \"sk-bench-0123456789\""
+api_key = \"sk-bench-0123456789abcdef\""
         fi
     fi
     cat >"$dir/earshot.toml" <<EOF
