@@ -6,6 +6,7 @@
 #   scripts/bench-sip-load.sh                      200 calls x 60 s, every target
 #   CALLS=50 SECONDS_PER_CALL=20 scripts/bench-sip-load.sh earshot baresip
 #   scripts/bench-sip-load.sh latency              arrival-to-playout latency (see latency())
+#   scripts/bench-sip-load.sh webhooks             webhook throughput (see webhooks())
 #
 # Targets (arguments):
 #   earshot        [audio] output = "none", recording off: signalling, RTP, jitter buffer, and
@@ -198,6 +199,7 @@ listen = "127.0.0.1:25080"
 level = "info"
 format = "text"
 $agent
+${EXTRA_TOML:-}
 EOF
     "$ROOT/target/release/earshot" run --config "$dir/earshot.toml" >"$dir/log" 2>&1 </dev/null &
     TARGET_PID=$!
@@ -579,7 +581,99 @@ PY
         "$WORK/metrics.txt" 2>/dev/null
 }
 
+# Webhook throughput: WEBHOOK_EVENTS (10 000) events queued, then delivered to a local receiver
+# while calls run.
+#   1. SIPp places WEBHOOK_EVENTS / 4 short recorded calls (1 s of audio each, 100 at once);
+#      each owes call.started, call.answered, call.ended and recording.ready to one
+#      [[webhook]] whose receiver is down: they wait in the outbox (retry every <= 1 s).
+#   2. The receiver (tests/agents/webhook_receiver.py, which verifies every request with the
+#      Standard Webhooks library) comes up while 50 two-way 30 s calls run; the time from then
+#      to the last event delivered, and earshot's CPU and peak RSS over that drain, are printed,
+#      with the calls' failures.
+webhooks() {
+    local events=${WEBHOOK_EVENTS:-10000}
+    local calls=$((events / 4))
+    local python=${EARSHOT_AGENT_PYTHON:-$ROOT/target/agent-venv/bin/python}
+    [ -x "$python" ] || die "no agent venv at $python (scripts/test.sh makes it)"
+    local hook_port=25095 secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    say "building earshot (release)"
+    cargo build --release --bin earshot >&2 || die "build failed"
+    CALLS=100
+    EXTRA_TOML="[[webhook]]
+url = \"http://127.0.0.1:$hook_port/hook\"
+secret = \"$secret\"
+allow_private = true
+[webhooks]
+retry_base_ms = 200
+retry_cap_ms = 1000"
+    write_pcap "$WORK/short.pcap" 1000 tone
+    scenario "$WORK/short.pcap" 1200
+    cp "$WORK/uac_load.xml" "$WORK/uac_short.xml"
+    write_pcap "$WORK/long.pcap" 30000 tone
+    scenario "$WORK/long.pcap" 30200
+    start_earshot webhooks true none
+    wait_udp_listen "$TARGET_PID" "$SIP_PORT" || { tail -20 "$TARGET_LOG"; die "earshot did not start"; }
+    sleep 1
+    local metric
+    metric() { curl -s --max-time 5 http://127.0.0.1:25080/metrics | awk -v m="$1" '$1 == m {print $2 + 0}'; }
+    say "phase 1: $calls short calls, receiver down"
+    (cd "$WORK" && timeout 600 sipp -sf "$WORK/uac_short.xml" -i 127.0.0.1 -mi 127.0.0.1 \
+        -p $SIPP_PORT -mp $MEDIA_PORT -m "$calls" -l 100 -r 50 -recv_timeout 30s -nostdin \
+        -trace_stat -stf "$WORK/short.stat.csv" -fd 5 127.0.0.1:$SIP_PORT >"$WORK/short.sipp.out" 2>&1)
+    local short_failed
+    short_failed=$(stat_col "$WORK/short.stat.csv" 'FailedCall(C)')
+    local _ pending=0
+    for _ in $(seq 60); do
+        pending=$(metric earshot_webhook_deliveries_pending)
+        [ "${pending:-0}" -ge "$events" ] && break
+        sleep 1
+    done
+    say "queued: $pending deliveries pending (short calls failed: $short_failed)"
+    say "phase 2: receiver up, 50 calls running"
+    (cd "$WORK" && timeout 120 sipp -sf "$WORK/uac_load.xml" -i 127.0.0.1 -mi 127.0.0.1 \
+        -p $SIPP_PORT -mp $MEDIA_PORT -m 50 -l 50 -r 50 -recv_timeout 30s -nostdin \
+        -trace_stat -stf "$WORK/long.stat.csv" -fd 5 127.0.0.1:$SIP_PORT >"$WORK/long.sipp.out" 2>&1) &
+    local sipp_pid=$!
+    sleep 2
+    local samples="$WORK/webhooks.rss"
+    (while kill -0 "$TARGET_PID" 2>/dev/null; do status_kb "$TARGET_PID" VmRSS; sleep 0.5; done) >"$samples" &
+    local sampler=$!
+    PIDS+=("$sampler")
+    # The running calls' own started and answered events are queued by now too: the drain is
+    # everything pending when the receiver comes up.
+    local target cpu0 t0 cpu1 t1 delivered=0
+    target=$(metric earshot_webhook_deliveries_pending)
+    cpu0=$(cpu_ticks "$TARGET_PID")
+    t0=$(date +%s.%N)
+    "$python" "$ROOT/tests/agents/webhook_receiver.py" --port $hook_port --secret "$secret" \
+        --out "$WORK/received.jsonl" >"$WORK/receiver.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 1200); do
+        delivered=$(metric earshot_webhook_deliveries_delivered_total)
+        [ "${delivered:-0}" -ge "$target" ] && break
+        sleep 0.5
+    done
+    t1=$(date +%s.%N)
+    cpu1=$(cpu_ticks "$TARGET_PID")
+    wait "$sipp_pid"
+    kill "$sampler" 2>/dev/null
+    local peak verified long_ok long_failed
+    peak=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$samples")
+    verified=$(grep -c '"verified": true' "$WORK/received.jsonl" 2>/dev/null || echo 0)
+    long_ok=$(stat_col "$WORK/long.stat.csv" 'SuccessfulCall(C)')
+    long_failed=$(stat_col "$WORK/long.stat.csv" 'FailedCall(C)')
+    stop_target
+    echo
+    echo "webhooks: $target deliveries queued ($events by $calls calls, the rest by the 50 calls that then ran during the drain); $(nproc) cores, $(uname -r)"
+    awk -v d="$delivered" -v v="$verified" -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" \
+        -v hz="$CLK_TCK" -v peak="$peak" -v ok="$long_ok" -v f="$long_failed" -v sf="$short_failed" \
+        'BEGIN { wall = t1 - t0; cpu = (c1 - c0) / hz;
+                 printf "delivered %d (receiver verified %d requests in all) in %.1f s = %.0f/s; earshot CPU %.1f s (%.0f%% of a core), peak RSS %.1f MiB; calls during the drain: %d ok, %d failed; short calls failed: %d\n",
+                 d, v, wall, d / wall, cpu, 100 * cpu / wall, peak / 1024, ok, f, sf }'
+}
+
 case "${1:-}" in
     latency) shift; latency "$@" ;;
+    webhooks) shift; webhooks "$@" ;;
     *) load "$@" ;;
 esac

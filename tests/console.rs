@@ -597,3 +597,38 @@ fn console_shows_the_transcript_as_text() {
     assert!(r.status < 300, "hangup: {}", r.status);
     assert!(caller.wait(Duration::from_secs(20)).all_passed(1));
 }
+
+/// The home page lists the webhook outbox: a receiver on loopback without `allow_private` is
+/// refused, and the console shows that delivery failed.
+#[test]
+fn console_shows_webhook_deliveries() {
+    let e = Earshot::start(&format!(
+        "[http]\ntoken = \"{TOKEN}\"\n[[webhook]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"call.started\"]\n"
+    ));
+    let (browser, _) = signed_in(&e);
+    let caller = long_call(&e);
+    browser.wait_for("li.live-call", Duration::from_secs(15));
+    eventually(
+        "the refused delivery never showed",
+        Duration::from_secs(20),
+        || {
+            browser.script(
+                "const tr = document.querySelector('#deliveries tr.delivery');\
+                 return tr ? [tr.children[1].textContent, tr.querySelector('.state').textContent] : null",
+            ) == json!(["call.started", "failed"])
+        },
+    );
+    browser.screenshot("console-webhooks.png");
+    let live = api_get(&e, "/api/live");
+    let id = live["calls"][0]["id"].as_str().unwrap().to_owned();
+    let r = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .unwrap();
+    assert!(r.status < 300, "hangup: {}", r.status);
+    assert!(caller.wait(Duration::from_secs(20)).all_passed(1));
+}

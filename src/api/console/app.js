@@ -312,6 +312,27 @@ function historyRow(call) {
   return row;
 }
 
+// The webhook outbox: hidden until there is a delivery to show.
+async function loadDeliveries() {
+  let body;
+  try {
+    body = await api('/api/webhooks/deliveries?limit=20');
+  } catch (e) {
+    return;
+  }
+  const deliveries = body.deliveries || [];
+  $('webhooks-panel').hidden = deliveries.length === 0;
+  $('deliveries').replaceChildren(...deliveries.map((d) =>
+    el('tr', { class: 'delivery ' + d.state },
+      el('td', { text: when(d.created_at) }),
+      el('td', { text: d.type }),
+      el('td', { text: d.host }),
+      el('td', { class: 'state', text: d.state }),
+      el('td', { text: String(d.attempts) }),
+      el('td', { text: d.last_status ? String(d.last_status) : (d.last_error || '—') }),
+      el('td', { text: d.next_attempt_at ? when(d.next_attempt_at) : '—' }))));
+}
+
 async function loadSummary() {
   const midnight = new Date();
   midnight.setHours(0, 0, 0, 0);
@@ -493,7 +514,7 @@ function onEvent(event) {
     refreshLive();
     if (event.type === 'started' || event.type === 'ended' || event.type === 'interrupted') {
       clearTimeout(historyTimer);
-      historyTimer = setTimeout(() => { loadHistory(true); loadSummary(); }, 300);
+      historyTimer = setTimeout(() => { loadHistory(true); loadSummary(); loadDeliveries(); }, 300);
     }
   } else if (state.route === 'call' && event.call_id === state.callId) {
     loadCall(state.callId, true);
@@ -526,7 +547,13 @@ function route() {
     refreshLive();
     loadHistory(true);
     loadSummary();
-    state.pollTimer = setInterval(refreshLive, POLL_MS);
+    loadDeliveries();
+    let polls = 0;
+    state.pollTimer = setInterval(() => {
+      refreshLive();
+      // Retries settle without call events: look at the outbox every few polls.
+      if (++polls % 5 === 0) loadDeliveries();
+    }, POLL_MS);
   }
   window.scrollTo(0, 0);
 }
