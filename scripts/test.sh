@@ -18,7 +18,7 @@ PACKAGES=(
     pulseaudio pulseaudio-utils alsa-utils sox espeak-ng
     libspandsp-dev libspeexdsp-dev libre-dev
     iproute2 util-linux tcpdump systemd
-    python3-venv
+    python3-venv openssl
     chromium chromium-driver
 )
 
