@@ -1384,3 +1384,42 @@ fn routes_choose_which_calls_get_the_agent() {
         "earshot connected to the agent"
     );
 }
+
+/// The Twilio-compatible call REST answers as Twilio's does: Basic auth with the API token as
+/// password, a Twilio-shaped 404 for a call it does not know, 400 for other updates.
+#[test]
+fn call_rest_checks_auth_and_answers_unknown_calls_like_twilio() {
+    const TOKEN: &str = "call-rest-test-token-0123456789";
+    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
+    let path = "/2010-04-01/Accounts/AC00000000000000000000000000000001/Calls/CA0000000000000000000000000000dead.json";
+    let basic = |password: &str| {
+        format!(
+            "Basic {}",
+            BASE64.encode(format!("AC00000000000000000000000000000001:{password}"))
+        )
+    };
+    let post = |auth: &str, body: &[u8]| {
+        http::request(
+            e.http_addr(),
+            "POST",
+            path,
+            &[
+                ("Authorization", auth),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body,
+        )
+        .unwrap()
+    };
+    assert_eq!(post(&basic("wrong"), b"Status=completed").status, 401);
+    let unknown = post(&basic(TOKEN), b"Status=completed");
+    assert_eq!(unknown.status, 404);
+    let json = unknown.json();
+    assert_eq!(json["code"], 20404, "{json}");
+    assert_eq!(json["status"], 404, "{json}");
+    assert!(
+        json["more_info"].as_str().unwrap().contains("20404"),
+        "{json}"
+    );
+    assert_eq!(post(&basic(TOKEN), b"Status=ringing").status, 400);
+}
