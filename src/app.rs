@@ -259,6 +259,19 @@ async fn start_history(
     if let Some(webhooks) = &webhooks {
         webhooks.spawn(metrics.clone(), shutdown.clone());
         tracing::info!(webhooks = config.webhooks.len(), "webhooks enabled");
+        let interrupted = store.interrupted_at_open().to_vec();
+        if !interrupted.is_empty() {
+            let lookup = store.clone();
+            let records = tokio::task::spawn_blocking(move || {
+                interrupted
+                    .iter()
+                    .filter_map(|id| lookup.get_record(id).ok().flatten())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            webhooks.interrupted_calls(records).await;
+        }
     }
     if let Some(rx) = recording_events {
         tokio::spawn(watch_recording_events(rx, webhooks));

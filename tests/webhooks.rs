@@ -397,3 +397,71 @@ fn private_addresses_are_refused_and_410_and_302_are_given_up_after_one_attempt(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A call cut by kill -9 is closed as interrupted at the next start, and its `call.ended`
+/// (reason `interrupted`) and `recording.ready` (the repaired WAV) are delivered then.
+#[test]
+fn a_call_cut_by_a_kill_9_is_reported_ended_after_the_restart() {
+    let dir = support::temp_dir("webhooks-interrupted");
+    let store = dir.join("store.redb");
+    let port = free_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let config = format!(
+        "{}[webhooks]\nretry_base_ms = 300\nretry_cap_ms = 600\n[store]\npath = {:?}\n[recording]\ndir = {:?}\n",
+        webhook_toml(&url, "allow_private = true"),
+        store.display().to_string(),
+        dir.join("recordings").display().to_string()
+    );
+    let mut first = Earshot::start(&config);
+    let codes = pcap::coded_test_signal(Law::Ulaw, 5000);
+    let capture = first.dir().join("caller.pcap");
+    pcap::write_rtp_pcap(
+        &capture,
+        0x1234_5678,
+        100,
+        &pcap::g711_packets(0, 1000, &codes),
+    )
+    .unwrap();
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[
+            ("PCAP", capture.display().to_string()),
+            ("BYE_TIMEOUT_MS", "8000".into()),
+        ],
+    );
+    let caller = sipp::start(
+        first.dir(),
+        &scenario,
+        Some(first.sip_addr()),
+        free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap(),
+        &["-m", "1"],
+    );
+    // Mid-call: started and answered are pending (the receiver is down).
+    wait_deliveries(&first, "started and answered pending", |l| l.len() == 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.is_running() {
+        assert!(Instant::now() < deadline, "kill -9 did not stop earshot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Earshot::start(&config);
+    let rx = Receiver::start(&dir, "rx", port, &[]);
+    let requests = rx.wait_for("every event of the cut call", &second, has_all_events);
+    let got = accepted(&requests);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let ended: Vec<&String> = got
+        .iter()
+        .filter(|(t, _)| t == "call.ended")
+        .map(|(_, id)| id)
+        .collect();
+    assert!(
+        ended.len() == 1 && ended[0].ends_with("_interrupted"),
+        "{got:?}"
+    );
+    let _ = caller.wait(Duration::from_secs(15));
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,8 +34,8 @@ pub use outbox::{Endpoint, RecordingReady};
 use crate::clock;
 use crate::config::{Config, WebhookEvent};
 use crate::metrics::Metrics;
-use crate::store::timestamp::unix_ms;
-use crate::store::{AttemptResult, Delivery, Store};
+use crate::store::timestamp::{format_rfc3339, unix_ms};
+use crate::store::{AttemptResult, CallRecord, Delivery, Store};
 use policy::{Outcome, Schedule, Verdict};
 
 /// Most attempts in flight at once, over every webhook.
@@ -98,6 +98,42 @@ impl Webhooks {
         let msg_id = format!("msg_{}_recording", ready.call_id);
         self.enqueue(WebhookEvent::RecordingReady, msg_id, &ready)
             .await;
+    }
+
+    /// Calls the store closed as interrupted when it opened (the last run was killed or lost
+    /// power mid-call): each owes `call.ended` (reason `interrupted`) and, when its repaired
+    /// recording is on disk, `recording.ready`. Called once at startup.
+    pub async fn interrupted_calls(&self, records: Vec<CallRecord>) {
+        for record in records {
+            let ended = record.ended_ms.unwrap_or(record.started_ms);
+            let data = serde_json::json!({
+                "call_id": record.id,
+                "source": record.source,
+                "caller": record.caller,
+                "callee": record.callee,
+                "started_at": format_rfc3339(record.started_ms),
+                "reason": "interrupted",
+                "answered_at": record.answered_ms.map(format_rfc3339),
+                "ended_at": format_rfc3339(ended),
+                "duration_ms": ended.saturating_sub(record.started_ms),
+            });
+            let msg_id = format!("msg_{}_interrupted", record.id);
+            self.enqueue(WebhookEvent::CallEnded, msg_id, &data).await;
+            let path = record.recording.as_ref().and_then(|r| r.path.clone());
+            if let Some(path) = path
+                && let Ok(meta) = tokio::fs::metadata(&path).await
+            {
+                let size_bytes = meta.len();
+                self.recording_ready(RecordingReady {
+                    url: format!("/api/calls/{}/recording", record.id),
+                    call_id: record.id,
+                    // Stereo 16-bit 8 kHz after the 44-byte header: 32 bytes a millisecond.
+                    duration_ms: size_bytes.saturating_sub(44) / 32,
+                    size_bytes,
+                })
+                .await;
+            }
+        }
     }
 
     async fn enqueue(&self, event: WebhookEvent, msg_id: String, data: &impl serde::Serialize) {
