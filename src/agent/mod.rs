@@ -16,6 +16,8 @@
 pub mod openai;
 pub mod twilio;
 
+use std::collections::VecDeque;
+
 /// Bytes of one 20 ms frame of 8 kHz μ-law.
 pub const FRAME_BYTES: usize = 160;
 /// μ-law silence.
@@ -48,4 +50,68 @@ pub enum Fill {
     /// The queue ran dry inside the frame; the rest is silence.
     Partial,
     Full,
+}
+
+/// The agent's audio waiting to be played to the caller (μ-law): bounded, and played one
+/// 20 ms frame at a time. Both sessions keep their own accounting around it.
+#[derive(Debug)]
+struct AudioQueue {
+    bytes: VecDeque<u8>,
+    max: usize,
+}
+
+impl AudioQueue {
+    /// At most `max_bytes` wait (never less than one frame).
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            bytes: VecDeque::new(),
+            max: max_bytes.max(FRAME_BYTES),
+        }
+    }
+
+    /// Queues what fits of `audio`; returns how many bytes it took (the rest is an overrun).
+    fn push(&mut self, audio: &[u8]) -> usize {
+        let take = audio.len().min(self.max.saturating_sub(self.bytes.len()));
+        self.bytes.extend(audio.iter().take(take));
+        take
+    }
+
+    /// Fills `out` with the next frame, silence after the queued audio; returns how many
+    /// queued bytes it played.
+    fn pop_frame(&mut self, out: &mut [u8; FRAME_BYTES]) -> usize {
+        let n = self.bytes.len().min(FRAME_BYTES);
+        for (dst, src) in out.iter_mut().zip(self.bytes.drain(..n)) {
+            *dst = src;
+        }
+        if let Some(rest) = out.get_mut(n..) {
+            rest.fill(SILENCE);
+        }
+        n
+    }
+
+    /// Drops everything queued; returns how many bytes.
+    fn clear(&mut self) -> usize {
+        let n = self.bytes.len();
+        self.bytes.clear();
+        n
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Fill {
+    /// How a frame of which `played` bytes came from the queue was filled.
+    fn of(played: usize) -> Fill {
+        match played {
+            0 => Fill::Empty,
+            FRAME_BYTES => Fill::Full,
+            _ => Fill::Partial,
+        }
+    }
 }

@@ -80,7 +80,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use super::SILENCE;
+use super::AudioQueue;
 pub use super::{FRAME_BYTES, Fill, MAX_MESSAGE, Received};
 
 /// The GA Realtime WebSocket endpoint; the model goes in `?model=` ([`ws_url`]).
@@ -346,9 +346,8 @@ pub struct RealtimeSession {
     now_ms: u64,
     input: InputClock,
     /// The model's audio not yet played (μ-law), and whose it is.
-    queue: VecDeque<u8>,
+    queue: AudioQueue,
     runs: VecDeque<Run>,
-    max_queue: usize,
     items: VecDeque<Item>,
     next_seq: u64,
     interrupted_items: VecDeque<String>,
@@ -551,9 +550,8 @@ impl RealtimeSession {
             config,
             now_ms: 0,
             input: InputClock::default(),
-            queue: VecDeque::new(),
+            queue: AudioQueue::new(max_queue_bytes),
             runs: VecDeque::new(),
-            max_queue: max_queue_bytes.max(FRAME_BYTES),
             items: VecDeque::new(),
             next_seq: 0,
             interrupted_items: VecDeque::new(),
@@ -654,7 +652,7 @@ impl RealtimeSession {
             return;
         }
         self.stopped = true;
-        self.queue.clear();
+        let _ = self.queue.clear();
         self.runs.clear();
         self.digits.clear();
         self.digits_due = None;
@@ -720,23 +718,14 @@ impl RealtimeSession {
 
     /// Fills `out` with the next 20 ms of the model's audio (silence where there is none).
     pub fn next_frame(&mut self, out: &mut [u8; FRAME_BYTES]) -> Fill {
-        let n = self.queue.len().min(FRAME_BYTES);
-        for (dst, src) in out.iter_mut().zip(self.queue.drain(..n)) {
-            *dst = src;
-        }
-        if let Some(rest) = out.get_mut(n..) {
-            rest.fill(SILENCE);
-        }
+        let n = self.queue.pop_frame(out);
         self.account_played(n);
         self.now_ms += FRAME_MS;
-        match n {
-            0 => Fill::Empty,
-            FRAME_BYTES => Fill::Full,
-            _ => {
-                self.stats.underruns += 1;
-                Fill::Partial
-            }
+        let fill = Fill::of(n);
+        if fill == Fill::Partial {
+            self.stats.underruns += 1;
         }
+        fill
     }
 
     /// Whether the model's audio is waiting to be played.
@@ -803,9 +792,7 @@ impl RealtimeSession {
             None => self.add_item(item_id, content_index, msg.response_id),
         };
         self.stats.audio_deltas += 1;
-        let room = self.max_queue.saturating_sub(self.queue.len());
-        let take = audio.len().min(room);
-        self.queue.extend(audio.iter().take(take));
+        let take = self.queue.push(&audio);
         self.stats.audio_bytes += take as u64;
         self.stats.overrun_bytes += (audio.len() - take) as u64;
         if let Some(item) = self.items.iter_mut().find(|i| i.seq == seq) {
@@ -1027,8 +1014,7 @@ impl RealtimeSession {
     /// Drops the queued audio and truncates every item not wholly played at what was played.
     /// Whether anything was dropped or truncated.
     fn barge_in(&mut self) -> bool {
-        let dropped = self.queue.len() as u64;
-        self.queue.clear();
+        let dropped = self.queue.clear() as u64;
         self.runs.clear();
         let mut truncate = Vec::new();
         for item in &mut self.items {
@@ -1274,6 +1260,7 @@ fn scrub(text: &str) -> String {
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use crate::agent::SILENCE;
     use serde_json::{Value, json};
 
     /// A call in virtual time: each tick plays a frame, then sends the caller's 20 ms, as the

@@ -21,7 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use super::SILENCE;
+use super::AudioQueue;
 pub use super::{FRAME_BYTES, Fill, MAX_MESSAGE, Received};
 
 /// Marks awaiting their echo; beyond this the oldest is echoed at once.
@@ -72,8 +72,7 @@ pub struct AgentStream {
     /// Caller `media` chunks sent.
     chunks: u64,
     /// The agent's audio not yet played (μ-law).
-    queue: VecDeque<u8>,
-    max_queue: usize,
+    queue: AudioQueue,
     /// Bytes played (or dropped by `clear`) since the start: the position marks wait for.
     played: u64,
     /// Bytes queued since the start.
@@ -198,8 +197,7 @@ impl AgentStream {
             start,
             sequence: 0,
             chunks: 0,
-            queue: VecDeque::new(),
-            max_queue: max_queue_bytes.max(FRAME_BYTES),
+            queue: AudioQueue::new(max_queue_bytes),
             played: 0,
             queued: 0,
             marks: VecDeque::new(),
@@ -332,8 +330,7 @@ impl AgentStream {
             },
             "clear" => {
                 self.stats.clears += 1;
-                self.played += self.queue.len() as u64;
-                self.queue.clear();
+                self.played += self.queue.clear() as u64;
                 self.echo_played();
                 Received::Clear
             }
@@ -353,23 +350,14 @@ impl AgentStream {
     /// Fills `out` with the next 20 ms of the agent's audio (silence where there is none) and
     /// echoes the marks it reached.
     pub fn next_frame(&mut self, out: &mut [u8; FRAME_BYTES]) -> Fill {
-        let n = self.queue.len().min(FRAME_BYTES);
-        for (dst, src) in out.iter_mut().zip(self.queue.drain(..n)) {
-            *dst = src;
-        }
-        if let Some(rest) = out.get_mut(n..) {
-            rest.fill(SILENCE);
-        }
+        let n = self.queue.pop_frame(out);
         self.played += n as u64;
         self.echo_played();
-        match n {
-            0 => Fill::Empty,
-            FRAME_BYTES => Fill::Full,
-            _ => {
-                self.stats.underruns += 1;
-                Fill::Partial
-            }
+        let fill = Fill::of(n);
+        if fill == Fill::Partial {
+            self.stats.underruns += 1;
         }
+        fill
     }
 
     /// Whether agent audio is waiting to be played.
@@ -403,9 +391,7 @@ impl AgentStream {
     }
 
     fn enqueue(&mut self, audio: &[u8]) {
-        let room = self.max_queue.saturating_sub(self.queue.len());
-        let take = audio.len().min(room);
-        self.queue.extend(audio.iter().take(take));
+        let take = self.queue.push(audio);
         self.queued += take as u64;
         self.stats.audio_bytes += take as u64;
         self.stats.overrun_bytes += (audio.len() - take) as u64;
@@ -455,6 +441,7 @@ impl AgentStream {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::agent::SILENCE;
     use serde_json::Value;
 
     fn stream() -> AgentStream {
