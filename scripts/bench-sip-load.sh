@@ -16,7 +16,7 @@
 #                  Streams protocol (tests/agents/echo_agent.py, which sends every caller frame
 #                  straight back as agent audio); also prints the time messages spend inside
 #                  earshot each way (from /metrics, histogram bucket bounds);
-#   earshot-realtime  the same over the OpenAI Realtime protocol (tests/agents/realtime_echo.py
+#   earshot-realtime  the same over the OpenAI Realtime protocol (tests/agents/echo_agent.py
 #                  answers every append with an audio delta of the same audio);
 #   earshot-pulse  recording off, every call mixed and played on a private PulseAudio null sink;
 #   baresip        baresip 1.0 (Debian baresip-core), auto-answer, G.711, sending silence captured
@@ -152,10 +152,10 @@ scenario() { # PCAP PCAP_MS
 
 AGENT_PORT=25090
 
-start_agent() { # [SCRIPT]
+start_agent() { # [PROTOCOL]
     local python=${EARSHOT_AGENT_PYTHON:-$ROOT/target/agent-venv/bin/python}
     [ -x "$python" ] || die "no agent venv at $python (scripts/test.sh makes it)"
-    "$python" "$ROOT/tests/agents/${1:-echo_agent.py}" --port $AGENT_PORT >"$WORK/agent.log" 2>&1 &
+    "$python" "$ROOT/tests/agents/echo_agent.py" --port $AGENT_PORT --protocol "${1:-twilio}" >"$WORK/agent.log" 2>&1 &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
     local _
@@ -293,7 +293,7 @@ run_target() { # NAME
         earshot) start_earshot earshot false none ;;
         earshot-rec) start_earshot earshot-rec true none ;;
         earshot-agent) start_agent; start_earshot earshot-agent true none "ws://127.0.0.1:$AGENT_PORT/" ;;
-        earshot-realtime) start_agent realtime_echo.py
+        earshot-realtime) start_agent openai-realtime
             start_earshot earshot-realtime true none "ws://127.0.0.1:$AGENT_PORT/v1/realtime" openai-realtime ;;
         earshot-pulse) start_pulse; start_earshot earshot-pulse false default ;;
         baresip) start_baresip null ;;
