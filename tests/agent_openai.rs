@@ -18,8 +18,6 @@ mod support;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -311,30 +309,6 @@ fn tone_ulaw(hz: f64, ms: u32) -> Vec<u8> {
     codes
 }
 
-/// 20 ms blocks of `samples` that are loud and almost all at `hz` (Goertzel power over the
-/// block's energy; 160 samples hold a whole number of periods of the tones used here).
-fn tone_blocks(samples: &[i16], hz: f64) -> usize {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
-    samples
-        .chunks_exact(160)
-        .filter(|block| {
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            let mut energy = 0.0;
-            for &x in *block {
-                let x = f64::from(x);
-                energy += x * x;
-                let s0 = x + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-            let n = block.len() as f64;
-            let rms = (energy / n).sqrt();
-            rms > 1000.0 && 2.0 * power / (n * energy) > 0.9
-        })
-        .count()
-}
-
 /// 20 ms blocks of `samples` louder than silence.
 fn loud_blocks(samples: &[i16]) -> usize {
     samples
@@ -472,99 +446,11 @@ fn recording(e: &Earshot, call: &Value) -> (Vec<i16>, Vec<i16>) {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost, made with the `openssl` CLI:
-/// returns the CA's PEM and the server's TLS acceptor.
-fn test_pki(dir: &Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    std::fs::write(
-        dir.join("ca.cnf"),
-        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n\
-         [dn]\nCN = earshot test CA\n\
-         [v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
-         subjectKeyIdentifier = hash\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("server.cnf"),
-        "[req]\ndistinguished_name = dn\nprompt = no\n\
-         [dn]\nCN = localhost\n\
-         [v3_server]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n\
-         authorityKeyIdentifier = keyid\n",
-    )
-    .unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509", "-config", "ca.cnf", "-nodes"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-        ]
-        .concat(),
-        [
-            &["req", "-new", "-config", "server.cnf", "-nodes"][..],
-            &ec,
-            &["-keyout", "server.key", "-out", "server.csr"],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.cnf",
-            "-extensions",
-            "v3_server",
-        ],
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI must be installed");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    (
-        dir.join("ca.pem"),
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    )
-}
-
 /// A Realtime server and an earshot bridged to it.
 fn setup(name: &str) -> (Runtime, RealtimeServer, Earshot) {
     let rt = runtime();
     let dir = support::temp_dir(name);
-    let (ca, acceptor) = test_pki(&dir);
+    let (ca, acceptor) = support::tls::test_pki(&dir);
     let server = RealtimeServer::start(&rt, acceptor);
     let e = Earshot::start(&realtime_config(&server.url, &ca));
     (rt, server, e)
@@ -668,7 +554,7 @@ fn realtime_session_is_set_up_bridged_and_transcribed() {
 
     // The model's audio, on the recording's right channel.
     let (_, right) = recording(&e, &call);
-    let heard = tone_blocks(&right, AGENT_HZ);
+    let heard = support::tone_blocks(&right, AGENT_HZ);
     assert!(
         (70..=76).contains(&heard),
         "{heard} frames of the agent's 75 recorded"
@@ -775,17 +661,21 @@ fn barge_in_truncates_at_the_played_ms() {
 
     // What the caller heard is what was truncated at, and nothing after it.
     let (_, right) = recording(&e, &call);
-    let heard = tone_blocks(&right, AGENT_HZ);
+    let heard = support::tone_blocks(&right, AGENT_HZ);
     let expected = (end_ms / 20) as usize;
     eprintln!("truncated at {end_ms} ms; {heard} frames of the agent recorded");
     assert!(
         heard.abs_diff(expected) <= 3,
         "{heard} frames of the agent recorded, truncated at {end_ms} ms ({expected} frames)"
     );
-    assert_eq!(tone_blocks(&right, LATE_HZ), 0, "late deltas were played");
+    assert_eq!(
+        support::tone_blocks(&right, LATE_HZ),
+        0,
+        "late deltas were played"
+    );
     let last_agent = right
         .chunks_exact(160)
-        .rposition(|b| tone_blocks(b, AGENT_HZ) == 1)
+        .rposition(|b| support::tone_blocks(b, AGENT_HZ) == 1)
         .unwrap();
     let after = &right[(last_agent + 1) * 160..];
     assert_eq!(

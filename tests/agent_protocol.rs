@@ -16,8 +16,7 @@ mod http;
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -425,30 +424,6 @@ fn ulaw(pcm: &[i16]) -> Vec<u8> {
     let mut codes = vec![0u8; pcm.len()];
     Law::Ulaw.encode(pcm, &mut codes);
     codes
-}
-
-/// 20 ms blocks of `samples` that are loud and almost all at `hz` (Goertzel power over the
-/// block's energy; 160 samples hold a whole number of periods of the tones used here).
-fn tone_blocks(samples: &[i16], hz: f64) -> usize {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
-    samples
-        .chunks_exact(160)
-        .filter(|block| {
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            let mut energy = 0.0;
-            for &x in *block {
-                let x = f64::from(x);
-                energy += x * x;
-                let s0 = x + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-            let n = block.len() as f64;
-            let rms = (energy / n).sqrt();
-            rms > 1000.0 && 2.0 * power / (n * energy) > 0.9
-        })
-        .count()
 }
 
 fn rms(samples: &[i16]) -> f64 {
@@ -893,7 +868,7 @@ fn marks_echo_after_their_audio_and_clear_echoes_at_once() {
 
     // The agent's second played; the cleared ten seconds did not.
     let (_, right) = recording(&e, &call);
-    let played = tone_blocks(&right, AGENT_HZ);
+    let played = support::tone_blocks(&right, AGENT_HZ);
     assert!(
         (45..=75).contains(&played),
         "{played} frames of the agent's tone recorded; 50 were played before the clear"
@@ -993,7 +968,7 @@ fn bad_agent_input_is_counted_and_the_call_goes_on() {
     );
     let (_, right) = recording(&e, &call);
     assert!(
-        tone_blocks(&right, AGENT_HZ) >= 50,
+        support::tone_blocks(&right, AGENT_HZ) >= 50,
         "the agent's audio is not in the recording (right channel RMS {:.0})",
         rms(&right)
     );
@@ -1021,7 +996,7 @@ fn connect_failures_take_the_fallback() {
     ));
     let call = fallback_call(&e, "refused");
     let (_, right) = recording(&e, &call);
-    let heard = tone_blocks(&right, FALLBACK_HZ);
+    let heard = support::tone_blocks(&right, FALLBACK_HZ);
     assert!(
         heard >= 40,
         "{heard} frames of the fallback message recorded (it is 50)"
@@ -1097,100 +1072,11 @@ fn fallback_call(e: &Earshot, reason: &str) -> Value {
     call
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost, made with the `openssl` CLI:
-/// returns the CA's PEM and the server's TLS acceptor.
-fn test_pki(dir: &Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    std::fs::write(
-        dir.join("ca.cnf"),
-        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n\
-         [dn]\nCN = earshot test CA\n\
-         [v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
-         subjectKeyIdentifier = hash\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("server.cnf"),
-        "[req]\ndistinguished_name = dn\nprompt = no\n\
-         [dn]\nCN = localhost\n\
-         [v3_server]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n\
-         authorityKeyIdentifier = keyid\n",
-    )
-    .unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509", "-config", "ca.cnf", "-nodes"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-        ]
-        .concat(),
-        [
-            &["req", "-new", "-config", "server.cnf", "-nodes"][..],
-            &ec,
-            &["-keyout", "server.key", "-out", "server.csr"],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.cnf",
-            "-extensions",
-            "v3_server",
-        ],
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI must be installed");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    // Like earshot's client: ring, without post-quantum key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    (
-        dir.join("ca.pem"),
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    )
-}
-
 #[test]
 fn wss_with_a_test_ca_and_a_bad_certificate() {
     let rt = runtime();
     let dir = support::temp_dir("agent-wss");
-    let (ca, acceptor) = test_pki(&dir);
+    let (ca, acceptor) = support::tls::test_pki(&dir);
     let mut agent = AgentServer::start(&rt, Some(acceptor), None);
     assert!(agent.url.starts_with("wss://127.0.0.1:"));
 

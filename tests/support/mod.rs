@@ -846,6 +846,7 @@ pub mod sip {
 
 pub mod pcap;
 pub mod sipp;
+pub mod tls;
 
 /// Writes `samples` as a mono 8 kHz 16-bit WAV (greetings, agent replies, fallback messages).
 pub fn write_wav_8k(path: &Path, samples: &[i16]) {
@@ -860,4 +861,28 @@ pub fn write_wav_8k(path: &Path, samples: &[i16]) {
         w.write_sample(s).expect("WAV written");
     }
     w.finalize().expect("WAV finalized");
+}
+
+/// 20 ms blocks of `samples` that are loud and almost all at `hz` (Goertzel power over the
+/// block's energy; 160 samples hold a whole number of periods of the tones used here).
+pub fn tone_blocks(samples: &[i16], hz: f64) -> usize {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    samples
+        .chunks_exact(160)
+        .filter(|block| {
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            let mut energy = 0.0;
+            for &x in *block {
+                let x = f64::from(x);
+                energy += x * x;
+                let s0 = x + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+            let n = block.len() as f64;
+            let rms = (energy / n).sqrt();
+            rms > 1000.0 && 2.0 * power / (n * energy) > 0.9
+        })
+        .count()
 }
