@@ -249,7 +249,11 @@ async fn start_history(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(crate::store::WriterHandle, crate::net::twilio::TwilioState), AppError> {
     use crate::store::{Housekeeping, Store};
-    let store = Store::open_async(config.store.path.clone()).await?;
+    let store = Store::open_async(
+        config.store.path.clone(),
+        crate::webhooks::outbox_hook(config),
+    )
+    .await?;
     metrics.calls_interrupted.fetch_add(
         store.interrupted_at_open().len() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -259,22 +263,10 @@ async fn start_history(
     if let Some(webhooks) = &webhooks {
         webhooks.spawn(metrics.clone(), shutdown.clone());
         tracing::info!(webhooks = config.webhooks.len(), "webhooks enabled");
-        let interrupted = store.interrupted_at_open().to_vec();
-        if !interrupted.is_empty() {
-            let lookup = store.clone();
-            let records = tokio::task::spawn_blocking(move || {
-                interrupted
-                    .iter()
-                    .filter_map(|id| lookup.get_record(id).ok().flatten())
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            webhooks.interrupted_calls(records).await;
-        }
+        webhooks.release_held().await;
     }
     if let Some(rx) = recording_events {
-        tokio::spawn(watch_recording_events(rx, webhooks));
+        tokio::spawn(watch_recording_events(rx, services.events.clone()));
     }
     let writer = store
         .spawn_writer(events, metrics.clone())
@@ -317,10 +309,11 @@ async fn start_history(
     Ok((writer, twilio))
 }
 
-/// Logs the recorder's events; a finished recording owes `recording.ready` to the webhooks.
+/// Logs the recorder's events; a finished recording becomes the call's `recording_finished`
+/// event (which releases its `recording.ready` webhooks in the store's commit).
 async fn watch_recording_events(
     mut events: mpsc::UnboundedReceiver<RecordingEvent>,
-    webhooks: Option<crate::webhooks::Webhooks>,
+    calls: mpsc::UnboundedSender<CallEvent>,
 ) {
     while let Some(event) = events.recv().await {
         match event {
@@ -329,9 +322,8 @@ async fn watch_recording_events(
             }
             RecordingEvent::Finished { path, frames, .. } => {
                 tracing::debug!(file = %path.display(), frames, "recording finished");
-                let Some(webhooks) = &webhooks else { continue };
                 // Recordings are named after their call (`{call id}.wav`).
-                let Some(call_id) = path
+                let Some(id) = path
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .and_then(crate::call::CallId::parse)
@@ -339,14 +331,11 @@ async fn watch_recording_events(
                     continue;
                 };
                 let size_bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-                webhooks
-                    .recording_ready(crate::webhooks::RecordingReady {
-                        url: format!("/api/calls/{call_id}/recording"),
-                        call_id,
-                        duration_ms: frames / 8,
-                        size_bytes,
-                    })
-                    .await;
+                let _ = calls.send(CallEvent::RecordingFinished {
+                    id,
+                    duration_ms: frames / 8,
+                    size_bytes,
+                });
             }
             other => tracing::debug!(?other, "recording"),
         }

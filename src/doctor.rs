@@ -43,7 +43,7 @@ pub fn run(config: &Config) -> Vec<Check> {
         port_check("http port", config.http.listen, false),
         rtp_ports(config),
         audio(config),
-        store(&config.store.path),
+        store(config),
         recording_dir(config),
         disk(config),
         clock(),
@@ -124,8 +124,9 @@ fn audio(config: &Config) -> Check {
     }
 }
 
-fn store(path: &Path) -> Check {
+fn store(config: &Config) -> Check {
     use crate::store::{OpenError, Store};
+    let path = config.store.path.as_path();
     if !path.exists() {
         let parent = path
             .parent()
@@ -148,7 +149,7 @@ fn store(path: &Path) -> Check {
             ),
         };
     }
-    match Store::open(path) {
+    match Store::open_with(path, crate::webhooks::outbox_hook(config)) {
         Ok(_) => Check::new("store", Status::Ok, format!("{} opens", path.display())),
         // A running earshot holds the file: the store is fine, the check cannot look inside.
         Err(err @ OpenError::Locked { .. }) => Check::new("store", Status::Warn, err.to_string()),

@@ -436,8 +436,19 @@ fn a_call_cut_by_a_kill_9_is_reported_ended_after_the_restart() {
         free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap(),
         &["-m", "1"],
     );
-    // Mid-call: started and answered are pending (the receiver is down).
-    wait_deliveries(&first, "started and answered pending", |l| l.len() == 2);
+    // Mid-call: started and answered are pending (the receiver is down), and recording.ready
+    // is owed (held) since the recording started.
+    wait_deliveries(
+        &first,
+        "started and answered pending, recording held",
+        |l| {
+            let state = |s: &str| l.iter().filter(|d| d["state"] == s).count();
+            let held_recording = l
+                .iter()
+                .any(|d| d["state"] == "held" && d["type"] == "recording.ready");
+            state("pending") == 2 && state("held") == 1 && held_recording
+        },
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let _ = Command::new("kill")
         .args(["-KILL", &first.pid().to_string()])

@@ -334,6 +334,12 @@ pub enum CallEvent {
         id: CallId,
         reason: String,
     },
+    /// The call's WAV is finalized: its header is final and it is complete on disk.
+    RecordingFinished {
+        id: CallId,
+        duration_ms: u64,
+        size_bytes: u64,
+    },
     /// The call's agent answered its WebSocket upgrade.
     AgentConnected {
         id: CallId,
@@ -385,6 +391,7 @@ impl CallEvent {
             | CallEvent::Listen { id, .. }
             | CallEvent::RecordingStarted { id, .. }
             | CallEvent::RecordingStopped { id, .. }
+            | CallEvent::RecordingFinished { id, .. }
             | CallEvent::AgentConnected { id, .. }
             | CallEvent::AgentFallback { id, .. }
             | CallEvent::Transcript { id, .. }
@@ -404,6 +411,7 @@ impl CallEvent {
             CallEvent::Listen { .. } => "listen",
             CallEvent::RecordingStarted { .. } => "recording_started",
             CallEvent::RecordingStopped { .. } => "recording_stopped",
+            CallEvent::RecordingFinished { .. } => "recording_finished",
             CallEvent::AgentConnected { .. } => "agent_connected",
             CallEvent::AgentFallback { .. } => "agent_fallback",
             CallEvent::Transcript { .. } => "transcript",

@@ -111,8 +111,17 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store at `path`, migrates its schema, and closes calls a crash
     /// left open as `interrupted`. Blocking (it commits): call it before starting the runtime's
-    /// work or from `spawn_blocking`.
+    /// work or from `spawn_blocking`. Without an outbox hook: see [`Store::open_with`].
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Store::open_with(path, None)
+    }
+
+    /// [`Store::open`] with the webhook outbox hook installed first, so the deliveries the
+    /// calls closed as interrupted owe are inserted in the same transaction that closes them.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        outbox: Option<Arc<dyn Outbox>>,
+    ) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -133,7 +142,7 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let interrupted = close_open_calls(&txn).map_err(storage)?;
+        let interrupted = close_open_calls(&txn, outbox.as_deref()).map_err(storage)?;
         let forget_alive = |txn: &redb::WriteTransaction| -> Result<(), redb::Error> {
             txn.open_table(schema::META)?.remove(schema::ALIVE_KEY)?;
             Ok(())
@@ -147,6 +156,10 @@ impl Store {
             );
         }
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let hook = std::sync::OnceLock::new();
+        if let Some(outbox) = outbox {
+            let _ = hook.set(outbox);
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -155,15 +168,18 @@ impl Store {
                 append: Mutex::new(()),
                 interrupted,
                 previous_version,
-                outbox: std::sync::OnceLock::new(),
+                outbox: hook,
             }),
         })
     }
 
-    /// [`Store::open`] on the blocking pool, for callers on the runtime.
-    pub async fn open_async(path: PathBuf) -> Result<Store, OpenError> {
+    /// [`Store::open_with`] on the blocking pool, for callers on the runtime.
+    pub async fn open_async(
+        path: PathBuf,
+        outbox: Option<Arc<dyn Outbox>>,
+    ) -> Result<Store, OpenError> {
         let shown = path.clone();
-        tokio::task::spawn_blocking(move || Store::open(path))
+        tokio::task::spawn_blocking(move || Store::open_with(path, outbox))
             .await
             .unwrap_or_else(|e| {
                 Err(OpenError::Storage {
@@ -251,8 +267,12 @@ fn open_error(path: &Path, e: DatabaseError) -> OpenError {
 }
 
 /// Closes every call of `calls_open` as interrupted, as of its last event or the last
-/// [`Store::mark_alive`] after it, and records an `interrupted` event for it.
-fn close_open_calls(txn: &redb::WriteTransaction) -> Result<Vec<CallId>, redb::Error> {
+/// [`Store::mark_alive`] after it, and records an `interrupted` event for it, with the
+/// deliveries `outbox` says it owes.
+fn close_open_calls(
+    txn: &redb::WriteTransaction,
+    outbox: Option<&dyn Outbox>,
+) -> Result<Vec<CallId>, redb::Error> {
     let alive_ms = txn
         .open_table(schema::META)?
         .get(schema::ALIVE_KEY)?
@@ -299,6 +319,10 @@ fn close_open_calls(txn: &redb::WriteTransaction) -> Result<Vec<CallId>, redb::E
         txn.open_table(CALL_EVENTS)?
             .insert((id.as_str(), seq), json.as_bytes())?;
         txn.open_table(EVENT_LOG)?.insert(seq, id.as_str())?;
+        if let Some(outbox) = outbox {
+            let owed = outbox.interrupted(&record, seq, last_ms);
+            outbox::insert_deliveries(txn, &owed, last_ms)?;
+        }
         seq += 1;
         query::save_record(&mut txn.open_table(CALLS)?, &record)?;
         closed.push(record.id);
@@ -308,7 +332,7 @@ fn close_open_calls(txn: &redb::WriteTransaction) -> Result<Vec<CallId>, redb::E
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn temp_path(name: &str) -> PathBuf {

@@ -4,6 +4,13 @@
 //! durable commit of their own. A delivery leaves the `pending` state only when an attempt
 //! settles it (2xx, or given up); until then it is due again at `next_attempt_ms`.
 //!
+//! A delivery can be owed before its payload is known: `recording.ready` is owed from the
+//! moment a recording starts, in that event's transaction, but its duration and size exist
+//! only once the WAV is finalized. It waits `held` (indexed by message id and webhook in
+//! `webhook_held`, never due) until a delivery with the same message id and webhook arrives
+//! with the payload and releases it, so a crash between the WAV's last write and that release
+//! leaves the promise on disk ([`Store::held_deliveries`] finds it at the next start).
+//!
 //! Finished deliveries are kept, without their bodies, for the API's recent list; the oldest
 //! beyond [`KEEP_FINISHED`] are removed.
 
@@ -14,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Store;
 use super::record::CallRecord;
-use super::schema::{WEBHOOK_DELIVERIES, WEBHOOK_DUE};
+use super::schema::{WEBHOOK_DELIVERIES, WEBHOOK_DUE, WEBHOOK_HELD};
 use crate::call::CallEvent;
 
 /// Finished deliveries kept for the API.
@@ -31,6 +38,10 @@ pub trait Outbox: Send + Sync {
         seq: u64,
         at_ms: u64,
     ) -> Vec<NewDelivery>;
+
+    /// The deliveries a call closed as interrupted when the store opened owes (its
+    /// `interrupted` event is `seq`, at `at_ms`). Called inside the transaction that closes it.
+    fn interrupted(&self, record: &CallRecord, seq: u64, at_ms: u64) -> Vec<NewDelivery>;
 }
 
 /// A delivery to enqueue.
@@ -46,12 +57,17 @@ pub struct NewDelivery {
     pub event_type: String,
     /// The JSON body, signed and sent as is.
     pub body: String,
+    /// Owed, but its payload is not known yet: stored held until a delivery with the same
+    /// `msg_id` and `endpoint` releases it.
+    pub held: bool,
 }
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
+    /// Owed, waiting for its payload (never due).
+    Held,
     Pending,
     Delivered,
     Failed,
@@ -145,6 +161,43 @@ impl Store {
         Ok(due.first()?.map(|(k, _)| k.value().0))
     }
 
+    /// Deliveries still held, oldest first, at most `limit`. Blocking.
+    pub fn held_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, redb::Error> {
+        let txn = self.db().begin_read()?;
+        let held = txn.open_table(WEBHOOK_HELD)?;
+        let deliveries = txn.open_table(WEBHOOK_DELIVERIES)?;
+        let mut out = Vec::new();
+        for entry in held.iter()?.take(limit) {
+            let (_, key) = entry?;
+            if let Some(d) = load(&deliveries, key.value())? {
+                out.push(d);
+            }
+        }
+        out.sort_by_key(|d| d.key);
+        Ok(out)
+    }
+
+    /// Gives up a held delivery whose payload will never exist (`why` is kept as its error).
+    /// Blocking.
+    pub fn abandon_held(&self, key: u64, why: &str) -> Result<(), redb::Error> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut deliveries = txn.open_table(WEBHOOK_DELIVERIES)?;
+            if let Some(mut d) = load(&deliveries, key)?
+                && d.state == DeliveryState::Held
+            {
+                txn.open_table(WEBHOOK_HELD)?
+                    .remove((d.msg_id.as_str(), d.endpoint))?;
+                d.state = DeliveryState::Failed;
+                d.last_error = Some(why.to_owned());
+                d.body = None;
+                save(&mut deliveries, &d)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// How many deliveries are pending. Blocking.
     pub fn pending_deliveries(&self) -> Result<u64, redb::Error> {
         let txn = self.db().begin_read()?;
@@ -224,7 +277,9 @@ impl Store {
     }
 }
 
-/// Inserts `deliveries` as pending and due now, inside `txn`.
+/// Inserts `deliveries` inside `txn`: pending and due now, or held. A delivery that finds a
+/// held one with its message id and webhook releases it (fills in the body, due now); a held
+/// one that finds one already held is the same promise again and changes nothing.
 pub(super) fn insert_deliveries(
     txn: &WriteTransaction,
     deliveries: &[NewDelivery],
@@ -232,8 +287,27 @@ pub(super) fn insert_deliveries(
 ) -> Result<(), redb::Error> {
     let mut table = txn.open_table(WEBHOOK_DELIVERIES)?;
     let mut due = txn.open_table(WEBHOOK_DUE)?;
-    let first = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
-    for (key, new) in (first..).zip(deliveries) {
+    let mut held = txn.open_table(WEBHOOK_HELD)?;
+    let mut next = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
+    for new in deliveries {
+        let index = (new.msg_id.as_str(), new.endpoint);
+        let waiting = held.get(index)?.map(|v| v.value());
+        if let Some(key) = waiting {
+            if new.held {
+                continue;
+            }
+            held.remove(index)?;
+            if let Some(mut d) = load(&table, key)? {
+                d.body = Some(new.body.clone());
+                d.state = DeliveryState::Pending;
+                d.next_attempt_ms = Some(now_ms);
+                save(&mut table, &d)?;
+                due.insert((now_ms, key), ())?;
+                continue;
+            }
+        }
+        let key = next;
+        next += 1;
         let d = Delivery {
             key,
             endpoint: new.endpoint,
@@ -241,15 +315,23 @@ pub(super) fn insert_deliveries(
             msg_id: new.msg_id.clone(),
             event_type: new.event_type.clone(),
             body: Some(new.body.clone()),
-            state: DeliveryState::Pending,
+            state: if new.held {
+                DeliveryState::Held
+            } else {
+                DeliveryState::Pending
+            },
             attempts: 0,
             created_ms: now_ms,
-            next_attempt_ms: Some(now_ms),
+            next_attempt_ms: (!new.held).then_some(now_ms),
             last_status: None,
             last_error: None,
         };
         save(&mut table, &d)?;
-        due.insert((now_ms, key), ())?;
+        if new.held {
+            held.insert(index, key)?;
+        } else {
+            due.insert((now_ms, key), ())?;
+        }
     }
     Ok(())
 }
@@ -289,8 +371,9 @@ fn prune(table: &mut redb::Table<'_, u64, &[u8]>, pending: u64) -> Result<(), re
     let mut victims = Vec::new();
     for entry in table.iter()?.take(64) {
         let (key, json) = entry?;
-        let finished = serde_json::from_slice::<Delivery>(json.value())
-            .map_or(true, |d| d.state != DeliveryState::Pending);
+        let finished = serde_json::from_slice::<Delivery>(json.value()).map_or(true, |d| {
+            matches!(d.state, DeliveryState::Delivered | DeliveryState::Failed)
+        });
         if finished {
             victims.push(key.value());
             if victims.len() as u64 >= excess.min(8) {
@@ -317,6 +400,7 @@ mod tests {
             msg_id: msg.into(),
             event_type: "call.started".into(),
             body: "{}".into(),
+            held: false,
         }
     }
 
@@ -378,5 +462,63 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.pending_deliveries().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_held_delivery_waits_until_its_payload_releases_it_even_across_reopening() {
+        let path = temp_path("held");
+        let held = NewDelivery {
+            held: true,
+            body: "promise".into(),
+            ..new("msg_c_recording")
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store.enqueue_deliveries(std::slice::from_ref(&held), 1000).unwrap();
+            // The same promise again (a repeated event) changes nothing.
+            store.enqueue_deliveries(std::slice::from_ref(&held), 1500).unwrap();
+            assert!(store.due_deliveries(u64::MAX, 10).unwrap().is_empty());
+            assert_eq!(store.pending_deliveries().unwrap(), 0);
+        }
+        let store = Store::open(&path).unwrap();
+        let waiting = store.held_deliveries(10).unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].state, DeliveryState::Held);
+        // Another webhook's delivery of the same message is its own.
+        let other = NewDelivery {
+            endpoint: 8,
+            ..new("msg_c_recording")
+        };
+        let payload = NewDelivery {
+            body: "final".into(),
+            ..new("msg_c_recording")
+        };
+        store.enqueue_deliveries(&[payload, other], 2000).unwrap();
+        let due = store.due_deliveries(2000, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        let released = due.iter().find(|d| d.endpoint == 7).unwrap();
+        assert_eq!(
+            (released.key, released.body.as_deref(), released.created_ms),
+            (waiting[0].key, Some("final"), 1000)
+        );
+        assert!(store.held_deliveries(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_held_delivery_is_failed_with_its_reason() {
+        let store = Store::open(temp_path("abandon")).unwrap();
+        let held = NewDelivery {
+            held: true,
+            ..new("msg_d_recording")
+        };
+        store.enqueue_deliveries(&[held], 1000).unwrap();
+        let key = store.held_deliveries(10).unwrap()[0].key;
+        store.abandon_held(key, "the recording is gone").unwrap();
+        assert!(store.held_deliveries(10).unwrap().is_empty());
+        let recent = store.recent_deliveries(10).unwrap();
+        assert_eq!(
+            (recent[0].state, recent[0].last_error.as_deref()),
+            (DeliveryState::Failed, Some("the recording is gone"))
+        );
     }
 }

@@ -198,7 +198,7 @@ impl CallRecord {
                 self.transcript_segments = self.transcript_segments.saturating_add(1);
             }
             // Kept in the call's timeline only.
-            CallEvent::AgentNotice { .. } => {}
+            CallEvent::AgentNotice { .. } | CallEvent::RecordingFinished { .. } => {}
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),

@@ -14,11 +14,12 @@
 //! | `notes` | call id → note JSON | operators' notes, last write wins |
 //! | `webhook_deliveries` | key → [`Delivery`](super::outbox::Delivery) JSON | the webhook outbox and recent deliveries |
 //! | `webhook_due` | (next attempt ms, key) → () | pending deliveries, by when they are due |
+//! | `webhook_held` | (message id, webhook) → key | deliveries owed before their payload exists |
 //!
 //! Version history: 0 is the layout before the indexes existed (only `calls`, `call_events`,
 //! `event_log`, `notes`); 1 adds `calls_by_start`, `calls_by_external_id`, `calls_open` and
 //! `call_counts`, built from `calls` by [`migrate`]; 2 adds the webhook outbox
-//! (`webhook_deliveries`, `webhook_due`), empty.
+//! (`webhook_deliveries`, `webhook_due`), empty; 3 adds `webhook_held`, empty.
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
@@ -26,7 +27,7 @@ use super::record::{CallRecord, CallStatus};
 use crate::call::Source;
 
 /// The schema this build reads and writes.
-pub const CURRENT_VERSION: u64 = 2;
+pub const CURRENT_VERSION: u64 = 3;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");
@@ -43,6 +44,9 @@ pub(super) const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("not
 pub(super) const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("webhook_deliveries");
 pub(super) const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due");
+/// Held deliveries by (message id, webhook) → their key in `webhook_deliveries`.
+pub(super) const WEBHOOK_HELD: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("webhook_held");
 
 pub(super) const VERSION_KEY: &str = "schema_version";
 /// Last time earshot was seen alive with calls open (Unix ms); see `Store::mark_alive`.
@@ -127,7 +131,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<Option<u64>, MigrateErro
 type Migration = fn(&WriteTransaction) -> Result<(), MigrateError>;
 
 /// `MIGRATIONS[v]` turns version `v` into `v + 1`.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 fn open_all(txn: &WriteTransaction) -> Result<(), MigrateError> {
     txn.open_table(META)?;
@@ -141,6 +145,12 @@ fn open_all(txn: &WriteTransaction) -> Result<(), MigrateError> {
     txn.open_table(NOTES)?;
     txn.open_table(WEBHOOK_DELIVERIES)?;
     txn.open_table(WEBHOOK_DUE)?;
+    txn.open_table(WEBHOOK_HELD)?;
+    Ok(())
+}
+
+/// Version 3 adds held deliveries (`webhook_held`), which [`open_all`] creates empty.
+fn v2_to_v3(_txn: &WriteTransaction) -> Result<(), MigrateError> {
     Ok(())
 }
 

@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 pub use outbox::{Endpoint, RecordingReady};
 
 use crate::clock;
-use crate::config::{Config, WebhookEvent};
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::timestamp::{format_rfc3339, unix_ms};
-use crate::store::{AttemptResult, CallRecord, Delivery, Store};
+use crate::store::timestamp::unix_ms;
+use crate::store::{AttemptResult, Delivery, Outbox, QueryError, Store};
 use policy::{Outcome, Schedule, Verdict};
 
 /// Most attempts in flight at once, over every webhook.
@@ -72,84 +72,59 @@ impl std::fmt::Debug for Webhooks {
     }
 }
 
+/// Most held deliveries released in one startup sweep.
+const MAX_HELD_SWEEP: usize = 10_000;
+
+/// The store hook for `config`'s webhooks (`None` without `[[webhook]]`). Open the store with
+/// it ([`Store::open_with`]), so the deliveries of calls closed as interrupted are owed in the
+/// transaction that closes them, and every later call event's in its own.
+pub fn outbox_hook(config: &Config) -> Option<Arc<dyn Outbox>> {
+    if config.webhooks.is_empty() {
+        return None;
+    }
+    Some(Arc::new(outbox::EventDeliveries {
+        endpoints: endpoints(config),
+    }))
+}
+
+fn endpoints(config: &Config) -> Arc<[Endpoint]> {
+    config.webhooks.iter().cloned().map(Endpoint::new).collect()
+}
+
 impl Webhooks {
-    /// The configured webhooks, with the store hook installed so call events enqueue their
-    /// deliveries (call it before the store thread starts). `None` without `[[webhook]]`.
+    /// The configured webhooks, delivering from `store`'s outbox (opened with
+    /// [`outbox_hook`]). `None` without `[[webhook]]`.
     pub fn new(config: &Config, store: &Store) -> Result<Option<Webhooks>, StartError> {
         if config.webhooks.is_empty() {
             return Ok(None);
         }
-        let endpoints: Arc<[Endpoint]> =
-            config.webhooks.iter().cloned().map(Endpoint::new).collect();
-        store.set_outbox(Arc::new(outbox::EventDeliveries {
-            endpoints: Arc::clone(&endpoints),
-        }));
         Ok(Some(Webhooks {
             store: store.clone(),
-            endpoints,
+            endpoints: endpoints(config),
             schedule: Schedule::from(&config.webhook_retry),
             tls: client::tls_config()?,
             wake: Arc::new(Notify::new()),
         }))
     }
 
-    /// Enqueues `recording.ready` for the subscribed webhooks, durably.
-    pub async fn recording_ready(&self, ready: RecordingReady) {
-        let msg_id = format!("msg_{}_recording", ready.call_id);
-        self.enqueue(WebhookEvent::RecordingReady, msg_id, &ready)
-            .await;
-    }
-
-    /// Calls the store closed as interrupted when it opened (the last run was killed or lost
-    /// power mid-call): each owes `call.ended` (reason `interrupted`) and, when its repaired
-    /// recording is on disk, `recording.ready`. Called once at startup.
-    pub async fn interrupted_calls(&self, records: Vec<CallRecord>) {
-        for record in records {
-            let ended = record.ended_ms.unwrap_or(record.started_ms);
-            let data = serde_json::json!({
-                "call_id": record.id,
-                "source": record.source,
-                "caller": record.caller,
-                "callee": record.callee,
-                "started_at": format_rfc3339(record.started_ms),
-                "reason": "interrupted",
-                "answered_at": record.answered_ms.map(format_rfc3339),
-                "ended_at": format_rfc3339(ended),
-                "duration_ms": ended.saturating_sub(record.started_ms),
-            });
-            let msg_id = format!("msg_{}_interrupted", record.id);
-            self.enqueue(WebhookEvent::CallEnded, msg_id, &data).await;
-            let path = record.recording.as_ref().and_then(|r| r.path.clone());
-            if let Some(path) = path
-                && let Ok(meta) = tokio::fs::metadata(&path).await
-            {
-                let size_bytes = meta.len();
-                self.recording_ready(RecordingReady {
-                    url: format!("/api/calls/{}/recording", record.id),
-                    call_id: record.id,
-                    // Stereo 16-bit 8 kHz after the 44-byte header: 32 bytes a millisecond.
-                    duration_ms: size_bytes.saturating_sub(44) / 32,
-                    size_bytes,
-                })
-                .await;
+    /// Releases the `recording.ready` deliveries a crash left held (the WAV was finalized, or
+    /// repaired at this start, but its `recording_finished` never committed), with the file's
+    /// size and duration as it is on disk now; one whose recording is gone is given up. Calls
+    /// still live keep theirs. Call it once at startup, after the recordings were repaired.
+    pub async fn release_held(&self) {
+        let (store, endpoints) = (self.store.clone(), Arc::clone(&self.endpoints));
+        let swept = tokio::task::spawn_blocking(move || release_held(&store, &endpoints)).await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(released)) => {
+                tracing::info!(
+                    released,
+                    "recording.ready deliveries a crash left held released"
+                );
+                self.wake.notify_one();
             }
-        }
-    }
-
-    async fn enqueue(&self, event: WebhookEvent, msg_id: String, data: &impl serde::Serialize) {
-        let now = unix_ms(clock::wallclock());
-        let data = serde_json::to_value(data).unwrap_or_default();
-        let body = outbox::envelope(event, now, data);
-        let owed = outbox::fan_out(&self.endpoints, event, &msg_id, &body);
-        if owed.is_empty() {
-            return;
-        }
-        let store = self.store.clone();
-        let done = tokio::task::spawn_blocking(move || store.enqueue_deliveries(&owed, now)).await;
-        match done {
-            Ok(Ok(())) => self.wake.notify_one(),
-            Ok(Err(err)) => tracing::error!(%err, event = %event, "webhook delivery not enqueued"),
-            Err(err) => tracing::error!(%err, event = %event, "webhook delivery not enqueued"),
+            Ok(Err(err)) => tracing::error!(%err, "held webhook deliveries not released"),
+            Err(err) => tracing::error!(%err, "held webhook deliveries not released"),
         }
     }
 
@@ -369,4 +344,45 @@ async fn attempt(hooks: &Webhooks, d: &Delivery) -> Outcome {
         },
     )
     .await
+}
+
+/// [`Webhooks::release_held`] on the blocking pool: how many were released.
+fn release_held(store: &Store, endpoints: &[Endpoint]) -> Result<usize, QueryError> {
+    let now = unix_ms(clock::wallclock());
+    let mut released = 0;
+    for held in store.held_deliveries(MAX_HELD_SWEEP)? {
+        let Some(call) = outbox::recording_call(&held.msg_id) else {
+            store.abandon_held(held.key, "not a recording")?;
+            continue;
+        };
+        let record = match store.get_record(&call) {
+            Ok(record) => record,
+            Err(QueryError::BadRecord { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        if record.as_ref().is_some_and(|r| r.status.is_open()) {
+            continue;
+        }
+        let path = record.and_then(|r| r.recording).and_then(|r| r.path);
+        let Some(size_bytes) = path
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+        else {
+            store.abandon_held(held.key, "the recording is gone")?;
+            continue;
+        };
+        // Stereo 16-bit 8 kHz after the 44-byte header: 32 bytes a millisecond.
+        let ready = RecordingReady::new(call, size_bytes.saturating_sub(44) / 32, size_bytes);
+        let owed: Vec<_> = outbox::recording_deliveries(endpoints, &ready, now, false)
+            .into_iter()
+            .filter(|d| d.endpoint == held.endpoint)
+            .collect();
+        if owed.is_empty() {
+            store.abandon_held(held.key, "the webhook no longer wants it")?;
+            continue;
+        }
+        store.enqueue_deliveries(&owed, now)?;
+        released += 1;
+    }
+    Ok(released)
 }
