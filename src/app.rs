@@ -52,7 +52,7 @@ pub enum AppError {
     #[error("agent.fallback_wav: {0}")]
     AgentFallback(GreetingError),
     #[error(transparent)]
-    AgentTls(#[from] crate::net::agent::AgentTlsError),
+    AgentTls(#[from] crate::net::tls::TlsError),
     #[error("agent.protocol: {0} needs its settings (agent.api_key)")]
     AgentProtocol(config::AgentProtocol),
     #[error(transparent)]

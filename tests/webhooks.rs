@@ -46,6 +46,7 @@ struct Receiver {
     child: Child,
     port: u16,
     out: PathBuf,
+    scheme: &'static str,
 }
 
 impl Receiver {
@@ -70,11 +71,18 @@ impl Receiver {
         )
         .unwrap();
         assert_eq!(line.trim(), "listening", "the receiver did not start");
-        Receiver { child, port, out }
+        let tls = args.contains(&"--tls-cert");
+        let scheme = if tls { "https" } else { "http" };
+        Receiver {
+            child,
+            port,
+            out,
+            scheme,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("{}://127.0.0.1:{}/hook", self.scheme, self.port)
     }
 
     /// Every request it received, in order.
@@ -189,11 +197,29 @@ fn wait_deliveries(e: &Earshot, what: &str, done: impl Fn(&[Value]) -> bool) -> 
     }
 }
 
+/// Over https, with a private CA given as `[webhooks].ca_file`.
 #[test]
 fn a_sip_call_sends_its_events_signed_with_one_id_per_event() {
     let dir = support::temp_dir("webhooks-events");
-    let rx = Receiver::start(&dir, "rx", free_tcp_port(Ipv4Addr::LOCALHOST).unwrap(), &[]);
-    let e = Earshot::start(&webhook_toml(&rx.url(), "allow_private = true"));
+    let (ca, _) = support::tls::test_pki(&dir);
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let rx = Receiver::start(
+        &dir,
+        "rx",
+        free_tcp_port(Ipv4Addr::LOCALHOST).unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(rx.url().starts_with("https://"));
+    let e = Earshot::start(&format!(
+        "{}[webhooks]\nca_file = {:?}\n",
+        webhook_toml(&rx.url(), "allow_private = true"),
+        ca.display().to_string()
+    ));
     make_call(&e);
     let requests = rx.wait_for("all four events", &e, has_all_events);
     assert!(

@@ -316,7 +316,7 @@ pub(super) fn validate_agent(
 
 /// Checks that `path` is a readable file holding at least one PEM certificate. Only the first
 /// MiBs are read: a CA bundle is far smaller, and a wrong path must not read a disk image.
-fn check_pem_certificates(path: &Path) -> Result<(), String> {
+pub(super) fn check_pem_certificates(path: &Path) -> Result<(), String> {
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
     const MAX_BYTES: u64 = 4 << 20;
     let shown = path.display();

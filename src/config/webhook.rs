@@ -205,7 +205,7 @@ pub struct WebhookConfig {
 }
 
 /// `[webhooks]`: the retry schedule every `[[webhook]]` shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhooksConfig {
     /// Backoff before the first retry, doubled per attempt (full jitter).
     pub retry_base_ms: u64,
@@ -213,6 +213,8 @@ pub struct WebhooksConfig {
     pub retry_cap_ms: u64,
     /// A delivery still failing this long after its event is given up.
     pub give_up_after_secs: u64,
+    /// PEM certificates trusted for `https://` webhooks besides the webpki roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WebhooksConfig {
@@ -221,6 +223,7 @@ impl Default for WebhooksConfig {
             retry_base_ms: 5_000,
             retry_cap_ms: 3_600_000,
             give_up_after_secs: 86_400,
+            ca_file: None,
         }
     }
 }
@@ -243,6 +246,7 @@ pub(super) struct RawWebhooks {
     retry_base_ms: Option<u64>,
     retry_cap_ms: Option<u64>,
     give_up_after_secs: Option<u64>,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 pub(super) fn validate_webhooks(e: &mut Errors, raw: RawWebhooks) -> WebhooksConfig {
@@ -274,6 +278,15 @@ pub(super) fn validate_webhooks(e: &mut Errors, raw: RawWebhooks) -> WebhooksCon
             d.give_up_after_secs,
             1..=7 * 86_400,
         ),
+        ca_file: raw
+            .ca_file
+            .filter(|pem| match super::agent::check_pem_certificates(pem) {
+                Ok(()) => true,
+                Err(reason) => {
+                    e.push("webhooks.ca_file", reason);
+                    false
+                }
+            }),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::call::agent::{
 use crate::call::{CallInfo, FallbackReason};
 use crate::clock;
 use crate::metrics::Metrics;
+use crate::net::tls::{TlsError, client_config};
 
 /// Texts from the call task waiting for the socket (a few seconds of caller audio).
 const TO_AGENT: usize = 512;
@@ -38,20 +39,6 @@ pub const SEND_STALL: Duration = Duration::from_secs(2);
 const SEND_BUFFER: u32 = 64 * 1024;
 /// How long our close frame waits for the agent's.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// Why the agent's TLS settings could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentTlsError {
-    #[error("cannot read agent CA file {path}: {source}")]
-    CaFile {
-        path: String,
-        source: rustls_pki_types::pem::Error,
-    },
-    #[error("agent CA file {path}: {source}")]
-    BadCa { path: String, source: rustls::Error },
-    #[error("agent TLS: {0}")]
-    Tls(#[from] rustls::Error),
-}
 
 /// Where and how to reach the agent.
 #[derive(Debug, Clone)]
@@ -84,8 +71,8 @@ impl AgentBridge {
         target: AgentTarget,
         settings: AgentSettings,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, AgentTlsError> {
-        let tls = Arc::new(client_tls(target.ca_file.as_deref())?);
+    ) -> Result<Self, TlsError> {
+        let tls = client_config(target.ca_file.as_deref())?;
         Ok(Self {
             slots: Arc::new(Semaphore::new(target.max_concurrent.max(1))),
             target,
@@ -94,40 +81,6 @@ impl AgentBridge {
             metrics,
         })
     }
-}
-
-/// rustls with the ring provider, the webpki roots and `ca_file`'s certificates.
-fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, AgentTlsError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let certs =
-            CertificateDer::pem_file_iter(path).map_err(|source| AgentTlsError::CaFile {
-                path: shown.clone(),
-                source,
-            })?;
-        for cert in certs {
-            let cert = cert.map_err(|source| AgentTlsError::CaFile {
-                path: shown.clone(),
-                source,
-            })?;
-            roots.add(cert).map_err(|source| AgentTlsError::BadCa {
-                path: shown.clone(),
-                source,
-            })?;
-        }
-    }
-    // ring builds without a C toolchain beyond cc; the agent link needs no post-quantum
-    // key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 impl AgentConnector for AgentBridge {

@@ -5,11 +5,13 @@
 //! `[rtp].ports`; [`twilio`] serves Twilio's webhooks and media-stream WebSockets around
 //! [`crate::twilio::stream::Stream`].
 //! [`sip_leg`] is a SIP call's caller leg (its RTP sockets and session); [`agent`] is the
-//! WebSocket client of voice agents. The process clock is [`crate::clock`].
+//! WebSocket client of voice agents; [`tls`] the TLS client settings it and the webhooks share.
+//! The process clock is [`crate::clock`].
 
 pub mod agent;
 pub mod rtp;
 pub mod sip;
 pub mod sip_leg;
 pub mod tcp;
+pub mod tls;
 pub mod twilio;

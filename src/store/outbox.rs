@@ -474,9 +474,13 @@ mod tests {
         };
         {
             let store = Store::open(&path).unwrap();
-            store.enqueue_deliveries(std::slice::from_ref(&held), 1000).unwrap();
+            store
+                .enqueue_deliveries(std::slice::from_ref(&held), 1000)
+                .unwrap();
             // The same promise again (a repeated event) changes nothing.
-            store.enqueue_deliveries(std::slice::from_ref(&held), 1500).unwrap();
+            store
+                .enqueue_deliveries(std::slice::from_ref(&held), 1500)
+                .unwrap();
             assert!(store.due_deliveries(u64::MAX, 10).unwrap().is_empty());
             assert_eq!(store.pending_deliveries().unwrap(), 0);
         }

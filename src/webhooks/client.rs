@@ -31,22 +31,6 @@ pub struct Attempt<'a> {
     pub body: &'a [u8],
 }
 
-/// The TLS settings every https:// webhook shares.
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // As for the agent link: ring needs no C toolchain, and webhooks need no post-quantum
-    // key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
-}
-
 /// Sends one attempt; every failure is an [`Outcome`], never an error.
 pub async fn post(tls: &Arc<rustls::ClientConfig>, attempt: &Attempt<'_>) -> Outcome {
     match tokio::time::timeout(attempt.timeout, post_inner(tls, attempt)).await {
@@ -259,7 +243,7 @@ mod tests {
             signature: "v1,x",
             body: b"{}",
         };
-        let outcome = post(&tls_config().unwrap(), &attempt).await;
+        let outcome = post(&crate::net::tls::client_config(None).unwrap(), &attempt).await;
         assert!(
             matches!(&outcome, Outcome::Refused(why) if why.contains("loopback")),
             "{outcome:?}"

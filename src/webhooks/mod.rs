@@ -48,8 +48,8 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Why the webhooks could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("webhook TLS settings: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error("webhooks: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// The webhooks: enqueue events that do not pass through the store thread, and run the
@@ -102,7 +102,7 @@ impl Webhooks {
             store: store.clone(),
             endpoints: endpoints(config),
             schedule: Schedule::from(&config.webhook_retry),
-            tls: client::tls_config()?,
+            tls: crate::net::tls::client_config(config.webhook_retry.ca_file.as_deref())?,
             wake: Arc::new(Notify::new()),
         }))
     }

@@ -7,6 +7,7 @@ Standard Webhooks reference library and appends one JSON line per request to --o
 """
 
 import argparse
+import ssl
 import json
 import threading
 from collections import Counter
@@ -23,6 +24,8 @@ def main():
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--status", type=int, default=0)
     p.add_argument("--location", default="")
+    p.add_argument("--tls-cert", default="", help="serve https with this PEM certificate")
+    p.add_argument("--tls-key", default="", help="... and this PEM key")
     args = p.parse_args()
     hook = Webhook(args.secret)
     seen = Counter()
@@ -67,6 +70,10 @@ def main():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("listening", flush=True)
     server.serve_forever()
 
