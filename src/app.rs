@@ -63,8 +63,11 @@ pub enum AppError {
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(shutdown.clone())?;
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    let (events_tx, events_rx) = crate::call::event_sink::channel(
+        crate::call::event_sink::DETAIL_CAPACITY,
+        metrics.call_drops.clone(),
+    );
     let (services, recording_events) = start_services(&config, events_tx, &metrics)?;
     let audio = services.audio.clone();
     let (history, twilio) = start_history(
@@ -243,7 +246,7 @@ fn box_account_sid(config: &Config) -> String {
 async fn start_history(
     config: &Config,
     services: &Services,
-    events: mpsc::UnboundedReceiver<CallEvent>,
+    events: crate::call::EventStream,
     recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
@@ -313,7 +316,7 @@ async fn start_history(
 /// event (which releases its `recording.ready` webhooks in the store's commit).
 async fn watch_recording_events(
     mut events: mpsc::UnboundedReceiver<RecordingEvent>,
-    calls: mpsc::UnboundedSender<CallEvent>,
+    calls: crate::call::EventSink,
 ) {
     while let Some(event) = events.recv().await {
         match event {

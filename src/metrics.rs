@@ -9,6 +9,7 @@
 //! them to [`Metrics::render`] as a [`Snapshot`].
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::call::{CallStats, FallbackReason, Source};
@@ -152,6 +153,9 @@ pub struct Metrics {
     /// Store transactions: duration, and failures (events that could not be persisted).
     pub store_commit_seconds: Histogram,
     pub store_errors: AtomicU64,
+    /// Call events not stored because the store's detail lane was full, and DTMF digits over a
+    /// call's rate limit. The call tasks, through their [`EventSink`](crate::call::EventSink).
+    pub call_drops: Arc<crate::call::event_sink::Drops>,
     /// Event-stream clients connected now, and dropped for falling behind. The API.
     pub sse_clients: AtomicU64,
     pub sse_dropped: AtomicU64,
@@ -208,6 +212,7 @@ impl Default for Metrics {
             twilio_fallbacks: AtomicU64::new(0),
             store_commit_seconds: Histogram::new(COMMIT_BOUNDS),
             store_errors: AtomicU64::new(0),
+            call_drops: Arc::default(),
             sse_clients: AtomicU64::new(0),
             sse_dropped: AtomicU64::new(0),
             disk_free_bytes: AtomicU64::new(0),
@@ -337,7 +342,7 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: &[(&str, &str, &AtomicU64)] = &[
             (
                 "earshot_agent_sessions",
                 "Agent WebSocket sessions up now.",
@@ -412,6 +417,16 @@ impl Metrics {
                 "earshot_store_errors_total",
                 "Store transactions that failed (events not persisted).",
                 &self.store_errors,
+            ),
+            (
+                "earshot_store_events_dropped_total",
+                "Call events (DTMF, hold, listen, agent notices) dropped on a full store queue.",
+                &self.call_drops.events,
+            ),
+            (
+                "earshot_dtmf_limited_total",
+                "DTMF digits over a call's rate limit, ignored.",
+                &self.call_drops.dtmf,
             ),
             (
                 "earshot_sse_dropped_total",

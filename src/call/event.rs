@@ -401,6 +401,19 @@ impl CallEvent {
         }
     }
 
+    /// Whether the call's history must have it whatever the load (see
+    /// [`EventSink`](super::EventSink)); the rest (DTMF, hold, listen, agent notices) can be
+    /// repeated at will by a far end and are dropped, counted, when the store falls behind.
+    pub fn is_lifecycle(&self) -> bool {
+        !matches!(
+            self,
+            CallEvent::Dtmf { .. }
+                | CallEvent::Hold { .. }
+                | CallEvent::Listen { .. }
+                | CallEvent::AgentNotice { .. }
+        )
+    }
+
     /// The event's name in the store and the event stream.
     pub fn kind(&self) -> &'static str {
         match self {

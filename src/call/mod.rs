@@ -5,10 +5,11 @@
 //! commands over a channel and the live state.
 //!
 //! The legs' drivers live in [`crate::net`] and start calls with [`start`]; this module never
-//! imports `net`.
+//! imports `net`. Every call's events go to the store through one [`EventSink`].
 
 pub mod agent;
 pub mod event;
+pub mod event_sink;
 mod greeting;
 pub mod leg;
 pub mod pipeline;
@@ -20,6 +21,7 @@ pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, DtmfSource,
     EndReason, FallbackReason, Source, Speaker,
 };
+pub use event_sink::{EventSink, EventStream};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
 pub use leg::{Leg, LegAudio, LegInput, LegStats};
 pub use pipeline::{Pipeline, Services};
@@ -69,9 +71,6 @@ pub struct LiveState {
     /// The call's agent, when it has one.
     pub agent: Option<agent::AgentState>,
 }
-
-/// Events of every call go here (to the store, which persists and republishes them).
-pub type EventSink = mpsc::UnboundedSender<CallEvent>;
 
 /// The rest of the program's view of one call.
 #[derive(Debug, Clone)]

@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn one_call_ending_leaves_the_other_calls_recording_running() {
         let dir = std::env::temp_dir().join(format!("earshot-pipeline-{}", std::process::id()));
-        let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, _rx) = crate::call::event_sink::channel(8, Arc::default());
         let (rec_events, _rec_rx) = tokio::sync::mpsc::unbounded_channel();
         let recordings = Arc::new(RecordingService::start(dir.clone(), rec_events).unwrap());
         let services = Services {

@@ -18,12 +18,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use redb::{ReadableTable, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::record::{CallRecord, event_json};
 use super::schema::{self, BY_EXTERNAL, BY_START, CALL_EVENTS, CALLS, EVENT_LOG, OPEN};
 use super::timestamp::unix_ms;
 use super::{PublishedEvent, Store, query};
+use crate::call::EventStream;
 use crate::call::{CallEvent, CallId, CallStats, Source};
 use crate::clock;
 use crate::metrics::Metrics;
@@ -66,7 +67,7 @@ impl Store {
     /// [`EventSink`](crate::call::EventSink)).
     pub fn spawn_writer(
         &self,
-        events: mpsc::UnboundedReceiver<CallEvent>,
+        events: EventStream,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<WriterHandle> {
         let (done_tx, done) = oneshot::channel();
@@ -112,11 +113,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(
-        &mut self,
-        mut events: mpsc::UnboundedReceiver<CallEvent>,
-        mut stop: oneshot::Receiver<()>,
-    ) {
+    fn run(&mut self, mut events: EventStream, mut stop: oneshot::Receiver<()>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -160,8 +157,8 @@ impl Writer {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match events.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
+                    Some(event) => batch.push(event),
+                    None => break,
                 }
             }
             let store = self.store.clone();
@@ -525,17 +522,16 @@ mod tests {
     #[tokio::test]
     async fn the_store_thread_writes_what_is_queued_and_stops_when_asked_while_senders_live() {
         let store = Store::open(temp_path("stop")).unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = crate::call::event_sink::channel(8, Arc::default());
         let handle = store.spawn_writer(rx, Arc::clone(&metrics)).unwrap();
         let info = started(5_000_000, "stop@h");
-        tx.send(CallEvent::Started { info: info.clone() }).unwrap();
-        tx.send(CallEvent::Ended {
+        assert!(tx.send(CallEvent::Started { info: info.clone() }));
+        assert!(tx.send(CallEvent::Ended {
             id: info.id.clone(),
             reason: crate::call::EndReason::RemoteHangup,
             stats: CallStats::default(),
-        })
-        .unwrap();
+        }));
         assert!(
             handle.finished(Duration::from_secs(5)).await,
             "ends although `tx` is alive"
