@@ -7,6 +7,7 @@
 #   CALLS=50 SECONDS_PER_CALL=20 scripts/bench-sip-load.sh earshot baresip
 #   scripts/bench-sip-load.sh latency              arrival-to-playout latency (see latency())
 #   scripts/bench-sip-load.sh webhooks             webhook throughput (see webhooks())
+#   scripts/bench-sip-load.sh flood                SIP flood during calls (see flood())
 #
 # Targets (arguments):
 #   earshot        [audio] output = "none", recording off: signalling, RTP, jitter buffer, and
@@ -31,7 +32,8 @@
 # up at the end of the file. The paced null device is the cheapest fair source and player.
 # PulseAudio's own CPU and RSS are shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
-# the work directory, PERIOD_MS ([audio].period_ms, 10), LATENCY_SECONDS (latency run, 30).
+# the work directory, PERIOD_MS ([audio].period_ms, 10), LATENCY_SECONDS (latency run, 30),
+# PROFILE (cargo profile of the earshot binary, release; "ci" reuses a test build).
 #
 # What is measured, per target, from /proc/PID of the callee process:
 #   idle RSS       VmRSS two seconds after it is ready, before any call;
@@ -48,6 +50,20 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
+PROFILE=${PROFILE:-release}
+EARSHOT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/earshot"
+# [sip].allow of earshot; the flood run narrows it to show a disallowed source.
+SIP_ALLOW=${SIP_ALLOW:-'["127.0.0.0/8"]'}
+
+build_earshot() {
+    say "building earshot ($PROFILE)"
+    cargo build --profile "$PROFILE" --bin earshot >&2 || die "build failed"
+}
+
+if [ "${1:-}" = flood ]; then
+    CALLS=${CALLS:-50}
+    SECONDS_PER_CALL=${SECONDS_PER_CALL:-30}
+fi
 CALLS=${CALLS:-200}
 SECONDS_PER_CALL=${SECONDS_PER_CALL:-60}
 RATE=${RATE:-20}
@@ -180,7 +196,7 @@ api_key = \"sk-bench-0123456789abcdef\""
     cat >"$dir/earshot.toml" <<EOF
 [sip]
 listen = "127.0.0.1:$SIP_PORT"
-allow = ["127.0.0.0/8"]
+allow = $SIP_ALLOW
 [rtp]
 ports = "30000-30999"
 [calls]
@@ -201,7 +217,7 @@ format = "text"
 $agent
 ${EXTRA_TOML:-}
 EOF
-    "$ROOT/target/release/earshot" run --config "$dir/earshot.toml" >"$dir/log" 2>&1 </dev/null &
+    "$EARSHOT_BIN" run --config "$dir/earshot.toml" >"$dir/log" 2>&1 </dev/null &
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
     TARGET_LOG="$dir/log"
@@ -402,8 +418,7 @@ stat_col() {
 load() {
     local targets=("$@")
     [ ${#targets[@]} -eq 0 ] && targets=(earshot earshot-rec earshot-pulse baresip)
-    say "building earshot (release)"
-    cargo build --release --bin earshot >&2 || die "build failed"
+    build_earshot
     local pcap_ms=$((SECONDS_PER_CALL * 1000))
     write_pcap "$WORK/load.pcap" "$pcap_ms" tone
     scenario "$WORK/load.pcap" $((pcap_ms + 200))
@@ -442,8 +457,7 @@ latency() {
     local seconds=${LATENCY_SECONDS:-30}
     command -v tcpdump >/dev/null || die "tcpdump is not installed"
     command -v parec >/dev/null || die "parec (pulseaudio-utils) is not installed"
-    say "building earshot (release)"
-    cargo build --release --bin earshot >&2 || die "build failed"
+    build_earshot
     for p in $SIP_PORT $SIPP_PORT $MEDIA_PORT 25080; do port_free "$p" || die "port $p is in use"; done
     write_pcap "$WORK/clicks.pcap" $((seconds * 1000)) clicks
     scenario "$WORK/clicks.pcap" $((seconds * 1000 + 500))
@@ -596,8 +610,7 @@ webhooks() {
     local python=${EARSHOT_AGENT_PYTHON:-$ROOT/target/agent-venv/bin/python}
     [ -x "$python" ] || die "no agent venv at $python (scripts/test.sh makes it)"
     local hook_port=25095 secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    say "building earshot (release)"
-    cargo build --release --bin earshot >&2 || die "build failed"
+    build_earshot
     CALLS=100
     EXTRA_TOML="[[webhook]]
 url = \"http://127.0.0.1:$hook_port/hook\"
@@ -672,8 +685,132 @@ retry_cap_ms = 1000"
                  d, v, wall, d / wall, cpu, 100 * cpu / wall, peak / 1024, ok, f, sf }'
 }
 
+# SIP flood during calls: CALLS (50) recorded two-way calls of SECONDS_PER_CALL (30) s each
+# from SIPp on 127.0.0.1, while a flooder on 127.0.0.2 sends FLOOD_RATE (10 000) distinct-branch
+# OPTIONS a second for the calls' duration. Three runs: no flood (the baseline), the flooder
+# allowed by [sip].allow (each OPTIONS parsed, bounded by the per-source transaction limit, the
+# excess dropped), and the flooder outside [sip].allow (dropped on arrival). Per run: earshot's
+# CPU and peak RSS, the datagrams sent and what /metrics says earshot did with them, CPU per
+# datagram over the baseline, and whether the calls lost audio: SIPp's failed calls, the RTP
+# packets earshot received against the packets SIPp sent (SECONDS_PER_CALL x 50 per call), RTP
+# lost and concealed frames, and one recording per call.
+flood() {
+    local rate=${FLOOD_RATE:-10000}
+    build_earshot
+    local pcap_ms=$((SECONDS_PER_CALL * 1000))
+    write_pcap "$WORK/load.pcap" "$pcap_ms" tone
+    scenario "$WORK/load.pcap" $((pcap_ms + 200))
+    local rows=() base_cpu=""
+    local mode
+    for mode in none allowed disallowed; do
+        for p in $SIP_PORT $SIPP_PORT $MEDIA_PORT 25080; do port_free "$p" || die "port $p is in use"; done
+        case $mode in
+            disallowed) SIP_ALLOW='["127.0.0.1/32"]' ;;
+            *) SIP_ALLOW='["127.0.0.0/8"]' ;;
+        esac
+        start_earshot "flood-$mode" true none
+        wait_udp_listen "$TARGET_PID" "$SIP_PORT" || { tail -20 "$TARGET_LOG"; die "earshot did not start"; }
+        sleep 2
+        local idle_kb samples="$WORK/flood-$mode.rss"
+        idle_kb=$(status_kb "$TARGET_PID" VmRSS)
+        (while kill -0 "$TARGET_PID" 2>/dev/null; do status_kb "$TARGET_PID" VmRSS; sleep 0.5; done) >"$samples" &
+        local sampler=$!
+        PIDS+=("$sampler")
+        local cpu0 t0 cpu1 t1
+        cpu0=$(cpu_ticks "$TARGET_PID")
+        t0=$(date +%s.%N)
+        (cd "$WORK" && timeout --kill-after=5 $((SECONDS_PER_CALL + 120)) sipp -sf "$WORK/uac_load.xml" \
+            -i 127.0.0.1 -mi 127.0.0.1 -p $SIPP_PORT -mp $MEDIA_PORT \
+            -m "$CALLS" -l "$CALLS" -r "$RATE" -recv_timeout 30s -nostdin \
+            -trace_stat -stf "$WORK/flood-$mode.stat.csv" -fd 5 \
+            127.0.0.1:$SIP_PORT >"$WORK/flood-$mode.sipp.out" 2>&1) &
+        local sipp_pid=$!
+        PIDS+=("$sipp_pid")
+        local sent=0
+        if [ "$mode" != none ]; then
+            sleep $((CALLS / RATE + 1))
+            say "flood ($mode source): $rate OPTIONS/s for $((SECONDS_PER_CALL - CALLS / RATE - 2)) s"
+            sent=$(timeout $((SECONDS_PER_CALL + 30)) python3 - 127.0.0.2 "127.0.0.1:$SIP_PORT" "$rate" \
+                $((SECONDS_PER_CALL - CALLS / RATE - 2)) <<'PY'
+import socket, sys, time
+src, dst, rate, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+host, port = dst.rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.setblocking(False)
+lport = s.getsockname()[1]
+head = ("OPTIONS sip:earshot@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;rport;branch=z9hG4bKf" % (dst, src, lport)).encode()
+tail = ("\r\nMax-Forwards: 70\r\nFrom: <sip:flood@%s>;tag=f\r\nTo: <sip:earshot@%s>\r\n"
+        "Call-ID: flood-%d\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n" % (src, dst, lport)).encode()
+sent, start, batch = 0, time.monotonic(), max(1, rate // 1000)
+while True:
+    now = time.monotonic() - start
+    if now >= seconds:
+        break
+    due = int(now * rate)
+    while sent < due:
+        try:
+            s.sendto(head + str(sent).encode() + tail, (host, int(port)))
+        except BlockingIOError:
+            pass
+        sent += 1
+    # Drain whatever earshot answers, so our own buffer never stalls the sender.
+    try:
+        while s.recv(65536):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+    time.sleep(0.0005)
+print(sent)
+PY
+            )
+        fi
+        wait "$sipp_pid"
+        t1=$(date +%s.%N)
+        cpu1=$(cpu_ticks "$TARGET_PID")
+        sleep 2
+        curl -s --max-time 5 http://127.0.0.1:25080/metrics >"$WORK/flood-$mode.metrics" 2>/dev/null
+        kill "$sampler" 2>/dev/null
+        wait "$sampler" 2>/dev/null
+        stop_target
+        local peak ok failed recordings
+        peak=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$samples")
+        ok=$(stat_col "$WORK/flood-$mode.stat.csv" 'SuccessfulCall(C)')
+        failed=$(stat_col "$WORK/flood-$mode.stat.csv" 'FailedCall(C)')
+        recordings=$(find "$WORK/flood-$mode/recordings" -name '*.wav' | wc -l)
+        local m="$WORK/flood-$mode.metrics"
+        mval() { awk -v k="$1" '$1 == k { print $2 + 0 }' "$m"; }
+        local cpu
+        cpu=$(awk -v c0="$cpu0" -v c1="$cpu1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (c1 - c0) / hz }')
+        [ "$mode" = none ] && base_cpu=$cpu
+        rows+=("$(awk -v mode="$mode" -v sent="${sent:-0}" -v cpu="$cpu" -v base="${base_cpu:-$cpu}" \
+            -v t0="$t0" -v t1="$t1" -v idle="$idle_kb" -v peak="$peak" -v ok="${ok:-0}" -v f="${failed:-0}" \
+            -v rec="$recordings" -v recv="$(mval earshot_sip_messages_received_total)" \
+            -v blocked="$(mval earshot_sip_blocked_total)" -v tx="$(mval earshot_sip_server_transactions)" \
+            -v dropped="$(mval earshot_sip_overload_dropped_total)" \
+            -v rtp="$(mval earshot_rtp_packets_received_total)" -v lost="$(mval earshot_rtp_packets_lost_total)" \
+            -v conc="$(mval earshot_concealed_frames_total)" -v calls="$CALLS" -v secs="$SECONDS_PER_CALL" \
+            'BEGIN { wall = t1 - t0; extra = cpu - base;
+                     printf "%-10s %7d %7d %7d %6d %7d %6.2f %5.1f %8s %7.1f %7.1f  %3d/%-3d %3d %8d/%-8d %5d %5d\n",
+                     mode, sent, recv, blocked, dropped, tx, cpu, 100 * cpu / wall,
+                     (sent > 0 ? sprintf("%.1f", 1e6 * extra / sent) : "-"),
+                     idle / 1024, peak / 1024, ok, f, rec, rtp, calls * secs * 50, lost, conc }')")
+        say "${rows[-1]}"
+        sleep 3
+    done
+    echo
+    echo "SIP flood during calls: $CALLS recorded two-way calls x ${SECONDS_PER_CALL} s; $rate OPTIONS/s from 127.0.0.2; $(nproc) cores, $(uname -r), profile $PROFILE"
+    echo "sent: flood datagrams; recv: SIP messages earshot parsed (calls' too); blocked: outside [sip].allow;"
+    echo "dropped: over the per-source transaction bound; tx: server transactions at the end;"
+    echo "us/dgram: earshot CPU over the no-flood run / datagrams sent; rtp: received / sent by SIPp"
+    printf '%-10s %7s %7s %7s %6s %7s %6s %5s %8s %7s %7s  %7s %3s %17s %5s %5s\n' \
+        flooder sent recv blocked drop tx "cpu s" "cpu%" us/dgram "idleMiB" "peakMiB" ok/fail rec rtp lost conc
+    printf '%s\n' "${rows[@]}"
+}
+
 case "${1:-}" in
     latency) shift; latency "$@" ;;
+    flood) shift; flood "$@" ;;
     webhooks) shift; webhooks "$@" ;;
     *) load "$@" ;;
 esac

@@ -389,6 +389,7 @@ async fn build_sip(
             advertised,
             user_agent: config.sip.user_agent.clone(),
             max_calls: config.calls.max_concurrent,
+            limits: sip_limits(&config.sip),
         },
         rand::random(),
     );
@@ -413,6 +414,18 @@ async fn build_sip(
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
     })
+}
+
+/// The endpoint's flood bounds from `[sip]`.
+fn sip_limits(sip: &crate::config::SipConfig) -> crate::sip::endpoint::Limits {
+    crate::sip::endpoint::Limits {
+        max_transactions: sip.max_transactions,
+        max_transactions_per_source: sip.max_transactions_per_source,
+        invite_rate: sip.invite_rate_per_source,
+        invite_burst: sip.invite_burst_per_source,
+        stateless_response_rate: sip.stateless_responses_per_source,
+        ..crate::sip::endpoint::Limits::default()
+    }
 }
 
 /// The address peers should use to reach us: `[sip].public_addr`, else the bound address, else

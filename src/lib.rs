@@ -15,7 +15,8 @@
 //! - [`clock`]: the one process clock (monotonic and wall time); nothing else reads the time.
 //! - [`sip`] (sans-IO): [`sip::message`] (earshot's own tolerant parser and serializer; the only
 //!   module that touches rsip, as a cross-check in its tests), [`sip::transaction`] (RFC 3261
-//!   §17, timers as data), [`sip::dialog`], [`sip::endpoint`] (the UAS core: dispatch, per-call
+//!   §17, timers as data; the bounded server-transaction table with its timer heap, and
+//!   per-source token buckets), [`sip::dialog`], [`sip::endpoint`] (the UAS core: dispatch, per-call
 //!   state, the one response builder, and trunk registrations in one state machine),
 //!   [`sip::registration`], [`sip::sdp`] (RFC 3264 offer/answer), [`sip::auth`] (digest
 //!   MD5/SHA-256).

@@ -169,6 +169,16 @@ pub struct Metrics {
     /// SIP datagrams and TCP connections from sources outside `[sip].allow`, dropped
     /// unanswered. The SIP driver.
     pub sip_blocked: AtomicU64,
+    /// SIP flood control, copied from the endpoint's counters by the SIP driver: server
+    /// transactions held now; requests dropped (source over its transaction bound) and refused
+    /// with a stateless 503 (table full); new INVITEs over their source's rate; responses sent
+    /// without a transaction, and those withheld over their destination's rate.
+    pub sip_server_transactions: AtomicU64,
+    pub sip_overload_dropped: AtomicU64,
+    pub sip_overload_rejected: AtomicU64,
+    pub sip_invites_limited: AtomicU64,
+    pub sip_stateless_responses: AtomicU64,
+    pub sip_responses_limited: AtomicU64,
     /// Agent bridge: WebSocket connect time, sessions up now, fallbacks by reason, frames its
     /// audio only partly filled, audio bytes dropped on a full queue, agent messages dropped on
     /// a full channel, and the response latency per caller turn. The agent driver and the call
@@ -220,6 +230,12 @@ impl Default for Metrics {
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
+            sip_server_transactions: AtomicU64::new(0),
+            sip_overload_dropped: AtomicU64::new(0),
+            sip_overload_rejected: AtomicU64::new(0),
+            sip_invites_limited: AtomicU64::new(0),
+            sip_stateless_responses: AtomicU64::new(0),
+            sip_responses_limited: AtomicU64::new(0),
             agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
             agent_sessions: AtomicU64::new(0),
             agent_fallbacks: Default::default(),
@@ -407,6 +423,36 @@ impl Metrics {
                 "earshot_sip_blocked_total",
                 "SIP datagrams and connections from sources outside [sip].allow, dropped.",
                 &self.sip_blocked,
+            ),
+            (
+                "earshot_sip_server_transactions",
+                "SIP server transactions held now.",
+                &self.sip_server_transactions,
+            ),
+            (
+                "earshot_sip_overload_dropped_total",
+                "SIP requests dropped unanswered: their source held its most transactions.",
+                &self.sip_overload_dropped,
+            ),
+            (
+                "earshot_sip_overload_rejected_total",
+                "SIP requests refused with a stateless 503: the transaction table was full.",
+                &self.sip_overload_rejected,
+            ),
+            (
+                "earshot_sip_invites_limited_total",
+                "New SIP INVITEs over their source's rate, refused with a stateless 503.",
+                &self.sip_invites_limited,
+            ),
+            (
+                "earshot_sip_stateless_responses_total",
+                "SIP responses sent without a transaction.",
+                &self.sip_stateless_responses,
+            ),
+            (
+                "earshot_sip_responses_limited_total",
+                "Stateless SIP responses withheld: over their destination's rate.",
+                &self.sip_responses_limited,
             ),
             (
                 "earshot_twilio_fallbacks_total",

@@ -928,7 +928,15 @@ fn protos_c07_sip_all_cases_keep_earshot_alive() {
 
         // Answered cases are hung up at once, but calls whose responses went astray (a mangled
         // Via) live until earshot gives up on the ACK: leave room for them.
-        let mut earshot = Earshot::start("[calls]\nmax_concurrent = 10000\n");
+        // PROTOS sends all its cases from one source, faster than the per-source INVITE and
+        // stateless-response rates and transaction bound allow by default (some 150 cases a
+        // second, each holding three transactions for 32 s): lift them, so every case reaches
+        // the stack and every liveness probe gets a transaction.
+        let mut earshot = Earshot::start(
+            "[calls]\nmax_concurrent = 10000\n[sip]\ninvite_rate_per_source = 100000\n\
+             invite_burst_per_source = 100000\nstateless_responses_per_source = 1000000\n\
+             max_transactions = 100000\nmax_transactions_per_source = 100000\n",
+        );
         let target = earshot.sip_addr();
         // Responses to a Via without port (mangled host or port) go to 5060; they are picked
         // up here and matched by Call-ID.

@@ -31,6 +31,15 @@ pub struct SipConfig {
     pub tcp_idle_timeout_secs: u64,
     /// Our SIP domain (host part of our own URIs); `None` uses the advertised address.
     pub domain: Option<String>,
+    /// Server transactions held at once, in all; beyond it requests get a stateless 503.
+    pub max_transactions: usize,
+    /// Server transactions held at once for one source IP; beyond it requests are dropped.
+    pub max_transactions_per_source: usize,
+    /// New INVITEs a second from one source IP, and the burst; the excess gets a stateless 503.
+    pub invite_rate_per_source: u32,
+    pub invite_burst_per_source: u32,
+    /// Responses sent without a transaction (refusals) a second to one source IP.
+    pub stateless_responses_per_source: u32,
     /// Trunks to register with (`[[sip.trunk]]`); empty means only direct SIP calls are taken.
     pub trunks: Vec<Trunk>,
 }
@@ -46,6 +55,11 @@ impl Default for SipConfig {
             max_tcp_connections: 256,
             tcp_idle_timeout_secs: 120,
             domain: None,
+            max_transactions: 16384,
+            max_transactions_per_source: 8192,
+            invite_rate_per_source: 50,
+            invite_burst_per_source: 100,
+            stateless_responses_per_source: 100,
             trunks: Vec::new(),
         }
     }
@@ -63,6 +77,11 @@ pub(super) struct RawSip {
     max_tcp_connections: Option<usize>,
     tcp_idle_timeout_secs: Option<u64>,
     domain: Option<String>,
+    max_transactions: Option<usize>,
+    max_transactions_per_source: Option<usize>,
+    invite_rate_per_source: Option<u32>,
+    invite_burst_per_source: Option<u32>,
+    stateless_responses_per_source: Option<u32>,
     trunk: Vec<RawTrunk>,
 }
 
@@ -125,6 +144,36 @@ pub(super) fn validate_sip(e: &mut Errors, raw: RawSip) -> SipConfig {
         domain: e.parse_opt("sip.domain", raw.domain, |s| {
             check_host(s).map(|()| s.to_owned())
         }),
+        max_transactions: e.ranged(
+            "sip.max_transactions",
+            raw.max_transactions,
+            d.max_transactions,
+            16..=1_000_000,
+        ),
+        max_transactions_per_source: e.ranged(
+            "sip.max_transactions_per_source",
+            raw.max_transactions_per_source,
+            d.max_transactions_per_source,
+            1..=1_000_000,
+        ),
+        invite_rate_per_source: e.ranged(
+            "sip.invite_rate_per_source",
+            raw.invite_rate_per_source,
+            d.invite_rate_per_source,
+            1..=100_000,
+        ),
+        invite_burst_per_source: e.ranged(
+            "sip.invite_burst_per_source",
+            raw.invite_burst_per_source,
+            d.invite_burst_per_source,
+            1..=100_000,
+        ),
+        stateless_responses_per_source: e.ranged(
+            "sip.stateless_responses_per_source",
+            raw.stateless_responses_per_source,
+            d.stateless_responses_per_source,
+            1..=1_000_000,
+        ),
         trunks,
     }
 }
@@ -360,6 +409,28 @@ mod tests {
         );
         assert_eq!(errors[2].reason, "required");
         assert!(errors[5].reason.contains("already used by sip.trunk[0]"));
+    }
+
+    #[test]
+    fn flood_limits_default_and_are_ranged() {
+        let config = Config::from_toml_str("[sip]\ninvite_rate_per_source = 5\n").unwrap();
+        assert_eq!(config.sip.invite_rate_per_source, 5);
+        assert_eq!(config.sip.max_transactions, 16384);
+        let errors = invalid(
+            "[sip]\nmax_transactions = 0\nmax_transactions_per_source = 0\n\
+             invite_rate_per_source = 0\ninvite_burst_per_source = 0\n\
+             stateless_responses_per_source = 0\n",
+        );
+        assert_eq!(
+            paths(&errors),
+            [
+                "sip.max_transactions",
+                "sip.max_transactions_per_source",
+                "sip.invite_rate_per_source",
+                "sip.invite_burst_per_source",
+                "sip.stateless_responses_per_source",
+            ]
+        );
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl SipDriver {
                 _ = watchdog.tick(), if watchdog_every.is_some() => crate::systemd::notify("WATCHDOG=1"),
             }
             self.drain(&mut state).await;
+            self.publish_flood_counters();
             if stopping.is_some() && self.endpoint.is_idle() {
                 break;
             }
@@ -200,6 +201,25 @@ impl SipDriver {
                 tracing::debug!(%peer, "SIP TCP connect failed");
             }
         }
+    }
+
+    /// Copies the endpoint's flood counters and transaction count to `/metrics`.
+    fn publish_flood_counters(&self) {
+        let stats = self.endpoint.stats();
+        let m = &self.metrics;
+        let transactions = self.endpoint.server_transactions() as u64;
+        m.sip_server_transactions
+            .store(transactions, Ordering::Relaxed);
+        m.sip_overload_dropped
+            .store(stats.overload_dropped, Ordering::Relaxed);
+        m.sip_overload_rejected
+            .store(stats.overload_rejected, Ordering::Relaxed);
+        m.sip_invites_limited
+            .store(stats.invites_limited, Ordering::Relaxed);
+        m.sip_stateless_responses
+            .store(stats.stateless_responses, Ordering::Relaxed);
+        m.sip_responses_limited
+            .store(stats.responses_limited, Ordering::Relaxed);
     }
 
     fn allowed(&self, from: SocketAddr) -> bool {

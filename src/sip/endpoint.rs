@@ -7,6 +7,31 @@
 //! `poll_timeout` out, plus commands from the application (`answer`, `reject`, `hangup`).
 //! It never reads the clock, touches a socket or draws randomness of its own.
 //!
+//! # Floods
+//!
+//! earshot faces SIP trunks on the internet, so no peer may make it hold state, or send
+//! datagrams, without bound ([`Limits`], from `[sip]`):
+//!
+//! - Server transactions live in a bounded [`Table`] (a global bound and one per source IP)
+//!   with a timer heap, so each loop costs O(log n) per timer due, not a scan.
+//! - A request whose transaction would break the **per-source** bound is dropped, counted,
+//!   and never answered: that source alone is flooding, an answer would only cost bandwidth
+//!   (and go to whoever it spoofs), and a genuine peer retransmits over UDP until one of its
+//!   own transactions has ended. A request that would break the **global** bound gets a 503
+//!   with Retry-After sent statelessly: the overload is not necessarily its sender's doing, and
+//!   a trunk told to back off retries later or fails over to another server at once.
+//! - New INVITEs are rate-limited per source IP (a token bucket); the excess gets a 503 with
+//!   Retry-After, statelessly: a trunk that bursts over the rate learns at once to slow down or
+//!   fail over instead of retransmitting for 32 s, and no call, dialog or transaction is made.
+//! - Refusals decided before any dialog exists (a failed §8.2.1–§8.2.3 check, 481 for an
+//!   unknown dialog or CANCEL, 486 at capacity, 503 while shutting down, 400/415 for an unusable
+//!   offer, the two 503s above) are sent **statelessly** (§8.2.7): no transaction, so no Timer G
+//!   retransmissions towards a possibly spoofed source; a retransmitted request is answered
+//!   again (with the same To tag, derived from the request) and the ACK is absorbed because
+//!   nothing matches it. One request buys at most one response, and stateless responses are
+//!   themselves rate-limited per source. Non-2xx finals to a call the application already saw
+//!   (480, 487, 488, 503 without media) keep their INVITE transaction, as §17.2.1 requires.
+//!
 //! # Layout
 //!
 //! - This file: the public types, the server transactions (§17.2.3 matching), request dispatch
@@ -33,13 +58,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::call::Call;
-use self::response::{ResponseBuilder, wants_to_tag};
+use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
 use super::message::{self, Headers, Message, Method, Request, Response};
 use super::registration::{RegOutcome, RegState, Registration};
 use super::sdp::{Negotiated, SessionDescription};
-use super::transaction::{Action, ServerInvite, ServerNonInvite};
+use super::transaction::{
+    Action, Overload, ServerInvite, ServerNonInvite, SourceLimiter, Table, Timed,
+};
 
 /// Methods earshot implements, as advertised in Allow (§20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
@@ -55,6 +82,36 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// `[calls].max_concurrent`: INVITEs beyond it get 486, and OPTIONS 503.
     pub max_calls: usize,
+    pub limits: Limits,
+}
+
+/// Flood bounds, from `[sip]` (see the module doc for what happens beyond each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Server transactions held at once, in all.
+    pub max_transactions: usize,
+    /// Server transactions held at once for one source IP.
+    pub max_transactions_per_source: usize,
+    /// New INVITEs a second from one source IP, and the burst allowed.
+    pub invite_rate: u32,
+    pub invite_burst: u32,
+    /// Stateless responses a second to one source IP (the burst is twice that).
+    pub stateless_response_rate: u32,
+    /// Source IPs tracked by each rate limiter (oldest evicted beyond).
+    pub rate_sources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_transactions: 16384,
+            max_transactions_per_source: 8192,
+            invite_rate: 50,
+            invite_burst: 100,
+            stateless_response_rate: 100,
+            rate_sources: 4096,
+        }
+    }
 }
 
 /// Our handle on one call, stable for its lifetime.
@@ -137,6 +194,16 @@ pub struct EndpointStats {
     pub dropped: u64,
     /// Requests refused at capacity (486) or while shutting down (503).
     pub refused: u64,
+    /// Requests dropped unanswered: their source holds its most server transactions.
+    pub overload_dropped: u64,
+    /// Requests refused with a stateless 503: the transaction table is full.
+    pub overload_rejected: u64,
+    /// New INVITEs over their source's rate, refused with a stateless 503.
+    pub invites_limited: u64,
+    /// Responses sent without a transaction (§8.2.7).
+    pub stateless_responses: u64,
+    /// Stateless responses not sent: over their destination's rate.
+    pub responses_limited: u64,
 }
 
 /// Server transactions are found by §17.2.3 keys.
@@ -164,12 +231,25 @@ struct ServerEntry {
     flow: Flow,
 }
 
+impl Timed for ServerEntry {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.tx {
+            ServerTx::Invite(tx) => tx.poll_timeout(),
+            ServerTx::NonInvite(tx) => tx.poll_timeout(),
+        }
+    }
+}
+
 /// earshot's SIP user agent.
 pub struct Endpoint {
     config: EndpointConfig,
     rng: StdRng,
     accepting: bool,
-    server: HashMap<TxKey, ServerEntry>,
+    server: Table<TxKey, ServerEntry>,
+    invite_limiter: SourceLimiter,
+    response_limiter: SourceLimiter,
+    /// Keys the To tags of stateless responses (§8.2.7: the same request gets the same tag).
+    tag_secret: u64,
     client: HashMap<String, ClientEntry>,
     calls: HashMap<CallRef, Call>,
     dialogs: HashMap<DialogId, CallRef>,
@@ -183,11 +263,25 @@ pub struct Endpoint {
 impl Endpoint {
     /// `seed` feeds tags, branches and digest cnonces.
     pub fn new(config: EndpointConfig, seed: u64) -> Self {
+        let limits = config.limits;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let tag_secret = rng.random();
         Self {
             config,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
             accepting: true,
-            server: HashMap::new(),
+            server: Table::new(limits.max_transactions, limits.max_transactions_per_source),
+            invite_limiter: SourceLimiter::new(
+                limits.invite_rate,
+                limits.invite_burst,
+                limits.rate_sources,
+            ),
+            response_limiter: SourceLimiter::new(
+                limits.stateless_response_rate,
+                limits.stateless_response_rate.saturating_mul(2),
+                limits.rate_sources,
+            ),
+            tag_secret,
             client: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -231,6 +325,11 @@ impl Endpoint {
         &self.stats
     }
 
+    /// Server transactions held now (at most `[sip].max_transactions`).
+    pub fn server_transactions(&self) -> usize {
+        self.server.len()
+    }
+
     pub fn registration_states(&self) -> impl Iterator<Item = (&str, &RegState)> {
         self.registrations
             .iter()
@@ -248,7 +347,7 @@ impl Endpoint {
                 Some((status, headers)) => {
                     self.stats.malformed += 1;
                     let resp = ResponseBuilder::new(headers, status, None).build();
-                    self.send_stateless(headers, flow, resp);
+                    self.send_stateless(now, headers, flow, resp);
                 }
                 None => self.stats.dropped += 1,
             },
@@ -271,17 +370,19 @@ impl Endpoint {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let server = self.server.values().filter_map(|e| match &e.tx {
-            ServerTx::Invite(tx) => tx.poll_timeout(),
-            ServerTx::NonInvite(tx) => tx.poll_timeout(),
-        });
+        let server = self.server.next_deadline();
         let client = self.client.values().filter_map(|e| e.tx.poll_timeout());
         let calls = self.calls.values().filter_map(Call::poll_timeout);
         let regs = self
             .registrations
             .iter()
             .filter_map(Registration::poll_timeout);
-        server.chain(client).chain(calls).chain(regs).min()
+        server
+            .into_iter()
+            .chain(client)
+            .chain(calls)
+            .chain(regs)
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -296,9 +397,10 @@ impl Endpoint {
     fn handle_request(&mut self, now: Instant, flow: Flow, mut req: Request) {
         stamp_received(&mut req.headers, flow.remote);
         let Some(key) = tx_key(&req) else {
-            // No transaction to answer in: a stateless reply.
-            let resp = self.response_to(&req, 400).build();
-            self.send_stateless(&req.headers, flow, resp);
+            // No transaction to answer in: a stateless reply (never to an ACK, §17).
+            if req.method != Method::Ack {
+                self.reply_stateless(now, flow, &req, self.stateless_response(&req, 400));
+            }
             return;
         };
         // §17.2.3: a retransmission goes to its transaction.
@@ -324,13 +426,13 @@ impl Endpoint {
 
     fn handle_ack(&mut self, now: Instant, key: TxKey, req: Request) {
         // An ACK for a non-2xx final belongs to the INVITE transaction (§17.2.1).
+        // An ACK for a stateless refusal matches nothing and ends here, absorbed (§8.2.7).
         let invite_key = with_method(&key, "INVITE");
-        if let Some(ServerEntry {
-            tx: ServerTx::Invite(tx),
-            ..
-        }) = self.server.get_mut(&invite_key)
-            && tx.on_ack(now)
-        {
+        let absorbed = self.server.update(&invite_key, |e| match &mut e.tx {
+            ServerTx::Invite(tx) => tx.on_ack(now),
+            ServerTx::NonInvite(_) => false,
+        });
+        if absorbed == Some(true) {
             return;
         }
         // An ACK for a 2xx is part of the dialog (§13.2.2.4 / §13.3.1.4).
@@ -346,9 +448,14 @@ impl Endpoint {
             .iter()
             .find(|(_, c)| c.is_cancelled_by(&invite_key))
             .map(|(r, _)| *r);
-        let known = self.server.contains_key(&invite_key);
-        let status = if known { 200 } else { 481 };
-        let resp = self.response_to(&req, status).build();
+        if !self.server.contains_key(&invite_key) {
+            self.reply_stateless(now, flow, &req, self.stateless_response(&req, 481));
+            return;
+        }
+        if !self.admit(now, flow, &req) {
+            return;
+        }
+        let resp = self.response_to(&req, 200).build();
         self.respond_in_new_tx(now, flow, key, &req, resp);
         // §9.2: the INVITE is answered 487 if it had no final response yet.
         if let Some(call) = call {
@@ -359,7 +466,7 @@ impl Endpoint {
 
     fn handle_new_request(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         if let Some(status) = precheck(&req) {
-            let mut resp = self.response_to(&req, status);
+            let mut resp = self.stateless_response(&req, status);
             match status {
                 405 => resp = resp.header("Allow", ALLOW),
                 415 | 406 => resp = resp.header("Accept", ACCEPT),
@@ -369,7 +476,7 @@ impl Endpoint {
                 }
                 _ => {}
             }
-            self.respond_in_new_tx(now, flow, key, &req, resp.build());
+            self.reply_stateless(now, flow, &req, resp);
             return;
         }
         let in_dialog = req
@@ -377,15 +484,30 @@ impl Endpoint {
             .to()
             .and_then(|to| to.tag().map(str::to_string))
             .is_some();
-        if in_dialog {
-            match self.dialog_of(&req) {
-                Some(call) => self.handle_in_dialog(now, flow, key, req, call),
-                // §12.2.2: a request for a dialog we do not know.
-                None => {
-                    let resp = self.response_to(&req, 481).build();
-                    self.respond_in_new_tx(now, flow, key, &req, resp);
-                }
-            }
+        let call = if in_dialog {
+            self.dialog_of(&req)
+        } else {
+            None
+        };
+        // §12.2.2: a request for a dialog we do not know; outside a dialog, BYE, INFO...
+        if call.is_none() && (in_dialog || !matches!(req.method, Method::Invite | Method::Options))
+        {
+            self.reply_stateless(now, flow, &req, self.stateless_response(&req, 481));
+            return;
+        }
+        if call.is_none()
+            && req.method == Method::Invite
+            && !self.invite_limiter.allow(now, flow.remote.ip())
+        {
+            self.stats.invites_limited += 1;
+            self.unavailable(now, flow, &req, 5);
+            return;
+        }
+        if !self.admit(now, flow, &req) {
+            return;
+        }
+        if let Some(call) = call {
+            self.handle_in_dialog(now, flow, key, req, call);
             return;
         }
         match req.method {
@@ -407,10 +529,25 @@ impl Endpoint {
                 }
                 self.respond_in_new_tx(now, flow, key, &req, resp.build());
             }
-            // BYE, INFO... outside a dialog.
-            _ => {
-                let resp = self.response_to(&req, 481).build();
-                self.respond_in_new_tx(now, flow, key, &req, resp);
+            // Sorted out above.
+            _ => {}
+        }
+    }
+
+    /// Whether the transaction table has room for a new transaction from `flow`; if not, the
+    /// request is dropped (its source is over its bound) or refused statelessly with 503 (the
+    /// table is full), and counted.
+    fn admit(&mut self, now: Instant, flow: Flow, req: &Request) -> bool {
+        match self.server.admit(flow.remote.ip()) {
+            Ok(()) => true,
+            Err(Overload::PerSource) => {
+                self.stats.overload_dropped += 1;
+                false
+            }
+            Err(Overload::Global) => {
+                self.stats.overload_rejected += 1;
+                self.unavailable(now, flow, req, 5);
+                false
             }
         }
     }
@@ -427,28 +564,31 @@ impl Endpoint {
     // ---- server transactions --------------------------------------------------------------
 
     fn server_timeouts(&mut self, now: Instant) {
-        let mut done = Vec::new();
-        for (key, entry) in &mut self.server {
-            loop {
-                let action = match &mut entry.tx {
-                    ServerTx::Invite(tx) => tx.handle_timeout(now),
-                    ServerTx::NonInvite(tx) => tx.handle_timeout(now),
-                };
-                match action {
-                    Some(Action::Retransmit(bytes)) => {
-                        self.transmits.push_back(Transmit {
-                            flow: entry.flow,
-                            bytes,
-                        });
+        while let Some(key) = self.server.pop_due(now) {
+            let actions = self.server.update(&key, |entry| {
+                let mut actions = Vec::new();
+                loop {
+                    let action = match &mut entry.tx {
+                        ServerTx::Invite(tx) => tx.handle_timeout(now),
+                        ServerTx::NonInvite(tx) => tx.handle_timeout(now),
+                    };
+                    match action {
+                        Some(action) => actions.push((entry.flow, action)),
+                        None => break actions,
                     }
+                }
+            });
+            let mut done = false;
+            for (flow, action) in actions.unwrap_or_default() {
+                match action {
+                    Action::Retransmit(bytes) => self.transmits.push_back(Transmit { flow, bytes }),
                     // The call that refused with this response has already ended.
-                    Some(_) => done.push(key.clone()),
-                    None => break,
+                    _ => done = true,
                 }
             }
-        }
-        for key in done {
-            self.server.remove(&key);
+            if done {
+                self.server.remove(&key);
+            }
         }
     }
 
@@ -460,8 +600,16 @@ impl Endpoint {
             Method::Invite => ServerTx::Invite(ServerInvite::new(reliable)),
             _ => ServerTx::NonInvite(ServerNonInvite::new(reliable)),
         };
-        self.server
-            .insert(key.clone(), ServerEntry { tx, flow: dest });
+        // Dispatch checked the bounds already ([`Endpoint::admit`]); a refusal here leaves
+        // the request unanswered, and counted.
+        let entry = ServerEntry { tx, flow: dest };
+        if self
+            .server
+            .insert(key.clone(), flow.remote.ip(), entry)
+            .is_err()
+        {
+            self.stats.overload_dropped += 1;
+        }
     }
 
     // ---- sending responses ----------------------------------------------------------------
@@ -472,8 +620,38 @@ impl Endpoint {
         ResponseBuilder::new(&req.headers, status, tag)
     }
 
-    /// A response outside any transaction (the request had none), sent where its Via says.
-    fn send_stateless(&mut self, request: &Headers, flow: Flow, resp: Response) {
+    /// §8.2.7: a response to `req` for a stateless reply, its To tag (when it needs one)
+    /// derived from the request so that a retransmission gets the same one.
+    fn stateless_response(&self, req: &Request, status: u16) -> ResponseBuilder {
+        ResponseBuilder::new(&req.headers, status, self.stateless_tag(req, status))
+    }
+
+    /// The To tag for a stateless `status` to `req`, when it needs one.
+    fn stateless_tag(&self, req: &Request, status: u16) -> Option<String> {
+        wants_to_tag(&req.headers, status).then(|| stateless_tag(self.tag_secret, &req.headers))
+    }
+
+    /// A stateless 503 with Retry-After (§21.5.4): come back in `secs` seconds, or elsewhere.
+    fn unavailable(&mut self, now: Instant, flow: Flow, req: &Request, secs: u32) {
+        let resp = self
+            .stateless_response(req, 503)
+            .header("Retry-After", secs.to_string());
+        self.reply_stateless(now, flow, req, resp);
+    }
+
+    /// §8.2.7: answers `req` without a transaction (see [`Endpoint::send_stateless`]).
+    fn reply_stateless(&mut self, now: Instant, flow: Flow, req: &Request, resp: ResponseBuilder) {
+        self.send_stateless(now, &req.headers, flow, resp.build());
+    }
+
+    /// A response outside any transaction, sent where its Via says, unless its source has had
+    /// its share of stateless responses (then it is counted and dropped).
+    fn send_stateless(&mut self, now: Instant, request: &Headers, flow: Flow, resp: Response) {
+        if !self.response_limiter.allow(now, flow.remote.ip()) {
+            self.stats.responses_limited += 1;
+            return;
+        }
+        self.stats.stateless_responses += 1;
         let dest = response_destination(request.via().as_ref(), flow);
         self.send(dest, resp.to_bytes());
     }
@@ -481,17 +659,19 @@ impl Endpoint {
     /// Sends a response through its server transaction.
     fn respond(&mut self, now: Instant, key: &TxKey, resp: Response) {
         let bytes = resp.to_bytes();
-        let Some(entry) = self.server.get_mut(key) else {
+        let sent = self.server.update(key, |entry| {
+            match &mut entry.tx {
+                ServerTx::Invite(tx) => tx.on_response(now, resp.status, &bytes),
+                ServerTx::NonInvite(tx) => tx.on_response(now, resp.status, &bytes),
+            }
+            let terminated = match &entry.tx {
+                ServerTx::Invite(tx) => tx.is_terminated(),
+                ServerTx::NonInvite(tx) => tx.is_terminated(),
+            };
+            (entry.flow, terminated)
+        });
+        let Some((flow, terminated)) = sent else {
             return;
-        };
-        match &mut entry.tx {
-            ServerTx::Invite(tx) => tx.on_response(now, resp.status, &bytes),
-            ServerTx::NonInvite(tx) => tx.on_response(now, resp.status, &bytes),
-        }
-        let flow = entry.flow;
-        let terminated = match &entry.tx {
-            ServerTx::Invite(tx) => tx.is_terminated(),
-            ServerTx::NonInvite(tx) => tx.is_terminated(),
         };
         if terminated {
             self.server.remove(key);

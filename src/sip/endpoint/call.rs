@@ -283,42 +283,40 @@ impl Endpoint {
 
     // ---- requests for a call --------------------------------------------------------------
 
-    /// An INVITE outside any dialog: 100 Trying, then a new call for the application, or a
-    /// refusal (shutting down, at capacity, no usable offer).
+    /// An INVITE outside any dialog: a new call for the application (in its INVITE transaction,
+    /// with 100 Trying at once), or a refusal sent statelessly (§8.2.7: shutting down, at
+    /// capacity, no usable offer), so that no transaction retransmits it.
     pub(super) fn handle_invite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
-        self.open_server_tx(&key, &req, flow);
-        // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
-        let trying = ResponseBuilder::new(&req.headers, 100, None).build();
-        self.respond(now, &key, trying);
         if !self.accepting {
             self.stats.refused += 1;
-            let resp = ResponseBuilder::new(&req.headers, 503, Some(self.random_token(8)))
-                .header("Retry-After", "30")
-                .build();
-            self.respond(now, &key, resp);
+            self.unavailable(now, flow, &req, 30);
             return;
         }
         if self.calls.len() >= self.config.max_calls {
             self.stats.refused += 1;
-            let resp = ResponseBuilder::new(&req.headers, 486, Some(self.random_token(8))).build();
-            self.respond(now, &key, resp);
+            let resp = self.stateless_response(&req, 486);
+            self.reply_stateless(now, flow, &req, resp);
             return;
         }
         let offer = match offer_of(&req) {
             Ok(offer) => offer,
             Err(status) => {
-                let tag = Some(self.random_token(8));
-                self.respond(now, &key, offer_refusal(&req, status, tag));
+                let resp = offer_refusal(&req, status, self.stateless_tag(&req, status));
+                self.send_stateless(now, &req.headers, flow, resp);
                 return;
             }
         };
         let tag = self.random_token(10);
         let first_cseq = self.rng.random_range(1..1_000_000);
         let Some(dialog) = Dialog::from_invite(&req, &tag, flow, first_cseq) else {
-            let resp = ResponseBuilder::new(&req.headers, 400, Some(tag)).build();
-            self.respond(now, &key, resp);
+            let resp = self.stateless_response(&req, 400);
+            self.reply_stateless(now, flow, &req, resp);
             return;
         };
+        self.open_server_tx(&key, &req, flow);
+        // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
+        let trying = ResponseBuilder::new(&req.headers, 100, None).build();
+        self.respond(now, &key, trying);
         let call = CallRef(self.next_call);
         self.next_call += 1;
         let incoming = IncomingCall {

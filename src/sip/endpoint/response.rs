@@ -6,6 +6,11 @@
 //! (Allow for 405, Accept for 415, Unsupported for 420, the Record-Route set and Contact of a
 //! dialog-creating response per §12.1.1, an SDP body) goes through the same builder. This
 //! module decides no status and sends nothing.
+//!
+//! §8.2.7: a response sent statelessly takes a To tag derived from the request
+//! ([`stateless_tag`]), so a retransmitted request gets the very same response.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::ACCEPT;
 use crate::sip::message::{Headers, Response};
@@ -67,6 +72,24 @@ impl ResponseBuilder {
 pub(super) fn wants_to_tag(request: &Headers, status: u16) -> bool {
     let tagged = request.to().is_some_and(|to| to.tag().is_some());
     status > 100 && !tagged
+}
+
+/// §8.2.7: the To tag of a stateless response — the same for the same request (its Call-ID,
+/// From tag, CSeq and top Via branch) and, keyed by `secret`, not guessable from outside.
+pub(super) fn stateless_tag(secret: u64, request: &Headers) -> String {
+    let mut hasher = DefaultHasher::new();
+    secret.hash(&mut hasher);
+    request.call_id().hash(&mut hasher);
+    request
+        .from()
+        .and_then(|f| f.tag().map(str::to_owned))
+        .hash(&mut hasher);
+    request.cseq().map(|c| c.seq).hash(&mut hasher);
+    request
+        .via()
+        .and_then(|v| v.branch().map(str::to_owned))
+        .hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn canonical_name(name: &str) -> &'static str {

@@ -23,10 +23,15 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_limits(2, Limits::default())
+    }
+
+    fn with_limits(max_calls: usize, limits: Limits) -> Self {
         let config = EndpointConfig {
             advertised: "127.0.0.1:5060".parse().unwrap(),
             user_agent: "earshot-test".into(),
-            max_calls: 2,
+            max_calls,
+            limits,
         };
         Self {
             ep: Endpoint::new(config, 7),
@@ -370,10 +375,8 @@ fn busy_beyond_max_calls_and_options_says_503_at_capacity() {
     }
     h.responses();
     h.send(&invite("z9hG4bKc3", "cap3"));
-    assert_eq!(
-        h.responses(),
-        [(100, "INVITE".into()), (486, "INVITE".into())]
-    );
+    // Refused before any dialog: statelessly, so no 100 Trying (§8.2.7).
+    assert_eq!(h.responses(), [(486, "INVITE".into())]);
     let options = "OPTIONS sip:earshot@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo\nFrom: <sip:mon@127.0.0.1>;tag=m\nTo: <sip:earshot@127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n";
     h.send(options);
     assert_eq!(h.responses(), [(503, "OPTIONS".into())]);
@@ -390,10 +393,7 @@ fn options_lists_allow_accept_and_shutdown_refuses_calls() {
     assert_eq!(ok.headers.get("accept"), Some(ACCEPT));
     h.ep.shut_down(h.now);
     h.send(&invite("z9hG4bK11", "c11"));
-    assert_eq!(
-        h.responses(),
-        [(100, "INVITE".into()), (503, "INVITE".into())]
-    );
+    assert_eq!(h.responses(), [(503, "INVITE".into())]);
 }
 
 #[test]
@@ -512,4 +512,128 @@ fn responses_follow_rport_to_the_source_port() {
     };
     let via = r.headers.via().unwrap();
     assert_eq!(via.rport(), Some(Some(40123)));
+}
+
+// ---- floods ------------------------------------------------------------------------------------
+
+fn options(branch: &str) -> String {
+    format!(
+        "OPTIONS sip:earshot@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\nFrom: <sip:mon@127.0.0.1>;tag=m\nTo: <sip:earshot@127.0.0.1>\nCall-ID: {branch}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+}
+
+fn statuses(h: &mut Harness) -> Vec<u16> {
+    h.responses().into_iter().map(|(s, _)| s).collect()
+}
+
+#[test]
+fn refusal_before_a_dialog_is_sent_once_per_request_and_its_ack_absorbed() {
+    let mut h = Harness::new();
+    let req =
+        invite("z9hG4bKreq", "creq").replace("Max-Forwards: 70", "Max-Forwards: 70\nRequire: x");
+    h.send(&req);
+    let first = h.last_response().unwrap();
+    assert_eq!(first.status, 420);
+    assert_eq!(h.ep.server_transactions(), 0, "no state for a refusal");
+    // No Timer G: nothing more, however long we wait.
+    h.advance(Duration::from_secs(40));
+    assert!(h.responses().is_empty());
+    // A retransmission is answered again, identically (same To tag).
+    h.send(&req);
+    let again = h.last_response().unwrap();
+    assert_eq!((again.status, to_tag(&again)), (420, to_tag(&first)));
+    // Its ACK matches nothing and is absorbed silently.
+    let ack = format!(
+        "ACK sip:1000@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKreq\nFrom: <sip:2000@127.0.0.1>;tag=caller\nTo: <sip:1000@127.0.0.1>;tag={}\nCall-ID: creq\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        to_tag(&first)
+    );
+    h.send(&ack);
+    assert!(h.responses().is_empty());
+    assert!(h.events().is_empty());
+    assert_eq!(h.ep.stats().stateless_responses, 2);
+}
+
+#[test]
+fn transaction_bounds_drop_per_source_and_refuse_globally() {
+    let limits = Limits {
+        max_transactions: 16,
+        max_transactions_per_source: 10,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(2, limits);
+    let a = h.flow;
+    for i in 0..25 {
+        h.send(&options(&format!("z9hG4bKa{i}")));
+    }
+    assert_eq!(statuses(&mut h), [200; 10], "the rest dropped unanswered");
+    assert_eq!(h.ep.stats().overload_dropped, 15);
+    assert_eq!(h.ep.server_transactions(), 10);
+    // Another source still gets in, up to the global bound; beyond it, a stateless 503.
+    h.flow.remote = "127.0.0.2:5070".parse().unwrap();
+    for i in 0..10 {
+        h.send(&options(&format!("z9hG4bKb{i}")));
+    }
+    let got = h.last_response();
+    assert_eq!(got.map(|r| r.status), Some(503));
+    assert_eq!(h.ep.stats().overload_rejected, 4);
+    assert_eq!(h.ep.server_transactions(), 16);
+    // Retransmissions of held transactions are still answered from them.
+    h.send(&options("z9hG4bKb0"));
+    assert_eq!(statuses(&mut h), [200]);
+    // Timer J frees the table.
+    h.advance(Duration::from_secs(33));
+    assert_eq!(h.ep.server_transactions(), 0);
+    h.flow = a;
+    h.send(&options("z9hG4bKafter"));
+    assert_eq!(statuses(&mut h), [200]);
+}
+
+#[test]
+fn invite_burst_is_rate_limited_with_a_stateless_503() {
+    let limits = Limits {
+        invite_rate: 1,
+        invite_burst: 3,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(100, limits);
+    for i in 0..10 {
+        h.send(&invite(&format!("z9hG4bKr{i}"), &format!("r{i}")));
+    }
+    let got = h.responses();
+    assert_eq!(got.iter().filter(|(s, _)| *s == 100).count(), 3);
+    assert_eq!(got.iter().filter(|(s, _)| *s == 503).count(), 7);
+    assert_eq!(h.ep.stats().invites_limited, 7);
+    assert_eq!(
+        h.ep.server_transactions(),
+        3,
+        "only the admitted calls hold state"
+    );
+    // The bucket refills at the rate.
+    h.advance(Duration::from_secs(1));
+    h.send(&invite("z9hG4bKr10", "r10"));
+    assert_eq!(statuses(&mut h), [100]);
+}
+
+#[test]
+fn stateless_responses_are_rate_limited_per_source() {
+    let limits = Limits {
+        stateless_response_rate: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(2, limits);
+    for i in 0..10 {
+        h.send(&in_dialog(
+            "BYE",
+            2,
+            &format!("z9hG4bKs{i}"),
+            "gone",
+            "gone",
+        ));
+    }
+    assert_eq!(statuses(&mut h), [481; 4], "a burst of twice the rate");
+    assert_eq!(h.ep.stats().responses_limited, 6);
+    // Another source has its own allowance.
+    h.flow.remote = "127.0.0.2:5070".parse().unwrap();
+    h.send(&in_dialog("BYE", 2, "z9hG4bKs99", "gone", "gone"));
+    assert_eq!(statuses(&mut h), [481]);
 }

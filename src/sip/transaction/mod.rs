@@ -4,12 +4,20 @@
 //! (a retransmitted request, a response from the transaction user, a timer firing) and answers
 //! with [`Action`]s for the endpoint to carry out. Timers are a small table of
 //! `Option<Instant>`; the next deadline is the minimum.
+//!
+//! Around them: `table`, the bounded map of server transactions with its timer heap, and
+//! `limit`, per-source token buckets that keep one source from creating transactions (or
+//! drawing responses) without bound.
 
 mod client;
+mod limit;
 mod server;
+mod table;
 
 pub use client::{ClientInvite, ClientNonInvite, Delivery};
+pub use limit::SourceLimiter;
 pub use server::{ServerInvite, ServerNonInvite};
+pub use table::{Overload, Table, Timed};
 
 use std::time::{Duration, Instant};
 
