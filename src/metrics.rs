@@ -165,6 +165,11 @@ pub struct Metrics {
     /// SIP datagrams and TCP connections from sources outside `[sip].allow`, dropped
     /// unanswered. The SIP driver.
     pub sip_blocked: AtomicU64,
+    /// TCP connections refused at `[sip].max_tcp_connections`, and SIP messages dropped for
+    /// exceeding `[sip].max_message_bytes` (UDP datagrams, and TCP messages whose connection
+    /// was closed for it). The SIP driver.
+    pub sip_tcp_refused: AtomicU64,
+    pub sip_oversized: AtomicU64,
     /// Agent bridge: WebSocket connect time, sessions up now, fallbacks by reason, frames its
     /// audio only partly filled, audio bytes dropped on a full queue, agent messages dropped on
     /// a full channel, and the response latency per caller turn. The agent driver and the call
@@ -215,6 +220,8 @@ impl Default for Metrics {
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
+            sip_tcp_refused: AtomicU64::new(0),
+            sip_oversized: AtomicU64::new(0),
             agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
             agent_sessions: AtomicU64::new(0),
             agent_fallbacks: Default::default(),
@@ -337,7 +344,8 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        // A slice, not a sized array, so adding a counter is one entry.
+        let counters: &[(&str, &str, &AtomicU64)] = &[
             (
                 "earshot_agent_sessions",
                 "Agent WebSocket sessions up now.",
@@ -404,6 +412,16 @@ impl Metrics {
                 &self.sip_blocked,
             ),
             (
+                "earshot_sip_tcp_refused_total",
+                "SIP TCP connections refused at [sip].max_tcp_connections.",
+                &self.sip_tcp_refused,
+            ),
+            (
+                "earshot_sip_oversized_total",
+                "SIP messages over [sip].max_message_bytes, dropped unanswered.",
+                &self.sip_oversized,
+            ),
+            (
                 "earshot_twilio_fallbacks_total",
                 "Twilio calls answered with the fallback TwiML.",
                 &self.twilio_fallbacks,
@@ -449,7 +467,7 @@ impl Metrics {
                 &self.webhooks_pending,
             ),
         ];
-        for (name, help, value) in counters {
+        for &(name, help, value) in counters {
             let kind = if name.ends_with("_total") {
                 "counter"
             } else {
