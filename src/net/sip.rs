@@ -319,8 +319,12 @@ impl SipDriver {
             }
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
-                RegOutcome::Challenged { stale, retry_in } => {
-                    tracing::debug!(%trunk, stale, retry_in_secs = retry_in.as_secs(), "registrar challenged, answering")
+                // A stale nonce again and again is a broken registrar: say so, once per retry.
+                RegOutcome::Challenged { stale, retry_in } if !retry_in.is_zero() => {
+                    tracing::warn!(%trunk, stale, retry_in_secs = retry_in.as_secs(), "registrar keeps answering with a stale nonce; backing off")
+                }
+                RegOutcome::Challenged { stale, .. } => {
+                    tracing::debug!(%trunk, stale, "registrar challenged, answering")
                 }
                 RegOutcome::IntervalTooBrief {
                     min_expires,

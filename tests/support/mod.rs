@@ -510,6 +510,15 @@ impl SipTcp {
         })
     }
 
+    /// Wraps a connection made elsewhere (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> SipTcp {
+        let _ = stream.set_nodelay(true);
+        SipTcp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }

@@ -1,0 +1,105 @@
+//! Trunk registration against SIPp registrars that answer what real ones sometimes do:
+//! `423 Interval Too Brief` with a Min-Expires (earshot retries with it, registers, and
+//! unregisters on shutdown), and a `stale=true` challenge to every REGISTER forever (earshot
+//! backs off instead of looping; the REGISTERs are counted in SIPp's message trace).
+
+#![allow(clippy::unwrap_used)]
+// Real peers run in real time.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::sipp::{self, Scenario};
+use support::{Earshot, temp_dir};
+
+fn trunk(registrar_port: u16, expires: u32) -> String {
+    format!(
+        "[[sip.trunk]]\nname = \"provider\"\nregistrar = \"127.0.0.1:{registrar_port}\"\nusername = \"trunkuser\"\npassword = \"s3cret\"\ndomain = \"earshot.test\"\nexpires_secs = {expires}\n"
+    )
+}
+
+#[test]
+fn registrar_answering_423_gets_its_min_expires_then_the_unregistration() {
+    let registrar_port = sipp::port();
+    let dir = temp_dir("registrar-423");
+    let scenario = Scenario::load("uas_registrar_423.xml", &[]);
+    let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = Earshot::start(&trunk(registrar_port, 120));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !e.stderr_log().contains("registered") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = e.stderr_log();
+    assert!(
+        log.contains("min_expires=300"),
+        "the 423 was not reported:\n{}",
+        e.log_tail(20)
+    );
+    let status = e.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "earshot exit: {status:?}"
+    );
+    let outcome = registrar.wait(Duration::from_secs(15));
+    sipp::assert_passed(&outcome, 1, &e);
+}
+
+/// REGISTERs earshot sent, from SIPp's `-trace_msg` log in `dir`.
+fn registers_in_trace(dir: &Path) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("uas_registrar_stale") && name.ends_with("_messages.log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            count += text
+                .lines()
+                .filter(|l| l.starts_with("REGISTER sip:"))
+                .count();
+        }
+    }
+    count
+}
+
+#[test]
+fn registrar_answering_stale_forever_is_backed_off() {
+    const WINDOW_SECS: u64 = 20;
+    let registrar_port = sipp::port();
+    let dir = temp_dir("registrar-stale");
+    let scenario = Scenario::load("uas_registrar_stale.xml", &[]);
+    let registrar = sipp::start(
+        &dir,
+        &scenario,
+        None,
+        registrar_port,
+        &[
+            "-m",
+            "1",
+            "-trace_msg",
+            "-timeout",
+            &WINDOW_SECS.to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = Earshot::start(&trunk(registrar_port, 120));
+    // SIPp quits at its global timeout; its trace then holds every REGISTER it received.
+    let _ = registrar.wait(Duration::from_secs(WINDOW_SECS + 15));
+    let registers = registers_in_trace(&dir);
+    eprintln!("{registers} REGISTERs in {WINDOW_SECS} s");
+    // Retries at 0, 1, 2, 4, 8 s...: 6 in 20 s. A loop would send hundreds.
+    assert!(
+        (3..=10).contains(&registers),
+        "{registers} REGISTERs in {WINDOW_SECS} s to a registrar answering stale=true forever\n{}",
+        e.log_tail(20)
+    );
+    let log = e.stderr_log();
+    assert!(
+        log.contains("stale nonce; backing off") && log.contains("retry_in_secs=4"),
+        "{}",
+        e.log_tail(20)
+    );
+    let _ = e.terminate(Duration::from_secs(10));
+}
