@@ -16,7 +16,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::sip::{self, Message};
 use support::{Earshot, SipTcp, in_netns, unique};
@@ -48,25 +48,8 @@ fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// Sends an OPTIONS on `stream` and returns the final status read back.
 fn options_over(stream: TcpStream) -> Option<u16> {
-    let local = stream.local_addr().ok()?;
     let target = stream.peer_addr().ok()?;
-    let mut conn = SipTcp::from_stream(stream);
-    let call_id = unique("allowed-");
-    conn.send(&sip::options(local, target, &call_id, "tcp"))
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match conn.recv(Duration::from_millis(250)) {
-            Ok(Some(msg)) if msg.header("call-id") == Some(call_id.as_str()) => {
-                if let Some(status) = msg.status().filter(|s| *s >= 200) {
-                    return Some(status);
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
+    SipTcp::from_stream(stream).options_status(target)
 }
 
 /// Bytes read from a refused connection until it ends (EOF or reset).
