@@ -88,17 +88,21 @@ fn tcp_flood_from_outside_the_allow_list_is_reset_counted_and_quiet() {
                 let mut held = Vec::new();
                 let mut connected = 0;
                 for i in 0..FLOOD {
-                    if let Ok(mut stream) = TcpStream::connect(target) {
-                        connected += 1;
-                        let local = stream.local_addr().unwrap();
-                        let _ = stream.write_all(&sip::options(
-                            local,
-                            target,
-                            &format!("flood-{i}"),
-                            "tcp",
-                        ));
-                        held.push(stream);
+                    let mut stream = match TcpStream::connect(target) {
+                        Ok(stream) => stream,
+                        // Accepted and reset before connect returned.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            connected += 1;
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    connected += 1;
+                    if let Ok(local) = stream.local_addr() {
+                        let options = sip::options(local, target, &format!("flood-{i}"), "tcp");
+                        let _ = stream.write_all(&options);
                     }
+                    held.push(stream);
                 }
                 (connected, held)
             });

@@ -19,7 +19,6 @@
 mod http;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,24 +68,31 @@ fn run(bin: &Path, tool: &str, args: &[String]) -> String {
 struct Capture {
     child: Child,
     file: PathBuf,
+    log: PathBuf,
 }
 
 impl Capture {
     fn start(file: PathBuf, filter: &str) -> Capture {
-        let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-n", "-U", "-w"])
+        let log = file.with_extension("log");
+        let child = Command::new("tcpdump")
+            .args(["-i", "lo", "-n", "-U", "--immediate-mode", "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("tcpdump (scripts/test.sh installs it)");
         // Capturing once it says so.
-        let stderr = child.stderr.take().unwrap();
-        let mut line = String::new();
-        let _ = BufReader::new(stderr).read_line(&mut line);
-        assert!(line.contains("listening"), "tcpdump: {line}");
-        Capture { child, file }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("listening") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "tcpdump: {said}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { child, file, log }
     }
 
     /// Stops the capture and returns its packets, one tcpdump line each.
@@ -101,10 +107,16 @@ impl Capture {
             .arg(&self.file)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout)
+        let packets: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
-            .collect()
+            .collect();
+        eprintln!(
+            "tcpdump: {}{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        packets
     }
 }
 

@@ -101,8 +101,8 @@ impl Refusals {
     }
 }
 
-/// Closes a refused connection with a reset (SO_LINGER 0): nothing is written to it, and no
-/// TIME_WAIT socket is left behind per refused peer.
+/// Closes a connection from outside `[sip].allow` with a reset (SO_LINGER 0): nothing is
+/// written to it, and no TIME_WAIT socket is left behind per refused peer.
 fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
@@ -145,7 +145,8 @@ pub async fn accept_loop(
                 .sip_tcp_refused
                 .fetch_add(1, Ordering::Relaxed);
             refusals.count(false);
-            reset(stream);
+            // An allowed peer over the limit gets an orderly close, not a reset.
+            drop(stream);
             continue;
         };
         let conn = ConnId(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));

@@ -13,6 +13,7 @@
 //! without a usable Min-Expires (missing, not a number, or 0) gives up until the next reload
 //! ([`RegFailure`]). Unregistration (Expires: 0, on shutdown or when a reload drops the trunk)
 //! answers one challenge and gives up after [`UNREGISTER_TIMEOUT`].
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
