@@ -1,7 +1,8 @@
 //! Trunk registration against SIPp registrars that answer what real ones sometimes do:
 //! `423 Interval Too Brief` with a Min-Expires (earshot retries with it, registers, and
 //! unregisters on shutdown), and a `stale=true` challenge to every REGISTER forever (earshot
-//! backs off instead of looping; the REGISTERs are counted in SIPp's message trace).
+//! backs off instead of looping; the REGISTERs are counted in SIPp's message trace), and a
+//! trunk removed by a reload (SIGHUP) is unregistered while earshot keeps running.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -10,7 +11,8 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use support::sipp::{self, Scenario};
 use support::{Earshot, temp_dir};
@@ -29,10 +31,7 @@ fn registrar_answering_423_gets_its_min_expires_then_the_unregistration() {
     let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut e = Earshot::start(&trunk(registrar_port, 120));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !e.stderr_log().contains("registered") && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(&e, "registered");
     let log = e.stderr_log();
     assert!(
         log.contains("min_expires=300"),
@@ -102,4 +101,49 @@ fn registrar_answering_stale_forever_is_backed_off() {
         e.log_tail(20)
     );
     let _ = e.terminate(Duration::from_secs(10));
+}
+
+/// Waits up to 10 s for `text` in earshot's log.
+fn wait_for_log(e: &Earshot, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.stderr_log().contains(text) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_trunk_removed_by_a_reload_is_unregistered() {
+    let registrar_port = sipp::port();
+    let dir = temp_dir("registrar-removed");
+    let scenario = Scenario::load("uas_registrar_removed.xml", &[]);
+    let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = Earshot::start(&trunk(registrar_port, 3600));
+    wait_for_log(&e, "registered");
+    assert!(e.stderr_log().contains("registered"), "{}", e.log_tail(20));
+
+    // The same configuration without the trunk, then SIGHUP.
+    let mut table: toml::Table = std::fs::read_to_string(e.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sip = table.get_mut("sip").and_then(|s| s.as_table_mut()).unwrap();
+    assert!(sip.remove("trunk").is_some());
+    std::fs::write(e.config_path(), toml::to_string(&table).unwrap()).unwrap();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(e.pid().to_string())
+        .status();
+
+    // SIPp gets its Expires: 0 and finishes while earshot still runs.
+    let outcome = registrar.wait(Duration::from_secs(20));
+    assert!(e.is_running(), "earshot stopped:\n{}", e.log_tail(20));
+    sipp::assert_passed(&outcome, 1, &e);
+    wait_for_log(&e, "unregistered");
+    assert!(
+        e.stderr_log().contains("unregistered"),
+        "{}",
+        e.log_tail(20)
+    );
+    assert!(e.options_ok());
 }
