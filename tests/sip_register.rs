@@ -10,27 +10,30 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::sipp::{self, Scenario};
+use support::sipp::{self, Scenario, Sipp};
 use support::{Earshot, temp_dir};
 
-fn trunk(registrar_port: u16, expires: u32) -> String {
-    format!(
+/// Starts SIPp with `scenario` as the registrar, then earshot with one trunk registering there
+/// for `expires` seconds. Returns SIPp, earshot and SIPp's directory.
+fn registrar_and_earshot(scenario: &str, args: &[&str], expires: u32) -> (Sipp, Earshot, PathBuf) {
+    let registrar_port = sipp::port();
+    let dir = temp_dir("registrar");
+    let scenario = Scenario::load(scenario, &[]);
+    let registrar = sipp::start(&dir, &scenario, None, registrar_port, args);
+    std::thread::sleep(Duration::from_millis(300));
+    let e = Earshot::start(&format!(
         "[[sip.trunk]]\nname = \"provider\"\nregistrar = \"127.0.0.1:{registrar_port}\"\nusername = \"trunkuser\"\npassword = \"s3cret\"\ndomain = \"earshot.test\"\nexpires_secs = {expires}\n"
-    )
+    ));
+    (registrar, e, dir)
 }
 
 #[test]
 fn registrar_answering_423_gets_its_min_expires_then_the_unregistration() {
-    let registrar_port = sipp::port();
-    let dir = temp_dir("registrar-423");
-    let scenario = Scenario::load("uas_registrar_423.xml", &[]);
-    let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut e = Earshot::start(&trunk(registrar_port, 120));
+    let (registrar, mut e, _) = registrar_and_earshot("uas_registrar_423.xml", &["-m", "1"], 120);
     wait_for_log(&e, "registered");
     let log = e.stderr_log();
     assert!(
@@ -66,24 +69,12 @@ fn registers_in_trace(dir: &Path) -> usize {
 #[test]
 fn registrar_answering_stale_forever_is_backed_off() {
     const WINDOW_SECS: u64 = 20;
-    let registrar_port = sipp::port();
-    let dir = temp_dir("registrar-stale");
-    let scenario = Scenario::load("uas_registrar_stale.xml", &[]);
-    let registrar = sipp::start(
-        &dir,
-        &scenario,
-        None,
-        registrar_port,
-        &[
-            "-m",
-            "1",
-            "-trace_msg",
-            "-timeout",
-            &WINDOW_SECS.to_string(),
-        ],
+    let window = WINDOW_SECS.to_string();
+    let (registrar, mut e, dir) = registrar_and_earshot(
+        "uas_registrar_stale.xml",
+        &["-m", "1", "-trace_msg", "-timeout", &window],
+        120,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut e = Earshot::start(&trunk(registrar_port, 120));
     // SIPp quits at its global timeout; its trace then holds every REGISTER it received.
     let _ = registrar.wait(Duration::from_secs(WINDOW_SECS + 15));
     let registers = registers_in_trace(&dir);
@@ -96,7 +87,7 @@ fn registrar_answering_stale_forever_is_backed_off() {
     );
     let log = e.stderr_log();
     assert!(
-        log.contains("stale nonce; backing off") && log.contains("retry_in_secs=4"),
+        log.contains("stale nonce; backing off") && log.contains("retry_in_secs=2"),
         "{}",
         e.log_tail(20)
     );
@@ -113,12 +104,8 @@ fn wait_for_log(e: &Earshot, text: &str) {
 
 #[test]
 fn a_trunk_removed_by_a_reload_is_unregistered() {
-    let registrar_port = sipp::port();
-    let dir = temp_dir("registrar-removed");
-    let scenario = Scenario::load("uas_registrar_removed.xml", &[]);
-    let registrar = sipp::start(&dir, &scenario, None, registrar_port, &["-m", "1"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut e = Earshot::start(&trunk(registrar_port, 3600));
+    let (registrar, mut e, _) =
+        registrar_and_earshot("uas_registrar_removed.xml", &["-m", "1"], 3600);
     wait_for_log(&e, "registered");
     assert!(e.stderr_log().contains("registered"), "{}", e.log_tail(20));
 
