@@ -406,6 +406,7 @@ async fn build_sip(
             config.sip.max_message_bytes,
             config.sip.max_tcp_connections,
             Duration::from_secs(config.sip.tcp_idle_timeout_secs.max(1)),
+            metrics.clone(),
         ),
         calls,
         commands: sip_rx,

@@ -179,6 +179,11 @@ pub struct Metrics {
     pub sip_invites_limited: AtomicU64,
     pub sip_stateless_responses: AtomicU64,
     pub sip_responses_limited: AtomicU64,
+    /// TCP connections refused at `[sip].max_tcp_connections`, and SIP messages dropped for
+    /// exceeding `[sip].max_message_bytes` (UDP datagrams, and TCP messages whose connection
+    /// was closed for it). The SIP driver.
+    pub sip_tcp_refused: AtomicU64,
+    pub sip_oversized: AtomicU64,
     /// Agent bridge: WebSocket connect time, sessions up now, fallbacks by reason, frames its
     /// audio only partly filled, audio bytes dropped on a full queue, agent messages dropped on
     /// a full channel, and the response latency per caller turn. The agent driver and the call
@@ -236,6 +241,8 @@ impl Default for Metrics {
             sip_invites_limited: AtomicU64::new(0),
             sip_stateless_responses: AtomicU64::new(0),
             sip_responses_limited: AtomicU64::new(0),
+            sip_tcp_refused: AtomicU64::new(0),
+            sip_oversized: AtomicU64::new(0),
             agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
             agent_sessions: AtomicU64::new(0),
             agent_fallbacks: Default::default(),
@@ -358,6 +365,7 @@ impl Metrics {
             "Calls ended since earshot started.",
             &self.calls_ended,
         );
+        // A slice, not a sized array, so adding a counter is one entry.
         let counters: &[(&str, &str, &AtomicU64)] = &[
             (
                 "earshot_agent_sessions",
@@ -455,6 +463,16 @@ impl Metrics {
                 &self.sip_responses_limited,
             ),
             (
+                "earshot_sip_tcp_refused_total",
+                "SIP TCP connections refused at [sip].max_tcp_connections.",
+                &self.sip_tcp_refused,
+            ),
+            (
+                "earshot_sip_oversized_total",
+                "SIP messages over [sip].max_message_bytes, dropped unanswered.",
+                &self.sip_oversized,
+            ),
+            (
                 "earshot_twilio_fallbacks_total",
                 "Twilio calls answered with the fallback TwiML.",
                 &self.twilio_fallbacks,
@@ -510,7 +528,7 @@ impl Metrics {
                 &self.webhooks_pending,
             ),
         ];
-        for (name, help, value) in counters {
+        for &(name, help, value) in counters {
             let kind = if name.ends_with("_total") {
                 "counter"
             } else {

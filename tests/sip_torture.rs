@@ -1114,23 +1114,7 @@ fn sip_from_sources_outside_the_allow_list_is_ignored() {
 
 /// An OPTIONS over an open connection gets 200.
 fn tcp_options(conn: &mut SipTcp, target: SocketAddr) -> Option<u16> {
-    let local = conn.stream.local_addr().ok()?;
-    let call_id = unique("tcp-");
-    conn.send(&sip::options(local, target, &call_id, "tcp"))
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match conn.recv(Duration::from_millis(200)) {
-            Ok(Some(msg)) if msg.header("call-id") == Some(call_id.as_str()) => {
-                if let Some(status) = msg.status().filter(|s| *s >= 200) {
-                    return Some(status);
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
+    conn.options_status(target)
 }
 
 #[test]

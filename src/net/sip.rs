@@ -1,6 +1,8 @@
 //! The SIP driver: UDP and TCP sockets on `[sip].listen` around the sans-IO
-//! [`Endpoint`]. It filters sources by `[sip].allow`, feeds the endpoint, sends what it asks,
-//! and carries call events to and from the call tasks. It decides nothing about SIP itself.
+//! [`Endpoint`]. It filters sources by `[sip].allow`, drops datagrams over
+//! `[sip].max_message_bytes` (both counted, neither answered), feeds the endpoint, sends what
+//! it asks, and carries call events to and from the call tasks. It decides nothing about SIP
+//! itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +76,7 @@ impl SipDriver {
         let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
         let next_conn = Arc::new(AtomicU64::new(1));
         let tcp_stop = CancellationToken::new();
+        self.share_allow();
         if let Some(listener) = self.tcp.take() {
             let accept = tcp::accept_loop(
                 listener,
@@ -97,7 +100,8 @@ impl SipDriver {
         self.endpoint.set_trunks(clock::now(), trunks);
         self.drain(&mut state).await;
 
-        let mut buf = vec![0u8; 65536];
+        // One byte more than the limit, so a longer datagram shows as filling the buffer.
+        let mut buf = vec![0u8; self.limits.max_message.saturating_add(1)];
         let mut stopping: Option<tokio::time::Instant> = None;
         // systemd's watchdog is fed from this loop, so a wedged SIP task gets us restarted.
         let watchdog_every = crate::systemd::watchdog_interval().map(|d| d / 2);
@@ -132,6 +136,7 @@ impl SipDriver {
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default } = *reload;
                         self.allow = allow;
+                        self.share_allow();
                         self.endpoint.set_trunks(clock::now(), trunks);
                         self.calls.services.greeting = greeting;
                         self.calls.services.listen_default = listen_default;
@@ -153,9 +158,21 @@ impl SipDriver {
         }
     }
 
+    /// Hands `[sip].allow` to the TCP accept loop, which refuses connections before they take a
+    /// slot.
+    fn share_allow(&self) {
+        if let Ok(mut shared) = self.limits.allow.write() {
+            shared.clone_from(&self.allow);
+        }
+    }
+
     fn datagram(&mut self, flow: Flow, bytes: &[u8]) {
         if !self.allowed(flow.remote) {
             self.metrics.sip_blocked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if bytes.len() > self.limits.max_message {
+            self.metrics.sip_oversized.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // RFC 5626 §3.5.1 keep-alives (CRLF pings) are not messages.
@@ -169,6 +186,8 @@ impl SipDriver {
     fn tcp_event(&mut self, state: &mut LoopState, event: TcpEvent) {
         match event {
             TcpEvent::Opened { conn, peer, writer } => {
+                // The accept loop refuses these already; this catches a connection accepted
+                // just before a reload narrowed the list.
                 if !self.allowed(peer) {
                     self.metrics.sip_blocked.fetch_add(1, Ordering::Relaxed);
                     // Dropping the writer closes the connection.
@@ -320,13 +339,29 @@ impl SipDriver {
             }
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
-                RegOutcome::Challenged => {
-                    tracing::debug!(%trunk, "registrar challenged, answering")
+                // A stale nonce again and again is a broken registrar: say so, once per retry.
+                RegOutcome::Challenged { stale, retry_in } if !retry_in.is_zero() => {
+                    tracing::warn!(%trunk, stale, retry_in_secs = retry_in.as_secs(), "registrar keeps answering with a stale nonce; backing off")
+                }
+                RegOutcome::Challenged { stale, .. } => {
+                    tracing::debug!(%trunk, stale, "registrar challenged, answering")
+                }
+                RegOutcome::IntervalTooBrief {
+                    min_expires,
+                    retry_in,
+                } => {
+                    tracing::info!(%trunk, min_expires, retry_in_secs = retry_in.as_secs(), "registrar wants a longer registration (423)")
                 }
                 RegOutcome::Failed { status, retry_in } => {
                     tracing::warn!(%trunk, status, retry_in_secs = retry_in.as_secs(), "registration failed")
                 }
+                RegOutcome::GaveUp { status, reason } => {
+                    tracing::error!(%trunk, status, ?reason, "registration given up until the configuration is reloaded")
+                }
                 RegOutcome::Unregistered => tracing::info!(%trunk, "unregistered"),
+                RegOutcome::UnregisterFailed { status } => {
+                    tracing::warn!(%trunk, status, "unregistration not confirmed; the binding lapses at its expiry")
+                }
             },
         }
     }
@@ -342,12 +377,19 @@ struct LoopState {
     pending_connects: HashMap<SocketAddr, Vec<Vec<u8>>>,
 }
 
-/// Connection limits from the config.
-pub fn limits(max_message: usize, max_connections: usize, idle: Duration) -> TcpLimits {
+/// Connection limits from the config. The allow-list is filled in when the driver starts.
+pub fn limits(
+    max_message: usize,
+    max_connections: usize,
+    idle: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> TcpLimits {
     TcpLimits {
         max_message,
         idle_timeout: idle,
         slots: Arc::new(Semaphore::new(max_connections)),
+        allow: Arc::new(std::sync::RwLock::new(Vec::new())),
+        metrics,
     }
 }
 

@@ -1,16 +1,22 @@
 //! SIP over TCP (RFC 3261 §18.3): one task per connection that frames the byte stream into
 //! messages and writes what the SIP task sends. Connection count, message size and idle time
-//! are bounded, so a peer cannot make earshot buffer without limit.
+//! are bounded, so a peer cannot make earshot buffer without limit. A connection from outside
+//! `[sip].allow` is reset at accept, before it takes a slot or a task: a flood of them is
+//! counted, and logged at most once per [`LOG_EVERY`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock;
+use crate::config::Cidr;
+use crate::metrics::Metrics;
 use crate::sip::dialog::ConnId;
 use crate::sip::message::StreamFramer;
 
@@ -45,6 +51,61 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
     /// One permit per connection; a connection beyond the limit is closed at once.
     pub slots: Arc<Semaphore>,
+    /// `[sip].allow`, shared with the SIP task (which replaces it on reload).
+    pub allow: Arc<RwLock<Vec<Cidr>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl TcpLimits {
+    /// Whether `peer` is inside `[sip].allow`.
+    pub fn allowed(&self, peer: SocketAddr) -> bool {
+        self.allow
+            .read()
+            .is_ok_and(|cidrs| cidrs.iter().any(|c| c.contains(peer.ip())))
+    }
+}
+
+/// The accept loop logs refused connections at most this often, with their count since.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections refused at accept since the last log line.
+#[derive(Debug, Default)]
+struct Refusals {
+    blocked: u64,
+    full: u64,
+    next_log: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one refusal and logs the tally when the last line is old enough.
+    fn count(&mut self, blocked: bool) {
+        if blocked {
+            self.blocked += 1;
+        } else {
+            self.full += 1;
+        }
+        let now = clock::now();
+        if self.next_log.is_some_and(|at| now < at) {
+            return;
+        }
+        tracing::warn!(
+            outside_allow = self.blocked,
+            over_limit = self.full,
+            "SIP TCP connections refused (outside [sip] allow, or beyond max_tcp_connections); \
+             next summary in 10 s at the earliest"
+        );
+        *self = Refusals {
+            next_log: Some(now + LOG_EVERY),
+            ..Refusals::default()
+        };
+    }
+}
+
+/// Closes a connection from outside `[sip].allow` with a reset (SO_LINGER 0): nothing is
+/// written to it, and no TIME_WAIT socket is left behind per refused peer.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
 }
 
 /// Messages queued for one connection before it counts as stuck and is closed.
@@ -58,6 +119,7 @@ pub async fn accept_loop(
     next_id: Arc<std::sync::atomic::AtomicU64>,
     shutdown: CancellationToken,
 ) {
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -71,8 +133,19 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if !limits.allowed(peer) {
+            limits.metrics.sip_blocked.fetch_add(1, Ordering::Relaxed);
+            refusals.count(true);
+            reset(stream);
+            continue;
+        }
         let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "SIP TCP connection refused: too many connections");
+            limits
+                .metrics
+                .sip_tcp_refused
+                .fetch_add(1, Ordering::Relaxed);
+            refusals.count(false);
+            // An allowed peer over the limit gets an orderly close, not a reset.
             drop(stream);
             continue;
         };
@@ -150,6 +223,7 @@ async fn run_connection(
                     Ok(Ok(n)) => n,
                 };
                 if framer.push(buf.get(..n).unwrap_or_default()).is_err() {
+                    limits.metrics.sip_oversized.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "SIP TCP message too large, closing");
                     break;
                 }

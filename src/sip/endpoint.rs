@@ -296,25 +296,14 @@ impl Endpoint {
     /// Shutdown: refuse new calls (503), and unregister every trunk.
     pub fn shut_down(&mut self, now: Instant) {
         self.accepting = false;
-        for idx in 0..self.registrations.len() {
-            if self
-                .registrations
-                .get_mut(idx)
-                .is_some_and(Registration::start_unregister)
-            {
-                self.send_register(now, idx);
-            }
-        }
+        self.unregister_all(now);
     }
 
     /// True when nothing is left in flight: no call, no client transaction, no unregistration.
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
             && self.client.values().all(|e| e.tx.is_finished())
-            && self
-                .registrations
-                .iter()
-                .all(|r| r.state != RegState::Unregistering)
+            && !self.unregistering()
     }
 
     pub fn active_calls(&self) -> usize {

@@ -2,7 +2,17 @@
 //! (§22.2, RFC 8760), refresh before expiry, backoff on failure, and unregistration.
 //!
 //! One [`Registration`] per configured trunk. It owns no transaction: the endpoint sends what
-//! [`Registration::request`] asks for and reports each final response back.
+//! [`Registration::request`] asks for and reports each final response back, matched by the
+//! registration's Call-ID and the CSeq of its latest REGISTER (a response to an older one is
+//! ignored).
+//!
+//! Retries follow one schedule, written here as data: a failure waits 5 s, doubling to 5 min
+//! (or the registrar's Retry-After, capped the same); answers that would make a loop — a
+//! `stale=true` challenge (RFC 7616 §3.3) or `423 Interval Too Brief` (§10.2.8, §10.3) — are
+//! retried at once the first time, then after 1 s, doubling to 5 min, until a 2xx. A 423
+//! without a usable Min-Expires (missing, not a number, or 0) gives up until the next reload
+//! ([`RegFailure`]). Unregistration (Expires: 0, on shutdown or when a reload drops the trunk)
+//! answers one challenge and gives up after [`UNREGISTER_TIMEOUT`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -44,10 +54,24 @@ pub enum RegState {
         refresh_at: Instant,
         expires_at: Instant,
     },
-    /// An Expires: 0 REGISTER is in flight (shutdown).
-    Unregistering,
-    /// Done: unregistered or given up for good (until reconfigured).
+    /// Unbinding (shutdown, or the trunk left the configuration): an Expires: 0 REGISTER is
+    /// due now (`due`) or in flight; abandoned at `give_up_at`.
+    Unregistering { give_up_at: Instant, due: bool },
+    /// Done: unregistered.
     Stopped,
+    /// Given up until the configuration is reloaded.
+    Failed(RegFailure),
+}
+
+/// Why a registration gave up for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegFailure {
+    /// 423 without a Min-Expires header (§20.23 requires one).
+    MinExpiresMissing,
+    /// 423 whose Min-Expires is not a delta-seconds value.
+    MinExpiresInvalid,
+    /// 423 with Min-Expires: 0, which no retry can satisfy.
+    MinExpiresZero,
 }
 
 /// The result of a final response, for events and logs.
@@ -56,18 +80,72 @@ pub enum RegOutcome {
     Registered {
         expires: u32,
     },
-    /// Challenged: the request is sent again with credentials.
-    Challenged,
+    /// Challenged: the request is sent again with credentials after `retry_in`.
+    Challenged {
+        stale: bool,
+        retry_in: Duration,
+    },
+    /// 423: the request is sent again with `min_expires` after `retry_in`.
+    IntervalTooBrief {
+        min_expires: u32,
+        retry_in: Duration,
+    },
     Failed {
         status: u16,
         retry_in: Duration,
     },
+    /// No more REGISTERs until the configuration is reloaded.
+    GaveUp {
+        status: u16,
+        reason: RegFailure,
+    },
     Unregistered,
+    /// The Expires: 0 REGISTER was refused, or never answered (408); the binding will lapse
+    /// at its expiry.
+    UnregisterFailed {
+        status: u16,
+    },
 }
 
-/// First retry after a failure; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// An exponential retry schedule: the `n`-th consecutive retry (from 1) waits
+/// `first · 2^(n-1)`, at most `max`; with `immediate_first`, the first retry does not wait.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub immediate_first: bool,
+}
+
+impl Backoff {
+    pub fn delay(&self, n: u32) -> Duration {
+        let n = if self.immediate_first {
+            if n <= 1 {
+                return Duration::ZERO;
+            }
+            n - 1
+        } else {
+            n.max(1)
+        };
+        self.first
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(self.max)
+    }
+}
+
+/// After a failure (error status, no answer).
+pub const FAILURE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(5),
+    max: Duration::from_secs(300),
+    immediate_first: false,
+};
+/// After answers that loop without a failure: stale challenges and 423s.
+pub const LOOP_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+    immediate_first: true,
+};
+/// How long an unregistration may take before the registration is dropped anyway.
+pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Registration {
@@ -83,8 +161,12 @@ pub struct Registration {
     /// Challenges answered in a row without success; a second one that is not stale fails.
     auth_rounds: u32,
     failures: u32,
+    /// Stale challenges and 423s since the last 2xx ([`LOOP_BACKOFF`]).
+    loops: u32,
     /// Set when the next REGISTER must unregister (Expires: 0).
     unregister: bool,
+    /// The trunk left the configuration: drop this registration once it is finished.
+    pub retired: bool,
 }
 
 impl Registration {
@@ -99,8 +181,21 @@ impl Registration {
             nc: 0,
             auth_rounds: 0,
             failures: 0,
+            loops: 0,
             unregister: false,
+            retired: false,
         }
+    }
+
+    /// The Call-ID of every REGISTER of this registration (§10.2: the same for all of them):
+    /// what the endpoint keys its REGISTER transactions by.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Whether a final response to the REGISTER with this CSeq is for the latest request.
+    pub fn is_current(&self, cseq: u32) -> bool {
+        cseq == self.cseq
     }
 
     /// When this registration next needs the endpoint's attention.
@@ -108,34 +203,79 @@ impl Registration {
         match self.state {
             RegState::Waiting { attempt_at } => Some(attempt_at),
             RegState::Registered { refresh_at, .. } => Some(refresh_at),
+            RegState::Unregistering { give_up_at, .. } => Some(give_up_at),
             _ => None,
         }
     }
 
     /// Whether a REGISTER is due now.
     pub fn is_due(&self, now: Instant) -> bool {
-        self.poll_timeout().is_some_and(|at| at <= now)
+        match self.state {
+            RegState::Unregistering { due, give_up_at } => due && now < give_up_at,
+            _ => self.poll_timeout().is_some_and(|at| at <= now),
+        }
     }
 
-    /// Begins unregistration: true when a REGISTER with Expires: 0 must now be sent.
-    pub fn start_unregister(&mut self) -> bool {
+    pub fn is_unregistering(&self) -> bool {
+        matches!(self.state, RegState::Unregistering { .. })
+    }
+
+    /// Stopped or given up: nothing more will be sent.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, RegState::Stopped | RegState::Failed(_))
+    }
+
+    /// Begins unregistration: true when a REGISTER with Expires: 0 is now due (the trunk is
+    /// bound, or a REGISTER that may bind it is in flight).
+    pub fn start_unregister(&mut self, now: Instant) -> bool {
+        if self.is_unregistering() || self.is_finished() {
+            return false;
+        }
         let bound = matches!(self.state, RegState::Registered { .. } | RegState::Pending);
         self.unregister = true;
+        self.auth_rounds = 0;
         self.state = if bound {
-            RegState::Unregistering
+            RegState::Unregistering {
+                give_up_at: now + UNREGISTER_TIMEOUT,
+                due: true,
+            }
         } else {
             RegState::Stopped
         };
         bound
     }
 
+    /// A reload kept this trunk: a registration that had given up starts again.
+    pub fn restart_if_failed(&mut self, now: Instant) {
+        if matches!(self.state, RegState::Failed(_)) {
+            self.failures = 0;
+            self.loops = 0;
+            self.state = RegState::Waiting { attempt_at: now };
+        }
+    }
+
+    /// An unregistration past its deadline is abandoned.
+    pub fn expire(&mut self, now: Instant) -> Option<RegOutcome> {
+        match self.state {
+            RegState::Unregistering { give_up_at, .. } if give_up_at <= now => {
+                self.state = RegState::Stopped;
+                Some(RegOutcome::UnregisterFailed { status: 408 })
+            }
+            _ => None,
+        }
+    }
+
     /// The REGISTER to send now; `contact` is our advertised host:port and `cnonce` fresh
     /// randomness for digest.
     pub fn request(&mut self, contact: &str, cnonce: &str) -> Request {
         self.cseq = self.cseq.wrapping_add(1);
-        if !self.unregister {
-            self.state = RegState::Pending;
-        }
+        self.state = match self.state {
+            RegState::Unregistering { give_up_at, .. } => RegState::Unregistering {
+                give_up_at,
+                due: false,
+            },
+            _ => RegState::Pending,
+        };
         let t = &self.trunk;
         let registrar_uri = format!("sip:{}", t.domain);
         let aor = format!("<sip:{}@{}>", t.username, t.domain);
@@ -189,18 +329,19 @@ impl Registration {
         }
     }
 
-    /// A final response to our REGISTER arrived. Returns what happened and whether a new
-    /// REGISTER must be sent right away (after a challenge).
+    /// A final response to our latest REGISTER arrived (the endpoint checks
+    /// [`Registration::is_current`] first). Says what happened; the state says when the next
+    /// REGISTER is due.
     pub fn on_response(&mut self, now: Instant, response: &Response) -> RegOutcome {
         let status = response.status;
         if self.unregister {
-            self.state = RegState::Stopped;
-            return RegOutcome::Unregistered;
+            return self.on_unregister_response(response);
         }
         match status {
             200..=299 => {
                 self.failures = 0;
                 self.auth_rounds = 0;
+                self.loops = 0;
                 let expires = granted_expires(&response.headers, &self.trunk.contact_user)
                     .unwrap_or(self.trunk.expires)
                     .max(1);
@@ -212,40 +353,39 @@ impl Registration {
                 };
                 RegOutcome::Registered { expires }
             }
-            401 | 407 => {
-                let header = if status == 401 {
-                    "www-authenticate"
-                } else {
-                    "proxy-authenticate"
-                };
-                let challenge = Challenge::pick_best(response.headers.get_all(header));
-                match challenge {
-                    Ok(ch) if self.auth_rounds == 0 || ch.stale => {
-                        self.auth_rounds += 1;
-                        self.nc = 0;
-                        self.challenge = Some((ch, status == 407));
-                        self.state = RegState::Waiting { attempt_at: now };
-                        RegOutcome::Challenged
-                    }
-                    _ => self.fail(now, status, None),
-                }
-            }
-            423 => {
-                // §10.3: Interval Too Brief — retry at once with the registrar's minimum.
-                if let Some(min) = response
-                    .headers
-                    .get("min-expires")
-                    .and_then(|v| v.trim().parse().ok())
-                {
-                    self.trunk.expires = min;
-                    self.state = RegState::Waiting { attempt_at: now };
-                    return RegOutcome::Failed {
-                        status,
-                        retry_in: Duration::ZERO,
+            401 | 407 => match self.take_challenge(response) {
+                Some(stale) => {
+                    let retry_in = if stale {
+                        self.loop_delay()
+                    } else {
+                        Duration::ZERO
                     };
+                    self.state = RegState::Waiting {
+                        attempt_at: now + retry_in,
+                    };
+                    RegOutcome::Challenged { stale, retry_in }
                 }
-                self.fail(now, status, None)
-            }
+                None => self.fail(now, status, None),
+            },
+            423 => match min_expires(&response.headers) {
+                Ok(min) => {
+                    // §10.2.8: retry with at least the registrar's minimum.
+                    self.trunk.expires = self.trunk.expires.max(min);
+                    let retry_in = self.loop_delay();
+                    self.state = RegState::Waiting {
+                        attempt_at: now + retry_in,
+                    };
+                    RegOutcome::IntervalTooBrief {
+                        min_expires: self.trunk.expires,
+                        retry_in,
+                    }
+                }
+                Err(reason) => {
+                    self.challenge = None;
+                    self.state = RegState::Failed(reason);
+                    RegOutcome::GaveUp { status, reason }
+                }
+            },
             _ => {
                 let retry_after = response
                     .headers
@@ -257,11 +397,70 @@ impl Registration {
         }
     }
 
+    /// A 401/407: keeps its challenge for the next REGISTER. `Some(stale)` when it is to be
+    /// answered (the first in a row, or a stale nonce), `None` when the credentials were
+    /// refused.
+    fn take_challenge(&mut self, response: &Response) -> Option<bool> {
+        let proxy = response.status == 407;
+        let header = if proxy {
+            "proxy-authenticate"
+        } else {
+            "www-authenticate"
+        };
+        let ch = Challenge::pick_best(response.headers.get_all(header)).ok()?;
+        if self.auth_rounds > 0 && !ch.stale {
+            return None;
+        }
+        let stale = ch.stale;
+        self.auth_rounds += 1;
+        self.nc = 0;
+        self.challenge = Some((ch, proxy));
+        Some(stale)
+    }
+
+    /// The next wait of [`LOOP_BACKOFF`].
+    fn loop_delay(&mut self) -> Duration {
+        self.loops = self.loops.saturating_add(1);
+        LOOP_BACKOFF.delay(self.loops)
+    }
+
+    fn on_unregister_response(&mut self, response: &Response) -> RegOutcome {
+        let status = response.status;
+        let give_up_at = match self.state {
+            RegState::Unregistering { give_up_at, .. } => give_up_at,
+            _ => {
+                self.state = RegState::Stopped;
+                return RegOutcome::Unregistered;
+            }
+        };
+        match status {
+            200..=299 => {
+                self.state = RegState::Stopped;
+                RegOutcome::Unregistered
+            }
+            // One challenge per unregistration is answered; stale or not, a second one ends it.
+            401 | 407 if self.auth_rounds == 0 && self.take_challenge(response).is_some() => {
+                self.state = RegState::Unregistering {
+                    give_up_at,
+                    due: true,
+                };
+                RegOutcome::Challenged {
+                    stale: false,
+                    retry_in: Duration::ZERO,
+                }
+            }
+            _ => {
+                self.state = RegState::Stopped;
+                RegOutcome::UnregisterFailed { status }
+            }
+        }
+    }
+
     /// The REGISTER transaction timed out (no response at all).
     pub fn on_timeout(&mut self, now: Instant) -> RegOutcome {
         if self.unregister {
             self.state = RegState::Stopped;
-            return RegOutcome::Unregistered;
+            return RegOutcome::UnregisterFailed { status: 408 };
         }
         self.fail(now, 408, None)
     }
@@ -270,14 +469,25 @@ impl Registration {
         self.failures = self.failures.saturating_add(1);
         self.auth_rounds = 0;
         self.challenge = None;
-        let backoff = MIN_BACKOFF
-            .saturating_mul(1 << self.failures.saturating_sub(1).min(6))
-            .min(MAX_BACKOFF);
-        let retry_in = retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+        let retry_in = retry_after
+            .unwrap_or_else(|| FAILURE_BACKOFF.delay(self.failures))
+            .min(FAILURE_BACKOFF.max);
         self.state = RegState::Waiting {
             attempt_at: now + retry_in,
         };
         RegOutcome::Failed { status, retry_in }
+    }
+}
+
+/// §20.23: a 423's Min-Expires, which must be a positive delta-seconds.
+fn min_expires(headers: &Headers) -> Result<u32, RegFailure> {
+    let value = headers
+        .get("min-expires")
+        .ok_or(RegFailure::MinExpiresMissing)?;
+    match value.trim().parse::<u32>() {
+        Ok(0) => Err(RegFailure::MinExpiresZero),
+        Ok(min) => Ok(min),
+        Err(_) => Err(RegFailure::MinExpiresInvalid),
     }
 }
 

@@ -510,8 +510,39 @@ impl SipTcp {
         })
     }
 
+    /// Wraps a connection made elsewhere (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> SipTcp {
+        let _ = stream.set_nodelay(true);
+        SipTcp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// Sends an OPTIONS to `target` on this connection and returns the final status of its
+    /// answer; `None` when the connection fails or nothing comes within 5 s.
+    pub fn options_status(&mut self, target: SocketAddr) -> Option<u16> {
+        let local = self.stream.local_addr().ok()?;
+        let call_id = unique("tcp-");
+        self.send(&sip::options(local, target, &call_id, "tcp"))
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.recv(Duration::from_millis(200)) {
+                Ok(Some(msg)) if msg.header("call-id") == Some(call_id.as_str()) => {
+                    if let Some(status) = msg.status().filter(|s| *s >= 200) {
+                        return Some(status);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// The next complete message, or `Ok(None)` after `timeout`; an error or `UnexpectedEof`

@@ -442,10 +442,16 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        // §14.2: an INVITE while ours is unfinished, or our 2xx not yet ACKed, gets 491/500.
+        // §14.2: an INVITE while ours is unfinished, or our 2xx not yet ACKed, gets 491/500;
+        // the 500 (a second INVITE before the first's final response) carries a Retry-After of
+        // a random 0-10 s, so the two sides do not retry in lockstep.
         if !c.invite_final || c.unacked.is_some() || !matches!(c.state, CallState::Established) {
             let status = if c.invite_final { 491 } else { 500 };
-            let resp = ResponseBuilder::new(&req.headers, status, None).build();
+            let mut resp = ResponseBuilder::new(&req.headers, status, None);
+            if status == 500 {
+                resp = resp.header("Retry-After", self.rng.random_range(0..=10u32).to_string());
+            }
+            let resp = resp.build();
             self.respond_in_new_tx(now, flow, key, &req, resp);
             return;
         }

@@ -637,3 +637,34 @@ fn stateless_responses_are_rate_limited_per_source() {
     h.send(&in_dialog("BYE", 2, "z9hG4bKs99", "gone", "gone"));
     assert_eq!(statuses(&mut h), [481]);
 }
+
+#[test]
+fn reinvite_before_the_invites_final_response_gets_500_with_a_random_retry_after() {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..40 {
+        let mut h = Harness::new();
+        h.ep = Endpoint::new(h.ep.config.clone(), n);
+        let call_id = format!("c-ri{n}");
+        h.send(&invite("z9hG4bKri", &call_id));
+        h.answer_incoming(Duration::from_secs(30));
+        let ringing = h.last_response().unwrap();
+        assert_eq!(ringing.status, 180);
+        let tag = to_tag(&ringing);
+        h.send(&in_dialog("INVITE", 2, "z9hG4bKri2", &call_id, &tag));
+        let refusal = h.last_response().unwrap();
+        assert_eq!(
+            refusal.status, 500,
+            "§14.2: a second INVITE while the first is pending"
+        );
+        let retry: u32 = refusal
+            .headers
+            .get("retry-after")
+            .expect("§14.2: Retry-After on the 500")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(retry <= 10, "Retry-After {retry} is outside 0-10 s");
+        seen.insert(retry);
+    }
+    assert!(seen.len() > 3, "Retry-After is not random: {seen:?}");
+}

@@ -2,6 +2,8 @@
 //! (§10.2), each in a non-INVITE client transaction (§17.1.2) keyed by its branch, and the
 //! responses that come back for them (§8.1.3, §17.1.3 matching by the top Via's branch).
 //! `set_trunks` is here; what a registration does with a response is `sip::registration`'s.
+//! REGISTER transactions name their registration by its Call-ID and CSeq, never by position,
+//! so a reload that reorders or removes trunks cannot hand a response to the wrong one.
 
 use std::time::Instant;
 
@@ -15,7 +17,11 @@ use crate::sip::transaction::{Action, ClientNonInvite, Delivery};
 #[derive(Debug, Clone)]
 pub(super) enum Purpose {
     Bye(CallRef),
-    Register(usize),
+    /// The registration's Call-ID and the request's CSeq.
+    Register {
+        call_id: String,
+        cseq: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -27,28 +33,29 @@ pub(super) struct ClientEntry {
 
 impl Endpoint {
     /// Replaces the trunks to register with (startup and reload). Existing bindings of trunks
-    /// that stay are kept; removed trunks are unregistered.
+    /// that stay are kept; removed trunks are unregistered (Expires: 0), then dropped.
     pub fn set_trunks(&mut self, now: Instant, trunks: Vec<TrunkRegistration>) {
         let mut keep = Vec::new();
-        for reg in std::mem::take(&mut self.registrations) {
-            let same = trunks.iter().any(|t| {
-                t.name == reg.trunk.name
-                    && t.registrar == reg.trunk.registrar
-                    && t.username == reg.trunk.username
-            });
+        for mut reg in std::mem::take(&mut self.registrations) {
+            let same = !reg.retired
+                && trunks.iter().any(|t| {
+                    t.name == reg.trunk.name
+                        && t.registrar == reg.trunk.registrar
+                        && t.username == reg.trunk.username
+                });
             if same {
                 keep.push(reg);
             } else {
-                let mut reg = reg;
-                if reg.start_unregister() {
-                    self.registrations.push(reg);
-                }
+                reg.retired = true;
+                reg.start_unregister(now);
+                self.registrations.push(reg);
             }
         }
         for trunk in trunks {
             if let Some(pos) = keep.iter().position(|r| r.trunk.name == trunk.name) {
                 let mut reg = keep.swap_remove(pos);
                 reg.trunk = trunk;
+                reg.restart_if_failed(now);
                 self.registrations.push(reg);
             } else {
                 let call_id = self.random_token(16);
@@ -58,6 +65,27 @@ impl Endpoint {
             }
         }
         self.drive_registrations(now);
+    }
+
+    /// Shutdown: unregisters every trunk.
+    pub(super) fn unregister_all(&mut self, now: Instant) {
+        for reg in &mut self.registrations {
+            reg.start_unregister(now);
+        }
+        self.drive_registrations(now);
+    }
+
+    /// True while an unregistration waits for its answer.
+    pub(super) fn unregistering(&self) -> bool {
+        self.registrations
+            .iter()
+            .any(Registration::is_unregistering)
+    }
+
+    fn registration(&mut self, call_id: &str) -> Option<&mut Registration> {
+        self.registrations
+            .iter_mut()
+            .find(|r| r.call_id() == call_id)
     }
 
     /// A response from the network: to the client transaction its top Via's branch names, or
@@ -87,8 +115,14 @@ impl Endpoint {
             Purpose::Bye(call) => {
                 self.calls.remove(&call);
             }
-            Purpose::Register(idx) => {
-                let Some(reg) = self.registrations.get_mut(idx) else {
+            Purpose::Register { call_id, cseq } => {
+                // A registration dropped since, or an answer to a REGISTER superseded by a
+                // newer one (an unregistration sent while it was in flight).
+                let Some(reg) = self
+                    .registration(&call_id)
+                    .filter(|reg| reg.is_current(cseq))
+                else {
+                    self.stats.dropped += 1;
                     return;
                 };
                 let outcome = reg.on_response(now, &resp);
@@ -124,8 +158,11 @@ impl Endpoint {
                 Some(Purpose::Bye(call)) => {
                     self.calls.remove(&call);
                 }
-                Some(Purpose::Register(idx)) => {
-                    if let Some(reg) = self.registrations.get_mut(idx) {
+                Some(Purpose::Register { call_id, cseq }) => {
+                    if let Some(reg) = self
+                        .registration(&call_id)
+                        .filter(|reg| reg.is_current(cseq))
+                    {
                         let outcome = reg.on_timeout(now);
                         let trunk = reg.trunk.name.clone();
                         self.events
@@ -137,20 +174,29 @@ impl Endpoint {
         }
     }
 
-    /// Sends the REGISTER of every registration that is due, unless shutting down.
+    /// Sends the REGISTER of every registration that is due (while shutting down, only
+    /// unregistrations), abandons unregistrations past their deadline, and drops retired
+    /// registrations that are finished.
     pub(super) fn drive_registrations(&mut self, now: Instant) {
         for idx in 0..self.registrations.len() {
-            let due = self
-                .registrations
-                .get(idx)
-                .is_some_and(|r| r.is_due(now) && self.accepting);
-            if due {
+            let Some(reg) = self.registrations.get_mut(idx) else {
+                continue;
+            };
+            if let Some(outcome) = reg.expire(now) {
+                let trunk = reg.trunk.name.clone();
+                self.events
+                    .push_back(Event::Registration { trunk, outcome });
+                continue;
+            }
+            if reg.is_due(now) && (self.accepting || reg.is_unregistering()) {
                 self.send_register(now, idx);
             }
         }
+        self.registrations
+            .retain(|r| !(r.retired && r.is_finished()));
     }
 
-    pub(super) fn send_register(&mut self, now: Instant, idx: usize) {
+    fn send_register(&mut self, now: Instant, idx: usize) {
         let advertised = self.config.advertised.to_string();
         let cnonce = self.random_token(16);
         let Some(reg) = self.registrations.get_mut(idx) else {
@@ -164,7 +210,11 @@ impl Endpoint {
         request
             .headers
             .push("User-Agent", self.config.user_agent.clone());
-        self.send_request(now, flow, request, Purpose::Register(idx));
+        let purpose = Purpose::Register {
+            call_id: reg.call_id().to_string(),
+            cseq: request.headers.cseq().map_or(0, |c| c.seq),
+        };
+        self.send_request(now, flow, request, purpose);
     }
 
     /// Adds our Via and starts a non-INVITE client transaction.
@@ -194,3 +244,7 @@ impl Endpoint {
         self.send(flow, bytes);
     }
 }
+
+#[cfg(test)]
+#[path = "uac_tests.rs"]
+mod tests;
