@@ -236,7 +236,8 @@ impl TwilioSide {
     /// A GET with the API's bearer token: (status, body).
     pub async fn get_authorized(&self, path: &str, token: &str) -> (u16, String) {
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: earshot.test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+            self.addr
         );
         self.exchange(&request).await
     }
