@@ -202,7 +202,7 @@ fn foreign_hosts_get_421_and_cross_site_changes_403() {
     let get = |host: &str| {
         raw(
             addr,
-            &format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
         )
     };
     // DNS rebinding: a name that resolves here but is not ours.
@@ -210,10 +210,16 @@ fn foreign_hosts_get_421_and_cross_site_changes_403() {
     assert_eq!(status, 421, "{body}");
     assert!(body.contains("misdirected_request"), "{body}");
     assert_eq!(get(&format!("rebind.evil.example:{port}")).0, 421);
+    assert_eq!(raw(addr, "GET / HTTP/1.0\r\n\r\n").0, 421, "no Host at all");
+    // Load balancers' health checks pass with any Host or none.
+    assert_eq!(raw(addr, "GET /health HTTP/1.0\r\n\r\n").0, 200);
     assert_eq!(
-        raw(addr, "GET /health HTTP/1.0\r\n\r\n").0,
-        421,
-        "no Host at all"
+        raw(
+            addr,
+            "GET /health HTTP/1.1\r\nHost: lb.internal\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
     );
     for host in [
         format!("127.0.0.1:{port}"),
@@ -222,7 +228,7 @@ fn foreign_hosts_get_421_and_cross_site_changes_403() {
     ] {
         assert_eq!(get(&host).0, 200, "{host}");
     }
-    // Console pages and the API alike.
+    // The console's pages and the API alike.
     assert_eq!(
         raw(
             addr,

@@ -3,7 +3,8 @@
 //! - DNS rebinding: a page on `evil.example` whose name is made to resolve to 127.0.0.1 reaches
 //!   the loopback API with `Host: evil.example`. Only IP literals, `localhost` and the names of
 //!   `[http].hosts` (plus the host of `[twilio].public_url`) are answered; any other `Host`, or
-//!   none, gets 421 Misdirected Request (RFC 9110 §15.5.20).
+//!   none, gets 421 Misdirected Request (RFC 9110 §15.5.20). `GET /health` is exempt: load
+//!   balancers' checks often send no `Host` (HTTP/1.0), and it tells nothing personal.
 //! - Cross-site requests: a state change (any method but GET, HEAD, OPTIONS) whose `Origin`
 //!   names another site than the request's `Host` (or a configured name), whose `Origin` is
 //!   `null`, or that the browser marks `Sec-Fetch-Site: cross-site`, gets 403 (RFC 6454 §7,
@@ -46,7 +47,11 @@ impl HostPolicy {
     }
 
     /// Whether a request may go on: `Err` is the refusal to send.
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if safe && path == "/health" {
+            return Ok(());
+        }
         let Some(authority) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
             return Err(ApiError::Misdirected("the request has no Host".into()));
         };
@@ -58,7 +63,7 @@ impl HostPolicy {
                 "this box does not answer to {host:?}: add it to [http].hosts"
             )));
         }
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if safe {
             return Ok(());
         }
         let site = headers
@@ -93,7 +98,7 @@ pub(super) async fn check_host(
     request: Request,
     next: Next,
 ) -> Response {
-    match policy.check(request.method(), request.headers()) {
+    match policy.check(request.method(), request.uri().path(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             metrics.http_requests_refused.fetch_add(1, Relaxed);
@@ -165,7 +170,7 @@ mod tests {
     }
 
     fn status(policy: &HostPolicy, method: Method, pairs: &[(&'static str, &str)]) -> u16 {
-        match policy.check(&method, &headers(pairs)) {
+        match policy.check(&method, "/api/calls", &headers(pairs)) {
             Ok(()) => 200,
             Err(e) => e.status().as_u16(),
         }
@@ -210,6 +215,21 @@ mod tests {
             );
         }
         assert_eq!(status(&policy, Method::GET, &[]), 421);
+        // Load balancers' health checks, with any Host or none.
+        assert!(
+            policy
+                .check(&Method::GET, "/health", &HeaderMap::new())
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(
+                    &Method::POST,
+                    "/health",
+                    &headers(&[("host", "evil.example")])
+                )
+                .is_err()
+        );
     }
 
     #[test]
