@@ -81,7 +81,13 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    runtime.spawn(api::serve(listener, api::router(state), shutdown.clone()));
+    runtime.spawn(api::serve(
+        listener,
+        api::router(state),
+        api::ConnLimits::from_config(&http_config),
+        Arc::new(Metrics::default()),
+        shutdown.clone(),
+    ));
 
     let first_page = measure(samples, |_| check(addr, "/api/calls?limit=50"));
     report("GET /api/calls?limit=50 (newest page)", &first_page);

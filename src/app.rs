@@ -70,7 +70,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     );
     let (services, recording_events) = start_services(&config, events_tx, &metrics)?;
     let audio = services.audio.clone();
-    let (history, twilio) = start_history(
+    let (history, twilio, store) = start_history(
         &config,
         &services,
         events_rx,
@@ -79,7 +79,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
         metrics.clone(),
     )
     .await?;
-    let driver = build_sip(&config, services, metrics).await?;
+    let driver = build_sip(&config, services, metrics, store).await?;
     spawn_reload_handler(
         config.clone(),
         config_path,
@@ -250,7 +250,14 @@ async fn start_history(
     recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
-) -> Result<(crate::store::WriterHandle, crate::net::twilio::TwilioState), AppError> {
+) -> Result<
+    (
+        crate::store::WriterHandle,
+        crate::net::twilio::TwilioState,
+        crate::store::Store,
+    ),
+    AppError,
+> {
     use crate::store::{Housekeeping, Store};
     let store = Store::open_async(
         config.store.path.clone(),
@@ -293,23 +300,57 @@ async fn start_history(
         shutdown.clone(),
     );
     twilio.start();
-    let mut state =
-        crate::api::ApiState::new(&config.http, store, registry, metrics, shutdown.clone());
+    let twilio_own_listener = config.twilio.listen;
+    let mut state = crate::api::ApiState::new(
+        &config.http,
+        store.clone(),
+        registry,
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    // Twilio's reverse proxy forwards the internet to the listener Twilio is served on.
+    state.exposed |= config.twilio.enabled && twilio_own_listener.is_none();
     state.audio = Some(services.audio.clone());
     state.gate = gate;
+    let policy =
+        crate::api::HostPolicy::new(&config.http.hosts, config.twilio.public_url.as_deref());
+    let limits = crate::api::ConnLimits::from_config(&config.http);
+    let twilio_routes = crate::net::twilio::twilio_routes(twilio.clone());
+    let mut router = crate::api::router(state);
+    if let Some(addr) = twilio_own_listener {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::BindHttp { addr, source })?;
+        let router = crate::api::guarded(twilio_routes, policy.clone(), metrics.clone());
+        spawn_http(listener, router, limits, &metrics, shutdown);
+        tracing::info!(twilio = %addr, "Twilio webhook and streams listening");
+    } else {
+        router = router.merge(twilio_routes);
+    }
     let addr = config.http.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::BindHttp { addr, source })?;
-    let router = crate::api::router(state).merge(crate::net::twilio::twilio_routes(twilio.clone()));
-    let serve = crate::api::serve(listener, router, shutdown.clone());
+    let router = crate::api::guarded(router, policy, metrics.clone());
+    spawn_http(listener, router, limits, &metrics, shutdown);
+    tracing::info!(http = %addr, "HTTP API and console listening");
+    Ok((writer, twilio, store))
+}
+
+/// Serves `router` on `listener` in its own task until shutdown.
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: crate::api::ConnLimits,
+    metrics: &Arc<crate::metrics::Metrics>,
+    shutdown: &CancellationToken,
+) {
+    let serve = crate::api::serve(listener, router, limits, metrics.clone(), shutdown.clone());
     tokio::spawn(async move {
         if let Err(err) = serve.await {
-            tracing::error!(%err, "the HTTP API stopped");
+            tracing::error!(%err, "an HTTP listener stopped");
         }
     });
-    tracing::info!(http = %addr, "HTTP API and console listening");
-    Ok((writer, twilio))
 }
 
 /// Logs the recorder's events; a finished recording becomes the call's `recording_finished`
@@ -349,6 +390,7 @@ async fn build_sip(
     config: &Config,
     services: Services,
     metrics: Arc<crate::metrics::Metrics>,
+    store: crate::store::Store,
 ) -> Result<SipDriver, AppError> {
     let listen = config.sip.listen;
     let (udp, tcp) = net::sip::bind(listen)
@@ -412,6 +454,7 @@ async fn build_sip(
         commands: sip_rx,
         sip_commands,
         metrics,
+        store,
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
     })

@@ -57,7 +57,8 @@
 //!   [`webhooks::address`] (the private-address filter), a minimal HTTP/1.1 client, and the
 //!   delivery task (at most 8 attempts in flight, every result recorded durably).
 //! - [`api`]: axum — REST, Server-Sent Events, `/metrics`, the embedded web console, and the
-//!   Twilio-compatible call REST agents hang up with.
+//!   Twilio-compatible call REST agents hang up with; the Host/Origin guard ([`api::guard`])
+//!   and the HTTP/1.1 server with its timeouts and connection limit ([`api::server`]).
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
 //! - [`doctor`]: `earshot doctor`'s checks of the box.
 //! - [`systemd`]: sd_notify readiness and watchdog.

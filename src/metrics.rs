@@ -208,6 +208,17 @@ pub struct Metrics {
     pub webhooks_retried: AtomicU64,
     pub webhooks_failed: AtomicU64,
     pub webhooks_pending: AtomicU64,
+    /// HTTP connections closed at accept because `[http].max_connections` were open, and
+    /// connections closed by the header-read or idle timeout. The HTTP server.
+    pub http_connections_refused: AtomicU64,
+    pub http_connections_timed_out: AtomicU64,
+    /// HTTP requests refused by the Host and Origin checks (DNS rebinding, cross-site
+    /// requests). The API.
+    pub http_requests_refused: AtomicU64,
+    /// Calls refused because their SIP Call-ID or Twilio CallSid belongs to an ended call, and
+    /// Twilio stream upgrades refused for a used, expired or unknown token (replays). The SIP
+    /// and Twilio drivers, and the store writer for a start that would reopen an ended call.
+    pub calls_replayed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -257,6 +268,10 @@ impl Default for Metrics {
             webhooks_retried: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_pending: AtomicU64::new(0),
+            http_connections_refused: AtomicU64::new(0),
+            http_connections_timed_out: AtomicU64::new(0),
+            http_requests_refused: AtomicU64::new(0),
+            calls_replayed: AtomicU64::new(0),
         }
     }
 }
@@ -526,6 +541,26 @@ impl Metrics {
                 "earshot_webhook_deliveries_pending",
                 "Webhook deliveries waiting in the outbox.",
                 &self.webhooks_pending,
+            ),
+            (
+                "earshot_http_connections_refused_total",
+                "HTTP connections closed at accept: [http].max_connections were open.",
+                &self.http_connections_refused,
+            ),
+            (
+                "earshot_http_connections_timed_out_total",
+                "HTTP connections closed by the header-read or idle timeout.",
+                &self.http_connections_timed_out,
+            ),
+            (
+                "earshot_http_requests_refused_total",
+                "HTTP requests refused by the Host and Origin checks.",
+                &self.http_requests_refused,
+            ),
+            (
+                "earshot_calls_replayed_total",
+                "Call starts refused as replays: an ended call's id, or a used stream token.",
+                &self.calls_replayed,
             ),
         ];
         for &(name, help, value) in counters {

@@ -314,32 +314,47 @@ async fn bad_or_missing_signatures_get_403_and_create_nothing() {
         .0,
         204
     );
-    // The upgrade: missing, wrong key, and signed over the URL actually connected to.
+    // The upgrade: missing, wrong key, signed over the URL actually connected to, over the
+    // constant URL without the token (what a captured upgrade of the old scheme carried), and
+    // over another token's URL.
+    let token = "0123456789abcdef0123456789abcdef";
+    let url = twilio_client::stream_url_of(token);
     for signature in [
         None,
-        Some(twilio_client::sign_with(
-            "nope",
-            &twilio_client::stream_url(),
+        Some(twilio_client::sign_with("nope", &url, &[])),
+        Some(twilio_client::sign(
+            &format!("ws://{}/twilio/stream/{token}", e.http_addr()),
             &[],
         )),
+        Some(twilio_client::sign(&twilio_client::stream_url(), &[])),
         Some(twilio_client::sign(
-            &format!("ws://{}/twilio/stream", e.http_addr()),
+            &twilio_client::stream_url_of("fedcba9876543210fedcba9876543210"),
             &[],
         )),
     ] {
-        assert_eq!(side.upgrade_status(signature.as_deref()).await, Some(403));
+        assert_eq!(
+            side.upgrade_status(token, signature.as_deref()).await,
+            Some(403)
+        );
     }
-    // A good upgrade with a token nobody issued is closed with 1008 and makes no call.
+    // A well-signed upgrade with a token nobody issued: 403 before any WebSocket, no call.
+    let signed = twilio_client::sign(&url, &[]);
+    assert_eq!(side.upgrade_status(token, Some(&signed)).await, Some(403));
+    // The Stream URL without a token is no route at all.
+    let (status, _) = side.get("/twilio/stream").await;
+    assert_eq!(status, 404);
+    // An issued token whose stream starts for another CallSid: closed with 1008, no call.
+    let issued = side.webhook("CA00000000000000000000000000000003").await;
     let plan = Plan::new(
         "CA00000000000000000000000000000002",
-        "0123456789abcdef0123456789abcdef",
+        &issued,
         vec![0xff; 1600],
     );
     let outcome = side.stream(&plan).await;
     assert_eq!(outcome.close, Some(1008), "{:?}", outcome.kinds());
     assert!(outcome.media.is_empty());
     let log = wait_log(&e, Duration::from_secs(3), "refusal", |l| {
-        l.contains("twilio stream refused")
+        l.contains("twilio stream refused") && l.contains("twilio stream upgrade refused")
     });
     assert!(
         !log.contains("twilio call started"),
@@ -369,11 +384,18 @@ async fn tokens_are_one_time_and_retried_webhooks_make_one_call() {
     };
     let first = side.stream(&plan).await;
     assert!(!first.media.is_empty());
-    // The same token again: refused.
+    // The same token again: the upgrade is refused.
     let again = side.stream(&plan).await;
-    assert_eq!(again.close, Some(1008));
+    assert!(
+        again
+            .connect_error
+            .as_deref()
+            .is_some_and(|e| e.contains("403")),
+        "{:?}",
+        again.connect_error
+    );
     let log = wait_log(&e, Duration::from_secs(3), "two streams", |l| {
-        l.matches("twilio stream refused").count() == 1
+        l.matches("twilio stream upgrade refused").count() == 1
     });
     assert_eq!(log.matches("twilio call started").count(), 1);
 }

@@ -4,6 +4,12 @@
 //! The token is compared in constant time: both sides are hashed (SHA-256, so lengths do not
 //! leak either) and the digests compared without an early exit. `?token=` is accepted only on
 //! the GET routes a browser cannot add headers to (`EventSource`, `<audio>`).
+//!
+//! Without a configured token, only requests that plainly come from this box are served: the
+//! listener is loopback, Twilio does not share it (Twilio's reverse proxy would forward the
+//! internet to it), and the request carries no proxy header (`Forwarded`, `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`): a proxied request is remote, whatever
+//! address it arrives from.
 
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, header};
@@ -25,7 +31,14 @@ pub(super) async fn require_token(
     let Some(token) = &state.token else {
         if state.exposed {
             return ApiError::Unauthorized(
-                "this API listens beyond loopback and no [http].token is configured: nothing is served".into(),
+                "this API is reachable from other machines (a non-loopback listener, or Twilio's proxy) and no [http].token is configured: nothing is served".into(),
+            )
+            .into_response();
+        }
+        if proxied(&request) {
+            return ApiError::Unauthorized(
+                "a proxied request is remote and no [http].token is configured: nothing is served"
+                    .into(),
             )
             .into_response();
         }
@@ -40,6 +53,22 @@ pub(super) async fn require_token(
         None => ApiError::Unauthorized("this API needs Authorization: Bearer <token>".into())
             .into_response(),
     }
+}
+
+/// Headers a reverse proxy adds: the request came from elsewhere.
+const PROXY_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// Whether the request came through a reverse proxy.
+fn proxied(request: &Request) -> bool {
+    PROXY_HEADERS
+        .iter()
+        .any(|name| request.headers().contains_key(*name))
 }
 
 /// The token the request carries: its bearer header, or `?token=` on the routes that allow it.
@@ -111,6 +140,24 @@ mod tests {
         assert!(!tokens_equal(b"s3cret-token-0123", b"s3cret-token-0124"));
         assert!(!tokens_equal(b"s3cret", b"s3cret-token-0123"));
         assert!(!tokens_equal(b"", b"x"));
+    }
+
+    #[test]
+    fn proxy_headers_mark_a_request_as_remote() {
+        for name in PROXY_HEADERS {
+            let request = Request::builder()
+                .uri("/api/calls")
+                .header(name, "203.0.113.7")
+                .body(axum::body::Body::empty())
+                .unwrap_or_default();
+            assert!(proxied(&request), "{name}");
+        }
+        let direct = Request::builder()
+            .uri("/api/calls")
+            .header("x-request-id", "1")
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        assert!(!proxied(&direct));
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// A cross-site state change (its `Origin` or `Sec-Fetch-Site` names another site).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A `Host` this box does not answer to (DNS rebinding).
+    #[error("{0}")]
+    Misdirected(String),
     /// The call exists but is not in a state for this (not live).
     #[error("{0}")]
     Conflict(String),
@@ -39,6 +45,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -52,6 +60,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::Misdirected(_) => "misdirected_request",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "payload_too_large",
             Self::RangeNotSatisfiable(_) => "range_not_satisfiable",

@@ -17,25 +17,32 @@
 //! | `GET /`, `/app.js`, `/style.css` | the console |
 //!
 //! Errors are JSON (see [`error`]). `/api/*` and `/metrics` require `Authorization: Bearer
-//! <[http].token>` when a token is configured (and refuse everything when the listener is not
-//! loopback and none is). Because `EventSource` and `<audio>` cannot send headers, the two GET
-//! routes `/api/events` and `/api/calls/{id}/recording` also accept `?token=`.
+//! <[http].token>` when a token is configured (and refuse everything when none is and the
+//! request may come from elsewhere: a non-loopback listener, Twilio's proxy, a proxy header;
+//! see [`auth`]). Because `EventSource` and `<audio>` cannot send headers, the two GET routes
+//! `/api/events` and `/api/calls/{id}/recording` also accept `?token=`.
 //!
 //! Other drivers add their own routes (Twilio's `/twilio/*`, with their own signature check)
-//! by merging a router into [`router`]'s result before [`serve`].
+//! by merging a router into [`router`]'s result; [`guarded`] puts the Host and Origin checks
+//! ([`guard`]) in front of everything, and [`serve`] ([`server`]) serves it with connection
+//! limits.
 
 mod auth;
 mod calls;
 mod console;
 pub mod error;
 mod events;
+pub mod guard;
 mod recording;
+pub mod server;
 mod status;
 mod transcript;
 mod twilio_calls;
 mod webhooks;
 
 pub use error::ApiError;
+pub use guard::HostPolicy;
+pub use server::{ConnLimits, serve};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,7 +72,8 @@ pub struct ApiState {
     pub gate: RecordingGate,
     /// `[http].token`.
     pub token: Option<Secret>,
-    /// The listener is not loopback: without a token, nothing under `/api` is served.
+    /// The listener is not loopback, or Twilio shares it (behind its public proxy): without a
+    /// token, nothing under `/api` is served.
     pub exposed: bool,
     pub max_body_bytes: usize,
     pub started: Instant,
@@ -143,24 +151,12 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests (event
-/// streams end on the same token).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Without TCP_NODELAY, Nagle holds a Twilio stream's 20 ms media frames back until the peer's
-    // delayed ACK (up to 40 ms), then sends them in pairs.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// `router` behind the Host and Origin checks of `policy` (refusals counted in `metrics`).
+pub fn guarded(router: Router, policy: HostPolicy, metrics: Arc<Metrics>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        (Arc::new(policy), metrics),
+        guard::check_host,
+    ))
 }
 
 async fn not_found() -> ApiError {

@@ -297,6 +297,31 @@ fn non_empty_path(
     value
 }
 
+/// Twilio's reverse proxy forwards the internet to the listener Twilio is served on: if that
+/// is `[http].listen`, the API behind it must demand a token.
+fn check_twilio_exposure(e: &mut Errors, http: &HttpConfig, twilio: &TwilioConfig) {
+    match twilio.listen {
+        Some(listen) if listen == http.listen => e.push(
+            "twilio.listen",
+            "must differ from http.listen (Twilio's listener serves only the Twilio routes)",
+        ),
+        Some(_) => {}
+        // An invalid token is reported on its own.
+        None if twilio.enabled
+            && http.token.is_none()
+            && !e.0.iter().any(|f| f.path == "http.token") =>
+        {
+            e.push(
+                "http.token",
+                "required when twilio.enabled = true and Twilio shares http.listen (its public \
+             reverse proxy would expose the API); set http.token, or serve Twilio on its own \
+             twilio.listen and expose only that",
+            )
+        }
+        None => {}
+    }
+}
+
 /// Raw form → [`Config`], collecting every invalid field.
 fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
@@ -318,6 +343,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let log = log::validate_log(&mut e, raw.log);
     let webhooks = webhook::validate_webhook_list(&mut e, raw.webhook);
     let webhook_retry = webhook::validate_webhooks(&mut e, raw.webhooks);
+    check_twilio_exposure(&mut e, &http, &twilio);
     let pairs = rtp.ports.pairs();
     if calls.max_concurrent > pairs {
         e.push(

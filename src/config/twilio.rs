@@ -1,8 +1,11 @@
 //! `[twilio]`: Twilio Media Streams — the webhook's credentials and public URL, and what
 //! Twilio is told to do with calls we cannot take.
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 
+use super::net::socket_addr;
 use super::secret::{Secret, token};
 use super::{Errors, header_safe};
 
@@ -16,6 +19,9 @@ pub struct TwilioConfig {
     /// The public base URL Twilio calls (no trailing `/`); signatures are computed over it, and
     /// it is required when enabled.
     pub public_url: Option<String>,
+    /// Twilio's own listener: when set, the webhook, status callback and stream are served
+    /// here only (not on `[http].listen`), so a reverse proxy can expose them and nothing else.
+    pub listen: Option<SocketAddr>,
     /// Seconds to wait for a stream's `start` event before giving up on it.
     pub handshake_timeout_secs: u64,
     /// What the webhook answers when we cannot take the call (busy, shutting down).
@@ -32,6 +38,7 @@ impl Default for TwilioConfig {
             enabled: false,
             auth_token: None,
             public_url: None,
+            listen: None,
             handshake_timeout_secs: 3,
             fallback: Fallback::Reject,
             fallback_say: None,
@@ -56,6 +63,7 @@ pub(super) struct RawTwilio {
     enabled: Option<bool>,
     auth_token: Option<String>,
     public_url: Option<String>,
+    listen: Option<String>,
     handshake_timeout_secs: Option<u64>,
     fallback: Option<String>,
     fallback_say: Option<String>,
@@ -109,6 +117,7 @@ pub(super) fn validate_twilio(e: &mut Errors, raw: RawTwilio) -> TwilioConfig {
         enabled,
         auth_token,
         public_url,
+        listen: e.parse_opt("twilio.listen", raw.listen, socket_addr),
         handshake_timeout_secs: e.ranged(
             "twilio.handshake_timeout_secs",
             raw.handshake_timeout_secs,
@@ -124,7 +133,27 @@ pub(super) fn validate_twilio(e: &mut Errors, raw: RawTwilio) -> TwilioConfig {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
+    use crate::config::Config;
     use crate::config::test_support::{invalid, paths};
+
+    const TWILIO: &str = "[twilio]\nenabled = true\nauth_token = \"tw-token\"\npublic_url = \"https://calls.example.com\"\n";
+
+    #[test]
+    fn twilio_behind_its_proxy_needs_an_api_token_or_its_own_listener() {
+        let errors = invalid(TWILIO);
+        assert_eq!(paths(&errors), ["http.token"]);
+        assert!(errors[0].reason.contains("twilio.listen"), "{}", errors[0]);
+        let with_token = format!("{TWILIO}[http]\ntoken = \"0123456789abcdef\"\n");
+        assert!(Config::from_toml_str(&with_token).is_ok());
+        let own = Config::from_toml_str(&format!("{TWILIO}listen = \"127.0.0.1:8081\"\n")).unwrap();
+        assert_eq!(own.twilio.listen, Some("127.0.0.1:8081".parse().unwrap()));
+        let same = invalid(&format!("{TWILIO}listen = \"127.0.0.1:8080\"\n"));
+        assert_eq!(paths(&same), ["twilio.listen"]);
+        // A bad token is reported once, on its own.
+        let short = invalid(&format!("{TWILIO}[http]\ntoken = \"short\"\n"));
+        assert_eq!(paths(&short), ["http.token"]);
+        assert_eq!(short[0].reason, "must be at least 16 characters");
+    }
 
     #[test]
     fn twilio_requirements_when_enabled() {
@@ -134,7 +163,8 @@ mod tests {
             [
                 "twilio.auth_token",
                 "twilio.public_url",
-                "twilio.fallback_number"
+                "twilio.fallback_number",
+                "http.token"
             ]
         );
         let errors = invalid(

@@ -55,6 +55,8 @@ pub struct SipDriver {
     pub sip_commands: mpsc::UnboundedSender<SipCommand>,
     /// Where the transport's counters go (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The call history: an INVITE whose Call-ID an earlier call had is refused.
+    pub store: crate::store::Store,
     pub trunks: Vec<TrunkRegistration>,
     /// Ringing time before the 200 OK.
     pub ring: Duration,
@@ -241,6 +243,19 @@ impl SipDriver {
             .store(stats.responses_limited, Ordering::Relaxed);
     }
 
+    /// Whether the store has a call with this Call-ID. A read transaction: it neither waits
+    /// for the store thread's writes (redb readers see the last commit) nor syncs, so it is
+    /// taken inline. A store that cannot tell lets the call in (logged).
+    fn call_id_used(&self, call_id: &str) -> bool {
+        match self.store.find_external(crate::call::Source::Sip, call_id) {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                tracing::error!(%err, "cannot check the Call-ID against the store");
+                false
+            }
+        }
+    }
+
     fn allowed(&self, from: SocketAddr) -> bool {
         self.allow.iter().any(|cidr| cidr.contains(from.ip()))
     }
@@ -302,6 +317,17 @@ impl SipDriver {
     fn event(&mut self, state: &mut LoopState, event: Event) {
         let now = clock::now();
         match event {
+            Event::Incoming(incoming) if self.call_id_used(&incoming.sip_call_id) => {
+                // RFC 3261 §8.1.1.4: a Call-ID names one call, forever. A new INVITE (no To tag:
+                // not a request within a dialog, so not 481, §12.2.2) reusing a finished call's
+                // is malformed in that sense: 400. Its retransmissions within the transaction
+                // never get here (the transaction layer absorbs them).
+                self.metrics
+                    .calls_replayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(remote = %incoming.remote, "INVITE refused: its Call-ID belongs to an earlier call");
+                self.endpoint.reject(now, incoming.call, 400);
+            }
             Event::Incoming(incoming) => match self.calls.spawn(&incoming) {
                 Ok((media, call)) => {
                     state.calls.insert(incoming.call, call);

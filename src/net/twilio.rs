@@ -1,16 +1,25 @@
 //! The Twilio driver: axum handlers for the voice webhook (`POST /twilio/voice`), the status
-//! callback (`POST /twilio/status`) and the media stream (`GET /twilio/stream`, a WebSocket),
+//! callback (`POST /twilio/status`) and the media stream (`GET /twilio/stream/{token}`, a
+//! WebSocket),
 //! and the per-stream task that moves messages between the WebSocket, the sans-IO
 //! [`Stream`] and the call's [`Pipeline`] — the same pipeline SIP calls use.
 //!
 //! Every request must carry a valid `X-Twilio-Signature` (403 otherwise, and nothing is
-//! created). The webhook answers `<Connect><Stream>` with a one-time token as a `<Parameter>`,
-//! or the fallback TwiML when the call cannot be taken (Twilio disabled, shutting down, at
-//! `[calls].max_concurrent`). The handshake watchdog expires tokens whose stream did not
-//! start within `[twilio].handshake_timeout_secs`: those calls are counted as fallen back, and
-//! the `<Connect action>` callback Twilio then makes answers the fallback.
+//! created). The webhook answers `<Connect><Stream>` with a one-time token in the Stream URL's
+//! path (and as a `<Parameter>`), or the fallback TwiML when the call cannot be taken (Twilio
+//! disabled, shutting down, at `[calls].max_concurrent`). The handshake watchdog expires tokens
+//! whose stream did not start within `[twilio].handshake_timeout_secs`: those calls are counted
+//! as fallen back, and the `<Connect action>` callback Twilio then makes answers the fallback.
+//!
+//! Replays: Twilio signs the upgrade over the URL it connects to, token included, so a
+//! captured upgrade is good for that one token: the upgrade redeems it (a used, expired or
+//! unknown token gets 403 before any WebSocket exists), and the stream's `start` must name the
+//! token's CallSid. A voice webhook for a CallSid the store already has a call for (a replay
+//! after the token book forgot it) gets 409 and changes nothing; the store itself never
+//! reopens an ended call.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -19,7 +28,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,7 +52,7 @@ use crate::twilio::signature::{self, SignatureError};
 use crate::twilio::stream::{
     EndReason as StreamEnd, MAX_MESSAGE, Stream, StreamConfig, StreamEvent,
 };
-use crate::twilio::token::{CallState, Issue, Ticket, TokenBook, TokenError};
+use crate::twilio::token::{CallState, Issue, Ticket, TokenBook};
 use crate::twilio::{form, twiml};
 
 /// Largest webhook body read; Twilio's are about 1 KiB.
@@ -83,7 +92,8 @@ pub struct TwilioSettings {
     pub auth_token: Option<String>,
     /// The public base URL (`https://box.example.com`), no trailing `/`.
     pub public_url: String,
-    /// The Stream URL in our TwiML, and the URL the upgrade's signature covers.
+    /// The Stream URL in our TwiML without its token: `{stream_url}/{token}` is the URL the
+    /// upgrade's signature covers.
     pub stream_url: String,
     pub handshake_timeout: Duration,
     /// `[rtp].silence_timeout_secs`: a stream without media this long is ended.
@@ -243,6 +253,24 @@ impl TwilioState {
         );
     }
 
+    /// The stored call of `call_sid`, if it ever started. `Err` when the store cannot tell
+    /// (logged).
+    async fn stored(&self, call_sid: &CallSid) -> Result<Option<CallId>, ()> {
+        let store = self.0.store.clone();
+        let sid = call_sid.clone();
+        let found =
+            tokio::task::spawn_blocking(move || store.find_external(Source::Twilio, sid.as_str()))
+                .await;
+        match found {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(err)) => {
+                tracing::error!(%err, %call_sid, "twilio: store lookup failed");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, TokenBook> {
         // Every change to the book is a single map operation: a poisoned lock is still whole.
         self.0.tokens.lock().unwrap_or_else(|p| p.into_inner())
@@ -289,32 +317,33 @@ impl TwilioState {
         signature::check_form(token, &url, params, given)
     }
 
-    /// Takes a stream whose `start` arrived: its token must be one we issued, unused, and for
-    /// the same call. Returns the call's ticket.
-    fn admit(&self, now: Instant, start: &Start) -> Result<Ticket, Refusal> {
-        let token = start
-            .parameters
-            .get("token")
-            .ok_or(Refusal::Token(TokenError::Unknown))?;
-        let ticket = self
-            .lock_tokens()
-            .redeem(now, token)
-            .map_err(Refusal::Token)?;
+    /// Takes a stream whose `start` arrived on an upgrade that redeemed `ticket`'s token: it
+    /// must be for the same call (and name the same token, if it names one).
+    fn admit(
+        &self,
+        now: Instant,
+        start: &Start,
+        token: &str,
+        ticket: &Ticket,
+    ) -> Result<(), Refusal> {
+        if start.parameters.get("token").is_some_and(|t| t != token) {
+            return Err(Refusal::OtherToken);
+        }
         if ticket.call_sid != start.call_sid {
             return Err(Refusal::OtherCall);
         }
         let took = now.saturating_duration_since(ticket.webhook_at);
         self.0.metrics.twilio_handshake(took.as_secs_f64());
         self.lock_handshakes().record_start(took);
-        Ok(ticket)
+        Ok(())
     }
 }
 
 /// Why a stream's `start` was refused.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error(transparent)]
-    Token(TokenError),
+    #[error("start names another token than the upgrade's")]
+    OtherToken,
     #[error("stream token belongs to another call")]
     OtherCall,
 }
@@ -324,7 +353,7 @@ pub fn twilio_routes(state: TwilioState) -> Router {
     Router::new()
         .route("/twilio/voice", post(voice))
         .route("/twilio/status", post(status))
-        .route("/twilio/stream", get(stream))
+        .route("/twilio/stream/{token}", get(stream))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -376,6 +405,18 @@ async fn voice(
         state.fell_back("shutting down", Some(&call_sid));
         return xml(state.fallback_twiml());
     }
+    let remembered = state.lock_tokens().state(&call_sid).is_some();
+    if !remembered {
+        match state.stored(&call_sid).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                state.0.metrics.calls_replayed.fetch_add(1, Relaxed);
+                tracing::warn!(%call_sid, "twilio webhook refused: this CallSid already had its call (replay)");
+                return StatusCode::CONFLICT.into_response();
+            }
+            Err(()) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
+    }
     let live = state.services().registry.len();
     let issue = {
         let mut tokens = state.lock_tokens();
@@ -414,7 +455,7 @@ async fn voice(
     let action_url = format!("{}/twilio/voice?fallback=1", settings.public_url);
     xml(twiml::connect_stream(
         &action_url,
-        &settings.stream_url,
+        &format!("{}/{}", settings.stream_url, token.as_str()),
         &[("token", token.as_str())],
     ))
 }
@@ -463,22 +504,10 @@ async fn status(
         .find(|c| c.info().external_id == call_sid.as_str());
     let id = match &live {
         Some(call) => Some(call.id().clone()),
-        None => {
-            let store = state.0.store.clone();
-            let sid = call_sid.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                store.find_external(Source::Twilio, sid.as_str())
-            })
-            .await;
-            match found {
-                Ok(Ok(id)) => id,
-                Ok(Err(err)) => {
-                    tracing::error!(%err, %call_sid, "twilio status callback: store lookup failed");
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                }
-                Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-            }
-        }
+        None => match state.stored(&call_sid).await {
+            Ok(id) => id,
+            Err(()) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
     };
     tracing::debug!(%call_sid, %status, live = live.is_some(), known = id.is_some(), "twilio status callback");
     if let Some(id) = id {
@@ -492,9 +521,11 @@ async fn status(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `GET /twilio/stream`: the media stream's WebSocket upgrade, signed over the Stream URL.
+/// `GET /twilio/stream/{token}`: the media stream's WebSocket upgrade, signed over the Stream
+/// URL with its token; the upgrade redeems the token (once).
 async fn stream(
     State(state): State<TwilioState>,
+    Path(token): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -503,7 +534,8 @@ async fn stream(
     if !settings.enabled {
         return StatusCode::NOT_FOUND.into_response();
     }
-    if let Err(err) = state.verify(&uri, &settings.stream_url, &headers, &[]) {
+    let url = format!("{}/{token}", settings.stream_url);
+    if let Err(err) = state.verify(&uri, &url, &headers, &[]) {
         return forbidden("stream upgrade", err);
     }
     if state.0.shutdown.is_cancelled() {
@@ -514,12 +546,20 @@ async fn stream(
         Err(rejection) => return rejection.into_response(),
     };
     let accepted = clock::now();
+    let ticket = match state.lock_tokens().redeem(accepted, &token) {
+        Ok(ticket) => ticket,
+        Err(err) => {
+            state.0.metrics.calls_replayed.fetch_add(1, Relaxed);
+            tracing::warn!(%err, "twilio stream upgrade refused");
+            return StatusCode::FORBIDDEN.into_response();
+        }
+    };
     upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_failed_upgrade(|err| tracing::debug!(%err, "twilio stream upgrade failed"))
-        .on_upgrade(move |socket| run_stream(state, socket, accepted))
+        .on_upgrade(move |socket| run_stream(state, socket, accepted, token, ticket))
 }
 
 /// Counts a stream task for [`TwilioState::drain`], until dropped.
@@ -535,7 +575,13 @@ impl Drop for StreamGuard {
 
 /// One stream, from the upgrade to the close frame: the handshake until `start` is admitted,
 /// then the call task on a [`TwilioLeg`], in this same task.
-async fn run_stream(state: TwilioState, ws: WebSocket, accepted: Instant) {
+async fn run_stream(
+    state: TwilioState,
+    ws: WebSocket,
+    accepted: Instant,
+    token: String,
+    ticket: Ticket,
+) {
     state.0.streams.fetch_add(1, Ordering::AcqRel);
     let _guard = StreamGuard(state.clone());
     let settings = &state.0.settings;
@@ -553,7 +599,7 @@ async fn run_stream(state: TwilioState, ws: WebSocket, accepted: Instant) {
         ended: None,
         announce: true,
     };
-    let Some((ticket, start)) = leg.handshake(&state).await else {
+    let Some(start) = leg.handshake(&state, &token, &ticket).await else {
         leg.close().await;
         let s = leg.stream.stats();
         tracing::debug!(
@@ -598,8 +644,13 @@ pub struct TwilioLeg {
 }
 
 impl TwilioLeg {
-    /// Reads until `start` is admitted (its ticket and message), or the stream ends.
-    async fn handshake(&mut self, state: &TwilioState) -> Option<(Ticket, Box<Start>)> {
+    /// Reads until `start` is admitted (its message), or the stream ends.
+    async fn handshake(
+        &mut self,
+        state: &TwilioState,
+        token: &str,
+        ticket: &Ticket,
+    ) -> Option<Box<Start>> {
         let mut inputs = VecDeque::new();
         loop {
             let deadline = self
@@ -617,8 +668,8 @@ impl TwilioLeg {
             let now = clock::now();
             while let Some(event) = self.stream.poll_event() {
                 match event {
-                    StreamEvent::Started(start) => match state.admit(now, &start) {
-                        Ok(ticket) => return Some((ticket, start)),
+                    StreamEvent::Started(start) => match state.admit(now, &start, token, ticket) {
+                        Ok(()) => return Some(start),
                         Err(refusal) => {
                             tracing::warn!(call_sid = %start.call_sid, %refusal, "twilio stream refused");
                             self.close_with = ("refused", close_code::POLICY);

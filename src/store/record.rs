@@ -162,23 +162,24 @@ impl CallRecord {
     }
 
     /// Applies one event that happened at `at_ms`; returns whether it changed anything worth
-    /// recording. A `Started` for a record that already exists is the same call starting again
-    /// (a reconnect with the same external id): an ended call opens again. A carrier status
+    /// recording. A `Started` for an open record that already exists is the same call starting
+    /// again (a reconnect with the same external id) and changes nothing. An ended (or
+    /// interrupted) call never opens again: a later `Started`, `Answered` or `Ended` changes
+    /// nothing and is not recorded (a replayed webhook, a reused Call-ID). A carrier status
     /// that repeats the stored one, or belongs to an earlier stage of the call (callbacks are
     /// retried and can cross), changes nothing.
     pub fn apply(&mut self, event: &CallEvent, at_ms: u64) -> bool {
+        let lifecycle = matches!(
+            event,
+            CallEvent::Started { .. } | CallEvent::Answered { .. } | CallEvent::Ended { .. }
+        );
+        if lifecycle && !self.status.is_open() {
+            return false;
+        }
         match event {
-            CallEvent::Started { .. } => {
-                if !self.status.is_open() {
-                    self.status = CallStatus::Ringing;
-                    self.ended_ms = None;
-                    self.end_reason = None;
-                }
-            }
+            CallEvent::Started { .. } => {}
             CallEvent::Answered { codec, .. } => {
-                if self.status.is_open() {
-                    self.status = CallStatus::Active;
-                }
+                self.status = CallStatus::Active;
                 self.answered_ms.get_or_insert(at_ms);
                 self.codec = Some(codec.name().to_owned());
             }
@@ -366,6 +367,36 @@ mod tests {
         assert_eq!(r.stats, Some(stats));
         assert_eq!(r.duration_secs(0), 3.0);
         assert_eq!(r.recording.unwrap().state, RecordingState::Complete);
+    }
+
+    #[test]
+    fn an_ended_call_never_opens_again_nor_ends_twice() {
+        let info = info();
+        let id = info.id.clone();
+        let mut r = CallRecord::new(&info);
+        let ended = |reason| CallEvent::Ended {
+            id: id.clone(),
+            reason,
+            stats: CallStats::default(),
+        };
+        assert!(r.apply(&ended(crate::call::EndReason::RemoteHangup), 1_002_000));
+        let before = r.clone();
+        assert!(!r.apply(&CallEvent::Started { info: info.clone() }, 1_005_000));
+        assert!(!r.apply(
+            &CallEvent::Answered {
+                id: id.clone(),
+                codec: crate::call::Codec::Pcma,
+            },
+            1_005_100
+        ));
+        assert!(!r.apply(&ended(crate::call::EndReason::LocalHangup), 1_006_000));
+        assert_eq!(r, before);
+        assert_eq!(r.ended_ms, Some(1_002_000));
+        // An interrupted call is closed the same way.
+        let mut r = CallRecord::new(&info);
+        r.interrupt(1_001_000);
+        assert!(!r.apply(&CallEvent::Started { info }, 1_005_000));
+        assert_eq!(r.status, CallStatus::Interrupted);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! the channel is gone, or at shutdown once the channel has been quiet for [`QUIET`].
 //!
 //! Idempotency: a `Started` whose source and external id (SIP Call-ID, Twilio CallSid) are
-//! already stored does not create a second call. Its id becomes an alias of the stored call,
-//! and the alias's later events are recorded on the stored call.
+//! already stored does not create a second call. While the stored call is open, the new id
+//! becomes an alias of it and the alias's later events are recorded on the stored call. An
+//! ended call never reopens: a `Started` for it is refused (counted in `calls_replayed`), and
+//! the refused id's later events are dropped as unknown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -241,6 +243,11 @@ impl Writer {
                     None => query::load_record(&calls, info.id.as_str())?,
                 };
                 match stored {
+                    Some(record) if !record.status.is_open() => {
+                        self.metrics.calls_replayed.fetch_add(1, Relaxed);
+                        tracing::warn!(call = %record.id, refused = %info.id, "start of an ended call refused: ended calls never reopen");
+                        return Ok(None);
+                    }
                     Some(record) => {
                         if record.id != info.id {
                             tracing::info!(call = %record.id, duplicate = %info.id, "second start of a stored call: recorded on it");
@@ -375,6 +382,56 @@ mod tests {
         );
         assert_eq!(metrics.calls_started.sip.load(Relaxed), 1);
         assert_eq!(store.get(&first.id).unwrap().unwrap().events.len(), 3);
+    }
+
+    #[test]
+    fn a_start_for_an_ended_call_is_refused_and_changes_nothing() {
+        let store = Store::open(temp_path("reopen")).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let first = started(1_000_000, "reused@host");
+        let replay = started(1_900_000, "reused@host");
+        let ended = |id: &CallId| CallEvent::Ended {
+            id: id.clone(),
+            reason: crate::call::EndReason::RemoteHangup,
+            stats: CallStats::default(),
+        };
+        store
+            .write_events(
+                vec![
+                    CallEvent::Started {
+                        info: first.clone(),
+                    },
+                    ended(&first.id),
+                ],
+                &metrics,
+            )
+            .unwrap();
+        let before = store.get(&first.id).unwrap().unwrap();
+        let mut writer = Writer {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            aliases: HashMap::new(),
+        };
+        let committed = writer
+            .persist(&[
+                CallEvent::Started {
+                    info: replay.clone(),
+                },
+                CallEvent::Answered {
+                    id: replay.id.clone(),
+                    codec: crate::call::Codec::Pcmu,
+                },
+                ended(&replay.id),
+            ])
+            .unwrap();
+        assert!(committed.published.is_empty());
+        assert_eq!(metrics.calls_replayed.load(Relaxed), 1);
+        let after = store.get(&first.id).unwrap().unwrap();
+        assert_eq!(after.record, before.record);
+        assert_eq!(after.events.len(), before.events.len());
+        assert_eq!(after.record.status, CallStatus::Ended);
+        assert!(store.get(&replay.id).unwrap().is_none());
+        assert_eq!(store.list(&ListQuery::default()).unwrap().calls.len(), 1);
     }
 
     #[test]

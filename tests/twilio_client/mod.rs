@@ -27,12 +27,14 @@ use crate::support;
 pub const AUTH_TOKEN: &str = "twilio-test-auth-token-0123456789";
 /// The URL Twilio believes it calls; the test connects to 127.0.0.1 but signs over this.
 pub const PUBLIC_URL: &str = "https://earshot.test";
+/// `[http].token`: Twilio sharing the API's listener needs one (its proxy exposes the API).
+pub const API_TOKEN: &str = "twilio-test-api-token-0123456789";
 
-/// Earshot's configuration for these tests: Twilio on, debug logs of the call path, and the
-/// test's own TOML merged over it.
+/// Earshot's configuration for these tests: Twilio on, the API's token, debug logs of the
+/// call path, and the test's own TOML merged over it.
 pub fn config(extra: &str) -> String {
     let base = format!(
-        "[twilio]\nenabled = true\nauth_token = {AUTH_TOKEN:?}\npublic_url = {PUBLIC_URL:?}\n[log]\nlevel = \"info,earshot=debug\"\n"
+        "[twilio]\nenabled = true\nauth_token = {AUTH_TOKEN:?}\npublic_url = {PUBLIC_URL:?}\n[http]\ntoken = {API_TOKEN:?}\n[log]\nlevel = \"info,earshot=debug\"\n"
     );
     let mut table: toml::Table = base.parse().unwrap();
     let extra: toml::Table = extra.parse().unwrap();
@@ -49,6 +51,11 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
             }
         }
     }
+}
+
+/// The Stream URL of `token`, as Twilio connects to it and signs it.
+pub fn stream_url_of(token: &str) -> String {
+    format!("{}/{token}", stream_url())
 }
 
 pub fn stream_url() -> String {
@@ -213,22 +220,24 @@ impl TwilioSide {
         if let Some(sig) = signature {
             request.push_str(&format!("X-Twilio-Signature: {sig}\r\n"));
         }
+        if path_and_query.starts_with("/api/") {
+            request.push_str(&format!("Authorization: Bearer {API_TOKEN}\r\n"));
+        }
         request.push_str("\r\n");
         request.push_str(&body);
         self.exchange(&request).await
     }
 
-    /// A GET with no credentials (loopback needs none): (status, body).
+    /// A GET with the API token of [`config`]: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: earshot.test\r\nConnection: close\r\n\r\n");
-        self.exchange(&request).await
+        self.get_authorized(path, API_TOKEN).await
     }
 
     /// A GET with the API's bearer token: (status, body).
     pub async fn get_authorized(&self, path: &str, token: &str) -> (u16, String) {
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: earshot.test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+            self.addr
         );
         self.exchange(&request).await
     }
@@ -299,22 +308,24 @@ impl TwilioSide {
     pub async fn webhook(&self, call_sid: &str) -> String {
         let (status, twiml) = self.post_webhook(call_sid, "").await;
         assert_eq!(status, 200, "{twiml}");
-        let stream = format!(r#"<Stream url="{}">"#, stream_url());
-        assert!(twiml.contains(&stream), "{twiml}");
         let action = format!(r#"<Connect action="{PUBLIC_URL}/twilio/voice?fallback=1">"#);
         assert!(twiml.contains(&action), "{twiml}");
         let token = twiml
             .split(r#"<Parameter name="token" value=""#)
             .nth(1)
-            .and_then(|r| r.split('"').next());
-        token
+            .and_then(|r| r.split('"').next())
             .unwrap_or_else(|| panic!("no token in {twiml}"))
-            .to_owned()
+            .to_owned();
+        // The token is in the Stream URL too: the upgrade's signature covers it.
+        let stream = format!(r#"<Stream url="{}">"#, stream_url_of(&token));
+        assert!(twiml.contains(&stream), "{twiml}");
+        token
     }
 
-    /// The HTTP status of a refused upgrade (`None` if it was accepted).
-    pub async fn upgrade_status(&self, signature: Option<&str>) -> Option<u16> {
-        let mut request = format!("ws://{}/twilio/stream", self.addr)
+    /// The HTTP status of a refused upgrade to the Stream URL of `token` (`None` if it was
+    /// accepted; the socket is then closed at once).
+    pub async fn upgrade_status(&self, token: &str, signature: Option<&str>) -> Option<u16> {
+        let mut request = format!("ws://{}/twilio/stream/{token}", self.addr)
             .into_client_request()
             .unwrap();
         if let Some(sig) = signature {
@@ -334,12 +345,12 @@ impl TwilioSide {
     /// Runs one stream to its end.
     pub async fn stream(&self, plan: &Plan) -> Outcome {
         let begun = Instant::now();
-        let mut request = format!("ws://{}/twilio/stream", self.addr)
+        let mut request = format!("ws://{}/twilio/stream/{}", self.addr, plan.token)
             .into_client_request()
             .unwrap();
         request.headers_mut().insert(
             "X-Twilio-Signature",
-            sign(&stream_url(), &[]).parse().unwrap(),
+            sign(&stream_url_of(&plan.token), &[]).parse().unwrap(),
         );
         // Twilio's media servers send without Nagle's delay; so does this client.
         let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
