@@ -579,9 +579,10 @@ fn realtime_session_is_set_up_bridged_and_transcribed() {
     // the call's clock through the ticks the frames were appended at (which jitter).
     let spoke = ms(caller, "end_ms") - ms(caller, "start_ms");
     assert!((100..=250).contains(&spoke), "{segments:#}");
-    // 1.5 s of the model's audio played, at most a few underruns longer.
+    // 1.5 s of the model's audio played (both ends rounded to the ms on the call's clock),
+    // longer by the underruns of a busy box.
     let played = ms(agent, "end_ms") - ms(agent, "start_ms");
-    assert!((1500..=1700).contains(&played), "{segments:#}");
+    assert!((1480..=2000).contains(&played), "{segments:#}");
     assert!(
         ms(agent, "start_ms") >= ms(caller, "end_ms"),
         "{segments:#}"
