@@ -6,6 +6,8 @@
 // Real peers run in real time.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "console/http.rs"]
+mod http;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -422,4 +424,54 @@ fn caller_speech_barges_in_on_the_greeting() {
         loud > 0 && loud < 50,
         "{loud} loud frames sent: the greeting was not stopped"
     );
+}
+
+/// A caller pressing 200 keys in 4 s: the call's DTMF rate limit (10 a second, bursts of 20)
+/// keeps the stored digits near what a person could press, counts the rest, and the call
+/// goes on to its normal end.
+#[test]
+fn a_dtmf_flood_is_rate_limited_and_counted_and_the_call_goes_on() {
+    let e = Earshot::start(DEBUG_LOG);
+    let codes = pcap::coded_test_signal(Law::Ulaw, 1000);
+    let mut packets: Vec<RtpPacket> = pcap::g711_packets(0, 1000, &codes);
+    let mut ts = 1000 + codes.len() as u32;
+    for n in 0..200u32 {
+        // One end packet per key press (its own timestamp: a new event each), 20 ms apart.
+        let mut press = pcap::dtmf_packets(101, ts, (n % 10) as u8, 160);
+        press.truncate(1);
+        packets.extend(press);
+        ts += 160;
+    }
+    let path = e.dir().join("flood.pcap");
+    pcap::write_rtp_pcap(&path, 0x1234_5678, 100, &packets).unwrap();
+    let path = path.display().to_string();
+    let scenario = Scenario::load("uac_call.xml", &call_vars(&path, 5000, "0", 0, 300));
+    let run = sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp::port(),
+        &["-m", "1"],
+    );
+    let outcome = run.wait(Duration::from_secs(40));
+    sipp::assert_passed(&outcome, 1, &e);
+    let calls = http::get(e.http_addr(), "/api/calls").json();
+    let call = &calls["calls"][0];
+    let digits = call["dtmf"].as_str().unwrap_or_default().len();
+    // The burst plus 10 a second over the ~4 s of key presses (and the INFO digit).
+    assert!(
+        (20..=75).contains(&digits),
+        "{digits} digits stored: {call:#}"
+    );
+    let metrics = http::get(e.http_addr(), "/metrics").text();
+    let limited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("earshot_dtmf_limited_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        limited >= 100 && limited as usize + digits >= 195,
+        "limited {limited}, stored {digits}"
+    );
+    assert_eq!(call["end_reason"], "remote hangup", "{call:#}");
 }

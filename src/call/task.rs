@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
@@ -26,9 +27,16 @@ use crate::config::{RouteSource, wants_agent};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::{Law, encode_ulaw};
 use crate::media::vad::{Vad, VadConfig, VadEvent};
+use crate::sip::transaction::limit::TokenBucket;
 
 /// The mark sent after the greeting's last frame (Twilio echoes it once the caller heard it).
 pub const GREETING_MARK: &str = "greeting";
+
+/// DTMF digits a call may send a second, and in a burst: far above a person's or an IVR
+/// dialler's pace (RFC 4733 digits last 40 ms at least), far below a flood's. Digits over it
+/// are ignored (not stored, not forwarded to the agent) and counted.
+const DTMF_RATE: u32 = 10;
+const DTMF_BURST: u32 = 20;
 
 pub(super) struct CallTask<L: Leg> {
     info: Arc<CallInfo>,
@@ -46,6 +54,7 @@ pub(super) struct CallTask<L: Leg> {
     last_media: Option<Instant>,
     codec: Option<Codec>,
     hold: bool,
+    dtmf_limit: TokenBucket,
     /// We asked the leg to end; the reason stands.
     hanging_up: Option<EndReason>,
     ended: Option<EndReason>,
@@ -96,6 +105,7 @@ impl<L: Leg> CallTask<L> {
             last_media: None,
             codec: None,
             hold: false,
+            dtmf_limit: TokenBucket::new(DTMF_RATE, DTMF_BURST),
             hanging_up: None,
             ended: None,
         }
@@ -215,6 +225,10 @@ impl<L: Leg> CallTask<L> {
     }
 
     fn dtmf(&mut self, digit: char, duration_ms: u32, source: DtmfSource) {
+        if !self.dtmf_limit.take(clock::now()) {
+            self.services.events.drops().dtmf.fetch_add(1, Relaxed);
+            return;
+        }
         tracing::debug!(call = %self.info.id, %digit, duration_ms, via = %source, "DTMF");
         self.last_media = Some(clock::now());
         let _ = self.services.events.send(CallEvent::Dtmf {

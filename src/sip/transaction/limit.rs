@@ -13,22 +13,54 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
+/// One token bucket: `rate` tokens a second, up to `burst`, starting full. Sans-IO: the caller
+/// gives the time. Also what limits a call's DTMF events.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// `rate` per second (0: only the burst, ever), `burst` at most (at least 1).
+    pub fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            at: None,
+        }
+    }
+
+    /// Takes one token at `now`; false when the bucket is empty.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A token bucket per source IP: `rate` tokens a second, up to `burst`.
 #[derive(Debug)]
 pub struct SourceLimiter {
-    rate: f64,
-    burst: f64,
+    rate: u32,
+    burst: u32,
     max_sources: usize,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<IpAddr, TokenBucket>,
     /// Insertion order of `buckets`, for eviction.
     order: VecDeque<IpAddr>,
     evicted: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
 }
 
 impl SourceLimiter {
@@ -36,8 +68,8 @@ impl SourceLimiter {
     /// `max_sources` buckets (at least 1).
     pub fn new(rate: u32, burst: u32, max_sources: usize) -> Self {
         Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
+            rate,
+            burst,
             max_sources: max_sources.max(1),
             buckets: HashMap::new(),
             order: VecDeque::new(),
@@ -55,27 +87,13 @@ impl SourceLimiter {
                 self.buckets.remove(&oldest);
                 self.evicted += 1;
             }
-            self.buckets.insert(
-                source,
-                Bucket {
-                    tokens: self.burst,
-                    at: now,
-                },
-            );
+            self.buckets
+                .insert(source, TokenBucket::new(self.rate, self.burst));
             self.order.push_back(source);
         }
-        let Some(bucket) = self.buckets.get_mut(&source) else {
-            return false;
-        };
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets
+            .get_mut(&source)
+            .is_some_and(|bucket| bucket.take(now))
     }
 
     /// Sources tracked now (at most `max_sources`).

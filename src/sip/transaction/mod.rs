@@ -10,7 +10,7 @@
 //! drawing responses) without bound.
 
 mod client;
-mod limit;
+pub mod limit;
 mod server;
 mod table;
 
