@@ -33,6 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::call::Call;
+pub use self::call::MediaFilter;
 use self::response::{ResponseBuilder, wants_to_tag};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
@@ -178,6 +179,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: EndpointStats,
+    /// Which media addresses an SDP may name (`[rtp].allow_media`); `None` allows all.
+    media_filter: Option<MediaFilter>,
 }
 
 impl Endpoint {
@@ -196,6 +199,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            media_filter: None,
         }
     }
 
