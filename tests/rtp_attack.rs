@@ -33,7 +33,7 @@ fn drain_until(socket: &UdpSocket, until: Instant) -> Vec<Vec<u8>> {
     got
 }
 
-/// Datagrams already waiting on a socket (it has a short read timeout).
+/// Datagrams already waiting on a socket (non-blocking, or with a short read timeout).
 fn drain_now(socket: &UdpSocket) -> usize {
     let mut buf = [0u8; 2048];
     let mut n = 0;
@@ -179,6 +179,11 @@ fn rtp_injected_mid_call_reaches_neither_the_recording_nor_earshots_media() {
     // the other has its own SSRC; both send a perfect in-sequence 2 kHz stream, and RTCP.
     let same_ssrc = Caller::new();
     let other_ssrc = Caller::new();
+    // Their sockets are only drained, never waited on, so the caller keeps its 20 ms pace.
+    for s in [&same_ssrc, &other_ssrc] {
+        s.rtp.set_nonblocking(true).unwrap();
+        s.rtcp.set_nonblocking(true).unwrap();
+    }
     let legit = tone_frames(1000.0, 0, FRAMES);
     let injected = tone_frames(2000.0, 0, FRAMES);
     let mut caller_got_after_attack = 0;

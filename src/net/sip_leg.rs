@@ -308,6 +308,7 @@ impl SipLeg {
         if !self.ticking && session.is_open() {
             self.ticking = true;
             self.playout = PlayoutClock::new(clock::now());
+            tracing::debug!("RTP open: sending to the caller");
         }
         let foreign = session.stats().foreign_source;
         if foreign > self.foreign_counted {
