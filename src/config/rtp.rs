@@ -96,3 +96,32 @@ fn allow_media(e: &mut Errors, list: &[String]) -> Vec<Cidr> {
     }
     cidr_list(e, "rtp.allow_media", list)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use crate::config::Config;
+    use crate::config::test_support::{invalid, paths};
+
+    #[test]
+    fn learning_window_and_media_networks_are_read_and_checked() {
+        let config = Config::from_toml_str(
+            "[rtp]\nlearn_window_ms = 500\nallow_media = [\"10.0.0.0/8\", \"::1/128\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.rtp.learn_window_ms, 500);
+        let media = config.rtp.allow_media.unwrap();
+        assert!(media[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!media[0].contains("192.0.2.1".parse().unwrap()));
+        assert_eq!(Config::default().rtp.allow_media, None);
+
+        let errors = invalid("[rtp]\nlearn_window_ms = 50\nallow_media = [\"10.0.0.1/8\"]\n");
+        assert_eq!(
+            paths(&errors),
+            ["rtp.learn_window_ms", "rtp.allow_media[0]"]
+        );
+        assert!(errors[1].reason.contains("10.0.0.0/8"), "{}", errors[1]);
+        let errors = invalid("[rtp]\nallow_media = []\n");
+        assert_eq!(paths(&errors), ["rtp.allow_media"]);
+    }
+}

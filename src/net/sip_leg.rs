@@ -234,6 +234,7 @@ impl SipLeg {
                     session.confirm(now);
                 }
                 self.session = Some(session);
+                self.playout = PlayoutClock::new(now);
             }
         }
         self.sync_gate();
@@ -307,7 +308,15 @@ impl SipLeg {
         };
         if !self.ticking && session.is_open() {
             self.ticking = true;
-            self.playout = PlayoutClock::new(clock::now());
+            // The first tick is the next one on the grid the clock got when media was agreed:
+            // no burst of catch-up ticks for the time the gate was shut, and the phase relative
+            // to the caller's frames is whatever it was (a tick at the very instant of the
+            // caller's first packet would sit just before its frames fall due, and slew). At
+            // most 64·T1 plus the grace of 20 ms steps.
+            let now = clock::now();
+            while self.playout.tick_at() < now {
+                self.playout.advance(None);
+            }
             tracing::debug!("RTP open: sending to the caller");
         }
         let foreign = session.stats().foreign_source;
