@@ -44,6 +44,8 @@ fn session(t0: Instant) -> Session {
             remote_rtp: Some(peer()),
             remote_rtcp: None,
             learn_packets: 4,
+            learn_window: Duration::from_secs(2),
+            peer_grace: Duration::ZERO,
             rtcp_interval: Duration::from_secs(5),
             rtcp_seed: 1,
             cname: "earshot@bench".into(),

@@ -415,6 +415,7 @@ async fn build_sip(
         ports: Arc::new(PortAllocator::new(media_ip, config.rtp.ports)),
         rtp: Arc::new(RtpSettings {
             learn_packets: config.rtp.learn_packets,
+            learn_window: Duration::from_millis(config.rtp.learn_window_ms),
             rtcp_interval: Duration::from_secs(config.rtp.rtcp_interval_secs.max(1)),
             advertised_ip: advertised.ip(),
         }),
@@ -425,8 +426,9 @@ async fn build_sip(
         }),
         services,
         sip: sip_tx,
+        metrics: metrics.clone(),
     };
-    let endpoint = Endpoint::new(
+    let mut endpoint = Endpoint::new(
         EndpointConfig {
             advertised,
             user_agent: config.sip.user_agent.clone(),
@@ -435,6 +437,11 @@ async fn build_sip(
         },
         rand::random(),
     );
+    if let Some(cidrs) = config.rtp.allow_media.clone() {
+        let filter: crate::sip::endpoint::MediaFilter =
+            Arc::new(move |ip| cidrs.iter().any(|cidr| cidr.contains(ip)));
+        endpoint.set_media_filter(Some(filter));
+    }
     let mut trunks = Vec::new();
     for trunk in &config.sip.trunks {
         trunks.push(resolve_trunk(trunk).await?);

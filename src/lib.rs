@@ -21,7 +21,8 @@
 //!   [`sip::registration`], [`sip::sdp`] (RFC 3264 offer/answer), [`sip::auth`] (digest
 //!   MD5/SHA-256).
 //! - [`rtp`] (sans-IO): RTP/RTCP session — sequence extension, loss and jitter (RFC 3550 A.1,
-//!   A.3, A.8), strict source learning, RFC 4733 DTMF, SR/RR/BYE.
+//!   A.3, A.8), strict source learning in a window after the ACK, nothing sent before the ACK
+//!   and the peer heard (no reflection from a spoofed INVITE), RFC 4733 DTMF, SR/RR/BYE.
 //! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
 //!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
 //!   clock's phase (ticks that land just after the next frame falls due), the energy voice
@@ -43,7 +44,7 @@
 //!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals.
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
 //!   around the RTP session), the Twilio webhook and WebSocket (the Twilio leg), the agents'
-//!   WebSocket client.
+//!   WebSocket client; RTP port pairs are drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to
 //!   device-rate resampling with drift correction (the resampler lives here, not in `media`,
 //!   because its ratio is steered by the rings' fill).

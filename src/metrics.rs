@@ -138,6 +138,12 @@ pub struct Metrics {
     pub rtp_packets_sent: AtomicU64,
     pub rtp_packets_lost: AtomicU64,
     pub rtp_packets_malformed: AtomicU64,
+    /// RTP and RTCP packets dropped because they came from an address that is not the call's
+    /// learned or signalled source (strict source learning). The SIP legs, as they drop them.
+    pub rtp_foreign_dropped: AtomicU64,
+    /// Calls refused because no RTP port pair in `[rtp].ports` could be bound. The SIP
+    /// driver.
+    pub rtp_ports_exhausted: AtomicU64,
     /// Frames the jitter buffer concealed, over ended calls. The store writer.
     pub concealed_frames: AtomicU64,
     /// Per ended call: its RTP interarrival jitter, ms. The store writer.
@@ -231,6 +237,8 @@ impl Default for Metrics {
             rtp_packets_sent: AtomicU64::new(0),
             rtp_packets_lost: AtomicU64::new(0),
             rtp_packets_malformed: AtomicU64::new(0),
+            rtp_foreign_dropped: AtomicU64::new(0),
+            rtp_ports_exhausted: AtomicU64::new(0),
             concealed_frames: AtomicU64::new(0),
             call_jitter_ms: Histogram::new(JITTER_MS_BOUNDS),
             jitter_buffer_delay_ms: Histogram::new(DELAY_MS_BOUNDS),
@@ -426,6 +434,16 @@ impl Metrics {
                 "earshot_rtp_packets_malformed_total",
                 "Malformed RTP packets dropped in ended calls.",
                 &self.rtp_packets_malformed,
+            ),
+            (
+                "earshot_rtp_foreign_dropped_total",
+                "RTP and RTCP packets dropped for coming from neither the learned nor the signalled source.",
+                &self.rtp_foreign_dropped,
+            ),
+            (
+                "earshot_rtp_ports_exhausted_total",
+                "Calls refused because no RTP port pair could be bound.",
+                &self.rtp_ports_exhausted,
             ),
             (
                 "earshot_concealed_frames_total",

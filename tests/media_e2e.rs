@@ -12,26 +12,14 @@ mod http;
 mod support;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use earshot::media::g711::Law;
 use support::pcap::{self, RtpPacket};
 use support::sipp::{self, Scenario};
-use support::{Earshot, free_udp_tcp_port};
-
-/// The one recording earshot made in `dir/recordings`.
-fn only_recording(dir: &Path) -> PathBuf {
-    let wavs: Vec<PathBuf> = std::fs::read_dir(dir.join("recordings"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
-        .collect();
-    assert_eq!(wavs.len(), 1, "recordings: {wavs:?}");
-    wavs.into_iter().next().unwrap()
-}
+use support::{Earshot, free_udp_tcp_port, only_recording};
 
 /// Left (caller) and right (sent) channels of a stereo recording.
 fn channels(path: &Path) -> (Vec<i16>, Vec<i16>) {

@@ -26,6 +26,8 @@ fn config() -> SessionConfig {
         remote_rtp: Some(peer()),
         remote_rtcp: None,
         learn_packets: 4,
+        learn_window: Duration::from_secs(2),
+        peer_grace: Duration::ZERO,
         rtcp_interval: Duration::from_secs(5),
         rtcp_seed: 1,
         cname: "earshot@test".into(),
@@ -70,6 +72,7 @@ fn handle_rtp_of_audio_packets_does_not_allocate() {
 fn send_audio_does_not_allocate() {
     let t0 = Instant::now();
     let mut session = Session::new(config(), t0);
+    session.confirm(t0);
     let payload = [0xd5u8; 160];
     let mut buf = [0u8; 1500];
     let sent = assert_no_alloc(|| {

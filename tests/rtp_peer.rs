@@ -8,71 +8,12 @@
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use support::Earshot;
-use support::sip::{self, Message};
-
-/// A caller: signalling socket plus an RTP/RTCP pair on consecutive ports.
-struct Peer {
-    sip: UdpSocket,
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-}
-
-impl Peer {
-    fn new() -> Peer {
-        loop {
-            let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let port = rtp.local_addr().unwrap().port();
-            if !port.is_multiple_of(2) {
-                continue;
-            }
-            let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) else {
-                continue;
-            };
-            let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-            for s in [&sip, &rtp, &rtcp] {
-                s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-            }
-            return Peer { sip, rtp, rtcp };
-        }
-    }
-
-    /// Sends an INVITE and returns the 200 OK.
-    fn call(&self, target: SocketAddr, call_id: &str) -> Message {
-        let invite = sip::invite(
-            self.sip.local_addr().unwrap(),
-            target,
-            call_id,
-            self.rtp.local_addr().unwrap(),
-        );
-        self.sip.send_to(&invite, target).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = vec![0u8; 65536];
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = self.sip.recv_from(&mut buf) {
-                let msg = Message::parse(&buf[..n]).unwrap();
-                if msg.status() == Some(200) {
-                    let ack = sip::in_dialog("ACK", &msg, self.sip.local_addr().unwrap(), 1);
-                    self.sip.send_to(&ack, target).unwrap();
-                    return msg;
-                }
-            }
-        }
-        panic!("no 200 OK");
-    }
-}
-
-fn rtp_packet(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 0];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend(std::iter::repeat_n(0xffu8, 160));
-    p
-}
+use support::caller::{Caller as Peer, rtp_packet};
+use support::sip;
 
 /// RTCP packet types in a compound: 200 SR, 201 RR, 202 SDES, 203 BYE.
 fn rtcp_types(datagram: &[u8]) -> Vec<u8> {

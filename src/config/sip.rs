@@ -85,24 +85,28 @@ pub(super) struct RawSip {
     trunk: Vec<RawTrunk>,
 }
 
+/// A list of CIDRs at `path`; each entry that is not one is reported as `path[i]`.
+pub(super) fn cidr_list(e: &mut Errors, path: &str, list: &[String]) -> Vec<Cidr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.parse::<Cidr>()
+                .map_err(|err| {
+                    e.push(
+                        format!("{path}[{i}]"),
+                        format!("{s:?} is not a CIDR ({err})"),
+                    )
+                })
+                .ok()
+        })
+        .collect()
+}
+
 pub(super) fn validate_sip(e: &mut Errors, raw: RawSip) -> SipConfig {
     let d = SipConfig::default();
     let allow = match raw.allow {
         None => d.allow,
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                s.parse::<Cidr>()
-                    .map_err(|err| {
-                        e.push(
-                            format!("sip.allow[{i}]"),
-                            format!("{s:?} is not a CIDR ({err})"),
-                        )
-                    })
-                    .ok()
-            })
-            .collect(),
+        Some(list) => cidr_list(e, "sip.allow", &list),
     };
     let mut trunks: Vec<Trunk> = Vec::with_capacity(raw.trunk.len());
     for (i, raw_trunk) in raw.trunk.into_iter().enumerate() {

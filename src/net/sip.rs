@@ -28,6 +28,8 @@ use crate::sip::registration::{RegOutcome, TrunkRegistration};
 pub enum SipCommand {
     /// Hang up a call (max duration, RTP silence, the API).
     Hangup(CallRef),
+    /// The call's RTP leg heard the peer for the first time.
+    PeerMedia(CallRef),
     /// Apply a re-read configuration (SIGHUP).
     Reload(Box<Reload>),
 }
@@ -135,6 +137,7 @@ impl SipDriver {
                 Some(event) = tcp_rx.recv() => self.tcp_event(&mut state, event),
                 Some(command) = self.commands.recv() => match command {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
+                    SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default } = *reload;
                         self.allow = allow;
@@ -334,6 +337,9 @@ impl SipDriver {
                     self.endpoint.answer(now, incoming.call, media, self.ring);
                 }
                 Err(err) => {
+                    self.metrics
+                        .rtp_ports_exhausted
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%err, "cannot take call: no media sockets");
                     self.endpoint.reject(now, incoming.call, 503);
                 }
@@ -341,6 +347,7 @@ impl SipDriver {
             Event::Confirmed { call } => {
                 if let Some(call) = state.calls.get(&call) {
                     tracing::debug!(call = %call.handle.id(), "call confirmed");
+                    call.signal(SipSignal::Confirmed);
                 }
             }
             Event::MediaChanged { call, media } => {

@@ -2,11 +2,18 @@
 //! signalling the SIP task relays to it (media agreed, INFO DTMF, the dialog's end). The
 //! call's 20 ms tick is its [`PlayoutClock`]: it lands just after the caller's next frame
 //! falls due. [`SipCalls`] starts a call task for each answered INVITE.
+//!
+//! The leg sends nothing until its session opens (see [`crate::rtp::Session`]: the ACK, then
+//! the peer heard or a short grace), and only then starts its 20 ms ticks, so the greeting
+//! starts when the caller can hear it rather than being spent on a closed gate. The first
+//! packet heard from the peer is reported to the SIP task ([`SipCommand::PeerMedia`]): a
+//! dialog whose ACK never comes is then ended with a BYE only if the peer was ever heard.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -20,6 +27,7 @@ use crate::call::{
 use crate::clock;
 use crate::media::frame::FRAME_SAMPLES;
 use crate::media::playout_clock::PlayoutClock;
+use crate::metrics::Metrics;
 use crate::rtp::{RtpEvent, Session, SessionConfig, Ssrc};
 use crate::sip::endpoint::{CallRef, IncomingCall};
 use crate::sip::sdp::{Direction, LocalMedia, Negotiated};
@@ -41,16 +49,23 @@ const EARLY_RTP: usize = 16;
 pub enum SipSignal {
     /// Negotiated media, first or changed by a re-INVITE.
     Media(Negotiated),
+    /// The dialog is confirmed: the caller's ACK came.
+    Confirmed,
     /// A DTMF digit signalled in SIP INFO.
     Dtmf { digit: char, duration_ms: u32 },
     /// The dialog is over.
     Ended(EndReason),
 }
 
+/// After the ACK, how long a session waits for the peer's first packet before sending anyway.
+pub const PEER_GRACE: Duration = Duration::from_secs(1);
+
 /// RTP settings of SIP calls, from `[rtp]` and `[sip]`.
 #[derive(Debug, Clone)]
 pub struct RtpSettings {
     pub learn_packets: u16,
+    /// `[rtp].learn_window_ms`.
+    pub learn_window: Duration,
     pub rtcp_interval: Duration,
     /// The address written in our SDP.
     pub advertised_ip: IpAddr,
@@ -78,6 +93,8 @@ pub struct SipCalls {
     pub services: Services,
     /// Where legs ask the SIP task to hang up.
     pub sip: mpsc::UnboundedSender<SipCommand>,
+    /// Where legs count the packets they drop from foreign sources.
+    pub metrics: Arc<Metrics>,
 }
 
 impl SipCalls {
@@ -115,6 +132,10 @@ impl SipCalls {
             rtp_buf: vec![0u8; MAX_DATAGRAM],
             rtcp_buf: vec![0u8; MAX_DATAGRAM],
             early: Vec::new(),
+            confirmed: false,
+            ticking: false,
+            foreign_counted: 0,
+            metrics: self.metrics.clone(),
         };
         let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
         tokio::spawn(task);
@@ -138,6 +159,13 @@ pub struct SipLeg {
     rtcp_buf: Vec<u8>,
     /// RTP that came before the session: (source, datagram), at most [`EARLY_RTP`].
     early: Vec<(SocketAddr, Vec<u8>)>,
+    /// The caller's ACK came.
+    confirmed: bool,
+    /// The session is open and the 20 ms ticks run.
+    ticking: bool,
+    /// The session's foreign-source drops already added to the metrics.
+    foreign_counted: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl SipLeg {
@@ -152,6 +180,13 @@ impl SipLeg {
                         self.rtp_in(from, datagram.len(), inputs);
                     }
                 }
+            }
+            SipSignal::Confirmed => {
+                self.confirmed = true;
+                if let Some(session) = self.session.as_mut() {
+                    session.confirm(clock::now());
+                }
+                self.sync_gate();
             }
             SipSignal::Dtmf { digit, duration_ms } => inputs.push_back(LegInput::Dtmf {
                 digit,
@@ -172,7 +207,7 @@ impl SipLeg {
         );
         match self.session.as_mut() {
             Some(session) => {
-                session.set_remote(media.remote_rtp, media.remote_rtcp);
+                session.set_remote(now, media.remote_rtp, media.remote_rtcp);
                 session.set_sending(sending);
             }
             None => {
@@ -183,6 +218,8 @@ impl SipLeg {
                     remote_rtp: media.remote_rtp,
                     remote_rtcp: media.remote_rtcp,
                     learn_packets: self.rtp.learn_packets,
+                    learn_window: self.rtp.learn_window,
+                    peer_grace: PEER_GRACE,
                     rtcp_interval: self.rtp.rtcp_interval,
                     rtcp_seed: rand::random(),
                     cname: std::mem::take(&mut self.cname),
@@ -193,10 +230,14 @@ impl SipLeg {
                 };
                 let mut session = Session::new(config, now);
                 session.set_sending(sending);
+                if self.confirmed {
+                    session.confirm(now);
+                }
                 self.session = Some(session);
                 self.playout = PlayoutClock::new(now);
             }
         }
+        self.sync_gate();
         tracing::debug!(codec = media.codec.name(), direction = ?media.local_direction, "SIP media");
         LegInput::Media {
             codec: media.codec,
@@ -224,6 +265,15 @@ impl SipLeg {
                 audio.payload,
             )));
         }
+        self.events(inputs);
+    }
+
+    /// The session's events after an input, and what they mean for the leg.
+    fn events(&mut self, inputs: &mut VecDeque<LegInput>) {
+        self.sync_gate();
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         while let Some(event) = session.poll_event() {
             match event {
                 RtpEvent::Dtmf { digit, duration_ms } => inputs.push_back(LegInput::Dtmf {
@@ -234,15 +284,47 @@ impl SipLeg {
                 RtpEvent::SourceLearned(addr) => {
                     tracing::debug!(%addr, "RTP source learned")
                 }
+                RtpEvent::PeerHeard => {
+                    let _ = self.sip.send(SipCommand::PeerMedia(self.call));
+                }
                 other => tracing::trace!(?other, "RTP event"),
             }
         }
     }
 
-    fn rtcp_in(&mut self, from: SocketAddr, n: usize) {
+    fn rtcp_in(&mut self, from: SocketAddr, n: usize, inputs: &mut VecDeque<LegInput>) {
         if let Some(session) = self.session.as_mut() {
             let datagram = self.rtcp_buf.get(..n).unwrap_or_default();
             session.handle_rtcp(clock::now(), from, datagram);
+            self.events(inputs);
+        }
+    }
+
+    /// After the session's input: starts the ticks when it has just opened, and adds its new
+    /// foreign-source drops to the metrics.
+    fn sync_gate(&mut self) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        if !self.ticking && session.is_open() {
+            self.ticking = true;
+            // The first tick is the next one on the grid the clock got when media was agreed:
+            // no burst of catch-up ticks for the time the gate was shut, and the phase relative
+            // to the caller's frames is whatever it was (a tick at the very instant of the
+            // caller's first packet would sit just before its frames fall due, and slew). At
+            // most 64·T1 plus the grace of 20 ms steps.
+            let now = clock::now();
+            while self.playout.tick_at() < now {
+                self.playout.advance(None);
+            }
+            tracing::debug!("RTP open: sending to the caller");
+        }
+        let foreign = session.stats().foreign_source;
+        if foreign > self.foreign_counted {
+            self.metrics
+                .rtp_foreign_dropped
+                .fetch_add(foreign - self.foreign_counted, Ordering::Relaxed);
+            self.foreign_counted = foreign;
         }
     }
 
@@ -274,7 +356,7 @@ impl SipLeg {
             let Ok((n, from)) = self.sockets.rtcp.try_recv_from(&mut self.rtcp_buf) else {
                 break;
             };
-            self.rtcp_in(from, n);
+            self.rtcp_in(from, n, inputs);
         }
     }
 }
@@ -299,7 +381,7 @@ impl Leg for SipLeg {
             }
             received = self.sockets.rtcp.recv_from(&mut self.rtcp_buf) => {
                 if let Ok((n, from)) = received {
-                    self.rtcp_in(from, n);
+                    self.rtcp_in(from, n, inputs);
                 }
             }
         }
@@ -311,7 +393,7 @@ impl Leg for SipLeg {
     }
 
     fn tick_at(&self) -> Option<Instant> {
-        self.session.as_ref().map(|_| self.playout.tick_at())
+        self.ticking.then(|| self.playout.tick_at())
     }
 
     async fn send_frame(
@@ -345,6 +427,7 @@ impl Leg for SipLeg {
         if let Some(session) = self.session.as_mut() {
             session.handle_timeout(now);
         }
+        self.sync_gate();
         self.flush_rtcp().await;
     }
 

@@ -8,7 +8,8 @@
 //!
 //! - `packet`: the RTP wire format, parsed zero-copy at the edge (§5.1, A.1 checks).
 //! - `stats`: sequence extension, loss and jitter (A.1, A.3, A.8); [`RtpStats`].
-//! - `source`: symmetric RTP with strict source learning (against RTP Bleed).
+//! - `source`: symmetric RTP/RTCP with strict source learning in a window (against RTP Bleed
+//!   and mid-call injection).
 //! - `dtmf`: RFC 4733 reception, one event per digit.
 //! - `report`: RTCP SR/RR/SDES/BYE compounds through the `rtcp` crate (§6).
 //! - `session`: [`Session`], which ties them together.
@@ -63,6 +64,8 @@ pub enum RtpEvent {
     SsrcChanged(Ssrc),
     /// The peer sent an RTCP BYE for its source (RFC 3550 §6.6).
     Bye(Ssrc),
+    /// The first accepted RTP packet or RTCP report from the peer: it really is there.
+    PeerHeard,
 }
 
 /// One accepted audio packet, borrowing its payload from the datagram.

@@ -2,6 +2,24 @@
 //! statistics), the RFC 3551 audio profile (20 ms G.711 at 8 kHz, marker at talkspurt start,
 //! §4.1), RFC 4733 DTMF reception and symmetric RTP with strict source learning.
 //!
+//! # Nothing is sent before the caller proves it asked for the call
+//!
+//! A spoofed INVITE from an allowed address, with a victim's address in `c=`, would otherwise
+//! make earshot stream 50 packets a second at the victim from its 200 OK until the ACK timeout.
+//! So the session sends no RTP and no RTCP (reports, BYE) until the driver says the dialog is
+//! confirmed ([`Session::confirm`], on the ACK), and then only once the peer has been heard
+//! (an accepted RTP packet or RTCP report) or `peer_grace` has passed since the ACK.
+//!
+//! The ACK is the main defence: it must carry the To tag of our 200 OK, which went to the
+//! INVITE's Via, so a blind spoofer never sees it and cannot ACK. Waiting also for the peer's
+//! first packet narrows what an on-path attacker who forges the ACK as well can get, to what
+//! the grace lets through; the grace exists because some peers listen before they talk, and a
+//! `recvonly` caller never sends RTP at all (it normally sends RTCP, which counts). A caller
+//! whose RTP comes from another address than its SDP says (NAT) opens the gate as soon as that
+//! address is learned, and our RTP then goes there. earshot sends no early media (183), so no
+//! media ever precedes the 200 OK. A re-INVITE does not close the gate again: it comes inside
+//! a dialog that the ACK already proved.
+//!
 //! The session never reads the clock: every input carries `now`, and the NTP time of our reports
 //! is the wall-clock anchor from [`SessionConfig`] plus the `Instant`s elapsed since creation.
 //! The audio path (`handle_rtp` of an audio packet, `send_audio`) does not allocate; RTCP, every
@@ -40,6 +58,12 @@ pub struct SessionConfig {
     pub remote_rtcp: Option<SocketAddr>,
     /// Consecutive in-sequence packets a new address must send to take over the stream.
     pub learn_packets: u16,
+    /// How long source learning stays open after the dialog is confirmed or the SDP address
+    /// changes (see `source`).
+    pub learn_window: Duration,
+    /// After the ACK, how long to wait for the peer's first packet before sending anyway
+    /// (see the module docs); zero sends from the ACK on.
+    pub peer_grace: Duration,
     /// Mean RTCP report interval (RFC 3550 §6.2, 5 s); each is randomized to 0.5–1.5 times it.
     pub rtcp_interval: Duration,
     /// Seed for that randomization, from the caller, so the core stays deterministic.
@@ -54,6 +78,17 @@ pub struct SessionConfig {
     pub initial_ts: u32,
     /// The wall-clock time at the `now` passed to [`Session::new`], for SR NTP timestamps.
     pub wallclock: SystemTime,
+}
+
+/// Whether the session may send (RTP and RTCP), see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendGate {
+    /// No ACK yet: nothing is sent.
+    Unconfirmed,
+    /// ACKed; waiting for the peer's first packet until `until`.
+    AwaitingPeer { until: Instant },
+    /// Sending.
+    Open,
 }
 
 /// The remote source currently received: its SSRC and A.1 state.
@@ -74,10 +109,11 @@ pub struct Session {
     clock_rate: u32,
     cname: String,
     rtcp_interval: Duration,
-    /// RTCP address from SDP.
-    remote_rtcp: Option<SocketAddr>,
-    /// RTCP address the peer's valid reports come from (symmetric RTCP).
-    rtcp_learned: Option<SocketAddr>,
+    peer_grace: Duration,
+    /// Whether we may send yet (see the module docs).
+    gate: SendGate,
+    /// An accepted RTP packet or RTCP report has come from the peer.
+    peer_heard: bool,
     /// The `now` at creation: origin of arrival times (A.8) and of NTP times.
     created_at: Instant,
     wallclock: SystemTime,
@@ -130,11 +166,17 @@ impl Session {
             rtcp_interval: cfg
                 .rtcp_interval
                 .clamp(MIN_RTCP_INTERVAL, MAX_RTCP_INTERVAL),
-            remote_rtcp: cfg.remote_rtcp,
-            rtcp_learned: None,
+            peer_grace: cfg.peer_grace,
+            gate: SendGate::Unconfirmed,
+            peer_heard: false,
             created_at: now,
             wallclock: cfg.wallclock,
-            source: SourceFilter::new(cfg.remote_rtp, cfg.learn_packets),
+            source: SourceFilter::new(
+                cfg.remote_rtp,
+                cfg.remote_rtcp,
+                cfg.learn_packets,
+                cfg.learn_window,
+            ),
             remote: None,
             dtmf: DtmfReceiver::default(),
             last_sr: None,
@@ -169,7 +211,7 @@ impl Session {
             self.stats.malformed += 1;
             return None;
         };
-        match self.source.admit(from, packet.ssrc, packet.seq) {
+        match self.source.admit(now, from, packet.ssrc, packet.seq) {
             Admission::Accept => {}
             Admission::Learned => self.events.push_back(RtpEvent::SourceLearned(from)),
             Admission::Drop => {
@@ -177,6 +219,7 @@ impl Session {
                 return None;
             }
         }
+        self.heard_peer();
 
         self.select_remote(packet.ssrc, packet.seq);
         let arrival = self.arrival(now);
@@ -286,8 +329,12 @@ impl Session {
             self.stats.foreign_source += 1;
             return;
         }
+        if self.source.admit_rtcp(now, from) == Admission::Drop {
+            self.stats.foreign_source += 1;
+            return;
+        }
+        self.heard_peer();
         self.stats.rtcp_received += 1;
-        self.rtcp_learned = Some(from);
         if let Some(ntp) = incoming.sr_ntp {
             self.last_sr = Some((report::ntp_middle(ntp), now));
         }
@@ -342,7 +389,7 @@ impl Session {
         payload: &[u8],
         buf: &mut [u8],
     ) -> Option<(SocketAddr, usize)> {
-        if !self.sending {
+        if !self.sending || self.gate != SendGate::Open {
             return None;
         }
         let dest = self.source.destination()?;
@@ -367,14 +414,46 @@ impl Session {
         self.marker_next = true;
     }
 
-    /// New remote addresses from a re-INVITE. A changed RTP address reopens source learning.
-    pub fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        let moved = rtp != self.source.signalled();
-        self.source.set_signalled(rtp);
-        if moved || rtcp != self.remote_rtcp {
-            self.rtcp_learned = None;
+    /// New remote addresses from a re-INVITE at `now`. A changed RTP address reopens source
+    /// learning for the learning window.
+    pub fn set_remote(&mut self, now: Instant, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        self.source.set_signalled(now, rtp, rtcp);
+    }
+
+    /// The dialog is confirmed (the ACK came) at `now`: the learning window starts, and
+    /// sending starts once the peer has been heard or `peer_grace` has passed.
+    pub fn confirm(&mut self, now: Instant) {
+        self.source.start_window(now);
+        if self.gate == SendGate::Unconfirmed {
+            self.gate = if self.peer_heard || self.peer_grace.is_zero() {
+                SendGate::Open
+            } else {
+                SendGate::AwaitingPeer {
+                    until: now + self.peer_grace,
+                }
+            };
         }
-        self.remote_rtcp = rtcp;
+    }
+
+    /// Whether the session sends RTP and RTCP yet (see the module docs).
+    pub fn is_open(&self) -> bool {
+        self.gate == SendGate::Open
+    }
+
+    /// Whether anything accepted has come from the peer yet.
+    pub fn peer_heard(&self) -> bool {
+        self.peer_heard
+    }
+
+    /// Notes an accepted packet from the peer: the first one opens a gate waiting for it.
+    fn heard_peer(&mut self) {
+        if !self.peer_heard {
+            self.peer_heard = true;
+            self.events.push_back(RtpEvent::PeerHeard);
+        }
+        if matches!(self.gate, SendGate::AwaitingPeer { .. }) {
+            self.gate = SendGate::Open;
+        }
     }
 
     /// Hold (`false`) stops RTP; RTCP continues. Resuming starts a talkspurt.
@@ -382,13 +461,18 @@ impl Session {
         self.sending = on;
     }
 
-    /// The next instant `handle_timeout` has work: an RTCP report or a DTMF end timeout.
+    /// The next instant `handle_timeout` has work: an RTCP report, a DTMF end timeout, or the
+    /// end of the wait for the peer's first packet.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let report = (!self.closed).then_some(self.next_report);
-        match (report, self.dtmf.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let grace = match self.gate {
+            SendGate::AwaitingPeer { until } => Some(until),
+            _ => None,
+        };
+        [report, self.dtmf.deadline(), grace]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Ends DTMF events whose end packets were lost, and when due queues a compound SR (if we
@@ -397,10 +481,17 @@ impl Session {
         if let Some(digit) = self.dtmf.handle_timeout(now) {
             self.push_digit(digit);
         }
+        if let SendGate::AwaitingPeer { until } = self.gate
+            && until <= now
+        {
+            self.gate = SendGate::Open;
+        }
         if self.closed || now < self.next_report {
             return;
         }
-        if let Some(transmit) = self.report(now, false) {
+        if self.gate == SendGate::Open
+            && let Some(transmit) = self.report(now, false)
+        {
             self.transmits.push_back(transmit);
         }
         self.next_report = now + self.randomized_interval();
@@ -418,6 +509,10 @@ impl Session {
             return None;
         }
         self.closed = true;
+        if self.gate != SendGate::Open {
+            // Nothing was ever sent to this peer: no goodbye either.
+            return None;
+        }
         self.report(now, true)
     }
 
@@ -436,17 +531,9 @@ impl Session {
         self.last_packet_at
     }
 
-    /// Where RTCP goes: where valid reports come from, else SDP's `a=rtcp`, else RTP port + 1.
-    fn rtcp_destination(&self) -> Option<SocketAddr> {
-        self.rtcp_learned.or(self.remote_rtcp).or_else(|| {
-            let rtp = self.source.destination()?;
-            Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?))
-        })
-    }
-
     /// Builds one compound packet: SR or RR, report block, SDES CNAME, optionally BYE.
     fn report(&mut self, now: Instant, bye: bool) -> Option<Transmit> {
-        let dest = self.rtcp_destination()?;
+        let dest = self.source.rtcp_destination()?;
         let sender = self.sent_since_report.then(|| SenderInfo {
             ntp_time: self.ntp_at(now),
             rtp_time: self.rtp_time_at(now),
@@ -540,6 +627,8 @@ mod tests {
             remote_rtp: Some(peer()),
             remote_rtcp: None,
             learn_packets: 4,
+            learn_window: Duration::from_secs(2),
+            peer_grace: Duration::ZERO,
             rtcp_interval: Duration::from_secs(5),
             rtcp_seed: 7,
             cname: "earshot@test".into(),
@@ -548,6 +637,13 @@ mod tests {
             initial_ts: 5000,
             wallclock: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         }
+    }
+
+    /// A session whose dialog is confirmed at `t0`, sending at once (no grace).
+    fn started(cfg: SessionConfig, t0: Instant) -> Session {
+        let mut s = Session::new(cfg, t0);
+        s.confirm(t0);
+        s
     }
 
     fn ms(base: Instant, ms: u64) -> Instant {
@@ -597,7 +693,7 @@ mod tests {
     #[test]
     fn in_order_stream_yields_every_packet_and_honest_stats() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         for i in 0..50u16 {
             let d = audio(100 + i, 160 * u32::from(i));
             let a = s.handle_rtp(ms(t0, 20 * u64::from(i)), peer(), &d).unwrap();
@@ -608,14 +704,14 @@ mod tests {
         assert_eq!((st.packets_received, st.bytes_received), (50, 8000));
         assert_eq!((st.expected, st.packets_lost, st.jitter), (50, 0, 0));
         // The signalled address is the source from the start: nothing to learn.
-        assert_eq!(events(&mut s), vec![]);
+        assert_eq!(events(&mut s), vec![RtpEvent::PeerHeard]);
         assert_eq!(s.last_packet_at(), Some(ms(t0, 980)));
     }
 
     #[test]
     fn sequence_number_wraps_at_65535() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         let exts: Vec<u64> = (0..6u16)
             .map(|i| {
                 let d = audio(65533u16.wrapping_add(i), 160 * u32::from(i));
@@ -632,7 +728,7 @@ mod tests {
     #[test]
     fn reordered_packet_is_played_and_duplicate_is_dropped() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         let mut played = Vec::new();
         for seq in [10u16, 11, 13, 12, 13, 14] {
             let d = audio(seq, u32::from(seq) * 160);
@@ -653,7 +749,7 @@ mod tests {
     #[test]
     fn lost_packets_are_counted_per_a3() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         for seq in (0u16..100).filter(|seq| seq % 10 != 5) {
             s.handle_rtp(t0, peer(), &audio(seq, u32::from(seq) * 160));
         }
@@ -663,7 +759,7 @@ mod tests {
     #[test]
     fn jitter_is_zero_for_constant_arrivals_and_per_a8_for_jittered() {
         let t0 = Instant::now();
-        let mut steady = Session::new(config(), t0);
+        let mut steady = started(config(), t0);
         for i in 0..20u16 {
             let d = audio(i, 9000 + 160 * u32::from(i));
             steady.handle_rtp(ms(t0, 7 + 20 * u64::from(i)), peer(), &d);
@@ -672,7 +768,7 @@ mod tests {
 
         // Arrivals at 0, 30, 40, 60 ms for timestamps 0, 160, 320, 480: transit differences
         // of 80, 80, 0 units give J = 5, 9.69, 9.08 -> 9 units (see stats.rs), 1.125 ms.
-        let mut jittery = Session::new(config(), t0);
+        let mut jittery = started(config(), t0);
         for (i, at) in [0u64, 30, 40, 60].into_iter().enumerate() {
             let d = audio(i as u16, 160 * i as u32);
             jittery.handle_rtp(ms(t0, at), peer(), &d);
@@ -686,7 +782,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cfg = config();
         cfg.remote_rtp = None;
-        let mut s = Session::new(cfg, t0);
+        let mut s = started(cfg, t0);
         s.handle_rtp(t0, peer(), &audio(1, 0)).unwrap();
         events(&mut s);
         let attacker = Ssrc(0xBAD);
@@ -718,7 +814,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cfg = config();
         cfg.remote_rtp = None;
-        let mut s = Session::new(cfg, t0);
+        let mut s = started(cfg, t0);
         for seq in 0u16..10 {
             s.handle_rtp(t0, peer(), &audio(seq, 0));
         }
@@ -731,6 +827,7 @@ mod tests {
             events(&mut s),
             vec![
                 RtpEvent::SourceLearned(peer()),
+                RtpEvent::PeerHeard,
                 RtpEvent::SourceLearned(elsewhere())
             ]
         );
@@ -739,7 +836,7 @@ mod tests {
     #[test]
     fn dtmf_5_with_three_end_packets_is_one_event() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0));
         let ts = 160;
         let packets = [
@@ -774,7 +871,7 @@ mod tests {
     #[test]
     fn dtmf_whose_end_packets_were_lost_is_delivered_once_by_timeout() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &dtmf(1, 800, true, 11, false, 160));
         s.handle_rtp(ms(t0, 50), peer(), &dtmf(2, 800, false, 11, false, 560));
         events(&mut s);
@@ -800,7 +897,7 @@ mod tests {
     #[test]
     fn short_telephone_event_payload_is_malformed() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &packet(PEER, DTMF_PT, 1, 0, true, &[5, 0x80]));
         assert_eq!(s.stats().malformed, 1);
     }
@@ -808,7 +905,7 @@ mod tests {
     #[test]
     fn other_payload_types_are_counted_but_keep_the_sequence() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0)).unwrap();
         assert!(
             s.handle_rtp(t0, peer(), &packet(PEER, 13, 2, 160, false, &[40]))
@@ -821,7 +918,7 @@ mod tests {
     #[test]
     fn send_audio_numbers_packets_and_marks_talkspurts() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         let mut buf = [0u8; 200];
         let mut sent = Vec::new();
         let mut send = |s: &mut Session, i: u64| {
@@ -860,7 +957,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cfg = config();
         cfg.remote_rtp = None;
-        let mut s = Session::new(cfg, t0);
+        let mut s = started(cfg, t0);
         assert_eq!(s.send_audio(t0, &[0; 160], 160, &mut [0; 200]), None);
         s.handle_rtp(t0, elsewhere(), &audio(1, 0));
         let (dest, _) = s.send_audio(t0, &[0; 160], 160, &mut [0; 200]).unwrap();
@@ -870,9 +967,9 @@ mod tests {
     #[test]
     fn set_remote_with_a_new_address_redirects_and_relearns() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0));
-        s.set_remote(Some(elsewhere()), None);
+        s.set_remote(t0, Some(elsewhere()), None);
         let (dest, _) = s.send_audio(t0, &[0; 160], 160, &mut [0; 200]).unwrap();
         assert_eq!(dest, elsewhere());
     }
@@ -880,7 +977,7 @@ mod tests {
     #[test]
     fn sender_report_follows_sending_and_parses_back() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         for i in 0..10 {
             s.send_audio(ms(t0, 20 * i), &[0; 160], 160, &mut [0; 200]);
         }
@@ -928,7 +1025,7 @@ mod tests {
     #[test]
     fn receiver_report_block_carries_our_loss_and_jitter() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.set_sending(false);
         for (i, at) in [0u64, 30, 40, 60].into_iter().enumerate() {
             s.handle_rtp(
@@ -965,7 +1062,7 @@ mod tests {
     #[test]
     fn peer_report_gives_remote_loss_and_round_trip_time() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.send_audio(t0, &[0; 160], 160, &mut [0; 200]);
         let at = s.poll_timeout().unwrap();
         let sr_bytes = run_timers(&mut s, at).remove(0).bytes;
@@ -1003,7 +1100,7 @@ mod tests {
     #[test]
     fn our_report_echoes_the_peers_sender_report_in_lsr_and_dlsr() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.set_sending(false);
         s.handle_rtp(t0, peer(), &audio(1, 0));
         let ntp = 0x1234_5678_9abc_def0u64;
@@ -1028,7 +1125,7 @@ mod tests {
     #[test]
     fn rtcp_from_another_ssrc_is_ignored() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0));
         let rr = ReceiverReport {
             ssrc: 0xBAD,
@@ -1047,7 +1144,7 @@ mod tests {
     #[test]
     fn bye_is_a_compound_report_sdes_bye_and_ends_the_session() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0));
         let t = s.bye(ms(t0, 500)).unwrap();
         let packets = unmarshal(&t.bytes);
@@ -1074,7 +1171,7 @@ mod tests {
     #[test]
     fn peer_bye_is_reported() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         s.handle_rtp(t0, peer(), &audio(1, 0));
         events(&mut s);
         let packets: Vec<Box<dyn ::rtcp::packet::Packet + Send + Sync>> = vec![
@@ -1095,7 +1192,7 @@ mod tests {
     #[test]
     fn malformed_datagrams_are_counted_and_never_panic() {
         let t0 = Instant::now();
-        let mut s = Session::new(config(), t0);
+        let mut s = started(config(), t0);
         let valid = audio(1, 0);
         let mut v1 = valid.clone();
         v1[0] = 0x40;
@@ -1147,5 +1244,128 @@ mod tests {
             while s.poll_transmit().is_some() {}
             while s.poll_event().is_some() {}
         }
+    }
+
+    fn gated(t0: Instant) -> Session {
+        let mut cfg = config();
+        cfg.peer_grace = Duration::from_millis(1000);
+        Session::new(cfg, t0)
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_ack_however_long_it_takes() {
+        let t0 = Instant::now();
+        let mut s = gated(t0);
+        let mut buf = [0u8; 200];
+        // 32 s of a never-ACKed 200 OK: no RTP, no RTCP, no RTCP BYE.
+        for i in 0..1600u64 {
+            let now = ms(t0, 20 * i);
+            assert_eq!(s.send_audio(now, &[0; 160], 160, &mut buf), None);
+            s.handle_timeout(now);
+            assert_eq!(s.poll_transmit(), None);
+        }
+        assert!(!s.is_open());
+        assert_eq!(s.bye(ms(t0, 32_000)), None);
+        assert_eq!((s.stats().packets_sent, s.stats().rtcp_sent), (0, 0));
+    }
+
+    #[test]
+    fn after_the_ack_sending_waits_for_the_peer_or_the_grace() {
+        let t0 = Instant::now();
+        let mut buf = [0u8; 200];
+        // The peer's RTP came before the ACK: open at the ACK.
+        let mut early = gated(t0);
+        early.handle_rtp(ms(t0, 10), peer(), &audio(1, 0)).unwrap();
+        assert_eq!(events(&mut early), vec![RtpEvent::PeerHeard]);
+        assert!(!early.is_open(), "not before the ACK");
+        early.confirm(ms(t0, 30));
+        assert!(early.is_open());
+
+        // ACK first, then the peer's first packet opens it.
+        let mut s = gated(t0);
+        s.confirm(ms(t0, 30));
+        assert_eq!(s.send_audio(ms(t0, 40), &[0; 160], 160, &mut buf), None);
+        assert_eq!(s.poll_timeout(), Some(ms(t0, 1030)));
+        s.handle_rtp(ms(t0, 50), peer(), &audio(1, 0)).unwrap();
+        assert!(s.is_open());
+        let (dest, _) = s.send_audio(ms(t0, 60), &[0; 160], 160, &mut buf).unwrap();
+        assert_eq!(dest, peer());
+
+        // A foreign packet does not count as the peer.
+        let mut quiet = gated(t0);
+        quiet.confirm(ms(t0, 30));
+        quiet.handle_rtp(ms(t0, 50), elsewhere(), &audio(1, 0));
+        assert!(!quiet.is_open());
+        assert!(!quiet.peer_heard());
+        // A silent peer (recvonly, or one that listens first) is sent to after the grace.
+        quiet.handle_timeout(ms(t0, 1029));
+        assert!(!quiet.is_open());
+        quiet.handle_timeout(ms(t0, 1030));
+        assert!(quiet.is_open());
+        assert!(
+            quiet
+                .send_audio(ms(t0, 1040), &[0; 160], 160, &mut buf)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_rtcp_report_from_the_peer_opens_the_gate() {
+        let t0 = Instant::now();
+        let mut s = gated(t0);
+        s.confirm(t0);
+        let rr = ReceiverReport {
+            ssrc: PEER.0,
+            ..Default::default()
+        };
+        s.handle_rtcp(
+            ms(t0, 100),
+            SocketAddr::from(([198, 51, 100, 7], 4001)),
+            &rr.marshal().unwrap(),
+        );
+        assert!(s.is_open());
+        assert!(s.peer_heard());
+    }
+
+    #[test]
+    fn after_the_learning_window_an_injected_stream_is_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut s = started(config(), t0);
+        for i in 0..10u16 {
+            s.handle_rtp(
+                ms(t0, 20 * u64::from(i)),
+                peer(),
+                &audio(i, 160 * u32::from(i)),
+            )
+            .unwrap();
+        }
+        events(&mut s);
+        // Mid-call, another address sends a perfect in-sequence stream with the caller's SSRC.
+        for i in 10..60u16 {
+            let at = ms(t0, 3000 + 20 * u64::from(i));
+            assert!(
+                s.handle_rtp(at, elsewhere(), &audio(i, 160 * u32::from(i)))
+                    .is_none()
+            );
+        }
+        assert_eq!(s.stats().foreign_source, 50);
+        assert!(events(&mut s).is_empty(), "no source learned");
+        let (dest, _) = s
+            .send_audio(ms(t0, 5000), &[0; 160], 160, &mut [0; 200])
+            .unwrap();
+        assert_eq!(dest, peer());
+        // Its RTCP neither counts nor redirects our reports.
+        let rr = ReceiverReport {
+            ssrc: PEER.0,
+            ..Default::default()
+        };
+        s.handle_rtcp(ms(t0, 5000), elsewhere(), &rr.marshal().unwrap());
+        assert_eq!((s.stats().rtcp_received, s.stats().foreign_source), (0, 51));
+        let sent = run_timers(&mut s, ms(t0, 20_000));
+        assert!(!sent.is_empty());
+        assert!(
+            sent.iter()
+                .all(|t| t.dest == SocketAddr::from(([198, 51, 100, 7], 4001)))
+        );
     }
 }

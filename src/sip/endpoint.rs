@@ -58,6 +58,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::call::Call;
+pub use self::call::MediaFilter;
 use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
@@ -258,6 +259,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: EndpointStats,
+    /// Which media addresses an SDP may name (`[rtp].allow_media`); `None` allows all.
+    media_filter: Option<MediaFilter>,
 }
 
 impl Endpoint {
@@ -290,6 +293,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            media_filter: None,
         }
     }
 

@@ -362,6 +362,24 @@ impl SessionDescription {
         Ok(sd)
     }
 
+    /// The IP addresses the enabled RTP audio streams would have media sent to: their `c=`
+    /// (media-level, else session-level) and any `a=rtcp` address. `0.0.0.0` (hold) and host
+    /// names are left out: nothing is ever sent to them.
+    pub fn media_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.media
+            .iter()
+            .filter(|m| m.is_usable_audio())
+            .flat_map(|m| {
+                let rtp = match self.connection_for(m) {
+                    Some(ConnectionAddress::Ip(ip)) => Some(*ip),
+                    _ => None,
+                };
+                let rtcp = m.rtcp.and_then(|r| r.addr);
+                rtp.into_iter().chain(rtcp)
+            })
+            .filter(|ip| !ip.is_unspecified())
+    }
+
     fn connection_for<'a>(&'a self, m: &'a MediaDescription) -> Option<&'a ConnectionAddress> {
         m.connection.as_ref().or(self.connection.as_ref())
     }

@@ -14,7 +14,7 @@
 //! an OPTIONS. Dropping the value kills the process; when the test is panicking the end of the
 //! log is printed and the directory kept. [`in_netns`] runs a test body inside a private network
 //! namespace. The `sip` helpers build and read the few messages the tests need; `sipp` runs
-//! SIPp scenarios and `pcap` reads and writes captures.
+//! SIPp scenarios, `pcap` reads and writes captures, and `caller` is a raw SIP/RTP caller.
 
 // Each test crate uses a different part of the harness, and `pub` here means "for the test
 // crates", which is all that can reach it.
@@ -875,9 +875,22 @@ pub mod sip {
     }
 }
 
+pub mod caller;
 pub mod pcap;
 pub mod sipp;
 pub mod tls;
+
+/// The one recording earshot made in `dir/recordings`; panics unless there is exactly one.
+pub fn only_recording(dir: &Path) -> PathBuf {
+    let wavs: Vec<PathBuf> = fs::read_dir(dir.join("recordings"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
+    assert_eq!(wavs.len(), 1, "recordings: {wavs:?}");
+    wavs.into_iter().next().unwrap()
+}
 
 /// Writes `samples` as a mono 8 kHz 16-bit WAV (greetings, agent replies, fallback messages).
 pub fn write_wav_8k(path: &Path, samples: &[i16]) {

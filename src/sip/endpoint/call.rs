@@ -6,11 +6,21 @@
 //! §15.1.2, re-INVITE per §14.2, INFO, OPTIONS) and §15.1.1 (our BYE, never before the ACK).
 //! The application's commands `answer`, `reject` and `hangup` are here.
 //!
+//! Two defences against a spoofed INVITE are here. An offer (or late answer) whose media
+//! addresses fall outside the [`MediaFilter`] is refused with 488 and a Warning (RFC 3261
+//! §21.4.26, §20.43; re-INVITEs too, leaving the session as it was per RFC 3264 §8). And when
+//! our 2xx is never ACKed, §13.3.1.4 asks for a BYE: earshot sends it only if the peer's media
+//! was ever seen ([`Endpoint::peer_media`]). A dialog with neither ACK nor media was most
+//! likely never asked for by whoever the Contact names: its BYE, retransmitted for 32 s over
+//! UDP, would only be a second reflection towards it, and a genuine caller whose ACKs were all
+//! lost still ends the call on its own side.
+//!
 //! The endpoint's dispatch decides which call a request concerns; this module takes over from
 //! there. Responses are built with [`ResponseBuilder`] and sent through the endpoint's server
 //! transactions.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -23,6 +33,13 @@ use crate::sip::dialog::{ConnId, Dialog, Flow, Transport, response_destination};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::sdp::{self, LocalMedia, SessionDescription};
 use crate::sip::transaction::{T1, T2, TIMEOUT};
+
+/// Whether an SDP may name this media address (`[rtp].allow_media`).
+pub type MediaFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// The Warning of a 488 for a media address outside the filter (RFC 3261 §20.43: 399,
+/// miscellaneous, since no specific code says "address not allowed"; 305 is about formats).
+const MEDIA_REFUSED_WARNING: (u16, &str) = (399, "Media address not allowed");
 
 /// The answer earshot gave, waiting for the ACK (§13.3.1.4: retransmit it meanwhile).
 #[derive(Debug)]
@@ -65,6 +82,8 @@ pub(super) struct Call {
     /// Hang up as soon as the ACK for our 2xx arrives (§15: not before).
     bye_after_ack: bool,
     confirmed: bool,
+    /// The call's RTP leg has heard the peer (see [`Endpoint::peer_media`]).
+    peer_media: bool,
 }
 
 /// What waiting for the ACK to our 2xx asks for at a timeout (§13.3.1.4).
@@ -96,6 +115,7 @@ impl Call {
             unacked: None,
             bye_after_ack: false,
             confirmed: false,
+            peer_media: false,
         }
     }
 
@@ -229,6 +249,37 @@ fn offer_refusal(req: &Request, status: u16, to_tag: Option<String>) -> Response
 impl Endpoint {
     // ---- commands from the application ----------------------------------------------------
 
+    /// Limits the media addresses offers may name; `None` allows every address.
+    pub fn set_media_filter(&mut self, filter: Option<MediaFilter>) {
+        self.media_filter = filter;
+    }
+
+    /// The call's media leg heard the peer: a missing ACK will then be answered with a BYE.
+    pub fn peer_media(&mut self, call: CallRef) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.peer_media = true;
+        }
+    }
+
+    /// Whether every media address of `sdp` passes the filter.
+    fn media_allowed(&self, sdp: &SessionDescription) -> bool {
+        match &self.media_filter {
+            Some(allowed) => sdp.media_addresses().all(|ip| allowed(ip)),
+            None => true,
+        }
+    }
+
+    /// 488 with a Warning for an offer naming a media address outside the filter.
+    fn media_refusal(&self, req: &Request, to_tag: Option<String>) -> Response {
+        let (code, text) = MEDIA_REFUSED_WARNING;
+        ResponseBuilder::new(&req.headers, 488, to_tag)
+            .header(
+                "Warning",
+                format!("{code} {} \"{text}\"", self.config.advertised),
+            )
+            .build()
+    }
+
     /// Answers an offered call: 180 now, 200 OK with the SDP answer after `ring`.
     /// A failed negotiation answers 488 (RFC 3264 §6) and ends the call.
     pub fn answer(&mut self, now: Instant, call: CallRef, media: LocalMedia, ring: Duration) {
@@ -306,6 +357,12 @@ impl Endpoint {
                 return;
             }
         };
+        if offer.as_ref().is_some_and(|o| !self.media_allowed(o)) {
+            self.stats.refused += 1;
+            let resp = self.media_refusal(&req, self.stateless_tag(&req, 488));
+            self.send_stateless(now, &req.headers, flow, resp);
+            return;
+        }
         let tag = self.random_token(10);
         let first_cseq = self.rng.random_range(1..1_000_000);
         let Some(dialog) = Dialog::from_invite(&req, &tag, flow, first_cseq) else {
@@ -337,6 +394,8 @@ impl Endpoint {
     /// (§13.2.2.4 / §13.3.1.4).
     pub(super) fn handle_2xx_ack(&mut self, now: Instant, call: CallRef, req: Request) {
         let cseq = req.headers.cseq().map(|c| c.seq);
+        let answer_allowed = req.body.is_empty()
+            || SessionDescription::parse(&req.body).map_or(true, |a| self.media_allowed(&a));
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -349,9 +408,12 @@ impl Endpoint {
             && let (Ok(answer), Some(local)) =
                 (SessionDescription::parse(&req.body), c.media.as_ref())
         {
-            match sdp::negotiate_answer(&answer, local) {
-                Ok(media) => self.events.push_back(Event::MediaChanged { call, media }),
-                Err(_) => {
+            let negotiated = sdp::negotiate_answer(&answer, local)
+                .ok()
+                .filter(|_| answer_allowed);
+            match negotiated {
+                Some(media) => self.events.push_back(Event::MediaChanged { call, media }),
+                None => {
                     self.send_bye(now, call, EndReason::LocalHangup);
                     return;
                 }
@@ -463,6 +525,12 @@ impl Endpoint {
                 return;
             }
         };
+        if offer.as_ref().is_some_and(|o| !self.media_allowed(o)) {
+            // RFC 3264 §8: a rejected modification leaves the session as it was.
+            let resp = self.media_refusal(&req, None);
+            self.respond(now, &key, resp);
+            return;
+        }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -586,10 +654,13 @@ impl Endpoint {
             let Some(c) = self.calls.get_mut(&call) else {
                 continue;
             };
+            let heard = c.peer_media;
             match c.ack_wait(now) {
                 AckWait::Idle => {}
                 AckWait::Retransmit(transmit) => self.transmits.push_back(transmit),
-                AckWait::GaveUp => self.send_bye(now, call, EndReason::AckTimeout),
+                AckWait::GaveUp if heard => self.send_bye(now, call, EndReason::AckTimeout),
+                // Neither ACK nor media: likely spoofed, so no BYE (see the module docs).
+                AckWait::GaveUp => self.end_call(call, EndReason::AckTimeout),
             }
         }
     }

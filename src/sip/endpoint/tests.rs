@@ -128,7 +128,14 @@ fn local_media() -> LocalMedia {
 }
 
 fn invite(branch: &str, call_id: &str) -> String {
-    let sdp = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 8 0 101\na=rtpmap:101 telephone-event/8000\n";
+    invite_with(branch, call_id, "c=IN IP4 127.0.0.1", "")
+}
+
+/// An INVITE whose SDP has this `c=` line and these extra attribute lines.
+fn invite_with(branch: &str, call_id: &str, connection: &str, attributes: &str) -> String {
+    let sdp = format!(
+        "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\n{connection}\nt=0 0\nm=audio 40000 RTP/AVP 8 0 101\na=rtpmap:101 telephone-event/8000\n{attributes}"
+    );
     let sdp = sdp.replace('\n', "\r\n");
     format!(
         "INVITE sip:1000@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\nFrom: <sip:2000@127.0.0.1>;tag=caller\nTo: <sip:1000@127.0.0.1>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:2000@127.0.0.1:5070>\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
@@ -141,6 +148,27 @@ fn in_dialog(method: &str, cseq: u32, branch: &str, call_id: &str, to_tag: &str)
     format!(
         "{method} sip:earshot@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\nFrom: <sip:2000@127.0.0.1>;tag=caller\nTo: <sip:1000@127.0.0.1>;tag={to_tag}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\nMax-Forwards: 70\nContent-Length: 0\n\n"
     )
+}
+
+/// A re-INVITE (CSeq 2) in the dialog with our tag `to_tag`, carrying `sdp` (CRLF lines).
+fn reinvite(branch: &str, call_id: &str, to_tag: &str, sdp: &str) -> String {
+    in_dialog("INVITE", 2, branch, call_id, to_tag).replace(
+        "Content-Length: 0\n\n",
+        &format!(
+            "Content-Type: application/sdp\nContent-Length: {}\n\n",
+            sdp.len()
+        ),
+    ) + &sdp.replace("\r\n", "\n")
+}
+
+/// A call answered and ACKed, its events taken; returns our tag.
+fn confirmed_call(h: &mut Harness, branch: &str, call_id: &str) -> String {
+    h.send(&invite(branch, call_id));
+    h.answer_incoming(Duration::ZERO);
+    let tag = to_tag(&h.last_response().unwrap());
+    h.send(&in_dialog("ACK", 1, &format!("{branch}a"), call_id, &tag));
+    h.events();
+    tag
 }
 
 fn to_tag(resp: &Response) -> String {
@@ -230,8 +258,10 @@ fn lost_200_is_resent_when_the_invite_is_retransmitted_and_the_call_survives() {
 fn no_ack_within_64_t1_ends_the_call_with_a_bye() {
     let mut h = Harness::new();
     h.send(&invite("z9hG4bK5", "c5"));
-    h.answer_incoming(Duration::ZERO);
+    let call = h.answer_incoming(Duration::ZERO);
     h.events();
+    // The caller's RTP was heard: it is there, only its ACKs were lost.
+    h.ep.peer_media(call);
     h.advance(Duration::from_millis(32_100));
     let byes: Vec<_> = h
         .requests()
@@ -399,20 +429,9 @@ fn options_lists_allow_accept_and_shutdown_refuses_calls() {
 #[test]
 fn reinvite_sendonly_is_answered_recvonly_and_reported() {
     let mut h = Harness::new();
-    h.send(&invite("z9hG4bK12", "c12"));
-    h.answer_incoming(Duration::ZERO);
-    let tag = to_tag(&h.last_response().unwrap());
-    h.send(&in_dialog("ACK", 1, "z9hG4bK12a", "c12", &tag));
-    h.events();
+    let tag = confirmed_call(&mut h, "z9hG4bK12", "c12");
     let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=sendonly\r\n";
-    let reinvite = in_dialog("INVITE", 2, "z9hG4bK12r", "c12", &tag).replace(
-        "Content-Length: 0\n\n",
-        &format!(
-            "Content-Type: application/sdp\nContent-Length: {}\n\n",
-            sdp.len()
-        ),
-    ) + &sdp.replace("\r\n", "\n");
-    h.send(&reinvite);
+    h.send(&reinvite("z9hG4bK12r", "c12", &tag, sdp));
     let ok = h.last_response().unwrap();
     assert_eq!(ok.status, 200);
     assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
@@ -667,4 +686,69 @@ fn reinvite_before_the_invites_final_response_gets_500_with_a_random_retry_after
         seen.insert(retry);
     }
     assert!(seen.len() > 3, "Retry-After is not random: {seen:?}");
+}
+
+#[test]
+fn no_ack_and_no_media_ends_the_call_without_a_bye() {
+    let mut h = Harness::new();
+    h.send(&invite("z9hG4bK5n", "c5n"));
+    h.answer_incoming(Duration::ZERO);
+    h.events();
+    h.advance(Duration::from_millis(40_000));
+    assert!(
+        h.requests().iter().all(|r| r.method != Method::Bye),
+        "a dialog with neither ACK nor media is likely spoofed: no BYE to amplify"
+    );
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::AckTimeout,
+            ..
+        }
+    )));
+    assert_eq!(h.ep.active_calls(), 0);
+}
+
+/// A filter allowing only 127.0.0.0/8.
+fn loopback_only() -> MediaFilter {
+    std::sync::Arc::new(|ip: IpAddr| ip.is_loopback())
+}
+
+#[test]
+fn an_offer_outside_allow_media_gets_488_with_a_warning() {
+    let mut h = Harness::new();
+    h.ep.set_media_filter(Some(loopback_only()));
+    h.send(&invite_with("z9hG4bK30", "c30", "c=IN IP4 192.0.2.66", ""));
+    let resp = h.last_response().unwrap();
+    assert_eq!(resp.status, 488);
+    let warning = resp.headers.get("warning").unwrap().to_string();
+    assert!(warning.starts_with("399 127.0.0.1:5060 \""), "{warning}");
+    assert!(h.events().is_empty(), "the application never sees the call");
+    assert_eq!(h.ep.active_calls(), 0);
+    // An a=rtcp address outside is refused too; hold (0.0.0.0) and inside are not.
+    h.send(&invite_with(
+        "z9hG4bK31",
+        "c31",
+        "c=IN IP4 127.0.0.1",
+        "a=rtcp:40001 IN IP4 198.51.100.1\n",
+    ));
+    assert_eq!(h.last_response().unwrap().status, 488);
+    h.send(&invite_with("z9hG4bK32", "c32", "c=IN IP4 0.0.0.0", ""));
+    assert_eq!(h.last_response().unwrap().status, 100);
+    h.send(&invite("z9hG4bK33", "c33"));
+    assert_eq!(h.last_response().unwrap().status, 100);
+}
+
+#[test]
+fn a_reinvite_moving_media_outside_allow_media_is_refused_and_changes_nothing() {
+    let mut h = Harness::new();
+    h.ep.set_media_filter(Some(loopback_only()));
+    let tag = confirmed_call(&mut h, "z9hG4bK34", "c34");
+    let sdp = "v=0\r\no=- 1 2 IN IP4 192.0.2.66\r\ns=-\r\nc=IN IP4 192.0.2.66\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\n";
+    h.send(&reinvite("z9hG4bK34r", "c34", &tag, sdp));
+    let resp = h.last_response().unwrap();
+    assert_eq!(resp.status, 488);
+    assert!(resp.headers.get("warning").is_some());
+    assert!(h.events().is_empty(), "no MediaChanged");
+    assert_eq!(h.ep.active_calls(), 1, "the call goes on as it was");
 }
