@@ -449,11 +449,8 @@ fn run_corpus(corpus: &str, table: &[Expect]) {
 fn rfc4475_torture_messages_get_the_documented_answer() {
     in_netns("rfc4475_torture_messages_get_the_documented_answer", || {
         // Every .dat in the corpus has a row (baddn.dat through its corrected variant).
-        let mut files: Vec<String> = fs::read_dir(Path::new(DATA).join("sip-rfc4475"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|f| f.ends_with(".dat") && f != "baddn.dat")
-            .collect();
+        let mut files = support::data_files(&Path::new(DATA).join("sip-rfc4475"), ".dat");
+        files.retain(|f| f != "baddn.dat");
         files.push("variants/baddn_with_terminating_crlf.dat".to_owned());
         files.sort();
         let mut rows: Vec<String> = RFC4475.iter().map(|r| r.file.to_owned()).collect();
@@ -472,12 +469,7 @@ fn rfc5118_ipv6_torture_messages_get_the_documented_answer() {
     in_netns(
         "rfc5118_ipv6_torture_messages_get_the_documented_answer",
         || {
-            let mut files: Vec<String> = fs::read_dir(Path::new(DATA).join("sip-rfc5118"))
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|f| f.ends_with(".dat"))
-                .collect();
-            files.sort();
+            let files = support::data_files(&Path::new(DATA).join("sip-rfc5118"), ".dat");
             let mut rows: Vec<String> = RFC5118.iter().map(|r| r.file.to_owned()).collect();
             rows.sort();
             assert_eq!(
