@@ -17,6 +17,13 @@
 //! Date is never parsed (§3.1.2.12); a header section without its closing empty line is accepted
 //! when there is no body (the archive copy of baddn.dat). RFC 5118 §4.10: an IPv6 reference with
 //! three colons (`2001:db8:::192.0.2.1`) is tolerated.
+//!
+//! Strict choices against hostile input (parser.rs has the details): control characters
+//! outside quoted-pairs, a CR that does not end a line and CRLF mixed with bare LF in one
+//! header section are 400; an INVITE needs exactly one SIP/SIPS Contact (§8.1.1.8) unless it
+//! is a re-INVITE or from an RFC 2543 peer; `Contact: *` is for REGISTER only; a message framed
+//! from a stream needs Content-Length ([`parse_stream`]). A 400's reason phrase names the
+//! fault ([`ParseError::reason`]).
 
 mod framing;
 mod headers;
