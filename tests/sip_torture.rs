@@ -449,11 +449,8 @@ fn run_corpus(corpus: &str, table: &[Expect]) {
 fn rfc4475_torture_messages_get_the_documented_answer() {
     in_netns("rfc4475_torture_messages_get_the_documented_answer", || {
         // Every .dat in the corpus has a row (baddn.dat through its corrected variant).
-        let mut files: Vec<String> = fs::read_dir(Path::new(DATA).join("sip-rfc4475"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|f| f.ends_with(".dat") && f != "baddn.dat")
-            .collect();
+        let mut files = support::data_files(&Path::new(DATA).join("sip-rfc4475"), ".dat");
+        files.retain(|f| f != "baddn.dat");
         files.push("variants/baddn_with_terminating_crlf.dat".to_owned());
         files.sort();
         let mut rows: Vec<String> = RFC4475.iter().map(|r| r.file.to_owned()).collect();
@@ -472,12 +469,7 @@ fn rfc5118_ipv6_torture_messages_get_the_documented_answer() {
     in_netns(
         "rfc5118_ipv6_torture_messages_get_the_documented_answer",
         || {
-            let mut files: Vec<String> = fs::read_dir(Path::new(DATA).join("sip-rfc5118"))
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|f| f.ends_with(".dat"))
-                .collect();
-            files.sort();
+            let files = support::data_files(&Path::new(DATA).join("sip-rfc5118"), ".dat");
             let mut rows: Vec<String> = RFC5118.iter().map(|r| r.file.to_owned()).collect();
             rows.sort();
             assert_eq!(
@@ -487,6 +479,118 @@ fn rfc5118_ipv6_torture_messages_get_the_documented_answer() {
             run_corpus("sip-rfc5118", RFC5118);
         },
     );
+}
+
+/// RFC 4475 over TCP, where a stream changes the answer; every other message must get the
+/// answer it gets over UDP. `finals` are the final statuses expected, in order.
+const RFC4475_TCP: &[(&str, &[u16], &str)] = &[
+    (
+        "dblreq.dat",
+        &[405, 400],
+        "two requests in one stream: REGISTER 405, then the INVITE (its 150 body bytes hold \
+         `m =video`: 400); the 5 bytes left frame as nothing, and the stream is closed",
+    ),
+    (
+        "inv2543.dat",
+        &[400],
+        "no Content-Length on a stream (RFC 3261 §20.14): 400, then closed",
+    ),
+    (
+        "clerr.dat",
+        &[],
+        "Content-Length 9999: earshot waits for the body (RFC 4475 §3.1.2.2)",
+    ),
+];
+
+/// Sends one message on a fresh TCP connection and collects the distinct final statuses to
+/// it (a 2xx to an INVITE gets ACK and BYE on the same connection; the second value is then
+/// `Some` of the BYE's final, if any), until things settle or the connection closes.
+fn run_message_tcp(earshot: &Earshot, message: &[u8]) -> (Vec<u16>, Option<Option<u16>>) {
+    let mut conn = SipTcp::connect(earshot.sip_addr()).unwrap();
+    let local = conn.stream.local_addr().unwrap();
+    conn.send(message).unwrap();
+    let mut finals = Vec::new();
+    let mut bye = None;
+    let mut bye_sent = false;
+    let started = Instant::now();
+    let mut settled_at: Option<Instant> = None;
+    while settled_at.is_none_or(|t| t.elapsed() < Duration::from_millis(300))
+        && started.elapsed() < Duration::from_secs(2)
+    {
+        let msg = match conn.recv(Duration::from_millis(50)) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        let Some(status) = msg.status().filter(|s| *s >= 200) else {
+            continue;
+        };
+        if msg.cseq_method() == Some("BYE") && bye_sent {
+            bye = Some(Some(status));
+            continue;
+        }
+        if !finals.contains(&status) {
+            finals.push(status);
+        }
+        settled_at = Some(Instant::now());
+        if msg.cseq_method() == Some("INVITE") && (200..300).contains(&status) && !bye_sent {
+            let cseq = msg.cseq_number().unwrap_or(1);
+            let _ = conn.send(&sip::in_dialog("ACK", &msg, local, cseq));
+            let _ = conn.send(&sip::in_dialog("BYE", &msg, local, cseq + 1));
+            bye_sent = true;
+            bye = Some(None);
+            settled_at = None;
+        }
+    }
+    (finals, bye)
+}
+
+#[test]
+fn rfc4475_torture_messages_over_tcp_get_an_answer() {
+    in_netns("rfc4475_torture_messages_over_tcp_get_an_answer", || {
+        let mut failures = Vec::new();
+        let mut report = String::from("\nsip-rfc4475 over TCP: file | got | accepted\n");
+        for row in RFC4475 {
+            let message = fs::read(Path::new(DATA).join("sip-rfc4475").join(row.file)).unwrap();
+            let earshot = Earshot::start("[calls]\nmax_concurrent = 20\n");
+            let (finals, bye) = run_message_tcp(&earshot, &message);
+            let tcp_row = RFC4475_TCP.iter().find(|(file, _, _)| *file == row.file);
+            let pass = match (tcp_row, finals.as_slice()) {
+                (Some((_, expected, _)), got) => got == *expected,
+                (None, []) => row.accept.contains(&SILENCE),
+                (None, [only]) => row.accept.contains(only),
+                (None, _) => false,
+            };
+            let bye_ok = matches!(bye, None | Some(Some(200)));
+            let panics = earshot.panics();
+            let ok = pass && bye_ok && panics.is_empty();
+            let accepted = match tcp_row {
+                Some((_, expected, why)) => format!("{expected:?} ({why})"),
+                None => format!("{:?}", row.accept),
+            };
+            writeln!(
+                report,
+                "{} {:<42} {finals:?} BYE {bye:?} {accepted}",
+                if ok { "ok  " } else { "FAIL" },
+                row.file
+            )
+            .unwrap();
+            if !ok {
+                failures.push(format!(
+                    "{}: got {finals:?} (BYE {bye:?}), accepted {accepted}, panics {panics:?}\n{}",
+                    row.file,
+                    earshot.log_tail(10)
+                ));
+            }
+        }
+        println!("{report}");
+        assert!(
+            failures.is_empty(),
+            "{} RFC 4475 messages over TCP not handled as expected:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
+    });
 }
 
 /// Malformed ACKs, each as the ACK for a refused torture INVITE would be built (a UAC copies

@@ -3,6 +3,13 @@
 //! are bounded, so a peer cannot make earshot buffer without limit. A connection from outside
 //! `[sip].allow` is reset at accept, before it takes a slot or a task: a flood of them is
 //! counted, and logged at most once per [`LOG_EVERY`].
+//!
+//! A stream that cannot be framed any more (§18.3: a bad or ambiguous Content-Length, or a
+//! message over the size limit) is closed gracefully: the header section of the offending
+//! message goes to the SIP task like any message (it answers 400 when it can), then the task
+//! is told the connection is closed, which drops its sender; everything it queued before that
+//! (the answers to earlier messages in the stream and the 400) is still written, and then the
+//! connection is shut down.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -110,6 +117,9 @@ fn reset(stream: TcpStream) {
 
 /// Messages queued for one connection before it counts as stuck and is closed.
 const WRITE_QUEUE: usize = 128;
+/// After our FIN, how long the peer's remaining bytes are read and discarded, so closing with
+/// unread data does not reset the connection and destroy the answers just written.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(
@@ -210,52 +220,96 @@ async fn run_connection(
     }
     let mut framer = StreamFramer::new(limits.max_message);
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
+    let unframeable = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break false,
             read = tokio::time::timeout(limits.idle_timeout, reader.read(&mut buf)) => {
                 let n = match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(0)) | Ok(Err(_)) => break false,
                     Err(_) => {
                         tracing::debug!(%peer, "SIP TCP connection idle, closing");
-                        break;
+                        break false;
                     }
                     Ok(Ok(n)) => n,
                 };
-                if framer.push(buf.get(..n).unwrap_or_default()).is_err() {
+                if let Err(err) = framer.push(buf.get(..n).unwrap_or_default()) {
                     limits.metrics.sip_oversized.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "SIP TCP message too large, closing");
-                    break;
+                    tracing::debug!(%peer, %err, "SIP TCP message too large, closing");
+                    break true;
                 }
-                let mut failed = false;
-                while let Some(frame) = framer.next_message() {
-                    match frame {
-                        Ok(bytes) => {
-                            if events.send(TcpEvent::Message { conn, peer, bytes }).await.is_err() {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        Err(err) => {
-                            tracing::debug!(%peer, %err, "SIP TCP framing error, closing");
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                if failed {
-                    break;
+                match forward_messages(&mut framer, &events, conn, peer).await {
+                    Forwarded::All => {}
+                    Forwarded::Unframeable => break true,
+                    Forwarded::SipTaskGone => break false,
                 }
             }
             bytes = outbound.recv() => {
                 // The SIP task dropped its sender: it refused this peer or forgot the connection.
-                let Some(bytes) = bytes else { break };
+                let Some(bytes) = bytes else { break false };
+                if writer.write_all(&bytes).await.is_err() {
+                    break false;
+                }
+            }
+        }
+    };
+    let _ = events.send(TcpEvent::Closed { conn }).await;
+    if unframeable {
+        // The SIP task drops its sender when it handles Closed, after queueing its answers.
+        let flush = async {
+            while let Some(bytes) = outbound.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::timeout(limits.idle_timeout, flush) => {}
         }
     }
     let _ = writer.shutdown().await;
-    let _ = events.send(TcpEvent::Closed { conn }).await;
+    if unframeable {
+        let discard = async { while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    }
+}
+
+/// How [`forward_messages`] ended.
+enum Forwarded {
+    /// Every whole message went to the SIP task; more bytes are needed.
+    All,
+    /// The stream cannot be framed any more: close it (gracefully).
+    Unframeable,
+    /// The SIP task is gone.
+    SipTaskGone,
+}
+
+/// Hands every whole message in the framer to the SIP task, and, when framing broke, the header
+/// section of the message that broke it (for its 400).
+async fn forward_messages(
+    framer: &mut StreamFramer,
+    events: &mpsc::Sender<TcpEvent>,
+    conn: ConnId,
+    peer: SocketAddr,
+) -> Forwarded {
+    while let Some(frame) = framer.next_message() {
+        let bytes = match frame {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::debug!(%peer, %err, "SIP TCP framing error, answering and closing");
+                if let Some(bytes) = framer.take_broken_head() {
+                    let _ = events.send(TcpEvent::Message { conn, peer, bytes }).await;
+                }
+                return Forwarded::Unframeable;
+            }
+        };
+        if events
+            .send(TcpEvent::Message { conn, peer, bytes })
+            .await
+            .is_err()
+        {
+            return Forwarded::SipTaskGone;
+        }
+    }
+    Forwarded::All
 }

@@ -331,7 +331,12 @@ impl Endpoint {
 
     /// One datagram, or one framed message from a TCP connection.
     pub fn handle_datagram(&mut self, now: Instant, flow: Flow, bytes: &[u8]) {
-        match message::parse(bytes) {
+        let parsed = if flow.transport.is_reliable() {
+            message::parse_stream(bytes)
+        } else {
+            message::parse(bytes)
+        };
+        match parsed {
             Ok(Message::Request(req)) => self.handle_request(now, flow, req),
             Ok(Message::Response(resp)) => self.handle_response(now, resp),
             Err(err) => match err.reply() {
@@ -339,7 +344,9 @@ impl Endpoint {
                 Some(_) if bytes.starts_with(b"ACK ") => self.stats.dropped += 1,
                 Some((status, headers)) => {
                     self.stats.malformed += 1;
-                    let resp = ResponseBuilder::new(headers, status, None).build();
+                    let resp = ResponseBuilder::new(headers, status, None)
+                        .reason(err.reason())
+                        .build();
                     self.send_stateless(now, headers, flow, resp);
                 }
                 None => self.stats.dropped += 1,

@@ -17,6 +17,13 @@
 //! Date is never parsed (§3.1.2.12); a header section without its closing empty line is accepted
 //! when there is no body (the archive copy of baddn.dat). RFC 5118 §4.10: an IPv6 reference with
 //! three colons (`2001:db8:::192.0.2.1`) is tolerated.
+//!
+//! Strict choices against hostile input (parser.rs has the details): control characters
+//! outside quoted-pairs, a CR that does not end a line and CRLF mixed with bare LF in one
+//! header section are 400; an INVITE needs exactly one SIP/SIPS Contact (§8.1.1.8) unless it
+//! is a re-INVITE or from an RFC 2543 peer; `Contact: *` is for REGISTER only; a message framed
+//! from a stream needs Content-Length ([`parse_stream`]). A 400's reason phrase names the
+//! fault ([`ParseError::reason`]).
 
 mod framing;
 mod headers;
@@ -265,8 +272,9 @@ fn standard_reason(status: u16) -> Option<&'static str> {
     Some(reason)
 }
 
-/// Writes start line, headers, Content-Length, empty line and body. CR and LF inside names or
-/// values become spaces, so no value can smuggle in a header line.
+/// Writes start line, headers, Content-Length, empty line and body. CR, LF and every other
+/// control character but HTAB inside names or values become spaces, so no value can smuggle in
+/// a header line, and a 400 that echoes a hostile Call-ID does not echo its NUL.
 fn write_message(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(start.len() + 32 * headers.len() + body.len() + 64);
     push_line_safe(&mut out, start);
@@ -299,10 +307,11 @@ fn write_message(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
 }
 
 fn push_line_safe(out: &mut Vec<u8>, text: &str) {
-    out.extend(
-        text.bytes()
-            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
+    out.extend(text.bytes().map(|b| match b {
+        b'\t' => b,
+        0..=0x1f | 0x7f => b' ',
+        _ => b,
+    }));
 }
 
 /// What is wrong with a message or value.
@@ -350,6 +359,18 @@ pub enum Fault {
     Via,
     #[error("malformed CSeq")]
     CSeq,
+    #[error("control character in the header section")]
+    ControlCharacter,
+    #[error("CR without LF in the header section")]
+    BareCr,
+    #[error("CRLF and bare LF line ends mixed")]
+    MixedLineEnds,
+    #[error("Contact * outside REGISTER")]
+    WildcardContact,
+    #[error("Contact is not a SIP or SIPS URI")]
+    ContactScheme,
+    #[error("no Content-Length on a stream")]
+    MissingContentLength,
 }
 
 /// Why bytes did not become a [`Message`] (or a string a [`Uri`], [`NameAddr`], [`Via`], [`CSeq`]).
@@ -381,6 +402,15 @@ impl ParseError {
         headers.contains("via").then_some((status, headers))
     }
 
+    /// The reason phrase of the answer [`ParseError::reply`] gives: the standard one with the
+    /// fault named, e.g. `Bad Request (missing Contact header)`, so a peer's log says why.
+    pub fn reason(&self) -> String {
+        match self {
+            ParseError::VersionNotSupported { .. } => Response::reason_for(505).to_owned(),
+            other => format!("{} ({})", Response::reason_for(400), other.fault()),
+        }
+    }
+
     /// What is wrong (a version mismatch reports [`Fault::Version`]).
     pub fn fault(&self) -> Fault {
         match self {
@@ -393,7 +423,14 @@ impl ParseError {
 /// Parse one complete message (a UDP datagram or one frame from [`StreamFramer`]). Bytes after
 /// the Content-Length-framed body are ignored (RFC 4475 §3.1.1.8 dblreq).
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
-    parser::parse(bytes)
+    parser::parse(bytes, parser::Carrier::Datagram)
+}
+
+/// Parse one message framed from a TCP or TLS stream by [`StreamFramer`] (or the header
+/// section of one it could not frame): as [`parse`], except that Content-Length is mandatory
+/// (RFC 3261 §20.14).
+pub fn parse_stream(bytes: &[u8]) -> Result<Message, ParseError> {
+    parser::parse(bytes, parser::Carrier::Stream)
 }
 
 #[cfg(test)]
@@ -680,5 +717,139 @@ mod tests {
             .is_ok()
         );
         assert!(parse(text.replacen(" SIP/2.0\r\n", " sip/2.0\r\n", 1).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn control_characters_outside_quoted_pairs_are_bad_requests() {
+        let text = bytes_of(&invite());
+        for (hostile, fault) in [
+            (
+                text.replace("Call-ID: a84", "Call-ID: \u{0}a84"),
+                Fault::ControlCharacter,
+            ),
+            (
+                text.replace("\"Alice\"", "\"Al\u{1}ice\""),
+                Fault::ControlCharacter,
+            ),
+            (
+                text.replace("Max-Forwards: 70", "Max-Forwards: 70\u{7f}"),
+                Fault::ControlCharacter,
+            ),
+            // The start line is judged first.
+            (
+                text.replace("INVITE sip:bob", "INVITE sip:\u{8}bob"),
+                Fault::RequestUri,
+            ),
+            (
+                text.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\u{0}\n"),
+                Fault::BareCr,
+            ),
+            (
+                text.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\rX-A: 1\r\n"),
+                Fault::BareCr,
+            ),
+            (
+                text.replace(
+                    "Max-Forwards: 70\r\n",
+                    "Max-Forwards: 70\nVia: SIP/2.0/UDP evil\r\n",
+                ),
+                Fault::MixedLineEnds,
+            ),
+        ] {
+            let error = parse(hostile.as_bytes()).unwrap_err();
+            assert_eq!(error.fault(), fault, "{hostile:?}");
+            let (status, _) = error.reply().unwrap();
+            assert_eq!(status, 400);
+        }
+        // RFC 4475 §3.1.1.2: a quoted-pair may escape a control character.
+        let escaped = text.replace("\"Alice\"", "\"BEL:\\\u{7} NUL:\\\u{0}\"");
+        let Message::Request(request) = parse(escaped.as_bytes()).unwrap() else {
+            panic!()
+        };
+        // Echoed back, the NUL does not reach the wire.
+        let mut echo = ok_response();
+        echo.headers
+            .set("From", request.headers.get("from").unwrap());
+        assert!(!echo.to_bytes().contains(&0));
+    }
+
+    #[test]
+    fn invite_contact_rules() {
+        let text = bytes_of(&invite());
+        let contact = "Contact: <sip:alice@192.0.2.10:5060>\r\n";
+        for (hostile, fault) in [
+            (text.replace(contact, ""), Fault::MissingHeader("Contact")),
+            (
+                text.replace(
+                    contact,
+                    "Contact: <sip:a@192.0.2.10>, <sip:b@192.0.2.11>\r\n",
+                ),
+                Fault::MultipleValues("Contact"),
+            ),
+            (
+                text.replace(contact, &format!("{contact}{contact}")),
+                Fault::MultipleValues("Contact"),
+            ),
+            (
+                text.replace(contact, "Contact: *\r\n"),
+                Fault::WildcardContact,
+            ),
+            (
+                text.replace(contact, "Contact: <tel:+15551234567>\r\n"),
+                Fault::ContactScheme,
+            ),
+            (
+                text.replace(contact, "Contact: <http://evil.example.com/>\r\n"),
+                Fault::ContactScheme,
+            ),
+            (
+                text.replace(contact, "Contact: <sip:a@>\r\n"),
+                Fault::BadHeader("Contact"),
+            ),
+        ] {
+            let error = parse(hostile.as_bytes()).unwrap_err();
+            assert_eq!(error.fault(), fault, "{hostile}");
+            assert_eq!(error.reply().map(|(s, _)| s), Some(400));
+        }
+        // Quoted commas are one Contact; SIPS is fine.
+        let quoted = text.replace(
+            contact,
+            "Contact: \"Doe, Jane\" <sips:alice@192.0.2.10>\r\n",
+        );
+        assert!(parse(quoted.as_bytes()).is_ok());
+        // A re-INVITE may leave Contact out (§12.2.1.1 SHOULD); so may an RFC 2543 peer.
+        let reinvite = text.replace(contact, "").replace(
+            "<sip:bob@biloxi.example.com>",
+            "<sip:bob@biloxi.example.com>;tag=x",
+        );
+        assert!(parse(reinvite.as_bytes()).is_ok());
+        let rfc2543 = text
+            .replace(contact, "")
+            .replace(";branch=z9hG4bK776asdhds", "");
+        assert!(parse(rfc2543.as_bytes()).is_ok());
+        // `*` is for REGISTER only.
+        let options = text
+            .replace("INVITE", "OPTIONS")
+            .replace(contact, "Contact: *\r\n");
+        assert_eq!(fault_of(&options), Fault::WildcardContact);
+    }
+
+    #[test]
+    fn streams_need_content_length_and_reasons_name_the_fault() {
+        let text = bytes_of(&invite()).replace("Content-Length: 13\r\n", "");
+        assert!(parse(text.as_bytes()).is_ok());
+        let error = parse_stream(text.as_bytes()).unwrap_err();
+        assert_eq!(error.fault(), Fault::MissingContentLength);
+        assert_eq!(
+            error.reason(),
+            "Bad Request (no Content-Length on a stream)"
+        );
+        assert!(parse_stream(bytes_of(&invite()).as_bytes()).is_ok());
+        let no_contact =
+            bytes_of(&invite()).replace("Contact: <sip:alice@192.0.2.10:5060>\r\n", "");
+        assert_eq!(
+            parse(no_contact.as_bytes()).unwrap_err().reason(),
+            "Bad Request (missing Contact header)"
+        );
     }
 }

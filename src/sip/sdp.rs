@@ -9,9 +9,19 @@
 //! attributes) and the old RFC 2543 way (`c=0.0.0.0`).
 //!
 //! Pure functions: no IO, no clock. A malformed description is an [`SdpError`], never a panic.
+//!
+//! Hostile-input rules. Refused as malformed (400): a NUL, a CR not ending a line, or any other
+//! control character but HTAB anywhere (RFC 8866 §9 allows some controls in byte-string
+//! values; no real offer carries one, and sofia-sip CVE-2022-31001/31003 were built on them);
+//! a `c=` whose address does not match its address type (§5.7: `IP4` takes a dotted quad,
+//! `IP6` an IPv6 literal, either may take a host name, and a name of only digits and dots is
+//! never a host name, RFC 1123 §2.1), or with a non-numeric `/ttl` or extra fields; an
+//! enabled `m=` line without a `c=` for it (§5.7). Refused as unusable (488, RFC 3264 §6):
+//! a connection address earshot cannot send media to — a host name (earshot resolves no
+//! names for media), an address type other than IP4/IP6, a multicast or broadcast address.
 
 use std::fmt::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// An m= line count above this is refused: no real call needs it, and it bounds the work a
 /// hostile offer can make us do.
@@ -159,6 +169,24 @@ pub enum SdpError {
     /// More m= lines than earshot will look at (64).
     #[error("more than {MAX_MEDIA} m= lines")]
     TooManyMedia,
+    /// A NUL or another control character (HTAB aside) in a line.
+    #[error("line {line}: control character")]
+    ControlCharacter {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A CR that does not end a line.
+    #[error("line {line}: CR without LF")]
+    BareCr {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// An enabled m= section with no c= line, at its level or the session's.
+    #[error("m= line {line}: no c= line for it")]
+    MissingConnection {
+        /// 1-based line number of the m= line.
+        line: usize,
+    },
 }
 
 /// Why an offer could not be answered, or an answer to our offer could not be used. Both map to
@@ -172,6 +200,10 @@ pub enum AnswerError {
     /// not speak).
     #[error("no usable audio stream")]
     NoAudio,
+    /// The accepted stream's connection address is not one earshot can send media to: a host
+    /// name, another address type, a multicast or broadcast address.
+    #[error("connection address unusable for media")]
+    UnusableAddress,
 }
 
 /// The address of a `c=` line (RFC 8866 §5.7).
@@ -179,9 +211,17 @@ pub enum AnswerError {
 pub enum ConnectionAddress {
     /// An IPv4 or IPv6 literal (any `/ttl` or `/count` suffix dropped).
     Ip(IpAddr),
-    /// A host name; earshot is sans-IO and does not resolve it, so such a stream has no usable
-    /// remote address.
+    /// A host name; earshot is sans-IO and does not resolve it, so an offer whose accepted
+    /// stream has one is refused with 488.
     Host(String),
+    /// An address type other than IP4 and IP6 (§5.7 lets them be defined), with its address;
+    /// refused like a host name.
+    OtherType {
+        /// The address type as written.
+        addrtype: String,
+        /// The address as written.
+        address: String,
+    },
 }
 
 /// One `a=rtpmap` (RFC 8866 §6.6).
@@ -304,6 +344,7 @@ impl SessionDescription {
     /// unknown or malformed attributes are skipped. Only a missing `v=0` and broken `m=` or `c=`
     /// lines, which would make the answer wrong, are errors.
     pub fn parse(text: &[u8]) -> Result<SessionDescription, SdpError> {
+        check_bytes(text)?;
         let mut lines = text
             .split(|b| *b == b'\n')
             .enumerate()
@@ -324,6 +365,7 @@ impl SessionDescription {
             ptime_ms: None,
             media: Vec::new(),
         };
+        let mut media_lines = Vec::new();
         for (line, bytes) in lines {
             let Some((kind, value)) = split_type(bytes) else {
                 return Err(SdpError::MalformedLine { line });
@@ -335,6 +377,7 @@ impl SessionDescription {
                     }
                     sd.media
                         .push(parse_media(value).ok_or(SdpError::BadMedia { line })?);
+                    media_lines.push(line);
                 }
                 b'c' => {
                     let addr = parse_connection(value).ok_or(SdpError::BadConnection { line })?;
@@ -358,6 +401,15 @@ impl SessionDescription {
                 }
                 _ => {}
             }
+        }
+        if sd.connection.is_none()
+            && let Some((_, &line)) = sd
+                .media
+                .iter()
+                .zip(&media_lines)
+                .find(|(m, _)| m.port != 0 && m.connection.is_none())
+        {
+            return Err(SdpError::MissingConnection { line });
         }
         Ok(sd)
     }
@@ -452,6 +504,7 @@ pub fn answer(
     let Some(stream) = offer.media.get(chosen_index) else {
         return Err(AnswerError::NoAudio);
     };
+    check_usable_address(offer, stream)?;
     let negotiated = negotiated(offer, stream, local, codec, stream.telephone_event_pt());
 
     let mut sdp = String::with_capacity(320);
@@ -514,11 +567,30 @@ pub fn negotiate_answer(
     let codec = stream
         .first_common_codec(&local.codecs)
         .ok_or(AnswerError::NoCommonCodec)?;
+    check_usable_address(answer, stream)?;
     // An answerer must reuse our payload type (RFC 3264 §6.1); accept a missing rtpmap for it.
     let dtmf_pt = stream
         .telephone_event_pt()
         .or_else(|| stream.payload_types().find(|pt| *pt == OFFER_DTMF_PT));
     Ok(negotiated(answer, stream, local, codec, dtmf_pt))
+}
+
+/// The accepted stream must have a unicast IP address, or 0.0.0.0 / :: (RFC 2543 hold).
+fn check_usable_address(
+    remote: &SessionDescription,
+    stream: &MediaDescription,
+) -> Result<(), AnswerError> {
+    match remote.connection_for(stream) {
+        Some(ConnectionAddress::Ip(ip)) if !is_multicast_or_broadcast(*ip) => Ok(()),
+        _ => Err(AnswerError::UnusableAddress),
+    }
+}
+
+fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
 }
 
 /// Works out addresses and directions for the accepted stream of `remote`.
@@ -537,7 +609,7 @@ fn negotiated(
             None
         }
         Some(ConnectionAddress::Ip(ip)) => Some(*ip),
-        Some(ConnectionAddress::Host(_)) | None => None,
+        Some(ConnectionAddress::Host(_) | ConnectionAddress::OtherType { .. }) | None => None,
     };
     let remote_rtp = remote_ip
         .filter(|_| stream.port != 0)
@@ -661,26 +733,82 @@ fn parse_media(value: &[u8]) -> Option<MediaDescription> {
     })
 }
 
-/// `c=IN <IP4|IP6> <address>[/ttl[/count]]`
+/// RFC 8866 §9: no NUL, no CR but before LF, no other control character but HTAB.
+fn check_bytes(text: &[u8]) -> Result<(), SdpError> {
+    let mut line = 1;
+    for (i, &b) in text.iter().enumerate() {
+        match b {
+            b'\n' => line += 1,
+            b'\r' if text.get(i + 1) != Some(&b'\n') => return Err(SdpError::BareCr { line }),
+            b'\t' | b'\r' => {}
+            0..=0x1f | 0x7f => return Err(SdpError::ControlCharacter { line }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `c=IN <addrtype> <address>[/ttl[/count]]` (RFC 8866 §5.7). `None` when malformed: not IN,
+/// missing or extra fields, a non-numeric suffix, or an address that fits neither its type
+/// nor a host name.
 fn parse_connection(value: &[u8]) -> Option<ConnectionAddress> {
     let text = std::str::from_utf8(value).ok()?;
     let mut fields = text.split_ascii_whitespace();
-    if !fields.next()?.eq_ignore_ascii_case("IN") {
+    let (nettype, addrtype, address) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() || !nettype.eq_ignore_ascii_case("IN") {
         return None;
     }
-    let _addrtype = fields.next()?;
-    let address = fields.next()?.split('/').next()?;
-    let bare = address
-        .strip_prefix('[')
-        .and_then(|a| a.strip_suffix(']'))
-        .unwrap_or(address);
-    if bare.is_empty() {
-        return None;
+    let mut parts = address.split('/');
+    let host = parts.next()?;
+    let mut suffixes = 0;
+    for part in parts {
+        suffixes += 1;
+        if suffixes > 2 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
     }
-    Some(match bare.parse::<IpAddr>() {
-        Ok(ip) => ConnectionAddress::Ip(ip),
-        Err(_) => ConnectionAddress::Host(bare.to_owned()),
-    })
+    let ip = if addrtype.eq_ignore_ascii_case("IP4") {
+        host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    } else if addrtype.eq_ignore_ascii_case("IP6") {
+        // Brackets are not SDP syntax, but some peers write them; tolerated.
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(host);
+        bare.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    } else {
+        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+        return (token(addrtype) && token(host)).then(|| ConnectionAddress::OtherType {
+            addrtype: addrtype.to_owned(),
+            address: host.to_owned(),
+        });
+    };
+    match ip {
+        Some(ip) => Some(ConnectionAddress::Ip(ip)),
+        None if is_host_name(host) => Some(ConnectionAddress::Host(host.to_owned())),
+        None => None,
+    }
+}
+
+/// A host name (RFC 8866 §9 FQDN, RFC 1123 §2.1): dot-separated labels of letters, digits and
+/// inner hyphens, at least 4 characters, and a last label that is not all digits — so
+/// `999.1.1.1` or `1.2.3.4` (under IP6) is a bad address, not a name.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let last_alpha = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().any(|b| b.is_ascii_alphabetic()));
+    (4..=253).contains(&host.len()) && labels_ok && last_alpha
 }
 
 /// `o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>`
@@ -1119,12 +1247,104 @@ mod tests {
     }
 
     #[test]
-    fn host_name_connection_yields_no_remote_address() {
+    fn host_names_and_other_unusable_addresses_are_refused_by_the_answer() {
+        for c in [
+            "c=IN IP4 media.example.com",
+            "c=IN IP6 media.example.com.",
+            "c=IN ATM NSAP-47.0091",
+            "c=IN IP4 224.2.1.1/127",
+            "c=IN IP4 255.255.255.255",
+            "c=IN IP6 ff0e::101",
+        ] {
+            let offer = sdp(&format!(
+                "v=0\r\n{c}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
+            ));
+            assert_eq!(
+                answer(&offer, &local()).map(|(_, n)| n),
+                Err(AnswerError::UnusableAddress),
+                "{c}"
+            );
+            assert_eq!(
+                negotiate_answer(&offer, &local()),
+                Err(AnswerError::UnusableAddress),
+                "{c}"
+            );
+        }
         let offer = sdp("v=0\r\nc=IN IP4 media.example.com\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n");
-        let (_, n) = answer(&offer, &local()).unwrap();
-        assert_eq!(n.remote_rtp, None);
-        assert_eq!(n.remote_direction, Direction::SendRecv);
-        assert_eq!(n.local_direction, Direction::RecvOnly);
+        assert_eq!(
+            offer.connection,
+            Some(ConnectionAddress::Host("media.example.com".into()))
+        );
+    }
+
+    #[test]
+    fn connection_addresses_must_match_their_type() {
+        let parse = |c: &str| {
+            SessionDescription::parse(
+                format!("v=0\r\n{c}\r\nm=audio 5000 RTP/AVP 0\r\n").as_bytes(),
+            )
+        };
+        for bad in [
+            "c=IN IP4 999.1.1.1",
+            "c=IN IP4 ;;;",
+            "c=IN IP6 1.2.3.4",
+            "c=IN IP4 ::1",
+            "c=IN IP4 [192.0.2.1]",
+            "c=IN IP4 192.0.2.1/x",
+            "c=IN IP4 192.0.2.1/1/2/3",
+            "c=IN IP4 192.0.2.1 extra",
+            "c=IN IP4 -bad-.example.com",
+            "c=IN IP4 a..b",
+            "c=IN IP4",
+            "c=ATM NSAP 47.0091",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(SdpError::BadConnection { line: 2 }),
+                "{bad}"
+            );
+        }
+        for good in [
+            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 0.0.0.0",
+            "c=IN IP4 224.2.1.1/127/3",
+            "c=IN IP6 2001:db8::1",
+            "c=IN IP6 [2001:db8::1]",
+            "c=in ip4 host.example.com",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            SessionDescription::parse(
+                b"v=0\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\nm=video 0 RTP/AVP 31\r\n"
+            ),
+            Err(SdpError::MissingConnection { line: 3 })
+        );
+        // A rejected stream needs no address.
+        assert!(SessionDescription::parse(b"v=0\r\nm=audio 0 RTP/AVP 0\r\n").is_ok());
+    }
+
+    #[test]
+    fn control_characters_and_bare_cr_are_malformed() {
+        let body = |line: &[u8]| {
+            let mut b = b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+            b.extend_from_slice(line);
+            SessionDescription::parse(&b)
+        };
+        assert_eq!(
+            body(b"a=rtpmap:0 PCMU/8000\0AAAA\r\n"),
+            Err(SdpError::ControlCharacter { line: 4 })
+        );
+        assert_eq!(
+            body(b"a=tool:\x1b[2J\r\n"),
+            Err(SdpError::ControlCharacter { line: 4 })
+        );
+        assert_eq!(body(b"a=sendrecv\r"), Err(SdpError::BareCr { line: 4 }));
+        assert_eq!(
+            body(b"a=sendrecv\ra=inactive\r\n"),
+            Err(SdpError::BareCr { line: 4 })
+        );
+        assert!(body(b"a=tool:\tx\r\n").is_ok());
     }
 
     #[test]
@@ -1245,6 +1465,7 @@ mod tests {
             b"m=audio 65535 RTP/AVP 0 8 101",
             b"c=IN IP4 0.0.0.0",
             b"c=IN IP6 ::",
+            b"c=IN IP4 192.0.2.1",
             b"c=IN",
             b"a=rtpmap:101 telephone-event/8000",
             b"a=rtpmap:",

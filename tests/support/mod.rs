@@ -56,6 +56,18 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The names of the files in `dir` ending in `suffix`, sorted: a data table's rows are checked
+/// against them, so no file goes untested.
+pub fn data_files(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.ends_with(suffix))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A running earshot. Killed on drop.
 pub struct Earshot {
     child: Child,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::request::{dtmf_from_info, offer_of};
+use super::request::{BodyRefusal, dtmf_from_info, offer_of};
 use super::response::ResponseBuilder;
 use super::uac::Purpose;
 use super::{ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, Transmit, TxKey};
@@ -236,14 +236,17 @@ fn contact(advertised: SocketAddr, transport: Transport) -> String {
     }
 }
 
-/// The refusal of an INVITE whose body is no usable offer: 400, or 415 with Accept (§8.2.3).
-fn offer_refusal(req: &Request, status: u16, to_tag: Option<String>) -> Response {
-    let refusal = ResponseBuilder::new(&req.headers, status, to_tag);
-    if status == 415 {
-        refusal.header("Accept", ACCEPT).build()
-    } else {
-        refusal.build()
+/// The refusal of an INVITE whose body is no usable offer: 400 naming the fault, or 415 with
+/// Accept (§8.2.3).
+fn offer_refusal(req: &Request, refusal: BodyRefusal, to_tag: Option<String>) -> Response {
+    let mut response = ResponseBuilder::new(&req.headers, refusal.status, to_tag);
+    if let Some(reason) = refusal.reason {
+        response = response.reason(reason);
     }
+    if refusal.status == 415 {
+        response = response.header("Accept", ACCEPT);
+    }
+    response.build()
 }
 
 impl Endpoint {
@@ -351,9 +354,9 @@ impl Endpoint {
         }
         let offer = match offer_of(&req) {
             Ok(offer) => offer,
-            Err(status) => {
-                let resp = offer_refusal(&req, status, self.stateless_tag(&req, status));
-                self.send_stateless(now, &req.headers, flow, resp);
+            Err(refusal) => {
+                let tag = self.stateless_tag(&req, refusal.status);
+                self.send_stateless(now, &req.headers, flow, offer_refusal(&req, refusal, tag));
                 return;
             }
         };
@@ -520,8 +523,8 @@ impl Endpoint {
         self.open_server_tx(&key, &req, flow);
         let offer = match offer_of(&req) {
             Ok(offer) => offer,
-            Err(status) => {
-                self.respond(now, &key, offer_refusal(&req, status, None));
+            Err(refusal) => {
+                self.respond(now, &key, offer_refusal(&req, refusal, None));
                 return;
             }
         };

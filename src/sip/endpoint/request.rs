@@ -2,20 +2,37 @@
 //! (RFC 3261 §13.3.1 and RFC 3264 §5, found in a multipart body per RFC 2046 §5.1) and the DTMF
 //! digit of an INFO (RFC 6086 transport; application/dtmf-relay and application/dtmf bodies by
 //! common practice). Pure functions of the request: no state, no transaction, no response;
-//! `offer_of` names the status (§8.2.3: 415, or 400) that refuses a body it cannot use.
+//! `offer_of` names the status (§8.2.3: 415, or 400 with the SDP fault in its reason phrase)
+//! that refuses a body it cannot use.
 
 use super::ACCEPT;
 use crate::sip::message::Request;
 use crate::sip::sdp::SessionDescription;
 
-/// The SDP offer of an INVITE: `None` for a late offer (no body), or the status that refuses
-/// it — 415 for a body that holds no SDP, 400 for SDP that does not parse.
-pub(super) fn offer_of(req: &Request) -> Result<Option<SessionDescription>, u16> {
+/// Why an INVITE's body is refused: the status, and for a 400 the reason phrase naming the
+/// fault in the SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BodyRefusal {
+    pub(super) status: u16,
+    pub(super) reason: Option<String>,
+}
+
+/// The SDP offer of an INVITE: `None` for a late offer (no body), or the refusal — 415 for a
+/// body that holds no SDP, 400 for SDP that does not parse.
+pub(super) fn offer_of(req: &Request) -> Result<Option<SessionDescription>, BodyRefusal> {
     if req.body.is_empty() {
         return Ok(None);
     }
-    let body = sdp_body(req).ok_or(415u16)?;
-    SessionDescription::parse(body).map(Some).map_err(|_| 400)
+    let body = sdp_body(req).ok_or(BodyRefusal {
+        status: 415,
+        reason: None,
+    })?;
+    SessionDescription::parse(body)
+        .map(Some)
+        .map_err(|err| BodyRefusal {
+            status: 400,
+            reason: Some(format!("Bad Request (SDP {err})")),
+        })
 }
 
 /// The SDP of a request: the body itself, or the application/sdp part of a multipart body.

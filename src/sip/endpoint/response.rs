@@ -48,6 +48,12 @@ impl ResponseBuilder {
         }
     }
 
+    /// Replaces the standard reason phrase, to name what was wrong with the request.
+    pub(super) fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.response.reason = reason.into();
+        self
+    }
+
     /// Appends one header line, after those already there.
     pub(super) fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.response.headers.push(name, value);

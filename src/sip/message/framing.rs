@@ -2,8 +2,18 @@
 //! keep-alives between messages are skipped (RFC 5626 §3.5.1), the header section ends at the
 //! first empty line, and Content-Length, mandatory on streams, gives the body length.
 //!
-//! A stream that cannot be framed — missing, malformed or conflicting Content-Length, or a
+//! A stream that cannot be framed — missing, malformed or repeated Content-Length, or a
 //! message above the size limit — cannot be resynchronised: the connection must be closed.
+//! When the header section of the message that broke it is complete (a Content-Length
+//! problem), [`StreamFramer::take_broken_head`] hands it out so it can still be answered 400
+//! (RFC 4475 §3.3.9 mcl01) before the close.
+//!
+//! Content-Length is read by the message parser's own header reader (unfolding, compact `l`,
+//! one value only), so the framer and the parser never disagree about where a message ends.
+
+use std::ops::Range;
+
+use super::parser::stream_body_length;
 
 /// Why a stream cannot be cut into messages any more; the connection must be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -11,7 +21,7 @@ pub enum FramingError {
     /// A message (or the unframed bytes buffered for one) is larger than the limit.
     #[error("message larger than {limit} bytes")]
     TooLarge { limit: usize },
-    /// Content-Length is missing, not a number, or given twice with different values.
+    /// Content-Length is missing, not a number, or given more than once.
     #[error("missing or malformed Content-Length on a stream")]
     BadContentLength,
 }
@@ -22,7 +32,12 @@ enum Frame {
     Complete(usize),
     /// More bytes are needed.
     Incomplete,
-    Broken(FramingError),
+    /// The stream cannot be framed from here; `head` is where the complete header section of
+    /// the offending message lies in the buffer, when it is complete.
+    Broken {
+        error: FramingError,
+        head: Option<Range<usize>>,
+    },
 }
 
 /// Buffers bytes read from one stream connection and hands out whole messages.
@@ -34,6 +49,8 @@ pub struct StreamFramer {
     max_message: usize,
     /// Set once framing failed: the stream is garbage from here on and nothing more is framed.
     broken: Option<FramingError>,
+    /// The header section of the message that broke framing, until taken.
+    broken_head: Option<Vec<u8>>,
 }
 
 impl StreamFramer {
@@ -43,6 +60,7 @@ impl StreamFramer {
             buf: Vec::new(),
             max_message,
             broken: None,
+            broken_head: None,
         }
     }
 
@@ -58,8 +76,11 @@ impl StreamFramer {
             match frame(rest, self.max_message) {
                 Frame::Complete(len) => offset += len,
                 // next_message reports it; the check here is only about size.
-                Frame::Broken(FramingError::BadContentLength) => return Ok(()),
-                Frame::Broken(error) => {
+                Frame::Broken {
+                    error: FramingError::BadContentLength,
+                    ..
+                } => return Ok(()),
+                Frame::Broken { error, .. } => {
                     self.broken = Some(error);
                     self.buf.clear();
                     return Err(error);
@@ -86,12 +107,22 @@ impl StreamFramer {
         match frame(&self.buf, self.max_message) {
             Frame::Complete(len) => Some(Ok(self.buf.drain(..len).collect())),
             Frame::Incomplete => None,
-            Frame::Broken(error) => {
+            Frame::Broken { error, head } => {
                 self.broken = Some(error);
+                self.broken_head = head
+                    .and_then(|range| self.buf.get(range))
+                    .map(<[u8]>::to_vec);
                 self.buf.clear();
                 Some(Err(error))
             }
         }
+    }
+
+    /// After [`StreamFramer::next_message`] returned an error: the complete header section of
+    /// the message that could not be framed (no body), once. It still names a Via, Call-ID and
+    /// CSeq, so a 400 can tell the peer why before the connection is closed.
+    pub fn take_broken_head(&mut self) -> Option<Vec<u8>> {
+        self.broken_head.take()
     }
 
     /// How many bytes are buffered and not yet handed out.
@@ -114,17 +145,24 @@ fn frame(buf: &[u8], max_message: usize) -> Frame {
     }
     let Some(body_start) = header_end(message) else {
         return if message.len() > max_message {
-            Frame::Broken(FramingError::TooLarge { limit: max_message })
+            too_large(max_message)
         } else {
             Frame::Incomplete
         };
     };
-    let Some(content_length) = message.get(..body_start).and_then(content_length) else {
-        return Frame::Broken(FramingError::BadContentLength);
+    if body_start > max_message {
+        return too_large(max_message);
+    }
+    let head = message.get(..body_start).unwrap_or_default();
+    let Ok(content_length) = stream_body_length(head) else {
+        return Frame::Broken {
+            error: FramingError::BadContentLength,
+            head: Some(skipped..skipped + body_start),
+        };
     };
     let total = body_start.saturating_add(content_length);
     if total > max_message {
-        Frame::Broken(FramingError::TooLarge { limit: max_message })
+        too_large(max_message)
     } else if message.len() < total {
         Frame::Incomplete
     } else {
@@ -146,29 +184,11 @@ pub(crate) fn header_end(message: &[u8]) -> Option<usize> {
     None
 }
 
-/// The Content-Length of a header section: `None` when missing, malformed or conflicting.
-fn content_length(head: &[u8]) -> Option<usize> {
-    let mut found = None;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = line.split_at(colon);
-        let name = name.trim_ascii();
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-            continue;
-        }
-        let value = value.get(1..)?.trim_ascii();
-        if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let length: usize = std::str::from_utf8(value).ok()?.parse().ok()?;
-        if found.is_some_and(|previous| previous != length) {
-            return None;
-        }
-        found = Some(length);
+fn too_large(limit: usize) -> Frame {
+    Frame::Broken {
+        error: FramingError::TooLarge { limit },
+        head: None,
     }
-    found
 }
 
 #[cfg(test)]
@@ -256,5 +276,35 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
         }
+    }
+
+    #[test]
+    fn content_length_is_read_as_the_parser_reads_it() {
+        // Folded (§7.3.1) and compact: the framer waits for the 5 bytes the parser will take.
+        let mut framer = StreamFramer::new(4096);
+        let folded = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\r\n 5\r\n\r\nhelloOPTIONS";
+        framer.push(folded).unwrap();
+        let frame = framer.next_message().unwrap().unwrap();
+        assert!(frame.ends_with(b"\r\n\r\nhello"));
+        assert!(framer.next_message().is_none());
+    }
+
+    #[test]
+    fn a_broken_message_hands_out_its_header_section_once() {
+        let mcl = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 5\r\nl: 5\r\n\r\nhello";
+        let mut framer = StreamFramer::new(4096);
+        framer.push(&[OPTIONS, b"\r\n", mcl].concat()).unwrap();
+        assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
+        assert_eq!(
+            framer.next_message(),
+            Some(Err(FramingError::BadContentLength))
+        );
+        let head = framer.take_broken_head().unwrap();
+        assert_eq!(head, mcl.get(..mcl.len() - 5).unwrap());
+        assert_eq!(framer.take_broken_head(), None);
+        // Too large is not answerable: nothing to hand out.
+        let mut framer = StreamFramer::new(64);
+        let _ = framer.push(OPTIONS);
+        assert_eq!(framer.take_broken_head(), None);
     }
 }

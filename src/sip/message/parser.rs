@@ -4,6 +4,18 @@
 //! Everything a later layer relies on is checked here, once: the start line, the header lines,
 //! Content-Length, and for requests the presence and syntax of Via, From, To, Call-ID and CSeq,
 //! that single-value headers appear once, and that the CSeq method matches the request method.
+//!
+//! Hostile-input rules (each a 400 for a request, a silent drop for a response):
+//! - §25.1: no control character but HTAB in the start line or a header field (the ABNF has
+//!   none outside quoted-pair; an escaped control in a quoted string is refused too, as no
+//!   real peer sends one), no CR that is not followed by LF;
+//! - one line-end style per header section: all CRLF, or (tolerated) all bare LF. A mix is how
+//!   a header is smuggled past a parser that only splits on CRLF;
+//! - §8.1.1.8 / §12.1.1: an INVITE carries at most one Contact, a SIP or SIPS URI, and a
+//!   dialog-creating INVITE carries exactly one. RFC 2543 peers (a top Via without the
+//!   `z9hG4bK` cookie, RFC 3261 §8.1.1.7) may omit it (RFC 4475 §3.4.1 inv2543). `Contact: *`
+//!   belongs to REGISTER only (§10.2.2);
+//! - §18.3 / §20.14: over a stream, Content-Length is mandatory ([`parse_stream`]).
 
 use std::borrow::Cow;
 
@@ -22,7 +34,16 @@ pub(crate) const MAX_LINE: usize = 8192;
 /// Headers that must appear at most once, with one value (RFC 3261 §7.3.1, §20).
 const SINGLE_VALUE: [&str; 5] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
 
-pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+/// How the message arrived, which decides what a missing Content-Length means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Carrier {
+    /// One UDP datagram: without Content-Length the body is the rest of it (§18.3).
+    Datagram,
+    /// One frame of a TCP or TLS stream: Content-Length must be present (§20.14).
+    Stream,
+}
+
+pub(super) fn parse(bytes: &[u8], carrier: Carrier) -> Result<Message, ParseError> {
     // §7.5: CRLFs before the start line are ignored.
     let skipped = bytes
         .iter()
@@ -38,6 +59,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     };
     // Header fields are UTF-8 text (§25 TEXT-UTF8); invalid bytes become U+FFFD. Borrowed, no copy,
     // when the section is valid.
+    let byte_fault = check_head_bytes(head);
     let head = match std::str::from_utf8(head) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(head),
@@ -47,8 +69,9 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         .map(|line| line.strip_suffix('\r').unwrap_or(line));
     let start_line = lines.next().unwrap_or_default();
     let (headers, header_fault) = read_headers(lines);
+    let header_fault = byte_fault.or(header_fault);
     let available = message.get(body_start..).unwrap_or_default();
-    let body = frame_body(&headers, available, terminated);
+    let body = frame_body(&headers, available, terminated, carrier);
 
     // Trailing whitespace on the start line is tolerated (RFC 4475 §3.1.2.10).
     let start_line = start_line.trim_end_matches([' ', '\t']);
@@ -100,6 +123,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         return Err(bad(fault));
     }
     check_request(&method, &headers).map_err(bad)?;
+    check_contact(&method, &headers).map_err(bad)?;
     let body = body.to_vec();
     Ok(Message::Request(Request {
         method,
@@ -107,6 +131,50 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         headers,
         body,
     }))
+}
+
+/// §25.1: the raw header section (start line included) holds no control character but HTAB
+/// and line ends, except escaped in a quoted string (a quoted-pair may escape any octet but CR
+/// and LF: RFC 4475 §3.1.1.2 intmeth has `"BEL:\<BEL> NUL:\<NUL>"`); every CR ends a line;
+/// all lines end the same way.
+fn check_head_bytes(head: &[u8]) -> Option<Fault> {
+    let mut crlf = false;
+    let mut bare_lf = false;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, &b) in head.iter().enumerate() {
+        let next = head.get(i + 1).copied();
+        match b {
+            b'\r' if next != Some(b'\n') => return Some(Fault::BareCr),
+            b'\r' => continue,
+            b'\n' => {
+                if i > 0 && head.get(i - 1) == Some(&b'\r') {
+                    crlf = true;
+                } else {
+                    bare_lf = true;
+                }
+                // A quoted string may be folded, but never spans two header fields.
+                if !matches!(next, Some(b' ' | b'\t')) {
+                    in_quotes = false;
+                }
+                escaped = false;
+                continue;
+            }
+            _ => {}
+        }
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b'\t' => {}
+            0..=0x1f | 0x7f => return Some(Fault::ControlCharacter),
+            _ => {}
+        }
+    }
+    (crlf && bare_lf).then_some(Fault::MixedLineEnds)
 }
 
 /// Reads header lines up to the empty line, unfolding continuation lines (§7.3.1). Bad lines
@@ -180,20 +248,47 @@ fn frame_body<'a>(
     headers: &Headers,
     available: &'a [u8],
     terminated: bool,
+    carrier: Carrier,
 ) -> Result<&'a [u8], Fault> {
+    let Some(length) = content_length(headers)? else {
+        return match carrier {
+            Carrier::Datagram => Ok(available),
+            Carrier::Stream => Err(Fault::MissingContentLength),
+        };
+    };
+    if length > 0 && !terminated {
+        return Err(Fault::TruncatedBody);
+    }
+    available.get(..length).ok_or(Fault::TruncatedBody)
+}
+
+/// The one Content-Length of a header section, `None` when there is none.
+fn content_length(headers: &Headers) -> Result<Option<usize>, Fault> {
     let mut lengths = headers.get_all("content-length");
     let Some(length) = lengths.next() else {
-        return Ok(available);
+        return Ok(None);
     };
     if lengths.next().is_some() {
         return Err(Fault::MultipleContentLength);
     }
     let length = parse_decimal(length).ok_or(Fault::ContentLength)?;
-    let length = usize::try_from(length).map_err(|_| Fault::ContentLength)?;
-    if length > 0 && !terminated {
-        return Err(Fault::TruncatedBody);
-    }
-    available.get(..length).ok_or(Fault::TruncatedBody)
+    usize::try_from(length)
+        .map(Some)
+        .map_err(|_| Fault::ContentLength)
+}
+
+/// The body length a stream framer must wait for after the header section `head` (start line
+/// and header lines, as far as the empty line), read with the same unfolding and the same
+/// rules as [`parse`], so the framer and the parser never disagree about where a message
+/// ends. An error means the stream cannot be framed any further.
+pub(super) fn stream_body_length(head: &[u8]) -> Result<usize, Fault> {
+    let head = String::from_utf8_lossy(head);
+    let lines = head
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .skip(1);
+    let (headers, _) = read_headers(lines);
+    content_length(&headers)?.ok_or(Fault::MissingContentLength)
 }
 
 /// `SIP/` 1*DIGIT `.` 1*DIGIT (RFC 3261 §25.1 `SIP-Version`, "SIP" case-insensitive).
@@ -288,4 +383,37 @@ fn check_request(method: &Method, headers: &Headers) -> Result<(), Fault> {
         return Err(Fault::CSeqMismatch);
     }
     Ok(())
+}
+
+/// §8.1.1.8, §12.1.1, §10.2.2: the Contact rules (see the module doc).
+fn check_contact(method: &Method, headers: &Headers) -> Result<(), Fault> {
+    let contacts = headers.values("contact");
+    if *method != Method::Register && contacts.contains(&"*") {
+        return Err(Fault::WildcardContact);
+    }
+    if *method != Method::Invite {
+        return Ok(());
+    }
+    match contacts.as_slice() {
+        [] => {
+            let in_dialog = headers.to().is_some_and(|to| to.tag().is_some());
+            let rfc3261 = headers
+                .via()
+                .and_then(|via| via.branch().map(|b| b.starts_with("z9hG4bK")))
+                .unwrap_or(false);
+            if rfc3261 && !in_dialog {
+                return Err(Fault::MissingHeader("Contact"));
+            }
+            Ok(())
+        }
+        [contact] => {
+            let addr = NameAddr::parse(contact).map_err(|_| Fault::BadHeader("Contact"))?;
+            if addr.uri.is_sip() {
+                Ok(())
+            } else {
+                Err(Fault::ContactScheme)
+            }
+        }
+        _ => Err(Fault::MultipleValues("Contact")),
+    }
 }
