@@ -311,7 +311,9 @@ fn recordings_are_served_with_byte_ranges() {
 
 #[test]
 fn event_stream_resumes_after_last_event_id() {
-    let e = Earshot::start("");
+    // Unrecorded calls, so `ended` is each call's last event (a recording's
+    // `recording_finished` follows its call's end).
+    let e = Earshot::start("[recording]\nenabled = false\n");
     let api = e.http_addr();
     let mut sse = http::Sse::connect(api, "/api/events", None, &[]).unwrap();
     assert_eq!(sse.status, 200);
