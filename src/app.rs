@@ -284,13 +284,14 @@ async fn start_history(
     // The media pipeline consults the same gate before and while recording.
     let gate = services.recording_gate.clone();
     let registry = services.registry.clone();
-    let housekeeping = Housekeeping::new(
+    let mut housekeeping = Housekeeping::new(
         &config.recording,
         store.clone(),
         registry.clone(),
         metrics.clone(),
         gate.clone(),
     );
+    housekeeping.history_keep_days = config.store.keep_days;
     tokio::spawn(housekeeping.run(shutdown.clone()));
     let twilio = crate::net::twilio::TwilioState::new(
         crate::net::twilio::TwilioSettings::from_config(config),

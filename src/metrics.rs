@@ -169,6 +169,8 @@ pub struct Metrics {
     pub disk_free_bytes: AtomicU64,
     /// Recordings deleted by retention. The housekeeping task.
     pub recordings_deleted: AtomicU64,
+    /// Calls deleted with their history by `[store].keep_days`. The housekeeping task.
+    pub calls_purged: AtomicU64,
     /// SIP messages received from allowed sources, and sent. The SIP driver.
     pub sip_received: AtomicU64,
     pub sip_sent: AtomicU64,
@@ -251,6 +253,7 @@ impl Default for Metrics {
             sse_dropped: AtomicU64::new(0),
             disk_free_bytes: AtomicU64::new(0),
             recordings_deleted: AtomicU64::new(0),
+            calls_purged: AtomicU64::new(0),
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
@@ -519,6 +522,11 @@ impl Metrics {
                 "earshot_store_events_dropped_total",
                 "Call events (DTMF, hold, listen, agent notices) dropped on a full store queue.",
                 &self.call_drops.events,
+            ),
+            (
+                "earshot_calls_purged_total",
+                "Calls deleted with their events, transcripts and notes by [store].keep_days.",
+                &self.calls_purged,
             ),
             (
                 "earshot_dtmf_limited_total",

@@ -142,37 +142,6 @@ fn webhook_toml(url: &str, extra: &str) -> String {
     format!("[[webhook]]\nurl = {url:?}\nsecret = {SECRET:?}\n{extra}\n")
 }
 
-/// One SIPp call with audio and a BYE; asserts it passed.
-fn make_call(e: &Earshot) {
-    let codes = pcap::coded_test_signal(Law::Ulaw, 1000);
-    let packets = pcap::g711_packets(0, 1000, &codes);
-    let path = e.dir().join("caller.pcap");
-    pcap::write_rtp_pcap(&path, 0x1234_5678, 100, &packets).unwrap();
-    let vars = vec![
-        ("CODECS", "0".to_string()),
-        ("PTS", "0".to_string()),
-        ("RTPMAPS", "a=rtpmap:0 PCMU/8000".to_string()),
-        ("ANSWER_PT", "0".to_string()),
-        ("PCAP", path.display().to_string()),
-        ("PCAP_MS", "1200".to_string()),
-        ("HOLD_MS", "200".to_string()),
-        ("CALLER", "+15550001234".to_string()),
-        ("CALLEE", "1000".to_string()),
-    ];
-    let scenario = Scenario::load("uac_call.xml", &vars);
-    let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
-    let outcome = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"])
-        .wait(Duration::from_secs(60));
-    assert!(
-        outcome.all_passed(1),
-        "SIPp: {} ok, {} failed\n{}\n--- earshot ---\n{}",
-        outcome.successful,
-        outcome.failed,
-        outcome.errors,
-        e.log_tail(40)
-    );
-}
-
 /// `/api/webhooks/deliveries`.
 fn deliveries(api: SocketAddr) -> Vec<Value> {
     http::get(api, "/api/webhooks/deliveries?limit=100").json()["deliveries"]
@@ -220,7 +189,7 @@ fn a_sip_call_sends_its_events_signed_with_one_id_per_event() {
         webhook_toml(&rx.url(), "allow_private = true"),
         ca.display().to_string()
     ));
-    make_call(&e);
+    sipp::make_call(&e);
     let requests = rx.wait_for("all four events", &e, has_all_events);
     assert!(
         requests.iter().all(|r| r["verified"] == true),
@@ -297,7 +266,7 @@ fn failed_attempts_are_retried_with_the_same_id_until_accepted() {
         "{}[webhooks]\nretry_base_ms = 100\nretry_cap_ms = 400\n",
         webhook_toml(&rx.url(), "allow_private = true")
     ));
-    make_call(&e);
+    sipp::make_call(&e);
     let requests = rx.wait_for("all four events after retries", &e, has_all_events);
     let got = accepted(&requests);
     assert_eq!(got.len(), 4, "each event accepted exactly once: {got:?}");
@@ -329,7 +298,7 @@ fn deliveries_pending_at_a_kill_9_are_sent_after_the_restart() {
         store.display().to_string()
     );
     let mut first = Earshot::start(&config);
-    make_call(&first);
+    sipp::make_call(&first);
     // The receiver is down: every delivery fails and waits for its retry.
     let pending = wait_deliveries(&first, "four pending after failed attempts", |l| {
         l.len() == 4
@@ -397,7 +366,7 @@ fn private_addresses_are_refused_and_410_and_302_are_given_up_after_one_attempt(
             &format!("{only_started}\nallow_private = true")
         ),
     ));
-    make_call(&e);
+    sipp::make_call(&e);
     let list = wait_deliveries(&e, "three failed deliveries", |l| {
         l.len() == 3 && l.iter().all(|d| d["state"] == "failed")
     });

@@ -1,5 +1,6 @@
-//! Housekeeping of recordings: retention (`[recording].keep_days`, `max_total_mb`; oldest
-//! first, at startup and hourly) and the free-disk [`RecordingGate`](crate::recording::RecordingGate) (`min_free_mb`, checked
+//! Housekeeping of recordings and history: retention of recordings (`[recording].keep_days`,
+//! `max_total_mb`; oldest first, at startup and hourly), of the call history
+//! (`[store].keep_days`, through [`super::retention`], at the same times) and the free-disk [`RecordingGate`](crate::recording::RecordingGate) (`min_free_mb`, checked
 //! every few seconds), which the media pipeline consults before and while recording.
 //!
 //! Deleting a recording is recorded on its call (`recording_deleted` event, state `deleted`),
@@ -49,6 +50,9 @@ pub struct Housekeeping {
     pub max_total_mb: u64,
     /// `[recording].min_free_mb`; 0 disables the gate.
     pub min_free_mb: u64,
+    /// `[store].keep_days`: calls older than this are deleted with their history; 0 keeps
+    /// them forever.
+    pub history_keep_days: u32,
 }
 
 /// A WAV file in the recordings folder named for a call.
@@ -85,6 +89,7 @@ impl Housekeeping {
             keep_days: config.keep_days,
             max_total_mb: config.max_total_mb,
             min_free_mb: config.min_free_mb,
+            history_keep_days: 0,
         }
     }
 
@@ -115,18 +120,25 @@ impl Housekeeping {
                 }
                 _ = retention.tick() => {
                     let this = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || this.sweep()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        this.sweep();
+                        this.purge_history();
+                    })
+                    .await;
                 }
             }
         }
     }
 
-    /// Reads free space and opens or closes the gate (with a margin, so it does not flap).
+    /// Reads free space and opens or closes the gate (with a margin, so it does not flap);
+    /// guards the store's file system with the same threshold.
     pub fn check_disk(&self) {
         if self.min_free_mb == 0 {
             self.gate.set(true);
+            self.store.set_low_space(false);
             return;
         }
+        self.check_store_disk();
         let free = match fs4::available_space(&self.dir) {
             Ok(free) => free,
             // No recordings folder (recording disabled): nothing to guard.
@@ -159,6 +171,75 @@ impl Housekeeping {
                 );
             }
         }
+    }
+
+    /// Below `min_free_mb` on the store's file system, the store keeps what space is left for
+    /// lifecycle events (see [`Store::set_low_space`]).
+    fn check_store_disk(&self) {
+        let dir = match self.store.path().parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Ok(free) = fs4::available_space(&dir) else {
+            return;
+        };
+        let low = free < self.min_free_mb * MIB;
+        if self.store.set_low_space(low) != low {
+            if low {
+                tracing::warn!(
+                    free_mb = free / MIB,
+                    "store disk almost full: only call lifecycle events are stored"
+                );
+            } else {
+                tracing::info!(free_mb = free / MIB, "store disk space recovered");
+            }
+        }
+    }
+
+    /// Deletes the calls older than `history_keep_days` with their history and recordings, a
+    /// batch per transaction; returns how many calls it deleted.
+    pub fn purge_history(&self) -> usize {
+        if self.history_keep_days == 0 {
+            return 0;
+        }
+        let now = unix_ms(clock::wallclock());
+        let cutoff = now.saturating_sub(u64::from(self.history_keep_days) * DAY_MS);
+        let mut total = 0;
+        loop {
+            let purged = match self.store.purge_before(cutoff) {
+                Ok(purged) => purged,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot delete old call history");
+                    break;
+                }
+            };
+            for path in &purged.recordings {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {
+                        self.metrics.recordings_deleted.fetch_add(1, Relaxed);
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        tracing::warn!(file = %path.display(), %err, "cannot delete recording")
+                    }
+                }
+            }
+            self.metrics
+                .calls_purged
+                .fetch_add(purged.calls as u64, Relaxed);
+            total += purged.calls;
+            if purged.calls == 0 {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                calls = total,
+                keep_days = self.history_keep_days,
+                "old call history deleted"
+            );
+        }
+        total
     }
 
     /// Applies retention now; returns what it deleted.
@@ -385,6 +466,7 @@ mod tests {
             keep_days: 0,
             max_total_mb: 0,
             min_free_mb: free / MIB + 1024,
+            history_keep_days: 0,
         };
         hk.check_disk();
         assert!(!hk.gate.recording_allowed());

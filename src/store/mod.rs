@@ -22,6 +22,7 @@ pub mod housekeeping;
 pub mod outbox;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod schema;
 pub mod timestamp;
 pub mod writer;
@@ -43,6 +44,26 @@ use tokio::sync::broadcast;
 
 use crate::call::CallId;
 use schema::{CALL_EVENTS, CALLS, EVENT_LOG, OPEN};
+
+/// A handle on the open database for one transaction; none while it is being reopened.
+pub(super) struct Db(Option<Arc<Database>>);
+
+impl Db {
+    pub(super) fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
+        match &self.0 {
+            Some(db) => db.begin_write(),
+            None => Err(StorageError::DatabaseClosed.into()),
+        }
+    }
+
+    pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        use redb::ReadableDatabase as _;
+        match &self.0 {
+            Some(db) => db.begin_read(),
+            None => Err(StorageError::DatabaseClosed.into()),
+        }
+    }
+}
 
 /// Events kept for slow subscribers before they are told they lagged (and dropped).
 const BROADCAST_CAPACITY: usize = 1024;
@@ -86,7 +107,8 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Database,
+    /// The open database; `None` only while [`Store::reopen`] replaces it after an IO error.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     events: broadcast::Sender<Arc<PublishedEvent>>,
     /// Held by writes that append events, from `begin_write` to the end of publishing, so the
@@ -98,6 +120,9 @@ struct Inner {
     previous_version: Option<u64>,
     /// Turns call events into webhook deliveries, in the events' own transaction.
     outbox: std::sync::OnceLock<Arc<dyn Outbox>>,
+    /// The store's file system is nearly full: only lifecycle events are written, so the
+    /// space left goes to what the history must have (see [`Store::set_low_space`]).
+    low_space: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,13 +187,14 @@ impl Store {
         }
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
                 path,
                 events,
                 append: Mutex::new(()),
                 interrupted,
                 previous_version,
                 outbox: hook,
+                low_space: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -222,8 +248,44 @@ impl Store {
         Ok(())
     }
 
-    fn db(&self) -> &Database {
-        &self.inner.db
+    fn db(&self) -> Db {
+        let slot = self.inner.db.read().unwrap_or_else(|p| p.into_inner());
+        Db(slot.clone())
+    }
+
+    /// Guards the store's disk as the recordings' is guarded: while `low` (free space under
+    /// `[recording].min_free_mb`, checked by the housekeeping task), the store thread writes
+    /// lifecycle events only and drops details (DTMF, hold, listen, agent notices), counted.
+    pub fn set_low_space(&self, low: bool) -> bool {
+        self.inner
+            .low_space
+            .swap(low, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn low_space(&self) -> bool {
+        self.inner
+            .low_space
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes and opens the database again: after a failed commit (a full disk, an IO error)
+    /// redb refuses every transaction until then. Waits up to a second for queries still
+    /// using the old handle. Blocking; the store thread calls it before retrying a commit.
+    pub(super) fn reopen(&self) -> Result<(), OpenError> {
+        let mut slot = self.inner.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            let deadline = crate::clock::now() + std::time::Duration::from_secs(1);
+            while Arc::strong_count(&old) > 1 && crate::clock::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let path = &self.inner.path;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        *slot = Some(Arc::new(db));
+        Ok(())
     }
 
     fn append_lock(&self) -> MutexGuard<'_, ()> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use serde::Serialize;
 
 use super::record::CallRecord;

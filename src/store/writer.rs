@@ -8,6 +8,12 @@
 //! runtime of its own, so it can also wait for a stop request). It ends when every sender of
 //! the channel is gone, or at shutdown once the channel has been quiet for [`QUIET`].
 //!
+//! A commit that fails is never discarded for an IO error (a full disk, a failing device): the
+//! store is reopened (redb refuses every transaction after an IO error until then) and the
+//! same batch is retried, backing off to every 5 s, until it commits. Meanwhile calls go on;
+//! their lifecycle events wait in the channel's lifecycle lane, and details beyond its bounded
+//! lane are dropped and counted (see [`EventSink`](crate::call::EventSink)).
+//!
 //! Idempotency: a `Started` whose source and external id (SIP Call-ID, Twilio CallSid) are
 //! already stored does not create a second call. While the stored call is open, the new id
 //! becomes an alias of it and the alias's later events are recorded on the stored call. An
@@ -62,6 +68,25 @@ enum Next {
     Stop,
     /// The handle was dropped without asking to stop: go on until the senders are gone.
     HandleDropped,
+}
+
+/// Attempts at a batch that failed for another reason than IO (a bug, a corrupt table)
+/// before its events are given up (counted in `earshot_store_errors_total`). IO failures
+/// (a full disk) are retried until the disk recovers: the events are the calls' history.
+const NON_IO_ATTEMPTS: u32 = 3;
+
+/// A failed commit's error that reopening and retrying can cure.
+fn is_io(err: &redb::Error) -> bool {
+    matches!(
+        err,
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+    )
+}
+
+/// Wait before retry `n` (1, 2, ...): 100 ms doubling, at most 5 s.
+fn retry_delay(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(5))
 }
 
 impl Store {
@@ -163,21 +188,54 @@ impl Writer {
                     None => break,
                 }
             }
+            if self.store.low_space() {
+                let before = batch.len();
+                batch.retain(CallEvent::is_lifecycle);
+                let dropped = (before - batch.len()) as u64;
+                self.metrics.call_drops.events.fetch_add(dropped, Relaxed);
+                if batch.is_empty() {
+                    continue;
+                }
+            }
             let store = self.store.clone();
             let _order = store.append_lock();
             let started = clock::now();
-            match self.persist(&batch) {
-                Ok(committed) => {
-                    self.metrics
-                        .store_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    let metrics = Arc::clone(&self.metrics);
-                    self.after_commit(&committed, &metrics);
-                    self.store.publish(committed.published);
-                }
-                Err(err) => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(%err, events = batch.len(), "call events could not be stored");
+            let mut failures = 0u32;
+            loop {
+                match self.persist(&batch) {
+                    Ok(committed) => {
+                        self.metrics
+                            .store_commit_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        let metrics = Arc::clone(&self.metrics);
+                        self.after_commit(&committed, &metrics);
+                        self.store.publish(committed.published);
+                        if failures > 0 {
+                            tracing::warn!(
+                                failures,
+                                events = batch.len(),
+                                "call events stored after the store recovered"
+                            );
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        self.metrics.store_errors.fetch_add(1, Relaxed);
+                        failures += 1;
+                        let io = is_io(&err);
+                        if failures == 1 {
+                            tracing::error!(%err, events = batch.len(), "call events could not be stored; retrying until they are");
+                        }
+                        if !io && failures >= NON_IO_ATTEMPTS {
+                            tracing::error!(%err, events = batch.len(), "call events dropped: the store refuses them");
+                            break;
+                        }
+                        std::thread::sleep(retry_delay(failures));
+                        // After an IO error redb refuses every transaction until reopened.
+                        if io && let Err(err) = self.store.reopen() {
+                            tracing::debug!(%err, "the store could not be reopened yet");
+                        }
+                    }
                 }
             }
             batch.clear();

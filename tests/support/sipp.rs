@@ -160,3 +160,29 @@ pub fn assert_passed(outcome: &SippOutcome, calls: u64, earshot: &super::Earshot
         earshot.log_tail(40)
     );
 }
+
+/// One SIPp call with a second of the coded test signal, an INFO digit and a BYE (from
+/// `+15550001234` to 1000); asserts it passed.
+#[allow(dead_code)]
+pub fn make_call(e: &super::Earshot) {
+    use earshot::media::g711::Law;
+    let codes = super::pcap::coded_test_signal(Law::Ulaw, 1000);
+    let packets = super::pcap::g711_packets(0, 1000, &codes);
+    let path = e.dir().join("caller.pcap");
+    super::pcap::write_rtp_pcap(&path, 0x1234_5678, 100, &packets).unwrap();
+    let vars = vec![
+        ("CODECS", "0".to_string()),
+        ("PTS", "0".to_string()),
+        ("RTPMAPS", "a=rtpmap:0 PCMU/8000".to_string()),
+        ("ANSWER_PT", "0".to_string()),
+        ("PCAP", path.display().to_string()),
+        ("PCAP_MS", "1200".to_string()),
+        ("HOLD_MS", "200".to_string()),
+        ("CALLER", "+15550001234".to_string()),
+        ("CALLEE", "1000".to_string()),
+    ];
+    let scenario = Scenario::load("uac_call.xml", &vars);
+    let outcome = start(e.dir(), &scenario, Some(e.sip_addr()), port(), &["-m", "1"])
+        .wait(Duration::from_secs(60));
+    assert_passed(&outcome, 1, e);
+}
