@@ -271,6 +271,8 @@ impl Store {
     /// Closes and opens the database again: after a failed commit (a full disk, an IO error)
     /// redb refuses every transaction until then. Waits up to a second for queries still
     /// using the old handle. Blocking; the store thread calls it before retrying a commit.
+    // The short waits block the store thread, never a tokio worker.
+    #[allow(clippy::disallowed_methods)]
     pub(super) fn reopen(&self) -> Result<(), OpenError> {
         let mut slot = self.inner.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
