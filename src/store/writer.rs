@@ -230,7 +230,8 @@ impl Writer {
                             tracing::error!(%err, events = batch.len(), "call events dropped: the store refuses them");
                             break;
                         }
-                        runtime.block_on(tokio::time::sleep(retry_delay(failures)));
+                        let delay = retry_delay(failures);
+                        runtime.block_on(async { tokio::time::sleep(delay).await });
                         // After an IO error redb refuses every transaction until reopened.
                         if io && let Err(err) = self.store.reopen() {
                             tracing::debug!(%err, "the store could not be reopened yet");
