@@ -41,17 +41,20 @@
 //!   task. [`call::CallHandle`] is all the rest of the program sees of a call. A SIP call's
 //!   dialog lives in the SIP endpoint's task, not in the call task: transactions and dialogs
 //!   are one state machine in RFC 3261, and splitting them would need a lock or a second copy
-//!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals.
+//!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals. Events
+//!   reach the store through [`call::EventSink`]: lifecycle events never dropped, details
+//!   (DTMF, hold, agent notices) through a bounded lane, counted when full.
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
 //!   around the RTP session), the Twilio webhook and WebSocket (the Twilio leg), the agents'
-//!   WebSocket client; RTP port pairs are drawn at random from `[rtp].ports`.
+//!   WebSocket client and the TLS client settings it shares with webhooks; RTP port pairs are
+//!   drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to
 //!   device-rate resampling with drift correction (the resampler lives here, not in `media`,
 //!   because its ratio is steered by the rings' fill).
 //! - [`recording`]: the WAV writer thread, the crash repair of unfinished files, and the
 //!   free-disk recording gate.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,
-//!   recordings housekeeping.
+//!   recordings housekeeping, history retention, commits retried through a full disk.
 //! - [`webhooks`]: signed webhooks out (Standard Webhooks): payloads enqueued in the store's
 //!   outbox in the same commit as their call event, [`webhooks::signature`] and
 //!   [`webhooks::policy`] (sans-IO: signing, retry schedule and verdicts),

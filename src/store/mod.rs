@@ -11,6 +11,7 @@
 //! - [`outbox`]: the webhook outbox — deliveries enqueued with their events, attempts,
 //!   the recent list.
 //! - [`housekeeping`]: recording retention and the free-disk [`RecordingGate`](crate::recording::RecordingGate).
+//! - [`retention`]: deleting calls older than `[store].keep_days` with their history.
 //! - [`timestamp`]: Unix milliseconds, RFC 3339.
 //!
 //! Every write transaction commits with `Durability::Immediate` (fsync) and runs on the store
