@@ -247,10 +247,14 @@ impl SipDriver {
     }
 
     /// Whether the store has a call with this Call-ID. A read transaction: it neither waits
-    /// for the store thread's writes (redb readers see the last commit) nor syncs, so it is
-    /// taken inline. A store that cannot tell lets the call in (logged).
+    /// for the store thread's writes (redb readers see the last commit) nor syncs, but it may
+    /// read the disk, so the runtime moves this worker's other tasks away meanwhile
+    /// (`block_in_place`). A store that cannot tell lets the call in (logged).
     fn call_id_used(&self, call_id: &str) -> bool {
-        match self.store.find_external(crate::call::Source::Sip, call_id) {
+        let found = tokio::task::block_in_place(|| {
+            self.store.find_external(crate::call::Source::Sip, call_id)
+        });
+        match found {
             Ok(found) => found.is_some(),
             Err(err) => {
                 tracing::error!(%err, "cannot check the Call-ID against the store");
