@@ -169,6 +169,9 @@ pub struct Metrics {
     pub disk_free_bytes: AtomicU64,
     /// Recordings deleted by retention. The housekeeping task.
     pub recordings_deleted: AtomicU64,
+    /// Recordings stopped because syncing their file or folder to the disk failed. The
+    /// recording events' watcher.
+    pub recording_sync_failures: AtomicU64,
     /// SIP messages received from allowed sources, and sent. The SIP driver.
     pub sip_received: AtomicU64,
     pub sip_sent: AtomicU64,
@@ -251,6 +254,7 @@ impl Default for Metrics {
             sse_dropped: AtomicU64::new(0),
             disk_free_bytes: AtomicU64::new(0),
             recordings_deleted: AtomicU64::new(0),
+            recording_sync_failures: AtomicU64::new(0),
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
@@ -534,6 +538,11 @@ impl Metrics {
                 "earshot_recordings_deleted_total",
                 "Recordings deleted by retention.",
                 &self.recordings_deleted,
+            ),
+            (
+                "earshot_recording_sync_failures_total",
+                "Recordings stopped because syncing them to the disk failed.",
+                &self.recording_sync_failures,
             ),
             (
                 "earshot_sse_clients",

@@ -398,7 +398,9 @@ impl Stream {
         match self.last_sequence {
             Some(last) if seq <= last => self.stats.sequence_disorder += 1,
             Some(last) => {
-                self.stats.sequence_gaps += seq - last - 1;
+                // seq > last, and gaps only add up to the largest seq: this cannot overflow,
+                // but it saturates rather than trust that reasoning with hostile numbers.
+                self.stats.sequence_gaps = self.stats.sequence_gaps.saturating_add(seq - last - 1);
                 self.last_sequence = Some(seq);
             }
             None => self.last_sequence = Some(seq),
@@ -615,6 +617,19 @@ mod tests {
         let audio = s.handle_text(t0, &no_ts).unwrap();
         assert_eq!(audio.ts, ((max_chunk - 1) * 160) as u32);
         assert_eq!((s.stats().malformed, s.stats().media), (6, 2));
+    }
+
+    #[test]
+    fn a_sequence_number_jump_to_the_largest_u64_is_counted_without_overflow() {
+        let t0 = t0();
+        let mut s = started(t0);
+        s.handle_text(t0, &media_msg(u64::MAX, 1, QUIET)).unwrap();
+        assert_eq!(s.stats().sequence_gaps, u64::MAX - 2);
+        s.handle_text(t0, &media_msg(3, 2, QUIET)).unwrap();
+        assert_eq!(
+            (s.stats().sequence_gaps, s.stats().sequence_disorder),
+            (u64::MAX - 2, 1)
+        );
     }
 
     #[test]
