@@ -131,6 +131,16 @@ impl StopReason {
     fn from_sync(err: &io::Error) -> StopReason {
         StopReason::SyncFailed(err.to_string())
     }
+
+    /// The reason without its detail, as the call's `recording_stopped` event names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StopReason::DiskFull => "disk full",
+            StopReason::WriteFailed(_) => "write failed",
+            StopReason::SyncFailed(_) => "sync failed",
+            StopReason::SizeLimit => "size limit",
+        }
+    }
 }
 
 /// Why a recording could not be opened.
@@ -221,6 +231,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Frame pairs dropped because the ring was full.
     dropped: AtomicU64,
+    /// Why the writer gave up, once `stopped` is set (without the error's detail).
+    reason: std::sync::OnceLock<&'static str>,
 }
 
 /// A message to the writer thread.
@@ -401,6 +413,12 @@ impl CallRecording {
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Relaxed)
     }
+
+    /// Why the writer gave up ([`StopReason::label`]); `None` while recording or after a
+    /// shutdown.
+    pub fn stop_label(&self) -> Option<&'static str> {
+        self.shared.reason.get().copied()
+    }
 }
 
 impl Drop for CallRecording {
@@ -564,6 +582,7 @@ impl Writer {
                 dropped: shared.dropped.load(Relaxed),
             }),
             Err(reason) => {
+                let _ = shared.reason.set(reason.label());
                 shared.stopped.store(true, Relaxed);
                 self.storage.salvage(&path);
                 tracing::warn!(call_id = id, path = %path.display(), %reason, "recording stopped");
@@ -586,6 +605,7 @@ impl Writer {
             shared,
             ..
         } = recording;
+        let _ = shared.reason.set(reason.label());
         shared.stopped.store(true, Relaxed);
         let frames = u64::from(writer.duration());
         // Dropping the writer rewrites the header as far as it can; salvage then makes it
@@ -922,6 +942,7 @@ mod tests {
             other => panic!("expected Stopped, got {other:?}"),
         }
         assert!(recording.is_stopped());
+        assert_eq!(recording.stop_label(), Some("disk full"));
         for k in 0..200 {
             let (caller, sent) = pattern(k);
             assert!(!recording.push(&caller, &sent));
@@ -1255,6 +1276,7 @@ mod tests {
             other => panic!("expected Stopped, got {other:?}"),
         }
         assert!(h.call.is_stopped());
+        assert_eq!(h.call.stop_label(), Some("sync failed"));
         assert!(!h.call.push(&pattern(0).0, &pattern(0).1));
         h.writer.tick(h.t0 + FLUSH_PERIOD);
         assert!(h.writer.recordings.is_empty());
@@ -1351,6 +1373,7 @@ mod tests {
         );
         assert_eq!(StopReason::SizeLimit.to_string(), "size limit");
         assert!(recording.is_stopped());
+        assert_eq!(recording.stop_label(), Some("size limit"));
         drop(recording);
         service.shutdown();
         assert!(
