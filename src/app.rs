@@ -276,7 +276,11 @@ async fn start_history(
         webhooks.release_held().await;
     }
     if let Some(rx) = recording_events {
-        tokio::spawn(watch_recording_events(rx, services.events.clone()));
+        tokio::spawn(watch_recording_events(
+            rx,
+            services.events.clone(),
+            metrics.clone(),
+        ));
     }
     let writer = store
         .spawn_writer(events, metrics.clone())
@@ -359,10 +363,16 @@ fn spawn_http(
 async fn watch_recording_events(
     mut events: mpsc::UnboundedReceiver<RecordingEvent>,
     calls: crate::call::EventSink,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     while let Some(event) = events.recv().await {
         match event {
             RecordingEvent::Stopped { path, reason, .. } => {
+                if matches!(reason, crate::recording::StopReason::SyncFailed(_)) {
+                    metrics
+                        .recording_sync_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::warn!(file = %path.display(), %reason, "recording stopped")
             }
             RecordingEvent::Finished { path, frames, .. } => {

@@ -171,6 +171,9 @@ pub struct Metrics {
     pub recordings_deleted: AtomicU64,
     /// Calls deleted with their history by `[store].keep_days`. The housekeeping task.
     pub calls_purged: AtomicU64,
+    /// Recordings stopped because syncing their file or folder to the disk failed. The
+    /// recording events' watcher.
+    pub recording_sync_failures: AtomicU64,
     /// SIP messages received from allowed sources, and sent. The SIP driver.
     pub sip_received: AtomicU64,
     pub sip_sent: AtomicU64,
@@ -254,6 +257,7 @@ impl Default for Metrics {
             disk_free_bytes: AtomicU64::new(0),
             recordings_deleted: AtomicU64::new(0),
             calls_purged: AtomicU64::new(0),
+            recording_sync_failures: AtomicU64::new(0),
             sip_received: AtomicU64::new(0),
             sip_sent: AtomicU64::new(0),
             sip_blocked: AtomicU64::new(0),
@@ -542,6 +546,11 @@ impl Metrics {
                 "earshot_recordings_deleted_total",
                 "Recordings deleted by retention.",
                 &self.recordings_deleted,
+            ),
+            (
+                "earshot_recording_sync_failures_total",
+                "Recordings stopped because syncing them to the disk failed.",
+                &self.recording_sync_failures,
             ),
             (
                 "earshot_sse_clients",

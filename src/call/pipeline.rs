@@ -235,7 +235,7 @@ impl Pipeline {
             if !recording.is_stopped() {
                 return;
             }
-            "write failed"
+            recording.stop_label().unwrap_or("write failed")
         };
         if let Some(recording) = self.recording.take() {
             recording.finish();

@@ -34,6 +34,12 @@ impl Default for CallsConfig {
     }
 }
 
+/// The longest `max_duration_secs` taken: 36 hours. A call's recording (stereo 8 kHz 16-bit,
+/// 32 000 bytes a second) must stay under the WAV format's 4 GiB limit, which it reaches after
+/// 37 h 16 min ([`crate::recording::writer::MAX_FRAMES`]); the margin covers the call's
+/// hang-up. With no limit (0) a longer call's recording stops at the size limit.
+pub(super) const MAX_DURATION_SECS: u64 = 36 * 3600;
+
 /// `[calls]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,10 +64,24 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
             d.max_concurrent,
             1..=10000,
         ),
-        max_duration_secs: raw.max_duration_secs.unwrap_or(d.max_duration_secs),
+        max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
     }
+}
+
+/// `calls.max_duration_secs`, refused above [`MAX_DURATION_SECS`].
+fn max_duration(e: &mut Errors, secs: u64) -> u64 {
+    if secs > MAX_DURATION_SECS {
+        e.push(
+            "calls.max_duration_secs",
+            format!(
+                "{secs} is above {MAX_DURATION_SECS} (36 hours): a longer call's recording \
+                 would pass the WAV format's 4 GiB limit (0 means no limit)"
+            ),
+        );
+    }
+    secs
 }
 
 /// Checks that `path` is a readable file starting with a RIFF/WAVE header.
@@ -93,6 +113,28 @@ mod tests {
             Config::from_toml_str("[rtp]\nports = \"10000-10009\"\n[calls]\nmax_concurrent = 5\n")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn max_duration_keeps_a_recording_under_the_wav_size_limit() {
+        use crate::recording::writer::MAX_FRAMES;
+        let frames = MAX_DURATION_SECS * u64::from(crate::media::frame::SAMPLE_RATE);
+        assert!(frames < MAX_FRAMES, "36 h of recording fits in a WAV");
+        let errors = invalid("[calls]\nmax_duration_secs = 129601\n");
+        assert_eq!(paths(&errors), ["calls.max_duration_secs"]);
+        assert!(errors[0].reason.contains("4 GiB"), "{}", errors[0].reason);
+        let errors = invalid(&format!("[calls]\nmax_duration_secs = {}\n", u64::MAX));
+        assert_eq!(paths(&errors), ["calls.max_duration_secs"]);
+        for ok in [0, 1, 14400, MAX_DURATION_SECS] {
+            let toml = format!("[calls]\nmax_duration_secs = {ok}\n");
+            assert_eq!(
+                Config::from_toml_str(&toml)
+                    .unwrap()
+                    .calls
+                    .max_duration_secs,
+                ok
+            );
+        }
     }
 
     #[test]

@@ -894,7 +894,8 @@ impl Leg for TwilioLeg {
         );
         LegStats {
             packets_received: s.media,
-            packets_lost: s.sequence_gaps as i64,
+            // A hostile sequenceNumber jump must not wrap into a negative loss.
+            packets_lost: i64::try_from(s.sequence_gaps).unwrap_or(i64::MAX),
             packets_sent: s.frames_sent,
             jitter_ms: 0.0,
             malformed_packets: s.malformed + s.unknown_events,

@@ -5,16 +5,20 @@
 //! copies into an rtrb ring allocated at open (about 2 s deep): no allocation, no lock, no
 //! syscall, so a slow disk never delays a call. The writer thread wakes every
 //! [`WAKE_PERIOD`], drains every ring into its file and, about once per [`FLUSH_PERIOD`],
-//! flushes and rewrites the header sizes, so a crash loses at most about a second (which
-//! [`super::repair`] recovers at the next start).
+//! flushes, rewrites the header sizes and syncs each file's data to the disk (`fdatasync`), so
+//! a crash or a power cut loses at most about a second (which [`super::repair`] recovers at the
+//! next start). A new file's data and its directory are synced when the writer takes it on (so
+//! its entry survives a power cut), and a finished file's data when it is finalized. Every
+//! sync is done on the writer thread, never on a call task.
 //!
-//! A write error (a full disk) stops that recording only: its file is closed as far as
+//! A write or sync error (a full disk) stops that recording only: its file is closed as far as
 //! possible and its header repaired from what reached the disk, a
 //! [`RecordingEvent::Stopped`] is sent, and the call keeps pushing (into nothing) unharmed.
-//! No fsync is done: the page cache survives a process crash, not a power cut.
+//! A recording that reaches the WAV format's 4 GiB limit ([`MAX_FRAMES`], about 37 hours) stops
+//! the same way ([`StopReason::SizeLimit`]) with a valid file, rather than wrap its sizes.
 
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -43,6 +47,16 @@ const RING_SAMPLES: usize = SAMPLE_RATE as usize * 2 * RING_SECONDS;
 
 /// Samples one push adds: a frame pair, interleaved.
 const PUSH_SAMPLES: usize = FRAME_SAMPLES * 2;
+
+/// Header bytes counted in the RIFF size (the 44-byte PCM header minus `RIFF` and its size).
+const RIFF_HEADER_BYTES: u64 = 36;
+
+/// The most sample frames one recording holds: the RIFF size (audio plus 36 header bytes) must
+/// fit in 32 bits. 1 073 741 814 frames, 37 h 16 min at 8 kHz.
+pub const MAX_FRAMES: u64 = (u32::MAX as u64 - RIFF_HEADER_BYTES) / BYTES_PER_FRAME;
+
+/// Bytes per sample frame: two 16-bit channels.
+const BYTES_PER_FRAME: u64 = 4;
 
 /// The format of every recording: stereo 8 kHz 16-bit PCM.
 pub const SPEC: WavSpec = WavSpec {
@@ -95,6 +109,13 @@ pub enum StopReason {
     /// Any other write error.
     #[error("write failed: {0}")]
     WriteFailed(String),
+    /// Syncing the file or its directory to the disk failed (counted in
+    /// `earshot_recording_sync_failures_total`).
+    #[error("sync failed: {0}")]
+    SyncFailed(String),
+    /// The recording reached the WAV format's 4 GiB limit ([`MAX_FRAMES`]).
+    #[error("size limit")]
+    SizeLimit,
 }
 
 impl StopReason {
@@ -104,6 +125,20 @@ impl StopReason {
                 StopReason::DiskFull
             }
             other => StopReason::WriteFailed(other.to_string()),
+        }
+    }
+
+    fn from_sync(err: &io::Error) -> StopReason {
+        StopReason::SyncFailed(err.to_string())
+    }
+
+    /// The reason without its detail, as the call's `recording_stopped` event names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StopReason::DiskFull => "disk full",
+            StopReason::WriteFailed(_) => "write failed",
+            StopReason::SyncFailed(_) => "sync failed",
+            StopReason::SizeLimit => "size limit",
         }
     }
 }
@@ -133,10 +168,33 @@ pub(crate) trait WavSink: Write + Seek + Send {}
 
 impl<T: Write + Seek + Send> WavSink for T {}
 
-/// Where recordings are stored: files, or a stand-in in tests (a disk that fills up).
+/// Makes what reached a file durable: `fdatasync` of the file behind a [`WavSink`].
+pub(crate) trait SyncData: Send {
+    /// Waits until the file's data written so far is on the disk.
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+impl SyncData for File {
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// A file just created: where the WAV is written, and how to sync what was flushed to it.
+pub(crate) struct Created {
+    /// The buffered writer.
+    pub(crate) sink: Box<dyn WavSink>,
+    /// Syncs the same file (what the sink flushed).
+    pub(crate) sync: Box<dyn SyncData>,
+}
+
+/// Where recordings are stored: files, or a stand-in in tests (a disk that fills up, or one
+/// that loses what was not synced).
 pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// Creates a new, empty file at `path`; fails if it exists.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn WavSink>>;
+    fn create(&self, path: &Path) -> io::Result<Created>;
+    /// Syncs the directory `dir`, so the entries created in it survive a power cut.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Makes the most of a file whose writing failed (after the writer was dropped).
     fn salvage(&self, path: &Path);
 }
@@ -146,9 +204,17 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
 struct Files;
 
 impl Storage for Files {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn WavSink>> {
+    fn create(&self, path: &Path) -> io::Result<Created> {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-        Ok(Box::new(BufWriter::new(file)))
+        let sync = file.try_clone()?;
+        Ok(Created {
+            sink: Box::new(BufWriter::new(file)),
+            sync: Box::new(sync),
+        })
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
     }
 
     fn salvage(&self, path: &Path) {
@@ -165,6 +231,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Frame pairs dropped because the ring was full.
     dropped: AtomicU64,
+    /// Why the writer gave up, once `stopped` is set (without the error's detail).
+    reason: std::sync::OnceLock<&'static str>,
 }
 
 /// A message to the writer thread.
@@ -182,6 +250,8 @@ struct Recording {
     id: u64,
     path: PathBuf,
     writer: WavWriter<Box<dyn WavSink>>,
+    /// Syncs the file's data to the disk.
+    sync: Box<dyn SyncData>,
     ring: Consumer<i16>,
     shared: Arc<Shared>,
     /// Finish was requested: finalize after the next drain.
@@ -217,21 +287,26 @@ impl RecordingService {
         dir: PathBuf,
         events: UnboundedSender<RecordingEvent>,
     ) -> io::Result<RecordingService> {
-        RecordingService::start_with(dir, events, Arc::new(Files))
+        RecordingService::start_with(dir, events, Arc::new(Files), MAX_FRAMES)
     }
 
-    /// [`RecordingService::start`] with another storage (tests).
+    /// [`RecordingService::start`] with another storage and size limit (tests).
     pub(crate) fn start_with(
         dir: PathBuf,
         events: UnboundedSender<RecordingEvent>,
         storage: Arc<dyn Storage>,
+        max_frames: u64,
     ) -> io::Result<RecordingService> {
         std::fs::create_dir_all(&dir)?;
         let (to_writer, inbox) = mpsc::channel();
         let thread_storage = Arc::clone(&storage);
         let thread = std::thread::Builder::new()
             .name("earshot-recording".to_owned())
-            .spawn(move || Writer::new(inbox, events, thread_storage).run())?;
+            .spawn(move || {
+                let mut writer = Writer::new(inbox, events, thread_storage);
+                writer.max_frames = max_frames.min(MAX_FRAMES);
+                writer.run();
+            })?;
         Ok(RecordingService {
             dir,
             storage,
@@ -251,40 +326,11 @@ impl RecordingService {
             return Err(RecordingError::InvalidName(file_stem.to_owned()));
         }
         let path = self.dir.join(format!("{file_stem}.wav"));
-        let create_error = |source| RecordingError::Create {
-            path: path.clone(),
-            source,
-        };
-        let sink = self.storage.create(&path).map_err(create_error)?;
-        let mut writer = WavWriter::new(sink, SPEC).map_err(|e| create_error(hound_to_io(e)))?;
-        // Put the header on disk now, so even a crash within the first second leaves a file
-        // the repair recognises.
-        writer.flush().map_err(|e| create_error(hound_to_io(e)))?;
-
-        let (producer, consumer) = RingBuffer::new(RING_SAMPLES);
-        let shared = Arc::new(Shared::default());
-        let recording = Recording {
-            id,
-            path: path.clone(),
-            writer,
-            ring: consumer,
-            shared: Arc::clone(&shared),
-            finishing: false,
-        };
-        if self
-            .to_writer
-            .send(ToWriter::Open(Box::new(recording)))
-            .is_err()
-        {
+        let (recording, call) = prepare(&*self.storage, id, path, &self.to_writer)?;
+        if self.to_writer.send(ToWriter::Open(recording)).is_err() {
             return Err(RecordingError::WriterGone);
         }
-        Ok(CallRecording {
-            id,
-            path,
-            ring: producer,
-            shared,
-            to_writer: self.to_writer.clone(),
-        })
+        Ok(call)
     }
 
     /// Finalizes every open recording and stops the writer thread.
@@ -367,6 +413,12 @@ impl CallRecording {
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Relaxed)
     }
+
+    /// Why the writer gave up ([`StopReason::label`]); `None` while recording or after a
+    /// shutdown.
+    pub fn stop_label(&self) -> Option<&'static str> {
+        self.shared.reason.get().copied()
+    }
 }
 
 impl Drop for CallRecording {
@@ -383,6 +435,8 @@ struct Writer {
     storage: Arc<dyn Storage>,
     recordings: Vec<Recording>,
     last_flush: Instant,
+    /// Sample frames after which a recording stops ([`MAX_FRAMES`]; smaller in tests).
+    max_frames: u64,
 }
 
 impl Writer {
@@ -397,6 +451,7 @@ impl Writer {
             storage,
             recordings: Vec::new(),
             last_flush: clock::now(),
+            max_frames: MAX_FRAMES,
         }
     }
 
@@ -416,27 +471,42 @@ impl Writer {
                     recording.shared.stopped.store(true, Relaxed);
                 }
             }
-            self.drain_all();
             if shutdown {
+                self.drain_all();
                 return;
             }
-            let now = clock::now();
-            if now.duration_since(self.last_flush) >= FLUSH_PERIOD {
-                self.last_flush = now;
-                self.flush_all();
-            }
+            self.tick(clock::now());
+        }
+    }
+
+    /// One wake-up at `now`: drains every ring, and flushes and syncs every file once
+    /// [`FLUSH_PERIOD`] has passed since the last time.
+    fn tick(&mut self, now: Instant) {
+        self.drain_all();
+        if now.saturating_duration_since(self.last_flush) >= FLUSH_PERIOD {
+            self.last_flush = now;
+            self.flush_all();
         }
     }
 
     /// Applies one message; true for shutdown.
     fn handle(&mut self, message: ToWriter) -> bool {
         match message {
-            ToWriter::Open(recording) => {
+            ToWriter::Open(mut recording) => {
                 self.send(RecordingEvent::Started {
                     id: recording.id,
                     path: recording.path.clone(),
                 });
-                self.recordings.push(*recording);
+                // The header was flushed at open; make it and the file's entry durable.
+                let dir = recording.path.parent().unwrap_or(Path::new("."));
+                match recording
+                    .sync
+                    .sync_data()
+                    .and_then(|()| self.storage.sync_dir(dir))
+                {
+                    Ok(()) => self.recordings.push(*recording),
+                    Err(err) => self.stop(*recording, StopReason::from_sync(&err)),
+                }
             }
             ToWriter::Finish(id) => {
                 for recording in self.recordings.iter_mut().filter(|r| r.id == id) {
@@ -453,11 +523,11 @@ impl Writer {
         let mut i = 0;
         while i < self.recordings.len() {
             let recording = &mut self.recordings[i];
-            let result = drain(recording);
+            let result = drain(recording, self.max_frames);
             match result {
-                Err(err) => {
+                Err(reason) => {
                     let recording = self.recordings.swap_remove(i);
-                    self.stop(recording, &err);
+                    self.stop(recording, reason);
                 }
                 Ok(()) if recording.finishing => {
                     let recording = self.recordings.swap_remove(i);
@@ -468,15 +538,23 @@ impl Writer {
         }
     }
 
-    /// Flushes every file, rewriting its header sizes.
+    /// Flushes every file, rewriting its header sizes, and syncs its data to the disk.
     fn flush_all(&mut self) {
         let mut i = 0;
         while i < self.recordings.len() {
-            match self.recordings[i].writer.flush() {
+            let recording = &mut self.recordings[i];
+            let result = match recording.writer.flush() {
+                Ok(()) => recording
+                    .sync
+                    .sync_data()
+                    .map_err(|e| StopReason::from_sync(&e)),
+                Err(err) => Err(StopReason::from_hound(&err)),
+            };
+            match result {
                 Ok(()) => i += 1,
-                Err(err) => {
+                Err(reason) => {
                     let recording = self.recordings.swap_remove(i);
-                    self.stop(recording, &err);
+                    self.stop(recording, reason);
                 }
             }
         }
@@ -487,49 +565,60 @@ impl Writer {
             id,
             path,
             writer,
+            mut sync,
             shared,
             ..
         } = recording;
         let frames = u64::from(writer.duration());
-        match writer.finalize() {
+        let finalized = writer
+            .finalize()
+            .map_err(|e| StopReason::from_hound(&e))
+            .and_then(|()| sync.sync_data().map_err(|e| StopReason::from_sync(&e)));
+        match finalized {
             Ok(()) => self.send(RecordingEvent::Finished {
                 id,
                 path,
                 frames,
                 dropped: shared.dropped.load(Relaxed),
             }),
-            Err(err) => {
+            Err(reason) => {
+                let _ = shared.reason.set(reason.label());
                 shared.stopped.store(true, Relaxed);
                 self.storage.salvage(&path);
+                tracing::warn!(call_id = id, path = %path.display(), %reason, "recording stopped");
                 self.send(RecordingEvent::Stopped {
                     id,
                     path,
-                    reason: StopReason::from_hound(&err),
+                    reason,
                     frames,
                 });
             }
         }
     }
 
-    fn stop(&mut self, recording: Recording, err: &hound::Error) {
+    fn stop(&mut self, recording: Recording, reason: StopReason) {
         let Recording {
             id,
             path,
             writer,
+            mut sync,
             shared,
             ..
         } = recording;
+        let _ = shared.reason.set(reason.label());
         shared.stopped.store(true, Relaxed);
         let frames = u64::from(writer.duration());
         // Dropping the writer rewrites the header as far as it can; salvage then makes it
-        // match what actually reached the disk.
+        // match what actually reached the disk, and the sync keeps that (best effort: the
+        // recording is stopping for a reason already).
         drop(writer);
         self.storage.salvage(&path);
-        tracing::warn!(call_id = id, path = %path.display(), error = %err, "recording stopped");
+        let _ = sync.sync_data();
+        tracing::warn!(call_id = id, path = %path.display(), %reason, "recording stopped");
         self.send(RecordingEvent::Stopped {
             id,
             path,
-            reason: StopReason::from_hound(err),
+            reason,
             frames,
         });
     }
@@ -540,10 +629,54 @@ impl Writer {
     }
 }
 
-/// Moves everything queued in `recording`'s ring into its file.
-fn drain(recording: &mut Recording) -> Result<(), hound::Error> {
+/// Creates the file of a new recording at `path` with its header flushed, and the two ends of
+/// its ring: the writer's [`Recording`] and the call's [`CallRecording`].
+fn prepare(
+    storage: &dyn Storage,
+    id: u64,
+    path: PathBuf,
+    to_writer: &mpsc::Sender<ToWriter>,
+) -> Result<(Box<Recording>, CallRecording), RecordingError> {
+    let create_error = |source| RecordingError::Create {
+        path: path.clone(),
+        source,
+    };
+    let Created { sink, sync } = storage.create(&path).map_err(create_error)?;
+    let mut writer = WavWriter::new(sink, SPEC).map_err(|e| create_error(hound_to_io(e)))?;
+    // Put the header in the file now (the writer syncs it), so even a crash within the first
+    // second leaves a file the repair recognises.
+    writer.flush().map_err(|e| create_error(hound_to_io(e)))?;
+
+    let (producer, consumer) = RingBuffer::new(RING_SAMPLES);
+    let shared = Arc::new(Shared::default());
+    let recording = Recording {
+        id,
+        path: path.clone(),
+        writer,
+        sync,
+        ring: consumer,
+        shared: Arc::clone(&shared),
+        finishing: false,
+    };
+    let call = CallRecording {
+        id,
+        path,
+        ring: producer,
+        shared,
+        to_writer: to_writer.clone(),
+    };
+    Ok((Box::new(recording), call))
+}
+
+/// Moves everything queued in `recording`'s ring into its file, up to `max_frames` sample
+/// frames in the file; [`StopReason::SizeLimit`] once the ring holds more than fits.
+fn drain(recording: &mut Recording, max_frames: u64) -> Result<(), StopReason> {
     let available = recording.ring.slots();
-    let Ok(chunk) = recording.ring.read_chunk(available) else {
+    let room = max_frames
+        .saturating_sub(u64::from(recording.writer.duration()))
+        .saturating_mul(u64::from(SPEC.channels));
+    let take = available.min(usize::try_from(room).unwrap_or(usize::MAX));
+    let Ok(chunk) = recording.ring.read_chunk(take) else {
         return Ok(());
     };
     let (first, second) = chunk.as_slices();
@@ -552,7 +685,11 @@ fn drain(recording: &mut Recording) -> Result<(), hound::Error> {
         .chain(second)
         .try_for_each(|&sample| recording.writer.write_sample(sample));
     chunk.commit_all();
-    written
+    written.map_err(|e| StopReason::from_hound(&e))?;
+    if take < available {
+        return Err(StopReason::SizeLimit);
+    }
+    Ok(())
 }
 
 /// Whether `stem` is safe as a file name inside the recording folder: not empty, at most
@@ -578,6 +715,7 @@ fn hound_to_io(err: hound::Error) -> io::Error {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::recording::RepairOutcome;
     use std::io::Cursor;
     use std::sync::Mutex;
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -645,16 +783,7 @@ mod tests {
         let mut reader = hound::WavReader::open(dir.join("call-42.wav")).unwrap();
         assert_eq!(reader.spec(), SPEC);
         let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
-        let expected: Vec<i16> = (0..90)
-            .flat_map(|k| {
-                let (caller, sent) = pattern(k);
-                caller
-                    .into_iter()
-                    .zip(sent)
-                    .flat_map(|(l, r)| [l, r])
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let expected = interleaved(90);
         assert!(samples == expected, "samples differ");
         service.shutdown();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -751,13 +880,29 @@ mod tests {
         }
     }
 
+    /// A sync that always succeeds.
+    struct NoSync;
+
+    impl SyncData for NoSync {
+        fn sync_data(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     impl Storage for SmallDisk {
-        fn create(&self, path: &Path) -> io::Result<Box<dyn WavSink>> {
+        fn create(&self, path: &Path) -> io::Result<Created> {
             self.files.lock().unwrap().push(path.to_owned());
-            Ok(Box::new(SmallFile {
-                data: Cursor::new(Vec::new()),
-                capacity: self.capacity,
-            }))
+            Ok(Created {
+                sink: Box::new(SmallFile {
+                    data: Cursor::new(Vec::new()),
+                    capacity: self.capacity,
+                }),
+                sync: Box::new(NoSync),
+            })
+        }
+
+        fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+            Ok(())
         }
 
         fn salvage(&self, path: &Path) {
@@ -774,7 +919,8 @@ mod tests {
             salvaged: Mutex::default(),
         });
         let (tx, mut events) = unbounded_channel();
-        let service = RecordingService::start_with(dir.clone(), tx, disk.clone()).unwrap();
+        let service =
+            RecordingService::start_with(dir.clone(), tx, disk.clone(), MAX_FRAMES).unwrap();
         let mut recording = service.open(9, "full").unwrap();
         assert!(matches!(
             next_event(&mut events),
@@ -796,6 +942,7 @@ mod tests {
             other => panic!("expected Stopped, got {other:?}"),
         }
         assert!(recording.is_stopped());
+        assert_eq!(recording.stop_label(), Some("disk full"));
         for k in 0..200 {
             let (caller, sent) = pattern(k);
             assert!(!recording.push(&caller, &sent));
@@ -843,18 +990,407 @@ mod tests {
             assert!(recording.push(&caller, &sent));
         }
         service.shutdown();
-        assert!(matches!(
-            next_event(&mut events),
-            RecordingEvent::Started { .. }
-        ));
-        assert!(matches!(
-            next_event(&mut events),
-            RecordingEvent::Finished { frames: 1600, .. }
-        ));
+        expect_started_then_finished(&mut events, 1600);
         assert!(!recording.push(&pattern(0).0, &pattern(0).1));
         drop(recording);
         let reader = hound::WavReader::open(dir.join("open-at-shutdown.wav")).unwrap();
         assert_eq!(reader.duration(), 1600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Waits for a recording's Started, then its Finished with `frames` sample frames.
+    fn expect_started_then_finished(events: &mut UnboundedReceiver<RecordingEvent>, frames: u64) {
+        assert!(matches!(next_event(events), RecordingEvent::Started { .. }));
+        match next_event(events) {
+            RecordingEvent::Finished { frames: n, .. } => assert_eq!(n, frames),
+            other => panic!("expected Finished, got {other:?}"),
+        }
+    }
+
+    /// The interleaved samples of pattern frames `0..frames`, as a recording holds them.
+    fn interleaved(frames: usize) -> Vec<i16> {
+        (0..frames)
+            .flat_map(|k| {
+                let (caller, sent) = pattern(k);
+                caller
+                    .into_iter()
+                    .zip(sent)
+                    .flat_map(|(l, r)| [l, r])
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// One file on a [`PowerCutDisk`].
+    #[derive(Debug, Default)]
+    struct CutFile {
+        path: PathBuf,
+        /// What the page cache holds: every byte written.
+        written: Cursor<Vec<u8>>,
+        /// What is on the disk: the bytes as of the last `sync_data`.
+        synced: Vec<u8>,
+        /// Whether the directory was synced after the file was created.
+        entry_durable: bool,
+        /// Syncs that succeeded.
+        syncs: u64,
+    }
+
+    /// A disk where a power cut loses everything not synced: file data written since the
+    /// file's last `sync_data`, and files whose directory was not synced after their creation.
+    /// Syncs beyond `sync_budget` fail (a dying disk).
+    #[derive(Debug)]
+    struct PowerCutDisk {
+        files: Mutex<Vec<Arc<Mutex<CutFile>>>>,
+        sync_budget: u64,
+        syncs: AtomicU64,
+    }
+
+    impl PowerCutDisk {
+        fn new(sync_budget: u64) -> Arc<PowerCutDisk> {
+            Arc::new(PowerCutDisk {
+                files: Mutex::default(),
+                sync_budget,
+                syncs: AtomicU64::new(0),
+            })
+        }
+
+        /// What survives a power cut now: the durable files and their synced bytes.
+        fn power_cut(&self) -> Vec<(PathBuf, Vec<u8>)> {
+            let files = self.files.lock().unwrap();
+            files
+                .iter()
+                .map(|f| f.lock().unwrap())
+                .filter(|f| f.entry_durable)
+                .map(|f| (f.path.clone(), f.synced.clone()))
+                .collect()
+        }
+
+        fn sync(&self) -> io::Result<()> {
+            if self.syncs.fetch_add(1, Relaxed) >= self.sync_budget {
+                return Err(io::Error::other("I/O error"));
+            }
+            Ok(())
+        }
+    }
+
+    /// The writing end of a [`CutFile`] (the page cache).
+    struct CutSink(Arc<Mutex<CutFile>>);
+
+    impl Write for CutSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().written.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for CutSink {
+        fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+            self.0.lock().unwrap().written.seek(pos)
+        }
+    }
+
+    /// `sync_data` of a [`CutFile`]: what was written reaches the disk.
+    struct CutSync(Arc<Mutex<CutFile>>, Arc<PowerCutDisk>);
+
+    impl SyncData for CutSync {
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.1.sync()?;
+            let mut file = self.0.lock().unwrap();
+            file.synced = file.written.get_ref().clone();
+            file.syncs += 1;
+            Ok(())
+        }
+    }
+
+    /// [`Storage`] on a shared [`PowerCutDisk`] (the sync needs the disk's budget).
+    #[derive(Debug)]
+    struct CutStorage(Arc<PowerCutDisk>);
+
+    impl Storage for CutStorage {
+        fn create(&self, path: &Path) -> io::Result<Created> {
+            let file = Arc::new(Mutex::new(CutFile {
+                path: path.to_owned(),
+                ..CutFile::default()
+            }));
+            self.0.files.lock().unwrap().push(Arc::clone(&file));
+            Ok(Created {
+                // Buffered like the real files, so a sync without a flush would miss data.
+                sink: Box::new(BufWriter::new(CutSink(Arc::clone(&file)))),
+                sync: Box::new(CutSync(file, Arc::clone(&self.0))),
+            })
+        }
+
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.0.sync()?;
+            for file in self.0.files.lock().unwrap().iter() {
+                let mut file = file.lock().unwrap();
+                if file.path.parent() == Some(dir) {
+                    file.entry_durable = true;
+                }
+            }
+            Ok(())
+        }
+
+        fn salvage(&self, _path: &Path) {}
+    }
+
+    /// Writes `bytes` as `path`, runs the startup repair on it, and returns its samples.
+    fn repaired_samples(path: &Path, bytes: &[u8]) -> (RepairOutcome, Vec<i16>) {
+        std::fs::write(path, bytes).unwrap();
+        let outcome = super::super::repair::repair_file(path).unwrap();
+        let mut reader = hound::WavReader::open(path).unwrap();
+        assert_eq!(reader.spec(), SPEC);
+        let samples = reader.samples().map(Result::unwrap).collect();
+        (outcome, samples)
+    }
+
+    #[test]
+    fn a_power_cut_loses_at_most_a_second_and_the_repair_recovers_the_rest() {
+        let dir = temp_dir("powercut");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("call.wav");
+        let mut h = harness(u64::MAX, 1, path.clone());
+        // Before the writer takes it on, a power cut loses the file: nothing was synced.
+        assert!(h.disk.power_cut().is_empty());
+        h.open();
+        let Harness {
+            disk,
+            mut writer,
+            t0,
+            mut call,
+            ..
+        } = h;
+
+        // Everything a power cut may lose: a flush period, a wake period and the frame being
+        // pushed, in sample frames.
+        let period_frames = |d: Duration| d.as_micros() as usize * 8 / 1000;
+        let bound = period_frames(FLUSH_PERIOD) + period_frames(WAKE_PERIOD) + FRAME_SAMPLES;
+        let all = interleaved(250);
+        let mut cuts = 0;
+        // Five seconds of a call in virtual time: a frame pushed every 20 ms, the writer
+        // waking every 25 ms, a power cut tried every 70 ms.
+        for ms in 0..5000u64 {
+            if ms % 20 == 0 {
+                let (caller, sent) = pattern((ms / 20) as usize);
+                assert!(call.push(&caller, &sent));
+            }
+            if ms % 25 == 0 {
+                writer.tick(t0 + Duration::from_millis(ms));
+            }
+            if ms % 70 == 69 {
+                let survivors = disk.power_cut();
+                assert_eq!(survivors.len(), 1, "the file's entry survives");
+                let (_, samples) = repaired_samples(&dir.join("cut.wav"), &survivors[0].1);
+                let pushed = (ms / 20 + 1) as usize * FRAME_SAMPLES;
+                let recovered = samples.len() / 2;
+                assert!(
+                    samples == all[..samples.len()],
+                    "recovered audio differs at {ms} ms"
+                );
+                assert!(
+                    pushed - recovered <= bound,
+                    "{} frames lost at {ms} ms (bound {bound})",
+                    pushed - recovered
+                );
+                cuts += 1;
+            }
+        }
+        assert_eq!(cuts, 71);
+        let syncs = disk.files.lock().unwrap()[0].lock().unwrap().syncs;
+        // One at open, then about one a second: not one per write.
+        assert!((5..=7).contains(&syncs), "{syncs} syncs");
+
+        // A finished recording survives whole, its header intact.
+        drop(call);
+        writer.handle(inbox_next(&writer));
+        writer.tick(t0 + Duration::from_millis(5000));
+        assert!(writer.recordings.is_empty());
+        let survivors = disk.power_cut();
+        let (outcome, samples) = repaired_samples(&path, &survivors[0].1);
+        assert_eq!(outcome, RepairOutcome::Intact);
+        assert!(samples == all, "the finished file is complete");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The message the writer would receive next.
+    fn inbox_next(writer: &Writer) -> ToWriter {
+        writer.inbox.try_recv().unwrap()
+    }
+
+    /// A writer driven by hand on a [`PowerCutDisk`] allowing `sync_budget` syncs, with
+    /// recording `id` at `path` prepared (not yet handed to the writer).
+    struct Harness {
+        disk: Arc<PowerCutDisk>,
+        writer: Writer,
+        events: UnboundedReceiver<RecordingEvent>,
+        t0: Instant,
+        recording: Option<Box<Recording>>,
+        call: CallRecording,
+    }
+
+    fn harness(sync_budget: u64, id: u64, path: PathBuf) -> Harness {
+        let disk = PowerCutDisk::new(sync_budget);
+        let (tx, events) = unbounded_channel();
+        let (to_writer, inbox) = mpsc::channel();
+        let writer = Writer::new(inbox, tx, Arc::new(CutStorage(Arc::clone(&disk))));
+        let (recording, call) =
+            prepare(&CutStorage(Arc::clone(&disk)), id, path, &to_writer).unwrap();
+        Harness {
+            disk,
+            t0: writer.last_flush,
+            writer,
+            events,
+            recording: Some(recording),
+            call,
+        }
+    }
+
+    impl Harness {
+        /// Hands the recording to the writer.
+        fn open(&mut self) {
+            let recording = self.recording.take().unwrap();
+            self.writer.handle(ToWriter::Open(recording));
+        }
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_recording_not_the_call() {
+        // The open's file sync, then failure.
+        let mut h = harness(1, 7, PathBuf::from("/rec/seven.wav"));
+        h.open();
+        assert!(matches!(
+            h.events.try_recv(),
+            Ok(RecordingEvent::Started { id: 7, .. })
+        ));
+        // The directory's sync was the second: it failed, and the recording stopped at once.
+        match h.events.try_recv() {
+            Ok(RecordingEvent::Stopped {
+                id: 7,
+                reason: StopReason::SyncFailed(why),
+                frames: 0,
+                ..
+            }) => assert!(why.contains("I/O error"), "{why}"),
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+        assert!(h.call.is_stopped());
+        assert_eq!(h.call.stop_label(), Some("sync failed"));
+        assert!(!h.call.push(&pattern(0).0, &pattern(0).1));
+        h.writer.tick(h.t0 + FLUSH_PERIOD);
+        assert!(h.writer.recordings.is_empty());
+
+        // A sync failing later (at the periodic flush) stops the recording the same way.
+        let Harness {
+            mut writer,
+            mut events,
+            t0,
+            mut call,
+            ..
+        } = {
+            let mut h = harness(2, 8, PathBuf::from("/rec/eight.wav"));
+            h.open();
+            h
+        };
+        for k in 0..10 {
+            assert!(call.push(&pattern(k).0, &pattern(k).1));
+        }
+        writer.tick(t0);
+        assert_eq!(writer.recordings.len(), 1);
+        writer.tick(t0 + FLUSH_PERIOD);
+        assert!(writer.recordings.is_empty());
+        assert!(matches!(
+            events.try_recv(),
+            Ok(RecordingEvent::Started { .. })
+        ));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(RecordingEvent::Stopped {
+                id: 8,
+                reason: StopReason::SyncFailed(_),
+                frames: 1600,
+                ..
+            })
+        ));
+        assert!(!call.push(&pattern(0).0, &pattern(0).1));
+        assert_eq!(call.dropped_frames(), 0);
+    }
+
+    #[test]
+    fn the_writer_thread_syncs_a_finished_recording_whole() {
+        let disk = PowerCutDisk::new(u64::MAX);
+        let dir = temp_dir("synced");
+        let (tx, mut events) = unbounded_channel();
+        let service = RecordingService::start_with(
+            dir.clone(),
+            tx,
+            Arc::new(CutStorage(Arc::clone(&disk))),
+            MAX_FRAMES,
+        )
+        .unwrap();
+        let mut recording = service.open(5, "synced").unwrap();
+        for k in 0..30 {
+            assert!(recording.push(&pattern(k).0, &pattern(k).1));
+        }
+        recording.finish();
+        expect_started_then_finished(&mut events, 4800);
+        let survivors = disk.power_cut();
+        assert_eq!(survivors.len(), 1);
+        let (outcome, samples) = repaired_samples(&dir.join("synced.wav"), &survivors[0].1);
+        assert_eq!(outcome, RepairOutcome::Intact);
+        assert!(samples == interleaved(30));
+        service.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_wav_size_limit_stops_the_recording_with_a_valid_file() {
+        // The real limit: the RIFF size of a full recording fits 32 bits, one frame more not.
+        assert!(MAX_FRAMES * BYTES_PER_FRAME + RIFF_HEADER_BYTES <= u64::from(u32::MAX));
+        assert!((MAX_FRAMES + 1) * BYTES_PER_FRAME + RIFF_HEADER_BYTES > u64::from(u32::MAX));
+
+        // A small one, on real files: 1000 frames of the 3200 pushed are kept.
+        let dir = temp_dir("limit");
+        let (tx, mut events) = unbounded_channel();
+        let service = RecordingService::start_with(dir.clone(), tx, Arc::new(Files), 1000).unwrap();
+        let mut recording = service.open(4, "long").unwrap();
+        for k in 0..20 {
+            assert!(recording.push(&pattern(k).0, &pattern(k).1));
+        }
+        assert!(matches!(
+            next_event(&mut events),
+            RecordingEvent::Started { .. }
+        ));
+        assert_eq!(
+            next_event(&mut events),
+            RecordingEvent::Stopped {
+                id: 4,
+                path: dir.join("long.wav"),
+                reason: StopReason::SizeLimit,
+                frames: 1000,
+            }
+        );
+        assert_eq!(StopReason::SizeLimit.to_string(), "size limit");
+        assert!(recording.is_stopped());
+        assert_eq!(recording.stop_label(), Some("size limit"));
+        drop(recording);
+        service.shutdown();
+        assert!(
+            events.try_recv().is_err(),
+            "a stopped recording does not also finish"
+        );
+        let path = dir.join("long.wav");
+        assert_eq!(
+            super::super::repair::repair_file(&path).unwrap(),
+            RepairOutcome::Intact
+        );
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
+        assert!(
+            samples == interleaved(20)[..2000],
+            "the first 1000 frames are kept"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

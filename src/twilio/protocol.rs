@@ -179,7 +179,31 @@ enum Number {
     Text(String),
 }
 
+/// The largest media `timestamp` (ms) and `chunk` taken: a week of stream, far beyond any call
+/// (`[calls].max_duration_secs` is capped at about 37 hours). Larger values are hostile or
+/// broken input, refused as a bad field (counted as malformed), so the sample arithmetic built
+/// on them (`ms * 8`, `chunk * 160`) always fits.
+pub const MAX_MEDIA_TIMESTAMP_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The largest media `chunk` taken: a week of 20 ms chunks (see [`MAX_MEDIA_TIMESTAMP_MS`]).
+pub const MAX_MEDIA_CHUNK: u64 = MAX_MEDIA_TIMESTAMP_MS / 20;
+
 impl Number {
+    /// The value, refused as a bad field when it is above `max`.
+    fn get_at_most(self, field: &'static str, max: u64) -> Result<u64, ProtocolError> {
+        let shown = match &self {
+            Number::Int(n) => n.to_string(),
+            Number::Text(s) => truncate(s),
+        };
+        match self.get(field)? {
+            n if n <= max => Ok(n),
+            _ => Err(ProtocolError::BadField {
+                field,
+                value: shown,
+            }),
+        }
+    }
+
     fn get(self, field: &'static str) -> Result<u64, ProtocolError> {
         match self {
             Number::Int(n) => Ok(n),
@@ -352,8 +376,14 @@ fn media(raw: Option<RawMedia>) -> Result<Media, ProtocolError> {
     }
     Ok(Media {
         track,
-        chunk: raw.chunk.map(|n| n.get("chunk")).transpose()?,
-        timestamp_ms: raw.timestamp.map(|n| n.get("timestamp")).transpose()?,
+        chunk: raw
+            .chunk
+            .map(|n| n.get_at_most("chunk", MAX_MEDIA_CHUNK))
+            .transpose()?,
+        timestamp_ms: raw
+            .timestamp
+            .map(|n| n.get_at_most("timestamp", MAX_MEDIA_TIMESTAMP_MS))
+            .transpose()?,
         payload,
         len,
     })

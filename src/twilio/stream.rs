@@ -398,7 +398,9 @@ impl Stream {
         match self.last_sequence {
             Some(last) if seq <= last => self.stats.sequence_disorder += 1,
             Some(last) => {
-                self.stats.sequence_gaps += seq - last - 1;
+                // seq > last, and gaps only add up to the largest seq: this cannot overflow,
+                // but it saturates rather than trust that reasoning with hostile numbers.
+                self.stats.sequence_gaps = self.stats.sequence_gaps.saturating_add(seq - last - 1);
                 self.last_sequence = Some(seq);
             }
             None => self.last_sequence = Some(seq),
@@ -442,9 +444,11 @@ impl Stream {
         self.stats.media += 1;
         self.chunks += 1;
         let index = media.chunk.unwrap_or(self.chunks);
-        let ts = media
-            .timestamp_ms
-            .map_or(index.saturating_sub(1) * FRAME_BYTES as u64, |ms| ms * 8);
+        // The parser caps both (a week of stream); saturating anyway, so no input can overflow.
+        let ts = media.timestamp_ms.map_or(
+            index.saturating_sub(1).saturating_mul(FRAME_BYTES as u64),
+            |ms| ms.saturating_mul(8),
+        );
         let at = self.media_clock(now, ts);
         let media = self.media.insert(media);
         Some(Audio {
@@ -568,6 +572,64 @@ mod tests {
         let audio = s.handle_text(t0, &media_msg(2, 3, QUIET)).unwrap();
         assert_eq!((audio.seq, audio.ts, audio.payload.len()), (3, 320, 160));
         assert_eq!(s.stats().media, 1);
+    }
+
+    #[test]
+    fn absurd_timestamps_and_chunks_are_dropped_and_counted_not_overflowed() {
+        let t0 = t0();
+        let mut s = started(t0);
+        let payload = BASE64.encode([QUIET; 160]);
+        let media = |chunk: &str, ts: &str| {
+            format!(
+                r#"{{"event":"media","media":{{"track":"inbound","chunk":{chunk},"timestamp":{ts},"payload":"{payload}"}}}}"#
+            )
+        };
+        let max_ms = super::super::protocol::MAX_MEDIA_TIMESTAMP_MS;
+        let max_chunk = super::super::protocol::MAX_MEDIA_CHUNK;
+        // `ms * 8` of these would overflow u64; `chunk * 160` of the last one too.
+        for (chunk, ts) in [
+            ("1".to_owned(), u64::MAX.to_string()),
+            ("1".to_owned(), "\"18446744073709551615\"".to_owned()),
+            ("1".to_owned(), (u64::MAX / 8 + 1).to_string()),
+            ("1".to_owned(), (max_ms + 1).to_string()),
+            (u64::MAX.to_string(), "0".to_owned()),
+            ((max_chunk + 1).to_string(), "0".to_owned()),
+        ] {
+            assert!(
+                s.handle_text(t0, &media(&chunk, &ts)).is_none(),
+                "{chunk} {ts}"
+            );
+        }
+        assert_eq!((s.stats().malformed, s.stats().media), (6, 0));
+        assert!(matches!(
+            s.last_error(),
+            Some(ProtocolError::BadField { field: "chunk", .. })
+        ));
+        // The largest values taken map onto the 8 kHz grid, wrapping like RTP timestamps.
+        let audio = s
+            .handle_text(t0, &media(&max_chunk.to_string(), &max_ms.to_string()))
+            .unwrap();
+        assert_eq!(audio.ts, (max_ms * 8) as u32);
+        assert_eq!(audio.seq, max_chunk as u16);
+        // Without a timestamp the chunk number places the audio, also without overflow.
+        let no_ts =
+            format!(r#"{{"event":"media","media":{{"chunk":{max_chunk},"payload":"{payload}"}}}}"#);
+        let audio = s.handle_text(t0, &no_ts).unwrap();
+        assert_eq!(audio.ts, ((max_chunk - 1) * 160) as u32);
+        assert_eq!((s.stats().malformed, s.stats().media), (6, 2));
+    }
+
+    #[test]
+    fn a_sequence_number_jump_to_the_largest_u64_is_counted_without_overflow() {
+        let t0 = t0();
+        let mut s = started(t0);
+        s.handle_text(t0, &media_msg(u64::MAX, 1, QUIET)).unwrap();
+        assert_eq!(s.stats().sequence_gaps, u64::MAX - 2);
+        s.handle_text(t0, &media_msg(3, 2, QUIET)).unwrap();
+        assert_eq!(
+            (s.stats().sequence_gaps, s.stats().sequence_disorder),
+            (u64::MAX - 2, 1)
+        );
     }
 
     #[test]
