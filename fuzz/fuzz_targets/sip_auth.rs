@@ -44,7 +44,11 @@ fn header_value(ch: &Challenge) -> String {
 fn check(ch: &Challenge, text: &str) {
     let value = header_value(ch);
     let again = Challenge::parse(&value);
-    assert_eq!(again.as_ref(), Ok(ch), "challenge round trip through {value:?}");
+    assert_eq!(
+        again.as_ref(),
+        Ok(ch),
+        "challenge round trip through {value:?}"
+    );
 
     let creds = Credentials {
         username: "alice",
@@ -52,8 +56,14 @@ fn check(ch: &Challenge, text: &str) {
     };
     let auth = authorization(ch, &creds, "REGISTER", "sip:example.com", "0a4f113b", 1);
     assert!(auth.starts_with("Digest "), "{auth}");
-    assert!(auth.contains(&format!("realm={}", quote(&ch.realm))), "{auth}");
-    assert!(auth.contains(&format!("nonce={}", quote(&ch.nonce))), "{auth}");
+    assert!(
+        auth.contains(&format!("realm={}", quote(&ch.realm))),
+        "{auth}"
+    );
+    assert!(
+        auth.contains(&format!("nonce={}", quote(&ch.nonce))),
+        "{auth}"
+    );
     let hex = match ch.algorithm {
         Algorithm::Md5 | Algorithm::Md5Sess => 32,
         _ => 64,

@@ -141,7 +141,10 @@ impl World {
                     self.order.push(incoming.call);
                 }
                 Event::Confirmed { call } => {
-                    let life = self.calls.get_mut(&call).expect("confirmed an unknown call");
+                    let life = self
+                        .calls
+                        .get_mut(&call)
+                        .expect("confirmed an unknown call");
                     assert!(*life == Life::Offered, "confirmed twice or after its end");
                     *life = Life::Confirmed;
                 }
@@ -205,7 +208,12 @@ fn media(byte: u8) -> LocalMedia {
 
 fn flow(byte: u8) -> Flow {
     let source = usize::from(byte >> 4) % SOURCES.len();
-    let remote: SocketAddr = SOURCES.get(source).copied().unwrap_or("127.0.0.1:5070").parse().expect("address");
+    let remote: SocketAddr = SOURCES
+        .get(source)
+        .copied()
+        .unwrap_or("127.0.0.1:5070")
+        .parse()
+        .expect("address");
     let transport = if byte & 0x08 != 0 {
         Transport::Tcp(Some(ConnId(source as u64)))
     } else {
@@ -298,5 +306,9 @@ fuzz_target!(|data: &[u8]| {
         0,
         "server transactions outlive their timers"
     );
-    assert_eq!(world.ep.active_calls(), 0, "calls outlive a hangup and their timers");
+    assert_eq!(
+        world.ep.active_calls(),
+        0,
+        "calls outlive a hangup and their timers"
+    );
 });
