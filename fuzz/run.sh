@@ -5,7 +5,8 @@
 #
 #   fuzz/run.sh [TARGET...]      default: every target in fuzz/Cargo.toml
 #
-# Environment: EARSHOT_FUZZ_SECONDS (default 20) per target; EARSHOT_FUZZ_JOBS (default 1).
+# Environment: EARSHOT_FUZZ_SECONDS (default 20) per target; EARSHOT_FUZZ_JOBS (default 1);
+# EARSHOT_FUZZ_STABLE=1 takes the stable path even where nightly is installed.
 # Installs cargo-fuzz (pinned) when missing. Uses the nightly toolchain when rustup has one,
 # otherwise stable with RUSTC_BOOTSTRAP=1 and no sanitizer (cargo-fuzz needs unstable flags).
 # Builds into $CARGO_TARGET_DIR/fuzz (default target/fuzz): never the main build's artifacts.
@@ -21,9 +22,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION"
 fi
 
-FUZZ=(cargo fuzz)
+FUZZ=(cargo fuzz) # the default toolchain (stable on the CI machine)
 SANITIZER=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${EARSHOT_FUZZ_STABLE:-0}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     FUZZ=(cargo +nightly fuzz)
 else
     export RUSTC_BOOTSTRAP=1
