@@ -59,6 +59,6 @@ for target in "${TARGETS[@]}"; do
         echo "fuzz: $target FAILED (input in fuzz/artifacts/$target/)" >&2
         exit 1
     fi
-    grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb' "$log" >&2 || true
+    grep -E '^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb' "$log" >&2 || true
     rm -f "$log"
 done
