@@ -7,7 +7,7 @@
 #
 # Idempotent: packages already installed are not touched, a running test PulseAudio is reused.
 # Environment: EARSHOT_SKIP_APT=1 skips the package step; EARSHOT_KEEP_PULSE=1 leaves the test
-# PulseAudio running afterwards (faster reruns).
+# PulseAudio running afterwards (faster reruns); EARSHOT_FUZZ_SECONDS sets the fuzz run per target.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -182,4 +182,6 @@ step "cargo build --profile ci --bins" cargo build --profile ci --bins
 step "cargo test --profile ci --all-targets" cargo test --profile ci --all-targets --no-fail-fast "${TEST_ARGS[@]}"
 step "cargo clippy" cargo clippy --all-targets -- -D warnings
 step "cargo fmt --check" cargo fmt --check
+# Every fuzz target for EARSHOT_FUZZ_SECONDS (20) on corpora seeded from tests/data; a crash fails.
+step "fuzz (fuzz/run.sh)" fuzz/run.sh
 summary

@@ -21,6 +21,8 @@ fn config() -> SessionConfig {
         remote_rtp: Some(SocketAddr::from(([192, 0, 2, 1], 4000))),
         remote_rtcp: None,
         learn_packets: 2,
+        learn_window: Duration::from_secs(2),
+        peer_grace: Duration::ZERO,
         rtcp_interval: Duration::from_secs(1),
         rtcp_seed: 0,
         cname: "fuzz".into(),
