@@ -53,7 +53,7 @@ fn wait_calls(e: &Earshot, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<
 
 #[test]
 fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
-    let first = Earshot::start("");
+    let mut first = Earshot::start("");
     // Two calls that finish normally.
     let short = caller_pcap(&first, 300);
     let finished = Scenario::load(
@@ -118,12 +118,7 @@ fn kill_9_during_a_call_leaves_it_interrupted_and_finished_calls_intact() {
     let seen_live = std::time::Instant::now();
     // Long enough for an alive mark (every 2 s while calls are live) after the last event.
     std::thread::sleep(Duration::from_millis(4500));
-    let killed = Command::new("kill")
-        .arg("-KILL")
-        .arg(first.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    first.kill_9();
     let recorded_before_kill = seen_live.elapsed().as_secs_f64();
     let _ = caller.wait(Duration::from_secs(15));
 

@@ -309,14 +309,7 @@ fn deliveries_pending_at_a_kill_9_are_sent_after_the_restart() {
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
-    let _ = Command::new("kill")
-        .args(["-KILL", &first.pid().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while first.is_running() {
-        assert!(Instant::now() < deadline, "kill -9 did not stop earshot");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    first.kill_9();
     let second = Earshot::start(&config);
     let rx = Receiver::start(&dir, "rx", port, &[]);
     let requests = rx.wait_for("the four events after the restart", &second, has_all_events);
@@ -445,14 +438,7 @@ fn a_call_cut_by_a_kill_9_is_reported_ended_after_the_restart() {
         },
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = Command::new("kill")
-        .args(["-KILL", &first.pid().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while first.is_running() {
-        assert!(Instant::now() < deadline, "kill -9 did not stop earshot");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    first.kill_9();
     let second = Earshot::start(&config);
     let rx = Receiver::start(&dir, "rx", port, &[]);
     let requests = rx.wait_for("every event of the cut call", &second, has_all_events);

@@ -207,6 +207,21 @@ impl Earshot {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Kills earshot with SIGKILL (no cleanup, as a crash) and waits until it is gone.
+    #[allow(dead_code)]
+    pub fn kill_9(&mut self) {
+        let killed = Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "kill -9 failed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.is_running() {
+            assert!(Instant::now() < deadline, "kill -9 did not stop earshot");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines reporting a panic. A panic in a tokio task does not end the process, so a
     /// test that only checks [`Earshot::is_running`] would miss it.
     pub fn panics(&self) -> Vec<String> {
