@@ -10,6 +10,11 @@
 //!
 //! Content-Length is read by the message parser's own header reader (unfolding, compact `l`,
 //! one value only), so the framer and the parser never disagree about where a message ends.
+//!
+//! Work is linear in the bytes received however the peer cuts them: what is known of the
+//! message at the front (how far the search for its empty line got, or its whole length) is
+//! kept between reads, so a peer that sends one byte per segment cannot make each byte cost a
+//! rescan of everything before it.
 
 use std::ops::Range;
 
@@ -51,6 +56,21 @@ pub struct StreamFramer {
     broken: Option<FramingError>,
     /// The header section of the message that broke framing, until taken.
     broken_head: Option<Vec<u8>>,
+    /// What is known of the message at the front of `buf`.
+    known: Known,
+}
+
+/// What earlier reads learned of the message at the front of the buffer, counted from its
+/// first byte after the keep-alive CRLFs (which stay put until the message is handed out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Known {
+    /// Nothing yet.
+    #[default]
+    Nothing,
+    /// The first this many bytes hold no complete header section.
+    Searched(usize),
+    /// The header section is complete and the whole message is this long.
+    Length(usize),
 }
 
 impl StreamFramer {
@@ -61,6 +81,7 @@ impl StreamFramer {
             max_message,
             broken: None,
             broken_head: None,
+            known: Known::Nothing,
         }
     }
 
@@ -72,8 +93,16 @@ impl StreamFramer {
         }
         self.buf.extend_from_slice(data);
         let mut offset = 0;
+        // Only the front message's progress is kept: the ones behind a complete message are
+        // framed again once they reach the front.
         while let Some(rest) = self.buf.get(offset..) {
-            match frame(rest, self.max_message) {
+            let mut scratch = Known::Nothing;
+            let known = if offset == 0 {
+                &mut self.known
+            } else {
+                &mut scratch
+            };
+            match frame(rest, self.max_message, known) {
                 Frame::Complete(len) => offset += len,
                 // next_message reports it; the check here is only about size.
                 Frame::Broken {
@@ -104,8 +133,11 @@ impl StreamFramer {
             .take_while(|b| matches!(b, b'\r' | b'\n'))
             .count();
         self.buf.drain(..keep_alive);
-        match frame(&self.buf, self.max_message) {
-            Frame::Complete(len) => Some(Ok(self.buf.drain(..len).collect())),
+        match frame(&self.buf, self.max_message, &mut self.known) {
+            Frame::Complete(len) => {
+                self.known = Known::Nothing;
+                Some(Ok(self.buf.drain(..len).collect()))
+            }
             Frame::Incomplete => None,
             Frame::Broken { error, head } => {
                 self.broken = Some(error);
@@ -131,8 +163,9 @@ impl StreamFramer {
     }
 }
 
-/// Frames the message at the head of `buf` (after any keep-alive CRLFs, which it counts in).
-fn frame(buf: &[u8], max_message: usize) -> Frame {
+/// Frames the message at the head of `buf` (after any keep-alive CRLFs, which it counts in),
+/// starting from what `known` says of it and updating it.
+fn frame(buf: &[u8], max_message: usize, known: &mut Known) -> Frame {
     let skipped = buf
         .iter()
         .take_while(|b| matches!(b, b'\r' | b'\n'))
@@ -143,7 +176,15 @@ fn frame(buf: &[u8], max_message: usize) -> Frame {
     if message.is_empty() {
         return Frame::Incomplete;
     }
-    let Some(body_start) = header_end(message) else {
+    let resume = match *known {
+        Known::Nothing => 0,
+        // A line end in the last bytes searched may not have had its next line yet.
+        Known::Searched(len) => len.saturating_sub(3),
+        Known::Length(total) if message.len() < total => return Frame::Incomplete,
+        Known::Length(total) => return Frame::Complete(skipped + total),
+    };
+    let Some(body_start) = header_end_from(message, resume) else {
+        *known = Known::Searched(message.len());
         return if message.len() > max_message {
             too_large(max_message)
         } else {
@@ -164,6 +205,7 @@ fn frame(buf: &[u8], max_message: usize) -> Frame {
     if total > max_message {
         too_large(max_message)
     } else if message.len() < total {
+        *known = Known::Length(total);
         Frame::Incomplete
     } else {
         Frame::Complete(skipped + total)
@@ -172,7 +214,12 @@ fn frame(buf: &[u8], max_message: usize) -> Frame {
 
 /// The offset just after the empty line that ends the header section (CRLF or bare LF lines).
 pub(crate) fn header_end(message: &[u8]) -> Option<usize> {
-    let mut from = 0;
+    header_end_from(message, 0)
+}
+
+/// [`header_end`], searching from `from`: every line end before it must have been looked at
+/// already with the bytes that follow it.
+fn header_end_from(message: &[u8], mut from: usize) -> Option<usize> {
     while let Some(nl) = message.get(from..)?.iter().position(|&b| b == b'\n') {
         let after = from + nl + 1;
         match message.get(after..)? {
@@ -209,6 +256,26 @@ mod tests {
         assert_eq!(framer.next_message().unwrap().unwrap(), OPTIONS);
         assert!(framer.next_message().is_none());
         assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn one_byte_per_read_frames_the_same_messages() {
+        let folded = b"OPTIONS sip:a@b SIP/2.0\nContent-Length:\r\n 3\n\nabc".as_slice();
+        let stream = [b"\r\n".as_slice(), OPTIONS, b"\r\n\r\n", folded, OPTIONS].concat();
+        let mut framer = StreamFramer::new(4096);
+        let mut frames = Vec::new();
+        for byte in &stream {
+            framer.push(std::slice::from_ref(byte)).unwrap();
+            while let Some(frame) = framer.next_message() {
+                frames.push(frame.unwrap());
+            }
+        }
+        assert_eq!(frames, [OPTIONS, folded, OPTIONS]);
+        assert_eq!(framer.buffered(), 0);
+        // A header section that trickles in past the limit is still refused.
+        let mut framer = StreamFramer::new(64);
+        let refused = (0..100).find_map(|_| framer.push(b"X").err());
+        assert_eq!(refused, Some(FramingError::TooLarge { limit: 64 }));
     }
 
     #[test]
