@@ -374,6 +374,7 @@ impl SipDriver {
                     call.signal(SipSignal::Ended(end_reason(&reason)));
                 }
             }
+            Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
                 // A stale nonce again and again is a broken registrar: say so, once per retry.
