@@ -337,6 +337,11 @@ impl Endpoint {
             && !self.unregistering()
     }
 
+    /// The address written in our Via, Contact and SDP.
+    pub fn advertised(&self) -> SocketAddr {
+        self.config.advertised
+    }
+
     pub fn active_calls(&self) -> usize {
         self.calls.len()
     }
