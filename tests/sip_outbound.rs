@@ -231,3 +231,72 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
         .unwrap_or(0);
     assert!(sent >= 75, "earshot sent {sent} RTP packets to the callee");
 }
+
+/// Post-dial delay added by earshot, for BENCHMARKS.md: from sending `POST /api/calls` to the
+/// INVITE arriving at the callee (a UDP socket here, answering 486 so each call ends at once),
+/// over `CALLS` calls. Run with
+/// `cargo test --profile ci --test sip_outbound -- --ignored --nocapture post_dial_delay`.
+#[test]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+fn post_dial_delay() {
+    const CALLS: usize = 200;
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    callee
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = callee.local_addr().unwrap().port();
+    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
+    let body = format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#);
+    let mut delays = Vec::with_capacity(CALLS);
+    let mut buf = [0u8; 65535];
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let http = e.http_addr();
+        let body = body.clone();
+        let post = std::thread::spawn(move || {
+            http::request(
+                http,
+                "POST",
+                "/api/calls",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+            .unwrap()
+            .status
+        });
+        // The INVITE (skipping ACKs of earlier calls' 486s).
+        let (n, from) = loop {
+            let (n, from) = callee.recv_from(&mut buf).unwrap();
+            if buf.starts_with(b"INVITE ") {
+                break (n, from);
+            }
+        };
+        delays.push(started.elapsed());
+        assert_eq!(post.join().unwrap(), 201);
+        let invite = String::from_utf8_lossy(&buf[..n]).to_string();
+        let header = |name: &str| {
+            invite
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                .unwrap()
+                .to_owned()
+        };
+        let busy = format!(
+            "SIP/2.0 486 Busy Here\r\n{}\r\n{}\r\n{};tag=busy\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            header("via"),
+            header("from"),
+            header("to"),
+            header("call-id"),
+            header("cseq"),
+        );
+        callee.send_to(busy.as_bytes(), from).unwrap();
+    }
+    delays.sort();
+    let at = |q: f64| delays[((delays.len() as f64 * q) as usize).min(delays.len() - 1)];
+    println!(
+        "post-dial delay over {CALLS} calls (POST /api/calls sent -> INVITE received): p50 {:?}, p99 {:?}, max {:?}",
+        at(0.50),
+        at(0.99),
+        delays[delays.len() - 1]
+    );
+}
