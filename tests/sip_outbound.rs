@@ -3,7 +3,8 @@
 //! a tone. earshot places the call through `POST /api/calls`; the recording's left channel
 //! must hold the callee's tone, the callee must get earshot's RTP, and the call's events must
 //! read placed, ringing, answered, ended. A target `[calls].outbound_allow` does not allow gets
-//! 403 and no INVITE.
+//! 403 and no INVITE. A busy callee (a bare UDP socket answering 486) fails the call with its
+//! status; the same callee serves the post-dial delay measurement.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -232,48 +233,38 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
     assert!(sent >= 75, "earshot sent {sent} RTP packets to the callee");
 }
 
-/// Post-dial delay added by earshot, for BENCHMARKS.md: from sending `POST /api/calls` to the
-/// INVITE arriving at the callee (a UDP socket here, answering 486 so each call ends at once),
-/// over `CALLS` calls. Run with
-/// `cargo test --profile ci --test sip_outbound -- --ignored --nocapture post_dial_delay`.
-#[test]
-#[ignore = "a measurement for BENCHMARKS.md, not a check"]
-fn post_dial_delay() {
-    const CALLS: usize = 200;
-    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    callee
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let port = callee.local_addr().unwrap().port();
-    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
-    let body = format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#);
-    let mut delays = Vec::with_capacity(CALLS);
-    let mut buf = [0u8; 65535];
-    for _ in 0..CALLS {
-        let started = Instant::now();
-        let http = e.http_addr();
-        let body = body.clone();
-        let post = std::thread::spawn(move || {
-            http::request(
-                http,
-                "POST",
-                "/api/calls",
-                &[("Content-Type", "application/json")],
-                body.as_bytes(),
-            )
-            .unwrap()
-            .status
-        });
-        // The INVITE (skipping ACKs of earlier calls' 486s).
-        let (n, from) = loop {
-            let (n, from) = callee.recv_from(&mut buf).unwrap();
+/// A callee that answers every INVITE with 486 Busy Here: a bare UDP socket.
+struct BusyCallee {
+    socket: std::net::UdpSocket,
+}
+
+impl BusyCallee {
+    fn new() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self { socket }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Waits for the next INVITE (skipping ACKs of earlier 486s); returns when it came.
+    fn invite(&self) -> (Instant, String, std::net::SocketAddr) {
+        let mut buf = [0u8; 65535];
+        loop {
+            let (n, from) = self.socket.recv_from(&mut buf).unwrap();
             if buf.starts_with(b"INVITE ") {
-                break (n, from);
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                return (Instant::now(), text, from);
             }
-        };
-        delays.push(started.elapsed());
-        assert_eq!(post.join().unwrap(), 201);
-        let invite = String::from_utf8_lossy(&buf[..n]).to_string();
+        }
+    }
+
+    /// Answers `invite` with 486.
+    fn busy(&self, invite: &str, to: std::net::SocketAddr) {
         let header = |name: &str| {
             invite
                 .lines()
@@ -289,7 +280,74 @@ fn post_dial_delay() {
             header("call-id"),
             header("cseq"),
         );
-        callee.send_to(busy.as_bytes(), from).unwrap();
+        self.socket.send_to(busy.as_bytes(), to).unwrap();
+    }
+}
+
+fn direct_config() -> &'static str {
+    "[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n"
+}
+
+#[test]
+fn busy_callee_fails_the_call_with_486() {
+    let callee = BusyCallee::new();
+    let e = Earshot::start(direct_config());
+    let placed = post_call(
+        &e,
+        &format!(r#"{{"to": "sip:bob@127.0.0.1:{}"}}"#, callee.port()),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    let (_, invite, from) = callee.invite();
+    callee.busy(&invite, from);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    let detail = call_detail(&e, &id);
+    let failed = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ev| ev["type"] == "failed")
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed event: {detail}"));
+    assert_eq!(failed["status"], 486);
+    assert_eq!(failed["reason"], "rejected");
+    assert_eq!(detail["end_reason"], "rejected 486");
+    assert!(detail["answered_at"].is_null());
+}
+
+/// Post-dial delay added by earshot, for BENCHMARKS.md: from sending `POST /api/calls` to the
+/// INVITE arriving at the callee (a UDP socket here, answering 486 so each call ends at once),
+/// over `CALLS` calls. Run with
+/// `cargo test --profile ci --test sip_outbound -- --ignored --nocapture post_dial_delay`.
+#[test]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+fn post_dial_delay() {
+    const CALLS: usize = 200;
+    let callee = BusyCallee::new();
+    let e = Earshot::start(direct_config());
+    let body = format!(r#"{{"to": "sip:bob@127.0.0.1:{}"}}"#, callee.port());
+    let mut delays = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let http = e.http_addr();
+        let body = body.clone();
+        let post = std::thread::spawn(move || {
+            http::request(
+                http,
+                "POST",
+                "/api/calls",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+            .unwrap()
+            .status
+        });
+        let (arrived, invite, from) = callee.invite();
+        delays.push(arrived - started);
+        assert_eq!(post.join().unwrap(), 201);
+        callee.busy(&invite, from);
     }
     delays.sort();
     let at = |q: f64| delays[((delays.len() as f64 * q) as usize).min(delays.len() - 1)];
