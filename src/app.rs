@@ -70,6 +70,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     );
     let (services, recording_events) = start_services(&config, events_tx, &metrics)?;
     let audio = services.audio.clone();
+    // The SIP task's commands: the API places calls through them.
+    let sip_channel = mpsc::unbounded_channel();
     let (history, twilio, store) = start_history(
         &config,
         &services,
@@ -77,9 +79,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
         recording_events,
         &shutdown,
         metrics.clone(),
+        sip_channel.0.clone(),
     )
     .await?;
-    let driver = build_sip(&config, services, metrics, store).await?;
+    let driver = build_sip(&config, services, metrics, store, sip_channel).await?;
     spawn_reload_handler(
         config.clone(),
         config_path,
@@ -250,6 +253,7 @@ async fn start_history(
     recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
+    sip: mpsc::UnboundedSender<SipCommand>,
 ) -> Result<
     (
         crate::store::WriterHandle,
@@ -317,6 +321,7 @@ async fn start_history(
     state.exposed |= config.twilio.enabled && twilio_own_listener.is_none();
     state.audio = Some(services.audio.clone());
     state.gate = gate;
+    state.dial = Some(sip);
     let policy =
         crate::api::HostPolicy::new(&config.http.hosts, config.twilio.public_url.as_deref());
     let limits = crate::api::ConnLimits::from_config(&config.http);
@@ -402,6 +407,10 @@ async fn build_sip(
     services: Services,
     metrics: Arc<crate::metrics::Metrics>,
     store: crate::store::Store,
+    (sip_tx, sip_rx): (
+        mpsc::UnboundedSender<SipCommand>,
+        mpsc::UnboundedReceiver<SipCommand>,
+    ),
 ) -> Result<SipDriver, AppError> {
     let listen = config.sip.listen;
     let (udp, tcp) = net::sip::bind(listen)
@@ -415,7 +424,6 @@ async fn build_sip(
         source,
     })?;
     let advertised = advertised_address(config, bound).await?;
-    let (sip_tx, sip_rx) = mpsc::unbounded_channel();
     let sip_commands = sip_tx.clone();
     let media_ip = if bound.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -473,6 +481,10 @@ async fn build_sip(
         sip_commands,
         metrics,
         store,
+        dial: net::sip_dial::DialPolicy {
+            allow: config.calls.outbound_allow.clone(),
+            trunks: trunks.clone(),
+        },
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
     })
@@ -630,6 +642,7 @@ fn spawn_reload_handler(
                 trunks,
                 greeting,
                 listen_default: new.audio.listen,
+                outbound_allow: new.calls.outbound_allow.clone(),
             };
             if sip.send(SipCommand::Reload(Box::new(reload))).is_err() {
                 return;

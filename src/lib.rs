@@ -19,7 +19,8 @@
 //!   per-source token buckets), [`sip::dialog`], [`sip::endpoint`] (the UAS core: dispatch, per-call
 //!   state, the one response builder, and trunk registrations in one state machine),
 //!   [`sip::registration`], [`sip::sdp`] (RFC 3264 offer/answer), [`sip::auth`] (digest
-//!   MD5/SHA-256).
+//!   MD5/SHA-256). The endpoint also places calls as a UAC (`place_call`: INVITE, digest,
+//!   CANCEL, 2xx ACK, forking, redirects), answered ones becoming dialogs like incoming calls.
 //! - [`rtp`] (sans-IO): RTP/RTCP session — sequence extension, loss and jitter (RFC 3550 A.1,
 //!   A.3, A.8), strict source learning in a window after the ACK, nothing sent before the ACK
 //!   and the peer heard (no reflection from a spoofed INVITE), RFC 4733 DTMF, SR/RR/BYE.
@@ -45,7 +46,8 @@
 //!   reach the store through [`call::EventSink`]: lifecycle events never dropped, details
 //!   (DTMF, hold, agent notices) through a bounded lane, counted when full.
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
-//!   around the RTP session), the Twilio webhook and WebSocket (the Twilio leg), the agents'
+//!   around the RTP session), outbound dialling ([`net::sip_dial`]: `[calls].outbound_allow`
+//!   and the trunk a call goes through), the Twilio webhook and WebSocket (the Twilio leg), the agents'
 //!   WebSocket client and the TLS client settings it shares with webhooks; RTP port pairs are
 //!   drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to

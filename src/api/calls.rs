@@ -268,7 +268,7 @@ fn instant(name: &str, s: &str) -> Result<u64, ApiError> {
 }
 
 /// A stored call as the API shows it: the record with RFC 3339 times and its duration.
-fn call_json(r: &CallRecord, now_ms: u64, live: bool) -> Value {
+pub(super) fn call_json(r: &CallRecord, now_ms: u64, live: bool) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
         map.insert("started_at".into(), format_rfc3339(r.started_ms).into());

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The call exists but is not in a state for this (not live).
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but not something that can be done (an outbound target that is not one).
+    #[error("{0}")]
+    Unprocessable(String),
     /// A body or note over its limit.
     #[error("{0}")]
     TooLarge(String),
@@ -48,6 +51,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +67,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::Misdirected(_) => "misdirected_request",
             Self::Conflict(_) => "conflict",
+            Self::Unprocessable(_) => "unprocessable",
             Self::TooLarge(_) => "payload_too_large",
             Self::RangeNotSatisfiable(_) => "range_not_satisfiable",
             Self::Unavailable(_) => "unavailable",

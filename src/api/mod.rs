@@ -5,6 +5,7 @@
 //! | `GET /health` | `{"status", "uptime_secs", "active_calls"}`, no token needed |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /api/calls` | history, newest first: `limit`, `cursor`, `source`, `status`, `since`, `until`, `q` |
+//! | `POST /api/calls` | `{"to", "trunk"?}`: place a call ([`dial`]); 201 with its record, 403 not allowed, 422 not a target |
 //! | `GET /api/calls/{id}` | one call: record, note, events, live state |
 //! | `GET /api/calls/{id}/recording` | the WAV, with `Range` (206/416); `?download=true` |
 //! | `PUT /api/calls/{id}/notes` | `{"note": "..."}` or text; last write wins |
@@ -30,6 +31,7 @@
 mod auth;
 mod calls;
 mod console;
+mod dial;
 pub mod error;
 mod events;
 pub mod guard;
@@ -79,6 +81,9 @@ pub struct ApiState {
     pub started: Instant,
     /// Cancelled at shutdown: requests get 503 and event streams end.
     pub shutdown: CancellationToken,
+    /// The SIP task, where `POST /api/calls` places calls; `None` where there is none (tools,
+    /// tests), and then no call is placed.
+    pub dial: Option<tokio::sync::mpsc::UnboundedSender<crate::net::sip::SipCommand>>,
 }
 
 impl ApiState {
@@ -101,6 +106,7 @@ impl ApiState {
             max_body_bytes: http.max_body_bytes,
             started: crate::clock::now(),
             shutdown,
+            dial: None,
         }
     }
 }
@@ -117,7 +123,7 @@ impl std::fmt::Debug for ApiState {
 /// Every route of the API and the console, with `state` applied.
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
-        .route("/api/calls", get(calls::list))
+        .route("/api/calls", get(calls::list).post(dial::place))
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/recording", get(recording::get))
         .route("/api/calls/{id}/transcript", get(transcript::get))

@@ -274,6 +274,37 @@ impl fmt::Display for FallbackReason {
     }
 }
 
+/// Why an outbound call failed before its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaceFailure {
+    /// The far end refused (a 4xx, 5xx or 6xx).
+    Rejected,
+    /// The trunk's credentials were refused, or its challenge could not be answered.
+    AuthFailed,
+    /// Nothing answered the INVITE.
+    Timeout,
+    /// The ring timeout passed and the call was cancelled.
+    NoAnswer,
+    /// Hung up from earshot's side before the answer.
+    Cancelled,
+    /// Redirected too often, in a loop, or to nowhere usable.
+    Redirect,
+    /// The answer's media could not be used.
+    UnusableAnswer,
+}
+
+/// Which way a call goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// It called earshot.
+    #[default]
+    Inbound,
+    /// earshot placed it.
+    Outbound,
+}
+
 /// Who said a transcript segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -373,6 +404,25 @@ pub enum CallEvent {
         reason: EndReason,
         stats: CallStats,
     },
+    /// An outbound call: placed by earshot (`POST /api/calls`), through this trunk if any.
+    /// Comes right after `Started`; the call record's direction is outbound from here.
+    Placed {
+        id: CallId,
+        trunk: Option<String>,
+    },
+    /// The callee's side reported progress (SIP 180 or 183): ringing, and early media when
+    /// the far end sent an SDP answer with it.
+    Ringing {
+        id: CallId,
+        early_media: bool,
+    },
+    /// An outbound call failed before its answer: the SIP final status (408 when nothing
+    /// answered) and why.
+    Failed {
+        id: CallId,
+        status: u16,
+        reason: PlaceFailure,
+    },
     /// The carrier's own view of the call changed (Twilio's status callback `CallStatus`:
     /// `ringing`, `in-progress`, `completed`, `busy`, ...). May arrive after `Ended`.
     CarrierStatus {
@@ -397,6 +447,9 @@ impl CallEvent {
             | CallEvent::Transcript { id, .. }
             | CallEvent::AgentNotice { id, .. }
             | CallEvent::Ended { id, .. }
+            | CallEvent::Placed { id, .. }
+            | CallEvent::Ringing { id, .. }
+            | CallEvent::Failed { id, .. }
             | CallEvent::CarrierStatus { id, .. } => id,
         }
     }
@@ -431,6 +484,9 @@ impl CallEvent {
             CallEvent::AgentNotice { .. } => "agent_notice",
             CallEvent::Ended { .. } => "ended",
             CallEvent::CarrierStatus { .. } => "carrier_status",
+            CallEvent::Placed { .. } => "placed",
+            CallEvent::Ringing { .. } => "ringing",
+            CallEvent::Failed { .. } => "failed",
         }
     }
 }

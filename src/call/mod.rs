@@ -18,8 +18,8 @@ pub mod responder;
 mod task;
 
 pub use event::{
-    AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, DtmfSource,
-    EndReason, FallbackReason, Source, Speaker,
+    AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
+    DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker,
 };
 pub use event_sink::{EventSink, EventStream};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::Errors;
+use super::outbound::{DialPattern, MAX_PATTERNS};
 
 /// `[calls]`: admission and per-call limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct CallsConfig {
     /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
     /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
     pub ring_ms: u64,
+    /// Targets outbound calls may go to (glob patterns, `[calls].outbound_allow`); empty, the
+    /// default, places no outbound call at all (toll-fraud protection).
+    pub outbound_allow: Vec<DialPattern>,
 }
 
 impl Default for CallsConfig {
@@ -30,6 +34,7 @@ impl Default for CallsConfig {
             max_duration_secs: 14400,
             greeting: None,
             ring_ms: 0,
+            outbound_allow: Vec::new(),
         }
     }
 }
@@ -48,6 +53,7 @@ pub(super) struct RawCalls {
     max_duration_secs: Option<u64>,
     greeting: Option<PathBuf>,
     ring_ms: Option<u64>,
+    outbound_allow: Option<Vec<String>>,
 }
 
 pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
@@ -67,7 +73,26 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
+        outbound_allow: outbound_allow(e, raw.outbound_allow.unwrap_or_default()),
     }
+}
+
+/// `calls.outbound_allow`: each entry a pattern, reported as `calls.outbound_allow[i]`.
+fn outbound_allow(e: &mut Errors, raw: Vec<String>) -> Vec<DialPattern> {
+    if raw.len() > MAX_PATTERNS {
+        e.push(
+            "calls.outbound_allow",
+            format!("{} patterns; at most {MAX_PATTERNS}", raw.len()),
+        );
+    }
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            DialPattern::parse(s)
+                .map_err(|reason| e.push(format!("calls.outbound_allow[{i}]"), reason))
+                .ok()
+        })
+        .collect()
 }
 
 /// `calls.max_duration_secs`, refused above [`MAX_DURATION_SECS`].
@@ -135,6 +160,33 @@ mod tests {
                 ok
             );
         }
+    }
+
+    #[test]
+    fn outbound_allow_is_empty_by_default_and_names_the_bad_entry() {
+        assert!(
+            Config::from_toml_str("")
+                .unwrap()
+                .calls
+                .outbound_allow
+                .is_empty()
+        );
+        let config = Config::from_toml_str(
+            "[calls]\noutbound_allow = [\"+4420*\", \"sip:*@pbx.example.com\"]\n",
+        )
+        .unwrap();
+        let allow = &config.calls.outbound_allow;
+        assert!(crate::config::outbound_allowed(allow, "+442071234567"));
+        assert!(crate::config::outbound_allowed(
+            allow,
+            "sip:bob@pbx.example.com"
+        ));
+        assert!(!crate::config::outbound_allowed(allow, "+15551234567"));
+        let errors = invalid("[calls]\noutbound_allow = [\"+4420*\", \"*\", \"a b\"]\n");
+        assert_eq!(
+            paths(&errors),
+            ["calls.outbound_allow[1]", "calls.outbound_allow[2]"]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! accumulator. Each TOML section has its own module with its typed struct, its raw serde form
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
 //! `recording`, `store`, `http`, `twilio`, `agent` (its OpenAI Realtime keys in `realtime`),
+//! `outbound` (`[calls].outbound_allow` patterns and dial targets),
 //! `log`, `webhook` (`[[webhook]]` and `[webhooks]`). Value types shared by sections live in
 //! `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
@@ -39,6 +40,7 @@ mod http;
 mod jitter;
 mod log;
 mod net;
+mod outbound;
 mod realtime;
 mod recording;
 mod route;
@@ -56,6 +58,7 @@ pub use calls::CallsConfig;
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};
+pub use outbound::{DialPattern, DialTarget, TargetError, outbound_allowed};
 pub use realtime::{MAX_INSTRUCTIONS, OpenAiRealtime, VadThreshold};
 pub use recording::RecordingConfig;
 pub use route::{NumberPattern, Route, RouteSource, wants_agent};

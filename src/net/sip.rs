@@ -14,13 +14,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::sip_dial::{DialError, DialPolicy, DialRequest};
 use super::sip_leg::{SipCall, SipCalls, SipSignal};
 use super::tcp::{self, TcpEvent, TcpLimits};
-use crate::call::EndReason as CallEnd;
+use crate::call::{CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure};
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, Transmit};
+use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, FailReason, Transmit};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.
@@ -32,6 +33,8 @@ pub enum SipCommand {
     PeerMedia(CallRef),
     /// Apply a re-read configuration (SIGHUP).
     Reload(Box<Reload>),
+    /// Place a call (`POST /api/calls`).
+    Dial(Box<DialRequest>),
 }
 
 /// The settings SIGHUP can change without a restart.
@@ -41,6 +44,8 @@ pub struct Reload {
     pub trunks: Vec<TrunkRegistration>,
     pub greeting: crate::call::Greeting,
     pub listen_default: bool,
+    /// `[calls].outbound_allow`.
+    pub outbound_allow: Vec<crate::config::DialPattern>,
 }
 
 /// Everything the SIP task needs, bound and ready.
@@ -62,6 +67,8 @@ pub struct SipDriver {
     pub trunks: Vec<TrunkRegistration>,
     /// Ringing time before the 200 OK.
     pub ring: Duration,
+    /// Where calls may be placed, and through which trunks.
+    pub dial: DialPolicy,
 }
 
 /// How long shutdown waits for BYEs and unregistrations to be answered.
@@ -99,6 +106,7 @@ impl SipDriver {
             next_conn,
             tcp_stop: tcp_stop.clone(),
             pending_connects: HashMap::new(),
+            dialled: Vec::new(),
         };
         let trunks = std::mem::take(&mut self.trunks);
         self.endpoint.set_trunks(clock::now(), trunks);
@@ -138,10 +146,12 @@ impl SipDriver {
                 Some(command) = self.commands.recv() => match command {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
+                    SipCommand::Dial(request) => self.dial(&mut state, *request),
                     SipCommand::Reload(reload) => {
-                        let Reload { allow, trunks, greeting, listen_default } = *reload;
+                        let Reload { allow, trunks, greeting, listen_default, outbound_allow } = *reload;
                         self.allow = allow;
                         self.share_allow();
+                        self.dial = DialPolicy { allow: outbound_allow, trunks: trunks.clone() };
                         self.endpoint.set_trunks(clock::now(), trunks);
                         self.calls.services.greeting = greeting;
                         self.calls.services.listen_default = listen_default;
@@ -152,6 +162,10 @@ impl SipDriver {
                 _ = watchdog.tick(), if watchdog_every.is_some() => crate::systemd::notify("WATCHDOG=1"),
             }
             self.drain(&mut state).await;
+            // The INVITEs are on the wire now: the API may answer.
+            for (reply, result) in state.dialled.drain(..) {
+                let _ = reply.send(result);
+            }
             self.publish_flood_counters();
             if stopping.is_some() && self.endpoint.is_idle() {
                 break;
@@ -374,6 +388,50 @@ impl SipDriver {
                     call.signal(SipSignal::Ended(end_reason(&reason)));
                 }
             }
+            Event::Progress {
+                call,
+                ringing,
+                media,
+            } => {
+                if let Some(call) = state.calls.get(&call) {
+                    let early_media = media.is_some();
+                    if let Some(media) = media {
+                        call.signal(SipSignal::EarlyMedia(media));
+                    }
+                    if ringing || early_media {
+                        let id = call.handle.id().clone();
+                        let _ = self
+                            .calls
+                            .services
+                            .events
+                            .send(CallEvent::Ringing { id, early_media });
+                    }
+                }
+            }
+            Event::Answered { call, media } => {
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::debug!(call = %call.handle.id(), "placed call answered");
+                    call.signal(SipSignal::Media(media));
+                    call.signal(SipSignal::Confirmed);
+                }
+            }
+            Event::Failed {
+                call,
+                status,
+                reason,
+            } => {
+                if let Some(call) = state.calls.remove(&call) {
+                    tracing::info!(call = %call.handle.id(), status, ?reason, "placed call failed");
+                    let id = call.handle.id().clone();
+                    let reason = place_failure(reason);
+                    let _ =
+                        self.calls
+                            .services
+                            .events
+                            .send(CallEvent::Failed { id, status, reason });
+                    call.signal(SipSignal::Ended(CallEnd::Rejected(status)));
+                }
+            }
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
                 // A stale nonce again and again is a broken registrar: say so, once per retry.
@@ -404,6 +462,79 @@ impl SipDriver {
     }
 }
 
+impl SipDriver {
+    /// Places a call (see [`super::sip_dial`]); the reply waits in `state` until the INVITE is
+    /// sent.
+    fn dial(&mut self, state: &mut LoopState, request: DialRequest) {
+        let DialRequest {
+            target,
+            trunk,
+            reply,
+        } = request;
+        let result = self.place(state, &target, trunk.as_deref());
+        if let Err(err) = &result {
+            tracing::info!(%err, "outbound call not placed");
+        }
+        state.dialled.push((reply, result));
+    }
+
+    fn place(
+        &mut self,
+        state: &mut LoopState,
+        target: &crate::config::DialTarget,
+        trunk: Option<&str>,
+    ) -> Result<CallHandle, DialError> {
+        let route = self.dial.route(target, trunk, self.endpoint.advertised())?;
+        let (sockets, media) = self.calls.media().map_err(|err| {
+            self.metrics
+                .rtp_ports_exhausted
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%err, "cannot place call: no media sockets");
+            DialError::NoMediaPorts
+        })?;
+        let trunk_name = route.trunk.clone();
+        let (caller, callee) = (route.caller.clone(), route.callee.clone());
+        let call = self
+            .endpoint
+            .place_call(clock::now(), route.into_call(media))
+            .map_err(DialError::Refused)?;
+        let call_id = self
+            .endpoint
+            .outbound_call_id(call)
+            .unwrap_or_default()
+            .to_string();
+        let sip_call = self.calls.start_leg(call, sockets, call_id, caller, callee);
+        let handle = sip_call.handle.clone();
+        let _ = self.calls.services.events.send(CallEvent::Placed {
+            id: handle.id().clone(),
+            trunk: trunk_name,
+        });
+        state.calls.insert(call, sip_call);
+        Ok(handle)
+    }
+}
+
+/// A placed call's failure, in the call's terms.
+fn place_failure(reason: FailReason) -> PlaceFailure {
+    match reason {
+        FailReason::Rejected => PlaceFailure::Rejected,
+        FailReason::AuthFailed => PlaceFailure::AuthFailed,
+        FailReason::Timeout => PlaceFailure::Timeout,
+        FailReason::NoAnswer => PlaceFailure::NoAnswer,
+        FailReason::Cancelled => PlaceFailure::Cancelled,
+        FailReason::TooManyRedirects | FailReason::RedirectLoop | FailReason::BadRedirect => {
+            PlaceFailure::Redirect
+        }
+        FailReason::UnusableAnswer => PlaceFailure::UnusableAnswer,
+    }
+}
+
+/// A dial reply and what it says, sent once the loop has drained.
+type Dialled = (
+    tokio::sync::oneshot::Sender<Result<CallHandle, DialError>>,
+    Result<CallHandle, DialError>,
+);
+
 struct LoopState {
     conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Vec<u8>>)>,
     calls: HashMap<CallRef, SipCall>,
@@ -412,6 +543,8 @@ struct LoopState {
     tcp_stop: CancellationToken,
     /// Messages waiting for an outbound connection to open.
     pending_connects: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    /// Calls placed since the last drain, with their API replies.
+    dialled: Vec<Dialled>,
 }
 
 /// Connection limits from the config. The allow-list is filled in when the driver starts.

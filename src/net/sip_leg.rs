@@ -49,8 +49,11 @@ const EARLY_RTP: usize = 16;
 pub enum SipSignal {
     /// Negotiated media, first or changed by a re-INVITE.
     Media(Negotiated),
-    /// The dialog is confirmed: the caller's ACK came.
+    /// The dialog is confirmed: the caller's ACK came (or, for a call we placed, our ACK went).
     Confirmed,
+    /// A call we placed has early media (an SDP answer in a 18x): receive and play it; nothing
+    /// is sent until the answer.
+    EarlyMedia(Negotiated),
     /// A DTMF digit signalled in SIP INFO.
     Dtmf { digit: char, duration_ms: u32 },
     /// The dialog is over.
@@ -100,6 +103,19 @@ pub struct SipCalls {
 impl SipCalls {
     /// Binds the call's RTP/RTCP sockets and starts its task. Returns the media to offer.
     pub fn spawn(&self, incoming: &IncomingCall) -> io::Result<(LocalMedia, SipCall)> {
+        let (sockets, media) = self.media()?;
+        let call = self.start_leg(
+            incoming.call,
+            sockets,
+            incoming.sip_call_id.clone(),
+            incoming.caller.clone(),
+            incoming.callee.clone(),
+        );
+        Ok((media, call))
+    }
+
+    /// A call's RTP/RTCP sockets, and the media we offer or answer with on them.
+    pub fn media(&self) -> io::Result<(RtpSockets, LocalMedia)> {
         let sockets = self.ports.allocate()?;
         let media = LocalMedia {
             addr: self.rtp.advertised_ip,
@@ -109,18 +125,30 @@ impl SipCalls {
             session_version: 1,
             direction: Direction::SendRecv,
         };
+        Ok((sockets, media))
+    }
+
+    /// Starts the call task of the SIP call `call` (Call-ID `sip_call_id`) on `sockets`.
+    pub fn start_leg(
+        &self,
+        call: CallRef,
+        sockets: RtpSockets,
+        sip_call_id: String,
+        caller: String,
+        callee: String,
+    ) -> SipCall {
         let now = clock::wallclock();
         let info = CallInfo {
             id: CallId::new(now, rand::random()),
             source: Source::Sip,
-            external_id: incoming.sip_call_id.clone(),
-            caller: incoming.caller.clone(),
-            callee: incoming.callee.clone(),
+            external_id: sip_call_id,
+            caller,
+            callee,
             started_at: now,
         };
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let leg = SipLeg {
-            call: incoming.call,
+            call,
             cname: format!("earshot-{}", info.id),
             sockets,
             rtp: self.rtp.clone(),
@@ -132,6 +160,7 @@ impl SipCalls {
             rtp_buf: vec![0u8; MAX_DATAGRAM],
             rtcp_buf: vec![0u8; MAX_DATAGRAM],
             early: Vec::new(),
+            early_media: false,
             confirmed: false,
             ticking: false,
             foreign_counted: 0,
@@ -139,7 +168,7 @@ impl SipCalls {
         };
         let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
         tokio::spawn(task);
-        Ok((media, SipCall { handle, signals }))
+        SipCall { handle, signals }
     }
 }
 
@@ -159,6 +188,8 @@ pub struct SipLeg {
     rtcp_buf: Vec<u8>,
     /// RTP that came before the session: (source, datagram), at most [`EARLY_RTP`].
     early: Vec<(SocketAddr, Vec<u8>)>,
+    /// Early media of a call we placed is playing: ticks run before the answer.
+    early_media: bool,
     /// The caller's ACK came.
     confirmed: bool,
     /// The session is open and the 20 ms ticks run.
@@ -174,12 +205,14 @@ impl SipLeg {
             SipSignal::Media(media) => {
                 let input = self.apply_media(media);
                 inputs.push_back(input);
-                for (from, datagram) in std::mem::take(&mut self.early) {
-                    if let Some(buf) = self.rtp_buf.get_mut(..datagram.len()) {
-                        buf.copy_from_slice(&datagram);
-                        self.rtp_in(from, datagram.len(), inputs);
-                    }
-                }
+                self.replay_early(inputs);
+            }
+            SipSignal::EarlyMedia(media) => {
+                // The media path opens (receiving, ticks for the speakers); the call is not
+                // answered yet, so no `LegInput::Media`.
+                self.early_media = true;
+                let _ = self.apply_media(media);
+                self.replay_early(inputs);
             }
             SipSignal::Confirmed => {
                 self.confirmed = true;
@@ -194,6 +227,16 @@ impl SipLeg {
                 source: DtmfSource::SipInfo,
             }),
             SipSignal::Ended(reason) => inputs.push_back(LegInput::Ended(reason)),
+        }
+    }
+
+    /// RTP that came before the session exists goes into it now.
+    fn replay_early(&mut self, inputs: &mut VecDeque<LegInput>) {
+        for (from, datagram) in std::mem::take(&mut self.early) {
+            if let Some(buf) = self.rtp_buf.get_mut(..datagram.len()) {
+                buf.copy_from_slice(&datagram);
+                self.rtp_in(from, datagram.len(), inputs);
+            }
         }
     }
 
@@ -306,7 +349,7 @@ impl SipLeg {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        if !self.ticking && session.is_open() {
+        if !self.ticking && (session.is_open() || self.early_media) {
             self.ticking = true;
             // The first tick is the next one on the grid the clock got when media was agreed:
             // no burst of catch-up ticks for the time the gate was shut, and the phase relative

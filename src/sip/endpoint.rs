@@ -42,10 +42,12 @@
 //!   `hangup`.
 //! - `uac`: the requests we send (BYE, REGISTER) in client transactions, their responses, and
 //!   `set_trunks`.
+//! - `outbound`: the calls we place (`place_call`): INVITE, digest, CANCEL, redirects, forking.
 //! - `response`: the one builder every response goes through (§8.2.6).
 //! - `request`: the SDP offer or DTMF digit read out of a request body.
 
 mod call;
+mod outbound;
 mod request;
 mod response;
 mod uac;
@@ -59,6 +61,8 @@ use rand::{Rng, SeedableRng};
 
 use self::call::Call;
 pub use self::call::MediaFilter;
+use self::outbound::Outbound;
+pub use self::outbound::{FailReason, MAX_REDIRECTS, OutboundCall, PlaceError, TrunkCredentials};
 use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
@@ -177,6 +181,25 @@ pub enum Event {
         trunk: String,
         outcome: RegOutcome,
     },
+    /// A call we placed got a provisional response (18x): ringing (180), and the early-media
+    /// answer when it carried SDP.
+    Progress {
+        call: CallRef,
+        ringing: bool,
+        media: Option<Negotiated>,
+    },
+    /// A call we placed was answered (2xx, ACKed): from here on it is a call like any other.
+    Answered {
+        call: CallRef,
+        media: Negotiated,
+    },
+    /// A call we placed failed before its answer, with the final status (408 for no answer
+    /// at all).
+    Failed {
+        call: CallRef,
+        status: u16,
+        reason: FailReason,
+    },
 }
 
 /// Bytes to send.
@@ -253,6 +276,8 @@ pub struct Endpoint {
     tag_secret: u64,
     client: HashMap<String, ClientEntry>,
     calls: HashMap<CallRef, Call>,
+    /// Calls we place, until their INVITE transactions end (`outbound`).
+    outbound: HashMap<CallRef, Outbound>,
     dialogs: HashMap<DialogId, CallRef>,
     registrations: Vec<Registration>,
     next_call: u64,
@@ -287,6 +312,7 @@ impl Endpoint {
             tag_secret,
             client: HashMap::new(),
             calls: HashMap::new(),
+            outbound: HashMap::new(),
             dialogs: HashMap::new(),
             registrations: Vec::new(),
             next_call: 1,
@@ -306,8 +332,14 @@ impl Endpoint {
     /// True when nothing is left in flight: no call, no client transaction, no unregistration.
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
+            && !self.outbound.values().any(Outbound::is_pending)
             && self.client.values().all(|e| e.tx.is_finished())
             && !self.unregistering()
+    }
+
+    /// The address written in our Via, Contact and SDP.
+    pub fn advertised(&self) -> SocketAddr {
+        self.config.advertised
     }
 
     pub fn active_calls(&self) -> usize {
@@ -373,6 +405,7 @@ impl Endpoint {
         let server = self.server.next_deadline();
         let client = self.client.values().filter_map(|e| e.tx.poll_timeout());
         let calls = self.calls.values().filter_map(Call::poll_timeout);
+        let outbound = self.outbound.values().filter_map(Outbound::poll_timeout);
         let regs = self
             .registrations
             .iter()
@@ -381,6 +414,7 @@ impl Endpoint {
             .into_iter()
             .chain(client)
             .chain(calls)
+            .chain(outbound)
             .chain(regs)
             .min()
     }
@@ -389,6 +423,7 @@ impl Endpoint {
         self.server_timeouts(now);
         self.client_timeouts(now);
         self.call_timeouts(now);
+        self.outbound_timeouts(now);
         self.drive_registrations(now);
     }
 

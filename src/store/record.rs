@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::timestamp::format_rfc3339;
-use crate::call::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, FallbackReason, Source};
+use crate::call::{
+    CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Direction, FallbackReason, Source,
+};
 
 /// Most DTMF digits kept on a record (the events keep every one).
 const MAX_DTMF: usize = 256;
@@ -118,6 +120,9 @@ pub struct CallRecord {
     /// Transcript segments written for the call.
     #[serde(default)]
     pub transcript_segments: u32,
+    /// Inbound, or placed by earshot.
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 /// What became of a call's agent session.
@@ -152,6 +157,7 @@ impl CallRecord {
             carrier_status: None,
             agent: None,
             transcript_segments: 0,
+            direction: Direction::Inbound,
         }
     }
 
@@ -198,8 +204,12 @@ impl CallRecord {
             CallEvent::Transcript { .. } => {
                 self.transcript_segments = self.transcript_segments.saturating_add(1);
             }
+            CallEvent::Placed { .. } => self.direction = Direction::Outbound,
             // Kept in the call's timeline only.
-            CallEvent::AgentNotice { .. } | CallEvent::RecordingFinished { .. } => {}
+            CallEvent::AgentNotice { .. }
+            | CallEvent::RecordingFinished { .. }
+            | CallEvent::Ringing { .. }
+            | CallEvent::Failed { .. } => {}
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),

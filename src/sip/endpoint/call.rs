@@ -119,6 +119,28 @@ impl Call {
         }
     }
 
+    /// A call we placed, answered and ACKed (§13.2.2.4): established and confirmed, `invite`
+    /// the INVITE we sent, `media` what we offered.
+    pub(super) fn placed(dialog: Dialog, invite: Request, media: LocalMedia) -> Self {
+        Self {
+            state: CallState::Established,
+            dialog,
+            invite,
+            // Never matched: only a CANCEL of an INVITE we answer looks for it.
+            invite_key: TxKey::Rfc2543 {
+                fields: String::new(),
+                method: "INVITE".into(),
+            },
+            invite_final: true,
+            offer: None,
+            media: Some(media),
+            unacked: None,
+            bye_after_ack: false,
+            confirmed: true,
+            peer_media: false,
+        }
+    }
+
     /// When the call next needs the endpoint: the 200 of a ringing call, or the next
     /// retransmission of (or the end of the wait for the ACK to) an unacknowledged 2xx.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
@@ -229,7 +251,7 @@ impl Call {
 }
 
 /// Our Contact for the dialog (§12.1.1), on the transport it uses.
-fn contact(advertised: SocketAddr, transport: Transport) -> String {
+pub(super) fn contact(advertised: SocketAddr, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("<sip:earshot@{advertised}>"),
         Transport::Tcp(_) => format!("<sip:earshot@{advertised};transport=tcp>"),
@@ -265,7 +287,7 @@ impl Endpoint {
     }
 
     /// Whether every media address of `sdp` passes the filter.
-    fn media_allowed(&self, sdp: &SessionDescription) -> bool {
+    pub(super) fn media_allowed(&self, sdp: &SessionDescription) -> bool {
         match &self.media_filter {
             Some(allowed) => sdp.media_addresses().all(|ip| allowed(ip)),
             None => true,
@@ -322,6 +344,9 @@ impl Endpoint {
 
     /// Ends a call from our side: BYE once confirmed, or a final error before the answer.
     pub fn hangup(&mut self, now: Instant, call: CallRef) {
+        if self.hangup_outbound(now, call) {
+            return;
+        }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };

@@ -22,6 +22,9 @@ pub(super) enum Purpose {
         call_id: String,
         cseq: u32,
     },
+    /// The BYE of a dialog no call owns (a forked 2xx, or one that crossed our CANCEL): its
+    /// answer changes nothing.
+    Stray,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,9 @@ impl Endpoint {
             self.stats.dropped += 1;
             return;
         };
+        if self.outbound_response(now, &branch, &resp) {
+            return;
+        }
         let Some(entry) = self.client.get_mut(&branch) else {
             // bcast.dat, strays, retransmitted 200s of finished transactions.
             self.stats.dropped += 1;
@@ -115,6 +121,7 @@ impl Endpoint {
             Purpose::Bye(call) => {
                 self.calls.remove(&call);
             }
+            Purpose::Stray => {}
             Purpose::Register { call_id, cseq } => {
                 // A registration dropped since, or an answer to a REGISTER superseded by a
                 // newer one (an unregistration sent while it was in flight).
@@ -169,7 +176,7 @@ impl Endpoint {
                             .push_back(Event::Registration { trunk, outcome });
                     }
                 }
-                None => {}
+                Some(Purpose::Stray) | None => {}
             }
         }
     }
@@ -225,6 +232,16 @@ impl Endpoint {
         mut request: Request,
         purpose: Purpose,
     ) {
+        let branch = self.stamp_via(flow, &mut request);
+        let bytes = request.to_bytes();
+        let tx = ClientNonInvite::new(now, bytes.clone(), flow.transport.is_reliable());
+        self.client
+            .insert(branch, ClientEntry { tx, flow, purpose });
+        self.send(flow, bytes);
+    }
+
+    /// Puts our Via, with a fresh branch, on top of `request`; returns the branch.
+    pub(super) fn stamp_via(&mut self, flow: Flow, request: &mut Request) -> String {
         let branch = format!("z9hG4bK{}", self.random_token(16));
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
@@ -237,11 +254,7 @@ impl Endpoint {
             headers.push(name, value);
         }
         request.headers = headers;
-        let bytes = request.to_bytes();
-        let tx = ClientNonInvite::new(now, bytes.clone(), flow.transport.is_reliable());
-        self.client
-            .insert(branch, ClientEntry { tx, flow, purpose });
-        self.send(flow, bytes);
+        branch
     }
 }
 

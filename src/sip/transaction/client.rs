@@ -151,7 +151,10 @@ impl ClientInvite {
     pub fn on_response(&mut self, now: Instant, status: u16) -> Delivery {
         match (self.state, status) {
             (InviteState::Calling | InviteState::Proceeding, 100..=199) => {
+                // §17.1.1.2: timers A and B run in Calling only; in Proceeding the TU decides
+                // how long to wait (a ring timeout, then CANCEL).
                 self.timers.cancel(Timer::A);
+                self.timers.cancel(Timer::B);
                 self.state = InviteState::Proceeding;
                 Delivery::Deliver
             }
@@ -261,8 +264,8 @@ mod tests {
         tx.on_response(t0 + T1, 180);
         assert_eq!(
             tx.poll_timeout(),
-            Some(t0 + TIMEOUT),
-            "only timer B remains"
+            None,
+            "no timer in Proceeding: the TU's ring timeout decides"
         );
         assert_eq!(tx.on_response(t0 + T1, 486), Delivery::Deliver);
         assert_eq!(tx.on_response(t0 + T1, 486), Delivery::Absorb);

@@ -1,0 +1,360 @@
+//! Outbound calls against a real peer: a SIPp trunk (registrar and callee in one) that
+//! challenges earshot's INVITE with digest, checks the credentials, rings, answers and streams
+//! a tone. earshot places the call through `POST /api/calls`; the recording's left channel
+//! must hold the callee's tone, the callee must get earshot's RTP, and the call's events must
+//! read placed, ringing, answered, ended. A target `[calls].outbound_allow` does not allow gets
+//! 403 and no INVITE. A busy callee (a bare UDP socket answering 486) fails the call with its
+//! status; the same callee serves the post-dial delay measurement.
+
+#![allow(clippy::unwrap_used)]
+// Real peers run in real time.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "console/http.rs"]
+mod http;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use earshot::media::g711::Law;
+use support::pcap;
+use support::sipp::{self, Scenario};
+use support::{Earshot, only_recording, temp_dir, tone_blocks};
+
+const NUMBER: &str = "+15550001111";
+const TONE_HZ: f64 = 1000.0;
+const TONE_MS: u32 = 2000;
+
+/// A capture of `TONE_MS` of a pure tone, μ-law, for the callee to stream.
+fn tone_pcap(dir: &Path) -> String {
+    let pcm: Vec<i16> = (0..TONE_MS * 8)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            (12000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16
+        })
+        .collect();
+    let mut codes = vec![0u8; pcm.len()];
+    Law::Ulaw.encode(&pcm, &mut codes);
+    let packets = pcap::g711_packets(0, 1000, &codes);
+    let path = dir.join("callee.pcap");
+    pcap::write_rtp_pcap(&path, 0x0bad_cafe, 100, &packets).unwrap();
+    path.display().to_string()
+}
+
+fn post_call(e: &Earshot, body: &str) -> http::Response {
+    http::request(
+        e.http_addr(),
+        "POST",
+        "/api/calls",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn call_detail(e: &Earshot, id: &str) -> serde_json::Value {
+    http::request(e.http_addr(), "GET", &format!("/api/calls/{id}"), &[], b"")
+        .unwrap()
+        .json()
+}
+
+/// The types of the call's stored events, in order.
+fn event_types(detail: &serde_json::Value) -> Vec<String> {
+    detail["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|ev| ev["type"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, e: &Earshot, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}\n{}",
+            e.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// INVITEs SIPp received, from its `-trace_msg` log in `dir`.
+fn invites_in_trace(dir: &Path) -> Vec<String> {
+    let mut invites = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("uas_outbound") && name.ends_with("_messages.log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            invites.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("INVITE "))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    invites
+}
+
+#[test]
+fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
+    let dir = temp_dir("outbound-callee");
+    let trunk_port = sipp::port();
+    let scenario = Scenario::load(
+        "uas_outbound.xml",
+        &[
+            ("NONCE", "n0nce-outbound".into()),
+            ("NUMBER", NUMBER.replace('+', "\\+")),
+            ("PCAP", tone_pcap(&dir)),
+            ("BYE_TIMEOUT_MS", "30000".into()),
+        ],
+    );
+    // Two calls for SIPp: earshot's registration, then the INVITE.
+    let callee = sipp::start(
+        &dir,
+        &scenario,
+        None,
+        trunk_port,
+        &["-m", "2", "-trace_msg"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let e = Earshot::start(&format!(
+        "[log]\nlevel = \"info,earshot=debug\"\n\
+         [calls]\noutbound_allow = [\"+1555000*\"]\n\
+         [[sip.trunk]]\nname = \"provider\"\nregistrar = \"127.0.0.1:{trunk_port}\"\n\
+         username = \"trunkuser\"\npassword = \"s3cret\"\ndomain = \"earshot.test\"\n"
+    ));
+
+    // Not allowed: refused before anything is sent.
+    let refused = post_call(&e, r#"{"to": "+442071234567"}"#);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.error_code(), "forbidden");
+    let malformed = post_call(&e, r#"{"to": "not a number"}"#);
+    assert_eq!(malformed.status, 422, "{}", malformed.text());
+    let unknown_trunk = post_call(&e, &format!(r#"{{"to": "{NUMBER}", "trunk": "nope"}}"#));
+    assert_eq!(unknown_trunk.status, 422, "{}", unknown_trunk.text());
+
+    let placed = post_call(&e, &format!(r#"{{"to": "{NUMBER}"}}"#));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let record = placed.json();
+    let first_key = placed
+        .text()
+        .trim_start_matches('{')
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first_key, "\"id\"", "the record starts with its id");
+    assert_eq!(record["direction"], "outbound");
+    let id = record["id"].as_str().unwrap().to_owned();
+
+    wait_for("the call answered", &e, Duration::from_secs(20), || {
+        event_types(&call_detail(&e, &id)).contains(&"answered".to_owned())
+    });
+    // The callee's tone plays; then earshot hangs up.
+    std::thread::sleep(Duration::from_millis(u64::from(TONE_MS) + 500));
+    let hangup = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(hangup.status, 202, "{}", hangup.text());
+
+    let outcome = callee.wait(Duration::from_secs(30));
+    sipp::assert_passed(&outcome, 2, &e);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    let detail = call_detail(&e, &id);
+    let types = event_types(&detail);
+    let position = |t: &str| {
+        types
+            .iter()
+            .position(|x| x == t)
+            .unwrap_or_else(|| panic!("no {t} event in {types:?}"))
+    };
+    assert!(position("started") < position("placed"));
+    assert!(position("placed") < position("ringing"));
+    assert!(position("ringing") < position("answered"));
+    assert!(position("answered") < position("ended"));
+    assert!(!types.contains(&"failed".to_owned()), "{types:?}");
+    assert_eq!(detail["direction"], "outbound");
+    assert_eq!(detail["callee"], NUMBER);
+
+    // SIPp saw exactly the two INVITEs of the allowed call (challenged, then authorized),
+    // never the refused target.
+    let invites = invites_in_trace(&dir);
+    assert_eq!(invites.len(), 2, "{invites:?}");
+    assert!(
+        invites
+            .iter()
+            .all(|l| l.contains(&format!("sip:{NUMBER}@earshot.test"))),
+        "{invites:?}"
+    );
+
+    // The callee's tone is on the recording's left channel.
+    wait_for(
+        "the recording finished",
+        &e,
+        Duration::from_secs(10),
+        || call_detail(&e, &id)["recording"]["state"] == "complete",
+    );
+    let wav = only_recording(e.dir());
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let tone = tone_blocks(&left, TONE_HZ);
+    // 2 s of tone is 100 blocks; allow for the jitter buffer's start and the block alignment.
+    assert!(
+        tone >= 60,
+        "{tone} blocks of the callee's tone on the left channel"
+    );
+
+    // The callee got earshot's audio for the whole answered call.
+    let log = e.stderr_log();
+    let sent: u64 = log
+        .lines()
+        .filter(|l| l.contains("call media finished"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("sent="))
+                .and_then(|v| v.parse().ok())
+        })
+        .next()
+        .unwrap_or(0);
+    assert!(sent >= 75, "earshot sent {sent} RTP packets to the callee");
+}
+
+/// A callee that answers every INVITE with 486 Busy Here: a bare UDP socket.
+struct BusyCallee {
+    socket: std::net::UdpSocket,
+}
+
+impl BusyCallee {
+    fn new() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self { socket }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Waits for the next INVITE (skipping ACKs of earlier 486s); returns when it came.
+    fn invite(&self) -> (Instant, String, std::net::SocketAddr) {
+        let mut buf = [0u8; 65535];
+        loop {
+            let (n, from) = self.socket.recv_from(&mut buf).unwrap();
+            if buf.starts_with(b"INVITE ") {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                return (Instant::now(), text, from);
+            }
+        }
+    }
+
+    /// Answers `invite` with 486.
+    fn busy(&self, invite: &str, to: std::net::SocketAddr) {
+        let header = |name: &str| {
+            invite
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                .unwrap()
+                .to_owned()
+        };
+        let busy = format!(
+            "SIP/2.0 486 Busy Here\r\n{}\r\n{}\r\n{};tag=busy\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            header("via"),
+            header("from"),
+            header("to"),
+            header("call-id"),
+            header("cseq"),
+        );
+        self.socket.send_to(busy.as_bytes(), to).unwrap();
+    }
+}
+
+fn direct_config() -> &'static str {
+    "[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n"
+}
+
+#[test]
+fn busy_callee_fails_the_call_with_486() {
+    let callee = BusyCallee::new();
+    let e = Earshot::start(direct_config());
+    let placed = post_call(
+        &e,
+        &format!(r#"{{"to": "sip:bob@127.0.0.1:{}"}}"#, callee.port()),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    let (_, invite, from) = callee.invite();
+    callee.busy(&invite, from);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    let detail = call_detail(&e, &id);
+    let failed = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ev| ev["type"] == "failed")
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed event: {detail}"));
+    assert_eq!(failed["status"], 486);
+    assert_eq!(failed["reason"], "rejected");
+    assert_eq!(detail["end_reason"], "rejected 486");
+    assert!(detail["answered_at"].is_null());
+}
+
+/// Post-dial delay added by earshot, for BENCHMARKS.md: from sending `POST /api/calls` to the
+/// INVITE arriving at the callee (a UDP socket here, answering 486 so each call ends at once),
+/// over `CALLS` calls. Run with
+/// `cargo test --profile ci --test sip_outbound -- --ignored --nocapture post_dial_delay`.
+#[test]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+fn post_dial_delay() {
+    const CALLS: usize = 200;
+    let callee = BusyCallee::new();
+    let e = Earshot::start(direct_config());
+    let body = format!(r#"{{"to": "sip:bob@127.0.0.1:{}"}}"#, callee.port());
+    let mut delays = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let http = e.http_addr();
+        let body = body.clone();
+        let post = std::thread::spawn(move || {
+            http::request(
+                http,
+                "POST",
+                "/api/calls",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+            .unwrap()
+            .status
+        });
+        let (arrived, invite, from) = callee.invite();
+        delays.push(arrived - started);
+        assert_eq!(post.join().unwrap(), 201);
+        callee.busy(&invite, from);
+    }
+    delays.sort();
+    let at = |q: f64| delays[((delays.len() as f64 * q) as usize).min(delays.len() - 1)];
+    println!(
+        "post-dial delay over {CALLS} calls (POST /api/calls sent -> INVITE received): p50 {:?}, p99 {:?}, max {:?}",
+        at(0.50),
+        at(0.99),
+        delays[delays.len() - 1]
+    );
+}
