@@ -20,7 +20,7 @@ use crate::call::EndReason as CallEnd;
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, Transmit};
+use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, ReferError, Transmit};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.
@@ -32,6 +32,13 @@ pub enum SipCommand {
     PeerMedia(CallRef),
     /// Apply a re-read configuration (SIGHUP).
     Reload(Box<Reload>),
+    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI). `reply`
+    /// says whether the REFER went out; its progress is logged as it comes.
+    Refer {
+        call: CallRef,
+        target: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), ReferError>>,
+    },
 }
 
 /// The settings SIGHUP can change without a restart.
@@ -138,6 +145,9 @@ impl SipDriver {
                 Some(command) = self.commands.recv() => match command {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
+                    SipCommand::Refer { call, target, reply } => {
+                        let _ = reply.send(self.endpoint.refer(clock::now(), call, &target));
+                    }
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default } = *reload;
                         self.allow = allow;
@@ -374,6 +384,17 @@ impl SipDriver {
                     call.signal(SipSignal::Ended(end_reason(&reason)));
                 }
             }
+            Event::ReferRequested { call, .. } => {
+                // Nothing dials yet: the endpoint tells the peer 503 after 64·T1.
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::info!(call = %call.handle.id(), "caller asked for a transfer (REFER accepted)");
+                }
+            }
+            Event::Transfer { call, progress } => {
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::info!(call = %call.handle.id(), ?progress, "transfer by REFER");
+                }
+            }
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
                 // A stale nonce again and again is a broken registrar: say so, once per retry.
@@ -438,5 +459,7 @@ fn end_reason(reason: &EndReason) -> CallEnd {
         EndReason::LocalHangup => CallEnd::LocalHangup,
         EndReason::Rejected(status) => CallEnd::Rejected(*status),
         EndReason::AckTimeout => CallEnd::NoAck,
+        EndReason::SessionExpired | EndReason::RefreshFailed(_) => CallEnd::SessionExpired,
+        EndReason::Transferred => CallEnd::Transferred,
     }
 }

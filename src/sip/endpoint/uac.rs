@@ -1,4 +1,5 @@
-//! The requests the endpoint sends, as a UAC: a call's BYE (§15.1.1) and the trunks' REGISTER
+//! The requests the endpoint sends, as a UAC: a call's BYE (§15.1.1), REFER and NOTIFY (RFC
+//! 3515, answered in `transfer`) and the trunks' REGISTER
 //! (§10.2), each in a non-INVITE client transaction (§17.1.2) keyed by its branch, and the
 //! responses that come back for them (§8.1.3, §17.1.3 matching by the top Via's branch).
 //! `set_trunks` is here; what a registration does with a response is `sip::registration`'s.
@@ -17,6 +18,10 @@ use crate::sip::transaction::{Action, ClientNonInvite, Delivery};
 #[derive(Debug, Clone)]
 pub(super) enum Purpose {
     Bye(CallRef),
+    /// Our REFER in the call's dialog (RFC 3515).
+    Refer(CallRef),
+    /// A NOTIFY of the subscription a peer's REFER made: its answer changes nothing.
+    Notify,
     /// The registration's Call-ID and the request's CSeq.
     Register {
         call_id: String,
@@ -99,6 +104,9 @@ impl Endpoint {
             self.stats.dropped += 1;
             return;
         };
+        if self.refresh_response(now, &branch, &resp) {
+            return;
+        }
         let Some(entry) = self.client.get_mut(&branch) else {
             // bcast.dat, strays, retransmitted 200s of finished transactions.
             self.stats.dropped += 1;
@@ -115,6 +123,8 @@ impl Endpoint {
             Purpose::Bye(call) => {
                 self.calls.remove(&call);
             }
+            Purpose::Refer(call) => self.refer_answered(now, call, resp.status),
+            Purpose::Notify => {}
             Purpose::Register { call_id, cseq } => {
                 // A registration dropped since, or an answer to a REGISTER superseded by a
                 // newer one (an unregistration sent while it was in flight).
@@ -158,6 +168,9 @@ impl Endpoint {
                 Some(Purpose::Bye(call)) => {
                     self.calls.remove(&call);
                 }
+                // §8.1.3.1: a timeout is a 408.
+                Some(Purpose::Refer(call)) => self.refer_answered(now, call, 408),
+                Some(Purpose::Notify) => {}
                 Some(Purpose::Register { call_id, cseq }) => {
                     if let Some(reg) = self
                         .registration(&call_id)
@@ -225,6 +238,16 @@ impl Endpoint {
         mut request: Request,
         purpose: Purpose,
     ) {
+        let branch = self.add_via(flow, &mut request);
+        let bytes = request.to_bytes();
+        let tx = ClientNonInvite::new(now, bytes.clone(), flow.transport.is_reliable());
+        self.client
+            .insert(branch, ClientEntry { tx, flow, purpose });
+        self.send(flow, bytes);
+    }
+
+    /// Puts our Via, with a fresh branch, on top of `request`; returns the branch.
+    pub(super) fn add_via(&mut self, flow: Flow, request: &mut Request) -> String {
         let branch = format!("z9hG4bK{}", self.random_token(16));
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
@@ -237,11 +260,7 @@ impl Endpoint {
             headers.push(name, value);
         }
         request.headers = headers;
-        let bytes = request.to_bytes();
-        let tx = ClientNonInvite::new(now, bytes.clone(), flow.transport.is_reliable());
-        self.client
-            .insert(branch, ClientEntry { tx, flow, purpose });
-        self.send(flow, bytes);
+        branch
     }
 }
 
