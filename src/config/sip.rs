@@ -473,6 +473,20 @@ mod tests {
     }
 
     #[test]
+    fn session_timer_and_refer_settings_default_and_are_checked() {
+        let d = Config::from_toml_str("").unwrap().sip;
+        assert_eq!(
+            (d.session_expires_secs, d.min_se_secs, d.accept_refer),
+            (1800, 90, false)
+        );
+        let errors = invalid("[sip]\nmin_se_secs = 60\n");
+        assert_eq!(paths(&errors), ["sip.min_se_secs"]);
+        let errors = invalid("[sip]\nmin_se_secs = 600\nsession_expires_secs = 300\n");
+        assert_eq!(paths(&errors), ["sip.session_expires_secs"]);
+        assert!(errors[0].reason.contains("below sip.min_se_secs"));
+    }
+
+    #[test]
     fn sip_header_values_cannot_inject_lines() {
         let errors = invalid(
             "[sip]\nuser_agent = \"x\\r\\nVia: evil\"\npublic_addr = \"nat box\"\ndomain = \"a_b\"\n",

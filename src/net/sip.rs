@@ -254,6 +254,8 @@ impl SipDriver {
             .store(stats.stateless_responses, Ordering::Relaxed);
         m.sip_responses_limited
             .store(stats.responses_limited, Ordering::Relaxed);
+        m.sip_refers_refused
+            .store(stats.refers_refused, Ordering::Relaxed);
     }
 
     /// Whether the store has a call with this Call-ID. A read transaction: it neither waits
