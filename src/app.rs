@@ -456,6 +456,13 @@ async fn build_sip(
         },
         rand::random(),
     );
+    endpoint.set_dialog_policy(crate::sip::endpoint::DialogPolicy {
+        timers: crate::sip::session_timer::TimerPolicy {
+            session_expires: config.sip.session_expires_secs,
+            min_se: config.sip.min_se_secs,
+        },
+        accept_refer: config.sip.accept_refer,
+    });
     if let Some(cidrs) = config.rtp.allow_media.clone() {
         let filter: crate::sip::endpoint::MediaFilter =
             Arc::new(move |ip| cidrs.iter().any(|cidr| cidr.contains(ip)));

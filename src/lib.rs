@@ -17,10 +17,13 @@
 //!   module that touches rsip, as a cross-check in its tests), [`sip::transaction`] (RFC 3261
 //!   §17, timers as data; the bounded server-transaction table with its timer heap, and
 //!   per-source token buckets), [`sip::dialog`], [`sip::endpoint`] (the UAS core: dispatch, per-call
-//!   state, the one response builder, and trunk registrations in one state machine),
+//!   state with its session refreshes and REFER transfers, the one response builder, and trunk
+//!   registrations in one state machine),
 //!   [`sip::registration`], [`sip::sdp`] (RFC 3264 offer/answer), [`sip::auth`] (digest
-//!   MD5/SHA-256). The endpoint also places calls as a UAC (`place_call`: INVITE, digest,
-//!   CANCEL, 2xx ACK, forking, redirects), answered ones becoming dialogs like incoming calls.
+//!   MD5/SHA-256), [`sip::session_timer`] (RFC 4028 negotiation and deadlines, for either
+//!   role), [`sip::refer`] (Refer-To, Replaces, Event and sipfrag of RFC 3515/3891/3420). The
+//!   endpoint also places calls as a UAC (`place_call`: INVITE, digest, CANCEL, 2xx ACK,
+//!   forking, redirects), answered ones becoming dialogs like incoming calls.
 //! - [`rtp`] (sans-IO): RTP/RTCP session — sequence extension, loss and jitter (RFC 3550 A.1,
 //!   A.3, A.8), strict source learning in a window after the ACK, nothing sent before the ACK
 //!   and the peer heard (no reflection from a spoofed INVITE), RFC 4733 DTMF, SR/RR/BYE.

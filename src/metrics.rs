@@ -190,6 +190,8 @@ pub struct Metrics {
     pub sip_invites_limited: AtomicU64,
     pub sip_stateless_responses: AtomicU64,
     pub sip_responses_limited: AtomicU64,
+    /// REFERs refused with 403 (`[sip].accept_refer` off, or outside a dialog). The SIP driver.
+    pub sip_refers_refused: AtomicU64,
     /// TCP connections refused at `[sip].max_tcp_connections`, and SIP messages dropped for
     /// exceeding `[sip].max_message_bytes` (UDP datagrams, and TCP messages whose connection
     /// was closed for it). The SIP driver.
@@ -267,6 +269,7 @@ impl Default for Metrics {
             sip_invites_limited: AtomicU64::new(0),
             sip_stateless_responses: AtomicU64::new(0),
             sip_responses_limited: AtomicU64::new(0),
+            sip_refers_refused: AtomicU64::new(0),
             sip_tcp_refused: AtomicU64::new(0),
             sip_oversized: AtomicU64::new(0),
             agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
@@ -501,6 +504,11 @@ impl Metrics {
                 "earshot_sip_responses_limited_total",
                 "Stateless SIP responses withheld: over their destination's rate.",
                 &self.sip_responses_limited,
+            ),
+            (
+                "earshot_sip_refers_refused_total",
+                "SIP REFERs refused with 403: [sip].accept_refer is off, or outside a dialog.",
+                &self.sip_refers_refused,
             ),
             (
                 "earshot_sip_tcp_refused_total",

@@ -150,10 +150,14 @@ pub enum EndReason {
     AgentHangup,
     /// The agent failed and the fallback hung up.
     AgentFailed,
+    /// RFC 4028: the SIP session was not refreshed in time (or our refresh failed).
+    SessionExpired,
+    /// The caller was transferred elsewhere (SIP REFER) and earshot's leg ended.
+    Transferred,
 }
 
 impl EndReason {
-    const FIXED: [EndReason; 12] = [
+    const FIXED: [EndReason; 14] = [
         EndReason::RemoteHangup,
         EndReason::Cancelled,
         EndReason::LocalHangup,
@@ -166,6 +170,8 @@ impl EndReason {
         EndReason::AgentHangup,
         EndReason::AgentFailed,
         EndReason::Carrier(CarrierStatus::Completed),
+        EndReason::SessionExpired,
+        EndReason::Transferred,
     ];
 
     /// The reason as stored and shown (`remote hangup`, `rejected 486`, `twilio busy`, ...).
@@ -185,6 +191,8 @@ impl EndReason {
             EndReason::Carrier(status) => Owned(format!("twilio {status}")),
             EndReason::AgentHangup => Borrowed("agent hangup"),
             EndReason::AgentFailed => Borrowed("agent failed"),
+            EndReason::SessionExpired => Borrowed("session_expired"),
+            EndReason::Transferred => Borrowed("transferred"),
         }
     }
 

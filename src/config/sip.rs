@@ -40,6 +40,14 @@ pub struct SipConfig {
     pub invite_burst_per_source: u32,
     /// Responses sent without a transaction (refusals) a second to one source IP.
     pub stateless_responses_per_source: u32,
+    /// RFC 4028 session interval earshot asks for and the longest it accepts, in seconds:
+    /// a dialog not refreshed within it is ended, so a call whose BYE was lost does not live on.
+    pub session_expires_secs: u32,
+    /// RFC 4028 Min-SE: shorter intervals are refused with 422 (at least 90, the RFC's floor).
+    pub min_se_secs: u32,
+    /// Whether a REFER from the far end is accepted (202); off, it gets 403, so that nobody can
+    /// turn the box into a dialer.
+    pub accept_refer: bool,
     /// Trunks to register with (`[[sip.trunk]]`); empty means only direct SIP calls are taken.
     pub trunks: Vec<Trunk>,
 }
@@ -60,6 +68,9 @@ impl Default for SipConfig {
             invite_rate_per_source: 50,
             invite_burst_per_source: 100,
             stateless_responses_per_source: 100,
+            session_expires_secs: 1800,
+            min_se_secs: 90,
+            accept_refer: false,
             trunks: Vec::new(),
         }
     }
@@ -82,6 +93,9 @@ pub(super) struct RawSip {
     invite_rate_per_source: Option<u32>,
     invite_burst_per_source: Option<u32>,
     stateless_responses_per_source: Option<u32>,
+    session_expires_secs: Option<u32>,
+    min_se_secs: Option<u32>,
+    accept_refer: Option<bool>,
     trunk: Vec<RawTrunk>,
 }
 
@@ -121,6 +135,24 @@ pub(super) fn validate_sip(e: &mut Errors, raw: RawSip) -> SipConfig {
             );
         }
         trunks.push(trunk);
+    }
+    let min_se_secs = e.ranged(
+        "sip.min_se_secs",
+        raw.min_se_secs,
+        d.min_se_secs,
+        90..=86400,
+    );
+    let session_expires_secs = e.ranged(
+        "sip.session_expires_secs",
+        raw.session_expires_secs,
+        d.session_expires_secs,
+        90..=86400,
+    );
+    if session_expires_secs < min_se_secs {
+        e.push(
+            "sip.session_expires_secs",
+            format!("{session_expires_secs} is below sip.min_se_secs ({min_se_secs})"),
+        );
     }
     SipConfig {
         listen: e.parse("sip.listen", raw.listen, d.listen, socket_addr),
@@ -178,6 +210,9 @@ pub(super) fn validate_sip(e: &mut Errors, raw: RawSip) -> SipConfig {
             d.stateless_responses_per_source,
             1..=1_000_000,
         ),
+        session_expires_secs,
+        min_se_secs,
+        accept_refer: raw.accept_refer.unwrap_or(d.accept_refer),
         trunks,
     }
 }
@@ -435,6 +470,20 @@ mod tests {
                 "sip.stateless_responses_per_source",
             ]
         );
+    }
+
+    #[test]
+    fn session_timer_and_refer_settings_default_and_are_checked() {
+        let d = Config::from_toml_str("").unwrap().sip;
+        assert_eq!(
+            (d.session_expires_secs, d.min_se_secs, d.accept_refer),
+            (1800, 90, false)
+        );
+        let errors = invalid("[sip]\nmin_se_secs = 60\n");
+        assert_eq!(paths(&errors), ["sip.min_se_secs"]);
+        let errors = invalid("[sip]\nmin_se_secs = 600\nsession_expires_secs = 300\n");
+        assert_eq!(paths(&errors), ["sip.session_expires_secs"]);
+        assert!(errors[0].reason.contains("below sip.min_se_secs"));
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::call::{CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure};
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, FailReason, Transmit};
+use crate::sip::endpoint::{
+    CallRef, EndReason, Endpoint, Event, FailReason, ReferError, Transmit,
+};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.
@@ -35,6 +37,13 @@ pub enum SipCommand {
     Reload(Box<Reload>),
     /// Place a call (`POST /api/calls`).
     Dial(Box<DialRequest>),
+    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI). `reply`
+    /// says whether the REFER went out; its progress is logged as it comes.
+    Refer {
+        call: CallRef,
+        target: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), ReferError>>,
+    },
 }
 
 /// The settings SIGHUP can change without a restart.
@@ -147,6 +156,9 @@ impl SipDriver {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
                     SipCommand::Dial(request) => self.dial(&mut state, *request),
+                    SipCommand::Refer { call, target, reply } => {
+                        let _ = reply.send(self.endpoint.refer(clock::now(), call, &target));
+                    }
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default, outbound_allow } = *reload;
                         self.allow = allow;
@@ -258,6 +270,8 @@ impl SipDriver {
             .store(stats.stateless_responses, Ordering::Relaxed);
         m.sip_responses_limited
             .store(stats.responses_limited, Ordering::Relaxed);
+        m.sip_refers_refused
+            .store(stats.refers_refused, Ordering::Relaxed);
     }
 
     /// Whether the store has a call with this Call-ID. A read transaction: it neither waits
@@ -432,6 +446,17 @@ impl SipDriver {
                     call.signal(SipSignal::Ended(CallEnd::Rejected(status)));
                 }
             }
+            Event::ReferRequested { call, .. } => {
+                // Nothing dials yet: the endpoint tells the peer 503 after 64·T1.
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::info!(call = %call.handle.id(), "caller asked for a transfer (REFER accepted)");
+                }
+            }
+            Event::Transfer { call, progress } => {
+                if let Some(call) = state.calls.get(&call) {
+                    tracing::info!(call = %call.handle.id(), ?progress, "transfer by REFER");
+                }
+            }
             Event::Registration { trunk, outcome } => match outcome {
                 RegOutcome::Registered { expires } => tracing::info!(%trunk, expires, "registered"),
                 // A stale nonce again and again is a broken registrar: say so, once per retry.
@@ -571,5 +596,7 @@ fn end_reason(reason: &EndReason) -> CallEnd {
         EndReason::LocalHangup => CallEnd::LocalHangup,
         EndReason::Rejected(status) => CallEnd::Rejected(*status),
         EndReason::AckTimeout => CallEnd::NoAck,
+        EndReason::SessionExpired | EndReason::RefreshFailed(_) => CallEnd::SessionExpired,
+        EndReason::Transferred => CallEnd::Transferred,
     }
 }

@@ -127,6 +127,14 @@ impl Dialog {
         }
     }
 
+    /// §13.2.2.4: the ACK for a 2xx to our re-INVITE with CSeq `cseq`, built like any request
+    /// of the dialog but with the INVITE's sequence number. The caller adds the Via.
+    pub fn ack(&self, cseq: u32) -> Request {
+        let mut clone = self.clone();
+        clone.local_cseq = cseq.wrapping_sub(1);
+        clone.request(Method::Ack)
+    }
+
     /// Where an in-dialog request goes: the first route (loose routing), else the remote
     /// target, when either names an IP address; otherwise back along the INVITE's flow.
     pub fn next_hop(&self) -> Flow {

@@ -45,11 +45,16 @@
 //! - `outbound`: the calls we place (`place_call`): INVITE, digest, CANCEL, redirects, forking.
 //! - `response`: the one builder every response goes through (§8.2.6).
 //! - `request`: the SDP offer or DTMF digit read out of a request body.
+//! - `refresh`: RFC 4028 session refreshes a call's [`SessionTimer`] asks of us (re-INVITE or
+//!   UPDATE in its own client transaction), and the session's expiry.
+//! - `transfer`: RFC 3515 REFER both ways and the NOTIFYs of its implicit subscription.
 
 mod call;
 mod outbound;
+mod refresh;
 mod request;
 mod response;
+mod transfer;
 mod uac;
 
 use std::collections::{HashMap, VecDeque};
@@ -64,17 +69,22 @@ pub use self::call::MediaFilter;
 use self::outbound::Outbound;
 pub use self::outbound::{FailReason, MAX_REDIRECTS, OutboundCall, PlaceError, TrunkCredentials};
 use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
+pub use self::transfer::{ReferError, TransferProgress};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
+use super::message::Uri;
 use super::message::{self, Headers, Message, Method, Request, Response};
 use super::registration::{RegOutcome, RegState, Registration};
 use super::sdp::{Negotiated, SessionDescription};
+use super::session_timer::{OPTION_TAG, TimerPolicy};
 use super::transaction::{
     Action, Overload, ServerInvite, ServerNonInvite, SourceLimiter, Table, Timed,
 };
 
 /// Methods earshot implements, as advertised in Allow (§20.5).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
+/// Option tags earshot supports (§20.37): session timers (RFC 4028).
+pub const SUPPORTED: &str = OPTION_TAG;
 /// Bodies earshot understands (§20.1).
 pub const ACCEPT: &str = "application/sdp";
 
@@ -88,6 +98,17 @@ pub struct EndpointConfig {
     /// `[calls].max_concurrent`: INVITEs beyond it get 486, and OPTIONS 503.
     pub max_calls: usize,
     pub limits: Limits,
+}
+
+/// What earshot agrees to within a dialog, from `[sip]` (set with
+/// [`Endpoint::set_dialog_policy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DialogPolicy {
+    /// `[sip].session_expires_secs` and `[sip].min_se_secs` (RFC 4028).
+    pub timers: TimerPolicy,
+    /// `[sip].accept_refer`: a REFER from the peer is refused with 403 unless this is set, so
+    /// that nobody can turn earshot into a dialer.
+    pub accept_refer: bool,
 }
 
 /// Flood bounds, from `[sip]` (see the module doc for what happens beyond each).
@@ -152,6 +173,12 @@ pub enum EndReason {
     Rejected(u16),
     /// The caller never ACKed our 2xx (§13.3.1.4).
     AckTimeout,
+    /// RFC 4028 §10: no session refresh came before the session expired (BYE sent).
+    SessionExpired,
+    /// RFC 4028 §10: our session refresh failed with this status (408 for a timeout, 481).
+    RefreshFailed(u16),
+    /// The peer accepted our REFER and reported the transfer done (BYE sent).
+    Transferred,
 }
 
 /// What the endpoint reports to the application.
@@ -176,6 +203,18 @@ pub enum Event {
     Ended {
         call: CallRef,
         reason: EndReason,
+    },
+    /// The peer asked, by a REFER we accepted (202), that the call be transferred to `target`.
+    /// Whoever dials reports back with [`Endpoint::refer_outcome`]; without it, the peer is
+    /// told 503 after 64·T1.
+    ReferRequested {
+        call: CallRef,
+        target: Uri,
+    },
+    /// Progress of a transfer we asked for with [`Endpoint::refer`].
+    Transfer {
+        call: CallRef,
+        progress: TransferProgress,
     },
     Registration {
         trunk: String,
@@ -228,6 +267,8 @@ pub struct EndpointStats {
     pub stateless_responses: u64,
     /// Stateless responses not sent: over their destination's rate.
     pub responses_limited: u64,
+    /// REFERs refused with 403 (`[sip].accept_refer` off, or outside a dialog).
+    pub refers_refused: u64,
 }
 
 /// Server transactions are found by §17.2.3 keys.
@@ -286,6 +327,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Which media addresses an SDP may name (`[rtp].allow_media`); `None` allows all.
     media_filter: Option<MediaFilter>,
+    /// Session timers and REFER (`[sip]`).
+    policy: DialogPolicy,
 }
 
 impl Endpoint {
@@ -320,7 +363,13 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             media_filter: None,
+            policy: DialogPolicy::default(),
         }
+    }
+
+    /// Sets the session-timer bounds and the REFER policy for calls from now on.
+    pub fn set_dialog_policy(&mut self, policy: DialogPolicy) {
+        self.policy = policy;
     }
 
     /// Shutdown: refuse new calls (503), and unregister every trunk.
@@ -506,7 +555,7 @@ impl Endpoint {
                 405 => resp = resp.header("Allow", ALLOW),
                 415 | 406 => resp = resp.header("Accept", ACCEPT),
                 420 => {
-                    let unsupported = req.headers.values("require").join(", ");
+                    let unsupported = unsupported_requirements(&req).join(", ");
                     resp = resp.header("Unsupported", unsupported);
                 }
                 _ => {}
@@ -525,9 +574,17 @@ impl Endpoint {
             None
         };
         // §12.2.2: a request for a dialog we do not know; outside a dialog, BYE, INFO...
-        if call.is_none() && (in_dialog || !matches!(req.method, Method::Invite | Method::Options))
+        if call.is_none()
+            && (in_dialog
+                || !matches!(req.method, Method::Invite | Method::Options | Method::Refer))
         {
             self.reply_stateless(now, flow, &req, self.stateless_response(&req, 481));
+            return;
+        }
+        // RFC 3515: a REFER outside a dialog would make us call whoever it names.
+        if call.is_none() && req.method == Method::Refer {
+            self.stats.refers_refused += 1;
+            self.reply_stateless(now, flow, &req, self.stateless_response(&req, 403));
             return;
         }
         if call.is_none()
@@ -557,7 +614,7 @@ impl Endpoint {
                     ResponseBuilder::new(&req.headers, status, Some(self.random_token(8)))
                         .header("Allow", ALLOW)
                         .header("Accept", ACCEPT)
-                        .header("Supported", "");
+                        .header("Supported", SUPPORTED);
                 if status == 503 {
                     self.stats.refused += 1;
                     resp = resp.header("Retry-After", "5");
@@ -831,6 +888,15 @@ fn with_method(key: &TxKey, method: &str) -> TxKey {
     }
 }
 
+/// §8.2.2.3: the Require option tags of `req` that are not in [`SUPPORTED`].
+fn unsupported_requirements(req: &Request) -> Vec<&str> {
+    req.headers
+        .values("require")
+        .into_iter()
+        .filter(|tag| !tag.eq_ignore_ascii_case(SUPPORTED))
+        .collect()
+}
+
 /// §8.2.1–§8.2.3: checks that refuse a request before any processing, as a status code.
 fn precheck(req: &Request) -> Option<u16> {
     // §8.2.1: methods we do not know are 501; ones we know but do not serve, 405.
@@ -838,8 +904,6 @@ fn precheck(req: &Request) -> Option<u16> {
         Method::Other(_) => return Some(501),
         Method::Register
         | Method::Subscribe
-        | Method::Notify
-        | Method::Refer
         | Method::Message
         | Method::Publish
         | Method::Prack
@@ -850,8 +914,8 @@ fn precheck(req: &Request) -> Option<u16> {
     if !(req.uri.is_sip() || req.uri.scheme == "tel") {
         return Some(416);
     }
-    // §8.2.2.3: any Require option tag is one we do not support (we support none).
-    if req.method != Method::Cancel && !req.headers.values("require").is_empty() {
+    // §8.2.2.3: a Require option tag we do not support.
+    if req.method != Method::Cancel && !unsupported_requirements(req).is_empty() {
         return Some(420);
     }
     // §8.2.3: Accept must allow the body we would answer with.

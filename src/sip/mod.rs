@@ -4,6 +4,8 @@ pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
+pub mod refer;
 pub mod registration;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;

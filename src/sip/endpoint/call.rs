@@ -4,7 +4,10 @@
 //! 200 with the SDP answer, retransmitted until the ACK per §13.3.1.4, or a final refusal),
 //! §9.2 (the 487 a CANCEL causes), §12.2.2 (requests within the dialog: CSeq order, BYE per
 //! §15.1.2, re-INVITE per §14.2, INFO, OPTIONS) and §15.1.1 (our BYE, never before the ACK).
-//! The application's commands `answer`, `reject` and `hangup` are here.
+//! The application's commands `answer`, `reject` and `hangup` are here, and the UAS half of
+//! RFC 4028 session timers: the INVITE's (and each re-INVITE's) Session-Expires is agreed per
+//! §9 (422 with Min-SE below ours), stated in the 2xx, and the call's [`SessionTimer`] started
+//! when that 2xx goes out; `refresh` acts on its deadlines.
 //!
 //! Two defences against a spoofed INVITE are here. An offer (or late answer) whose media
 //! addresses fall outside the [`MediaFilter`] is refused with 488 and a Warning (RFC 3261
@@ -25,13 +28,18 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::refresh::Refresh;
 use super::request::{BodyRefusal, dtmf_from_info, offer_of};
 use super::response::ResponseBuilder;
+use super::transfer::{IncomingRefer, OutgoingRefer};
 use super::uac::Purpose;
-use super::{ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, Transmit, TxKey};
+use super::{
+    ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, SUPPORTED, Transmit, TxKey,
+};
 use crate::sip::dialog::{ConnId, Dialog, Flow, Transport, response_destination};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::sdp::{self, LocalMedia, SessionDescription};
+use crate::sip::session_timer::{self, Agreed, SessionTimer, Side, UasDecision};
 use crate::sip::transaction::{T1, T2, TIMEOUT};
 
 /// Whether an SDP may name this media address (`[rtp].allow_media`).
@@ -52,7 +60,7 @@ struct Unacked {
 }
 
 #[derive(Debug)]
-enum CallState {
+pub(super) enum CallState {
     /// The INVITE is with the application, waiting for `answer` or `reject`.
     Offered,
     /// 180 sent; the 200 goes out at `answer_at`.
@@ -69,16 +77,30 @@ enum CallState {
 /// One call: its dialog, the INVITE (or re-INVITE) in progress, and where its answer stands.
 #[derive(Debug)]
 pub(super) struct Call {
-    state: CallState,
-    dialog: Dialog,
+    pub(super) state: CallState,
+    pub(super) dialog: Dialog,
     /// The INVITE (or re-INVITE) currently in its server transaction.
     invite: Request,
     invite_key: TxKey,
     /// Whether the INVITE transaction has sent its final response.
-    invite_final: bool,
+    pub(super) invite_final: bool,
     offer: Option<SessionDescription>,
     media: Option<LocalMedia>,
     unacked: Option<Unacked>,
+    /// RFC 4028: the session timer agreed for the current INVITE, started by its 2xx.
+    timer_offer: Option<Agreed>,
+    /// The running session timer, if the session has one.
+    pub(super) timer: Option<SessionTimer>,
+    /// Our session refresh in its client transaction.
+    pub(super) refresh: Option<Refresh>,
+    /// The SDP of our last 2xx: a refresh re-INVITE offers it again, unchanged (RFC 4028 §10).
+    pub(super) last_sdp: Option<String>,
+    /// The methods the peer's Allow listed (uppercase), if it sent one.
+    pub(super) peer_allow: Option<Vec<String>>,
+    /// A transfer the peer asked for by REFER, waiting for its outcome.
+    pub(super) refer_in: Option<IncomingRefer>,
+    /// A transfer we asked for by REFER.
+    pub(super) refer_out: Option<OutgoingRefer>,
     /// Hang up as soon as the ACK for our 2xx arrives (§15: not before).
     bye_after_ack: bool,
     confirmed: bool,
@@ -116,6 +138,13 @@ impl Call {
             bye_after_ack: false,
             confirmed: false,
             peer_media: false,
+            timer_offer: None,
+            timer: None,
+            refresh: None,
+            last_sdp: None,
+            peer_allow: None,
+            refer_in: None,
+            refer_out: None,
         }
     }
 
@@ -138,7 +167,31 @@ impl Call {
             bye_after_ack: false,
             confirmed: true,
             peer_media: false,
+            timer_offer: None,
+            timer: None,
+            refresh: None,
+            last_sdp: None,
+            peer_allow: None,
+            refer_in: None,
+            refer_out: None,
         }
+    }
+
+    /// Answered and ACKed, not ending: in-dialog requests of ours may go out.
+    pub(super) fn is_up(&self) -> bool {
+        matches!(self.state, CallState::Established) && self.confirmed
+    }
+
+    /// Whether the peer's INVITE (or re-INVITE) is unanswered or its 2xx not yet ACKed.
+    pub(super) fn invite_in_progress(&self) -> bool {
+        !self.invite_final || self.unacked.is_some()
+    }
+
+    /// Whether the peer's Allow lists `method`; `None` when it sent no Allow.
+    pub(super) fn peer_allows(&self, method: &str) -> Option<bool> {
+        self.peer_allow
+            .as_ref()
+            .map(|allow| allow.iter().any(|m| m == method))
     }
 
     /// When the call next needs the endpoint: the 200 of a ringing call, or the next
@@ -149,7 +202,19 @@ impl Call {
             _ => None,
         };
         let unacked = self.unacked.as_ref().map(|u| u.next.min(u.give_up));
-        ring.into_iter().chain(unacked).min()
+        // A session timer runs while the call is up; ending, its deadlines mean nothing.
+        let timer = match self.state {
+            CallState::Established => self.timer.as_ref().and_then(SessionTimer::poll_timeout),
+            _ => None,
+        };
+        let refresh = self.refresh.as_ref().and_then(Refresh::poll_timeout);
+        let refer = self.refer_in.as_ref().map(IncomingRefer::deadline);
+        ring.into_iter()
+            .chain(unacked)
+            .chain(timer)
+            .chain(refresh)
+            .chain(refer)
+            .min()
     }
 
     /// §9.2: whether a CANCEL matching the INVITE transaction `invite_key` cancels this call,
@@ -185,7 +250,15 @@ impl Call {
             }
             builder = builder
                 .header("Contact", contact(advertised, self.dialog.flow.transport))
-                .header("Allow", ALLOW);
+                .header("Allow", ALLOW)
+                .header("Supported", SUPPORTED);
+        }
+        // RFC 4028 §9: the 2xx states the agreed interval and refresher.
+        if let (200..=299, Some(agreed)) = (status, self.timer_offer) {
+            builder = builder.header("Session-Expires", agreed.header());
+            if agreed.requires_timer() {
+                builder = builder.header("Require", session_timer::OPTION_TAG);
+            }
         }
         if let Some(body) = sdp {
             builder = builder.sdp(body);
@@ -248,6 +321,12 @@ impl Call {
         }
         AckWait::Idle
     }
+}
+
+/// The methods a request's Allow lists, uppercase; `None` without an Allow.
+fn allow_of(req: &Request) -> Option<Vec<String>> {
+    let allow = req.headers.values("allow");
+    (!allow.is_empty()).then(|| allow.iter().map(|m| m.to_ascii_uppercase()).collect())
 }
 
 /// Our Contact for the dialog (§12.1.1), on the transport it uses.
@@ -391,6 +470,17 @@ impl Endpoint {
             self.send_stateless(now, &req.headers, flow, resp);
             return;
         }
+        let timer_offer = match session_timer::answer_request(self.policy.timers, &req.headers) {
+            UasDecision::TooSmall { min_se } => {
+                let resp = self
+                    .stateless_response(&req, 422)
+                    .header("Min-SE", min_se.to_string());
+                self.reply_stateless(now, flow, &req, resp);
+                return;
+            }
+            UasDecision::NoTimer => None,
+            UasDecision::Agreed(agreed) => Some(agreed),
+        };
         let tag = self.random_token(10);
         let first_cseq = self.rng.random_range(1..1_000_000);
         let Some(dialog) = Dialog::from_invite(&req, &tag, flow, first_cseq) else {
@@ -413,8 +503,10 @@ impl Endpoint {
             offer: offer.clone(),
         };
         self.dialogs.insert(dialog.id.clone(), call);
-        self.calls
-            .insert(call, Call::offered(dialog, req, key, offer));
+        let mut c = Call::offered(dialog, req, key, offer);
+        c.timer_offer = timer_offer;
+        c.peer_allow = allow_of(&c.invite);
+        self.calls.insert(call, c);
         self.events.push_back(Event::Incoming(incoming));
     }
 
@@ -488,6 +580,8 @@ impl Endpoint {
                 self.end_call(call, EndReason::RemoteBye);
             }
             Method::Invite => self.handle_reinvite(now, flow, key, req, call),
+            Method::Refer => self.handle_refer(now, flow, key, req, call),
+            Method::Notify => self.handle_notify(now, flow, key, req, call),
             Method::Info => {
                 let digit = dtmf_from_info(&req);
                 let status = match (&digit, req.body.is_empty()) {
@@ -535,7 +629,13 @@ impl Endpoint {
         // §14.2: an INVITE while ours is unfinished, or our 2xx not yet ACKed, gets 491/500;
         // the 500 (a second INVITE before the first's final response) carries a Retry-After of
         // a random 0-10 s, so the two sides do not retry in lockstep.
-        if !c.invite_final || c.unacked.is_some() || !matches!(c.state, CallState::Established) {
+        // §14.1: our own refresh re-INVITE in progress is a 491 too.
+        let ours_pending = c.refresh.as_ref().is_some_and(Refresh::is_invite_pending);
+        if !c.invite_final
+            || c.unacked.is_some()
+            || ours_pending
+            || !matches!(c.state, CallState::Established)
+        {
             let status = if c.invite_final { 491 } else { 500 };
             let mut resp = ResponseBuilder::new(&req.headers, status, None);
             if status == 500 {
@@ -552,6 +652,18 @@ impl Endpoint {
                 self.respond(now, &key, offer_refusal(&req, refusal, None));
                 return;
             }
+        };
+        // RFC 4028 §9 again for a refresh; a re-INVITE without Session-Expires turns it off.
+        let timer_offer = match session_timer::answer_request(self.policy.timers, &req.headers) {
+            UasDecision::TooSmall { min_se } => {
+                let resp = ResponseBuilder::new(&req.headers, 422, None)
+                    .header("Min-SE", min_se.to_string())
+                    .build();
+                self.respond(now, &key, resp);
+                return;
+            }
+            UasDecision::NoTimer => None,
+            UasDecision::Agreed(agreed) => Some(agreed),
         };
         if offer.as_ref().is_some_and(|o| !self.media_allowed(o)) {
             // RFC 3264 §8: a rejected modification leaves the session as it was.
@@ -580,6 +692,10 @@ impl Endpoint {
         };
         c.media = Some(media);
         c.offer = offer;
+        c.timer_offer = timer_offer;
+        if let Some(allow) = allow_of(&req) {
+            c.peer_allow = Some(allow);
+        }
         // §12.2.2: a re-INVITE is a target refresh request.
         if let Some(contact) = req.headers.contact() {
             c.dialog.remote_target = Some(contact.uri);
@@ -608,6 +724,11 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        if (200..300).contains(&status) {
+            c.last_sdp.clone_from(&sdp);
+            // RFC 4028 §10: the session is refreshed by the 2xx; the UAS starts its timer now.
+            c.timer = c.timer_offer.map(|a| SessionTimer::new(now, a, Side::Uas));
+        }
         let resp = c.invite_response(status, sdp, advertised);
         c.invite_answered(now, &resp);
         let key = c.invite_key.clone();
@@ -647,7 +768,7 @@ impl Endpoint {
     }
 
     /// §15.1.1: ends the dialog with a BYE of ours.
-    fn send_bye(&mut self, now: Instant, call: CallRef, reason: EndReason) {
+    pub(super) fn send_bye(&mut self, now: Instant, call: CallRef, reason: EndReason) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -655,6 +776,8 @@ impl Endpoint {
             return;
         }
         c.state = CallState::Terminating;
+        c.timer = None;
+        c.refer_in = None;
         let mut bye = c.dialog.request(Method::Bye);
         let flow = c.dialog.next_hop();
         let user_agent = self.config.user_agent.clone();
@@ -690,6 +813,9 @@ impl Endpoint {
                 // Neither ACK nor media: likely spoofed, so no BYE (see the module docs).
                 AckWait::GaveUp => self.end_call(call, EndReason::AckTimeout),
             }
+            self.refresh_timeouts(now, call);
+            self.session_timer_due(now, call);
+            self.refer_deadline(now, call);
         }
     }
 

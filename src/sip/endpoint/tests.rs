@@ -752,3 +752,6 @@ fn a_reinvite_moving_media_outside_allow_media_is_refused_and_changes_nothing() 
     assert!(h.events().is_empty(), "no MediaChanged");
     assert_eq!(h.ep.active_calls(), 1, "the call goes on as it was");
 }
+
+#[path = "dialog_tests.rs"]
+mod dialog;

@@ -1,4 +1,5 @@
-//! The requests the endpoint sends, as a UAC: a call's BYE (§15.1.1) and the trunks' REGISTER
+//! The requests the endpoint sends, as a UAC: a call's BYE (§15.1.1), REFER and NOTIFY (RFC
+//! 3515, answered in `transfer`) and the trunks' REGISTER
 //! (§10.2), each in a non-INVITE client transaction (§17.1.2) keyed by its branch, and the
 //! responses that come back for them (§8.1.3, §17.1.3 matching by the top Via's branch).
 //! `set_trunks` is here; what a registration does with a response is `sip::registration`'s.
@@ -17,6 +18,10 @@ use crate::sip::transaction::{Action, ClientNonInvite, Delivery};
 #[derive(Debug, Clone)]
 pub(super) enum Purpose {
     Bye(CallRef),
+    /// Our REFER in the call's dialog (RFC 3515).
+    Refer(CallRef),
+    /// A NOTIFY of the subscription a peer's REFER made: its answer changes nothing.
+    Notify,
     /// The registration's Call-ID and the request's CSeq.
     Register {
         call_id: String,
@@ -102,7 +107,8 @@ impl Endpoint {
             self.stats.dropped += 1;
             return;
         };
-        if self.outbound_response(now, &branch, &resp) {
+        if self.outbound_response(now, &branch, &resp) || self.refresh_response(now, &branch, &resp)
+        {
             return;
         }
         let Some(entry) = self.client.get_mut(&branch) else {
@@ -121,7 +127,8 @@ impl Endpoint {
             Purpose::Bye(call) => {
                 self.calls.remove(&call);
             }
-            Purpose::Stray => {}
+            Purpose::Refer(call) => self.refer_answered(now, call, resp.status),
+            Purpose::Notify | Purpose::Stray => {}
             Purpose::Register { call_id, cseq } => {
                 // A registration dropped since, or an answer to a REGISTER superseded by a
                 // newer one (an unregistration sent while it was in flight).
@@ -165,6 +172,9 @@ impl Endpoint {
                 Some(Purpose::Bye(call)) => {
                     self.calls.remove(&call);
                 }
+                // §8.1.3.1: a timeout is a 408.
+                Some(Purpose::Refer(call)) => self.refer_answered(now, call, 408),
+                Some(Purpose::Notify) => {}
                 Some(Purpose::Register { call_id, cseq }) => {
                     if let Some(reg) = self
                         .registration(&call_id)

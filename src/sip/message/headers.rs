@@ -210,6 +210,16 @@ impl Headers {
         self.get(name).is_some()
     }
 
+    /// A header list of these `(name, value)` lines, in order (for tests).
+    #[cfg(test)]
+    pub(crate) fn from_lines(lines: &[(&str, &str)]) -> Self {
+        let mut headers = Self::default();
+        for (name, value) in lines {
+            headers.push(*name, *value);
+        }
+        headers
+    }
+
     /// Appends a header line.
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
