@@ -53,6 +53,19 @@ fn post_call(e: &Earshot, body: &str) -> http::Response {
     .unwrap()
 }
 
+/// Hangs up a live call through the API.
+fn hang_up(e: &Earshot, id: &str) {
+    let hangup = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(hangup.status, 202, "{}", hangup.text());
+}
+
 fn call_detail(e: &Earshot, id: &str) -> serde_json::Value {
     http::request(e.http_addr(), "GET", &format!("/api/calls/{id}"), &[], b"")
         .unwrap()
@@ -158,15 +171,7 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
     });
     // The callee's tone plays; then earshot hangs up.
     std::thread::sleep(Duration::from_millis(u64::from(TONE_MS) + 500));
-    let hangup = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(hangup.status, 202, "{}", hangup.text());
+    hang_up(&e, &id);
 
     let outcome = callee.wait(Duration::from_secs(30));
     sipp::assert_passed(&outcome, 2, &e);
@@ -356,5 +361,75 @@ fn post_dial_delay() {
         at(0.50),
         at(0.99),
         delays[delays.len() - 1]
+    );
+}
+
+/// A real softphone as the callee: baresip in auto-answer. earshot places the call directly to
+/// it; baresip answers and hears earshot's greeting (its decoded audio is dumped to a file),
+/// and the API hangs up.
+#[test]
+fn baresip_in_auto_answer_takes_earshots_call_and_hears_the_greeting() {
+    let dir = temp_dir("outbound-baresip");
+    let greeting_path = dir.join("greeting.wav");
+    let greeting: Vec<i16> = pcap::test_signal(3000);
+    support::write_wav_8k(&greeting_path, &greeting);
+    // What baresip says: a quiet tone, longer than the call (baresip hangs up when its file
+    // source ends).
+    let source_path = dir.join("callee.wav");
+    let source: Vec<i16> = (0..8000 * 20)
+        .map(|i| ((f64::from(i) * 0.345).sin() * 300.0) as i16)
+        .collect();
+    support::write_wav_8k(&source_path, &source);
+    let peer = support::baresip::configure(
+        &dir,
+        &source_path,
+        ";regint=0;audio_codecs=PCMU;answermode=auto",
+    );
+    let port = peer.port;
+    let mut baresip = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(&peer.cfg)
+        .args(["-t", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
+    std::thread::sleep(Duration::from_millis(500));
+    let e = Earshot::start(&format!(
+        "[calls]\ngreeting = {:?}\noutbound_allow = [\"sip:baresip@127.0.0.1:{port}\"]\n",
+        greeting_path.display().to_string()
+    ));
+    let placed = post_call(&e, &format!(r#"{{"to": "sip:baresip@127.0.0.1:{port}"}}"#));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    wait_for("baresip answered", &e, Duration::from_secs(10), || {
+        event_types(&call_detail(&e, &id)).contains(&"answered".to_owned())
+    });
+    // The greeting (3 s) plays out, with margin for the media gate's grace.
+    std::thread::sleep(Duration::from_secs(4));
+    hang_up(&e, &id);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    let _ = baresip.kill();
+    let out = baresip.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("Call established"),
+        "baresip:\n{log}\n--- earshot ---\n{}",
+        e.log_tail(20)
+    );
+    let heard = support::baresip::heard(&peer.dump);
+    // The greeting is loud (about -12 dBFS); silence or comfort noise is not.
+    let loud = heard
+        .chunks(160)
+        .filter(|block| {
+            let energy: f64 = block.iter().map(|&s| f64::from(s).powi(2)).sum();
+            (energy / block.len() as f64).sqrt() > 2000.0
+        })
+        .count();
+    assert!(
+        loud >= 25,
+        "baresip heard {loud} loud 20 ms blocks of the greeting"
     );
 }
