@@ -321,28 +321,10 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         "[calls]\ngreeting = {:?}\n",
         greeting_path.display().to_string()
     ));
-    let cfg = dir.join("baresip");
-    let dump = dir.join("dump");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::create_dir_all(&dump).unwrap();
-    let port = sipp::port();
-    std::fs::write(
-        cfg.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player alsa,null\naudio_alert alsa,null\naudio_source aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule alsa.so\nmodule aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
-            caller_path.display(),
-            dump.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        cfg.join("accounts"),
-        "<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU\n",
-    )
-    .unwrap();
+    let peer = support::baresip::configure(&dir, &caller_path, ";regint=0;audio_codecs=PCMU");
     let out = std::process::Command::new("baresip")
         .arg("-f")
-        .arg(&cfg)
+        .arg(&peer.cfg)
         .args(["-e", &format!("/dial sip:1000@{}", e.sip_addr()), "-t", "5"])
         .output()
         .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
@@ -352,15 +334,9 @@ fn baresip_calls_earshot_and_hears_the_greeting() {
         "baresip:\n{log}\n--- earshot ---\n{}",
         e.log_tail(20)
     );
-    let decoded = std::fs::read_dir(&dump)
-        .unwrap()
-        .flatten()
-        .find(|f| f.file_name().to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip dumped what it heard");
-    let heard: Vec<f64> = hound::WavReader::open(decoded.path())
-        .unwrap()
-        .samples::<i16>()
-        .map(|s| f64::from(s.unwrap()))
+    let heard: Vec<f64> = support::baresip::heard(&peer.dump)
+        .into_iter()
+        .map(f64::from)
         .collect();
     let sent: Vec<f64> = greeting.iter().map(|&s| f64::from(s)).collect();
     let correlation = best_correlation(&sent, &heard, 4000);

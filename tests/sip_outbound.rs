@@ -3,7 +3,8 @@
 //! a tone. earshot places the call through `POST /api/calls`; the recording's left channel
 //! must hold the callee's tone, the callee must get earshot's RTP, and the call's events must
 //! read placed, ringing, answered, ended. A target `[calls].outbound_allow` does not allow gets
-//! 403 and no INVITE. A busy callee (a bare UDP socket answering 486) fails the call with its
+//! 403 and no INVITE. Early media (a 183 with SDP, then the tone, then the answer) reaches the
+//! recording before the answer. baresip in auto-answer takes a call. A busy callee (a bare UDP socket answering 486) fails the call with its
 //! status; the same callee serves the post-dial delay measurement.
 
 #![allow(clippy::unwrap_used)]
@@ -53,10 +54,45 @@ fn post_call(e: &Earshot, body: &str) -> http::Response {
     .unwrap()
 }
 
+/// Hangs up a live call through the API.
+fn hang_up(e: &Earshot, id: &str) {
+    let hangup = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(hangup.status, 202, "{}", hangup.text());
+}
+
 fn call_detail(e: &Earshot, id: &str) -> serde_json::Value {
     http::request(e.http_addr(), "GET", &format!("/api/calls/{id}"), &[], b"")
         .unwrap()
         .json()
+}
+
+/// The call's first stored event of type `kind`.
+fn event(detail: &serde_json::Value, kind: &str) -> serde_json::Value {
+    detail["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|ev| ev["type"] == kind))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} event: {detail}"))
+}
+
+/// Once the call's recording is complete: its 20 ms blocks of the callee's tone, on the left
+/// channel (what the call heard from the far end).
+fn left_tone_blocks(e: &Earshot, id: &str) -> usize {
+    wait_for("the recording finished", e, Duration::from_secs(10), || {
+        call_detail(e, id)["recording"]["state"] == "complete"
+    });
+    let wav = only_recording(e.dir());
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    tone_blocks(&left, TONE_HZ)
 }
 
 /// The types of the call's stored events, in order.
@@ -158,15 +194,7 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
     });
     // The callee's tone plays; then earshot hangs up.
     std::thread::sleep(Duration::from_millis(u64::from(TONE_MS) + 500));
-    let hangup = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(hangup.status, 202, "{}", hangup.text());
+    hang_up(&e, &id);
 
     let outcome = callee.wait(Duration::from_secs(30));
     sipp::assert_passed(&outcome, 2, &e);
@@ -201,17 +229,7 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
     );
 
     // The callee's tone is on the recording's left channel.
-    wait_for(
-        "the recording finished",
-        &e,
-        Duration::from_secs(10),
-        || call_detail(&e, &id)["recording"]["state"] == "complete",
-    );
-    let wav = only_recording(e.dir());
-    let mut reader = hound::WavReader::open(&wav).unwrap();
-    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let tone = tone_blocks(&left, TONE_HZ);
+    let tone = left_tone_blocks(&e, &id);
     // 2 s of tone is 100 blocks; allow for the jitter buffer's start and the block alignment.
     assert!(
         tone >= 60,
@@ -231,6 +249,41 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
         .next()
         .unwrap_or(0);
     assert!(sent >= 75, "earshot sent {sent} RTP packets to the callee");
+}
+
+/// Early media: the callee's tone, sent only between its 183 (with SDP) and its 200, reaches
+/// the call's media path (the recording's left channel, as the speakers get it), and the
+/// `ringing` event says early media.
+#[test]
+fn early_media_before_the_answer_reaches_the_recording() {
+    let dir = temp_dir("outbound-early");
+    let port = sipp::port();
+    let scenario = Scenario::load(
+        "uas_early_media.xml",
+        &[
+            ("PCAP", tone_pcap(&dir)),
+            // The whole tone plays before the answer.
+            ("EARLY_MS", (TONE_MS + 500).to_string()),
+            ("BYE_TIMEOUT_MS", "30000".into()),
+        ],
+    );
+    let callee = sipp::start(&dir, &scenario, None, port, &["-m", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
+    let placed = post_call(&e, &format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    wait_for("the call answered", &e, Duration::from_secs(20), || {
+        event_types(&call_detail(&e, &id)).contains(&"answered".to_owned())
+    });
+    hang_up(&e, &id);
+    sipp::assert_passed(&callee.wait(Duration::from_secs(20)), 1, &e);
+    let tone = left_tone_blocks(&e, &id);
+    assert_eq!(event(&call_detail(&e, &id), "ringing")["early_media"], true);
+    assert!(
+        tone >= 50,
+        "{tone} blocks of early-media tone on the left channel"
+    );
 }
 
 /// A callee that answers every INVITE with 486 Busy Here: a bare UDP socket.
@@ -304,13 +357,7 @@ fn busy_callee_fails_the_call_with_486() {
         call_detail(&e, &id)["status"] == "ended"
     });
     let detail = call_detail(&e, &id);
-    let failed = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|ev| ev["type"] == "failed")
-        .cloned()
-        .unwrap_or_else(|| panic!("no failed event: {detail}"));
+    let failed = event(&detail, "failed");
     assert_eq!(failed["status"], 486);
     assert_eq!(failed["reason"], "rejected");
     assert_eq!(detail["end_reason"], "rejected 486");
@@ -356,5 +403,75 @@ fn post_dial_delay() {
         at(0.50),
         at(0.99),
         delays[delays.len() - 1]
+    );
+}
+
+/// A real softphone as the callee: baresip in auto-answer. earshot places the call directly to
+/// it; baresip answers and hears earshot's greeting (its decoded audio is dumped to a file),
+/// and the API hangs up.
+#[test]
+fn baresip_in_auto_answer_takes_earshots_call_and_hears_the_greeting() {
+    let dir = temp_dir("outbound-baresip");
+    let greeting_path = dir.join("greeting.wav");
+    let greeting: Vec<i16> = pcap::test_signal(3000);
+    support::write_wav_8k(&greeting_path, &greeting);
+    // What baresip says: a quiet tone, longer than the call (baresip hangs up when its file
+    // source ends).
+    let source_path = dir.join("callee.wav");
+    let source: Vec<i16> = (0..8000 * 20)
+        .map(|i| ((f64::from(i) * 0.345).sin() * 300.0) as i16)
+        .collect();
+    support::write_wav_8k(&source_path, &source);
+    let peer = support::baresip::configure(
+        &dir,
+        &source_path,
+        ";regint=0;audio_codecs=PCMU;answermode=auto",
+    );
+    let port = peer.port;
+    let mut baresip = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(&peer.cfg)
+        .args(["-t", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
+    std::thread::sleep(Duration::from_millis(500));
+    let e = Earshot::start(&format!(
+        "[calls]\ngreeting = {:?}\noutbound_allow = [\"sip:baresip@127.0.0.1:{port}\"]\n",
+        greeting_path.display().to_string()
+    ));
+    let placed = post_call(&e, &format!(r#"{{"to": "sip:baresip@127.0.0.1:{port}"}}"#));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    wait_for("baresip answered", &e, Duration::from_secs(10), || {
+        event_types(&call_detail(&e, &id)).contains(&"answered".to_owned())
+    });
+    // The greeting (3 s) plays out, with margin for the media gate's grace.
+    std::thread::sleep(Duration::from_secs(4));
+    hang_up(&e, &id);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    let _ = baresip.kill();
+    let out = baresip.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("Call established"),
+        "baresip:\n{log}\n--- earshot ---\n{}",
+        e.log_tail(20)
+    );
+    let heard = support::baresip::heard(&peer.dump);
+    // The greeting is loud (about -12 dBFS); silence or comfort noise is not.
+    let loud = heard
+        .chunks(160)
+        .filter(|block| {
+            let energy: f64 = block.iter().map(|&s| f64::from(s).powi(2)).sum();
+            (energy / block.len() as f64).sqrt() > 2000.0
+        })
+        .count();
+    assert!(
+        loud >= 25,
+        "baresip heard {loud} loud 20 ms blocks of the greeting"
     );
 }

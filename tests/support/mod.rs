@@ -902,6 +902,7 @@ pub mod sip {
     }
 }
 
+pub mod baresip;
 pub mod caller;
 pub mod pcap;
 pub mod sipp;

@@ -469,6 +469,7 @@ impl Endpoint {
             let flow = attempt.flow;
             self.send(flow, ack);
         }
+        let cancelling = cancelled(phase);
         match resp.status {
             100 => {}
             101..=199 if current => self.outbound_provisional(now, call, resp),
@@ -476,10 +477,7 @@ impl Endpoint {
             // A late answer to an INVITE we have replaced: ACKed above, nothing more.
             _ if !current => {}
             // Being cancelled: any final response ends the call, for the cancel's reason.
-            _ if cancelled(phase).is_some() => {
-                let reason = cancelled(phase).unwrap_or(FailReason::Cancelled);
-                self.fail_outbound(call, resp.status, reason);
-            }
+            _ if let Some(reason) = cancelling => self.fail_outbound(call, resp.status, reason),
             300..=399 => self.outbound_redirect(now, call, resp),
             401 | 407 => self.outbound_challenge(now, call, resp),
             _ => self.fail_outbound(call, resp.status, FailReason::Rejected),

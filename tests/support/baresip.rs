@@ -1,0 +1,61 @@
+//! baresip as a test peer: its configuration directory, written for loopback with G.711, a WAV
+//! file as its microphone and its decoded audio dumped to files.
+
+use std::path::{Path, PathBuf};
+
+/// A baresip configured in a test directory.
+pub struct Baresip {
+    /// Its configuration directory (`baresip -f`).
+    pub cfg: PathBuf,
+    /// Where it dumps what it hears.
+    pub dump: PathBuf,
+    /// Its SIP port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Configures a baresip under `dir` on a free port, saying `source` (an 8 kHz WAV), with one
+/// account with `params` (`;regint=0;audio_codecs=PCMU` and more).
+pub fn configure(dir: &Path, source: &Path, params: &str) -> Baresip {
+    let baresip = Baresip {
+        cfg: dir.join("baresip"),
+        dump: dir.join("dump"),
+        port: super::sipp::port(),
+    };
+    write_config(&baresip.cfg, baresip.port, source, &baresip.dump, params);
+    baresip
+}
+
+/// Writes baresip's `config` and `accounts` into `cfg`: listening on 127.0.0.1:`port`, saying
+/// `source`, dumping what it hears into `dump`, one account with `params`.
+fn write_config(cfg: &Path, port: u16, source: &Path, dump: &Path, params: &str) {
+    std::fs::create_dir_all(cfg).expect("baresip config dir");
+    std::fs::create_dir_all(dump).expect("baresip dump dir");
+    std::fs::write(
+        cfg.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player alsa,null\naudio_alert alsa,null\naudio_source aufile,{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule alsa.so\nmodule aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
+            source.display(),
+            dump.display()
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(
+        cfg.join("accounts"),
+        format!("<sip:baresip@127.0.0.1>{params}\n"),
+    )
+    .expect("baresip accounts");
+}
+
+/// The samples baresip decoded (its `-dec.wav` dump in `dump`).
+pub fn heard(dump: &Path) -> Vec<i16> {
+    let decoded = std::fs::read_dir(dump)
+        .expect("baresip dump dir")
+        .flatten()
+        .find(|f| f.file_name().to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip dumped what it heard");
+    hound::WavReader::open(decoded.path())
+        .expect("baresip's dump is a WAV")
+        .samples::<i16>()
+        .map(|s| s.expect("a sample"))
+        .collect()
+}
