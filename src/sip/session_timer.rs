@@ -16,6 +16,9 @@ use super::message::Headers;
 
 /// RFC 4028 §4: the smallest Min-SE any party may ask for, in seconds.
 pub const MIN_SE_FLOOR: u32 = 90;
+/// The longest interval earshot keeps, whatever a peer asks (its Min-SE, a 2xx): one day,
+/// the longest `[sip].session_expires_secs`, so no deadline lies absurdly far ahead.
+pub const MAX_INTERVAL: u32 = 86_400;
 /// The option tag (RFC 4028 §3) in Supported and Require.
 pub const OPTION_TAG: &str = "timer";
 
@@ -27,6 +30,17 @@ pub struct TimerPolicy {
     pub session_expires: u32,
     /// The shortest interval earshot accepts; a shorter Session-Expires gets 422 (§9).
     pub min_se: u32,
+}
+
+impl TimerPolicy {
+    /// RFC 4028 §7.1: the Session-Expires a UAC puts in its INVITE, with `Supported: timer`
+    /// and `Min-SE: min_se`; no refresher, so that the UAS chooses (§7.1 allows either).
+    pub fn request_value(&self) -> SessionExpires {
+        SessionExpires {
+            delta: self.session_expires,
+            refresher: None,
+        }
+    }
 }
 
 impl Default for TimerPolicy {
@@ -166,7 +180,8 @@ pub fn answer_request(policy: TimerPolicy, request: &Headers) -> UasDecision {
     let asked = SessionExpires::of(request);
     let floor = min_se_of(request)
         .unwrap_or(MIN_SE_FLOOR)
-        .max(policy.min_se);
+        .max(policy.min_se)
+        .min(MAX_INTERVAL);
     let (interval, refresher) = match asked {
         None if !supported => return UasDecision::NoTimer,
         None => (policy.session_expires.max(floor), None),
@@ -176,7 +191,9 @@ pub fn answer_request(policy: TimerPolicy, request: &Headers) -> UasDecision {
             };
         }
         Some(se) => (
-            se.delta.min(policy.session_expires.max(floor)),
+            se.delta
+                .min(policy.session_expires.max(floor))
+                .min(MAX_INTERVAL),
             se.refresher,
         ),
     };
@@ -195,7 +212,7 @@ pub fn answer_request(policy: TimerPolicy, request: &Headers) -> UasDecision {
 pub fn from_response(response: &Headers) -> Option<Agreed> {
     let se = SessionExpires::of(response)?;
     Some(Agreed {
-        interval: se.delta.max(1),
+        interval: se.delta.clamp(1, MAX_INTERVAL),
         refresher: se.refresher.unwrap_or(Refresher::Uac),
     })
 }
@@ -377,6 +394,19 @@ mod tests {
             panic!("agreed")
         };
         assert_eq!(agreed.interval, 1000);
+    }
+
+    #[test]
+    fn absurd_intervals_from_the_peer_are_capped_at_a_day() {
+        let policy = TimerPolicy::default();
+        let req = headers(&[("Supported", "timer"), ("Min-SE", "4294967295")]);
+        let UasDecision::Agreed(agreed) = answer_request(policy, &req) else {
+            panic!("agreed")
+        };
+        assert_eq!(agreed.interval, MAX_INTERVAL);
+        let resp = headers(&[("Session-Expires", "4294967295;refresher=uas")]);
+        assert_eq!(from_response(&resp).map(|a| a.interval), Some(MAX_INTERVAL));
+        assert_eq!(SessionExpires::parse("99999999999"), None);
     }
 
     #[test]
