@@ -222,6 +222,13 @@ impl Session {
     fn stop(&mut self) {
         each!(self, s => s.stop())
     }
+    /// Drops the agent's queued audio (the operator has the floor).
+    fn clear_audio(&mut self) {
+        match self {
+            Session::Twilio(s) => s.clear(),
+            Session::OpenAi(s) => s.interrupt(),
+        }
+    }
     /// (underruns, overrun bytes) so far.
     fn counters(&self) -> (u64, u64) {
         each!(self, s => (s.stats().underruns, s.stats().overrun_bytes))
@@ -243,6 +250,8 @@ pub struct AgentLink {
     awaiting: Option<Instant>,
     reported_underruns: u64,
     reported_overrun: u64,
+    /// The operator talks: the agent's audio is dropped and it hears silence.
+    paused: bool,
 }
 
 impl AgentLink {
@@ -292,7 +301,25 @@ impl AgentLink {
             awaiting: None,
             reported_underruns: 0,
             reported_overrun: 0,
+            paused: false,
         }
+    }
+
+    /// The operator took the floor: the agent's queued audio is dropped, and until
+    /// [`AgentLink::resume`] it hears silence and whatever it says is dropped too.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        if self.started.is_some() {
+            self.stream.clear_audio();
+        }
+        if self.state == AgentState::Speaking {
+            self.state = AgentState::Listening;
+        }
+    }
+
+    /// The operator let go: the agent hears the caller and speaks again.
+    pub fn resume(&mut self) {
+        self.paused = false;
     }
 
     /// Whether the agent's audio played in the last frame.
@@ -359,7 +386,12 @@ impl AgentLink {
             Session::OpenAi(_) => self.call_started,
         };
         let elapsed = now.saturating_duration_since(origin).as_millis() as u64;
-        self.stream.caller_audio(elapsed, ulaw);
+        if self.paused {
+            // The stream's timeline goes on; the caller's words are for the operator.
+            self.stream.caller_audio(elapsed, &[0xff; FRAME_BYTES]);
+        } else {
+            self.stream.caller_audio(elapsed, ulaw);
+        }
         self.flush(now)
     }
 
@@ -380,6 +412,13 @@ impl AgentLink {
 
     /// The agent's next 20 ms (μ-law, silence when it has nothing to say).
     pub fn next_frame(&mut self, now: Instant, out: &mut [u8; FRAME_BYTES]) -> AgentOutcome {
+        if self.paused {
+            if self.stream.has_audio() {
+                self.stream.clear_audio();
+            }
+            *out = [0xff; FRAME_BYTES];
+            return self.flush(now);
+        }
         let fill = self.stream.next_frame(out);
         if self.state == AgentState::Listening || self.state == AgentState::Speaking {
             self.state = match fill {
