@@ -1021,7 +1021,10 @@ pub(super) fn id_and_name(device: &cpal::Device) -> (String, String) {
 
 /// Whether `device` is the one `[audio] output` (or `input`) names, by id or by name.
 pub(super) fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
-    device.id().is_ok_and(|id| id.id() == wanted)
+    // `earshot devices` prints ids with their host (`alsa:default`); both spellings match.
+    device
+        .id()
+        .is_ok_and(|id| id.id() == wanted || id.to_string() == wanted)
         || device.description().is_ok_and(|d| d.name() == wanted)
 }
 
