@@ -262,7 +262,7 @@ impl AudioService {
     pub fn start(config: &AudioConfig) -> AudioService {
         let default_listen = config.listen;
         let period_ms = config.period_ms;
-        let microphone = Microphone::start(&config.input);
+        let microphone = Microphone::start(&config.input, config.period_ms);
         let target = match &config.output {
             AudioOutput::None => {
                 return AudioService {
@@ -1032,7 +1032,7 @@ pub(super) fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
 /// a standard rate.
 /// The period to ask for: `period_ms` at the stream's rate, within what the device supports;
 /// `None` for the device's default (`period_ms` 0).
-fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u32> {
+pub(super) fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u32> {
     if period_ms == 0 {
         return None;
     }

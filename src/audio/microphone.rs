@@ -20,7 +20,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{InputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig};
 
 use super::capture::{self, CaptureCounters, CaptureReader};
-use super::device::{device_matches, id_and_name, lock, pick_format, stopping};
+use super::device::{device_matches, id_and_name, lock, period_frames, pick_format, stopping};
 use super::mixer::LatencySnapshot;
 use crate::clock;
 use crate::config::AudioInput;
@@ -135,8 +135,10 @@ pub struct Microphone {
 }
 
 impl Microphone {
-    /// Starts capturing as `[audio].input` says. Never fails: a missing device is retried.
-    pub fn start(input: &AudioInput) -> Microphone {
+    /// Starts capturing as `[audio].input` says, asking for `period_ms` callbacks (0: the
+    /// device's default; `[audio].period_ms`, shared with playout). Never fails: a missing
+    /// device is retried.
+    pub fn start(input: &AudioInput, period_ms: u32) -> Microphone {
         let target = match input {
             AudioInput::None => {
                 return Microphone {
@@ -161,6 +163,7 @@ impl Microphone {
             .spawn(move || {
                 DeviceThread {
                     target,
+                    period_ms,
                     shared: thread_shared,
                     stopped,
                     last_logged: None,
@@ -273,6 +276,8 @@ impl Drop for Microphone {
 struct DeviceThread {
     /// The device's id or name; `None` for the host's default.
     target: Option<String>,
+    /// `[audio].period_ms`.
+    period_ms: u32,
     shared: Arc<Shared>,
     stopped: mpsc::Receiver<()>,
     last_logged: Option<String>,
@@ -326,36 +331,24 @@ impl DeviceThread {
         let supported = choose_config(&device)?;
         let rate = supported.sample_rate();
         let channels = usize::from(supported.channels().max(1));
-        let config = StreamConfig {
-            channels: supported.channels(),
-            sample_rate: rate,
-            buffer_size: cpal::BufferSize::Default,
-        };
-        let (mut callback, reader) =
-            capture::channel(rate, channels, Arc::clone(&self.shared.counters));
-        let on_error = |err: cpal::Error| {
-            // Reported by the callback's stall, which the device thread watches; an xrun
-            // shows as an overrun or underrun.
-            let _ = err;
-        };
-        let stream = match supported.sample_format() {
-            SampleFormat::F32 => device.build_input_stream(
-                config,
-                move |data: &[f32], info: &InputCallbackInfo| callback.capture_f32(data, info),
-                on_error,
-                None,
-            ),
-            _ => device.build_input_stream(
-                config,
-                move |data: &[i16], info: &InputCallbackInfo| callback.capture_i16(data, info),
-                on_error,
-                None,
-            ),
-        }
-        .map_err(|e| e.to_string())?;
+        let counters = &self.shared.counters;
+        // Ask for the configured period; a host that refuses it gets its own default.
+        let (stream, reader) = match period_frames(&supported, self.period_ms) {
+            Some(frames) => build_stream(
+                &device,
+                &supported,
+                cpal::BufferSize::Fixed(frames),
+                counters,
+            )
+            .or_else(|err| {
+                tracing::debug!(%err, frames, "input device refused the period; using its default");
+                build_stream(&device, &supported, cpal::BufferSize::Default, counters)
+            }),
+            None => build_stream(&device, &supported, cpal::BufferSize::Default, counters),
+        }?;
         stream.play().map_err(|e| e.to_string())?;
         lock(&self.shared.slot).reader = Some(reader);
-        tracing::info!(device = %name, rate, channels, "microphone capturing");
+        tracing::info!(device = %name, rate, channels, period_ms = self.period_ms, "microphone capturing");
         Ok(stream)
     }
 
@@ -396,6 +389,43 @@ impl DeviceThread {
     }
 }
 
+/// Builds (does not start) an input stream on `device` whose callback feeds a fresh capture
+/// ring; returns it with the ring's reader.
+fn build_stream(
+    device: &cpal::Device,
+    supported: &SupportedStreamConfig,
+    buffer_size: cpal::BufferSize,
+    counters: &Arc<CaptureCounters>,
+) -> Result<(cpal::Stream, CaptureReader), String> {
+    let channels = usize::from(supported.channels().max(1));
+    let config = StreamConfig {
+        channels: supported.channels(),
+        sample_rate: supported.sample_rate(),
+        buffer_size,
+    };
+    let (mut callback, reader) =
+        capture::channel(supported.sample_rate(), channels, Arc::clone(counters));
+    // Errors show as the callback stalling, which the device thread watches; an xrun shows
+    // as an overrun or underrun.
+    let on_error = |_: cpal::Error| {};
+    let stream = match supported.sample_format() {
+        SampleFormat::F32 => device.build_input_stream(
+            config,
+            move |data: &[f32], info: &InputCallbackInfo| callback.capture_f32(data, info),
+            on_error,
+            None,
+        ),
+        _ => device.build_input_stream(
+            config,
+            move |data: &[i16], info: &InputCallbackInfo| callback.capture_i16(data, info),
+            on_error,
+            None,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((stream, reader))
+}
+
 /// The device's preferred input configuration if it is f32 or i16, else the best f32 or i16
 /// range at a standard rate.
 fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, String> {
@@ -413,7 +443,7 @@ mod tests {
 
     #[test]
     fn input_none_refuses_talk_back_with_a_clear_reason() {
-        let mic = Microphone::start(&AudioInput::None);
+        let mic = Microphone::start(&AudioInput::None, 10);
         let err = mic.claim("c1").unwrap_err();
         assert_eq!(err, Unavailable::NotConfigured);
         assert!(err.to_string().contains("[audio].input"));
@@ -424,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_missing_device_refuses_talk_back_and_says_why() {
-        let mic = Microphone::start(&AudioInput::Device("earshot-no-such-mic".into()));
+        let mic = Microphone::start(&AudioInput::Device("earshot-no-such-mic".into()), 10);
         let err = mic.claim("c1").unwrap_err();
         assert!(matches!(err, Unavailable::NotCapturing(_)), "{err}");
     }
