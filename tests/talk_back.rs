@@ -224,9 +224,16 @@ fn talk(e: &Earshot, id: &str, body: serde_json::Value) -> http::Response {
 fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() {
     let dir = support::temp_dir("talk-back");
     let _mic = ToneMicrophone::start(&dir);
-    let e = Earshot::start(
-        "[audio]\noutput = \"none\"\ninput = \"default\"\n[log]\nlevel = \"info,earshot=debug\"\n",
-    );
+    // 20 ms periods: this test is about gapless talk-back at pitch, and the suite runs on busy
+    // 2-core boxes where the 10 ms default leaves the PulseAudio capture too little headroom.
+    // BENCHMARKS.md runs it with EARSHOT_TALK_PERIOD_MS=10 for the default's latency.
+    let period_ms: u32 = std::env::var("EARSHOT_TALK_PERIOD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let e = Earshot::start(&format!(
+        "[audio]\noutput = \"none\"\ninput = \"default\"\nperiod_ms = {period_ms}\n[log]\nlevel = \"info,earshot=debug\"\n"
+    ));
     // The box has long been up when calls arrive: wait for the capture to run.
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(&e, "earshot_capture_device_running") != Some(1.0) {
@@ -264,11 +271,16 @@ fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() 
     assert!(talking.len() >= 8000 * 4, "{} samples", talking.len());
     let window = &talking[4000..talking.len() - 2400];
     let frames = window.len() / 160;
-    assert_eq!(
-        silent_frames(window),
-        0,
-        "silent frames while talking\n{}",
-        e.log_tail(20)
+    let silent: Vec<usize> = window
+        .chunks_exact(160)
+        .enumerate()
+        .filter(|(_, f)| silent_frames(f) == 1)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "silent frames {silent:?} of {frames} while talking; capture underruns {:?}",
+        metric(&e, "earshot_capture_underruns_total")
     );
     let hz = zero_crossing_hz(window);
     assert!(
@@ -301,8 +313,20 @@ fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() 
     );
     let sent = metric(&e, "earshot_talk_latency_seconds_count").unwrap_or(0.0);
     assert!(sent >= f64::from(frames as u32), "{sent} frames measured");
-    let p50 = metric(&e, "earshot_talk_latency_seconds{quantile=\"0.5\"}").unwrap();
-    eprintln!("microphone to network, p50: {:.1} ms", p50 * 1000.0);
+    let quantile = |q: &str| {
+        metric(
+            &e,
+            &format!("earshot_talk_latency_seconds{{quantile=\"{q}\"}}"),
+        )
+        .unwrap()
+            * 1000.0
+    };
+    eprintln!(
+        "microphone to network ({period_ms} ms periods, {sent} frames): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+        quantile("0.5"),
+        quantile("0.9"),
+        quantile("0.99")
+    );
     assert_eq!(metric(&e, "earshot_capture_underruns_total"), Some(0.0));
 }
 

@@ -441,6 +441,44 @@ fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, String>
 mod tests {
     use super::*;
 
+    /// A capturing microphone without a device: its reader is fed by the test.
+    fn fed() -> (Microphone, capture::CaptureCallback) {
+        let counters = Arc::new(CaptureCounters::default());
+        let (callback, reader) = capture::channel(8000, 1, Arc::clone(&counters));
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot {
+                owner: None,
+                reader: Some(reader),
+            }),
+            counters,
+            running: AtomicBool::new(true),
+            last_error: Mutex::default(),
+        });
+        let mic = Microphone {
+            shared: Some(shared),
+            stop: None,
+            thread: None,
+        };
+        (mic, callback)
+    }
+
+    #[test]
+    fn one_call_holds_the_microphone_and_taking_it_elsewhere_moves_it() {
+        let (mic, _callback) = fed();
+        let mut frame = [0; 160];
+        assert_eq!(mic.read("c1", &mut frame), Read::NotOwner);
+        assert_eq!(mic.claim("c1"), Ok(None));
+        assert!(matches!(mic.read("c1", &mut frame), Read::Frame(_)));
+        assert_eq!(mic.claim("c1"), Ok(None), "claiming again is no move");
+        assert_eq!(mic.claim("c2"), Ok(Some("c1".to_owned())));
+        assert_eq!(mic.read("c1", &mut frame), Read::NotOwner);
+        assert!(matches!(mic.read("c2", &mut frame), Read::Frame(_)));
+        mic.release("c1");
+        assert!(matches!(mic.read("c2", &mut frame), Read::Frame(_)));
+        mic.release("c2");
+        assert_eq!(mic.read("c2", &mut frame), Read::NotOwner);
+    }
+
     #[test]
     fn input_none_refuses_talk_back_with_a_clear_reason() {
         let mic = Microphone::start(&AudioInput::None, 10);
