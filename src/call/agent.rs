@@ -590,3 +590,106 @@ impl AgentLink {
         self.report_counters();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+// Virtual time starts from one real instant; only differences matter.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::call::event::{CallId, Source};
+    use base64::Engine as _;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    /// A connector whose driver is the test: it keeps the agent-bound receiver.
+    #[derive(Debug)]
+    struct TestConnector {
+        settings: AgentSettings,
+        to_agent: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    }
+
+    impl AgentConnector for TestConnector {
+        fn connect(&self, _: &CallInfo, _: &str) -> AgentIo {
+            let (to_agent, rx) = mpsc::channel(1024);
+            let (_tx, from_agent) = mpsc::channel(16);
+            *self.to_agent.lock().unwrap() = Some(rx);
+            AgentIo {
+                to_agent,
+                from_agent,
+            }
+        }
+        fn observe(&self, _: AgentObservation) {}
+        fn settings(&self) -> &AgentSettings {
+            &self.settings
+        }
+    }
+
+    fn media(sid: &str, bytes: &[u8]) -> String {
+        let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(r#"{{"event":"media","streamSid":"{sid}","media":{{"payload":"{payload}"}}}}"#)
+    }
+
+    #[test]
+    fn a_paused_agent_is_silenced_hears_silence_and_speaks_again_on_resume() {
+        let connector = Arc::new(TestConnector {
+            settings: AgentSettings {
+                protocol: ProtocolSettings::Twilio,
+                fallback: FallbackMode::Listen,
+                max_queue_bytes: 8000,
+                account_sid: "AC1".into(),
+            },
+            to_agent: Mutex::new(None),
+        });
+        let info = CallInfo {
+            id: CallId::new(SystemTime::UNIX_EPOCH, 1),
+            source: Source::Sip,
+            external_id: "x".into(),
+            caller: "1".into(),
+            callee: "2".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+        };
+        let t0 = Instant::now();
+        let mut link = AgentLink::connect(connector.clone(), &info, t0);
+        let mut to_agent = connector.to_agent.lock().unwrap().take().unwrap();
+        link.input(
+            t0,
+            AgentInput::Connected {
+                after: Duration::ZERO,
+            },
+        );
+        let Session::Twilio(stream) = &link.stream else {
+            panic!("a Twilio session")
+        };
+        let sid = stream.start_info().stream_sid.clone();
+        let text = |bytes: &[u8]| AgentInput::Text {
+            text: media(&sid, bytes),
+            at: t0,
+        };
+        link.input(t0, text(&[1; 800]));
+        let mut out = [0u8; FRAME_BYTES];
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [1; FRAME_BYTES]);
+
+        link.pause();
+        link.input(t0, text(&[2; 160]));
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [0xff; FRAME_BYTES], "the agent's audio was dropped");
+        while to_agent.try_recv().is_ok() {}
+        link.caller_frame(t0, &[0x10; FRAME_BYTES]);
+        let sent = to_agent.try_recv().unwrap().text;
+        let silence = base64::engine::general_purpose::STANDARD.encode([0xff; FRAME_BYTES]);
+        assert!(
+            sent.contains(&silence),
+            "the agent heard the caller: {sent}"
+        );
+
+        link.resume();
+        link.input(t0, text(&[3; 160]));
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [3; FRAME_BYTES]);
+        link.caller_frame(t0, &[0x10; FRAME_BYTES]);
+        let sent = to_agent.try_recv().unwrap().text;
+        assert!(!sent.contains(&silence), "{sent}");
+    }
+}
