@@ -1,5 +1,5 @@
 //! The microphone driver (talk-back): opens the cpal input device named by `[audio].input` on
-//! its own thread, runs a [`CaptureCallback`] in its callback, and lends the
+//! its own thread, runs a [`CaptureCallback`](super::capture::CaptureCallback) in its callback, and lends the
 //! [`CaptureReader`] to the one call that holds the microphone.
 //!
 //! One call at a time: [`Microphone::claim`] makes a call the owner (taking it from another
