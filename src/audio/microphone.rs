@@ -1,6 +1,6 @@
 //! The microphone driver (talk-back): opens the cpal input device named by `[audio].input` on
-//! its own thread, runs a [`CaptureCallback`](super::capture::CaptureCallback) in its callback, and lends the
-//! [`CaptureReader`] to the one call that holds the microphone.
+//! its own thread, runs a [`CaptureCallback`](super::capture::CaptureCallback) in its callback,
+//! and lends the [`CaptureReader`] to the one call that holds the microphone.
 //!
 //! One call at a time: [`Microphone::claim`] makes a call the owner (taking it from another
 //! moves it, and says from which); the owner's task reads a frame every 20 ms with
