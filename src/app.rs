@@ -684,6 +684,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "calls.max_duration_secs",
     );
     check(old.audio.output != new.audio.output, "audio.output");
+    check(old.audio.input != new.audio.input, "audio.input");
     check(
         old.audio.period_ms != new.audio.period_ms,
         "audio.period_ms",

@@ -55,7 +55,9 @@
 //!   drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to
 //!   device-rate resampling with drift correction (the resampler lives here, not in `media`,
-//!   because its ratio is steered by the rings' fill).
+//!   because its ratio is steered by the rings' fill); and the operator's microphone for
+//!   talk-back ([`audio::capture`], [`audio::microphone`]): an allocation-free input callback
+//!   into a ring, read back at 8 kHz with drift correction by the one call that holds it.
 //! - [`recording`]: the WAV writer thread, the crash repair of unfinished files, and the
 //!   free-disk recording gate.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,

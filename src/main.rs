@@ -41,7 +41,7 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Check the box: ports free, audio device, store, recording folder, free disk, clock.
     Doctor(ConfigArg),
-    /// List the audio output devices usable as `[audio] output`.
+    /// List the audio output and input devices usable as `[audio] output` and `input`.
     Devices,
     /// Replay a packet-arrival trace (CSV) or an RTP capture through the jitter buffer and print
     /// what it plays.
@@ -204,7 +204,7 @@ fn init_tracing(log: &LogConfig) {
     }
 }
 
-/// `earshot devices`: list audio output devices, marking the default.
+/// `earshot devices`: list audio output and input devices, marking the defaults.
 fn devices() -> ExitCode {
     use cpal::traits::{DeviceTrait, HostTrait};
 
@@ -239,6 +239,18 @@ fn devices() -> ExitCode {
     }
     if count == 0 {
         println!("  (none; set [audio] output = \"none\")");
+    }
+    let inputs = earshot::audio::list_inputs();
+    println!(
+        "{} input devices (* = default); use the id as [audio] input (talk-back):",
+        host.id().name()
+    );
+    for input in &inputs {
+        let mark = if input.is_default { '*' } else { ' ' };
+        println!("{mark} {:<24} {}", input.id, input.name);
+    }
+    if inputs.is_empty() {
+        println!("  (none; talk-back needs one)");
     }
     ExitCode::SUCCESS
 }

@@ -107,6 +107,54 @@ fn summary_ms(
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
+/// Counters without labels: `(name, help, value)`.
+fn plain_counters(out: &mut String, counters: &[(&str, &str, u64)]) {
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+}
+
+/// The microphone's (talk-back) counters and its capture → RTP sent latency.
+fn render_capture(out: &mut String, capture: &crate::audio::CaptureStats) {
+    let counters = [
+        (
+            "earshot_capture_overruns_total",
+            "Microphone callbacks that dropped audio because the capture ring was full.",
+            capture.overruns,
+        ),
+        (
+            "earshot_capture_underruns_total",
+            "Frames of the operator's voice with a gap: the capture ring ran dry.",
+            capture.underruns,
+        ),
+        (
+            "earshot_capture_skips_total",
+            "Times the capture ring was too far ahead and its excess was discarded.",
+            capture.skips,
+        ),
+    ];
+    plain_counters(out, &counters);
+    gauge_header(
+        out,
+        "earshot_capture_device_running",
+        "1 while the microphone ([audio] input) captures.",
+    );
+    let _ = writeln!(
+        out,
+        "earshot_capture_device_running {}",
+        u8::from(capture.running)
+    );
+    summary_ms(
+        out,
+        "earshot_talk_latency_seconds",
+        "Microphone to network: capture timestamp (from the host) to the RTP frame sent, per frame of the operator's voice.",
+        &capture.latency,
+    );
+}
+
 /// One counter per call source.
 #[derive(Debug, Default)]
 pub struct PerSource {
@@ -692,12 +740,7 @@ impl Metrics {
                     audio.xruns,
                 ),
             ];
-            for (name, help, value) in audio_counters {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-                );
-            }
+            plain_counters(&mut out, &audio_counters);
             gauge_header(
                 &mut out,
                 "earshot_audio_device_running",
@@ -730,6 +773,7 @@ impl Metrics {
                 "earshot_audio_period_seconds {}",
                 audio.period_us as f64 / 1e6
             );
+            render_capture(&mut out, &audio.capture);
             if let Some(us) = audio.output_latency_us {
                 gauge_header(
                     &mut out,

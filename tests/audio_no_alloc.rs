@@ -1,5 +1,6 @@
-//! The audio callback's real-time promise, checked: the mixer and the whole cpal callback body
-//! run under `assert_no_alloc`, which aborts the process on any allocation or free.
+//! The audio callbacks' real-time promise, checked: the mixer, the whole cpal output callback
+//! body and the microphone's capture callback body run under `assert_no_alloc`, which aborts
+//! the process on any allocation or free.
 //!
 //! `assert_no_alloc` is built without its `disable_release` feature (see Cargo.toml), so the
 //! check holds in release test runs too. The checker is thread-local:
@@ -13,7 +14,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use assert_no_alloc::{AllocDisabler, assert_no_alloc};
-use cpal::{OutputCallbackInfo, OutputStreamTimestamp, StreamInstant};
+use cpal::{
+    InputCallbackInfo, InputStreamTimestamp, OutputCallbackInfo, OutputStreamTimestamp,
+    StreamInstant,
+};
+use earshot::audio::capture::{self, CaptureCounters};
 use earshot::audio::device::{Callback, CallbackProbe};
 use earshot::audio::mixer::{self, InputFeed};
 
@@ -158,6 +163,36 @@ fn the_device_callback_body_never_allocates_for_f32_or_i16_devices() {
     drop(callback);
     let mixer = home.recv_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(mixer.len(), 1);
+}
+
+#[test]
+fn the_capture_callback_body_never_allocates_with_room_or_with_a_full_ring() {
+    let counters = Arc::new(CaptureCounters::default());
+    let (mut callback, mut reader) = capture::channel(48_000, 2, Arc::clone(&counters));
+    let info = InputCallbackInfo::new(InputStreamTimestamp {
+        callback: StreamInstant::from_millis(1010),
+        capture: StreamInstant::from_millis(1000),
+    });
+    let stereo_f32: Vec<f32> = (0..960).map(|i| ((i % 48) as f32 / 48.0) - 0.5).collect();
+    let stereo_i16: Vec<i16> = (0..960).map(|i| ((i % 48) as i16 - 24) * 500).collect();
+    let mut frame = [0i16; 160];
+    // Read at the network's pace for a while, then stop reading until the ring is full.
+    for round in 0..200 {
+        assert_no_alloc(|| callback.capture_f32(&stereo_f32, &info));
+        assert_no_alloc(|| callback.capture_i16(&stereo_i16, &info));
+        if round < 50 {
+            reader.read_frame(&mut frame);
+            reader.read_frame(&mut frame);
+        }
+    }
+    assert!(counters.overruns.load(Relaxed) > 0, "the ring never filled");
+    reader.discard();
+    assert_no_alloc(|| callback.capture_f32(&stereo_f32, &info));
+    // A partial frame of a 3-channel device, and an empty buffer.
+    let (mut odd, _reader) = capture::channel(44_100, 3, Arc::clone(&counters));
+    assert_no_alloc(|| odd.capture_f32(&stereo_f32[..7], &info));
+    assert_no_alloc(|| odd.capture_i16(&[], &info));
+    assert_eq!(counters.callbacks.load(Relaxed), 403);
 }
 
 /// Proves the check can fail: a child process allocating inside `assert_no_alloc` must abort.

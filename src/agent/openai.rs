@@ -710,6 +710,14 @@ impl RealtimeSession {
         }
     }
 
+    /// Someone else took the floor (earshot's operator): the queued audio is dropped and the
+    /// items not wholly played are truncated at what was played, as for a barge-in.
+    pub fn interrupt(&mut self) {
+        if !self.stopped {
+            self.barge_in();
+        }
+    }
+
     /// A binary message from the server: not part of the protocol.
     pub fn handle_binary(&mut self) {
         self.stats.received += 1;

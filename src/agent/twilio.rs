@@ -329,9 +329,7 @@ impl AgentStream {
                 }
             },
             "clear" => {
-                self.stats.clears += 1;
-                self.played += self.queue.clear() as u64;
-                self.echo_played();
+                self.clear();
                 Received::Clear
             }
             _ => {
@@ -339,6 +337,14 @@ impl AgentStream {
                 Received::Ignored
             }
         }
+    }
+
+    /// Drops the agent's queued audio and echoes the pending marks, as the agent's own `clear`
+    /// does (earshot's operator took the floor).
+    pub fn clear(&mut self) {
+        self.stats.clears += 1;
+        self.played += self.queue.clear() as u64;
+        self.echo_played();
     }
 
     /// A binary message from the agent: not part of the protocol.

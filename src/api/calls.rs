@@ -163,21 +163,51 @@ pub(super) async fn listen(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body too large".into()),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ListenBody {
         on: bool,
     }
-    let on = serde_json::from_slice::<ListenBody>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"on\": true|false}}: {e}")))?
-        .on;
+    let on = json_body::<ListenBody>(body, r#"{"on": true|false}"#)?.on;
     let handle = live_call(&state, &id).await?;
     handle.set_listen(on);
     Ok(Json(json!({ "id": handle.id(), "listen": on })))
+}
+
+/// `POST /api/calls/{id}/talk` with `{"on": bool, "takeover": bool}` (`takeover` optional,
+/// false): the box's microphone on this call, or off. One call has it at a time: taking it here
+/// moves it from the call named in `moved_from`. No microphone: 409 with the reason.
+pub(super) async fn talk(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TalkBody {
+        on: bool,
+        #[serde(default)]
+        takeover: bool,
+    }
+    let TalkBody { on, takeover } =
+        json_body(body, r#"{"on": true|false, "takeover": true|false}"#)?;
+    let handle = live_call(&state, &id).await?;
+    let mut moved_from = None;
+    if on {
+        let microphone = state.audio.as_ref().map(|audio| audio.microphone());
+        moved_from = match microphone {
+            Some(microphone) => microphone.claim(handle.id().as_str()),
+            None => Err(crate::audio::microphone::Unavailable::NotConfigured),
+        }
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    }
+    handle.set_talk(on, takeover);
+    Ok(Json(json!({
+        "id": handle.id(),
+        "talk": on,
+        "takeover": on && takeover,
+        "moved_from": moved_from,
+    })))
 }
 
 /// `GET /api/live`: live calls, oldest first.
@@ -230,6 +260,19 @@ pub(super) async fn analytics(
         }
     }
     Ok(Json(body))
+}
+
+/// A small JSON request body of type `T`; 400 saying the `expected` shape when it is not one.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body too large".into()),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {expected}: {e}")))
 }
 
 /// A live call's handle: 404 for an unknown id, 409 for a stored call that is not live.
@@ -301,5 +344,6 @@ fn live_json(h: &CallHandle, now_ms: u64) -> Value {
         "hold": live.hold,
         "level_dbfs": live.level_dbfs,
         "agent": live.agent,
+        "talk": live.talk,
     })
 }

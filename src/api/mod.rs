@@ -11,6 +11,7 @@
 //! | `PUT /api/calls/{id}/notes` | `{"note": "..."}` or text; last write wins |
 //! | `POST /api/calls/{id}/hangup` | hang up a live call (404 unknown, 409 not live) |
 //! | `POST /api/calls/{id}/listen` | `{"on": bool}`: speaker playout of a live call |
+//! | `POST /api/calls/{id}/talk` | `{"on": bool, "takeover": bool}`: the box's microphone on a live call (409 without one) |
 //! | `GET /api/analytics` | `interval=hour\|day\|week`, `since`, `until` |
 //! | `GET /api/events` | server-sent events, `id:` = global sequence, `Last-Event-ID` resumes |
 //! | `GET /api/live` | live calls for the console (masked numbers, level) |
@@ -133,6 +134,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/calls/{id}/hangup", post(calls::hangup))
         .route("/api/calls/{id}/listen", post(calls::listen))
+        .route("/api/calls/{id}/talk", post(calls::talk))
         .route("/api/analytics", get(calls::analytics))
         .route("/api/events", get(events::stream))
         .route("/api/live", get(calls::live))

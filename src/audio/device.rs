@@ -18,6 +18,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{OutputCallbackInfo, SampleFormat, StreamConfig, SupportedStreamConfig};
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use super::microphone::{CaptureStats, Microphone};
 use super::mixer::{self, InputFeed, Mixer, MixerControl, MixerCounters};
 use crate::clock;
 use crate::config::{AudioConfig, AudioOutput};
@@ -124,11 +125,7 @@ pub fn list_devices() -> Vec<DeviceInfo> {
     };
     devices
         .map(|device| {
-            let id = device.id().map(|id| id.id().to_owned()).unwrap_or_default();
-            let name = device
-                .description()
-                .map(|d| d.name().to_owned())
-                .unwrap_or_else(|_| id.clone());
+            let (id, name) = id_and_name(&device);
             let formats = device
                 .supported_output_configs()
                 .map(|ranges| {
@@ -186,6 +183,8 @@ pub struct AudioStats {
     pub callbacks: u64,
     /// The last device error, while no device plays.
     pub last_error: Option<String>,
+    /// The microphone's health (talk-back).
+    pub capture: CaptureStats,
 }
 
 /// Why the output device could not be opened.
@@ -238,7 +237,7 @@ struct Shared {
 
 /// Recovers a guard from a poisoned lock: every value behind these locks stays consistent
 /// even if a holder panicked (single pushes, plain assignments).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -253,6 +252,8 @@ pub struct AudioService {
     thread: Option<JoinHandle<()>>,
     /// Whether new calls start audible (`[audio] listen`).
     default_listen: bool,
+    /// The operator's microphone (`[audio] input`), for talk-back.
+    microphone: Microphone,
 }
 
 impl AudioService {
@@ -261,6 +262,7 @@ impl AudioService {
     pub fn start(config: &AudioConfig) -> AudioService {
         let default_listen = config.listen;
         let period_ms = config.period_ms;
+        let microphone = Microphone::start(&config.input, config.period_ms);
         let target = match &config.output {
             AudioOutput::None => {
                 return AudioService {
@@ -268,6 +270,7 @@ impl AudioService {
                     stop: None,
                     thread: None,
                     default_listen,
+                    microphone,
                 };
             }
             AudioOutput::Default => Target::Default,
@@ -309,7 +312,13 @@ impl AudioService {
             stop: Some(stop),
             thread,
             default_listen,
+            microphone,
         }
+    }
+
+    /// The operator's microphone.
+    pub fn microphone(&self) -> &Microphone {
+        &self.microphone
     }
 
     /// Whether new calls should start audible, from `[audio] listen`.
@@ -372,6 +381,7 @@ impl AudioService {
                 feeds: 0,
                 callbacks: 0,
                 last_error: None,
+                capture: self.microphone.stats(),
             };
         };
         let counters = Arc::clone(&lock(&shared.counters));
@@ -393,6 +403,7 @@ impl AudioService {
             feeds: shared.feeds.load(Relaxed),
             callbacks: shared.probe.callbacks.load(Relaxed),
             last_error: device.last_error.clone(),
+            capture: self.microphone.stats(),
         }
     }
 }
@@ -985,16 +996,35 @@ impl DeviceThread {
 
     /// Sleeps up to `timeout`; true when the service is stopping.
     fn wait(&self, timeout: Duration) -> bool {
-        !matches!(
-            self.stopped.recv_timeout(timeout),
-            Err(RecvTimeoutError::Timeout)
-        )
+        stopping(&self.stopped, timeout)
     }
 }
 
-/// Whether `device` is the one `[audio] output` names, by id or by name.
-fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
-    device.id().is_ok_and(|id| id.id() == wanted)
+/// Sleeps up to `timeout` on a device thread's stop channel; true when its service is stopping
+/// (signalled or dropped).
+pub(super) fn stopping(stopped: &mpsc::Receiver<()>, timeout: Duration) -> bool {
+    !matches!(
+        stopped.recv_timeout(timeout),
+        Err(RecvTimeoutError::Timeout)
+    )
+}
+
+/// A device's id (the host's identifier, e.g. the ALSA PCM name) and human-readable name.
+pub(super) fn id_and_name(device: &cpal::Device) -> (String, String) {
+    let id = device.id().map(|id| id.id().to_owned()).unwrap_or_default();
+    let name = device
+        .description()
+        .map(|d| d.name().to_owned())
+        .unwrap_or_else(|_| id.clone());
+    (id, name)
+}
+
+/// Whether `device` is the one `[audio] output` (or `input`) names, by id or by name.
+pub(super) fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
+    // `earshot devices` prints ids with their host (`alsa:default`); both spellings match.
+    device
+        .id()
+        .is_ok_and(|id| id.id() == wanted || id.to_string() == wanted)
         || device.description().is_ok_and(|d| d.name() == wanted)
 }
 
@@ -1002,7 +1032,7 @@ fn device_matches(device: &cpal::Device, wanted: &str) -> bool {
 /// a standard rate.
 /// The period to ask for: `period_ms` at the stream's rate, within what the device supports;
 /// `None` for the device's default (`period_ms` 0).
-fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u32> {
+pub(super) fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u32> {
     if period_ms == 0 {
         return None;
     }
@@ -1015,14 +1045,24 @@ fn period_frames(supported: &SupportedStreamConfig, period_ms: u32) -> Option<u3
 
 fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, OpenError> {
     let preferred = device.default_output_config()?;
+    let ranges = || device.supported_output_configs().map(Iterator::collect);
+    pick_format(preferred, ranges)?.ok_or(OpenError::NoUsableFormat)
+}
+
+/// `preferred` if it is f32 or i16, else the best f32 or i16 of the `ranges` at a standard
+/// rate (most channels up to two); `None` when the device offers neither.
+pub(super) fn pick_format(
+    preferred: SupportedStreamConfig,
+    ranges: impl FnOnce() -> Result<Vec<cpal::SupportedStreamConfigRange>, cpal::Error>,
+) -> Result<Option<SupportedStreamConfig>, cpal::Error> {
     if matches!(
         preferred.sample_format(),
         SampleFormat::F32 | SampleFormat::I16
     ) {
-        return Ok(preferred);
+        return Ok(Some(preferred));
     }
-    let ranges: Vec<_> = device.supported_output_configs()?.collect();
-    [SampleFormat::F32, SampleFormat::I16]
+    let ranges = ranges()?;
+    Ok([SampleFormat::F32, SampleFormat::I16]
         .into_iter()
         .find_map(|format| {
             ranges
@@ -1033,8 +1073,7 @@ fn choose_config(device: &cpal::Device) -> Result<SupportedStreamConfig, OpenErr
                     r.try_with_standard_sample_rate()
                         .unwrap_or_else(|| r.with_max_sample_rate())
                 })
-        })
-        .ok_or(OpenError::NoUsableFormat)
+        }))
 }
 
 #[cfg(test)]

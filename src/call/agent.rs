@@ -222,6 +222,13 @@ impl Session {
     fn stop(&mut self) {
         each!(self, s => s.stop())
     }
+    /// Drops the agent's queued audio (the operator has the floor).
+    fn clear_audio(&mut self) {
+        match self {
+            Session::Twilio(s) => s.clear(),
+            Session::OpenAi(s) => s.interrupt(),
+        }
+    }
     /// (underruns, overrun bytes) so far.
     fn counters(&self) -> (u64, u64) {
         each!(self, s => (s.stats().underruns, s.stats().overrun_bytes))
@@ -243,6 +250,8 @@ pub struct AgentLink {
     awaiting: Option<Instant>,
     reported_underruns: u64,
     reported_overrun: u64,
+    /// The operator talks: the agent's audio is dropped and it hears silence.
+    paused: bool,
 }
 
 impl AgentLink {
@@ -292,7 +301,25 @@ impl AgentLink {
             awaiting: None,
             reported_underruns: 0,
             reported_overrun: 0,
+            paused: false,
         }
+    }
+
+    /// The operator took the floor: the agent's queued audio is dropped, and until
+    /// [`AgentLink::resume`] it hears silence and whatever it says is dropped too.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        if self.started.is_some() {
+            self.stream.clear_audio();
+        }
+        if self.state == AgentState::Speaking {
+            self.state = AgentState::Listening;
+        }
+    }
+
+    /// The operator let go: the agent hears the caller and speaks again.
+    pub fn resume(&mut self) {
+        self.paused = false;
     }
 
     /// Whether the agent's audio played in the last frame.
@@ -359,7 +386,12 @@ impl AgentLink {
             Session::OpenAi(_) => self.call_started,
         };
         let elapsed = now.saturating_duration_since(origin).as_millis() as u64;
-        self.stream.caller_audio(elapsed, ulaw);
+        if self.paused {
+            // The stream's timeline goes on; the caller's words are for the operator.
+            self.stream.caller_audio(elapsed, &[0xff; FRAME_BYTES]);
+        } else {
+            self.stream.caller_audio(elapsed, ulaw);
+        }
         self.flush(now)
     }
 
@@ -380,6 +412,13 @@ impl AgentLink {
 
     /// The agent's next 20 ms (μ-law, silence when it has nothing to say).
     pub fn next_frame(&mut self, now: Instant, out: &mut [u8; FRAME_BYTES]) -> AgentOutcome {
+        if self.paused {
+            if self.stream.has_audio() {
+                self.stream.clear_audio();
+            }
+            *out = [0xff; FRAME_BYTES];
+            return self.flush(now);
+        }
         let fill = self.stream.next_frame(out);
         if self.state == AgentState::Listening || self.state == AgentState::Speaking {
             self.state = match fill {
@@ -549,5 +588,108 @@ impl AgentLink {
             }
         }
         self.report_counters();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+// Virtual time starts from one real instant; only differences matter.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::call::event::{CallId, Source};
+    use base64::Engine as _;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    /// A connector whose driver is the test: it keeps the agent-bound receiver.
+    #[derive(Debug)]
+    struct TestConnector {
+        settings: AgentSettings,
+        to_agent: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    }
+
+    impl AgentConnector for TestConnector {
+        fn connect(&self, _: &CallInfo, _: &str) -> AgentIo {
+            let (to_agent, rx) = mpsc::channel(1024);
+            let (_tx, from_agent) = mpsc::channel(16);
+            *self.to_agent.lock().unwrap() = Some(rx);
+            AgentIo {
+                to_agent,
+                from_agent,
+            }
+        }
+        fn observe(&self, _: AgentObservation) {}
+        fn settings(&self) -> &AgentSettings {
+            &self.settings
+        }
+    }
+
+    fn media(sid: &str, bytes: &[u8]) -> String {
+        let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(r#"{{"event":"media","streamSid":"{sid}","media":{{"payload":"{payload}"}}}}"#)
+    }
+
+    #[test]
+    fn a_paused_agent_is_silenced_hears_silence_and_speaks_again_on_resume() {
+        let connector = Arc::new(TestConnector {
+            settings: AgentSettings {
+                protocol: ProtocolSettings::Twilio,
+                fallback: FallbackMode::Listen,
+                max_queue_bytes: 8000,
+                account_sid: "AC1".into(),
+            },
+            to_agent: Mutex::new(None),
+        });
+        let info = CallInfo {
+            id: CallId::new(SystemTime::UNIX_EPOCH, 1),
+            source: Source::Sip,
+            external_id: "x".into(),
+            caller: "1".into(),
+            callee: "2".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+        };
+        let t0 = Instant::now();
+        let mut link = AgentLink::connect(connector.clone(), &info, t0);
+        let mut to_agent = connector.to_agent.lock().unwrap().take().unwrap();
+        link.input(
+            t0,
+            AgentInput::Connected {
+                after: Duration::ZERO,
+            },
+        );
+        let Session::Twilio(stream) = &link.stream else {
+            panic!("a Twilio session")
+        };
+        let sid = stream.start_info().stream_sid.clone();
+        let text = |bytes: &[u8]| AgentInput::Text {
+            text: media(&sid, bytes),
+            at: t0,
+        };
+        link.input(t0, text(&[1; 800]));
+        let mut out = [0u8; FRAME_BYTES];
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [1; FRAME_BYTES]);
+
+        link.pause();
+        link.input(t0, text(&[2; 160]));
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [0xff; FRAME_BYTES], "the agent's audio was dropped");
+        while to_agent.try_recv().is_ok() {}
+        link.caller_frame(t0, &[0x10; FRAME_BYTES]);
+        let sent = to_agent.try_recv().unwrap().text;
+        let silence = base64::engine::general_purpose::STANDARD.encode([0xff; FRAME_BYTES]);
+        assert!(
+            sent.contains(&silence),
+            "the agent heard the caller: {sent}"
+        );
+
+        link.resume();
+        link.input(t0, text(&[3; 160]));
+        link.next_frame(t0, &mut out);
+        assert_eq!(out, [3; FRAME_BYTES]);
+        link.caller_frame(t0, &[0x10; FRAME_BYTES]);
+        let sent = to_agent.try_recv().unwrap().text;
+        assert!(!sent.contains(&silence), "{sent}");
     }
 }

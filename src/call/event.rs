@@ -340,6 +340,18 @@ pub enum AgentNoticeKind {
     RateLimited,
 }
 
+/// Why the operator's microphone left a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TalkStopReason {
+    /// The operator let go (`{"on": false}`).
+    Released,
+    /// The operator took the microphone to another call.
+    Moved,
+    /// The call ended while the operator talked.
+    CallEnded,
+}
+
 /// One thing that happened to a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -364,6 +376,18 @@ pub enum CallEvent {
     Listen {
         id: CallId,
         on: bool,
+    },
+    /// The operator took the box's microphone on this call: their voice replaces the
+    /// responder's. With `takeover` the call's agent session was ended for good; without, the
+    /// agent is paused until the operator lets go.
+    TalkStarted {
+        id: CallId,
+        takeover: bool,
+    },
+    /// The operator's microphone left this call.
+    TalkStopped {
+        id: CallId,
+        reason: TalkStopReason,
     },
     RecordingStarted {
         id: CallId,
@@ -447,6 +471,8 @@ impl CallEvent {
             | CallEvent::Dtmf { id, .. }
             | CallEvent::Hold { id, .. }
             | CallEvent::Listen { id, .. }
+            | CallEvent::TalkStarted { id, .. }
+            | CallEvent::TalkStopped { id, .. }
             | CallEvent::RecordingStarted { id, .. }
             | CallEvent::RecordingStopped { id, .. }
             | CallEvent::RecordingFinished { id, .. }
@@ -483,6 +509,8 @@ impl CallEvent {
             CallEvent::Dtmf { .. } => "dtmf",
             CallEvent::Hold { .. } => "hold",
             CallEvent::Listen { .. } => "listen",
+            CallEvent::TalkStarted { .. } => "talk_started",
+            CallEvent::TalkStopped { .. } => "talk_stopped",
             CallEvent::RecordingStarted { .. } => "recording_started",
             CallEvent::RecordingStopped { .. } => "recording_stopped",
             CallEvent::RecordingFinished { .. } => "recording_finished",

@@ -19,7 +19,7 @@ mod task;
 
 pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
-    DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker,
+    DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker, TalkStopReason,
 };
 pub use event_sink::{EventSink, EventStream};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
@@ -55,6 +55,9 @@ enum CallCommand {
     Hangup(EndReason),
     /// Switch this call's playout on the speakers.
     Listen(bool),
+    /// The operator's microphone on (already claimed for this call) or off; `takeover` ends
+    /// the call's agent instead of pausing it.
+    Talk { on: bool, takeover: bool },
 }
 
 /// What the console shows of a live call, published by its task several times a second.
@@ -70,6 +73,8 @@ pub struct LiveState {
     pub level_dbfs: f32,
     /// The call's agent, when it has one.
     pub agent: Option<agent::AgentState>,
+    /// The operator's microphone is on this call.
+    pub talk: bool,
 }
 
 /// The rest of the program's view of one call.
@@ -107,6 +112,11 @@ impl CallHandle {
     /// Switches the call's playout on the speakers.
     pub fn set_listen(&self, on: bool) {
         let _ = self.commands.send(CallCommand::Listen(on));
+    }
+
+    /// Turns the operator's microphone on this call on or off (the API claims it first).
+    pub fn set_talk(&self, on: bool, takeover: bool) {
+        let _ = self.commands.send(CallCommand::Talk { on, takeover });
     }
 
     /// The `callSid` the call's agent knows it by.

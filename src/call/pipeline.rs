@@ -67,6 +67,9 @@ pub struct Pipeline {
     delay_sum: u64,
     /// When recent packets arrived: `(seq, arrival)` at `seq % ARRIVALS`.
     arrivals: [Option<(u16, Instant)>; ARRIVALS],
+    /// The operator talks on this call: its speaker playout is muted, so the box's microphone
+    /// does not send the caller their own voice back.
+    talking: bool,
 }
 
 impl Pipeline {
@@ -126,7 +129,13 @@ impl Pipeline {
             ticks: 0,
             delay_sum: 0,
             arrivals: [None; ARRIVALS],
+            talking: false,
         }
+    }
+
+    /// Mutes the call's speaker playout while the operator talks on it (echo).
+    pub fn set_talking(&mut self, on: bool) {
+        self.talking = on;
     }
 
     pub fn set_law(&mut self, law: Law) {
@@ -192,6 +201,10 @@ impl Pipeline {
         let mut both: Frame = SILENCE;
         for ((mix, &a), &b) in both.iter_mut().zip(heard.iter()).zip(sent.iter()) {
             *mix = a.saturating_add(b);
+        }
+        if self.talking {
+            // Muted, still one continuous stream for the mixer.
+            both = SILENCE;
         }
         match arrival {
             Some(at) => self.speaker.push_from(&both, at, now),

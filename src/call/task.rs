@@ -38,6 +38,8 @@ pub const GREETING_MARK: &str = "greeting";
 const DTMF_RATE: u32 = 10;
 const DTMF_BURST: u32 = 20;
 
+mod talk;
+
 pub(super) struct CallTask<L: Leg> {
     info: Arc<CallInfo>,
     leg: L,
@@ -58,6 +60,8 @@ pub(super) struct CallTask<L: Leg> {
     /// We asked the leg to end; the reason stands.
     hanging_up: Option<EndReason>,
     ended: Option<EndReason>,
+    /// The operator's microphone is on this call ([`talk`]).
+    talking: bool,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -108,6 +112,7 @@ impl<L: Leg> CallTask<L> {
             dtmf_limit: TokenBucket::new(DTMF_RATE, DTMF_BURST),
             hanging_up: None,
             ended: None,
+            talking: false,
         }
     }
 
@@ -125,6 +130,7 @@ impl<L: Leg> CallTask<L> {
                 command = commands.recv() => match command {
                     Some(CallCommand::Hangup(reason)) => self.hang_up(reason),
                     Some(CallCommand::Listen(on)) => self.pipeline.set_listen(on),
+                    Some(CallCommand::Talk { on, takeover }) => self.talk(on, takeover),
                     None => self.hang_up(EndReason::LocalHangup),
                 },
                 () = self.leg.readable(&mut inputs) => {}
@@ -261,11 +267,13 @@ impl<L: Leg> CallTask<L> {
         let mut said: Frame = SILENCE;
         let was_playing = self.responder.message_playing();
         let outcome = self.responder.next_frame(now, &mut said);
+        let captured = self.talk_frame(&mut said);
         let mut heard: Frame = SILENCE;
         let mut out = [0u8; FRAME_SAMPLES];
         let energy = self.pipeline.tick(now, &said, &mut heard, &mut out);
         let next_due = self.pipeline.next_due();
         self.leg.send_frame(now, &out, next_due).await;
+        self.talk_sent(captured);
         if let Some(link) = self.responder.agent()
             && link.speaking()
         {
@@ -311,6 +319,8 @@ impl<L: Leg> CallTask<L> {
     fn agent_events(&mut self, now: Instant) {
         while let Some(event) = self.responder.agent().and_then(|link| link.poll_event(now)) {
             match event {
+                // While the operator talks, the leg's audio is theirs: nothing to clear.
+                AgentEvent::BargeIn if self.talking => {}
                 AgentEvent::BargeIn => {
                     tracing::debug!(call = %self.info.id, "caller barged in on the agent: clear sent");
                     self.leg.clear();
@@ -413,6 +423,7 @@ impl<L: Leg> CallTask<L> {
 
     async fn finish(mut self) {
         let reason = self.ended.unwrap_or(EndReason::LocalHangup);
+        self.end_talk();
         if let Some(link) = self.responder.agent() {
             link.stop_session();
         }

@@ -9,6 +9,8 @@ use super::Errors;
 pub struct AudioConfig {
     /// Which output device plays calls.
     pub output: AudioOutput,
+    /// Which input device is the operator's microphone (talk-back).
+    pub input: AudioInput,
     /// Whether new calls start audible; each call can be toggled through the API.
     pub listen: bool,
     /// Device period (callback size) asked of the host, in ms; 0 leaves it to the device.
@@ -20,6 +22,7 @@ impl Default for AudioConfig {
     fn default() -> Self {
         AudioConfig {
             output: AudioOutput::Default,
+            input: AudioInput::None,
             listen: true,
             period_ms: 10,
         }
@@ -37,11 +40,24 @@ pub enum AudioOutput {
     Device(String),
 }
 
+/// The operator's microphone. `none` by default: the box opens no microphone unless told to,
+/// and a missing device never touches calls (talk-back is refused with the reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// The host's default input device.
+    Default,
+    /// No microphone: talk-back is refused.
+    None,
+    /// The input device with this id or name, as listed by `earshot devices`.
+    Device(String),
+}
+
 /// `[audio]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawAudio {
     output: Option<String>,
+    input: Option<String>,
     listen: Option<bool>,
     period_ms: Option<u32>,
 }
@@ -54,6 +70,12 @@ pub(super) fn validate_audio(e: &mut Errors, raw: RawAudio) -> AudioConfig {
             "none" => Ok(AudioOutput::None),
             "" => Err("must not be empty (use \"default\", \"none\" or a device name)".to_owned()),
             name => Ok(AudioOutput::Device(name.to_owned())),
+        }),
+        input: e.parse("audio.input", raw.input, d.input, |s| match s {
+            "default" => Ok(AudioInput::Default),
+            "none" => Ok(AudioInput::None),
+            "" => Err("must not be empty (use \"default\", \"none\" or a device name)".to_owned()),
+            name => Ok(AudioInput::Device(name.to_owned())),
         }),
         listen: raw.listen.unwrap_or(d.listen),
         period_ms: e.ranged("audio.period_ms", raw.period_ms, d.period_ms, 0..=100),
@@ -101,5 +123,17 @@ mod tests {
             paths(&invalid("[audio]\noutput = \"\"\n")),
             ["audio.output"]
         );
+    }
+
+    #[test]
+    fn input_is_none_unless_configured() {
+        let input = |toml: &str| Config::from_toml_str(toml).unwrap().audio.input;
+        assert_eq!(input(""), AudioInput::None);
+        assert_eq!(input("[audio]\ninput = \"default\"\n"), AudioInput::Default);
+        assert_eq!(
+            input("[audio]\ninput = \"mic_feed.monitor\"\n"),
+            AudioInput::Device("mic_feed.monitor".into())
+        );
+        assert_eq!(paths(&invalid("[audio]\ninput = \"\"\n")), ["audio.input"]);
     }
 }

@@ -53,7 +53,7 @@ mod twilio;
 mod webhook;
 
 pub use agent::{AgentConfig, AgentFallback, AgentProtocol, WsUrl};
-pub use audio::{AudioConfig, AudioOutput};
+pub use audio::{AudioConfig, AudioInput, AudioOutput};
 pub use calls::CallsConfig;
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};

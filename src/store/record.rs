@@ -195,6 +195,7 @@ impl CallRecord {
                 }
             }
             CallEvent::Hold { .. } | CallEvent::Listen { .. } => {}
+            CallEvent::TalkStarted { .. } | CallEvent::TalkStopped { .. } => {}
             CallEvent::AgentConnected { connect_ms, .. } => {
                 self.agent.get_or_insert_default().connect_ms = Some(*connect_ms);
             }

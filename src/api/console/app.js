@@ -119,6 +119,8 @@ function eventText(e) {
     case 'dtmf': return `Key ${e.digit} pressed (${e.via}, ${e.duration_ms} ms)`;
     case 'hold': return e.on ? 'Put on hold' : 'Resumed from hold';
     case 'listen': return e.on ? 'Playing on the speakers' : 'Speakers muted';
+    case 'talk_started': return e.takeover ? 'Operator took over (agent ended)' : 'Operator talking';
+    case 'talk_stopped': return `Operator stopped talking (${e.reason.replace('_', ' ')})`;
     case 'recording_started': return 'Recording started';
     case 'recording_stopped': return `Recording stopped: ${e.reason}`;
     case 'recording_deleted': return `Recording deleted: ${e.reason}`;
@@ -200,6 +202,7 @@ function liveItem(call) {
   listen.addEventListener('click', () => toggleListen(call.id, listen));
   const hangup = el('button', { type: 'button', class: 'danger', dataset: { action: 'hangup', id: call.id }, text: 'Hang up' });
   hangup.addEventListener('click', () => hangUp(call.id, hangup));
+  const [ptt, talk] = talkButtons(call.id, call.talk);
   return el('li', { class: 'live-call', dataset: { callId: call.id } },
     el('div', { class: 'who' },
       el('span', { class: 'badge ' + call.source, text: call.source.toUpperCase() }),
@@ -213,7 +216,52 @@ function liveItem(call) {
       el('span', { class: 'agent muted' })),
     el('div', { class: 'meter', title: 'caller level', role: 'meter', 'aria-valuemin': '-60', 'aria-valuemax': '0' },
       el('div', { class: 'meter-fill' })),
-    el('div', { class: 'buttons' }, listen, hangup));
+    el('div', { class: 'buttons' }, listen, ptt, talk, hangup));
+}
+
+// Talk-back: the box's microphone on a call. Two modes on the same endpoint: hold to talk
+// (pointer or Space/Enter held), or a toggle. One call has the microphone at a time.
+function talkButtons(id, on) {
+  const ptt = el('button', { type: 'button', class: 'talk-hold', dataset: { action: 'talk-hold', id },
+    title: 'Hold to talk through the box microphone', text: 'Hold to talk' });
+  const toggle = el('button', { type: 'button', class: 'toggle', dataset: { action: 'talk', id, on: on ? '1' : '0' },
+    'aria-pressed': on ? 'true' : 'false', text: on ? 'Talking' : 'Talk' });
+  const press = (e) => {
+    if (ptt.dataset.held === '1') return;
+    e.preventDefault();
+    ptt.dataset.held = '1';
+    ptt.setAttribute('aria-pressed', 'true');
+    setTalk(id, true, toggle);
+  };
+  const release = () => {
+    if (ptt.dataset.held !== '1') return;
+    ptt.dataset.held = '';
+    ptt.setAttribute('aria-pressed', 'false');
+    setTalk(id, false, toggle);
+  };
+  ptt.addEventListener('pointerdown', press);
+  for (const type of ['pointerup', 'pointerleave', 'pointercancel', 'blur']) ptt.addEventListener(type, release);
+  ptt.addEventListener('keydown', (e) => { if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) press(e); });
+  ptt.addEventListener('keyup', (e) => { if (e.key === ' ' || e.key === 'Enter') release(); });
+  toggle.addEventListener('click', () => setTalk(id, toggle.dataset.on !== '1', toggle));
+  return [ptt, toggle];
+}
+
+function showTalk(toggle, on) {
+  toggle.dataset.on = on ? '1' : '0';
+  toggle.setAttribute('aria-pressed', on ? 'true' : 'false');
+  toggle.textContent = on ? 'Talking' : 'Talk';
+}
+
+async function setTalk(id, on, toggle) {
+  try {
+    const r = await api(`/api/calls/${id}/talk`, { method: 'POST', json: { on } });
+    showTalk(toggle, on);
+    if (r && r.moved_from) toast('Microphone moved from another call to this one', 'info');
+  } catch (e) {
+    showTalk(toggle, false);
+    toast(e.message);
+  }
 }
 
 function updateLiveItem(item, call) {
@@ -230,6 +278,8 @@ function updateLiveItem(item, call) {
   listen.setAttribute('aria-pressed', call.listen ? 'true' : 'false');
   listen.textContent = call.listen ? 'Listening' : 'Muted';
   listen.dataset.on = call.listen ? '1' : '0';
+  const talk = item.querySelector('[data-action="talk"]');
+  if (talk) showTalk(talk, !!call.talk);
 }
 
 async function toggleListen(id, button) {
@@ -410,7 +460,7 @@ async function loadCall(id, keepPlayer) {
     listen.addEventListener('click', () => toggleListen(call.id, listen));
     const hangup = el('button', { type: 'button', class: 'danger', dataset: { action: 'hangup', id: call.id }, text: 'Hang up' });
     hangup.addEventListener('click', () => hangUp(call.id, hangup));
-    actions.append(listen, hangup);
+    actions.append(listen, ...talkButtons(call.id, live.talk), hangup);
   }
 
   const rec = call.recording;
