@@ -49,6 +49,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("agent.fallback_to: {0}")]
+    AgentFallbackTo(String),
     #[error("agent.fallback_wav: {0}")]
     AgentFallback(GreetingError),
     #[error(transparent)]
@@ -176,6 +178,10 @@ fn start_services(
         recording_gate: crate::recording::RecordingGate::new(),
         agent,
         routes: config.routes.clone().into(),
+        transfer: crate::call::TransferPolicy::new(
+            &config.calls.outbound_allow,
+            &config.calls.dtmf_rules,
+        ),
     };
     Ok((services, recording_events))
 }
@@ -199,6 +205,10 @@ fn agent_bridge(
     };
     let fallback = match agent.fallback {
         config::AgentFallback::Listen => FallbackMode::Listen,
+        config::AgentFallback::Transfer => FallbackMode::Transfer(
+            crate::call::TransferTarget::parse(agent.fallback_to.as_deref().unwrap_or_default())
+                .map_err(AppError::AgentFallbackTo)?,
+        ),
         config::AgentFallback::Hangup => FallbackMode::Hangup(
             Greeting::configured(agent.fallback_wav.as_deref()).map_err(AppError::AgentFallback)?,
         ),

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, blocking, params};
+use super::{ApiError, ApiState, blocking, json_body, params};
 use crate::call::event::mask_number;
 use crate::call::{CallHandle, CallId, Source};
 use crate::clock;
@@ -163,18 +163,12 @@ pub(super) async fn listen(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body too large".into()),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ListenBody {
         on: bool,
     }
-    let on = serde_json::from_slice::<ListenBody>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"on\": true|false}}: {e}")))?
-        .on;
+    let on = json_body::<ListenBody>(body, "{\"on\": true|false}")?.on;
     let handle = live_call(&state, &id).await?;
     handle.set_listen(on);
     Ok(Json(json!({ "id": handle.id(), "listen": on })))
@@ -233,7 +227,7 @@ pub(super) async fn analytics(
 }
 
 /// A live call's handle: 404 for an unknown id, 409 for a stored call that is not live.
-async fn live_call(state: &ApiState, raw: &str) -> Result<CallHandle, ApiError> {
+pub(super) async fn live_call(state: &ApiState, raw: &str) -> Result<CallHandle, ApiError> {
     let id = call_id(raw)?;
     if let Some(handle) = state.registry.get(&id) {
         return Ok(handle);

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::transfer::{TransferFailure, TransferMethod, TransferOrigin};
 pub use crate::sip::sdp::Codec;
 
 /// A call's id: unique across restarts, sortable by start time, and safe in file names
@@ -150,10 +151,14 @@ pub enum EndReason {
     AgentHangup,
     /// The agent failed and the fallback hung up.
     AgentFailed,
+    /// The caller was handed to another destination.
+    Transferred,
+    /// A `[[calls.dtmf_rule]]` with `action = "hangup"`.
+    DtmfHangup,
 }
 
 impl EndReason {
-    const FIXED: [EndReason; 12] = [
+    const FIXED: [EndReason; 14] = [
         EndReason::RemoteHangup,
         EndReason::Cancelled,
         EndReason::LocalHangup,
@@ -165,6 +170,8 @@ impl EndReason {
         EndReason::HandshakeTimeout,
         EndReason::AgentHangup,
         EndReason::AgentFailed,
+        EndReason::Transferred,
+        EndReason::DtmfHangup,
         EndReason::Carrier(CarrierStatus::Completed),
     ];
 
@@ -185,6 +192,8 @@ impl EndReason {
             EndReason::Carrier(status) => Owned(format!("twilio {status}")),
             EndReason::AgentHangup => Borrowed("agent hangup"),
             EndReason::AgentFailed => Borrowed("agent failed"),
+            EndReason::Transferred => Borrowed("transferred"),
+            EndReason::DtmfHangup => Borrowed("dtmf hangup"),
         }
     }
 
@@ -368,6 +377,26 @@ pub enum CallEvent {
         code: String,
         message: String,
     },
+    /// A transfer was asked for and the leg began it (numbers are personal data: never
+    /// logged at info level).
+    TransferRequested {
+        id: CallId,
+        to: String,
+        method: TransferMethod,
+        by: TransferOrigin,
+    },
+    /// The caller was handed to `to`; the call ends with [`EndReason::Transferred`].
+    Transferred {
+        id: CallId,
+        to: String,
+        method: TransferMethod,
+    },
+    /// A transfer did not happen; the call goes on.
+    TransferFailed {
+        id: CallId,
+        to: String,
+        reason: TransferFailure,
+    },
     Ended {
         id: CallId,
         reason: EndReason,
@@ -396,6 +425,9 @@ impl CallEvent {
             | CallEvent::AgentFallback { id, .. }
             | CallEvent::Transcript { id, .. }
             | CallEvent::AgentNotice { id, .. }
+            | CallEvent::TransferRequested { id, .. }
+            | CallEvent::Transferred { id, .. }
+            | CallEvent::TransferFailed { id, .. }
             | CallEvent::Ended { id, .. }
             | CallEvent::CarrierStatus { id, .. } => id,
         }
@@ -429,6 +461,9 @@ impl CallEvent {
             CallEvent::AgentFallback { .. } => "agent_fallback",
             CallEvent::Transcript { .. } => "transcript",
             CallEvent::AgentNotice { .. } => "agent_notice",
+            CallEvent::TransferRequested { .. } => "transfer_requested",
+            CallEvent::Transferred { .. } => "transferred",
+            CallEvent::TransferFailed { .. } => "transfer_failed",
             CallEvent::Ended { .. } => "ended",
             CallEvent::CarrierStatus { .. } => "carrier_status",
         }

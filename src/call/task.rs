@@ -17,13 +17,17 @@ use tokio::sync::{mpsc, watch};
 use super::agent::{
     AgentConnector, AgentEvent, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
 };
-use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
+use super::event::{
+    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, TransferFailure,
+    TransferMethod, TransferOrigin,
+};
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
 use super::responder::{Responder, Said};
+use super::transfer::{TransferStart, TransferTarget};
 use super::{CallCommand, CallSettings, LiveState};
 use crate::clock;
-use crate::config::{RouteSource, wants_agent};
+use crate::config::{DtmfAction, RouteSource, wants_agent};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::{Law, encode_ulaw};
 use crate::media::vad::{Vad, VadConfig, VadEvent};
@@ -58,6 +62,8 @@ pub(super) struct CallTask<L: Leg> {
     /// We asked the leg to end; the reason stands.
     hanging_up: Option<EndReason>,
     ended: Option<EndReason>,
+    /// A transfer the leg has under way, and who asked for it.
+    transferring: Option<(TransferTarget, TransferOrigin)>,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -108,6 +114,7 @@ impl<L: Leg> CallTask<L> {
             dtmf_limit: TokenBucket::new(DTMF_RATE, DTMF_BURST),
             hanging_up: None,
             ended: None,
+            transferring: None,
         }
     }
 
@@ -125,6 +132,7 @@ impl<L: Leg> CallTask<L> {
                 command = commands.recv() => match command {
                     Some(CallCommand::Hangup(reason)) => self.hang_up(reason),
                     Some(CallCommand::Listen(on)) => self.pipeline.set_listen(on),
+                    Some(CallCommand::Transfer(target, by)) => self.transfer(target, by),
                     None => self.hang_up(EndReason::LocalHangup),
                 },
                 () = self.leg.readable(&mut inputs) => {}
@@ -188,6 +196,7 @@ impl<L: Leg> CallTask<L> {
                     duration_ms,
                     source,
                 } => self.dtmf(digit, duration_ms, source),
+                LegInput::Transfer(outcome) => self.transfer_over(outcome),
                 LegInput::Ended(reason) => {
                     // A hangup we asked for keeps our own, more precise reason.
                     self.ended = Some(self.hanging_up.unwrap_or(reason));
@@ -240,10 +249,130 @@ impl<L: Leg> CallTask<L> {
         if self.responder.message_playing() && !self.responder.hangs_up_after() {
             self.barge_in("dtmf");
         }
+        if let Some(action) = self.services.transfer.dtmf_rule(digit).cloned() {
+            // A rule takes the key: the agent does not hear it.
+            self.dtmf_rule(digit, action);
+            return;
+        }
         let now = clock::now();
         let outcome = self.responder.agent().map(|link| link.dtmf(now, digit));
         if let Some(outcome) = outcome {
             self.agent_outcome(outcome);
+        }
+    }
+
+    fn dtmf_rule(&mut self, digit: char, action: DtmfAction) {
+        match action {
+            DtmfAction::Transfer { to } => {
+                tracing::debug!(call = %self.info.id, %digit, "DTMF rule: transfer");
+                match TransferTarget::parse(&to) {
+                    Ok(target) => self.transfer(target, TransferOrigin::Dtmf),
+                    // Checked when the configuration was loaded.
+                    Err(why) => tracing::warn!(call = %self.info.id, %why, "DTMF rule: bad target"),
+                }
+            }
+            DtmfAction::Hangup => {
+                tracing::info!(call = %self.info.id, %digit, "DTMF rule: hanging up");
+                self.hang_up(EndReason::DtmfHangup);
+            }
+            DtmfAction::StopAgent => {
+                tracing::info!(call = %self.info.id, %digit, "DTMF rule: agent stopped");
+                self.stop_agent();
+            }
+        }
+    }
+
+    /// Ends the agent session (its `stop`, then the socket closes); the call goes on, silent.
+    fn stop_agent(&mut self) {
+        if let Responder::Agent(mut link) =
+            std::mem::replace(&mut self.responder, Responder::Silent)
+        {
+            link.stop_session();
+            self.agent_events(clock::now());
+            link.stop();
+            self.leg.clear();
+            self.live
+                .send_modify(|l| l.agent = Some(AgentState::Closed));
+        }
+    }
+
+    /// Hands the caller to `target` through the leg. The outcome is recorded as events; a
+    /// transfer done ends the call, one that failed leaves it as it was (except the agent's
+    /// fallback, which then hangs up).
+    fn transfer(&mut self, target: TransferTarget, by: TransferOrigin) {
+        let busy = if self.hanging_up.is_some() || self.ended.is_some() {
+            Some(TransferFailure::CallEnding)
+        } else if self.transferring.is_some() {
+            Some(TransferFailure::InProgress)
+        } else {
+            None
+        };
+        let start = match busy {
+            Some(reason) => Err(reason),
+            None => match self.leg.transfer(&target) {
+                TransferStart::Unsupported => Err(TransferFailure::NotSupported),
+                TransferStart::Failed(reason) => Err(reason),
+                TransferStart::Done(method) => Ok((method, true)),
+                TransferStart::Pending(method) => Ok((method, false)),
+            },
+        };
+        let (method, done) = match start {
+            Ok(started) => started,
+            Err(reason) => {
+                self.transfer_failed(&target, by, reason);
+                return;
+            }
+        };
+        tracing::info!(call = %self.info.id, %method, ?by, "transfer requested");
+        tracing::debug!(call = %self.info.id, to = target.as_str(), "transfer destination");
+        let _ = self.services.events.send(CallEvent::TransferRequested {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            method,
+            by,
+        });
+        if done {
+            self.transferred(&target, method);
+        } else {
+            self.transferring = Some((target, by));
+        }
+    }
+
+    /// The leg's report on the transfer it had under way.
+    fn transfer_over(&mut self, outcome: Result<TransferMethod, TransferFailure>) {
+        let Some((target, by)) = self.transferring.take() else {
+            return;
+        };
+        match outcome {
+            Ok(method) => self.transferred(&target, method),
+            Err(reason) => self.transfer_failed(&target, by, reason),
+        }
+    }
+
+    fn transferred(&mut self, target: &TransferTarget, method: TransferMethod) {
+        tracing::info!(call = %self.info.id, %method, "call transferred");
+        let _ = self.services.events.send(CallEvent::Transferred {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            method,
+        });
+        self.hang_up(EndReason::Transferred);
+    }
+
+    fn transfer_failed(
+        &mut self,
+        target: &TransferTarget,
+        by: TransferOrigin,
+        reason: TransferFailure,
+    ) {
+        tracing::warn!(call = %self.info.id, %reason, ?by, "transfer failed");
+        let _ = self.services.events.send(CallEvent::TransferFailed {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            reason,
+        });
+        if by == TransferOrigin::AgentFallback {
+            self.hang_up(EndReason::AgentFailed);
         }
     }
 
@@ -387,6 +516,7 @@ impl<L: Leg> CallTask<L> {
         });
         match mode {
             FallbackMode::Listen => {}
+            FallbackMode::Transfer(target) => self.transfer(target, TransferOrigin::AgentFallback),
             FallbackMode::Hangup(message) => {
                 let player = message.player();
                 if player.is_playing() {

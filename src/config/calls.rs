@@ -21,6 +21,11 @@ pub struct CallsConfig {
     /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
     /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
     pub ring_ms: u64,
+    /// Glob patterns of the destinations earshot may call or transfer to (see
+    /// [`super::dial_allow`]); empty, the default, allows none.
+    pub outbound_allow: Vec<String>,
+    /// `[[calls.dtmf_rule]]`: what a caller's key press does (see [`super::dtmf_rule`]).
+    pub dtmf_rules: Vec<super::DtmfRule>,
 }
 
 impl Default for CallsConfig {
@@ -30,6 +35,8 @@ impl Default for CallsConfig {
             max_duration_secs: 14400,
             greeting: None,
             ring_ms: 0,
+            outbound_allow: Vec::new(),
+            dtmf_rules: Vec::new(),
         }
     }
 }
@@ -48,6 +55,8 @@ pub(super) struct RawCalls {
     max_duration_secs: Option<u64>,
     greeting: Option<PathBuf>,
     ring_ms: Option<u64>,
+    outbound_allow: Vec<String>,
+    dtmf_rule: Vec<super::dtmf_rule::RawDtmfRule>,
 }
 
 pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
@@ -57,6 +66,12 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
     {
         e.push("calls.greeting", reason);
     }
+    for (i, pattern) in raw.outbound_allow.iter().enumerate() {
+        if let Err(reason) = super::dial_allow::check_pattern(pattern) {
+            e.push(format!("calls.outbound_allow[{i}]"), reason);
+        }
+    }
+    let dtmf_rules = super::dtmf_rule::validate_dtmf_rules(e, raw.dtmf_rule, &raw.outbound_allow);
     CallsConfig {
         max_concurrent: e.ranged(
             "calls.max_concurrent",
@@ -67,6 +82,8 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
+        outbound_allow: raw.outbound_allow,
+        dtmf_rules,
     }
 }
 

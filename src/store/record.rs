@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::timestamp::format_rfc3339;
-use crate::call::{CallEvent, CallId, CallInfo, CallStats, CarrierStatus, FallbackReason, Source};
+use crate::call::{
+    CallEvent, CallId, CallInfo, CallStats, CarrierStatus, FallbackReason, Source, TransferMethod,
+};
 
 /// Most DTMF digits kept on a record (the events keep every one).
 const MAX_DTMF: usize = 256;
@@ -118,6 +120,17 @@ pub struct CallRecord {
     /// Transcript segments written for the call.
     #[serde(default)]
     pub transcript_segments: u32,
+    /// Who the caller was handed to, and how, once a transfer was done.
+    #[serde(default)]
+    pub transfer: Option<TransferRecord>,
+}
+
+/// A call's transfer that was done (attempts that failed are in its events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// The destination (personal data).
+    pub to: String,
+    pub method: TransferMethod,
 }
 
 /// What became of a call's agent session.
@@ -152,6 +165,7 @@ impl CallRecord {
             carrier_status: None,
             agent: None,
             transcript_segments: 0,
+            transfer: None,
         }
     }
 
@@ -199,7 +213,16 @@ impl CallRecord {
                 self.transcript_segments = self.transcript_segments.saturating_add(1);
             }
             // Kept in the call's timeline only.
-            CallEvent::AgentNotice { .. } | CallEvent::RecordingFinished { .. } => {}
+            CallEvent::AgentNotice { .. }
+            | CallEvent::RecordingFinished { .. }
+            | CallEvent::TransferRequested { .. }
+            | CallEvent::TransferFailed { .. } => {}
+            CallEvent::Transferred { to, method, .. } => {
+                self.transfer = Some(TransferRecord {
+                    to: to.clone(),
+                    method: *method,
+                });
+            }
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),
