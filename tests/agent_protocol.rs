@@ -1516,17 +1516,36 @@ fn agents_transfer_through_the_call_rest_with_dial_twiml() {
     assert_eq!(call["transfer"]["to"], "sip:bob@pbx.example.com");
 }
 
-/// A `hangup` rule ends a SIP call: SIPp presses "#" (RFC 4733) and gets earshot's BYE.
+/// A `hangup` rule ends a SIP call: SIPp presses "#" (RFC 4733) and gets earshot's BYE. Before
+/// that, a transfer asked of the API (the SIP leg cannot transfer yet) is recorded as failed and
+/// the call goes on.
 #[test]
 fn a_hangup_rule_ends_a_sip_call() {
     let e = Earshot::start(&format!(
-        "{DEBUG_LOG}[[calls.dtmf_rule]]\ndigit = \"#\"\naction = \"hangup\"\n"
+        "{DEBUG_LOG}[calls]\noutbound_allow = [\"+1555*\"]\n\
+         [[calls.dtmf_rule]]\ndigit = \"#\"\naction = \"hangup\"\n"
     ));
-    let (pcap, _) = caller_pcap(&e, 1000, 11);
+    let (pcap, _) = caller_pcap(&e, 4000, 11);
     let sipp = caller_waiting_for_bye(&e, &pcap);
-    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
     let id = call_ids(&e, 1).remove(0);
+    let transfer = |to: &str| {
+        http::send_json(
+            e.http_addr(),
+            "POST",
+            &format!("/api/calls/{id}/transfer"),
+            &json!({ "to": to }),
+        )
+    };
+    assert_eq!(transfer("+4420123").status, 403);
+    let asked = transfer("+15557654321");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
     let call = ended_call(&e, &id);
     assert_eq!(call["end_reason"], "dtmf hangup", "{call:#}");
     assert_eq!(call["dtmf"], "#");
+    let failed = transfer_events(&call);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["type"], "transfer_failed");
+    assert_eq!(failed[0]["reason"], "not_supported");
+    assert!(call["transfer"].is_null());
 }

@@ -669,6 +669,39 @@ async fn api_transfer_hands_the_call_back_to_twilio_with_dial() {
     );
 }
 
+/// `[agent].fallback = "transfer"`: an agent that cannot be reached hands the caller to a person
+/// — the stream closes and the `<Connect action>` callback dials `fallback_to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_agent_falls_back_to_a_transfer() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/agent", refused.local_addr().unwrap());
+    drop(refused);
+    let e = Earshot::start(&twilio_client::config(&format!(
+        "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = {url:?}\n\
+         fallback = \"transfer\"\nfallback_to = \"+15557654321\"\n"
+    )));
+    let side = TwilioSide::new(e.http_addr());
+    let (call_sid, _, stream) = live_stream(&e, side).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.close, Some(1000), "{:?}", outcome.kinds());
+    let (_, action) = side.post_webhook(&call_sid, "?fallback=1").await;
+    assert!(
+        action.ends_with("<Response><Dial>+15557654321</Dial></Response>"),
+        "{action}"
+    );
+    let (call, events) = stored_call_settled(&side, &call_sid).await;
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(call["agent"]["fallback"], "refused", "{call:#}");
+    let requested = events
+        .iter()
+        .find(|e| e["type"] == "transfer_requested")
+        .unwrap();
+    assert_eq!(requested["by"], "agent_fallback");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_streams_with_a_close_frame() {
     let _serial = REAL_TIME.lock().await;
