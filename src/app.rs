@@ -673,6 +673,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.calls.max_duration_secs != new.calls.max_duration_secs,
         "calls.max_duration_secs",
     );
+    let dialing = |c: &Config| (c.calls.outbound_allow.clone(), c.calls.dtmf_rules.clone());
+    check(
+        dialing(old) != dialing(new),
+        "calls.outbound_allow, calls.dtmf_rule",
+    );
     check(old.audio.output != new.audio.output, "audio.output");
     check(
         old.audio.period_ms != new.audio.period_ms,
