@@ -1,7 +1,7 @@
 //! The call task: one per call, whatever its source. It drives the caller [`Leg`], the media
 //! [`Pipeline`] and the [`Responder`], and owns everything else of the call in one place:
 //! lifecycle events, the registry entry, the maximum duration, the silence timeout, barge-in,
-//! DTMF, stats, the recording and the speaker feed.
+//! DTMF, stats, the recording and the speaker feed; transfers and DTMF rules in [`handoff`].
 //!
 //! Every 20 ms (when the leg says a frame is due): the caller's next frame leaves the jitter
 //! buffer for the speakers, the recording, the voice detector and the agent; the responder's
@@ -18,20 +18,21 @@ use super::agent::{
     AgentConnector, AgentEvent, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
 };
 use super::event::{
-    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, TransferFailure,
-    TransferMethod, TransferOrigin,
+    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, TransferOrigin,
 };
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
 use super::responder::{Responder, Said};
-use super::transfer::{TransferStart, TransferTarget};
+use super::transfer::TransferTarget;
 use super::{CallCommand, CallSettings, LiveState};
 use crate::clock;
-use crate::config::{DtmfAction, RouteSource, wants_agent};
+use crate::config::{RouteSource, wants_agent};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::{Law, encode_ulaw};
 use crate::media::vad::{Vad, VadConfig, VadEvent};
 use crate::sip::transaction::limit::TokenBucket;
+
+mod handoff;
 
 /// The mark sent after the greeting's last frame (Twilio echoes it once the caller heard it).
 pub const GREETING_MARK: &str = "greeting";
@@ -258,121 +259,6 @@ impl<L: Leg> CallTask<L> {
         let outcome = self.responder.agent().map(|link| link.dtmf(now, digit));
         if let Some(outcome) = outcome {
             self.agent_outcome(outcome);
-        }
-    }
-
-    fn dtmf_rule(&mut self, digit: char, action: DtmfAction) {
-        match action {
-            DtmfAction::Transfer { to } => {
-                tracing::debug!(call = %self.info.id, %digit, "DTMF rule: transfer");
-                match TransferTarget::parse(&to) {
-                    Ok(target) => self.transfer(target, TransferOrigin::Dtmf),
-                    // Checked when the configuration was loaded.
-                    Err(why) => tracing::warn!(call = %self.info.id, %why, "DTMF rule: bad target"),
-                }
-            }
-            DtmfAction::Hangup => {
-                tracing::info!(call = %self.info.id, %digit, "DTMF rule: hanging up");
-                self.hang_up(EndReason::DtmfHangup);
-            }
-            DtmfAction::StopAgent => {
-                tracing::info!(call = %self.info.id, %digit, "DTMF rule: agent stopped");
-                self.stop_agent();
-            }
-        }
-    }
-
-    /// Ends the agent session (its `stop`, then the socket closes); the call goes on, silent.
-    fn stop_agent(&mut self) {
-        if let Responder::Agent(mut link) =
-            std::mem::replace(&mut self.responder, Responder::Silent)
-        {
-            link.stop_session();
-            self.agent_events(clock::now());
-            link.stop();
-            self.leg.clear();
-            self.live
-                .send_modify(|l| l.agent = Some(AgentState::Closed));
-        }
-    }
-
-    /// Hands the caller to `target` through the leg. The outcome is recorded as events; a
-    /// transfer done ends the call, one that failed leaves it as it was (except the agent's
-    /// fallback, which then hangs up).
-    fn transfer(&mut self, target: TransferTarget, by: TransferOrigin) {
-        let busy = if self.hanging_up.is_some() || self.ended.is_some() {
-            Some(TransferFailure::CallEnding)
-        } else if self.transferring.is_some() {
-            Some(TransferFailure::InProgress)
-        } else {
-            None
-        };
-        let start = match busy {
-            Some(reason) => Err(reason),
-            None => match self.leg.transfer(&target) {
-                TransferStart::Unsupported => Err(TransferFailure::NotSupported),
-                TransferStart::Failed(reason) => Err(reason),
-                TransferStart::Done(method) => Ok((method, true)),
-                TransferStart::Pending(method) => Ok((method, false)),
-            },
-        };
-        let (method, done) = match start {
-            Ok(started) => started,
-            Err(reason) => {
-                self.transfer_failed(&target, by, reason);
-                return;
-            }
-        };
-        tracing::info!(call = %self.info.id, %method, ?by, "transfer requested");
-        tracing::debug!(call = %self.info.id, to = target.as_str(), "transfer destination");
-        let _ = self.services.events.send(CallEvent::TransferRequested {
-            id: self.info.id.clone(),
-            to: target.as_str().to_owned(),
-            method,
-            by,
-        });
-        if done {
-            self.transferred(&target, method);
-        } else {
-            self.transferring = Some((target, by));
-        }
-    }
-
-    /// The leg's report on the transfer it had under way.
-    fn transfer_over(&mut self, outcome: Result<TransferMethod, TransferFailure>) {
-        let Some((target, by)) = self.transferring.take() else {
-            return;
-        };
-        match outcome {
-            Ok(method) => self.transferred(&target, method),
-            Err(reason) => self.transfer_failed(&target, by, reason),
-        }
-    }
-
-    fn transferred(&mut self, target: &TransferTarget, method: TransferMethod) {
-        tracing::info!(call = %self.info.id, %method, "call transferred");
-        let _ = self.services.events.send(CallEvent::Transferred {
-            id: self.info.id.clone(),
-            to: target.as_str().to_owned(),
-            method,
-        });
-        self.hang_up(EndReason::Transferred);
-    }
-
-    fn transfer_failed(
-        &mut self,
-        target: &TransferTarget,
-        by: TransferOrigin,
-        reason: TransferFailure,
-    ) {
-        tracing::warn!(call = %self.info.id, %reason, ?by, "transfer failed");
-        let _ = self.services.events.send(CallEvent::TransferFailed {
-            id: self.info.id.clone(),
-            to: target.as_str().to_owned(),
-            reason,
-        });
-        if by == TransferOrigin::AgentFallback {
-            self.hang_up(EndReason::AgentFailed);
         }
     }
 
