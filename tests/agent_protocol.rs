@@ -1549,3 +1549,49 @@ fn a_hangup_rule_ends_a_sip_call() {
     assert_eq!(failed[0]["reason"], "not_supported");
     assert!(call["transfer"].is_null());
 }
+
+/// A `stop_agent` rule ends the agent's session (`stop`, then the close frame) and nothing else:
+/// the SIP call stays up, without the agent, until it is hung up.
+#[test]
+fn a_stop_agent_rule_ends_the_session_and_the_call_goes_on() {
+    let rt = runtime();
+    let mut agent = AgentServer::start(&rt, None, None);
+    let e = Earshot::start(&agent_config(
+        &agent.url,
+        "",
+        "[[calls.dtmf_rule]]\ndigit = \"*\"\naction = \"stop_agent\"\n",
+    ));
+    let (pcap, _) = caller_pcap(&e, 1000, 10);
+    let sipp = caller_waiting_for_bye(&e, &pcap);
+    let ended = rt.block_on(async {
+        let mut conn = agent.accept(WAIT).await;
+        read_start(&mut conn).await;
+        conn.until(WAIT, "stop", Instant::now(), |m| m["event"] == "stop")
+            .await;
+        let ended = conn.drain(WAIT).await;
+        assert!(conn.seen.iter().all(|m| m["event"] != "dtmf"));
+        ended
+    });
+    assert!(matches!(ended, Some(Ended::Close(_))), "{ended:?}");
+    let id = call_ids(&e, 1).remove(0);
+    let live = http::get(e.http_addr(), &format!("/api/calls/{id}")).json();
+    assert_eq!(
+        live["live"], true,
+        "the call ended with its agent: {live:#}"
+    );
+    assert_eq!(live["live_state"]["agent"], "closed", "{live:#}");
+    let hangup = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(hangup.status, 202);
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    assert_eq!(call["dtmf"], "*");
+    assert!(fallbacks(&call).is_empty());
+}
