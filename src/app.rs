@@ -49,6 +49,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("agent.fallback_to: {0}")]
+    AgentFallbackTo(String),
     #[error("agent.fallback_wav: {0}")]
     AgentFallback(GreetingError),
     #[error(transparent)]
@@ -179,6 +181,10 @@ fn start_services(
         recording_gate: crate::recording::RecordingGate::new(),
         agent,
         routes: config.routes.clone().into(),
+        transfer: crate::call::TransferPolicy::new(
+            &config.calls.outbound_allow,
+            &config.calls.dtmf_rules,
+        ),
     };
     Ok((services, recording_events))
 }
@@ -202,6 +208,10 @@ fn agent_bridge(
     };
     let fallback = match agent.fallback {
         config::AgentFallback::Listen => FallbackMode::Listen,
+        config::AgentFallback::Transfer => FallbackMode::Transfer(
+            crate::call::TransferTarget::parse(agent.fallback_to.as_deref().unwrap_or_default())
+                .map_err(AppError::AgentFallbackTo)?,
+        ),
         config::AgentFallback::Hangup => FallbackMode::Hangup(
             Greeting::configured(agent.fallback_wav.as_deref()).map_err(AppError::AgentFallback)?,
         ),
@@ -682,6 +692,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(
         old.calls.max_duration_secs != new.calls.max_duration_secs,
         "calls.max_duration_secs",
+    );
+    let dialing = |c: &Config| (c.calls.outbound_allow.clone(), c.calls.dtmf_rules.clone());
+    check(
+        dialing(old) != dialing(new),
+        "calls.outbound_allow, calls.dtmf_rule",
     );
     check(old.audio.output != new.audio.output, "audio.output");
     check(old.audio.input != new.audio.input, "audio.input");

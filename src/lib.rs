@@ -42,7 +42,9 @@
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
 //!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
 //!   events, limits, silence timeout, barge-in, DTMF and stats are written once, in the call
-//!   task. [`call::CallHandle`] is all the rest of the program sees of a call. A SIP call's
+//!   task, and so are transfers ([`call::transfer`]: the checked destination, the
+//!   `[calls].outbound_allow` policy, each leg's way of handing the caller over).
+//!   [`call::CallHandle`] is all the rest of the program sees of a call. A SIP call's
 //!   dialog lives in the SIP endpoint's task, not in the call task: transactions and dialogs
 //!   are one state machine in RFC 3261, and splitting them would need a lock or a second copy
 //!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals. Events

@@ -14,6 +14,7 @@
 #[path = "console/http.rs"]
 mod http;
 mod support;
+mod twilio_client;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use support::Earshot;
 use support::pcap;
 use support::sipp::{self, Scenario, Sipp};
+use twilio_client::{Plan, TwilioSide};
 
 /// Debug logs of the call path: the agent session's counters are logged at debug.
 const DEBUG_LOG: &str = "[log]\nlevel = \"info,earshot=debug\"\n";
@@ -1308,4 +1310,288 @@ fn call_rest_checks_auth_and_answers_unknown_calls_like_twilio() {
         "{json}"
     );
     assert_eq!(post(&basic(TOKEN), b"Status=ringing").status, 400);
+}
+
+/// What a Twilio caller with an agent saw of a transfer: the stream's end, and the record.
+struct Handed {
+    close: Option<u16>,
+    /// The `<Connect action>` callback's TwiML.
+    action: String,
+    call: Value,
+    /// What the agent was sent, in order, and how its socket ended.
+    agent_seen: Vec<Value>,
+    agent_ended: Option<Ended>,
+}
+
+/// A Twilio call bridged to `agent`: `during` runs once the agent has the stream's `start`
+/// (the caller keeps streaming, and presses `dtmf` if given); then the stream must end, the
+/// agent session too, and Twilio's `<Connect action>` callback is made.
+fn twilio_agent_call<F>(
+    rt: &Runtime,
+    agent: &mut AgentServer,
+    e: &Earshot,
+    dtmf: Option<(usize, char)>,
+    during: impl FnOnce(TwilioSide, String) -> F,
+) -> Handed
+where
+    F: std::future::Future<Output = ()>,
+{
+    let side = TwilioSide::new(e.http_addr());
+    let call_sid = twilio_client::call_sid();
+    rt.block_on(async {
+        let token = side.webhook(&call_sid).await;
+        let plan = Plan {
+            stop: false,
+            dtmf,
+            ..Plan::new(&call_sid, &token, vec![0xff; 160 * 1000])
+        };
+        let stream = tokio::spawn(async move { side.stream(&plan).await });
+        let mut conn = agent.accept(WAIT).await;
+        read_start(&mut conn).await;
+        during(side, call_sid.clone()).await;
+        conn.until(WAIT, "stop", Instant::now(), |m| m["event"] == "stop")
+            .await;
+        let agent_ended = conn.drain(WAIT).await;
+        let outcome = tokio::time::timeout(WAIT, stream).await.unwrap().unwrap();
+        let (_, action) = side.post_webhook(&call_sid, "?fallback=1").await;
+        let deadline = Instant::now() + WAIT;
+        let call = loop {
+            let stored = side.stored_call(&call_sid).await.map(|(call, _)| call);
+            match stored {
+                Some(call) if call["status"] == "ended" => break call,
+                _ if Instant::now() > deadline => panic!("{call_sid} did not end"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        Handed {
+            close: outcome.close,
+            action,
+            call,
+            agent_seen: conn.seen.clone(),
+            agent_ended,
+        }
+    })
+}
+
+fn transfer_events(call: &Value) -> Vec<Value> {
+    call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| {
+            ev["type"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("transfer")
+        })
+        .cloned()
+        .collect()
+}
+
+/// A `[[calls.dtmf_rule]]` transfer on a Twilio call bridged to an agent: the caller's "0"
+/// closes the stream normally, the `<Connect action>` callback dials the rule's number, and the
+/// agent session ends (`stop`, then the close frame) without hearing the key.
+#[test]
+fn dtmf_zero_transfers_a_twilio_agent_call_and_the_agent_session_ends() {
+    let rt = runtime();
+    let mut agent = AgentServer::start(&rt, None, None);
+    let e = Earshot::start(&twilio_client::config(&agent_config(
+        &agent.url,
+        "",
+        "[calls]\noutbound_allow = [\"+1555*\"]\n\
+         [[calls.dtmf_rule]]\ndigit = \"0\"\naction = \"transfer\"\nto = \"+15557654321\"\n",
+    )));
+    let handed = twilio_agent_call(&rt, &mut agent, &e, Some((100, '0')), |_, _| async {});
+    assert_eq!(handed.close, Some(1000));
+    assert!(
+        handed
+            .action
+            .ends_with("<Response><Dial>+15557654321</Dial></Response>"),
+        "{}",
+        handed.action
+    );
+    assert!(
+        matches!(handed.agent_ended, Some(Ended::Close(_))),
+        "{:?}",
+        handed.agent_ended
+    );
+    assert_eq!(handed.agent_seen.last().unwrap()["event"], "stop");
+    assert!(
+        handed.agent_seen.iter().all(|m| m["event"] != "dtmf"),
+        "the rule's key reached the agent"
+    );
+    let call = &handed.call;
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(call["dtmf"], "0");
+    assert_eq!(call["transfer"]["to"], "+15557654321");
+    let events = transfer_events(call);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["by"], "dtmf");
+    assert_eq!(events[1]["type"], "transferred");
+    assert_eq!(events[1]["method"], "twilio_dial");
+}
+
+/// An agent asks for a transfer the way it would ask Twilio: `Twiml=<Response><Dial>..` on the
+/// call REST. Other TwiML and `Url=` get Twilio-shaped 400s, a destination outside
+/// `[calls].outbound_allow` 403, and none of them touches the call; the allowed `<Dial><Sip>`
+/// hands the caller over and ends the agent's session.
+#[test]
+fn agents_transfer_through_the_call_rest_with_dial_twiml() {
+    let rt = runtime();
+    let mut agent = AgentServer::start(&rt, None, None);
+    let e = Earshot::start(&twilio_client::config(&agent_config(
+        &agent.url,
+        "",
+        "[calls]\noutbound_allow = [\"sip:*@pbx.example.com\"]\n",
+    )));
+    let handed = twilio_agent_call(&rt, &mut agent, &e, None, |side, call_sid| async move {
+        let path = format!(
+            "/2010-04-01/Accounts/AC00000000000000000000000000000001/Calls/{call_sid}.json"
+        );
+        let form = "application/x-www-form-urlencoded";
+        let post = |key: &str, value: &str| {
+            let body = twilio_client::form_encode(&[(key.to_owned(), value.to_owned())]);
+            let path = path.clone();
+            async move { side.post_body(&path, form, &body).await }
+        };
+        for (key, value, status, code) in [
+            (
+                "Twiml",
+                "<Response><Say>Bye</Say><Hangup/></Response>",
+                400,
+                12100,
+            ),
+            (
+                "Twiml",
+                "<Response><Dial>+15551234567</Dial><Dial>+1666</Dial></Response>",
+                400,
+                12100,
+            ),
+            ("Url", "https://agent.example.com/twiml", 400, 21205),
+            (
+                "Twiml",
+                "<Response><Dial>+15551234567</Dial></Response>",
+                403,
+                13227,
+            ),
+            (
+                "Twiml",
+                "<Response><Dial><Sip>sip:bob@evil.example.com</Sip></Dial></Response>",
+                403,
+                13227,
+            ),
+        ] {
+            let (got, body) = post(key, value).await;
+            assert_eq!(got, status, "{key}={value}: {body}");
+            let json: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["code"], code, "{json}");
+        }
+        let (got, body) = post(
+            "Twiml",
+            "<?xml version=\"1.0\"?><Response><Dial><Sip>sip:bob@pbx.example.com</Sip></Dial></Response>",
+        )
+        .await;
+        assert_eq!(got, 200, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["sid"], call_sid.as_str());
+    });
+    assert_eq!(handed.close, Some(1000));
+    assert!(
+        handed
+            .action
+            .ends_with("<Response><Dial><Sip>sip:bob@pbx.example.com</Sip></Dial></Response>"),
+        "{}",
+        handed.action
+    );
+    assert!(matches!(handed.agent_ended, Some(Ended::Close(_))));
+    let call = &handed.call;
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    let events = transfer_events(call);
+    assert_eq!(
+        events.len(),
+        2,
+        "only the allowed request reached the call: {events:#?}"
+    );
+    assert_eq!(events[0]["by"], "agent");
+    assert_eq!(call["transfer"]["to"], "sip:bob@pbx.example.com");
+}
+
+/// A `hangup` rule ends a SIP call: SIPp presses "#" (RFC 4733) and gets earshot's BYE. Before
+/// that, a transfer asked of the API (the SIP leg cannot transfer yet) is recorded as failed and
+/// the call goes on.
+#[test]
+fn a_hangup_rule_ends_a_sip_call() {
+    let e = Earshot::start(&format!(
+        "{DEBUG_LOG}[calls]\noutbound_allow = [\"+1555*\"]\n\
+         [[calls.dtmf_rule]]\ndigit = \"#\"\naction = \"hangup\"\n"
+    ));
+    let (pcap, _) = caller_pcap(&e, 4000, 11);
+    let sipp = caller_waiting_for_bye(&e, &pcap);
+    let id = call_ids(&e, 1).remove(0);
+    let transfer = |to: &str| {
+        http::send_json(
+            e.http_addr(),
+            "POST",
+            &format!("/api/calls/{id}/transfer"),
+            &json!({ "to": to }),
+        )
+    };
+    assert_eq!(transfer("+4420123").status, 403);
+    let asked = transfer("+15557654321");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "dtmf hangup", "{call:#}");
+    assert_eq!(call["dtmf"], "#");
+    let failed = transfer_events(&call);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["type"], "transfer_failed");
+    assert_eq!(failed[0]["reason"], "not_supported");
+    assert!(call["transfer"].is_null());
+}
+
+/// A `stop_agent` rule ends the agent's session (`stop`, then the close frame) and nothing else:
+/// the SIP call stays up, without the agent, until it is hung up.
+#[test]
+fn a_stop_agent_rule_ends_the_session_and_the_call_goes_on() {
+    let rt = runtime();
+    let mut agent = AgentServer::start(&rt, None, None);
+    let e = Earshot::start(&agent_config(
+        &agent.url,
+        "",
+        "[[calls.dtmf_rule]]\ndigit = \"*\"\naction = \"stop_agent\"\n",
+    ));
+    let (pcap, _) = caller_pcap(&e, 1000, 10);
+    let sipp = caller_waiting_for_bye(&e, &pcap);
+    let ended = rt.block_on(async {
+        let mut conn = agent.accept(WAIT).await;
+        read_start(&mut conn).await;
+        conn.until(WAIT, "stop", Instant::now(), |m| m["event"] == "stop")
+            .await;
+        let ended = conn.drain(WAIT).await;
+        assert!(conn.seen.iter().all(|m| m["event"] != "dtmf"));
+        ended
+    });
+    assert!(matches!(ended, Some(Ended::Close(_))), "{ended:?}");
+    let id = call_ids(&e, 1).remove(0);
+    let live = http::get(e.http_addr(), &format!("/api/calls/{id}")).json();
+    assert_eq!(
+        live["live"], true,
+        "the call ended with its agent: {live:#}"
+    );
+    assert_eq!(live["live_state"]["agent"], "closed", "{live:#}");
+    let hangup = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(hangup.status, 202);
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    assert_eq!(call["dtmf"], "*");
+    assert!(fallbacks(&call).is_empty());
 }

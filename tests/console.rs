@@ -282,19 +282,40 @@ fn long_call(e: &Earshot) -> sipp::Sipp {
     )
 }
 
-#[test]
-fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
-    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
-    let (browser, base) = signed_in(&e);
-
-    // A long SIPp call appears in the live list.
-    let caller = long_call(&e);
+/// A [`long_call`] once the console lists it: the caller and the call's id.
+fn live_call(e: &Earshot, browser: &Browser) -> (sipp::Sipp, String) {
+    let caller = long_call(e);
     let item = browser.wait_for("li.live-call", Duration::from_secs(15));
     let id = browser
         .attr(&item, "data-call-id")
         .as_str()
         .unwrap()
         .to_owned();
+    (caller, id)
+}
+
+/// Hangs `id` up through the API; `caller` must have got the BYE.
+fn hang_up(e: &Earshot, id: &str, caller: sipp::Sipp) {
+    let r = http::request(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/hangup"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .unwrap();
+    assert!(r.status < 300, "hangup: {}", r.status);
+    let outcome = caller.wait(Duration::from_secs(20));
+    assert!(outcome.all_passed(1), "SIPp: {}", outcome.errors);
+}
+
+#[test]
+fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
+    let e = Earshot::start(&format!("[http]\ntoken = \"{TOKEN}\"\n"));
+    let (browser, base) = signed_in(&e);
+
+    // A long SIPp call appears in the live list.
+    let (caller, id) = live_call(&e, &browser);
     eventually(
         "the live call never showed as connected with a level",
         Duration::from_secs(10),
@@ -459,13 +480,7 @@ fn console_shows_which_calls_have_an_agent_and_its_state() {
         silent_agent()
     ));
     let (browser, base) = signed_in(&e);
-    let caller = long_call(&e);
-    let item = browser.wait_for("li.live-call", Duration::from_secs(15));
-    let id = browser
-        .attr(&item, "data-call-id")
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (caller, id) = live_call(&e, &browser);
     eventually(
         "the live call never showed its agent listening",
         Duration::from_secs(10),
@@ -481,17 +496,7 @@ fn console_shows_which_calls_have_an_agent_and_its_state() {
     assert_eq!(live["calls"][0]["agent"], "listening", "{live}");
 
     // Hung up from the API: the call page says the agent was connected.
-    let r = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    )
-    .unwrap();
-    assert!(r.status < 300, "hangup: {}", r.status);
-    let outcome = caller.wait(Duration::from_secs(20));
-    assert!(outcome.all_passed(1), "SIPp: {}", outcome.errors);
+    hang_up(&e, &id, caller);
     browser.goto(&format!("{base}/#/calls/{id}"));
     browser.wait_for(
         "#call:not([hidden]) #timeline li.event.ended",
@@ -507,6 +512,62 @@ fn console_shows_which_calls_have_an_agent_and_its_state() {
         timeline.as_str().unwrap().contains("Agent connected"),
         "{timeline}"
     );
+}
+
+/// The call page's Transfer form: a destination outside `[calls].outbound_allow` shows the
+/// API's refusal and changes nothing; an allowed one reaches the call — a SIP call cannot
+/// transfer yet, so its timeline shows the transfer failed, and the call goes on.
+#[test]
+fn console_transfers_a_live_call_from_its_page() {
+    let e = Earshot::start(&format!(
+        "[http]\ntoken = \"{TOKEN}\"\n[calls]\noutbound_allow = [\"+1555*\"]\n"
+    ));
+    let (browser, base) = signed_in(&e);
+    let (caller, id) = live_call(&e, &browser);
+    browser.goto(&format!("{base}/#/calls/{id}"));
+    let field = browser.wait_for(
+        "#call-actions form.transfer input[name=\"to\"]",
+        Duration::from_secs(10),
+    );
+    let button = browser.wait_for("#call-actions form.transfer button", Duration::from_secs(2));
+    browser.type_text(&field, "+442071234567");
+    browser.click(&button);
+    eventually("the refusal was not shown", Duration::from_secs(10), || {
+        browser
+            .script("const t = document.getElementById('toast'); return t ? t.textContent : ''")
+            .as_str()
+            .is_some_and(|t| t.contains("outbound_allow"))
+    });
+    browser.script(
+        "document.querySelector('#call-actions form.transfer input').value = ''; return null",
+    );
+    browser.type_text(&field, "+15557654321");
+    browser.click(&button);
+    eventually(
+        "the failed transfer never showed in the timeline",
+        Duration::from_secs(10),
+        || {
+            browser
+                .script("return document.getElementById('timeline').textContent")
+                .as_str()
+                .is_some_and(|t| t.contains("Transfer to +15557654321 failed: not supported"))
+        },
+    );
+    let call = api_get(&e, &format!("/api/calls/{id}"));
+    assert_eq!(call["live"], true, "{call:#}");
+    let kinds: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ev| ev["type"].as_str())
+        .filter(|t| t.starts_with("transfer"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["transfer_failed"],
+        "only the allowed request reached the call"
+    );
+    hang_up(&e, &id, caller);
 }
 
 /// A Realtime service that transcribes the caller once: after the session update it reports a
@@ -561,13 +622,7 @@ fn console_shows_the_transcript_as_text() {
         transcribing_agent(SAID)
     ));
     let (browser, base) = signed_in(&e);
-    let caller = long_call(&e);
-    let item = browser.wait_for("li.live-call", Duration::from_secs(15));
-    let id = browser
-        .attr(&item, "data-call-id")
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (caller, id) = live_call(&e, &browser);
     browser.goto(&format!("{base}/#/calls/{id}"));
     let segment = browser.wait_for("#transcript li.segment.caller", Duration::from_secs(15));
     browser.screenshot("console-transcript.png");
@@ -586,16 +641,7 @@ fn console_shows_the_transcript_as_text() {
         "{}",
         txt.text()
     );
-    let r = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    )
-    .unwrap();
-    assert!(r.status < 300, "hangup: {}", r.status);
-    assert!(caller.wait(Duration::from_secs(20)).all_passed(1));
+    hang_up(&e, &id, caller);
 }
 
 /// The home page lists the webhook outbox: a receiver on loopback without `allow_private` is
@@ -621,14 +667,5 @@ fn console_shows_webhook_deliveries() {
     browser.screenshot("console-webhooks.png");
     let live = api_get(&e, "/api/live");
     let id = live["calls"][0]["id"].as_str().unwrap().to_owned();
-    let r = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    )
-    .unwrap();
-    assert!(r.status < 300, "hangup: {}", r.status);
-    assert!(caller.wait(Duration::from_secs(20)).all_passed(1));
+    hang_up(&e, &id, caller);
 }

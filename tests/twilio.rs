@@ -539,10 +539,16 @@ fn carrier_events(events: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_hangup_closes_the_stream_with_a_close_frame() {
-    let e = Earshot::start(&twilio_client::config(""));
-    let side = TwilioSide::new(e.http_addr());
+/// A call streaming 10 s of silence without `stop`: its CallSid, earshot's call id once it
+/// started, and the stream's task.
+async fn live_stream(
+    e: &Earshot,
+    side: TwilioSide,
+) -> (
+    String,
+    String,
+    tokio::task::JoinHandle<twilio_client::Outcome>,
+) {
     let call_sid = twilio_client::call_sid();
     let token = side.webhook(&call_sid).await;
     let plan = Plan {
@@ -550,10 +556,18 @@ async fn api_hangup_closes_the_stream_with_a_close_frame() {
         ..Plan::new(&call_sid, &token, vec![0xff; 160 * 500])
     };
     let stream = tokio::spawn(async move { side.stream(&plan).await });
-    let log = wait_log(&e, Duration::from_secs(5), "call start", |l| {
+    let log = wait_log(e, Duration::from_secs(5), "call start", |l| {
         l.contains("twilio call started")
     });
     let id = log_field(&log, "twilio call started", "call").unwrap();
+    (call_sid, id, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_hangup_closes_the_stream_with_a_close_frame() {
+    let e = Earshot::start(&twilio_client::config(""));
+    let side = TwilioSide::new(e.http_addr());
+    let (_, id, stream) = live_stream(&e, side).await;
     let (status, body) = side
         .post(&format!("/api/calls/{id}/hangup"), &[], None)
         .await;
@@ -577,6 +591,115 @@ async fn api_hangup_closes_the_stream_with_a_close_frame() {
         "{}",
         e.log_tail(5)
     );
+}
+
+/// `POST /api/calls/{id}/transfer` hands a Twilio call back to Twilio: a destination
+/// `[calls].outbound_allow` does not allow gets 403 and changes nothing; an allowed one closes
+/// the stream normally, and the signed `<Connect action>` callback Twilio then makes answers
+/// `<Dial>` to it. The record shows where the call went and how.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_transfer_hands_the_call_back_to_twilio_with_dial() {
+    let e = Earshot::start(&twilio_client::config(
+        "[calls]\noutbound_allow = [\"+1555*\", \"sip:*@pbx.example.com\"]\n",
+    ));
+    let side = TwilioSide::new(e.http_addr());
+    let (call_sid, id, stream) = live_stream(&e, side).await;
+    let path = format!("/api/calls/{id}/transfer");
+    let json = "application/json";
+    let (status, body) = side
+        .post_body(&path, json, r#"{"to": "+442071234567"}"#)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("outbound_allow"), "{body}");
+    let (status, body) = side.post_body(&path, json, r#"{"to": "+1555 123"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = side.post_body(&path, json, r#"{"number": "+1555"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    // Refused requests left the call as it was, and Twilio would still be told to hang up.
+    let (_, action) = side.post_webhook(&call_sid, "?fallback=1").await;
+    assert!(action.contains("<Hangup/>"), "{action}");
+    let (status, body) = side
+        .post_body(&path, json, r#"{"to": "+15551234567"}"#)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.close, Some(1000), "{:?}", outcome.kinds());
+    assert!(outcome.media.len() < 400, "the stream ran on");
+    let (status, action) = side.post_webhook(&call_sid, "?fallback=1").await;
+    assert_eq!(status, 200);
+    assert!(
+        action.ends_with("<Response><Dial>+15551234567</Dial></Response>"),
+        "{action}"
+    );
+    // The callback is signed like every other request.
+    let params = twilio_client::webhook_params(&call_sid);
+    let (status, _) = side
+        .post(
+            "/twilio/voice?fallback=1",
+            &params,
+            Some("bm90IGEgc2lnbmF0dXJl"),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (call, events) = stored_call_settled(&side, &call_sid).await;
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(call["transfer"]["to"], "+15551234567", "{call:#}");
+    assert_eq!(call["transfer"]["method"], "twilio_dial", "{call:#}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| t.starts_with("transfer"))
+        .collect();
+    assert_eq!(kinds, ["transfer_requested", "transferred"], "{events:#?}");
+    let requested = events
+        .iter()
+        .find(|e| e["type"] == "transfer_requested")
+        .unwrap();
+    assert_eq!(requested["by"], "api");
+    assert_eq!(requested["method"], "twilio_dial");
+    // The destination is personal data: not in the log at info level.
+    let log = e.stderr_log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("INFO") && l.contains("+15551234567")),
+        "{log}"
+    );
+}
+
+/// `[agent].fallback = "transfer"`: an agent that cannot be reached hands the caller to a person
+/// — the stream closes and the `<Connect action>` callback dials `fallback_to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_agent_falls_back_to_a_transfer() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/agent", refused.local_addr().unwrap());
+    drop(refused);
+    let e = Earshot::start(&twilio_client::config(&format!(
+        "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = {url:?}\n\
+         fallback = \"transfer\"\nfallback_to = \"+15557654321\"\n"
+    )));
+    let side = TwilioSide::new(e.http_addr());
+    let (call_sid, _, stream) = live_stream(&e, side).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.close, Some(1000), "{:?}", outcome.kinds());
+    let (_, action) = side.post_webhook(&call_sid, "?fallback=1").await;
+    assert!(
+        action.ends_with("<Response><Dial>+15557654321</Dial></Response>"),
+        "{action}"
+    );
+    let (call, events) = stored_call_settled(&side, &call_sid).await;
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(call["agent"]["fallback"], "refused", "{call:#}");
+    let requested = events
+        .iter()
+        .find(|e| e["type"] == "transfer_requested")
+        .unwrap();
+    assert_eq!(requested["by"], "agent_fallback");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, blocking, params};
+use super::{ApiError, ApiState, blocking, json_body, params};
 use crate::call::event::mask_number;
 use crate::call::{CallHandle, CallId, Source};
 use crate::clock;
@@ -262,21 +262,8 @@ pub(super) async fn analytics(
     Ok(Json(body))
 }
 
-/// A small JSON request body of type `T`; 400 saying the `expected` shape when it is not one.
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    expected: &str,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body too large".into()),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {expected}: {e}")))
-}
-
 /// A live call's handle: 404 for an unknown id, 409 for a stored call that is not live.
-async fn live_call(state: &ApiState, raw: &str) -> Result<CallHandle, ApiError> {
+pub(super) async fn live_call(state: &ApiState, raw: &str) -> Result<CallHandle, ApiError> {
     let id = call_id(raw)?;
     if let Some(handle) = state.registry.get(&id) {
         return Ok(handle);

@@ -12,6 +12,7 @@
 //! | `POST /api/calls/{id}/hangup` | hang up a live call (404 unknown, 409 not live) |
 //! | `POST /api/calls/{id}/listen` | `{"on": bool}`: speaker playout of a live call |
 //! | `POST /api/calls/{id}/talk` | `{"on": bool, "takeover": bool}`: the box's microphone on a live call (409 without one) |
+//! | `POST /api/calls/{id}/transfer` | `{"to": "..."}`: hand the caller over (403 unless `[calls].outbound_allow` allows it) |
 //! | `GET /api/analytics` | `interval=hour\|day\|week`, `since`, `until` |
 //! | `GET /api/events` | server-sent events, `id:` = global sequence, `Last-Event-ID` resumes |
 //! | `GET /api/live` | live calls for the console (masked numbers, level) |
@@ -40,6 +41,7 @@ mod recording;
 pub mod server;
 mod status;
 mod transcript;
+mod transfer;
 mod twilio_calls;
 mod webhooks;
 
@@ -135,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/calls/{id}/hangup", post(calls::hangup))
         .route("/api/calls/{id}/listen", post(calls::listen))
         .route("/api/calls/{id}/talk", post(calls::talk))
+        .route("/api/calls/{id}/transfer", post(transfer::transfer))
         .route("/api/analytics", get(calls::analytics))
         .route("/api/events", get(events::stream))
         .route("/api/live", get(calls::live))
@@ -180,6 +183,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(|e| ApiError::internal("store task failed", e))
+}
+
+/// A small JSON body of type `T`; `expected` shows its shape in the 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body too large".into()),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    serde_json::from_slice::<T>(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {expected}: {e}")))
 }
 
 /// Query parameters as a map, rejecting malformed encodings, repeated keys and keys outside

@@ -81,6 +81,8 @@ pub enum FallbackMode {
     Hangup(Greeting),
     /// Stay on the line as a listen-only call.
     Listen,
+    /// Transfer the caller to this destination (a person); if the leg cannot, hang up.
+    Transfer(super::TransferTarget),
 }
 
 /// Settings of the agent bridge.

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::transfer::{TransferFailure, TransferMethod, TransferOrigin};
 pub use crate::sip::sdp::Codec;
 
 /// A call's id: unique across restarts, sortable by start time, and safe in file names
@@ -154,10 +155,13 @@ pub enum EndReason {
     SessionExpired,
     /// The caller was transferred elsewhere (SIP REFER) and earshot's leg ended.
     Transferred,
+    /// The caller was handed to another destination.
+    /// A `[[calls.dtmf_rule]]` with `action = "hangup"`.
+    DtmfHangup,
 }
 
 impl EndReason {
-    const FIXED: [EndReason; 14] = [
+    const FIXED: [EndReason; 15] = [
         EndReason::RemoteHangup,
         EndReason::Cancelled,
         EndReason::LocalHangup,
@@ -169,9 +173,10 @@ impl EndReason {
         EndReason::HandshakeTimeout,
         EndReason::AgentHangup,
         EndReason::AgentFailed,
+        EndReason::Transferred,
+        EndReason::DtmfHangup,
         EndReason::Carrier(CarrierStatus::Completed),
         EndReason::SessionExpired,
-        EndReason::Transferred,
     ];
 
     /// The reason as stored and shown (`remote hangup`, `rejected 486`, `twilio busy`, ...).
@@ -193,6 +198,7 @@ impl EndReason {
             EndReason::AgentFailed => Borrowed("agent failed"),
             EndReason::SessionExpired => Borrowed("session_expired"),
             EndReason::Transferred => Borrowed("transferred"),
+            EndReason::DtmfHangup => Borrowed("dtmf hangup"),
         }
     }
 
@@ -431,6 +437,26 @@ pub enum CallEvent {
         code: String,
         message: String,
     },
+    /// A transfer was asked for and the leg began it (numbers are personal data: never
+    /// logged at info level).
+    TransferRequested {
+        id: CallId,
+        to: String,
+        method: TransferMethod,
+        by: TransferOrigin,
+    },
+    /// The caller was handed to `to`; the call ends with [`EndReason::Transferred`].
+    Transferred {
+        id: CallId,
+        to: String,
+        method: TransferMethod,
+    },
+    /// A transfer did not happen; the call goes on.
+    TransferFailed {
+        id: CallId,
+        to: String,
+        reason: TransferFailure,
+    },
     Ended {
         id: CallId,
         reason: EndReason,
@@ -480,6 +506,9 @@ impl CallEvent {
             | CallEvent::AgentFallback { id, .. }
             | CallEvent::Transcript { id, .. }
             | CallEvent::AgentNotice { id, .. }
+            | CallEvent::TransferRequested { id, .. }
+            | CallEvent::Transferred { id, .. }
+            | CallEvent::TransferFailed { id, .. }
             | CallEvent::Ended { id, .. }
             | CallEvent::Placed { id, .. }
             | CallEvent::Ringing { id, .. }
@@ -518,6 +547,9 @@ impl CallEvent {
             CallEvent::AgentFallback { .. } => "agent_fallback",
             CallEvent::Transcript { .. } => "transcript",
             CallEvent::AgentNotice { .. } => "agent_notice",
+            CallEvent::TransferRequested { .. } => "transfer_requested",
+            CallEvent::Transferred { .. } => "transferred",
+            CallEvent::TransferFailed { .. } => "transfer_failed",
             CallEvent::Ended { .. } => "ended",
             CallEvent::CarrierStatus { .. } => "carrier_status",
             CallEvent::Placed { .. } => "placed",

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Instant;
 
-use super::event::{Codec, DtmfSource, EndReason};
+use super::event::{Codec, DtmfSource, EndReason, TransferFailure, TransferMethod};
+use super::transfer::{TransferStart, TransferTarget};
 use crate::media::frame::FRAME_SAMPLES;
 
 /// Largest payload of one caller packet: 60 ms of G.711.
@@ -80,6 +81,9 @@ pub enum LegInput {
         duration_ms: u32,
         source: DtmfSource,
     },
+    /// A transfer the leg began ([`TransferStart::Pending`]) is over: done this way, or
+    /// failed (the call goes on).
+    Transfer(Result<TransferMethod, TransferFailure>),
     /// The leg is over.
     Ended(EndReason),
 }
@@ -130,6 +134,12 @@ pub trait Leg: Send {
 
     /// Asks the far end to report when everything sent so far was played (Twilio's `mark`).
     fn mark(&mut self, now: Instant, name: &'static str);
+
+    /// Hands the caller to `target`. The default: this leg cannot.
+    fn transfer(&mut self, target: &TransferTarget) -> TransferStart {
+        let _ = target;
+        TransferStart::Unsupported
+    }
 
     /// Ends the leg from earshot's side. Returns true when the leg is over at once; otherwise
     /// an [`LegInput::Ended`] follows once the far end confirmed (SIP BYE answered).

@@ -16,10 +16,12 @@ pub mod pipeline;
 mod registry;
 pub mod responder;
 mod task;
+pub mod transfer;
 
 pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
     DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker, TalkStopReason,
+    TransferFailure, TransferMethod, TransferOrigin,
 };
 pub use event_sink::{EventSink, EventStream};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};
@@ -27,6 +29,7 @@ pub use leg::{Leg, LegAudio, LegInput, LegStats};
 pub use pipeline::{Pipeline, Services};
 pub use registry::Registry;
 pub use task::GREETING_MARK;
+pub use transfer::{TransferError, TransferPolicy, TransferStart, TransferTarget};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +61,8 @@ enum CallCommand {
     /// The operator's microphone on (already claimed for this call) or off; `takeover` ends
     /// the call's agent instead of pausing it.
     Talk { on: bool, takeover: bool },
+    /// Hand the caller to this destination (checked against the allow-list already).
+    Transfer(TransferTarget, TransferOrigin),
 }
 
 /// What the console shows of a live call, published by its task several times a second.
@@ -83,6 +88,8 @@ pub struct CallHandle {
     info: Arc<CallInfo>,
     commands: mpsc::UnboundedSender<CallCommand>,
     live: tokio::sync::watch::Receiver<LiveState>,
+    /// `[calls].outbound_allow`, checked before a transfer reaches the call.
+    transfer: TransferPolicy,
 }
 
 impl CallHandle {
@@ -119,6 +126,17 @@ impl CallHandle {
         let _ = self.commands.send(CallCommand::Talk { on, takeover });
     }
 
+    /// Transfers the caller to `to`, if it is a destination `[calls].outbound_allow`
+    /// allows; otherwise nothing happens. The outcome follows as call events
+    /// (`transfer_requested`, `transferred` or `transfer_failed`).
+    pub fn transfer(&self, to: &str, by: TransferOrigin) -> Result<TransferTarget, TransferError> {
+        let target = self.transfer.check(to)?;
+        self.commands
+            .send(CallCommand::Transfer(target.clone(), by))
+            .map_err(|_| TransferError::Ended)?;
+        Ok(target)
+    }
+
     /// The `callSid` the call's agent knows it by.
     pub fn agent_call_sid(&self) -> String {
         agent::agent_call_sid(&self.info)
@@ -143,6 +161,7 @@ pub fn start<L: Leg + 'static>(
         info: info.clone(),
         commands: tx,
         live,
+        transfer: services.transfer.clone(),
     };
     services.registry.insert(handle.clone());
     let task = task::CallTask::new(info, leg, settings, services.clone(), live_tx);

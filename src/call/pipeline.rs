@@ -48,6 +48,8 @@ pub struct Services {
     pub agent: Option<Arc<dyn AgentConnector>>,
     /// `[[route]]`: which calls get the agent (first match; none matching: all of them).
     pub routes: Arc<[crate::config::Route]>,
+    /// `[calls].outbound_allow` and `[[calls.dtmf_rule]]`.
+    pub transfer: super::TransferPolicy,
 }
 
 /// One call's media path.
@@ -343,6 +345,7 @@ mod tests {
             recording_gate: RecordingGate::new(),
             agent: None,
             routes: Arc::from([]),
+            transfer: crate::call::TransferPolicy::default(),
         };
         let (a_info, b_info) = (info(1), info(2));
         let mut a = Pipeline::new(&services, &a_info, watch::channel(LiveState::default()).0);

@@ -1,7 +1,7 @@
 //! The call task: one per call, whatever its source. It drives the caller [`Leg`], the media
 //! [`Pipeline`] and the [`Responder`], and owns everything else of the call in one place:
 //! lifecycle events, the registry entry, the maximum duration, the silence timeout, barge-in,
-//! DTMF, stats, the recording and the speaker feed.
+//! DTMF, stats, the recording and the speaker feed; transfers and DTMF rules in [`handoff`].
 //!
 //! Every 20 ms (when the leg says a frame is due): the caller's next frame leaves the jitter
 //! buffer for the speakers, the recording, the voice detector and the agent; the responder's
@@ -17,10 +17,13 @@ use tokio::sync::{mpsc, watch};
 use super::agent::{
     AgentConnector, AgentEvent, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
 };
-use super::event::{CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason};
+use super::event::{
+    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, TransferOrigin,
+};
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
 use super::responder::{Responder, Said};
+use super::transfer::TransferTarget;
 use super::{CallCommand, CallSettings, LiveState};
 use crate::clock;
 use crate::config::{RouteSource, wants_agent};
@@ -28,6 +31,8 @@ use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::{Law, encode_ulaw};
 use crate::media::vad::{Vad, VadConfig, VadEvent};
 use crate::sip::transaction::limit::TokenBucket;
+
+mod handoff;
 
 /// The mark sent after the greeting's last frame (Twilio echoes it once the caller heard it).
 pub const GREETING_MARK: &str = "greeting";
@@ -62,6 +67,8 @@ pub(super) struct CallTask<L: Leg> {
     ended: Option<EndReason>,
     /// The operator's microphone is on this call ([`talk`]).
     talking: bool,
+    /// A transfer the leg has under way, and who asked for it.
+    transferring: Option<(TransferTarget, TransferOrigin)>,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -113,6 +120,7 @@ impl<L: Leg> CallTask<L> {
             hanging_up: None,
             ended: None,
             talking: false,
+            transferring: None,
         }
     }
 
@@ -131,6 +139,7 @@ impl<L: Leg> CallTask<L> {
                     Some(CallCommand::Hangup(reason)) => self.hang_up(reason),
                     Some(CallCommand::Listen(on)) => self.pipeline.set_listen(on),
                     Some(CallCommand::Talk { on, takeover }) => self.talk(on, takeover),
+                    Some(CallCommand::Transfer(target, by)) => self.transfer(target, by),
                     None => self.hang_up(EndReason::LocalHangup),
                 },
                 () = self.leg.readable(&mut inputs) => {}
@@ -194,6 +203,7 @@ impl<L: Leg> CallTask<L> {
                     duration_ms,
                     source,
                 } => self.dtmf(digit, duration_ms, source),
+                LegInput::Transfer(outcome) => self.transfer_over(outcome),
                 LegInput::Ended(reason) => {
                     // A hangup we asked for keeps our own, more precise reason.
                     self.ended = Some(self.hanging_up.unwrap_or(reason));
@@ -245,6 +255,11 @@ impl<L: Leg> CallTask<L> {
         });
         if self.responder.message_playing() && !self.responder.hangs_up_after() {
             self.barge_in("dtmf");
+        }
+        if let Some(action) = self.services.transfer.dtmf_rule(digit).cloned() {
+            // A rule takes the key: the agent does not hear it.
+            self.dtmf_rule(digit, action);
+            return;
         }
         let now = clock::now();
         let outcome = self.responder.agent().map(|link| link.dtmf(now, digit));
@@ -397,6 +412,7 @@ impl<L: Leg> CallTask<L> {
         });
         match mode {
             FallbackMode::Listen => {}
+            FallbackMode::Transfer(target) => self.transfer(target, TransferOrigin::AgentFallback),
             FallbackMode::Hangup(message) => {
                 let player = message.player();
                 if player.is_playing() {

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub max_concurrent: usize,
     /// What a call does when the agent cannot be reached.
     pub fallback: AgentFallback,
+    /// Where [`AgentFallback::Transfer`] transfers the caller; allowed by
+    /// `[calls].outbound_allow`. `Some` exactly with that fallback.
+    pub fallback_to: Option<String>,
     /// WAV file played to the caller before hanging up with [`AgentFallback::Hangup`]; checked
     /// to be a WAV when loading. `None` hangs up without a word.
     pub fallback_wav: Option<PathBuf>,
@@ -79,6 +82,8 @@ pub enum AgentFallback {
     /// Stay on the line as a listen-only call: no greeting, the caller is recorded and played on
     /// the speakers. `"listen"` in the file.
     Listen,
+    /// Transfer the caller to `fallback_to` (a person). `"transfer"` in the file.
+    Transfer,
 }
 
 impl fmt::Display for AgentFallback {
@@ -86,6 +91,7 @@ impl fmt::Display for AgentFallback {
         f.write_str(match self {
             AgentFallback::Hangup => "hangup",
             AgentFallback::Listen => "listen",
+            AgentFallback::Transfer => "transfer",
         })
     }
 }
@@ -174,6 +180,7 @@ pub(super) struct RawAgent {
     connect_timeout_ms: Option<u64>,
     max_concurrent: Option<usize>,
     fallback: Option<String>,
+    fallback_to: Option<String>,
     fallback_wav: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     account_sid: Option<String>,
@@ -261,11 +268,29 @@ pub(super) fn validate_agent(
         |s| match s {
             "hangup" => Ok(AgentFallback::Hangup),
             "listen" => Ok(AgentFallback::Listen),
+            "transfer" => Ok(AgentFallback::Transfer),
             _ => Err(format!(
-                "{s:?} is not a fallback (expected \"hangup\" or \"listen\")"
+                "{s:?} is not a fallback (expected \"hangup\", \"listen\" or \"transfer\")"
             )),
         },
     );
+    let fallback_to = match fallback {
+        AgentFallback::Transfer => super::dtmf_rule::transfer_to(
+            e,
+            "agent.fallback_to",
+            raw.fallback_to,
+            &calls.outbound_allow,
+        ),
+        AgentFallback::Hangup | AgentFallback::Listen => {
+            if raw.fallback_to.is_some() {
+                e.push(
+                    "agent.fallback_to",
+                    "only used with fallback = \"transfer\"",
+                );
+            }
+            None
+        }
+    };
     if let Some(wav) = &raw.fallback_wav
         && let Err(reason) = check_wav(wav)
     {
@@ -306,6 +331,7 @@ pub(super) fn validate_agent(
         connect_timeout_ms,
         max_concurrent,
         fallback,
+        fallback_to,
         fallback_wav: raw.fallback_wav,
         ca_file: raw.ca_file,
         account_sid,
@@ -398,6 +424,7 @@ mod tests {
                 connect_timeout_ms: 100,
                 max_concurrent: 1,
                 fallback: AgentFallback::Listen,
+                fallback_to: None,
                 fallback_wav: Some(wav),
                 ca_file: Some(pem),
                 account_sid: Some("AC0123456789abcdef0123456789ABCDEF".to_owned()),
@@ -437,7 +464,7 @@ mod tests {
         assert!(reasons[1].contains("expected \"twilio\" or \"openai-realtime\""));
         assert_eq!(reasons[2], "99 is out of range (100..=60000)");
         assert_eq!(reasons[3], "0 is out of range (at least 1)");
-        assert!(reasons[4].contains("expected \"hangup\" or \"listen\""));
+        assert!(reasons[4].contains("expected \"hangup\", \"listen\" or \"transfer\""));
         assert!(reasons[5].contains("cannot open"), "{}", reasons[5]);
         assert!(reasons[6].contains("cannot read"), "{}", reasons[6]);
         assert!(reasons[7].contains("not an account SID"));
@@ -558,5 +585,27 @@ mod tests {
     fn a_bad_calls_limit_is_not_reported_again_as_the_agent_default() {
         let errors = invalid("[calls]\nmax_concurrent = 0\n[agent]\nurl = \"ws://agent\"\n");
         assert_eq!(paths(&errors), ["calls.max_concurrent"]);
+    }
+
+    #[test]
+    fn a_transfer_fallback_needs_an_allowed_destination() {
+        let config = Config::from_toml_str(
+            "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = \"ws://agent\"\n\
+             fallback = \"transfer\"\nfallback_to = \"+15551234567\"\n",
+        )
+        .unwrap();
+        let a = config.agent.unwrap();
+        assert_eq!(a.fallback, AgentFallback::Transfer);
+        assert_eq!(a.fallback_to.as_deref(), Some("+15551234567"));
+        let errors = invalid("[agent]\nurl = \"ws://agent\"\nfallback = \"transfer\"\n");
+        assert_eq!(paths(&errors), ["agent.fallback_to"]);
+        let errors = invalid(
+            "[agent]\nurl = \"ws://agent\"\nfallback = \"transfer\"\nfallback_to = \"+15551234567\"\n",
+        );
+        assert!(errors[0].reason.contains("outbound_allow"), "{}", errors[0]);
+        let errors = invalid(
+            "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = \"ws://agent\"\nfallback_to = \"+15551234567\"\n",
+        );
+        assert_eq!(paths(&errors), ["agent.fallback_to"]);
     }
 }

@@ -22,9 +22,12 @@ pub struct CallsConfig {
     /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
     /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
     pub ring_ms: u64,
-    /// Targets outbound calls may go to (glob patterns, `[calls].outbound_allow`); empty, the
-    /// default, places no outbound call at all (toll-fraud protection).
+    /// Targets outbound calls and transfers may go to (glob patterns,
+    /// `[calls].outbound_allow`); empty, the default, places no outbound call at all
+    /// (toll-fraud protection).
     pub outbound_allow: Vec<DialPattern>,
+    /// `[[calls.dtmf_rule]]`: what a caller's key press does (see [`super::dtmf_rule`]).
+    pub dtmf_rules: Vec<super::DtmfRule>,
 }
 
 impl Default for CallsConfig {
@@ -35,6 +38,7 @@ impl Default for CallsConfig {
             greeting: None,
             ring_ms: 0,
             outbound_allow: Vec::new(),
+            dtmf_rules: Vec::new(),
         }
     }
 }
@@ -54,6 +58,7 @@ pub(super) struct RawCalls {
     greeting: Option<PathBuf>,
     ring_ms: Option<u64>,
     outbound_allow: Option<Vec<String>>,
+    dtmf_rule: Vec<super::dtmf_rule::RawDtmfRule>,
 }
 
 pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
@@ -63,6 +68,8 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
     {
         e.push("calls.greeting", reason);
     }
+    let outbound_allow = outbound_allow(e, raw.outbound_allow.unwrap_or_default());
+    let dtmf_rules = super::dtmf_rule::validate_dtmf_rules(e, raw.dtmf_rule, &outbound_allow);
     CallsConfig {
         max_concurrent: e.ranged(
             "calls.max_concurrent",
@@ -73,7 +80,8 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
-        outbound_allow: outbound_allow(e, raw.outbound_allow.unwrap_or_default()),
+        outbound_allow,
+        dtmf_rules,
     }
 }
 

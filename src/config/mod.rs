@@ -20,6 +20,7 @@
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
 //! `recording`, `store`, `http`, `twilio`, `agent` (its OpenAI Realtime keys in `realtime`),
 //! `outbound` (`[calls].outbound_allow` patterns and dial targets),
+//! `dtmf_rule` (`[[calls.dtmf_rule]]`), `dial_allow` (destinations and `[calls].outbound_allow`),
 //! `log`, `webhook` (`[[webhook]]` and `[webhooks]`). Value types shared by sections live in
 //! `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
@@ -36,6 +37,8 @@ use crate::media::jitter::JitterConfig;
 mod agent;
 mod audio;
 mod calls;
+pub mod dial_allow;
+mod dtmf_rule;
 mod http;
 mod jitter;
 mod log;
@@ -55,6 +58,7 @@ mod webhook;
 pub use agent::{AgentConfig, AgentFallback, AgentProtocol, WsUrl};
 pub use audio::{AudioConfig, AudioInput, AudioOutput};
 pub use calls::CallsConfig;
+pub use dtmf_rule::{DtmfAction, DtmfRule};
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};

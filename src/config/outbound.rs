@@ -16,7 +16,7 @@ pub(super) const MAX_TARGET: usize = 256;
 pub struct DialPattern(String);
 
 impl DialPattern {
-    pub(super) fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > MAX_TARGET {
             return Err(format!("{s:?} must be 1 to {MAX_TARGET} characters"));
         }

@@ -21,9 +21,7 @@ use crate::call::{CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure};
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{
-    CallRef, EndReason, Endpoint, Event, FailReason, ReferError, Transmit,
-};
+use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, FailReason, ReferError, Transmit};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.

@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::{
     self, CallEvent, CallId, CallInfo, CallSettings, CarrierStatus, Codec, DtmfSource, EndReason,
-    Greeting, Leg, LegAudio, LegInput, LegStats, Services, Source,
+    Greeting, Leg, LegAudio, LegInput, LegStats, Services, Source, TransferFailure, TransferMethod,
+    TransferStart, TransferTarget,
 };
 use crate::clock;
 use crate::config::{self, Config};
@@ -460,12 +461,20 @@ async fn voice(
     ))
 }
 
-/// The `<Connect action>` callback: the stream is over. A call whose stream ran hangs up; one
-/// whose stream never started gets the fallback (counted once).
+/// The `<Connect action>` callback: the stream is over. A call whose stream ran hangs up, or
+/// is dialled to where it was transferred; one whose stream never started gets the fallback
+/// (counted once).
 fn action_callback(state: &TwilioState, now: Instant, call_sid: &CallSid) -> Response {
-    let streamed = state.lock_tokens().state(call_sid) == Some(CallState::Streaming);
+    let (streamed, transfer) = {
+        let tokens = state.lock_tokens();
+        let streamed = tokens.state(call_sid) == Some(CallState::Streaming);
+        (streamed, tokens.transfer_of(call_sid).map(twiml::dial))
+    };
     if streamed {
-        return xml(twiml::hangup());
+        if transfer.is_some() {
+            tracing::debug!(%call_sid, "twilio action: dialling the transfer destination");
+        }
+        return xml(transfer.unwrap_or_else(twiml::hangup));
     }
     if state.lock_tokens().fall_back(now, call_sid).is_some() {
         state.fell_back("stream did not connect", Some(call_sid));
@@ -593,6 +602,11 @@ async fn run_stream(
     let mut leg = TwilioLeg {
         ws,
         stream: Stream::new(config, accepted),
+        handoff: Handoff {
+            state: state.clone(),
+            token: token.clone(),
+            ticket: ticket.clone(),
+        },
         shutdown: state.0.shutdown.clone(),
         close_with: ("stream over", close_code::NORMAL),
         peer_closed: false,
@@ -633,6 +647,7 @@ async fn run_stream(
 pub struct TwilioLeg {
     ws: WebSocket,
     stream: Stream,
+    handoff: Handoff,
     shutdown: CancellationToken,
     /// How our close frame explains the end, unless the peer closed first.
     close_with: (&'static str, u16),
@@ -641,6 +656,14 @@ pub struct TwilioLeg {
     ended: Option<EndReason>,
     /// The call task has yet to hear that media flows (μ-law, from `start` on).
     announce: bool,
+}
+
+/// What a leg needs to hand its call back to Twilio: the token book, where the `action`
+/// callback finds the destination, and the call's entry in it.
+struct Handoff {
+    state: TwilioState,
+    token: String,
+    ticket: Ticket,
 }
 
 impl TwilioLeg {
@@ -859,9 +882,28 @@ impl Leg for TwilioLeg {
         self.stream.mark(now, name);
     }
 
+    /// Twilio continues a call whose stream closes normally with the `<Connect action>` URL:
+    /// the destination is remembered for that callback, which answers `<Dial>`, and the call
+    /// task closes the stream.
+    fn transfer(&mut self, target: &TransferTarget) -> TransferStart {
+        let h = &self.handoff;
+        let kept = h.state.lock_tokens().remember_transfer(
+            clock::now(),
+            &h.token,
+            &h.ticket,
+            target.as_str(),
+        );
+        if kept {
+            TransferStart::Done(TransferMethod::TwilioDial)
+        } else {
+            TransferStart::Failed(TransferFailure::Unavailable)
+        }
+    }
+
     fn hang_up(&mut self, reason: EndReason) -> bool {
         self.close_with = match reason {
             EndReason::Shutdown => ("shutting down", close_code::AWAY),
+            EndReason::Transferred => ("transferred", close_code::NORMAL),
             EndReason::MaxDuration => ("max duration", close_code::NORMAL),
             EndReason::MediaTimeout => ("stream timeout", close_code::NORMAL),
             EndReason::LocalHangup => ("hangup", close_code::NORMAL),

@@ -33,7 +33,7 @@ pub use outbox::{AttemptResult, Delivery, DeliveryState, NewDelivery, Outbox};
 pub use query::{
     Analytics, CallDetail, CallPage, Cursor, Interval, ListQuery, Note, NoteError, QueryError,
 };
-pub use record::{CallRecord, CallStatus, RecordingInfo, RecordingState};
+pub use record::{CallRecord, CallStatus, RecordingInfo, RecordingState, TransferRecord};
 pub use schema::{CURRENT_VERSION, MigrateError};
 pub use writer::WriterHandle;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::timestamp::format_rfc3339;
 use crate::call::{
     CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Direction, FallbackReason, Source,
+    TransferMethod,
 };
 
 /// Most DTMF digits kept on a record (the events keep every one).
@@ -123,6 +124,17 @@ pub struct CallRecord {
     /// Inbound, or placed by earshot.
     #[serde(default)]
     pub direction: Direction,
+    /// Who the caller was handed to, and how, once a transfer was done.
+    #[serde(default)]
+    pub transfer: Option<TransferRecord>,
+}
+
+/// A call's transfer that was done (attempts that failed are in its events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// The destination (personal data).
+    pub to: String,
+    pub method: TransferMethod,
 }
 
 /// What became of a call's agent session.
@@ -158,6 +170,7 @@ impl CallRecord {
             agent: None,
             transcript_segments: 0,
             direction: Direction::Inbound,
+            transfer: None,
         }
     }
 
@@ -210,7 +223,15 @@ impl CallRecord {
             CallEvent::AgentNotice { .. }
             | CallEvent::RecordingFinished { .. }
             | CallEvent::Ringing { .. }
-            | CallEvent::Failed { .. } => {}
+            | CallEvent::Failed { .. }
+            | CallEvent::TransferRequested { .. }
+            | CallEvent::TransferFailed { .. } => {}
+            CallEvent::Transferred { to, method, .. } => {
+                self.transfer = Some(TransferRecord {
+                    to: to.clone(),
+                    method: *method,
+                });
+            }
             CallEvent::RecordingStarted { path, .. } => {
                 self.recording = Some(RecordingInfo {
                     path: Some(path.clone()),

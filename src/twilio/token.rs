@@ -5,7 +5,9 @@
 //! so the token travels as a `<Parameter>` and comes back in the stream's `start` message. A
 //! token is good once, and only until the handshake deadline; a webhook retried with the same
 //! CallSid gets the same token back, so a retry never makes a second call. Entries are
-//! remembered for a while after use, for idempotency and for the `action` callback.
+//! remembered for a while after use, for idempotency and for the `action` callback — which,
+//! for a call whose stream was closed to transfer it, answers `<Dial>` to the destination kept
+//! here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -81,6 +83,8 @@ struct Entry {
     state: CallState,
     /// Pending: the handshake deadline. Otherwise: when the entry is forgotten.
     until: Instant,
+    /// Where the call goes once its stream is over (the `action` callback dials it).
+    transfer: Option<String>,
 }
 
 /// The tokens of recent webhooks, by CallSid and by token.
@@ -128,6 +132,7 @@ impl TokenBook {
                 ticket,
                 state: CallState::Pending,
                 until,
+                transfer: None,
             },
         );
         Issue::New(token)
@@ -153,6 +158,48 @@ impl TokenBook {
     /// Where the call of `call_sid` stands, if it is remembered.
     pub fn state(&self, call_sid: &CallSid) -> Option<CallState> {
         self.by_sid.get(call_sid).map(|e| e.state)
+    }
+
+    /// Remembers that the streaming call of `ticket` goes to `to` once its stream is over, for
+    /// `remember` from `now` (the entry is put back if it was already forgotten: a call longer
+    /// than `remember`). False when the book is full or the call is not streaming.
+    pub fn remember_transfer(
+        &mut self,
+        now: Instant,
+        token: &str,
+        ticket: &Ticket,
+        to: &str,
+    ) -> bool {
+        let until = now + self.remember;
+        if let Some(entry) = self.by_sid.get_mut(&ticket.call_sid) {
+            if entry.state != CallState::Streaming {
+                return false;
+            }
+            entry.transfer = Some(to.to_owned());
+            entry.until = until;
+            return true;
+        }
+        if self.by_sid.len() >= self.capacity {
+            return false;
+        }
+        let token = StreamToken(token.to_owned());
+        self.by_token.insert(token.clone(), ticket.call_sid.clone());
+        self.by_sid.insert(
+            ticket.call_sid.clone(),
+            Entry {
+                token,
+                ticket: ticket.clone(),
+                state: CallState::Streaming,
+                until,
+                transfer: Some(to.to_owned()),
+            },
+        );
+        true
+    }
+
+    /// Where the call of `call_sid` is to be transferred, if it is.
+    pub fn transfer_of(&self, call_sid: &CallSid) -> Option<&str> {
+        self.by_sid.get(call_sid)?.transfer.as_deref()
     }
 
     /// Marks a pending call as fallen back (Twilio gave up on its stream before we did).
@@ -325,5 +372,29 @@ mod tests {
         assert!(book.fall_back(t0, &sid).is_some());
         assert!(book.fall_back(t0, &sid).is_none());
         assert_eq!(book.state(&sid), Some(CallState::FellBack));
+    }
+
+    #[test]
+    fn a_transfer_is_kept_for_the_action_callback_even_after_a_long_call() {
+        let t0 = t0();
+        let mut book = book();
+        let Issue::New(token) = book.issue(t0, [1; 16], ticket("CA1", t0)) else {
+            panic!()
+        };
+        let sid = CallSid::parse("CA1").unwrap();
+        let t = ticket("CA1", t0);
+        assert!(!book.remember_transfer(t0, token.as_str(), &t, "+15551234567"));
+        book.redeem(t0, token.as_str()).unwrap();
+        assert_eq!(book.transfer_of(&sid), None);
+        assert!(book.remember_transfer(t0, token.as_str(), &t, "+15551234567"));
+        assert_eq!(book.transfer_of(&sid), Some("+15551234567"));
+        // A call longer than `remember` was forgotten: the transfer puts it back, streaming.
+        book.handle_timeout(t0 + Duration::from_secs(601));
+        assert_eq!(book.state(&sid), None);
+        let later = t0 + Duration::from_secs(700);
+        assert!(book.remember_transfer(later, token.as_str(), &t, "sip:bob@pbx"));
+        assert_eq!(book.state(&sid), Some(CallState::Streaming));
+        assert_eq!(book.transfer_of(&sid), Some("sip:bob@pbx"));
+        assert_eq!(book.redeem(later, token.as_str()), Err(TokenError::Reused));
     }
 }

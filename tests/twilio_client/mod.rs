@@ -106,7 +106,7 @@ pub fn webhook_params(call_sid: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-fn form_encode(params: &[(String, String)]) -> String {
+pub fn form_encode(params: &[(String, String)]) -> String {
     let enc = |s: &str| {
         s.bytes()
             .map(|b| match b {
@@ -225,6 +225,15 @@ impl TwilioSide {
         }
         request.push_str("\r\n");
         request.push_str(&body);
+        self.exchange(&request).await
+    }
+
+    /// POSTs `body` as `content_type` with the API token of [`config`]: (status, body).
+    pub async fn post_body(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: earshot.test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAuthorization: Bearer {API_TOKEN}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         self.exchange(&request).await
     }
 

@@ -130,6 +130,9 @@ function eventText(e) {
     case 'agent_connected': return `Agent connected (${e.connect_ms} ms)`;
     case 'agent_fallback': return `Agent failed (${e.reason}): fallback taken`;
     case 'agent_notice': return `Agent service ${e.kind.replace('_', ' ')}: ${e.code}`;
+    case 'transfer_requested': return `Transfer to ${e.to} requested (${e.method.replace('_', ' ')}, by ${e.by.replace('_', ' ')})`;
+    case 'transferred': return `Transferred to ${e.to} (${e.method.replace('_', ' ')})`;
+    case 'transfer_failed': return `Transfer to ${e.to} failed: ${e.reason.replace('_', ' ')}`;
     case 'transcript': return `${e.speaker === 'agent' ? 'Agent' : 'Caller'}: ${e.text}`;
     default: return e.type;
   }
@@ -320,6 +323,26 @@ async function hangUp(id, button) {
   }
 }
 
+function transferForm(id) {
+  const to = el('input', { type: 'text', name: 'to', placeholder: '+15551234567 or sip:…', 'aria-label': 'Transfer to',
+    autocomplete: 'off', required: '', maxlength: '256' });
+  const button = el('button', { type: 'submit', dataset: { action: 'transfer', id }, text: 'Transfer' });
+  const form = el('form', { class: 'transfer', dataset: { id } }, to, button);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    button.disabled = true;
+    try {
+      await api(`/api/calls/${id}/transfer`, { method: 'POST', json: { to: to.value.trim() } });
+      toast('Transferring', 'info');
+    } catch (e) {
+      toast(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
 // ---- history -----------------------------------------------------------------------------
 
 function historyQuery() {
@@ -445,6 +468,7 @@ async function loadCall(id, keepPlayer) {
     ['Codec', call.codec || '—'],
     ['Agent', call.agent ? (call.agent.fallback ? `fell back (${call.agent.fallback})` : `connected in ${call.agent.connect_ms} ms`) : '—'],
     ['Keys pressed', call.dtmf || '—'],
+    ['Transferred to', call.transfer ? `${call.transfer.to} (${call.transfer.method.replace('_', ' ')})` : '—'],
     ['Packets in / lost', call.stats ? `${stats.packets_received} / ${stats.packets_lost}` : '—'],
     ['Jitter', call.stats ? `${Number(stats.jitter_ms).toFixed(1)} ms` : '—'],
     ['External id', call.external_id],
@@ -452,6 +476,8 @@ async function loadCall(id, keepPlayer) {
   $('call-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
 
   const actions = $('call-actions');
+  // The page reloads a live call every 2 s: a destination being typed survives it.
+  const typed = actions.querySelector('form.transfer');
   actions.replaceChildren();
   if (call.live && call.live_state) {
     const live = call.live_state;
@@ -460,7 +486,7 @@ async function loadCall(id, keepPlayer) {
     listen.addEventListener('click', () => toggleListen(call.id, listen));
     const hangup = el('button', { type: 'button', class: 'danger', dataset: { action: 'hangup', id: call.id }, text: 'Hang up' });
     hangup.addEventListener('click', () => hangUp(call.id, hangup));
-    actions.append(listen, ...talkButtons(call.id, live.talk), hangup);
+    actions.append(listen, ...talkButtons(call.id, live.talk), hangup, typed && typed.dataset.id === call.id ? typed : transferForm(call.id));
   }
 
   const rec = call.recording;

@@ -1,0 +1,131 @@
+//! The call task's transfers and DTMF rules: a transfer asked by the API, the agent, its
+//! fallback or a key press goes through the leg ([`super::Leg::transfer`]) and is recorded as
+//! `transfer_requested`, then `transferred` (the call ends, [`EndReason::Transferred`]) or
+//! `transfer_failed` (the call goes on); `[[calls.dtmf_rule]]` keys transfer, hang up or stop
+//! the agent.
+
+use super::CallTask;
+use crate::call::agent::AgentState;
+use crate::call::event::{CallEvent, EndReason, TransferFailure, TransferMethod, TransferOrigin};
+use crate::call::leg::Leg;
+use crate::call::responder::Responder;
+use crate::call::transfer::{TransferStart, TransferTarget};
+use crate::clock;
+use crate::config::DtmfAction;
+
+impl<L: Leg> CallTask<L> {
+    pub(super) fn dtmf_rule(&mut self, digit: char, action: DtmfAction) {
+        match action {
+            DtmfAction::Transfer { to } => {
+                tracing::debug!(call = %self.info.id, %digit, "DTMF rule: transfer");
+                match TransferTarget::parse(&to) {
+                    Ok(target) => self.transfer(target, TransferOrigin::Dtmf),
+                    // Checked when the configuration was loaded.
+                    Err(why) => tracing::warn!(call = %self.info.id, %why, "DTMF rule: bad target"),
+                }
+            }
+            DtmfAction::Hangup => {
+                tracing::info!(call = %self.info.id, %digit, "DTMF rule: hanging up");
+                self.hang_up(EndReason::DtmfHangup);
+            }
+            DtmfAction::StopAgent => {
+                tracing::info!(call = %self.info.id, %digit, "DTMF rule: agent stopped");
+                self.stop_agent();
+            }
+        }
+    }
+
+    /// Ends the agent session (its `stop`, then the socket closes); the call goes on, silent.
+    fn stop_agent(&mut self) {
+        if let Responder::Agent(mut link) =
+            std::mem::replace(&mut self.responder, Responder::Silent)
+        {
+            link.stop_session();
+            self.agent_events(clock::now());
+            link.stop();
+            self.leg.clear();
+            self.live
+                .send_modify(|l| l.agent = Some(AgentState::Closed));
+        }
+    }
+
+    /// Hands the caller to `target` through the leg. The outcome is recorded as events; a
+    /// transfer done ends the call, one that failed leaves it as it was (except the agent's
+    /// fallback, which then hangs up).
+    pub(super) fn transfer(&mut self, target: TransferTarget, by: TransferOrigin) {
+        let busy = if self.hanging_up.is_some() || self.ended.is_some() {
+            Some(TransferFailure::CallEnding)
+        } else if self.transferring.is_some() {
+            Some(TransferFailure::InProgress)
+        } else {
+            None
+        };
+        let start = match busy {
+            Some(reason) => Err(reason),
+            None => match self.leg.transfer(&target) {
+                TransferStart::Unsupported => Err(TransferFailure::NotSupported),
+                TransferStart::Failed(reason) => Err(reason),
+                TransferStart::Done(method) => Ok((method, true)),
+                TransferStart::Pending(method) => Ok((method, false)),
+            },
+        };
+        let (method, done) = match start {
+            Ok(started) => started,
+            Err(reason) => {
+                self.transfer_failed(&target, by, reason);
+                return;
+            }
+        };
+        tracing::info!(call = %self.info.id, %method, ?by, "transfer requested");
+        tracing::debug!(call = %self.info.id, to = target.as_str(), "transfer destination");
+        let _ = self.services.events.send(CallEvent::TransferRequested {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            method,
+            by,
+        });
+        if done {
+            self.transferred(&target, method);
+        } else {
+            self.transferring = Some((target, by));
+        }
+    }
+
+    /// The leg's report on the transfer it had under way.
+    pub(super) fn transfer_over(&mut self, outcome: Result<TransferMethod, TransferFailure>) {
+        let Some((target, by)) = self.transferring.take() else {
+            return;
+        };
+        match outcome {
+            Ok(method) => self.transferred(&target, method),
+            Err(reason) => self.transfer_failed(&target, by, reason),
+        }
+    }
+
+    fn transferred(&mut self, target: &TransferTarget, method: TransferMethod) {
+        tracing::info!(call = %self.info.id, %method, "call transferred");
+        let _ = self.services.events.send(CallEvent::Transferred {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            method,
+        });
+        self.hang_up(EndReason::Transferred);
+    }
+
+    fn transfer_failed(
+        &mut self,
+        target: &TransferTarget,
+        by: TransferOrigin,
+        reason: TransferFailure,
+    ) {
+        tracing::warn!(call = %self.info.id, %reason, ?by, "transfer failed");
+        let _ = self.services.events.send(CallEvent::TransferFailed {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            reason,
+        });
+        if by == TransferOrigin::AgentFallback {
+            self.hang_up(EndReason::AgentFailed);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Transfer: handing a call's caller to another destination (a person), as values — the
+//! checked destination, how a leg carries it out, why it failed, who asked — and the policy
+//! every request passes first (`[calls].outbound_allow`) beside the DTMF rules.
+//!
+//! The call task runs a transfer ([`super::task`]); each leg does it its own way
+//! ([`super::Leg::transfer`]): a Twilio stream hands the call back to Twilio with `<Dial>`
+//! TwiML, a SIP leg will REFER (RFC 3515) or bridge. A leg that cannot answers
+//! [`TransferStart::Unsupported`] and the call goes on.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DialPattern;
+use crate::config::dial_allow::{TargetKind, allowed, check_target};
+use crate::config::{DtmfAction, DtmfRule};
+
+/// A destination that passed the syntax check: a number or a `sip:` URI, as written.
+/// Personal data: never logged at info level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferTarget {
+    text: String,
+    kind: TargetKind,
+}
+
+impl TransferTarget {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let kind = check_target(text)?;
+        Ok(Self {
+            text: text.to_owned(),
+            kind,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// A `sip:`/`sips:` URI rather than a number.
+    pub fn is_sip(&self) -> bool {
+        self.kind == TargetKind::Sip
+    }
+}
+
+/// How a transfer was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMethod {
+    /// SIP REFER (RFC 3515): the caller's side calls the destination itself.
+    Refer,
+    /// earshot called the destination and joined the two legs' media.
+    Bridge,
+    /// The Twilio call was handed back to Twilio with `<Dial>` TwiML.
+    TwilioDial,
+}
+
+impl TransferMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMethod::Refer => "refer",
+            TransferMethod::Bridge => "bridge",
+            TransferMethod::TwilioDial => "twilio_dial",
+        }
+    }
+}
+
+impl fmt::Display for TransferMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transfer did not happen (the call goes on, unless the agent's fallback asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferFailure {
+    /// The caller's leg has no way to transfer.
+    NotSupported,
+    /// Another transfer of the call is under way.
+    InProgress,
+    /// The call is already ending.
+    CallEnding,
+    /// The far end refused it (REFER answered with an error, NOTIFY with a failure).
+    Refused,
+    /// No final answer in time.
+    Timeout,
+    /// The leg could not take it now (its table of calls is full).
+    Unavailable,
+}
+
+impl TransferFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferFailure::NotSupported => "not_supported",
+            TransferFailure::InProgress => "in_progress",
+            TransferFailure::CallEnding => "call_ending",
+            TransferFailure::Refused => "refused",
+            TransferFailure::Timeout => "timeout",
+            TransferFailure::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for TransferFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who asked for a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferOrigin {
+    /// `POST /api/calls/{id}/transfer` (and the console).
+    Api,
+    /// The agent, through the Twilio-compatible call REST.
+    Agent,
+    /// The agent failed and `[agent].fallback = "transfer"`.
+    AgentFallback,
+    /// A `[[calls.dtmf_rule]]`.
+    Dtmf,
+}
+
+/// What a leg answers to [`super::Leg::transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStart {
+    /// Handed over: the call task ends the leg with [`super::EndReason::Transferred`].
+    Done(TransferMethod),
+    /// Under way: a [`super::LegInput::Transfer`] reports the outcome.
+    Pending(TransferMethod),
+    /// This leg cannot transfer.
+    Unsupported,
+    /// This leg could not begin it.
+    Failed(TransferFailure),
+}
+
+/// Why a transfer request was refused before reaching the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("not a destination: {0}")]
+    Invalid(String),
+    /// Not matched by `[calls].outbound_allow` (the destination is not repeated: it is
+    /// personal data and the caller knows it).
+    #[error("the destination is not allowed by calls.outbound_allow")]
+    NotAllowed,
+    #[error("the call has ended")]
+    Ended,
+}
+
+/// What every transfer and key press of a call obeys: `[calls].outbound_allow` and
+/// `[[calls.dtmf_rule]]`. Shared by all calls; replaced for new calls on reload.
+#[derive(Debug, Clone, Default)]
+pub struct TransferPolicy {
+    allow: Arc<[DialPattern]>,
+    dtmf_rules: Arc<[DtmfRule]>,
+}
+
+impl TransferPolicy {
+    pub fn new(outbound_allow: &[DialPattern], dtmf_rules: &[DtmfRule]) -> Self {
+        Self {
+            allow: outbound_allow.into(),
+            dtmf_rules: dtmf_rules.into(),
+        }
+    }
+
+    /// Parses `to` and checks it against the allow-list.
+    pub fn check(&self, to: &str) -> Result<TransferTarget, TransferError> {
+        let target = TransferTarget::parse(to).map_err(TransferError::Invalid)?;
+        if !allowed(&self.allow, target.as_str()) {
+            return Err(TransferError::NotAllowed);
+        }
+        Ok(target)
+    }
+
+    /// The rule for `digit`, if one is configured.
+    pub fn dtmf_rule(&self, digit: char) -> Option<&DtmfAction> {
+        self.dtmf_rules
+            .iter()
+            .find(|r| r.digit == digit)
+            .map(|r| &r.action)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_pass_syntax_then_the_allow_list() {
+        let policy = TransferPolicy::new(
+            &[
+                DialPattern::parse("+1555*").unwrap(),
+                DialPattern::parse("sip:*@pbx.example.com").unwrap(),
+            ],
+            &[DtmfRule {
+                digit: '0',
+                action: DtmfAction::Hangup,
+            }],
+        );
+        let number = policy.check("+15551234567").unwrap();
+        assert!(!number.is_sip());
+        assert!(policy.check("sip:bob@pbx.example.com").unwrap().is_sip());
+        assert_eq!(policy.check("+4420123"), Err(TransferError::NotAllowed));
+        assert!(matches!(
+            policy.check("+1555 1234"),
+            Err(TransferError::Invalid(_))
+        ));
+        assert_eq!(
+            TransferPolicy::default().check("+15551234567"),
+            Err(TransferError::NotAllowed)
+        );
+        assert_eq!(policy.dtmf_rule('0'), Some(&DtmfAction::Hangup));
+        assert_eq!(policy.dtmf_rule('1'), None);
+        assert_eq!(
+            serde_json::to_string(&TransferMethod::TwilioDial).unwrap(),
+            "\"twilio_dial\""
+        );
+        assert_eq!(
+            serde_json::to_string(&TransferFailure::NotSupported).unwrap(),
+            "\"not_supported\""
+        );
+    }
+}
