@@ -462,8 +462,13 @@ fn caller_pcap(e: &Earshot, ms: u32, digit: u8) -> (String, Vec<Vec<u8>>) {
 
 /// A caller that streams its capture and stays on until earshot hangs up.
 fn caller_waiting_for_bye(e: &Earshot, pcap: &str) -> Sipp {
+    caller_in(e, pcap, "uac_wait_early_bye.xml")
+}
+
+/// A caller of `scenario` (one with a `PCAP` and a `BYE_TIMEOUT_MS`).
+fn caller_in(e: &Earshot, pcap: &str, scenario: &str) -> Sipp {
     let scenario = Scenario::load(
-        "uac_wait_early_bye.xml",
+        scenario,
         &[
             ("PCAP", pcap.to_owned()),
             ("BYE_TIMEOUT_MS", "40000".into()),
@@ -1517,8 +1522,8 @@ fn agents_transfer_through_the_call_rest_with_dial_twiml() {
 }
 
 /// A `hangup` rule ends a SIP call: SIPp presses "#" (RFC 4733) and gets earshot's BYE. Before
-/// that, a transfer asked of the API (the SIP leg cannot transfer yet) is recorded as failed and
-/// the call goes on.
+/// that, a transfer asked of the API is recorded as failed (the caller's Allow has no REFER)
+/// and the call goes on.
 #[test]
 fn a_hangup_rule_ends_a_sip_call() {
     let e = Earshot::start(&format!(
@@ -1543,11 +1548,47 @@ fn a_hangup_rule_ends_a_sip_call() {
     let call = ended_call(&e, &id);
     assert_eq!(call["end_reason"], "dtmf hangup", "{call:#}");
     assert_eq!(call["dtmf"], "#");
-    let failed = transfer_events(&call);
-    assert_eq!(failed.len(), 1, "{failed:#?}");
-    assert_eq!(failed[0]["type"], "transfer_failed");
-    assert_eq!(failed[0]["reason"], "not_supported");
+    // The caller's Allow has no REFER: the REFER is not sent, and the transfer fails.
+    let events = transfer_events(&call);
+    let kinds: Vec<_> = events.iter().map(|ev| ev["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        ["transfer_requested", "transfer_failed"],
+        "{events:#?}"
+    );
+    assert_eq!(events[1]["reason"], "not_supported");
     assert!(call["transfer"].is_null());
+}
+
+/// An API transfer of a SIP call whose caller's side takes REFER (RFC 3515): earshot sends the
+/// REFER, the caller answers 202 and NOTIFYs 100 then 200 (its call to the target answered),
+/// and earshot hangs up its own leg: the record says transferred by REFER, to whom.
+#[test]
+fn an_api_transfer_of_a_sip_call_goes_by_refer() {
+    let e = Earshot::start(&format!(
+        "{DEBUG_LOG}[calls]\noutbound_allow = [\"sip:*@pbx.example.com\"]\n"
+    ));
+    let (pcap, _) = caller_pcap(&e, 4000, 12);
+    let sipp = caller_in(&e, &pcap, "uac_accepts_refer.xml");
+    let id = call_ids(&e, 1).remove(0);
+    let asked = http::send_json(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/transfer"),
+        &json!({ "to": "sip:desk@pbx.example.com" }),
+    );
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(
+        call["transfer"]["to"], "sip:desk@pbx.example.com",
+        "{call:#}"
+    );
+    assert_eq!(call["transfer"]["method"], "refer", "{call:#}");
+    let events = transfer_events(&call);
+    let kinds: Vec<_> = events.iter().map(|ev| ev["type"].clone()).collect();
+    assert_eq!(kinds, ["transfer_requested", "transferred"], "{events:#?}");
 }
 
 /// A `stop_agent` rule ends the agent's session (`stop`, then the close frame) and nothing else:

@@ -17,11 +17,15 @@ use tokio_util::sync::CancellationToken;
 use super::sip_dial::{DialError, DialPolicy, DialRequest};
 use super::sip_leg::{SipCall, SipCalls, SipSignal};
 use super::tcp::{self, TcpEvent, TcpLimits};
-use crate::call::{CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure};
+use crate::call::{
+    CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure, TransferFailure, TransferMethod,
+};
 use crate::clock;
 use crate::config::Cidr;
 use crate::sip::dialog::{ConnId, Flow, Transport};
-use crate::sip::endpoint::{CallRef, EndReason, Endpoint, Event, FailReason, ReferError, Transmit};
+use crate::sip::endpoint::{
+    CallRef, EndReason, Endpoint, Event, FailReason, ReferError, TransferProgress, Transmit,
+};
 use crate::sip::registration::{RegOutcome, TrunkRegistration};
 
 /// Commands from the rest of the program to the SIP task.
@@ -35,13 +39,9 @@ pub enum SipCommand {
     Reload(Box<Reload>),
     /// Place a call (`POST /api/calls`).
     Dial(Box<DialRequest>),
-    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI). `reply`
-    /// says whether the REFER went out; its progress is logged as it comes.
-    Refer {
-        call: CallRef,
-        target: String,
-        reply: tokio::sync::oneshot::Sender<Result<(), ReferError>>,
-    },
+    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI). The
+    /// outcome reaches the call's leg as a [`SipSignal::Transfer`].
+    Refer { call: CallRef, target: String },
 }
 
 /// The settings SIGHUP can change without a restart.
@@ -154,8 +154,12 @@ impl SipDriver {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
                     SipCommand::Dial(request) => self.dial(&mut state, *request),
-                    SipCommand::Refer { call, target, reply } => {
-                        let _ = reply.send(self.endpoint.refer(clock::now(), call, &target));
+                    SipCommand::Refer { call, target } => {
+                        if let Err(err) = self.endpoint.refer(clock::now(), call, &target)
+                            && let Some(call) = state.calls.get(&call)
+                        {
+                            call.signal(SipSignal::Transfer(Err(refer_refused(err))));
+                        }
                     }
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default, outbound_allow } = *reload;
@@ -453,6 +457,9 @@ impl SipDriver {
             Event::Transfer { call, progress } => {
                 if let Some(call) = state.calls.get(&call) {
                     tracing::info!(call = %call.handle.id(), ?progress, "transfer by REFER");
+                    if let Some(outcome) = transfer_outcome(progress) {
+                        call.signal(SipSignal::Transfer(outcome));
+                    }
                 }
             }
             Event::Registration { trunk, outcome } => match outcome {
@@ -596,5 +603,27 @@ fn end_reason(reason: &EndReason) -> CallEnd {
         EndReason::AckTimeout => CallEnd::NoAck,
         EndReason::SessionExpired | EndReason::RefreshFailed(_) => CallEnd::SessionExpired,
         EndReason::Transferred => CallEnd::Transferred,
+    }
+}
+
+/// Why a REFER could not be sent, as the call's transfer failure.
+fn refer_refused(err: ReferError) -> TransferFailure {
+    match err {
+        ReferError::NotSupported => TransferFailure::NotSupported,
+        ReferError::InProgress => TransferFailure::InProgress,
+        ReferError::NoSuchCall => TransferFailure::CallEnding,
+        ReferError::NotEstablished | ReferError::BadTarget => TransferFailure::Unavailable,
+    }
+}
+
+/// A REFER's progress that ends the transfer: done (the peer reached the target; the endpoint
+/// sends BYE) or failed (the call goes on). `None` while it is under way.
+fn transfer_outcome(progress: TransferProgress) -> Option<Result<TransferMethod, TransferFailure>> {
+    match progress {
+        TransferProgress::Accepted | TransferProgress::Trying(_) => None,
+        TransferProgress::Succeeded => Some(Ok(TransferMethod::Refer)),
+        TransferProgress::NotSupported => Some(Err(TransferFailure::NotSupported)),
+        TransferProgress::Failed(408) => Some(Err(TransferFailure::Timeout)),
+        TransferProgress::Failed(_) => Some(Err(TransferFailure::Refused)),
     }
 }

@@ -22,7 +22,8 @@ use super::rtp::{PortAllocator, RtpSockets};
 use super::sip::SipCommand;
 use crate::call::{
     self, CallHandle, CallId, CallInfo, CallSettings, Codec, DtmfSource, EndReason, Leg, LegAudio,
-    LegInput, LegStats, Services, Source,
+    LegInput, LegStats, Services, Source, TransferFailure, TransferMethod, TransferStart,
+    TransferTarget,
 };
 use crate::clock;
 use crate::media::frame::FRAME_SAMPLES;
@@ -56,6 +57,8 @@ pub enum SipSignal {
     EarlyMedia(Negotiated),
     /// A DTMF digit signalled in SIP INFO.
     Dtmf { digit: char, duration_ms: u32 },
+    /// A transfer by REFER is over: the peer reached the target, or it failed.
+    Transfer(Result<TransferMethod, TransferFailure>),
     /// The dialog is over.
     Ended(EndReason),
 }
@@ -226,6 +229,7 @@ impl SipLeg {
                 duration_ms,
                 source: DtmfSource::SipInfo,
             }),
+            SipSignal::Transfer(outcome) => inputs.push_back(LegInput::Transfer(outcome)),
             SipSignal::Ended(reason) => inputs.push_back(LegInput::Ended(reason)),
         }
     }
@@ -481,6 +485,25 @@ impl Leg for SipLeg {
     fn clear(&mut self) {}
 
     fn mark(&mut self, _now: Instant, _name: &'static str) {}
+
+    /// Blind transfer by REFER (RFC 3515): the caller's side calls the target itself; a number
+    /// goes as a `tel:` URI. The SIP task reports the outcome ([`SipSignal::Transfer`]).
+    fn transfer(&mut self, target: &TransferTarget) -> TransferStart {
+        let target = if target.is_sip() {
+            target.as_str().to_owned()
+        } else {
+            format!("tel:{}", target.as_str())
+        };
+        let refer = SipCommand::Refer {
+            call: self.call,
+            target,
+        };
+        if self.sip.send(refer).is_ok() {
+            TransferStart::Pending(TransferMethod::Refer)
+        } else {
+            TransferStart::Failed(TransferFailure::CallEnding)
+        }
+    }
 
     fn hang_up(&mut self, _reason: EndReason) -> bool {
         // The SIP task sends BYE (or answers the INVITE with an error) and reports the end.
