@@ -217,6 +217,19 @@ pub fn from_response(response: &Headers) -> Option<Agreed> {
     })
 }
 
+/// RFC 4028 §7.2/§7.4 with §3, the UAC of a request that asked for a timer: the agreement its
+/// 2xx states, or, when the 2xx carries no Session-Expires (a UAS that does not know timers),
+/// the interval the request asked for with earshot refreshing it alone (`refresher=uac`).
+/// `None` when the request asked for no timer and the 2xx states none.
+pub fn uac_agreement(request: &Headers, response: &Headers) -> Option<Agreed> {
+    from_response(response).or_else(|| {
+        SessionExpires::of(request).map(|asked| Agreed {
+            interval: asked.delta.clamp(1, MAX_INTERVAL),
+            refresher: Refresher::Uac,
+        })
+    })
+}
+
 /// What a session timer's deadline asks of the dialog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerAction {
@@ -441,6 +454,27 @@ mod tests {
             Side::Uas,
         );
         assert_eq!(long.expires_at(), t0 + Duration::from_secs(1768));
+    }
+
+    #[test]
+    fn the_uac_keeps_the_2xx_agreement_or_refreshes_alone_when_the_2xx_has_none() {
+        let asked = headers(&[("Session-Expires", "1800"), ("Supported", "timer")]);
+        let stated = headers(&[("Session-Expires", "90;refresher=uas")]);
+        assert_eq!(
+            uac_agreement(&asked, &stated),
+            Some(Agreed {
+                interval: 90,
+                refresher: Refresher::Uas
+            })
+        );
+        assert_eq!(
+            uac_agreement(&asked, &headers(&[])),
+            Some(Agreed {
+                interval: 1800,
+                refresher: Refresher::Uac
+            })
+        );
+        assert_eq!(uac_agreement(&headers(&[]), &headers(&[])), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! The application's commands `answer`, `reject` and `hangup` are here, and the UAS half of
 //! RFC 4028 session timers: the INVITE's (and each re-INVITE's) Session-Expires is agreed per
 //! §9 (422 with Min-SE below ours), stated in the 2xx, and the call's [`SessionTimer`] started
-//! when that 2xx goes out; `refresh` acts on its deadlines.
+//! when that 2xx goes out; `refresh` acts on its deadlines. A call we placed starts its timer
+//! from the 2xx to our INVITE instead ([`Call::placed`], RFC 4028 §7.4).
 //!
 //! Two defences against a spoofed INVITE are here. An offer (or late answer) whose media
 //! addresses fall outside the [`MediaFilter`] is refused with 488 and a Warning (RFC 3261
@@ -37,7 +38,7 @@ use super::{
     ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, SUPPORTED, Transmit, TxKey,
 };
 use crate::sip::dialog::{ConnId, Dialog, Flow, Transport, response_destination};
-use crate::sip::message::{Method, Request, Response};
+use crate::sip::message::{Headers, Method, Request, Response};
 use crate::sip::sdp::{self, LocalMedia, SessionDescription};
 use crate::sip::session_timer::{self, Agreed, SessionTimer, Side, UasDecision};
 use crate::sip::transaction::{T1, T2, TIMEOUT};
@@ -148,9 +149,22 @@ impl Call {
         }
     }
 
-    /// A call we placed, answered and ACKed (§13.2.2.4): established and confirmed, `invite`
-    /// the INVITE we sent, `media` what we offered.
-    pub(super) fn placed(dialog: Dialog, invite: Request, media: LocalMedia) -> Self {
+    /// A call we placed, answered by `answer` at `now` and ACKed (§13.2.2.4): established and
+    /// confirmed, `invite` the INVITE we sent, `media` what we offered. RFC 4028 §7.4: its
+    /// session timer starts now as the 2xx states it (or with earshot refreshing alone when
+    /// the 2xx states none); a refresh re-INVITE offers our INVITE's SDP again, and UPDATE is
+    /// used when the 2xx's Allow lists it.
+    pub(super) fn placed(
+        now: Instant,
+        dialog: Dialog,
+        invite: Request,
+        media: LocalMedia,
+        answer: &Response,
+    ) -> Self {
+        let timer = session_timer::uac_agreement(&invite.headers, &answer.headers)
+            .map(|agreed| SessionTimer::new(now, agreed, Side::Uac));
+        let last_sdp = String::from_utf8(invite.body.clone()).ok();
+        let peer_allow = allow_of(&answer.headers);
         Self {
             state: CallState::Established,
             dialog,
@@ -168,10 +182,10 @@ impl Call {
             confirmed: true,
             peer_media: false,
             timer_offer: None,
-            timer: None,
+            timer,
             refresh: None,
-            last_sdp: None,
-            peer_allow: None,
+            last_sdp,
+            peer_allow,
             refer_in: None,
             refer_out: None,
         }
@@ -323,9 +337,9 @@ impl Call {
     }
 }
 
-/// The methods a request's Allow lists, uppercase; `None` without an Allow.
-fn allow_of(req: &Request) -> Option<Vec<String>> {
-    let allow = req.headers.values("allow");
+/// The methods an Allow header lists, uppercase; `None` without an Allow.
+fn allow_of(headers: &Headers) -> Option<Vec<String>> {
+    let allow = headers.values("allow");
     (!allow.is_empty()).then(|| allow.iter().map(|m| m.to_ascii_uppercase()).collect())
 }
 
@@ -505,7 +519,7 @@ impl Endpoint {
         self.dialogs.insert(dialog.id.clone(), call);
         let mut c = Call::offered(dialog, req, key, offer);
         c.timer_offer = timer_offer;
-        c.peer_allow = allow_of(&c.invite);
+        c.peer_allow = allow_of(&c.invite.headers);
         self.calls.insert(call, c);
         self.events.push_back(Event::Incoming(incoming));
     }
@@ -693,7 +707,7 @@ impl Endpoint {
         c.media = Some(media);
         c.offer = offer;
         c.timer_offer = timer_offer;
-        if let Some(allow) = allow_of(&req) {
+        if let Some(allow) = allow_of(&req.headers) {
             c.peer_allow = Some(allow);
         }
         // §12.2.2: a re-INVITE is a target refresh request.

@@ -16,6 +16,10 @@
 //!   is ACKed and then ended with a BYE (§13.2.2.4).
 //! - Any other final response, or Timer B, is [`Event::Failed`].
 //!
+//! RFC 4028 §7.1: the INVITE asks for a session timer (`Session-Expires` without refresher,
+//! `Supported: timer`, our `Min-SE`); the winning 2xx starts the call's timer as it states it
+//! (§7.4), or with earshot the lone refresher of the interval asked for when it states none.
+//!
 //! The ring timeout, and a hang-up before the answer, CANCEL the INVITE (§9.1) — only once a
 //! provisional response came; before one, the CANCEL waits for it (or Timer B ends the call).
 //! The 487 that follows ends the call; a 2xx that crosses the CANCEL is ACKed and hung up.
@@ -334,6 +338,7 @@ impl Endpoint {
     fn send_invite(&mut self, now: Instant, call: CallRef) {
         let advertised = self.config.advertised;
         let user_agent = self.config.user_agent.clone();
+        let timers = self.policy.timers;
         let cnonce = self.random_token(16);
         let branch = format!("z9hG4bK{}", self.random_token(16));
         let Some(out) = self.outbound.get_mut(&call) else {
@@ -362,6 +367,10 @@ impl Endpoint {
         headers.push("CSeq", format!("{} INVITE", out.cseq));
         headers.push("Contact", super::call::contact(advertised, flow.transport));
         headers.push("Allow", super::ALLOW);
+        // RFC 4028 §7.1: we ask for a session timer and let the UAS choose the refresher.
+        headers.push("Supported", super::SUPPORTED);
+        headers.push("Session-Expires", timers.request_value().to_string());
+        headers.push("Min-SE", timers.min_se.to_string());
         headers.push("User-Agent", user_agent);
         if let (Some((ch, proxy)), Some(creds)) = (&out.challenge, &spec.credentials) {
             let creds = Credentials {
@@ -591,8 +600,8 @@ impl Endpoint {
             let local = out.spec.media.clone();
             if let (Some(invite), Some(negotiated)) = (invite, media) {
                 self.dialogs.insert(dialog.id.clone(), call);
-                self.calls
-                    .insert(call, super::call::Call::placed(dialog, invite, local));
+                let placed = super::call::Call::placed(now, dialog, invite, local, resp);
+                self.calls.insert(call, placed);
                 self.events.push_back(Event::Answered {
                     call,
                     media: negotiated,

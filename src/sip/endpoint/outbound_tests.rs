@@ -559,3 +559,118 @@ fn an_answered_call_ends_by_bye_like_an_incoming_one() {
     );
     assert_eq!(h.ep.active_calls(), 0);
 }
+
+// ---- RFC 4028 session timers on placed calls ------------------------------------------------
+
+impl Harness {
+    /// Places a call whose 200 carries `extra` header lines; returns our INVITE, with the ACK
+    /// and the Answered event taken.
+    fn answered_with(&mut self, extra: &[&str]) -> Request {
+        let invite = self.invite();
+        let mut lines = vec!["Contact: <sip:bob@192.0.2.30:5062>"];
+        lines.extend_from_slice(extra);
+        self.respond(&invite, 200, Some("b"), &lines, &sdp_answer(30000));
+        assert!(
+            matches!(&self.events()[..], [Event::Answered { .. }]),
+            "answered"
+        );
+        assert_eq!(self.methods(), [Method::Ack]);
+        invite
+    }
+
+    /// Runs timers for `span`: nothing goes out and the call stays up until its last
+    /// millisecond, which is then run.
+    fn quiet_until(&mut self, span: Duration) {
+        self.advance(span - Duration::from_millis(1));
+        assert!(self.sent().is_empty(), "nothing before the deadline");
+        assert_eq!(self.ep.active_calls(), 1);
+        self.advance(Duration::from_millis(1));
+    }
+
+    fn ended(&mut self) -> Option<super::super::EndReason> {
+        self.events().into_iter().find_map(|e| match e {
+            Event::Ended { reason, .. } => Some(reason),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn the_invite_asks_for_a_timer_and_a_uac_refresher_refreshes_at_half_and_survives_a_200() {
+    let mut h = Harness::place("sip:bob@pbx.example");
+    let invite = h.answered_with(&["Session-Expires: 90;refresher=uac", "Require: timer"]);
+    let asked = &invite.headers;
+    assert_eq!(asked.get("session-expires"), Some("1800"));
+    assert_eq!(asked.get("supported"), Some("timer"));
+    assert_eq!(asked.get("min-se"), Some("90"));
+    h.quiet_until(Duration::from_secs(45));
+    let refresh = h.invite();
+    assert_eq!(
+        refresh.body, invite.body,
+        "the refresh offers our SDP again"
+    );
+    assert_eq!(
+        refresh.headers.get("session-expires"),
+        Some("90;refresher=uac")
+    );
+    assert_eq!(refresh.headers.call_id(), invite.headers.call_id());
+    assert!(refresh.headers.cseq().unwrap().seq > invite.headers.cseq().unwrap().seq);
+    h.respond(
+        &refresh,
+        200,
+        None,
+        &["Session-Expires: 90;refresher=uac"],
+        &sdp_answer(30000),
+    );
+    assert_eq!(h.methods(), [Method::Ack]);
+    // Refreshed at 45 s: the call outlives the first interval and refreshes again at 90 s.
+    h.quiet_until(Duration::from_secs(45));
+    assert_eq!(h.ended(), None);
+    assert_eq!(h.methods(), [Method::Invite]);
+    assert_eq!(h.ep.active_calls(), 1);
+}
+
+#[test]
+fn a_callee_refresher_that_never_refreshes_gets_a_bye_before_the_expiry() {
+    let mut h = Harness::place("sip:bob@pbx.example");
+    h.answered_with(&["Session-Expires: 90;refresher=uas"]);
+    // §10: the side that does not refresh gives up min(32 s, 90/3) = 30 s early.
+    h.quiet_until(Duration::from_secs(60));
+    assert_eq!(h.methods(), [Method::Bye]);
+    assert_eq!(h.ended(), Some(super::super::EndReason::SessionExpired));
+}
+
+#[test]
+fn a_481_to_the_refresh_of_a_placed_call_ends_it() {
+    let mut h = Harness::place("sip:bob@pbx.example");
+    h.answered_with(&["Session-Expires: 90;refresher=uac"]);
+    h.advance(Duration::from_secs(45));
+    let refresh = h.invite();
+    h.respond(&refresh, 481, None, &[], "");
+    assert_eq!(h.methods(), [Method::Ack], "§17.1.1.3: the 481 is ACKed");
+    assert_eq!(h.ended(), Some(super::super::EndReason::RefreshFailed(481)));
+    assert_eq!(h.ep.active_calls(), 0);
+}
+
+#[test]
+fn a_2xx_without_session_expires_leaves_earshot_refreshing_alone_by_update_when_allowed() {
+    let mut h = Harness::place("sip:bob@pbx.example");
+    h.answered_with(&["Allow: INVITE, ACK, BYE, UPDATE"]);
+    // The interval we asked for (1800 s), refreshed by us at half of it.
+    h.quiet_until(Duration::from_secs(900));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let update = &sent[0].1;
+    assert_eq!(update.method, Method::Update);
+    assert!(update.body.is_empty());
+    assert_eq!(
+        update.headers.get("session-expires"),
+        Some("1800;refresher=uac")
+    );
+    // The callee answers without Session-Expires again: the timer keeps running.
+    h.respond(update, 200, None, &[], "");
+    h.advance(Duration::from_secs(900));
+    assert_eq!(h.methods(), [Method::Update]);
+    assert_eq!(h.ended(), None);
+    assert_eq!(h.ep.active_calls(), 1);
+}

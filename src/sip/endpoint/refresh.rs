@@ -231,8 +231,11 @@ impl Endpoint {
         }
         match status {
             200..=299 => {
-                // RFC 4028 §7.2: the 2xx states the interval; without Session-Expires, none.
-                c.timer = session_timer::from_response(&resp.headers)
+                // RFC 4028 §7.4: the 2xx states the interval; without Session-Expires (a peer
+                // that does not know timers), earshot keeps refreshing alone what it asked.
+                let asked = c.refresh.as_ref().map(|r| &r.request.headers);
+                c.timer = asked
+                    .and_then(|asked| session_timer::uac_agreement(asked, &resp.headers))
                     .map(|agreed| SessionTimer::new(now, agreed, Side::Uac));
                 if let Some(target) = resp.headers.contact() {
                     c.dialog.remote_target = Some(target.uri);
