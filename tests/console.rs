@@ -166,6 +166,12 @@ impl Browser {
         );
     }
 
+    /// Clears the field `element`, then types `text` into it.
+    fn retype(&self, element: &str, text: &str) {
+        self.session_call("POST", &format!("/element/{element}/clear"), &json!({}));
+        self.type_text(element, text);
+    }
+
     fn attr(&self, element: &str, name: &str) -> Value {
         self.session_call(
             "GET",
@@ -240,12 +246,73 @@ fn api_get(e: &Earshot, path: &str) -> Value {
     http::get_with(e.http_addr(), path, &[("Authorization", &bearer)]).json()
 }
 
+/// Whether call `id`'s stored events have one that passes `check`.
+fn has_event(e: &Earshot, id: &str, check: impl Fn(&Value) -> bool) -> bool {
+    api_get(e, &format!("/api/calls/{id}"))["events"]
+        .as_array()
+        .is_some_and(|events| events.iter().any(check))
+}
+
+/// Waits up to `timeout` until `script` returns `expected`.
+fn eventually_returns(
+    browser: &Browser,
+    what: &str,
+    timeout: Duration,
+    script: &str,
+    expected: &Value,
+) {
+    eventually(what, timeout, || browser.script(script) == *expected);
+}
+
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(150));
     }
+}
+
+/// Waits until the string `script` returns passes `check`.
+fn eventually_text(browser: &Browser, what: &str, script: &str, check: impl Fn(&str) -> bool) {
+    eventually(what, Duration::from_secs(10), || {
+        browser.script(script).as_str().is_some_and(&check)
+    });
+}
+
+/// A form's text field and its submit button, as WebDriver element ids.
+struct Form {
+    field: String,
+    button: String,
+}
+
+impl Form {
+    /// Waits for the field and the button (CSS selectors) to be on the page.
+    fn find(browser: &Browser, field: &str, button: &str) -> Form {
+        Form {
+            field: browser.wait_for(field, Duration::from_secs(10)),
+            button: browser.wait_for(button, Duration::from_secs(2)),
+        }
+    }
+
+    /// Puts `text` in the field, clicks the button, and waits until the string `shown` (a
+    /// script) returns passes `check`.
+    fn submit(
+        &self,
+        browser: &Browser,
+        text: &str,
+        what: &str,
+        shown: &str,
+        check: impl Fn(&str) -> bool,
+    ) {
+        browser.retype(&self.field, text);
+        browser.click(&self.button);
+        eventually_text(browser, what, shown, check);
+    }
+}
+
+/// What [`Form::submit`] waits for after a target `[calls].outbound_allow` does not allow.
+fn refused(text: &str) -> bool {
+    text.contains("outbound_allow")
 }
 
 /// A browser signed in to `e`'s console with the token, its event stream live; and the base URL.
@@ -357,13 +424,7 @@ fn console_shows_a_live_call_toggles_listen_hangs_up_and_plays_the_recording() {
     eventually(
         "the listen event was not stored",
         Duration::from_secs(5),
-        || {
-            api_get(&e, &format!("/api/calls/{id}"))["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|ev| ev["type"] == "listen" && ev["on"] == false)
-        },
+        || has_event(&e, &id, |ev| ev["type"] == "listen" && ev["on"] == false),
     );
     eventually(
         "the button never showed muted",
@@ -525,33 +586,24 @@ fn console_transfers_a_live_call_from_its_page() {
     let (browser, base) = signed_in(&e);
     let (caller, id) = live_call(&e, &browser);
     browser.goto(&format!("{base}/#/calls/{id}"));
-    let field = browser.wait_for(
+    let form = Form::find(
+        &browser,
         "#call-actions form.transfer input[name=\"to\"]",
-        Duration::from_secs(10),
+        "#call-actions form.transfer button",
     );
-    let button = browser.wait_for("#call-actions form.transfer button", Duration::from_secs(2));
-    browser.type_text(&field, "+442071234567");
-    browser.click(&button);
-    eventually("the refusal was not shown", Duration::from_secs(10), || {
-        browser
-            .script("const t = document.getElementById('toast'); return t ? t.textContent : ''")
-            .as_str()
-            .is_some_and(|t| t.contains("outbound_allow"))
-    });
-    browser.script(
-        "document.querySelector('#call-actions form.transfer input').value = ''; return null",
+    form.submit(
+        &browser,
+        "+442071234567",
+        "the refusal was not shown",
+        "const t = document.getElementById('toast'); return t ? t.textContent : ''",
+        refused,
     );
-    browser.type_text(&field, "+15557654321");
-    browser.click(&button);
-    eventually(
+    form.submit(
+        &browser,
+        "+15557654321",
         "the failed transfer never showed in the timeline",
-        Duration::from_secs(10),
-        || {
-            browser
-                .script("return document.getElementById('timeline').textContent")
-                .as_str()
-                .is_some_and(|t| t.contains("Transfer to +15557654321 failed: not supported"))
-        },
+        "return document.getElementById('timeline').textContent",
+        |t| t.contains("Transfer to +15557654321 failed: not supported"),
     );
     let call = api_get(&e, &format!("/api/calls/{id}"));
     assert_eq!(call["live"], true, "{call:#}");
@@ -654,18 +706,116 @@ fn console_shows_webhook_deliveries() {
     let (browser, _) = signed_in(&e);
     let caller = long_call(&e);
     browser.wait_for("li.live-call", Duration::from_secs(15));
-    eventually(
+    eventually_returns(
+        &browser,
         "the refused delivery never showed",
         Duration::from_secs(20),
-        || {
-            browser.script(
-                "const tr = document.querySelector('#deliveries tr.delivery');\
-                 return tr ? [tr.children[1].textContent, tr.querySelector('.state').textContent] : null",
-            ) == json!(["call.started", "failed"])
-        },
+        "const tr = document.querySelector('#deliveries tr.delivery');\
+         return tr ? [tr.children[1].textContent, tr.querySelector('.state').textContent] : null",
+        &json!(["call.started", "failed"]),
     );
     browser.screenshot("console-webhooks.png");
     let live = api_get(&e, "/api/live");
     let id = live["calls"][0]["id"].as_str().unwrap().to_owned();
     hang_up(&e, &id, caller);
+}
+
+/// The dial pad: a target outside `[calls].outbound_allow` shows the API's refusal and places
+/// no call; an allowed `sip:` target typed on the keys and the field places the call (a SIPp
+/// callee answers it), the page goes to the new call, the API lists it as outbound, and after a
+/// reload the target is among the targets dialled here and the recent outbound calls.
+#[test]
+fn console_dial_pad_places_an_outbound_call() {
+    let e = Earshot::start(&format!(
+        "[http]\ntoken = \"{TOKEN}\"\n[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n"
+    ));
+    let port = sipp::port();
+    let scenario = Scenario::load(
+        "uas_early_media.xml",
+        &[
+            ("PCAP", caller_pcap(&e, 500)),
+            ("EARLY_MS", "200".into()),
+            ("BYE_TIMEOUT_MS", "60000".into()),
+        ],
+    );
+    let callee = sipp::start(e.dir(), &scenario, None, port, &["-m", "1"]);
+    let (browser, base) = signed_in(&e);
+    let form = Form::find(&browser, "#dial-to", "#dial-call");
+    form.submit(
+        &browser,
+        "+442071234567",
+        "the refusal was not shown",
+        "const p = document.getElementById('dial-error'); return p.hidden ? '' : p.textContent",
+        refused,
+    );
+    let calls = api_get(&e, "/api/calls");
+    assert_eq!(calls["calls"], json!([]), "no call was placed: {calls:#}");
+    for key in ["*", "0", "#", "+"] {
+        let button = browser.wait_for(
+            &format!("#dial-keys button[data-key=\"{key}\"]"),
+            Duration::from_secs(2),
+        );
+        browser.click(&button);
+    }
+    assert_eq!(
+        browser.script("return document.getElementById('dial-to').value"),
+        "+442071234567*0#+",
+        "the keys type into the field"
+    );
+
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    form.submit(
+        &browser,
+        &target,
+        "the page never went to the new call",
+        "return location.hash",
+        |h| h.starts_with("#/calls/"),
+    );
+    let hash = browser.script("return location.hash");
+    let id = hash
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/calls/")
+        .to_owned();
+    let listed = api_get(&e, "/api/calls");
+    let calls = listed["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{listed:#}");
+    assert_eq!(calls[0]["id"], id.as_str());
+    assert_eq!(calls[0]["direction"], "outbound");
+    assert_eq!(calls[0]["callee"], "bob");
+    eventually(
+        "the call was never answered",
+        Duration::from_secs(20),
+        || has_event(&e, &id, |ev| ev["type"] == "answered"),
+    );
+
+    browser.goto(&format!("{base}/"));
+    browser.script("location.reload(); return null");
+    browser.wait_for("#home:not([hidden])", Duration::from_secs(10));
+    eventually_returns(
+        &browser,
+        "the dialled target was not kept",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#dial-recent li')].map((li) => li.textContent)",
+        &json!([target]),
+    );
+    eventually_returns(
+        &browser,
+        "the outbound call was not listed",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#dial-outbound a')]\
+         .map((a) => [a.textContent, a.getAttribute('href')])",
+        &json!([["bob", format!("#/calls/{id}")]]),
+    );
+
+    let recent = browser.wait_for("#dial-recent li button", Duration::from_secs(2));
+    browser.script("document.getElementById('dial-to').value = ''; return null");
+    browser.click(&recent);
+    assert_eq!(
+        browser.script("return document.getElementById('dial-to').value"),
+        target.as_str(),
+        "a recent target fills the field"
+    );
+    browser.screenshot("console-dial-pad.png");
+    hang_up(&e, &id, callee);
 }

@@ -1,11 +1,14 @@
-// earshot console: live calls (SSE + polling /api/live), history with filters, and a call page
-// with its recording, notes and timeline. Plain DOM, no framework, no build step.
+// earshot console: a dial pad, live calls (SSE + polling /api/live), history with filters, and a
+// call page with its recording, notes and timeline. Plain DOM, no framework, no build step.
 // Every value from the API is inserted as text (never as HTML): caller names come from callers.
 'use strict';
 
 const TOKEN_KEY = 'earshot.token';
 const POLL_MS = 1000;
 const PAGE = 25;
+const DIALLED_KEY = 'earshot.dialled';
+const DIALLED_MAX = 10;
+const OUTBOUND_SHOWN = 5;
 
 const state = {
   token: localStorage.getItem(TOKEN_KEY) || '',
@@ -167,6 +170,74 @@ function setupLogin() {
     location.hash = '#/';
     location.reload();
   });
+}
+
+// ---- dial pad ----------------------------------------------------------------------------
+
+// The last DIALLED_MAX distinct targets this browser placed a call to, newest first.
+function dialled() {
+  let list;
+  try {
+    list = JSON.parse(localStorage.getItem(DIALLED_KEY) || '[]');
+  } catch (e) {
+    return [];
+  }
+  return Array.isArray(list) ? list.filter((t) => typeof t === 'string').slice(0, DIALLED_MAX) : [];
+}
+
+function remember(target) {
+  const list = [target, ...dialled().filter((t) => t !== target)].slice(0, DIALLED_MAX);
+  localStorage.setItem(DIALLED_KEY, JSON.stringify(list));
+}
+
+function targetList(list, targets) {
+  list.replaceChildren(...targets.map((target) => {
+    const fill = el('button', { type: 'button', class: 'link number', text: target });
+    fill.addEventListener('click', () => { $('dial-to').value = target; $('dial-to').focus(); });
+    return el('li', {}, fill);
+  }));
+}
+
+// Outbound calls among the newest calls of the store (the list API has no direction filter),
+// each a link to its page: a record keeps the callee's number or user part, not the whole URI.
+function renderOutbound(calls) {
+  $('dial-outbound').replaceChildren(...calls.filter((c) => c.direction === 'outbound').slice(0, OUTBOUND_SHOWN)
+    .map((c) => el('li', {},
+      el('a', { class: 'number', href: '#/calls/' + c.id, text: c.callee }),
+      el('span', { class: 'muted', text: ' ' + when(c.started_at) }))));
+}
+
+function setupDialPad() {
+  const to = $('dial-to');
+  for (const key of '123456789*0#+') {
+    const button = el('button', { type: 'button', class: 'secondary', dataset: { key }, text: key });
+    button.addEventListener('click', () => { to.value += key; });
+    $('dial-keys').append(button);
+  }
+  const erase = el('button', { type: 'button', class: 'secondary', 'aria-label': 'erase', text: '⌫' });
+  erase.addEventListener('click', () => { to.value = to.value.slice(0, -1); });
+  $('dial-keys').append(erase);
+  $('dial-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const target = to.value.trim();
+    const trunk = $('dial-trunk').value.trim();
+    const error = $('dial-error');
+    const button = $('dial-call');
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      const call = await api('/api/calls', { method: 'POST', json: trunk ? { to: target, trunk } : { to: target } });
+      remember(target);
+      targetList($('dial-recent'), dialled());
+      location.hash = '#/calls/' + call.id;
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  targetList($('dial-recent'), dialled());
 }
 
 // ---- live calls --------------------------------------------------------------------------
@@ -366,6 +437,7 @@ async function loadHistory(reset) {
   const tbody = $('history');
   if (reset) tbody.replaceChildren();
   for (const call of body.calls) tbody.append(historyRow(call));
+  if (reset && !Object.values(state.filters).some(Boolean)) renderOutbound(body.calls);
   state.cursor = body.next_cursor;
   $('more').hidden = !state.cursor;
   $('history-empty').hidden = tbody.children.length > 0;
@@ -636,6 +708,7 @@ function route() {
 
 document.addEventListener('DOMContentLoaded', () => {
   setupLogin();
+  setupDialPad();
   setupFilters();
   setupNotes();
   $('player').addEventListener('timeupdate', markPlayedSegment);
