@@ -148,7 +148,10 @@ impl World {
                     assert!(*life == Life::Offered, "confirmed twice or after its end");
                     *life = Life::Confirmed;
                 }
-                Event::MediaChanged { call, .. } | Event::Dtmf { call, .. } => {
+                Event::MediaChanged { call, .. }
+                | Event::Dtmf { call, .. }
+                | Event::ReferRequested { call, .. }
+                | Event::Transfer { call, .. } => {
                     let life = self.calls.get(&call).expect("event for an unknown call");
                     assert!(*life != Life::Ended, "event after the call ended");
                 }
@@ -158,7 +161,11 @@ impl World {
                     *life = Life::Ended;
                     self.ended.insert(call);
                 }
-                Event::Registration { .. } => {}
+                // Progress of calls earshot places: this harness places none.
+                Event::Registration { .. }
+                | Event::Progress { .. }
+                | Event::Answered { .. }
+                | Event::Failed { .. } => {}
             }
         }
         assert!(

@@ -7,6 +7,7 @@
 
 #![no_main]
 
+use earshot::config::DialPattern;
 use earshot::config::dial_allow::{allowed, check_target};
 use earshot::twilio::twiml::{dial, parse_dial};
 use libfuzzer_sys::fuzz_target;
@@ -18,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(to) = parse_dial(doc) else {
         return;
     };
-    let _ = allowed(&["+1555*".to_owned(), "sip:*@*".to_owned()], &to);
+    let patterns: Vec<DialPattern> = ["+1555*", "sip:*@*"]
+        .into_iter()
+        .filter_map(|p| DialPattern::parse(p).ok())
+        .collect();
+    let _ = allowed(&patterns, &to);
     if check_target(&to).is_ok() {
         assert_eq!(parse_dial(&dial(&to)).as_deref(), Ok(to.as_str()));
     }
