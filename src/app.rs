@@ -51,6 +51,8 @@ pub enum AppError {
     },
     #[error("agent.fallback_to: {0}")]
     AgentFallbackTo(String),
+    #[error("agent.transfer_to: {0}")]
+    AgentTransferTo(String),
     #[error("agent.fallback_wav: {0}")]
     AgentFallback(GreetingError),
     #[error(transparent)]
@@ -225,6 +227,12 @@ fn agent_bridge(
             .account_sid
             .clone()
             .unwrap_or_else(|| box_account_sid(config)),
+        transfer_to: agent
+            .transfer_to
+            .as_deref()
+            .map(crate::call::TransferTarget::parse)
+            .transpose()
+            .map_err(AppError::AgentTransferTo)?,
     };
     let target = crate::net::agent::AgentTarget {
         url: agent.url.as_str().to_owned(),

@@ -2,7 +2,8 @@
 //! protocol, over wss:// with a test CA made by the `openssl` CLI: the upgrade's bearer key,
 //! `session.update` field by field, the caller's appends, the model's audio in the recording,
 //! transcripts in the call's record and `GET /api/calls/{id}/transcript`, barge-in truncation
-//! at the milliseconds actually played, and service errors as call events.
+//! at the milliseconds actually played, service errors as call events, and the model's transfer
+//! function (a REFER done, a REFER declined reported back to the model).
 //!
 //! The test bodies are synchronous (SIPp, the HTTP API); each test's server runs on its own
 //! tokio runtime and is driven with `block_on`.
@@ -448,12 +449,67 @@ fn recording(e: &Earshot, call: &Value) -> (Vec<i16>, Vec<i16>) {
 
 /// A Realtime server and an earshot bridged to it.
 fn setup(name: &str) -> (Runtime, RealtimeServer, Earshot) {
+    setup_with(name, "", "")
+}
+
+/// The same, with `agent` added to the `[agent]` section and `extra` to the file.
+fn setup_with(name: &str, agent: &str, extra: &str) -> (Runtime, RealtimeServer, Earshot) {
     let rt = runtime();
     let dir = support::temp_dir(name);
     let (ca, acceptor) = support::tls::test_pki(&dir);
     let server = RealtimeServer::start(&rt, acceptor);
-    let e = Earshot::start(&realtime_config(&server.url, &ca));
+    let config =
+        realtime_config(&server.url, &ca).replacen("[agent]\n", &format!("[agent]\n{agent}"), 1);
+    let e = Earshot::start(&format!("{config}{extra}"));
     (rt, server, e)
+}
+
+/// Where the model's transfer function sends callers in these tests.
+const DESK: &str = "sip:desk@pbx.example.com";
+
+/// An earshot whose model is offered the transfer function, and a SIP caller (`scenario`: one
+/// that waits for a REFER, then a BYE) on a call with it.
+fn transfer_setup(name: &str, scenario: &str) -> (Runtime, RealtimeServer, Earshot, Sipp) {
+    let (rt, server, e) = setup_with(
+        name,
+        &format!("transfer_to = \"{DESK}\"\n"),
+        "[calls]\noutbound_allow = [\"sip:*@pbx.example.com\"]\n",
+    );
+    let (pcap, _) = caller_pcap(&e, 4000);
+    let vars = [("PCAP", pcap), ("BYE_TIMEOUT_MS", "40000".to_owned())];
+    let sipp = sipp::caller(&e, scenario, &vars);
+    (rt, server, e, sipp)
+}
+
+/// The model calls `transfer_call` the way the GA server reports a function call: the
+/// response, its `function_call` output item done, the response done.
+fn model_calls_transfer(conn: &Conn, call_id: &str) {
+    let response = "resp_transfer";
+    conn.send(&json!({"type": "response.created", "event_id": "ev_t1",
+        "response": {"id": response, "object": "realtime.response", "status": "in_progress",
+                     "output": []}}));
+    conn.send(
+        &json!({"type": "response.output_item.done", "event_id": "ev_t2",
+        "response_id": response, "output_index": 0,
+        "item": {"id": "item_fc", "object": "realtime.item", "type": "function_call",
+                 "status": "completed", "name": "transfer_call", "call_id": call_id,
+                 "arguments": "{\"reason\":\"the caller asked for a person\"}"}}),
+    );
+    conn.send(&json!({"type": "response.done", "event_id": "ev_t3",
+        "response": {"id": response, "object": "realtime.response", "status": "completed",
+                     "output": []}}));
+}
+
+/// Checks that `session.update` offered the transfer function.
+fn offers_transfer(conn: &Conn) {
+    let update = &conn.seen[0];
+    let tools = update["session"]["tools"]
+        .as_array()
+        .expect("tools offered");
+    assert_eq!(tools.len(), 1, "{update:#}");
+    assert_eq!(tools[0]["type"], "function", "{update:#}");
+    assert_eq!(tools[0]["name"], "transfer_call", "{update:#}");
+    assert_eq!(update["session"]["tool_choice"], "auto", "{update:#}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -721,4 +777,65 @@ fn service_errors_are_call_events() {
     assert_eq!(notices[0]["code"], "test_code", "{call:#}");
     assert_eq!(notices[0]["message"], "boom", "{call:#}");
     assert!(e.panics().is_empty(), "{:?}", e.panics());
+}
+
+/// The model's `transfer_call` hands a SIP caller whose side supports REFER to `[agent]
+/// .transfer_to`: earshot REFERs, the caller's NOTIFYs report the new call, and the record says
+/// the agent asked, by REFER, for that destination.
+#[test]
+fn the_models_transfer_function_refers_the_caller() {
+    let (rt, mut server, e, sipp) = transfer_setup("openai-transfer", "uac_accepts_refer.xml");
+    rt.block_on(async {
+        let mut conn = session_set_up(&mut server).await;
+        offers_transfer(&conn);
+        conn.appends(5).await;
+        model_calls_transfer(&conn, "call_desk_1");
+        // The call ends with the transfer; the session is closed with it.
+        conn.drain(WAIT).await;
+    });
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let id = only_call_id(&e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "transferred", "{call:#}");
+    assert_eq!(call["transfer"]["to"], DESK, "{call:#}");
+    assert_eq!(call["transfer"]["method"], "refer", "{call:#}");
+    let requested = events_of(&call, "transfer_requested");
+    assert_eq!(requested.len(), 1, "{call:#}");
+    assert_eq!(requested[0]["by"], "agent", "{call:#}");
+    assert_eq!(events_of(&call, "transferred").len(), 1, "{call:#}");
+}
+
+/// When the transfer the model asked for fails (the caller's side declines the REFER), the
+/// call goes on with the model, which is told why (`function_call_output`) and asked to answer
+/// (`response.create`).
+#[test]
+fn a_failed_transfer_is_reported_back_to_the_model() {
+    let (rt, mut server, e, sipp) =
+        transfer_setup("openai-transfer-declined", "uac_declines_refer.xml");
+    let id = rt.block_on(async {
+        let mut conn = session_set_up(&mut server).await;
+        offers_transfer(&conn);
+        conn.appends(5).await;
+        model_calls_transfer(&conn, "call_desk_2");
+        let output = conn.until("conversation.item.create").await;
+        assert_eq!(output["item"]["type"], "function_call_output", "{output:#}");
+        assert_eq!(output["item"]["call_id"], "call_desk_2", "{output:#}");
+        let result: Value =
+            serde_json::from_str(output["item"]["output"].as_str().unwrap()).unwrap();
+        assert_eq!(result, json!({"status": "failed", "reason": "refused"}));
+        conn.until("response.create").await;
+        // The caller is still bridged to the model.
+        conn.appends(5).await;
+        let id = only_call_id(&e);
+        http::hang_up(e.http_addr(), &id, &[]);
+        conn.drain(WAIT).await;
+        id
+    });
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
+    let call = ended_call(&e, &id);
+    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    let failed = events_of(&call, "transfer_failed");
+    assert_eq!(failed.len(), 1, "{call:#}");
+    assert_eq!(failed[0]["reason"], "refused", "{call:#}");
+    assert_eq!(failed[0]["to"], DESK, "{call:#}");
 }

@@ -467,20 +467,11 @@ fn caller_waiting_for_bye(e: &Earshot, pcap: &str) -> Sipp {
 
 /// A caller of `scenario` (one with a `PCAP` and a `BYE_TIMEOUT_MS`).
 fn caller_in(e: &Earshot, pcap: &str, scenario: &str) -> Sipp {
-    let scenario = Scenario::load(
-        scenario,
-        &[
-            ("PCAP", pcap.to_owned()),
-            ("BYE_TIMEOUT_MS", "40000".into()),
-        ],
-    );
-    sipp::start(
-        e.dir(),
-        &scenario,
-        Some(e.sip_addr()),
-        sipp::port(),
-        &["-m", "1"],
-    )
+    let vars = [
+        ("PCAP", pcap.to_owned()),
+        ("BYE_TIMEOUT_MS", "40000".into()),
+    ];
+    sipp::caller(e, scenario, &vars)
 }
 
 /// Callers that stream `pcap_ms` of their capture, send an INFO digit, stay `hold_ms` more and
@@ -1621,15 +1612,7 @@ fn a_stop_agent_rule_ends_the_session_and_the_call_goes_on() {
         "the call ended with its agent: {live:#}"
     );
     assert_eq!(live["live_state"]["agent"], "closed", "{live:#}");
-    let hangup = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(hangup.status, 202);
+    http::hang_up(e.http_addr(), &id, &[]);
     sipp::assert_passed(&sipp.wait(Duration::from_secs(40)), 1, &e);
     let call = ended_call(&e, &id);
     assert_eq!(call["end_reason"], "local hangup", "{call:#}");

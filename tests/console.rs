@@ -363,15 +363,11 @@ fn live_call(e: &Earshot, browser: &Browser) -> (sipp::Sipp, String) {
 
 /// Hangs `id` up through the API; `caller` must have got the BYE.
 fn hang_up(e: &Earshot, id: &str, caller: sipp::Sipp) {
-    let r = http::request(
+    http::hang_up(
         e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
+        id,
         &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    )
-    .unwrap();
-    assert!(r.status < 300, "hangup: {}", r.status);
+    );
     let outcome = caller.wait(Duration::from_secs(20));
     assert!(outcome.all_passed(1), "SIPp: {}", outcome.errors);
 }

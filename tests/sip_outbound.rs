@@ -56,15 +56,7 @@ fn post_call(e: &Earshot, body: &str) -> http::Response {
 
 /// Hangs up a live call through the API.
 fn hang_up(e: &Earshot, id: &str) {
-    let hangup = http::request(
-        e.http_addr(),
-        "POST",
-        &format!("/api/calls/{id}/hangup"),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(hangup.status, 202, "{}", hangup.text());
+    http::hang_up(e.http_addr(), id, &[]);
 }
 
 fn call_detail(e: &Earshot, id: &str) -> serde_json::Value {

@@ -1,7 +1,8 @@
 //! Fuzz target: the OpenAI Realtime server's events to the session
 //! (`earshot::agent::openai::RealtimeSession`): JSON of any shape, base64 of any size, audio
-//! deltas, barge-ins, transcripts, truncations and response ends in any order, interleaved with
-//! playout, caller audio and DTMF.
+//! deltas, barge-ins, transcripts, truncations, function calls and response ends in any order,
+//! interleaved with playout, caller audio and DTMF. The transfer function is offered when the
+//! input's length is odd; each transfer asked for is answered as the call task would.
 //!
 //! Whatever the server sends, the session must not panic, its audio queue must stay within its
 //! bound, every text it sends must be a JSON object with a `type`, every truncation must carry
@@ -12,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use earshot::agent::openai::{RealtimeConfig, RealtimeSession};
+use earshot::agent::openai::{RealtimeConfig, RealtimeEvent, RealtimeSession};
 use earshot::agent::FRAME_BYTES;
 use libfuzzer_sys::fuzz_target;
 
@@ -20,7 +21,11 @@ use libfuzzer_sys::fuzz_target;
 const MAX_QUEUE: usize = 16_000;
 
 fuzz_target!(|data: &[u8]| {
-    let mut session = RealtimeSession::new(RealtimeConfig::default(), MAX_QUEUE);
+    let config = RealtimeConfig {
+        transfer_function: data.len() % 2 == 1,
+        ..RealtimeConfig::default()
+    };
+    let mut session = RealtimeSession::new(config, MAX_QUEUE);
     let mut frame = [0u8; FRAME_BYTES];
     let mut elapsed = 0u64;
     let mut truncated: VecDeque<(String, u64)> = VecDeque::new();
@@ -66,7 +71,12 @@ fuzz_target!(|data: &[u8]| {
                 truncated.push_back(item);
             }
         }
-        while session.poll_event().is_some() {}
+        while let Some(event) = session.poll_event() {
+            if let RealtimeEvent::TransferRequested { call_id, reason } = event {
+                assert!(!call_id.is_empty() && reason.len() <= 256);
+                session.function_result(&call_id, r#"{"status":"failed"}"#);
+            }
+        }
     }
     session.stop();
     assert!(!session.has_audio());

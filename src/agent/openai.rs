@@ -39,6 +39,12 @@
 //!   `response.output_audio_transcript.done` (beta `response.audio_transcript.done`), timed by
 //!   when its audio started and stopped playing, and reported once its audio is settled
 //!   (played out, truncated, or the session stopped).
+//! - A function call, `response.output_item.done` with an item of type `function_call`: when
+//!   the session offers [`TRANSFER_FUNCTION`] (`tools` in `session.update`, with
+//!   `tool_choice` `auto`) and the model calls it, [`RealtimeEvent::TransferRequested`] asks
+//!   the call task to hand the caller to a person; [`RealtimeSession::function_result`] tells
+//!   the model how that went (`conversation.item.create` of a `function_call_output`, then
+//!   `response.create`). A call of any other function is answered as unknown and counted.
 //! - `error` and `rate_limits.updated` become events; `response.created` / `response.done`
 //!   track the active response; `response.output_audio.done` closes an item's audio. Other
 //!   documented events are taken and ignored; unknown, malformed and out-of-order ones are
@@ -111,6 +117,15 @@ const MAX_DIGITS: usize = 32;
 const MAX_RATE_LIMITS: usize = 8;
 
 /// The GA WebSocket URL for `model`.
+/// The one function a session may offer the model: hand the caller to a person.
+pub const TRANSFER_FUNCTION: &str = "transfer_call";
+
+/// Longest reason kept from a function call's arguments, in bytes.
+pub const MAX_REASON: usize = 256;
+
+/// Longest `call_id` kept from a function call.
+const MAX_CALL_ID: usize = 128;
+
 pub fn ws_url(model: &str) -> String {
     format!("{ENDPOINT}?model={model}")
 }
@@ -132,6 +147,8 @@ pub struct RealtimeConfig {
     pub silence_duration_ms: u32,
     /// `audio.input.transcription.model` for the caller's transcripts; empty: none.
     pub transcription_model: String,
+    /// Offer the model [`TRANSFER_FUNCTION`], to hand the caller to a person.
+    pub transfer_function: bool,
 }
 
 impl Default for RealtimeConfig {
@@ -146,6 +163,7 @@ impl Default for RealtimeConfig {
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
             transcription_model: "gpt-4o-transcribe".to_owned(),
+            transfer_function: false,
         }
     }
 }
@@ -206,6 +224,14 @@ pub enum RealtimeEvent {
         message: String,
     },
     RateLimits(Vec<RateLimit>),
+    /// The model called [`TRANSFER_FUNCTION`]: the call task transfers the caller and answers
+    /// with [`RealtimeSession::function_result`] for `call_id`.
+    TransferRequested {
+        call_id: String,
+        /// The model's stated reason, at most [`MAX_REASON`] bytes (may quote the caller:
+        /// personal data).
+        reason: String,
+    },
     /// `response.done`: `completed`, `cancelled`, `failed` or `incomplete`.
     ResponseDone {
         response_id: String,
@@ -241,6 +267,9 @@ pub struct RealtimeStats {
     pub service_errors: u64,
     /// DTMF user messages sent.
     pub dtmf_messages: u64,
+    /// Calls of [`TRANSFER_FUNCTION`], and of functions the session never offered.
+    pub function_calls: u64,
+    pub unknown_functions: u64,
     /// Not JSON, missing or mistyped fields, bad base64, oversized, binary.
     pub malformed: u64,
     pub unknown_events: u64,
@@ -382,6 +411,57 @@ struct OutSession<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     instructions: Option<&'a str>,
     audio: OutAudio<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<[OutFunction; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+}
+
+/// A function offered to the model (`tools[]` of `session.update`).
+#[derive(Serialize)]
+struct OutFunction {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'static str,
+    description: &'static str,
+    parameters: serde_json::Value,
+}
+
+impl OutFunction {
+    fn transfer() -> Self {
+        Self {
+            kind: "function",
+            name: TRANSFER_FUNCTION,
+            description: "Transfer the caller to a human colleague. Call it when the caller \
+                          asks for a person, or when you cannot help them. Tell the caller \
+                          you are transferring them first.",
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "reason": {
+                        "type": "string",
+                        "description": "Why the caller is transferred, in a few words."
+                    }
+                },
+                "required": []
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OutFunctionOutput<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    item: OutFunctionOutputItem<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunctionOutputItem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    call_id: &'a str,
+    output: &'a str,
 }
 
 #[derive(Serialize)]
@@ -488,6 +568,22 @@ struct Incoming {
     error: Option<IncomingError>,
     rate_limits: Option<Vec<IncomingRateLimit>>,
     response: Option<IncomingResponse>,
+    item: Option<IncomingItem>,
+}
+
+/// `response.output_item.done`'s item: only function calls are read.
+#[derive(Deserialize)]
+struct IncomingItem {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    call_id: Option<String>,
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TransferArguments {
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -529,7 +625,6 @@ const TAKEN: &[&str] = &[
     "output_audio_buffer.stopped",
     "output_audio_buffer.cleared",
     "response.output_item.added",
-    "response.output_item.done",
     "response.content_part.added",
     "response.content_part.done",
     "response.output_text.delta",
@@ -596,6 +691,8 @@ impl RealtimeSession {
                         voice: &c.voice,
                     },
                 },
+                tools: c.transfer_function.then(|| [OutFunction::transfer()]),
+                tool_choice: c.transfer_function.then_some("auto"),
             },
         };
         let text = serde_json::to_string(&update).unwrap_or_default();
@@ -700,6 +797,7 @@ impl RealtimeSession {
                 Received::Handled
             }
             "response.done" => self.response_done(msg),
+            "response.output_item.done" => self.output_item_done(msg),
             "error" => self.service_error(msg),
             "rate_limits.updated" => self.rate_limits(msg),
             kind if TAKEN.contains(&kind) => Received::Handled,
@@ -958,6 +1056,59 @@ impl RealtimeSession {
         }
     }
 
+    /// An output item is complete: a function call is acted on, anything else was followed
+    /// through its own events.
+    fn output_item_done(&mut self, msg: Incoming) -> Received {
+        let Some(item) = msg.item else {
+            self.stats.malformed += 1;
+            return Received::Ignored;
+        };
+        if item.kind.as_deref() != Some("function_call") {
+            return Received::Handled;
+        }
+        let Some(call_id) = item
+            .call_id
+            .filter(|id| !id.is_empty() && id.len() <= MAX_CALL_ID)
+        else {
+            self.stats.malformed += 1;
+            return Received::Ignored;
+        };
+        if !self.config.transfer_function || item.name.as_deref() != Some(TRANSFER_FUNCTION) {
+            self.stats.unknown_functions += 1;
+            self.function_result(&call_id, r#"{"error":"unknown function"}"#);
+            return Received::Handled;
+        }
+        // Arguments the model got wrong do not stop a transfer it asked for.
+        let reason = item
+            .arguments
+            .and_then(|a| serde_json::from_str::<TransferArguments>(&a).ok())
+            .and_then(|a| a.reason)
+            .map(|r| bounded(&r, MAX_REASON))
+            .unwrap_or_default();
+        self.stats.function_calls += 1;
+        self.push_event(RealtimeEvent::TransferRequested { call_id, reason });
+        Received::Handled
+    }
+
+    /// Answers the model's function call `call_id` with `output` (JSON text) and asks for a
+    /// response to it (once the active response is done).
+    pub fn function_result(&mut self, call_id: &str, output: &str) {
+        if self.stopped {
+            return;
+        }
+        let create = OutFunctionOutput {
+            kind: "conversation.item.create",
+            item: OutFunctionOutputItem {
+                kind: "function_call_output",
+                call_id,
+                output,
+            },
+        };
+        let json = serde_json::to_string(&create).unwrap_or_default();
+        self.send(json);
+        self.respond();
+    }
+
     fn response_done(&mut self, msg: Incoming) -> Received {
         let Some(IncomingResponse {
             id: Some(response_id),
@@ -1205,6 +1356,11 @@ impl RealtimeSession {
         let json = serde_json::to_string(&create).unwrap_or_default();
         self.send(json);
         self.stats.dtmf_messages += 1;
+        self.respond();
+    }
+
+    /// Asks the model to answer: now, or once the active response is done.
+    fn respond(&mut self) {
         if self.active_response.is_some() {
             self.respond_when_idle = true;
         } else {
@@ -1378,6 +1534,146 @@ mod tests {
                             "output": [], "usage": {"total_tokens": 10}}})
     }
 
+    fn function_call(call_id: &str, name: &str, arguments: &str) -> Value {
+        json!({"type": "response.output_item.done", "event_id": "event_9",
+               "response_id": "resp_f", "output_index": 1,
+               "item": {"id": "item_f", "object": "realtime.item", "type": "function_call",
+                        "status": "completed", "name": name, "call_id": call_id,
+                        "arguments": arguments}})
+    }
+
+    #[test]
+    fn the_transfer_function_is_offered_only_when_configured() {
+        let mut plain = RealtimeSession::new(RealtimeConfig::default(), 8000);
+        let update: Value = serde_json::from_str(&plain.poll_transmit().unwrap()).unwrap();
+        assert!(update["session"].get("tools").is_none());
+        assert!(update["session"].get("tool_choice").is_none());
+        let mut offered = RealtimeSession::new(
+            RealtimeConfig {
+                transfer_function: true,
+                ..RealtimeConfig::default()
+            },
+            8000,
+        );
+        let update: Value = serde_json::from_str(&offered.poll_transmit().unwrap()).unwrap();
+        let tools = update["session"]["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 1);
+        assert_eq!(tools[0]["type"], "function");
+        assert_eq!(tools[0]["name"], TRANSFER_FUNCTION);
+        assert_eq!(tools[0]["parameters"]["type"], "object");
+        assert_eq!(
+            tools[0]["parameters"]["properties"]["reason"]["type"],
+            "string"
+        );
+        assert_eq!(update["session"]["tool_choice"], "auto");
+    }
+
+    #[test]
+    fn a_transfer_call_becomes_an_event_and_its_result_a_function_output() {
+        let mut call = Call::with(RealtimeConfig {
+            transfer_function: true,
+            ..RealtimeConfig::default()
+        });
+        call.recv(response_created("resp_f"));
+        let got = call.recv(function_call(
+            "call_7",
+            TRANSFER_FUNCTION,
+            r#"{"reason":"wants a person"}"#,
+        ));
+        assert_eq!(got, Received::Handled);
+        assert_eq!(
+            call.events(),
+            [RealtimeEvent::TransferRequested {
+                call_id: "call_7".into(),
+                reason: "wants a person".into(),
+            }]
+        );
+        assert_eq!(call.s.stats().function_calls, 1);
+        // The transfer failed: the model hears why, and answers once its response is done.
+        call.s
+            .function_result("call_7", r#"{"status":"failed","reason":"busy"}"#);
+        let sent = call.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["type"], "conversation.item.create");
+        assert_eq!(
+            sent[0]["item"],
+            json!({"type": "function_call_output", "call_id": "call_7",
+                   "output": r#"{"status":"failed","reason":"busy"}"#})
+        );
+        call.recv(response_done("resp_f", "completed"));
+        let sent = call.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["type"], "response.create");
+    }
+
+    #[test]
+    fn arguments_the_model_got_wrong_still_transfer() {
+        let mut call = Call::with(RealtimeConfig {
+            transfer_function: true,
+            ..RealtimeConfig::default()
+        });
+        let long = "x".repeat(4 * MAX_REASON);
+        for arguments in ["not json", "{}", r#"{"reason": 7}"#, ""] {
+            call.recv(function_call("c", TRANSFER_FUNCTION, arguments));
+        }
+        call.recv(function_call(
+            "c",
+            TRANSFER_FUNCTION,
+            &json!({ "reason": long }).to_string(),
+        ));
+        let reasons: Vec<usize> = call
+            .events()
+            .into_iter()
+            .map(|e| match e {
+                RealtimeEvent::TransferRequested { reason, .. } => reason.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons, [0, 0, 0, 0, MAX_REASON]);
+    }
+
+    #[test]
+    fn functions_never_offered_are_answered_as_unknown() {
+        // Without the transfer function configured, even its name is unknown.
+        let mut call = Call::new();
+        call.recv(function_call("c1", TRANSFER_FUNCTION, "{}"));
+        call.recv(function_call("c2", "delete_everything", "{}"));
+        assert!(call.events().is_empty());
+        assert_eq!(call.s.stats().unknown_functions, 2);
+        let sent = call.sent();
+        let outputs: Vec<&Value> = sent
+            .iter()
+            .filter(|v| v["type"] == "conversation.item.create")
+            .collect();
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(outputs[0]["item"]["call_id"], "c1");
+        assert_eq!(
+            outputs[1]["item"]["output"],
+            r#"{"error":"unknown function"}"#
+        );
+        assert_eq!(
+            sent.iter()
+                .filter(|v| v["type"] == "response.create")
+                .count(),
+            2
+        );
+        // Items that are not function calls are taken; broken ones are counted.
+        let message = json!({"type": "response.output_item.done", "event_id": "e",
+                             "item": {"type": "message", "role": "assistant"}});
+        assert_eq!(call.recv(message), Received::Handled);
+        let malformed = call.s.stats().malformed;
+        for broken in [
+            json!({"type": "response.output_item.done"}),
+            json!({"type": "response.output_item.done", "item": {"type": "function_call"}}),
+            function_call("", TRANSFER_FUNCTION, "{}"),
+            function_call(&"c".repeat(MAX_CALL_ID + 1), TRANSFER_FUNCTION, "{}"),
+        ] {
+            assert_eq!(call.recv(broken), Received::Ignored);
+        }
+        assert_eq!(call.s.stats().malformed, malformed + 4);
+        assert!(call.events().is_empty());
+    }
+
     #[test]
     fn session_update_is_the_ga_shape_field_by_field() {
         let mut s = RealtimeSession::new(
@@ -1389,6 +1685,7 @@ mod tests {
                 prefix_padding_ms: 250,
                 silence_duration_ms: 650,
                 transcription_model: "gpt-4o-transcribe".into(),
+                transfer_function: false,
             },
             8000,
         );

@@ -94,6 +94,9 @@ pub struct AgentSettings {
     pub max_queue_bytes: usize,
     /// Sent as `accountSid`.
     pub account_sid: String,
+    /// Where the model's transfer function hands the caller (`[agent].transfer_to`, OpenAI
+    /// Realtime only); `None`: the function is not offered.
+    pub transfer_to: Option<super::TransferTarget>,
 }
 
 /// Starts agent sessions: implemented by the WebSocket driver.
@@ -174,6 +177,9 @@ pub enum AgentEvent {
         code: String,
         message: String,
     },
+    /// The model asked to hand the caller to a person ([`AgentSettings::transfer_to`]); the
+    /// call task answers with [`AgentLink::function_result`].
+    TransferRequested { call_id: String },
 }
 
 /// One session's protocol state machine.
@@ -288,7 +294,10 @@ impl AgentLink {
                 settings.max_queue_bytes,
             ))),
             ProtocolSettings::OpenAi(config) => Session::OpenAi(Box::new(RealtimeSession::new(
-                config.clone(),
+                RealtimeConfig {
+                    transfer_function: settings.transfer_to.is_some(),
+                    ..config.clone()
+                },
                 settings.max_queue_bytes,
             ))),
         };
@@ -518,8 +527,26 @@ impl AgentLink {
                         });
                     }
                 }
+                RealtimeEvent::TransferRequested { call_id, reason } => {
+                    // The reason may quote the caller: personal data.
+                    tracing::debug!(%reason, "the model asked for a transfer");
+                    return Some(AgentEvent::TransferRequested { call_id });
+                }
                 RealtimeEvent::ResponseDone { .. } => {}
             }
+        }
+    }
+
+    /// Where the model's transfer function hands the caller, if it is offered.
+    pub fn transfer_to(&self) -> Option<super::TransferTarget> {
+        self.connector.settings().transfer_to.clone()
+    }
+
+    /// Tells the model how its function call `call_id` went (Realtime sessions only).
+    pub fn function_result(&mut self, call_id: &str, output: &str) {
+        if let Session::OpenAi(session) = &mut self.stream {
+            session.function_result(call_id, output);
+            let _ = self.flush(crate::clock::now());
         }
     }
 
@@ -640,6 +667,7 @@ mod tests {
                 fallback: FallbackMode::Listen,
                 max_queue_bytes: 8000,
                 account_sid: "AC1".into(),
+                transfer_to: None,
             },
             to_agent: Mutex::new(None),
         });

@@ -69,6 +69,8 @@ pub(super) struct CallTask<L: Leg> {
     talking: bool,
     /// A transfer the leg has under way, and who asked for it.
     transferring: Option<(TransferTarget, TransferOrigin)>,
+    /// The model's transfer function call awaiting its result ([`handoff`]).
+    agent_function: Option<String>,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -121,6 +123,7 @@ impl<L: Leg> CallTask<L> {
             ended: None,
             talking: false,
             transferring: None,
+            agent_function: None,
         }
     }
 
@@ -356,6 +359,7 @@ impl<L: Leg> CallTask<L> {
                         end_ms,
                     });
                 }
+                AgentEvent::TransferRequested { call_id } => self.agent_transfer(call_id),
                 AgentEvent::Notice {
                     kind,
                     code,

@@ -114,7 +114,8 @@ impl fmt::Display for TransferFailure {
 pub enum TransferOrigin {
     /// `POST /api/calls/{id}/transfer` (and the console).
     Api,
-    /// The agent, through the Twilio-compatible call REST.
+    /// The agent: through the Twilio-compatible call REST, or an OpenAI Realtime model through
+    /// its transfer function.
     Agent,
     /// The agent failed and `[agent].fallback = "transfer"`.
     AgentFallback,

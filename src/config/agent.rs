@@ -52,6 +52,10 @@ pub struct AgentConfig {
     /// The OpenAI model and how it listens: `Some` exactly when `protocol` is
     /// [`AgentProtocol::OpenAiRealtime`].
     pub openai: Option<OpenAiRealtime>,
+    /// Where the model's `transfer_call` function transfers the caller (a person); allowed by
+    /// `[calls].outbound_allow`. `None`: the model is offered no such function. OpenAI
+    /// Realtime only (an agent speaking Twilio's protocol transfers through the call REST).
+    pub transfer_to: Option<String>,
 }
 
 /// The protocol spoken to the agent.
@@ -182,6 +186,7 @@ pub(super) struct RawAgent {
     fallback: Option<String>,
     fallback_to: Option<String>,
     fallback_wav: Option<PathBuf>,
+    transfer_to: Option<String>,
     ca_file: Option<PathBuf>,
     account_sid: Option<String>,
     max_queue_secs: Option<u64>,
@@ -291,6 +296,19 @@ pub(super) fn validate_agent(
             None
         }
     };
+    let transfer_to = match (raw.transfer_to, openai_protocol) {
+        (None, _) => None,
+        (Some(to), true) => {
+            super::dtmf_rule::transfer_to(e, "agent.transfer_to", Some(to), &calls.outbound_allow)
+        }
+        (Some(_), false) => {
+            e.push(
+                "agent.transfer_to",
+                "only used with protocol = \"openai-realtime\" (other agents transfer through the call REST)",
+            );
+            None
+        }
+    };
     if let Some(wav) = &raw.fallback_wav
         && let Err(reason) = check_wav(wav)
     {
@@ -337,6 +355,7 @@ pub(super) fn validate_agent(
         account_sid,
         max_queue_secs,
         openai,
+        transfer_to,
     })
 }
 
@@ -430,6 +449,7 @@ mod tests {
                 account_sid: Some("AC0123456789abcdef0123456789ABCDEF".to_owned()),
                 max_queue_secs: 600,
                 openai: None,
+                transfer_to: None,
             }
         );
     }
@@ -607,5 +627,33 @@ mod tests {
             "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = \"ws://agent\"\nfallback_to = \"+15551234567\"\n",
         );
         assert_eq!(paths(&errors), ["agent.fallback_to"]);
+    }
+
+    #[test]
+    fn the_models_transfer_destination_is_realtime_only_and_allowed() {
+        let config = Config::from_toml_str(
+            "[calls]\noutbound_allow = [\"sip:*@desk.example.com\"]\n[agent]\n\
+             protocol = \"openai-realtime\"\napi_key = \"sk-test-0123456789abcdef0123\"\n\
+             transfer_to = \"sip:help@desk.example.com\"\n",
+        )
+        .unwrap();
+        let a = config.agent.unwrap();
+        assert_eq!(a.transfer_to.as_deref(), Some("sip:help@desk.example.com"));
+        let errors = invalid(
+            "[agent]\nprotocol = \"openai-realtime\"\napi_key = \"sk-test-0123456789abcdef0123\"\n\
+             transfer_to = \"sip:help@desk.example.com\"\n",
+        );
+        assert_eq!(paths(&errors), ["agent.transfer_to"]);
+        assert!(errors[0].reason.contains("outbound_allow"), "{}", errors[0]);
+        let errors = invalid(
+            "[calls]\noutbound_allow = [\"+1555*\"]\n[agent]\nurl = \"ws://agent\"\n\
+             transfer_to = \"+15551234567\"\n",
+        );
+        assert_eq!(paths(&errors), ["agent.transfer_to"]);
+        assert!(
+            errors[0].reason.contains("openai-realtime"),
+            "{}",
+            errors[0]
+        );
     }
 }

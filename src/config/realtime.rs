@@ -41,7 +41,8 @@ pub struct OpenAiRealtime {
 }
 
 impl OpenAiRealtime {
-    /// What a call's session tells the model.
+    /// What a call's session tells the model. The transfer function is not offered here: the
+    /// agent bridge offers it when `[agent].transfer_to` is set.
     pub fn session(&self) -> RealtimeConfig {
         RealtimeConfig {
             model: self.model.clone(),
@@ -51,6 +52,7 @@ impl OpenAiRealtime {
             prefix_padding_ms: self.prefix_padding_ms,
             silence_duration_ms: self.silence_duration_ms,
             transcription_model: self.transcription_model.clone(),
+            transfer_function: false,
         }
     }
 }
@@ -288,6 +290,7 @@ mod tests {
                 prefix_padding_ms: 0,
                 silence_duration_ms: 10_000,
                 transcription_model: "gpt-4o-mini-transcribe".into(),
+                transfer_function: false,
             }
         );
         assert_eq!(o.vad_threshold.to_string(), "0.7");

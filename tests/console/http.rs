@@ -129,6 +129,14 @@ pub fn send_json(addr: SocketAddr, method: &str, path: &str, body: &serde_json::
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `POST /api/calls/{id}/hangup` with `headers` (a token, if the box needs one); asserts the
+/// API accepted it (202).
+pub fn hang_up(addr: SocketAddr, id: &str, headers: &[(&str, &str)]) {
+    let path = format!("/api/calls/{id}/hangup");
+    let r = request(addr, "POST", &path, headers, b"").unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(r.status, 202, "{path}: {}", r.text());
+}
+
 fn parse_response(raw: &[u8]) -> io::Result<Response> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;

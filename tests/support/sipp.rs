@@ -161,6 +161,13 @@ pub fn assert_passed(outcome: &SippOutcome, calls: u64, earshot: &super::Earshot
     );
 }
 
+/// One SIPp caller running `file` (from tests/sipp, with `vars`) towards earshot.
+#[allow(dead_code)]
+pub fn caller(e: &super::Earshot, file: &str, vars: &[(&str, String)]) -> Sipp {
+    let scenario = Scenario::load(file, vars);
+    start(e.dir(), &scenario, Some(e.sip_addr()), port(), &["-m", "1"])
+}
+
 /// One SIPp call with a second of the coded test signal, an INFO digit and a BYE (from
 /// `+15550001234` to 1000); asserts it passed.
 #[allow(dead_code)]

@@ -91,6 +91,26 @@ impl<L: Leg> CallTask<L> {
         }
     }
 
+    /// The model called its transfer function: the caller goes to `[agent].transfer_to`, and
+    /// the model hears how that went if the call goes on.
+    pub(super) fn agent_transfer(&mut self, call_id: String) {
+        let target = self.responder.agent().and_then(|link| link.transfer_to());
+        let Some(target) = target else {
+            self.agent_function_result(&call_id, "failed", "not_configured");
+            return;
+        };
+        self.agent_function = Some(call_id);
+        self.transfer(target, TransferOrigin::Agent);
+    }
+
+    /// Answers the model's function call, if the agent is still on the call.
+    fn agent_function_result(&mut self, call_id: &str, status: &str, reason: &str) {
+        let output = serde_json::json!({ "status": status, "reason": reason }).to_string();
+        if let Some(link) = self.responder.agent() {
+            link.function_result(call_id, &output);
+        }
+    }
+
     /// The leg's report on the transfer it had under way.
     pub(super) fn transfer_over(&mut self, outcome: Result<TransferMethod, TransferFailure>) {
         let Some((target, by)) = self.transferring.take() else {
@@ -126,6 +146,11 @@ impl<L: Leg> CallTask<L> {
         });
         if by == TransferOrigin::AgentFallback {
             self.hang_up(EndReason::AgentFailed);
+        }
+        if by == TransferOrigin::Agent
+            && let Some(call_id) = self.agent_function.take()
+        {
+            self.agent_function_result(&call_id, "failed", reason.as_str());
         }
     }
 }
