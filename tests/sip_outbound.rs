@@ -4,8 +4,9 @@
 //! must hold the callee's tone, the callee must get earshot's RTP, and the call's events must
 //! read placed, ringing, answered, ended. A target `[calls].outbound_allow` does not allow gets
 //! 403 and no INVITE. Early media (a 183 with SDP, then the tone, then the answer) reaches the
-//! recording before the answer. baresip in auto-answer takes a call. A busy callee (a bare UDP socket answering 486) fails the call with its
-//! status; the same callee serves the post-dial delay measurement.
+//! recording before the answer. baresip in auto-answer takes a call. A busy callee (a bare UDP
+//! socket answering 486) fails the call with its status; the same callee serves the post-dial
+//! delay measurement. A callee answering 422 gets the session interval its Min-SE asks for.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -243,31 +244,39 @@ fn call_placed_through_a_challenging_trunk_is_answered_recorded_and_hung_up() {
     assert!(sent >= 75, "earshot sent {sent} RTP packets to the callee");
 }
 
-/// Early media: the callee's tone, sent only between its 183 (with SDP) and its 200, reaches
-/// the call's media path (the recording's left channel, as the speakers get it), and the
-/// `ringing` event says early media.
-#[test]
-fn early_media_before_the_answer_reaches_the_recording() {
-    let dir = temp_dir("outbound-early");
+/// A SIPp callee running `file` (one call) and an earshot allowed to call it directly; the
+/// call placed through the API, once answered: (earshot, the callee, the call id).
+fn answered_by_sipp(
+    dir: &Path,
+    file: &str,
+    vars: &[(&str, String)],
+) -> (Earshot, sipp::Sipp, String) {
     let port = sipp::port();
-    let scenario = Scenario::load(
-        "uas_early_media.xml",
-        &[
-            ("PCAP", tone_pcap(&dir)),
-            // The whole tone plays before the answer.
-            ("EARLY_MS", (TONE_MS + 500).to_string()),
-            ("BYE_TIMEOUT_MS", "30000".into()),
-        ],
-    );
-    let callee = sipp::start(&dir, &scenario, None, port, &["-m", "1"]);
+    let callee = sipp::start(dir, &Scenario::load(file, vars), None, port, &["-m", "1"]);
     std::thread::sleep(Duration::from_millis(300));
-    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
+    let e = Earshot::start(direct_config());
     let placed = post_call(&e, &format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#));
     assert_eq!(placed.status, 201, "{}", placed.text());
     let id = placed.json()["id"].as_str().unwrap().to_owned();
     wait_for("the call answered", &e, Duration::from_secs(20), || {
         event_types(&call_detail(&e, &id)).contains(&"answered".to_owned())
     });
+    (e, callee, id)
+}
+
+/// Early media: the callee's tone, sent only between its 183 (with SDP) and its 200, reaches
+/// the call's media path (the recording's left channel, as the speakers get it), and the
+/// `ringing` event says early media.
+#[test]
+fn early_media_before_the_answer_reaches_the_recording() {
+    let dir = temp_dir("outbound-early");
+    let vars = [
+        ("PCAP", tone_pcap(&dir)),
+        // The whole tone plays before the answer.
+        ("EARLY_MS", (TONE_MS + 500).to_string()),
+        ("BYE_TIMEOUT_MS", "30000".into()),
+    ];
+    let (e, callee, id) = answered_by_sipp(&dir, "uas_early_media.xml", &vars);
     hang_up(&e, &id);
     sipp::assert_passed(&callee.wait(Duration::from_secs(20)), 1, &e);
     let tone = left_tone_blocks(&e, &id);
@@ -354,6 +363,26 @@ fn busy_callee_fails_the_call_with_486() {
     assert_eq!(failed["reason"], "rejected");
     assert_eq!(detail["end_reason"], "rejected 486");
     assert!(detail["answered_at"].is_null());
+}
+
+/// RFC 4028 §7.4 against SIPp: a callee whose Min-SE is an hour answers 422; earshot retries
+/// with Session-Expires and Min-SE at 3600 (the scenario checks both headers), the call is
+/// answered with that timer and earshot hangs up.
+#[test]
+fn a_callee_answering_422_gets_the_interval_it_asks_for() {
+    let dir = temp_dir("outbound-422");
+    let vars = [("BYE_TIMEOUT_MS", "30000".to_owned())];
+    let (e, callee, id) = answered_by_sipp(&dir, "uas_session_interval.xml", &vars);
+    hang_up(&e, &id);
+    sipp::assert_passed(&callee.wait(Duration::from_secs(30)), 1, &e);
+    wait_for("the call ended", &e, Duration::from_secs(10), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    assert!(
+        event_types(&call_detail(&e, &id))
+            .iter()
+            .all(|t| t != "failed")
+    );
 }
 
 /// Post-dial delay added by earshot, for BENCHMARKS.md: from sending `POST /api/calls` to the

@@ -41,6 +41,18 @@ impl TimerPolicy {
             refresher: None,
         }
     }
+
+    /// RFC 4028 §7.4, the UAC of an INVITE answered 422 (Session Interval Too Small): the
+    /// policy of the retry — Session-Expires and Min-SE raised to the 422's Min-SE — or `None`
+    /// when the 422 gives no Min-SE, one no larger than what was asked (retrying would loop),
+    /// or one beyond [`MAX_INTERVAL`].
+    pub fn after_422(&self, response: &Headers) -> Option<TimerPolicy> {
+        let wanted = min_se_of(response)?;
+        (wanted > self.session_expires && wanted <= MAX_INTERVAL).then_some(TimerPolicy {
+            session_expires: wanted,
+            min_se: self.min_se.max(wanted),
+        })
+    }
 }
 
 impl Default for TimerPolicy {
@@ -340,6 +352,31 @@ mod tests {
             SessionExpires::of(&headers(&[("x", "1800")])).map(|s| s.delta),
             Some(1800)
         );
+    }
+
+    #[test]
+    fn a_422_raises_the_uac_policy_to_its_min_se_once() {
+        let policy = TimerPolicy {
+            session_expires: 1800,
+            min_se: 90,
+        };
+        let raised = policy.after_422(&headers(&[("Min-SE", "3600")])).unwrap();
+        assert_eq!(
+            raised,
+            TimerPolicy {
+                session_expires: 3600,
+                min_se: 3600
+            }
+        );
+        assert_eq!(raised.after_422(&headers(&[("Min-SE", "3600")])), None);
+        for bad in ["1800", "90", "x", "86401"] {
+            assert_eq!(
+                policy.after_422(&headers(&[("Min-SE", bad)])),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(policy.after_422(&headers(&[])), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! RFC 4028 §7.1: the INVITE asks for a session timer (`Session-Expires` without refresher,
 //! `Supported: timer`, our `Min-SE`); the winning 2xx starts the call's timer as it states it
 //! (§7.4), or with earshot the lone refresher of the interval asked for when it states none.
+//! A 422 (Session Interval Too Small) is retried once per raise with Session-Expires and
+//! Min-SE at the 422's Min-SE (§7.4), at most [`MAX_INTERVAL_RAISES`] times.
 //!
 //! The ring timeout, and a hang-up before the answer, CANCEL the INVITE (§9.1) — only once a
 //! provisional response came; before one, the CANCEL waits for it (or Timer B ends the call).
@@ -36,12 +38,15 @@ use crate::sip::auth::{self, Challenge, Credentials};
 use crate::sip::dialog::{Dialog, DialogId, Flow};
 use crate::sip::message::{Headers, Method, NameAddr, Request, Response, Uri};
 use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::sip::session_timer::TimerPolicy;
 use crate::sip::transaction::{Action, ClientInvite, ClientNonInvite, Delivery, TIMEOUT};
 
 /// Redirections (3xx) followed for one call before it fails.
 pub const MAX_REDIRECTS: usize = 3;
 /// Challenges answered for one call (stale nonces included) before it fails.
 const MAX_CHALLENGES: usize = 4;
+/// 422 answers retried with a longer session interval before the call fails.
+const MAX_INTERVAL_RAISES: usize = 2;
 /// Forked 2xx (other To tags) whose ACK is kept for their retransmissions.
 const MAX_FORKS: usize = 8;
 
@@ -172,6 +177,10 @@ pub(super) struct Outbound {
     challenge: Option<(Challenge, bool)>,
     /// Challenges answered in a row without a non-challenge answer.
     challenges: usize,
+    /// The session timer asked for: `[sip]`'s, or raised by a 422 (RFC 4028 §7.4).
+    timers: TimerPolicy,
+    /// 422s answered with a raise.
+    raises: usize,
     /// Every Request-URI tried (redirect loops).
     tried: Vec<String>,
     /// The early-media answer of a provisional response.
@@ -309,6 +318,8 @@ impl Endpoint {
             ring_at,
             challenge: None,
             challenges: 0,
+            timers: self.policy.timers,
+            raises: 0,
             tried: vec![spec.target.to_string()],
             early: None,
             acks: Vec::new(),
@@ -338,13 +349,13 @@ impl Endpoint {
     fn send_invite(&mut self, now: Instant, call: CallRef) {
         let advertised = self.config.advertised;
         let user_agent = self.config.user_agent.clone();
-        let timers = self.policy.timers;
         let cnonce = self.random_token(16);
         let branch = format!("z9hG4bK{}", self.random_token(16));
         let Some(out) = self.outbound.get_mut(&call) else {
             return;
         };
         out.cseq = out.cseq.wrapping_add(1);
+        let timers = out.timers;
         let spec = &out.spec;
         let flow = spec.next_hop;
         let mut headers = Headers::default();
@@ -489,6 +500,7 @@ impl Endpoint {
             _ if let Some(reason) = cancelling => self.fail_outbound(call, resp.status, reason),
             300..=399 => self.outbound_redirect(now, call, resp),
             401 | 407 => self.outbound_challenge(now, call, resp),
+            422 => self.outbound_interval_too_small(now, call, resp),
             _ => self.fail_outbound(call, resp.status, FailReason::Rejected),
         }
         true
@@ -704,6 +716,22 @@ impl Endpoint {
         };
         out.challenges += 1;
         out.challenge = Some((challenge, proxy));
+        out.phase = Phase::Calling;
+        self.send_invite(now, call);
+    }
+
+    /// RFC 4028 §7.4: a 422 retried with the session interval its Min-SE asks for.
+    fn outbound_interval_too_small(&mut self, now: Instant, call: CallRef, resp: &Response) {
+        let Some(out) = self.outbound.get_mut(&call) else {
+            return;
+        };
+        let raised = out.timers.after_422(&resp.headers);
+        let Some(timers) = raised.filter(|_| out.raises < MAX_INTERVAL_RAISES) else {
+            self.fail_outbound(call, resp.status, FailReason::Rejected);
+            return;
+        };
+        out.raises += 1;
+        out.timers = timers;
         out.phase = Phase::Calling;
         self.send_invite(now, call);
     }

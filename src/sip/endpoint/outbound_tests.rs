@@ -674,3 +674,57 @@ fn a_2xx_without_session_expires_leaves_earshot_refreshing_alone_by_update_when_
     assert_eq!(h.ended(), None);
     assert_eq!(h.ep.active_calls(), 1);
 }
+
+/// What a 422 brought: its ACK, then the retried INVITE.
+fn ack_and_retry(h: &mut Harness) -> Request {
+    let mut sent = h.sent();
+    let methods: Vec<Method> = sent.iter().map(|(_, r)| r.method.clone()).collect();
+    assert_eq!(
+        methods,
+        [Method::Ack, Method::Invite],
+        "the ACK of the 422, then the retry"
+    );
+    sent.remove(1).1
+}
+
+#[test]
+fn a_422_is_retried_with_the_interval_its_min_se_asks_and_a_422_that_asks_no_more_fails() {
+    let mut h = Harness::place("sip:bob@pbx.example");
+    let first = h.invite();
+    assert_eq!(first.headers.get("session-expires"), Some("1800"));
+    h.respond(&first, 422, Some("t"), &["Min-SE: 3600"], "");
+    let retry = ack_and_retry(&mut h);
+    assert_eq!(retry.headers.get("session-expires"), Some("3600"));
+    assert_eq!(retry.headers.get("min-se"), Some("3600"));
+    assert_eq!(retry.headers.call_id(), first.headers.call_id());
+    assert!(retry.headers.cseq().unwrap().seq > first.headers.cseq().unwrap().seq);
+    // A retransmitted 422 of the first INVITE is only ACKed again.
+    h.respond(&first, 422, Some("t"), &["Min-SE: 3600"], "");
+    assert_eq!(h.methods(), [Method::Ack]);
+    // §7.4: the retry asked for all the 422 wanted; another 422 asking the same is final.
+    h.respond(&retry, 422, Some("t"), &["Min-SE: 3600"], "");
+    assert_eq!(h.methods(), [Method::Ack]);
+    assert_eq!(h.failed(), Some((422, FailReason::Rejected)));
+}
+
+#[test]
+fn a_422_without_a_usable_min_se_fails_and_raises_are_bounded() {
+    let unusable: [&[&str]; 4] = [&[], &["Min-SE: soon"], &["Min-SE: 900"], &["Min-SE: 90000"]];
+    for extra in unusable {
+        let mut h = Harness::place("sip:bob@pbx.example");
+        let invite = h.invite();
+        h.respond(&invite, 422, Some("t"), extra, "");
+        assert_eq!(h.methods(), [Method::Ack], "{extra:?}");
+        assert_eq!(h.failed(), Some((422, FailReason::Rejected)), "{extra:?}");
+    }
+    let mut h = Harness::place("sip:bob@pbx.example");
+    let mut invite = h.invite();
+    for min_se in ["2000", "3000"] {
+        h.respond(&invite, 422, Some("t"), &[&format!("Min-SE: {min_se}")], "");
+        invite = ack_and_retry(&mut h);
+        assert_eq!(invite.headers.get("session-expires"), Some(min_se));
+    }
+    h.respond(&invite, 422, Some("t"), &["Min-SE: 4000"], "");
+    assert_eq!(h.methods(), [Method::Ack]);
+    assert_eq!(h.failed(), Some((422, FailReason::Rejected)));
+}
