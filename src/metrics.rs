@@ -12,7 +12,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::call::{CallStats, FallbackReason, Source};
+use crate::call::{
+    CallStats, FallbackReason, PlaceFailure, Source, TransferFailure, TransferMethod,
+};
 
 /// Bucket bounds of per-call RTP interarrival jitter, ms.
 const JITTER_MS_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0];
@@ -155,6 +157,47 @@ fn render_capture(out: &mut String, capture: &crate::audio::CaptureStats) {
     );
 }
 
+/// Counters of one label over a fixed set of values (an enum's `ALL`, by its `as_str`).
+#[derive(Debug)]
+pub struct ByLabel<const N: usize> {
+    names: [&'static str; N],
+    counts: [AtomicU64; N],
+}
+
+impl<const N: usize> ByLabel<N> {
+    fn new(names: [&'static str; N]) -> Self {
+        Self {
+            names,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one for `name`; a name not in the set is not counted.
+    fn add(&self, name: &str) {
+        if let Some(i) = self.names.iter().position(|n| *n == name)
+            && let Some(count) = self.counts.get(i)
+        {
+            count.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The count of `name` (0 for a name not in the set).
+    pub fn get(&self, name: &str) -> u64 {
+        self.names
+            .iter()
+            .zip(&self.counts)
+            .find(|(n, _)| **n == name)
+            .map_or(0, |(_, c)| c.load(Relaxed))
+    }
+
+    fn render(&self, out: &mut String, metric: &str, help: &str, label: &str) {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, n) in self.names.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{metric}{{{label}=\"{name}\"}} {}", n.load(Relaxed));
+        }
+    }
+}
+
 /// One counter per call source.
 #[derive(Debug, Default)]
 pub struct PerSource {
@@ -252,6 +295,12 @@ pub struct Metrics {
     pub agent_connect_seconds: Histogram,
     pub agent_sessions: AtomicU64,
     pub agent_fallbacks: [AtomicU64; FallbackReason::ALL.len()],
+    /// Outbound calls placed, and those that failed before an answer, by reason; transfers
+    /// done, by method, and failed, by reason. The store writer, on each committed event.
+    pub calls_placed: AtomicU64,
+    pub place_failures: ByLabel<{ PlaceFailure::ALL.len() }>,
+    pub transfers: ByLabel<{ TransferMethod::ALL.len() }>,
+    pub transfer_failures: ByLabel<{ TransferFailure::ALL.len() }>,
     pub agent_underruns: AtomicU64,
     pub agent_overrun_bytes: AtomicU64,
     pub agent_messages_dropped: AtomicU64,
@@ -323,6 +372,10 @@ impl Default for Metrics {
             agent_connect_seconds: Histogram::new(AGENT_CONNECT_BOUNDS),
             agent_sessions: AtomicU64::new(0),
             agent_fallbacks: Default::default(),
+            calls_placed: AtomicU64::new(0),
+            place_failures: ByLabel::new(PlaceFailure::ALL.map(PlaceFailure::as_str)),
+            transfers: ByLabel::new(TransferMethod::ALL.map(TransferMethod::as_str)),
+            transfer_failures: ByLabel::new(TransferFailure::ALL.map(TransferFailure::as_str)),
             agent_underruns: AtomicU64::new(0),
             agent_overrun_bytes: AtomicU64::new(0),
             agent_messages_dropped: AtomicU64::new(0),
@@ -376,6 +429,21 @@ impl Metrics {
         if let Some(counter) = self.agent_fallbacks.get(i) {
             counter.fetch_add(1, Relaxed);
         }
+    }
+
+    /// An outbound call failed before its answer.
+    pub fn place_failed(&self, reason: PlaceFailure) {
+        self.place_failures.add(reason.as_str());
+    }
+
+    /// A call was handed over.
+    pub fn transferred(&self, method: TransferMethod) {
+        self.transfers.add(method.as_str());
+    }
+
+    /// A transfer did not happen.
+    pub fn transfer_failed(&self, reason: TransferFailure) {
+        self.transfer_failures.add(reason.as_str());
     }
 
     /// Adds an ended call's media counters.
@@ -692,6 +760,29 @@ impl Metrics {
                 n.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP earshot_calls_placed_total Outbound calls placed (INVITE sent).\n# TYPE earshot_calls_placed_total counter\nearshot_calls_placed_total {}",
+            self.calls_placed.load(Relaxed)
+        );
+        self.place_failures.render(
+            &mut out,
+            "earshot_calls_place_failed_total",
+            "Outbound calls that failed before an answer, by reason.",
+            "reason",
+        );
+        self.transfers.render(
+            &mut out,
+            "earshot_transfers_total",
+            "Calls handed to another destination, by method.",
+            "method",
+        );
+        self.transfer_failures.render(
+            &mut out,
+            "earshot_transfers_failed_total",
+            "Transfers that did not happen (the call went on), by reason.",
+            "reason",
+        );
         self.agent_connect_seconds.render(
             &mut out,
             "earshot_agent_connect_seconds",

@@ -308,6 +308,31 @@ pub enum PlaceFailure {
     UnusableAnswer,
 }
 
+impl PlaceFailure {
+    pub const ALL: [PlaceFailure; 7] = [
+        PlaceFailure::Rejected,
+        PlaceFailure::AuthFailed,
+        PlaceFailure::Timeout,
+        PlaceFailure::NoAnswer,
+        PlaceFailure::Cancelled,
+        PlaceFailure::Redirect,
+        PlaceFailure::UnusableAnswer,
+    ];
+
+    /// The name in events and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaceFailure::Rejected => "rejected",
+            PlaceFailure::AuthFailed => "auth_failed",
+            PlaceFailure::Timeout => "timeout",
+            PlaceFailure::NoAnswer => "no_answer",
+            PlaceFailure::Cancelled => "cancelled",
+            PlaceFailure::Redirect => "redirect",
+            PlaceFailure::UnusableAnswer => "unusable_answer",
+        }
+    }
+}
+
 /// Which way a call goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

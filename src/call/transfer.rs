@@ -56,6 +56,12 @@ pub enum TransferMethod {
 }
 
 impl TransferMethod {
+    pub const ALL: [TransferMethod; 3] = [
+        TransferMethod::Refer,
+        TransferMethod::Bridge,
+        TransferMethod::TwilioDial,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransferMethod::Refer => "refer",
@@ -90,6 +96,15 @@ pub enum TransferFailure {
 }
 
 impl TransferFailure {
+    pub const ALL: [TransferFailure; 6] = [
+        TransferFailure::NotSupported,
+        TransferFailure::InProgress,
+        TransferFailure::CallEnding,
+        TransferFailure::Refused,
+        TransferFailure::Timeout,
+        TransferFailure::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransferFailure::NotSupported => "not_supported",
@@ -187,6 +202,28 @@ impl TransferPolicy {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_labels_are_the_serialized_names() {
+        for method in TransferMethod::ALL {
+            assert_eq!(
+                serde_json::to_string(&method).unwrap(),
+                format!("\"{}\"", method.as_str())
+            );
+        }
+        for reason in TransferFailure::ALL {
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{}\"", reason.as_str())
+            );
+        }
+        for reason in crate::call::PlaceFailure::ALL {
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{}\"", reason.as_str())
+            );
+        }
+    }
 
     #[test]
     fn requests_pass_syntax_then_the_allow_list() {

@@ -266,10 +266,17 @@ impl Writer {
             if created {
                 committed.started.push(record.source);
             }
-            if let CallEvent::Ended { id, stats, .. } = event {
-                committed
-                    .ended
-                    .push((id.clone(), record.source, stats.clone()));
+            match event {
+                CallEvent::Ended { id, stats, .. } => {
+                    committed
+                        .ended
+                        .push((id.clone(), record.source, stats.clone()));
+                }
+                CallEvent::Placed { .. }
+                | CallEvent::Failed { .. }
+                | CallEvent::Transferred { .. }
+                | CallEvent::TransferFailed { .. } => committed.handoffs.push(event.clone()),
+                _ => {}
             }
             committed
                 .published
@@ -367,6 +374,17 @@ impl Writer {
             self.aliases.remove(id);
             metrics.call_ended(*source, stats);
         }
+        for event in &committed.handoffs {
+            match event {
+                CallEvent::Placed { .. } => {
+                    metrics.calls_placed.fetch_add(1, Relaxed);
+                }
+                CallEvent::Failed { reason, .. } => metrics.place_failed(*reason),
+                CallEvent::Transferred { method, .. } => metrics.transferred(*method),
+                CallEvent::TransferFailed { reason, .. } => metrics.transfer_failed(*reason),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -378,6 +396,8 @@ struct Committed {
     started: Vec<Source>,
     /// Calls it ended: the event's id, the call's source, its stats.
     ended: Vec<(CallId, Source, CallStats)>,
+    /// Its outbound-call and transfer outcomes (placed, failed, transferred, transfer failed).
+    handoffs: Vec<CallEvent>,
 }
 
 /// The next global sequence number: one past the last in the event log.
@@ -441,6 +461,59 @@ mod tests {
         );
         assert_eq!(metrics.calls_started.sip.load(Relaxed), 1);
         assert_eq!(store.get(&first.id).unwrap().unwrap().events.len(), 3);
+    }
+
+    #[test]
+    fn placed_calls_and_transfers_are_counted_once_committed() {
+        use crate::call::{PlaceFailure, TransferFailure, TransferMethod};
+        let store = Store::open(temp_path("handoffs")).unwrap();
+        let metrics = Metrics::default();
+        let mut writer = Writer {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::default()),
+            aliases: HashMap::new(),
+        };
+        let (a, b) = (started(1_000_000, "a@host"), started(1_000_100, "b@host"));
+        let events = vec![
+            CallEvent::Started { info: a.clone() },
+            CallEvent::Placed {
+                id: a.id.clone(),
+                trunk: None,
+            },
+            CallEvent::Failed {
+                id: a.id.clone(),
+                status: 408,
+                reason: PlaceFailure::NoAnswer,
+            },
+            CallEvent::Started { info: b.clone() },
+            CallEvent::TransferFailed {
+                id: b.id.clone(),
+                to: "+15550001111".into(),
+                reason: TransferFailure::Refused,
+            },
+            CallEvent::Transferred {
+                id: b.id.clone(),
+                to: "+15550001111".into(),
+                method: TransferMethod::Bridge,
+            },
+        ];
+        let committed = writer.persist(&events).unwrap();
+        writer.after_commit(&committed, &metrics);
+        assert_eq!(metrics.calls_placed.load(Relaxed), 1);
+        assert_eq!(metrics.place_failures.get("no_answer"), 1);
+        assert_eq!(metrics.place_failures.get("rejected"), 0);
+        assert_eq!(metrics.transfer_failures.get("refused"), 1);
+        assert_eq!(metrics.transfers.get("bridge"), 1);
+        let text = metrics.render(&crate::metrics::Snapshot::default());
+        for line in [
+            "earshot_calls_placed_total 1",
+            "earshot_calls_place_failed_total{reason=\"no_answer\"} 1",
+            "earshot_transfers_total{method=\"bridge\"} 1",
+            "earshot_transfers_total{method=\"refer\"} 0",
+            "earshot_transfers_failed_total{reason=\"refused\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 
     #[test]
