@@ -1,8 +1,9 @@
 //! Talk-back end to end: the box's microphone is a PulseAudio source fed with a 1 kHz tone (a
 //! second null sink, `mic_feed`, whose monitor is made the default source), a caller calls in
 //! over SIP/RTP, and the operator turns talk on and off through the API. While talk is on the
-//! caller receives the tone at pitch with no silent frame; before and after, no tone. Without
-//! a microphone, talk is refused with 409 and the call goes on.
+//! caller receives the tone at pitch with no silent frame; before and after, no tone. Talk
+//! turned on for a second live call moves the microphone there: the first caller stops hearing
+//! it. Without a microphone, talk is refused with 409 and the call goes on.
 //!
 //! Needs the test PulseAudio of scripts/test.sh (`PULSE_SERVER`); the modules this test loads
 //! into it are unloaded at the end.
@@ -17,8 +18,8 @@ mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ use support::caller::{Caller, rtp_packet};
 use support::{Earshot, tone_blocks};
 
 const TONE_HZ: f64 = 1000.0;
+
+/// The test PulseAudio has one default source: tests that make the tone the microphone take
+/// turns.
+static MICROPHONE: Mutex<()> = Mutex::new(());
 
 fn pactl(server: &str, args: &[&str]) -> String {
     let out = Command::new("pactl")
@@ -146,6 +151,14 @@ impl CallerMedia {
         }
     }
 
+    /// Drops what earshot sent so far and nobody read.
+    fn discard(&self) {
+        self.socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        while self.socket.recv(&mut buf).is_ok() {}
+        self.socket.set_nonblocking(false).unwrap();
+    }
+
     /// Decoded audio of every RTP packet from earshot in the next `span`.
     fn receive(&self, span: Duration) -> Vec<i16> {
         let until = Instant::now() + span;
@@ -220,21 +233,12 @@ fn talk(e: &Earshot, id: &str, body: serde_json::Value) -> http::Response {
     )
 }
 
-#[test]
-fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() {
-    let dir = support::temp_dir("talk-back");
-    let _mic = ToneMicrophone::start(&dir);
-    // 20 ms periods: this test is about gapless talk-back at pitch, and the suite runs on busy
-    // 2-core boxes where the 10 ms default leaves the PulseAudio capture too little headroom.
-    // BENCHMARKS.md runs it with EARSHOT_TALK_PERIOD_MS=10 for the default's latency.
-    let period_ms: u32 = std::env::var("EARSHOT_TALK_PERIOD_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+/// An earshot with the default source as its microphone (`period_ms` audio periods), once the
+/// capture runs: the box has long been up when calls arrive.
+fn talking_box(period_ms: u32) -> Earshot {
     let e = Earshot::start(&format!(
         "[audio]\noutput = \"none\"\ninput = \"default\"\nperiod_ms = {period_ms}\n[log]\nlevel = \"info,earshot=debug\"\n"
     ));
-    // The box has long been up when calls arrive: wait for the capture to run.
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(&e, "earshot_capture_device_running") != Some(1.0) {
         assert!(
@@ -244,6 +248,22 @@ fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    e
+}
+
+#[test]
+fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() {
+    let _turn = MICROPHONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = support::temp_dir("talk-back");
+    let _mic = ToneMicrophone::start(&dir);
+    // 20 ms periods: this test is about gapless talk-back at pitch, and the suite runs on busy
+    // 2-core boxes where the 10 ms default leaves the PulseAudio capture too little headroom.
+    // BENCHMARKS.md runs it with EARSHOT_TALK_PERIOD_MS=10 for the default's latency.
+    let period_ms: u32 = std::env::var("EARSHOT_TALK_PERIOD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let e = talking_box(period_ms);
     let caller = Caller::new();
     let ok = caller.call(e.sip_addr(), "talk-back-1");
     let media = CallerMedia::start(&caller, ok.sdp_audio().unwrap());
@@ -328,6 +348,109 @@ fn the_operator_is_heard_by_the_caller_at_pitch_without_gaps_while_talk_is_on() 
         quantile("0.99")
     );
     assert_eq!(metric(&e, "earshot_capture_underruns_total"), Some(0.0));
+}
+
+/// Frames of `samples` after the first 0.5 s (the request and the capture ring filling) that
+/// carry the tone, and how many frames there are.
+fn tone_share(samples: &[i16]) -> (usize, usize) {
+    let window = samples.get(4000..).unwrap_or_default();
+    (tone_blocks(window, TONE_HZ), window.len() / 160)
+}
+
+/// The events of call `id`.
+fn events(e: &Earshot, id: &str) -> Vec<serde_json::Value> {
+    let call = http::get(e.http_addr(), &format!("/api/calls/{id}")).json();
+    call["events"].as_array().unwrap().clone()
+}
+
+#[test]
+fn talk_moves_the_microphone_from_one_live_call_to_another() {
+    let _turn = MICROPHONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = support::temp_dir("talk-move");
+    let _mic = ToneMicrophone::start(&dir);
+    let e = talking_box(20);
+    let first = Caller::new();
+    let ok_first = first.call(e.sip_addr(), "talk-move-1");
+    let media_first = CallerMedia::start(&first, ok_first.sdp_audio().unwrap());
+    let id_first = live_call_id(&e);
+    let second = Caller::new();
+    let ok_second = second.call(e.sip_addr(), "talk-move-2");
+    let media_second = CallerMedia::start(&second, ok_second.sdp_audio().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id_second = loop {
+        let live = http::get(e.http_addr(), "/api/live").json();
+        let other = live["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .find(|id| *id != id_first)
+            .map(str::to_owned);
+        if let Some(id) = other {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no second live call: {live}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    media_first.discard();
+    let response = talk(&e, &id_first, json!({ "on": true }));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let to_first = media_first.receive(Duration::from_secs(3));
+    media_second.discard();
+    let response = talk(&e, &id_second, json!({ "on": true }));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["moved_from"], id_first.as_str());
+    // The first caller's packets queue in its socket meanwhile: read after, they are all
+    // from after the move.
+    let to_second = media_second.receive(Duration::from_secs(3));
+    let first_after = media_first.receive(Duration::from_secs(1));
+    let response = talk(&e, &id_second, json!({ "on": false }));
+    assert_eq!(response.status, 200, "{}", response.text());
+    // The call task takes the request in turn with its other inputs: hang up once it has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http::get(e.http_addr(), "/api/live").json()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["talk"] == true)
+    {
+        assert!(Instant::now() < deadline, "talk never went off");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.send_in_dialog("BYE", &ok_first, e.sip_addr(), 2);
+    second.send_in_dialog("BYE", &ok_second, e.sip_addr(), 2);
+
+    let (tone, frames) = tone_share(&to_first);
+    assert!(
+        tone * 10 >= frames * 9,
+        "first call: {tone} of {frames} frames are the tone"
+    );
+    let (tone, frames) = tone_share(&to_second);
+    assert!(
+        tone * 10 >= frames * 9,
+        "second call: {tone} of {frames} frames are the tone"
+    );
+    let (tone, frames) = tone_share(&first_after);
+    assert!(
+        frames >= 150,
+        "{frames} frames to the first caller after the move"
+    );
+    assert_eq!(
+        tone, 0,
+        "the first caller still heard the microphone after the move"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = |id: &str| -> Vec<String> {
+        events(&e, id)
+            .iter()
+            .filter(|ev| ev["type"] == "talk_stopped")
+            .map(|ev| ev["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(stopped(&id_first), ["moved"]);
+    assert_eq!(stopped(&id_second), ["released"]);
 }
 
 #[test]
