@@ -232,6 +232,9 @@ pub struct Metrics {
     /// RTP and RTCP packets dropped because they came from an address that is not the call's
     /// learned or signalled source (strict source learning). The SIP legs, as they drop them.
     pub rtp_foreign_dropped: AtomicU64,
+    /// Audio frames dropped between the legs of bridged transfers (a full queue, or a backlog
+    /// after a stall). The far legs' drivers.
+    pub bridge_frames_dropped: AtomicU64,
     /// Calls refused because no RTP port pair in `[rtp].ports` could be bound. The SIP
     /// driver.
     pub rtp_ports_exhausted: AtomicU64,
@@ -342,6 +345,7 @@ impl Default for Metrics {
             rtp_packets_lost: AtomicU64::new(0),
             rtp_packets_malformed: AtomicU64::new(0),
             rtp_foreign_dropped: AtomicU64::new(0),
+            bridge_frames_dropped: AtomicU64::new(0),
             rtp_ports_exhausted: AtomicU64::new(0),
             concealed_frames: AtomicU64::new(0),
             call_jitter_ms: Histogram::new(JITTER_MS_BOUNDS),
@@ -565,6 +569,11 @@ impl Metrics {
                 "earshot_rtp_foreign_dropped_total",
                 "RTP and RTCP packets dropped for coming from neither the learned nor the signalled source.",
                 &self.rtp_foreign_dropped,
+            ),
+            (
+                "earshot_bridge_frames_dropped_total",
+                "Audio frames dropped between the two legs of bridged transfers.",
+                &self.bridge_frames_dropped,
             ),
             (
                 "earshot_rtp_ports_exhausted_total",

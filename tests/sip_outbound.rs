@@ -101,16 +101,8 @@ fn event_types(detail: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, e: &Earshot, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {limit:?}\n{}",
-            e.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, e: &Earshot, limit: Duration, done: impl FnMut() -> bool) {
+    e.wait_for(what, limit, done);
 }
 
 /// INVITEs SIPp received, from its `-trace_msg` log in `dir`.
@@ -449,14 +441,7 @@ fn baresip_in_auto_answer_takes_earshots_call_and_hears_the_greeting() {
         ";regint=0;audio_codecs=PCMU;answermode=auto",
     );
     let port = peer.port;
-    let mut baresip = std::process::Command::new("baresip")
-        .arg("-f")
-        .arg(&peer.cfg)
-        .args(["-t", "20"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("baresip must be installed (scripts/test.sh installs baresip-core)");
+    let mut baresip = peer.spawn(20);
     std::thread::sleep(Duration::from_millis(500));
     let e = Earshot::start(&format!(
         "[calls]\ngreeting = {:?}\noutbound_allow = [\"sip:baresip@127.0.0.1:{port}\"]\n",

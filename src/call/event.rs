@@ -155,13 +155,14 @@ pub enum EndReason {
     SessionExpired,
     /// The caller was transferred elsewhere (SIP REFER) and earshot's leg ended.
     Transferred,
-    /// The caller was handed to another destination.
+    /// The caller was bridged to a transfer target, and the target hung up.
+    TargetHangup,
     /// A `[[calls.dtmf_rule]]` with `action = "hangup"`.
     DtmfHangup,
 }
 
 impl EndReason {
-    const FIXED: [EndReason; 15] = [
+    const FIXED: [EndReason; 16] = [
         EndReason::RemoteHangup,
         EndReason::Cancelled,
         EndReason::LocalHangup,
@@ -177,6 +178,7 @@ impl EndReason {
         EndReason::DtmfHangup,
         EndReason::Carrier(CarrierStatus::Completed),
         EndReason::SessionExpired,
+        EndReason::TargetHangup,
     ];
 
     /// The reason as stored and shown (`remote hangup`, `rejected 486`, `twilio busy`, ...).
@@ -198,6 +200,7 @@ impl EndReason {
             EndReason::AgentFailed => Borrowed("agent failed"),
             EndReason::SessionExpired => Borrowed("session_expired"),
             EndReason::Transferred => Borrowed("transferred"),
+            EndReason::TargetHangup => Borrowed("target hangup"),
             EndReason::DtmfHangup => Borrowed("dtmf hangup"),
         }
     }
@@ -470,7 +473,8 @@ pub enum CallEvent {
         method: TransferMethod,
         by: TransferOrigin,
     },
-    /// The caller was handed to `to`; the call ends with [`EndReason::Transferred`].
+    /// The caller was handed to `to`: by REFER or to Twilio, the call ends with
+    /// [`EndReason::Transferred`]; bridged, it goes on with the target as its responder.
     Transferred {
         id: CallId,
         to: String,

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Instant;
 
+use super::bridge::BridgePeer;
 use super::event::{Codec, DtmfSource, EndReason, TransferFailure, TransferMethod};
 use super::transfer::{TransferStart, TransferTarget};
 use crate::media::frame::FRAME_SAMPLES;
@@ -84,6 +85,11 @@ pub enum LegInput {
     /// A transfer the leg began ([`TransferStart::Pending`]) is over: done this way, or
     /// failed (the call goes on).
     Transfer(Result<TransferMethod, TransferFailure>),
+    /// The transfer under way is carried out another way now (a REFER the caller's side
+    /// refused became a bridge).
+    TransferVia(TransferMethod),
+    /// The far leg of a bridged transfer hung up (or failed after the answer).
+    TargetEnded,
     /// The leg is over.
     Ended(EndReason),
 }
@@ -139,6 +145,12 @@ pub trait Leg: Send {
     fn transfer(&mut self, target: &TransferTarget) -> TransferStart {
         let _ = target;
         TransferStart::Unsupported
+    }
+
+    /// The far leg of a bridged transfer, once [`LegInput::Transfer`] reported it answered
+    /// with [`TransferMethod::Bridge`]. The default: this leg never bridges.
+    fn take_bridge(&mut self) -> Option<BridgePeer> {
+        None
     }
 
     /// Ends the leg from earshot's side. Returns true when the leg is over at once; otherwise

@@ -1,6 +1,7 @@
 //! Calls: one tokio task per call, whatever its source, owns the call's media and everything
 //! else about it ([`task`]): a caller [`leg`] (SIP/RTP or a Twilio Media Stream) on one side,
-//! a [`responder`] (the greeting, a voice [`agent`], silence) on earshot's side, and the media
+//! a [`responder`] (the greeting, a voice [`agent`], silence, the far leg of a [`bridge`]d
+//! transfer) on earshot's side, and the media
 //! [`Pipeline`] between them. [`CallHandle`] is all the rest of the program sees of a call:
 //! commands over a channel and the live state.
 //!
@@ -8,6 +9,7 @@
 //! imports `net`. Every call's events go to the store through one [`EventSink`].
 
 pub mod agent;
+pub mod bridge;
 pub mod event;
 pub mod event_sink;
 mod greeting;
@@ -18,6 +20,7 @@ pub mod responder;
 mod task;
 pub mod transfer;
 
+pub use bridge::{BridgeEnd, BridgePeer};
 pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
     DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker, TalkStopReason,

@@ -3,11 +3,13 @@
 //!
 //! - the greeting, then silence (the default, and the fallback's message before it hangs up);
 //! - a voice agent ([`super::agent::AgentLink`]);
-//! - silence (a listen-only call).
+//! - silence (a listen-only call);
+//! - the far leg of a bridged transfer ([`super::bridge`]): the target speaks to the caller.
 
 use std::time::Instant;
 
 use super::agent::{AgentLink, AgentOutcome};
+use super::bridge::BridgePeer;
 use super::greeting::GreetingPlayer;
 use crate::agent::twilio::FRAME_BYTES;
 use crate::media::frame::{Frame, SILENCE};
@@ -23,6 +25,8 @@ pub enum Responder {
     },
     Agent(Box<AgentLink>),
     Silent,
+    /// The transfer target, bridged: what it says is what the caller hears.
+    Bridge(BridgePeer),
 }
 
 /// What the responder said in one frame.
@@ -60,6 +64,10 @@ impl Responder {
                 decode_ulaw(&ulaw, out);
                 Said::Agent(outcome)
             }
+            Responder::Bridge(peer) => {
+                peer.next_frame(out);
+                Said::Quiet
+            }
             Responder::Silent => Said::Quiet,
         }
     }
@@ -85,6 +93,14 @@ impl Responder {
                 ..
             }
         )
+    }
+
+    /// The bridged target, when the caller is bridged to one.
+    pub fn bridge(&mut self) -> Option<&mut BridgePeer> {
+        match self {
+            Responder::Bridge(peer) => Some(peer),
+            _ => None,
+        }
     }
 
     pub fn agent(&mut self) -> Option<&mut AgentLink> {

@@ -4,8 +4,8 @@
 //! DTMF, stats, the recording and the speaker feed; transfers and DTMF rules in [`handoff`].
 //!
 //! Every 20 ms (when the leg says a frame is due): the caller's next frame leaves the jitter
-//! buffer for the speakers, the recording, the voice detector and the agent; the responder's
-//! next frame goes to the caller.
+//! buffer for the speakers, the recording, the voice detector and the agent (or a bridged
+//! transfer's target); the responder's next frame goes to the caller.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -207,6 +207,8 @@ impl<L: Leg> CallTask<L> {
                     source,
                 } => self.dtmf(digit, duration_ms, source),
                 LegInput::Transfer(outcome) => self.transfer_over(outcome),
+                LegInput::TransferVia(method) => self.transfer_via(method),
+                LegInput::TargetEnded => self.target_ended(),
                 LegInput::Ended(reason) => {
                     // A hangup we asked for keeps our own, more precise reason.
                     self.ended = Some(self.hanging_up.unwrap_or(reason));
@@ -289,6 +291,9 @@ impl<L: Leg> CallTask<L> {
         let mut heard: Frame = SILENCE;
         let mut out = [0u8; FRAME_SAMPLES];
         let energy = self.pipeline.tick(now, &said, &mut heard, &mut out);
+        if let Some(peer) = self.responder.bridge() {
+            peer.send(&heard);
+        }
         let next_due = self.pipeline.next_due();
         self.leg.send_frame(now, &out, next_due).await;
         self.talk_sent(captured);

@@ -4,7 +4,8 @@
 //!
 //! The call task runs a transfer ([`super::task`]); each leg does it its own way
 //! ([`super::Leg::transfer`]): a Twilio stream hands the call back to Twilio with `<Dial>`
-//! TwiML, a SIP leg will REFER (RFC 3515) or bridge. A leg that cannot answers
+//! TwiML, a SIP leg REFERs (RFC 3515) or, when the caller's side does not take REFER, bridges
+//! ([`super::bridge`]). A leg that cannot answers
 //! [`TransferStart::Unsupported`] and the call goes on.
 
 use std::fmt;
@@ -91,8 +92,14 @@ pub enum TransferFailure {
     Refused,
     /// No final answer in time.
     Timeout,
-    /// The leg could not take it now (its table of calls is full).
+    /// The leg could not take it now (its table of calls is full, no media ports).
     Unavailable,
+    /// The bridged target was busy (SIP 486, 600).
+    Busy,
+    /// The bridged target declined (SIP 603).
+    Declined,
+    /// The bridged target does not exist or cannot be reached (SIP 404, 410, 484, 604, 503).
+    Unreachable,
 }
 
 impl TransferFailure {
@@ -113,6 +120,23 @@ impl TransferFailure {
             TransferFailure::Refused => "refused",
             TransferFailure::Timeout => "timeout",
             TransferFailure::Unavailable => "unavailable",
+            TransferFailure::Busy => "busy",
+            TransferFailure::Declined => "declined",
+            TransferFailure::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl TransferFailure {
+    /// Why a bridged transfer's call to the target failed, from its final SIP status (408
+    /// and 480 when it rang unanswered, 487 when earshot cancelled it at the ring timeout).
+    pub fn from_sip_status(status: u16) -> Self {
+        match status {
+            486 | 600 => TransferFailure::Busy,
+            603 => TransferFailure::Declined,
+            404 | 410 | 484 | 503 | 604 => TransferFailure::Unreachable,
+            408 | 480 | 487 => TransferFailure::Timeout,
+            _ => TransferFailure::Refused,
         }
     }
 }
@@ -259,5 +283,27 @@ mod tests {
             serde_json::to_string(&TransferFailure::NotSupported).unwrap(),
             "\"not_supported\""
         );
+    }
+
+    #[test]
+    fn a_bridged_targets_sip_status_names_the_failure() {
+        use TransferFailure::*;
+        let table = [
+            (486, Busy),
+            (600, Busy),
+            (603, Declined),
+            (404, Unreachable),
+            (480, Timeout),
+            (487, Timeout),
+            (488, Refused),
+        ];
+        for (status, failure) in table {
+            assert_eq!(
+                TransferFailure::from_sip_status(status),
+                failure,
+                "{status}"
+            );
+        }
+        assert_eq!(serde_json::to_string(&Busy).unwrap(), "\"busy\"");
     }
 }

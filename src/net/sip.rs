@@ -1,8 +1,8 @@
 //! The SIP driver: UDP and TCP sockets on `[sip].listen` around the sans-IO
 //! [`Endpoint`]. It filters sources by `[sip].allow`, drops datagrams over
 //! `[sip].max_message_bytes` (both counted, neither answered), feeds the endpoint, sends what
-//! it asks, and carries call events to and from the call tasks. It decides nothing about SIP
-//! itself.
+//! it asks, and carries call events to and from the call tasks (and the far legs of bridged
+//! transfers, [`super::sip_bridge`]). It decides nothing about SIP itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,11 +14,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::sip_bridge::{self, FarLeg};
 use super::sip_dial::{DialError, DialPolicy, DialRequest};
 use super::sip_leg::{SipCall, SipCalls, SipSignal};
 use super::tcp::{self, TcpEvent, TcpLimits};
 use crate::call::{
     CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure, TransferFailure, TransferMethod,
+    TransferTarget,
 };
 use crate::clock;
 use crate::config::Cidr;
@@ -39,9 +41,20 @@ pub enum SipCommand {
     Reload(Box<Reload>),
     /// Place a call (`POST /api/calls`).
     Dial(Box<DialRequest>),
-    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI). The
-    /// outcome reaches the call's leg as a [`SipSignal::Transfer`].
-    Refer { call: CallRef, target: String },
+    /// Transfer a call by REFER (RFC 3515) to `target` (a sip:, sips: or tel: URI), or bridge
+    /// it to `then_bridge` if the caller's side refuses REFER as not supported. The outcome
+    /// reaches the call's leg as a [`SipSignal::Transfer`].
+    Refer {
+        call: CallRef,
+        target: String,
+        then_bridge: TransferTarget,
+    },
+    /// Bridge a call to `target` through a far leg ([`super::sip_bridge`]): its caller's side
+    /// does not take REFER.
+    Bridge {
+        call: CallRef,
+        target: TransferTarget,
+    },
 }
 
 /// The settings SIGHUP can change without a restart.
@@ -114,6 +127,8 @@ impl SipDriver {
             tcp_stop: tcp_stop.clone(),
             pending_connects: HashMap::new(),
             dialled: Vec::new(),
+            bridges: HashMap::new(),
+            refers: HashMap::new(),
         };
         let trunks = std::mem::take(&mut self.trunks);
         self.endpoint.set_trunks(clock::now(), trunks);
@@ -137,7 +152,8 @@ impl SipDriver {
                 _ = shutdown.cancelled(), if stopping.is_none() => {
                     let now = clock::now();
                     self.endpoint.shut_down(now);
-                    for call in state.calls.keys().copied().collect::<Vec<_>>() {
+                    let calls = state.calls.keys().chain(state.bridges.keys());
+                    for call in calls.copied().collect::<Vec<_>>() {
                         self.endpoint.hangup(now, call);
                     }
                     stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
@@ -154,13 +170,20 @@ impl SipDriver {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
                     SipCommand::Dial(request) => self.dial(&mut state, *request),
-                    SipCommand::Refer { call, target } => {
-                        if let Err(err) = self.endpoint.refer(clock::now(), call, &target)
-                            && let Some(call) = state.calls.get(&call)
-                        {
-                            call.signal(SipSignal::Transfer(Err(refer_refused(err))));
+                    SipCommand::Refer { call, target, then_bridge } => {
+                        match self.endpoint.refer(clock::now(), call, &target) {
+                            Ok(()) => {
+                                state.refers.insert(call, then_bridge);
+                            }
+                            Err(ReferError::NotSupported) => self.bridge_instead(&mut state, call, &then_bridge),
+                            Err(err) => {
+                                if let Some(call) = state.calls.get(&call) {
+                                    call.signal(SipSignal::Transfer(Err(refer_refused(err))));
+                                }
+                            }
                         }
                     }
+                    SipCommand::Bridge { call, target } => self.bridge(&mut state, call, &target),
                     SipCommand::Reload(reload) => {
                         let Reload { allow, trunks, greeting, listen_default, outbound_allow } = *reload;
                         self.allow = allow;
@@ -189,6 +212,18 @@ impl SipDriver {
         for call in state.calls.values() {
             call.signal(SipSignal::Ended(CallEnd::Shutdown));
         }
+        for far in state.bridges.values() {
+            let _ = far.signals.send(SipSignal::Ended(CallEnd::Shutdown));
+        }
+    }
+
+    /// The caller's side refused REFER as not supported: the transfer bridges instead.
+    fn bridge_instead(&mut self, state: &mut LoopState, call: CallRef, target: &TransferTarget) {
+        if let Some(caller) = state.calls.get(&call) {
+            tracing::info!(call = %caller.handle.id(), "the caller's side does not take REFER: bridging");
+            caller.signal(SipSignal::TransferVia(TransferMethod::Bridge));
+        }
+        self.bridge(state, call, target);
     }
 
     /// Hands `[sip].allow` to the TCP accept loop, which refuses connections before they take a
@@ -353,6 +388,10 @@ impl SipDriver {
 
     fn event(&mut self, state: &mut LoopState, event: Event) {
         let now = clock::now();
+        if sip_bridge::event_call(&event).is_some_and(|call| state.bridges.contains_key(&call)) {
+            self.far_leg_event(state, event);
+            return;
+        }
         match event {
             Event::Incoming(incoming) if self.call_id_used(&incoming.sip_call_id) => {
                 // RFC 3261 §8.1.1.4: a Call-ID names one call, forever. A new INVITE (no To tag:
@@ -378,9 +417,12 @@ impl SipDriver {
                     self.endpoint.reject(now, incoming.call, 503);
                 }
             },
-            Event::Confirmed { call } => {
-                if let Some(call) = state.calls.get(&call) {
+            Event::Confirmed { call: call_ref } => {
+                if let Some(call) = state.calls.get(&call_ref) {
                     tracing::debug!(call = %call.handle.id(), "call confirmed");
+                    call.signal(SipSignal::ReferSupport(
+                        self.endpoint.allows_refer(call_ref),
+                    ));
                     call.signal(SipSignal::Confirmed);
                 }
             }
@@ -398,8 +440,13 @@ impl SipDriver {
                     call.signal(SipSignal::Dtmf { digit, duration_ms });
                 }
             }
-            Event::Ended { call, reason } => {
-                if let Some(call) = state.calls.remove(&call) {
+            Event::Ended {
+                call: call_ref,
+                reason,
+            } => {
+                state.refers.remove(&call_ref);
+                self.end_far_legs(state, call_ref);
+                if let Some(call) = state.calls.remove(&call_ref) {
                     tracing::info!(call = %call.handle.id(), ?reason, "call ended");
                     call.signal(SipSignal::Ended(end_reason(&reason)));
                 }
@@ -424,10 +471,16 @@ impl SipDriver {
                     }
                 }
             }
-            Event::Answered { call, media } => {
-                if let Some(call) = state.calls.get(&call) {
+            Event::Answered {
+                call: call_ref,
+                media,
+            } => {
+                if let Some(call) = state.calls.get(&call_ref) {
                     tracing::debug!(call = %call.handle.id(), "placed call answered");
                     call.signal(SipSignal::Media(media));
+                    call.signal(SipSignal::ReferSupport(
+                        self.endpoint.allows_refer(call_ref),
+                    ));
                     call.signal(SipSignal::Confirmed);
                 }
             }
@@ -454,8 +507,17 @@ impl SipDriver {
                     tracing::info!(call = %call.handle.id(), "caller asked for a transfer (REFER accepted)");
                 }
             }
-            Event::Transfer { call, progress } => {
-                if let Some(call) = state.calls.get(&call) {
+            Event::Transfer {
+                call: call_ref,
+                progress,
+            } => {
+                let bridge_to = match progress {
+                    TransferProgress::Accepted | TransferProgress::Trying(_) => None,
+                    _ => state.refers.remove(&call_ref),
+                };
+                if let (TransferProgress::NotSupported, Some(target)) = (progress, bridge_to) {
+                    self.bridge_instead(state, call_ref, &target);
+                } else if let Some(call) = state.calls.get(&call_ref) {
                     tracing::info!(call = %call.handle.id(), ?progress, "transfer by REFER");
                     if let Some(outcome) = transfer_outcome(progress) {
                         call.signal(SipSignal::Transfer(outcome));
@@ -565,9 +627,9 @@ type Dialled = (
     Result<CallHandle, DialError>,
 );
 
-struct LoopState {
+pub(super) struct LoopState {
     conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Vec<u8>>)>,
-    calls: HashMap<CallRef, SipCall>,
+    pub(super) calls: HashMap<CallRef, SipCall>,
     tcp_tx: mpsc::Sender<TcpEvent>,
     next_conn: Arc<AtomicU64>,
     tcp_stop: CancellationToken,
@@ -575,6 +637,11 @@ struct LoopState {
     pending_connects: HashMap<SocketAddr, Vec<Vec<u8>>>,
     /// Calls placed since the last drain, with their API replies.
     dialled: Vec<Dialled>,
+    /// The far legs of bridged transfers, by their own call (at most one per call).
+    pub(super) bridges: HashMap<CallRef, FarLeg>,
+    /// REFERs under way, with the target to bridge to if the caller's side turns out not to
+    /// take REFER (at most one per call).
+    refers: HashMap<CallRef, TransferTarget>,
 }
 
 /// Connection limits from the config. The allow-list is filled in when the driver starts.

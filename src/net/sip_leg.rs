@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 use super::rtp::{PortAllocator, RtpSockets};
 use super::sip::SipCommand;
 use crate::call::{
-    self, CallHandle, CallId, CallInfo, CallSettings, Codec, DtmfSource, EndReason, Leg, LegAudio,
-    LegInput, LegStats, Services, Source, TransferFailure, TransferMethod, TransferStart,
-    TransferTarget,
+    self, BridgePeer, CallHandle, CallId, CallInfo, CallSettings, Codec, DtmfSource, EndReason,
+    Leg, LegAudio, LegInput, LegStats, Services, Source, TransferFailure, TransferMethod,
+    TransferStart, TransferTarget,
 };
 use crate::clock;
 use crate::media::frame::FRAME_SAMPLES;
@@ -57,8 +57,17 @@ pub enum SipSignal {
     EarlyMedia(Negotiated),
     /// A DTMF digit signalled in SIP INFO.
     Dtmf { digit: char, duration_ms: u32 },
-    /// A transfer by REFER is over: the peer reached the target, or it failed.
+    /// A transfer is over: by REFER, the peer reached the target; bridged, the target
+    /// answered; or it failed.
     Transfer(Result<TransferMethod, TransferFailure>),
+    /// Whether the caller's side takes REFER (its Allow), learnt when the dialog is confirmed.
+    ReferSupport(bool),
+    /// The REFER under way was refused as not supported: earshot bridges instead.
+    TransferVia(TransferMethod),
+    /// The far leg of a bridged transfer is placed: its media link, held until the answer.
+    BridgePlaced(BridgePeer),
+    /// The far leg of the bridged transfer hung up.
+    TargetEnded,
     /// The dialog is over.
     Ended(EndReason),
 }
@@ -149,10 +158,24 @@ impl SipCalls {
             callee,
             started_at: now,
         };
+        let (leg, signals) = self.leg(call, sockets, format!("earshot-{}", info.id));
+        let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
+        tokio::spawn(task);
+        SipCall { handle, signals }
+    }
+
+    /// The media leg of the SIP call `call` on `sockets`, and where the SIP task signals it;
+    /// `cname` is its RTCP CNAME.
+    pub fn leg(
+        &self,
+        call: CallRef,
+        sockets: RtpSockets,
+        cname: String,
+    ) -> (SipLeg, mpsc::UnboundedSender<SipSignal>) {
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let leg = SipLeg {
             call,
-            cname: format!("earshot-{}", info.id),
+            cname,
             sockets,
             rtp: self.rtp.clone(),
             session: None,
@@ -168,10 +191,10 @@ impl SipCalls {
             ticking: false,
             foreign_counted: 0,
             metrics: self.metrics.clone(),
+            refer: true,
+            bridge: None,
         };
-        let (handle, task) = call::start(info, leg, self.settings.clone(), &self.services);
-        tokio::spawn(task);
-        SipCall { handle, signals }
+        (leg, signals)
     }
 }
 
@@ -200,6 +223,11 @@ pub struct SipLeg {
     /// The session's foreign-source drops already added to the metrics.
     foreign_counted: u64,
     metrics: Arc<Metrics>,
+    /// The caller's side takes REFER (its Allow lists it, or it sent none); otherwise a
+    /// transfer bridges.
+    refer: bool,
+    /// The far leg of a bridged transfer being placed, until the call task takes it.
+    bridge: Option<BridgePeer>,
 }
 
 impl SipLeg {
@@ -229,7 +257,16 @@ impl SipLeg {
                 duration_ms,
                 source: DtmfSource::SipInfo,
             }),
-            SipSignal::Transfer(outcome) => inputs.push_back(LegInput::Transfer(outcome)),
+            SipSignal::Transfer(outcome) => {
+                if outcome.is_err() {
+                    self.bridge = None;
+                }
+                inputs.push_back(LegInput::Transfer(outcome));
+            }
+            SipSignal::ReferSupport(refer) => self.refer = refer,
+            SipSignal::TransferVia(method) => inputs.push_back(LegInput::TransferVia(method)),
+            SipSignal::BridgePlaced(peer) => self.bridge = Some(peer),
+            SipSignal::TargetEnded => inputs.push_back(LegInput::TargetEnded),
             SipSignal::Ended(reason) => inputs.push_back(LegInput::Ended(reason)),
         }
     }
@@ -487,22 +524,38 @@ impl Leg for SipLeg {
     fn mark(&mut self, _now: Instant, _name: &'static str) {}
 
     /// Blind transfer by REFER (RFC 3515): the caller's side calls the target itself; a number
-    /// goes as a `tel:` URI. The SIP task reports the outcome ([`SipSignal::Transfer`]).
+    /// goes as a `tel:` URI. A caller whose Allow leaves REFER out is bridged instead: earshot
+    /// calls the target ([`SipCommand::Bridge`]). The SIP task reports the outcome
+    /// ([`SipSignal::Transfer`]).
     fn transfer(&mut self, target: &TransferTarget) -> TransferStart {
-        let target = if target.is_sip() {
-            target.as_str().to_owned()
+        let (command, method) = if self.refer {
+            let uri = if target.is_sip() {
+                target.as_str().to_owned()
+            } else {
+                format!("tel:{}", target.as_str())
+            };
+            let refer = SipCommand::Refer {
+                call: self.call,
+                target: uri,
+                then_bridge: target.clone(),
+            };
+            (refer, TransferMethod::Refer)
         } else {
-            format!("tel:{}", target.as_str())
+            let bridge = SipCommand::Bridge {
+                call: self.call,
+                target: target.clone(),
+            };
+            (bridge, TransferMethod::Bridge)
         };
-        let refer = SipCommand::Refer {
-            call: self.call,
-            target,
-        };
-        if self.sip.send(refer).is_ok() {
-            TransferStart::Pending(TransferMethod::Refer)
+        if self.sip.send(command).is_ok() {
+            TransferStart::Pending(method)
         } else {
             TransferStart::Failed(TransferFailure::CallEnding)
         }
+    }
+
+    fn take_bridge(&mut self) -> Option<BridgePeer> {
+        self.bridge.take()
     }
 
     fn hang_up(&mut self, _reason: EndReason) -> bool {

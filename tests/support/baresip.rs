@@ -13,6 +13,42 @@ pub struct Baresip {
     pub port: u16,
 }
 
+impl Baresip {
+    /// Starts baresip on this configuration; it quits by itself after `quit_after_secs`. Its
+    /// stdout (where it says "Call established") is piped.
+    pub fn spawn(&self, quit_after_secs: u32) -> std::process::Child {
+        std::process::Command::new("baresip")
+            .arg("-f")
+            .arg(&self.cfg)
+            .args(["-t", &quit_after_secs.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("baresip must be installed (scripts/test.sh installs baresip-core)")
+    }
+}
+
+/// Stops a baresip started by [`start`] and returns what it printed.
+pub fn stop(mut child: std::process::Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("baresip's output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Configures a baresip under `dir` (see [`configure`]) and starts it, quitting by itself
+/// after `quit_after_secs`; returns once it had half a second to bind its port.
+pub fn start(
+    dir: &Path,
+    source: &Path,
+    params: &str,
+    quit_after_secs: u32,
+) -> (Baresip, std::process::Child) {
+    let baresip = configure(dir, source, params);
+    let child = baresip.spawn(quit_after_secs);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    (baresip, child)
+}
+
 /// Configures a baresip under `dir` on a free port, saying `source` (an 8 kHz WAV), with one
 /// account with `params` (`;regint=0;audio_codecs=PCMU` and more).
 pub fn configure(dir: &Path, source: &Path, params: &str) -> Baresip {

@@ -1,8 +1,12 @@
 //! The call task's transfers and DTMF rules: a transfer asked by the API, the agent, its
 //! fallback or a key press goes through the leg ([`super::Leg::transfer`]) and is recorded as
-//! `transfer_requested`, then `transferred` (the call ends, [`EndReason::Transferred`]) or
-//! `transfer_failed` (the call goes on); `[[calls.dtmf_rule]]` keys transfer, hang up or stop
-//! the agent.
+//! `transfer_requested`, then `transferred` or `transfer_failed` (the call goes on);
+//! `[[calls.dtmf_rule]]` keys transfer, hang up or stop the agent.
+//!
+//! A transfer by REFER or to Twilio ends the call ([`EndReason::Transferred`]). A bridged one
+//! keeps it: the answered target becomes the call's responder ([`Responder::Bridge`]), the
+//! agent or greeting stops, and the call lasts until either side hangs up
+//! ([`EndReason::TargetHangup`] when the target does).
 
 use super::CallTask;
 use crate::call::agent::AgentState;
@@ -85,7 +89,7 @@ impl<L: Leg> CallTask<L> {
             by,
         });
         if done {
-            self.transferred(&target, method);
+            self.transferred(&target, by, method);
         } else {
             self.transferring = Some((target, by));
         }
@@ -117,12 +121,52 @@ impl<L: Leg> CallTask<L> {
             return;
         };
         match outcome {
-            Ok(method) => self.transferred(&target, method),
+            Ok(method) => self.transferred(&target, by, method),
             Err(reason) => self.transfer_failed(&target, by, reason),
         }
     }
 
-    fn transferred(&mut self, target: &TransferTarget, method: TransferMethod) {
+    /// The leg carries the transfer under way another way now (REFER refused: a bridge).
+    pub(super) fn transfer_via(&mut self, method: TransferMethod) {
+        let Some((target, by)) = self.transferring.as_ref() else {
+            return;
+        };
+        tracing::info!(call = %self.info.id, %method, ?by, "transfer requested");
+        let _ = self.services.events.send(CallEvent::TransferRequested {
+            id: self.info.id.clone(),
+            to: target.as_str().to_owned(),
+            method,
+            by: *by,
+        });
+    }
+
+    /// The bridged target hung up: so does the caller's leg.
+    pub(super) fn target_ended(&mut self) {
+        if matches!(self.responder, Responder::Bridge(_)) {
+            tracing::info!(call = %self.info.id, "the bridged target hung up");
+            self.hang_up(EndReason::TargetHangup);
+        }
+    }
+
+    fn transferred(&mut self, target: &TransferTarget, by: TransferOrigin, method: TransferMethod) {
+        if method == TransferMethod::Bridge {
+            let Some(peer) = self.leg.take_bridge() else {
+                // The leg reported a bridge it does not hold: nothing joins the two.
+                self.transfer_failed(target, by, TransferFailure::Unavailable);
+                return;
+            };
+            self.stop_agent();
+            self.responder.stop_message();
+            self.responder = Responder::Bridge(peer);
+            self.leg.clear();
+            tracing::info!(call = %self.info.id, %method, "call bridged to the transfer target");
+            let _ = self.services.events.send(CallEvent::Transferred {
+                id: self.info.id.clone(),
+                to: target.as_str().to_owned(),
+                method,
+            });
+            return;
+        }
         tracing::info!(call = %self.info.id, %method, "call transferred");
         let _ = self.services.events.send(CallEvent::Transferred {
             id: self.info.id.clone(),

@@ -219,6 +219,14 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether the peer of `call` may take a REFER: false only when its Allow left REFER out
+    /// (earshot then bridges instead).
+    pub fn allows_refer(&self, call: CallRef) -> bool {
+        self.calls
+            .get(&call)
+            .is_none_or(|c| c.peer_allows("REFER") != Some(false))
+    }
+
     /// The final answer to our REFER (408 for a timeout).
     pub(super) fn refer_answered(&mut self, _now: Instant, call: CallRef, status: u16) {
         let Some(c) = self.calls.get_mut(&call) else {

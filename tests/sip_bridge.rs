@@ -1,0 +1,234 @@
+//! Bridged transfers against real peers: a SIPp caller whose Allow has no REFER is transferred
+//! through the API, so earshot calls the target itself and joins the two legs' media.
+//!
+//! - baresip in auto-answer is the target. The caller streams a 600 Hz tone, baresip says a
+//!   1000 Hz tone: baresip's decoded audio holds the caller's tone, and earshot's recording
+//!   holds the target's on its right channel (what the caller hears). baresip hangs up when
+//!   its tone is over, and the caller gets earshot's BYE; the record says bridged, to whom,
+//!   and that the target hung up.
+//! - A busy target (a SIPp callee answering 486): `transfer_failed` with reason `busy`, and
+//!   the call goes on until it is hung up.
+
+#![allow(clippy::unwrap_used)]
+// Real peers run in real time.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "console/http.rs"]
+mod http;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use earshot::media::g711::Law;
+use serde_json::{Value, json};
+use support::pcap;
+use support::sipp::{self, Scenario, Sipp};
+use support::{Earshot, only_recording, temp_dir, tone_blocks};
+
+const CALLER_HZ: f64 = 600.0;
+const TARGET_HZ: f64 = 1000.0;
+
+fn tone(hz: f64, ms: u32, amplitude: f64) -> Vec<i16> {
+    (0..ms * 8)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            (amplitude * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// A capture of `ms` of the caller's tone, μ-law.
+fn caller_pcap(dir: &Path, ms: u32) -> String {
+    let pcm = tone(CALLER_HZ, ms, 10000.0);
+    let mut codes = vec![0u8; pcm.len()];
+    Law::Ulaw.encode(&pcm, &mut codes);
+    let packets = pcap::g711_packets(0, 1000, &codes);
+    let path = dir.join("caller.pcap");
+    pcap::write_rtp_pcap(&path, 0x600d_f00d, 100, &packets).unwrap();
+    path.display().to_string()
+}
+
+/// A SIPp caller without REFER in its Allow, streaming `pcap` and waiting for earshot's BYE.
+fn caller(e: &Earshot, pcap: String) -> Sipp {
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".into())],
+    );
+    sipp::start(
+        e.dir(),
+        &scenario,
+        Some(e.sip_addr()),
+        sipp::port(),
+        &["-m", "1"],
+    )
+}
+
+fn call_detail(e: &Earshot, id: &str) -> Value {
+    http::get(e.http_addr(), &format!("/api/calls/{id}")).json()
+}
+
+fn events_of(detail: &Value, prefix: &str) -> Vec<Value> {
+    detail["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|ev| ev["type"].as_str().unwrap_or_default().starts_with(prefix))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_event(detail: &Value, kind: &str) -> bool {
+    events_of(detail, kind).iter().any(|ev| ev["type"] == kind)
+}
+
+/// The one call earshot has, once it is answered.
+fn answered_call(e: &Earshot) -> String {
+    let mut id = String::new();
+    e.wait_for(
+        "the caller's call answered",
+        Duration::from_secs(20),
+        || {
+            let calls = http::request(e.http_addr(), "GET", "/api/calls?limit=5", &[], b"")
+                .unwrap()
+                .json()["calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let Some(first) = calls.first() else {
+                return false;
+            };
+            id = first["id"].as_str().unwrap_or_default().to_owned();
+            has_event(&call_detail(e, &id), "answered")
+        },
+    );
+    id
+}
+
+fn transfer(e: &Earshot, id: &str, to: &str) {
+    let asked = http::send_json(
+        e.http_addr(),
+        "POST",
+        &format!("/api/calls/{id}/transfer"),
+        &json!({ "to": to }),
+    );
+    assert_eq!(asked.status, 202, "{}", asked.text());
+}
+
+fn ended(e: &Earshot, id: &str) -> Value {
+    e.wait_for("the call ended", Duration::from_secs(20), || {
+        call_detail(e, id)["status"] == "ended"
+    });
+    call_detail(e, id)
+}
+
+#[test]
+fn a_caller_without_refer_is_bridged_to_baresip_with_media_both_ways() {
+    let dir = temp_dir("bridge-baresip");
+    // What the target says: 6 s of its tone; baresip hangs up when its file source ends.
+    let source_path = dir.join("target.wav");
+    support::write_wav_8k(&source_path, &tone(TARGET_HZ, 6000, 8000.0));
+    // The target speaks A-law, the caller μ-law: the bridge carries linear audio between them.
+    let params = ";regint=0;audio_codecs=PCMA;answermode=auto";
+    let (peer, baresip) = support::baresip::start(&dir, &source_path, params, 60);
+    let target = format!("sip:baresip@127.0.0.1:{}", peer.port);
+    let e = Earshot::start(&format!(
+        "[log]\nlevel = \"info,earshot=debug\"\n[calls]\noutbound_allow = [{target:?}]\n"
+    ));
+    // The caller's tone lasts well past the bridge.
+    let sipp = caller(&e, caller_pcap(e.dir(), 20_000));
+    let id = answered_call(&e);
+    transfer(&e, &id, &target);
+
+    // baresip answers, says its tone, hangs up; earshot hangs up the caller.
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(60)), 1, &e);
+    let call = ended(&e, &id);
+    let log = support::baresip::stop(baresip);
+    assert!(
+        log.contains("Call established"),
+        "baresip:\n{log}\n--- earshot ---\n{}",
+        e.log_tail(30)
+    );
+    assert_eq!(call["end_reason"], "target hangup", "{call:#}");
+    assert_eq!(call["transfer"]["to"], target.as_str(), "{call:#}");
+    assert_eq!(call["transfer"]["method"], "bridge", "{call:#}");
+    let transfers = events_of(&call, "transfer");
+    let kinds: Vec<_> = transfers.iter().map(|ev| ev["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        ["transfer_requested", "transferred"],
+        "{transfers:#?}"
+    );
+    assert!(
+        transfers.iter().all(|ev| ev["method"] == "bridge"),
+        "{transfers:#?}"
+    );
+
+    // The target's tone is what the caller heard: the recording's right channel.
+    e.wait_for("the recording finished", Duration::from_secs(10), || {
+        call_detail(&e, &id)["recording"]["state"] == "complete"
+    });
+    let mut reader = hound::WavReader::open(only_recording(e.dir())).unwrap();
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let target_blocks = tone_blocks(&right, TARGET_HZ);
+    // 6 s of tone is 300 blocks; allow for the answer, the jitter buffer and the hangup.
+    assert!(
+        target_blocks >= 150,
+        "{target_blocks} blocks of the target's tone on the right channel"
+    );
+
+    // The caller's tone reached the target.
+    let heard = support::baresip::heard(&peer.dump);
+    let caller_blocks = tone_blocks(&heard, CALLER_HZ);
+    assert!(
+        caller_blocks >= 150,
+        "baresip heard {caller_blocks} blocks of the caller's tone"
+    );
+}
+
+#[test]
+fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
+    let dir = temp_dir("bridge-busy");
+    let busy_port = sipp::port();
+    let busy = sipp::start(
+        &dir,
+        &Scenario::load("uas_busy.xml", &[]),
+        None,
+        busy_port,
+        &["-m", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:bob@127.0.0.1:{busy_port}");
+    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
+    let sipp = caller(&e, caller_pcap(e.dir(), 4000));
+    let id = answered_call(&e);
+    transfer(&e, &id, &target);
+    e.wait_for("transfer_failed", Duration::from_secs(20), || {
+        has_event(&call_detail(&e, &id), "transfer_failed")
+    });
+    sipp::assert_passed(&busy.wait(Duration::from_secs(20)), 1, &e);
+    let live = call_detail(&e, &id);
+    assert_eq!(live["status"], "active", "the call goes on: {live:#}");
+
+    let path = format!("/api/calls/{id}/hangup");
+    let hangup = http::request(e.http_addr(), "POST", &path, &[], b"").unwrap();
+    assert_eq!(hangup.status, 202, "{}", hangup.text());
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
+    let call = ended(&e, &id);
+    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    assert!(call["transfer"].is_null(), "{call:#}");
+    let transfers = events_of(&call, "transfer");
+    let kinds: Vec<_> = transfers.iter().map(|ev| ev["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        ["transfer_requested", "transfer_failed"],
+        "{transfers:#?}"
+    );
+    assert_eq!(transfers[0]["method"], "bridge", "{transfers:#?}");
+    assert_eq!(transfers[1]["reason"], "busy", "{transfers:#?}");
+    assert_eq!(transfers[1]["to"], target.as_str(), "{transfers:#?}");
+}
