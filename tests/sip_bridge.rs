@@ -8,6 +8,7 @@
 //!   and that the target hung up.
 //! - A busy target (a SIPp callee answering 486): `transfer_failed` with reason `busy`, and
 //!   the call goes on until it is hung up.
+//! - A caller whose side answers earshot's REFER 403: the transfer goes on as a bridge.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -51,15 +52,20 @@ fn caller_pcap(dir: &Path, ms: u32) -> String {
 
 /// A SIPp caller without REFER in its Allow, streaming `pcap` and waiting for earshot's BYE.
 fn caller(e: &Earshot, pcap: String) -> Sipp {
-    let scenario = Scenario::load(
-        "uac_wait_bye.xml",
-        &[("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".into())],
-    );
+    caller_in(e, "uac_wait_bye.xml", pcap, &[])
+}
+
+/// A SIPp caller of `scenario` (one with a `PCAP` and a `BYE_TIMEOUT_MS`, and `vars`).
+fn caller_in(e: &Earshot, scenario: &str, pcap: String, vars: &[(&str, String)]) -> Sipp {
+    let mut all = vec![("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".to_owned())];
+    all.extend(vars.iter().cloned());
+    let scenario = Scenario::load(scenario, &all);
+    let caller_port = sipp::port();
     sipp::start(
         e.dir(),
         &scenario,
         Some(e.sip_addr()),
-        sipp::port(),
+        caller_port,
         &["-m", "1"],
     )
 }
@@ -190,9 +196,10 @@ fn a_caller_without_refer_is_bridged_to_baresip_with_media_both_ways() {
     );
 }
 
-#[test]
-fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
-    let dir = temp_dir("bridge-busy");
+/// Transfers a call of `caller` (a scenario and its vars) to a SIPp callee answering 486, and
+/// checks the call goes on and ends normally; returns the call's transfer events.
+fn transfer_to_a_busy_target(prefix: &str, scenario: &str, vars: &[(&str, String)]) -> Vec<Value> {
+    let dir = temp_dir(prefix);
     let busy_port = sipp::port();
     let busy = sipp::start(
         &dir,
@@ -204,7 +211,7 @@ fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
     std::thread::sleep(Duration::from_millis(300));
     let target = format!("sip:bob@127.0.0.1:{busy_port}");
     let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
-    let sipp = caller(&e, caller_pcap(e.dir(), 4000));
+    let sipp = caller_in(&e, scenario, caller_pcap(e.dir(), 4000), vars);
     let id = answered_call(&e);
     transfer(&e, &id, &target);
     e.wait_for("transfer_failed", Duration::from_secs(20), || {
@@ -222,6 +229,16 @@ fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
     assert_eq!(call["end_reason"], "local hangup", "{call:#}");
     assert!(call["transfer"].is_null(), "{call:#}");
     let transfers = events_of(&call, "transfer");
+    let failed = transfers.last().unwrap();
+    assert_eq!(failed["type"], "transfer_failed", "{transfers:#?}");
+    assert_eq!(failed["reason"], "busy", "{transfers:#?}");
+    assert_eq!(failed["to"], target.as_str(), "{transfers:#?}");
+    transfers
+}
+
+#[test]
+fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
+    let transfers = transfer_to_a_busy_target("bridge-busy", "uac_wait_bye.xml", &[]);
     let kinds: Vec<_> = transfers.iter().map(|ev| ev["type"].clone()).collect();
     assert_eq!(
         kinds,
@@ -229,6 +246,27 @@ fn a_busy_target_fails_the_bridged_transfer_and_the_call_goes_on() {
         "{transfers:#?}"
     );
     assert_eq!(transfers[0]["method"], "bridge", "{transfers:#?}");
-    assert_eq!(transfers[1]["reason"], "busy", "{transfers:#?}");
-    assert_eq!(transfers[1]["to"], target.as_str(), "{transfers:#?}");
+}
+
+/// A caller whose Allow lists REFER but whose side refuses it (403): the transfer asked by
+/// REFER goes on as a bridge (a second `transfer_requested`, method `bridge`).
+#[test]
+fn a_refer_refused_by_the_callers_side_becomes_a_bridge() {
+    let transfers = transfer_to_a_busy_target(
+        "bridge-after-refer",
+        "uac_refuses_refer.xml",
+        &[("REFER_STATUS", "403 Forbidden".to_owned())],
+    );
+    let kinds: Vec<_> = transfers.iter().map(|ev| ev["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "transfer_requested",
+            "transfer_requested",
+            "transfer_failed"
+        ],
+        "{transfers:#?}"
+    );
+    assert_eq!(transfers[0]["method"], "refer", "{transfers:#?}");
+    assert_eq!(transfers[1]["method"], "bridge", "{transfers:#?}");
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 
 use super::sip::{LoopState, SipDriver};
+use super::sip_dial::DialError;
 use super::sip_leg::{SipLeg, SipSignal};
 use crate::call::bridge::{self, BridgeEnd, BridgePeer};
 use crate::call::{
@@ -46,6 +47,18 @@ pub struct FarLeg {
 impl FarLeg {
     fn signal(&self, signal: SipSignal) {
         let _ = self.signals.send(signal);
+    }
+}
+
+/// Why no far leg could be routed, in the transfer's terms: with no trunk for a number (or no
+/// address for a URI) there is no way to transfer at all.
+fn route_failure(err: &DialError) -> TransferFailure {
+    match err {
+        DialError::NoTrunk | DialError::NeedsAddress | DialError::UnknownTrunk(_) => {
+            TransferFailure::NotSupported
+        }
+        DialError::NotAllowed => TransferFailure::Refused,
+        DialError::NoMediaPorts | DialError::Refused(_) => TransferFailure::Unavailable,
     }
 }
 
@@ -97,7 +110,7 @@ impl SipDriver {
             .route(&dial, None, self.endpoint.advertised())
             .map_err(|err| {
                 tracing::info!(%err, "bridged transfer not placed");
-                TransferFailure::Unavailable
+                route_failure(&err)
             })?;
         let (sockets, media) = self.calls.media().map_err(|err| {
             self.metrics.rtp_ports_exhausted.fetch_add(1, Relaxed);
@@ -272,5 +285,38 @@ impl FarMedia {
             }
         }
         over
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_that_cannot_be_routed_or_answered_names_the_transfer_failure() {
+        assert_eq!(
+            route_failure(&DialError::NoTrunk),
+            TransferFailure::NotSupported
+        );
+        assert_eq!(
+            route_failure(&DialError::NotAllowed),
+            TransferFailure::Refused
+        );
+        assert_eq!(
+            route_failure(&DialError::NoMediaPorts),
+            TransferFailure::Unavailable
+        );
+        assert_eq!(
+            target_failure(486, FailReason::Rejected),
+            TransferFailure::Busy
+        );
+        assert_eq!(
+            target_failure(487, FailReason::NoAnswer),
+            TransferFailure::Timeout
+        );
+        assert_eq!(
+            target_failure(401, FailReason::AuthFailed),
+            TransferFailure::Refused
+        );
     }
 }

@@ -512,10 +512,15 @@ fn a_failed_transfer_leaves_the_call_up_and_a_new_one_may_be_tried() {
 }
 
 #[test]
-fn refer_refused_with_405_is_not_supported_and_an_allow_without_refer_is_refused_at_once() {
+fn refer_refused_with_405_or_403_is_not_supported_and_an_allow_without_refer_is_refused_at_once() {
     let mut h = Harness::new();
     let (_, _, refer) = referred(&mut h, "xf3", "");
     h.send(&reply(&refer, 405, ""));
+    assert_eq!(transfers(&h.events()), [TransferProgress::NotSupported]);
+    // A REFER refused as forbidden by the caller's side: earshot may still bridge.
+    let mut h = Harness::new();
+    let (_, _, refer) = referred(&mut h, "xf5", "");
+    h.send(&reply(&refer, 403, ""));
     assert_eq!(transfers(&h.events()), [TransferProgress::NotSupported]);
     let mut h = Harness::new();
     let (_, _, call) = answered(&mut h, "xf4", "Allow: INVITE, ACK, BYE\n");

@@ -10,7 +10,7 @@
 //!
 //! **From earshot.** [`Endpoint::refer`] sends a REFER (Refer-To, Referred-By per RFC 3892)
 //! and reports [`TransferProgress`]: the REFER's answer (202 accepted; 405, 501 or 420 not
-//! supported; other failures), then each NOTIFY's sipfrag (1xx trying, 2xx success — earshot
+//! supported, 403 not allowed — earshot bridges then; other failures), then each NOTIFY's sipfrag (1xx trying, 2xx success — earshot
 //! then ends its leg with a BYE, [`EndReason::Transferred`] — and ≥300 failure, the call goes
 //! on). A NOTIFY outside such a subscription gets 481, one without Event or with a body that is
 //! no sipfrag status line 400.
@@ -40,7 +40,7 @@ pub enum TransferProgress {
     /// The REFER was refused, or the peer's call to the target failed, with this status
     /// (408 for no answer). The call goes on.
     Failed(u16),
-    /// The peer does not do REFER (405, 501 or 420): bridge instead.
+    /// The peer does not do REFER (405, 501 or 420) or will not (403): bridge instead.
     NotSupported,
 }
 
@@ -240,7 +240,7 @@ impl Endpoint {
                 refer.accepted = true;
                 TransferProgress::Accepted
             }
-            405 | 420 | 501 => TransferProgress::NotSupported,
+            403 | 405 | 420 | 501 => TransferProgress::NotSupported,
             _ => TransferProgress::Failed(status),
         };
         if !refer.accepted {
