@@ -40,19 +40,22 @@
 //!   truncation at the played milliseconds, transcripts of both sides).
 //! - [`call`]: one task per call, whatever its source ([`call::start`]). A call has a caller
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
-//!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
-//!   events, limits, silence timeout, barge-in, DTMF and stats are written once, in the call
-//!   task, and so are transfers ([`call::transfer`]: the checked destination, the
-//!   `[calls].outbound_allow` policy, each leg's way of handing the caller over).
-//!   [`call::CallHandle`] is all the rest of the program sees of a call. A SIP call's
-//!   dialog lives in the SIP endpoint's task, not in the call task: transactions and dialogs
-//!   are one state machine in RFC 3261, and splitting them would need a lock or a second copy
-//!   of the dialog; the SIP leg hears of the dialog through the SIP task's signals. Events
-//!   reach the store through [`call::EventSink`]: lifecycle events never dropped, details
-//!   (DTMF, hold, agent notices) through a bounded lane, counted when full.
+//!   greeting, an agent, silence, a bridged transfer's target); [`call::Pipeline`] is the one
+//!   media path between them; events, limits, silence timeout, barge-in, DTMF and stats are
+//!   written once, in the call task, and so are transfers ([`call::transfer`]: the checked
+//!   destination, the `[calls].outbound_allow` policy, each leg's way of handing the caller
+//!   over; [`call::bridge`]: the bounded frame queues that make a bridged transfer's target
+//!   the call's responder). [`call::CallHandle`] is all the rest of the program sees of a
+//!   call. A SIP call's dialog lives in the SIP endpoint's task, not in the call task:
+//!   transactions and dialogs are one state machine in RFC 3261, and splitting them would
+//!   need a lock or a second copy of the dialog; the SIP leg hears of the dialog through the
+//!   SIP task's signals. Events reach the store through [`call::EventSink`]: lifecycle events
+//!   never dropped, details (DTMF, hold, agent notices) through a bounded lane, counted when
+//!   full.
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
 //!   around the RTP session), outbound dialling ([`net::sip_dial`]: `[calls].outbound_allow`
-//!   and the trunk a call goes through), the Twilio webhook and WebSocket (the Twilio leg), the agents'
+//!   and the trunk a call goes through), bridged transfers ([`net::sip_bridge`]: the far leg
+//!   placed to the target for a caller that does not take REFER, and its media driver), the Twilio webhook and WebSocket (the Twilio leg), the agents'
 //!   WebSocket client and the TLS client settings it shares with webhooks; RTP port pairs are
 //!   drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to
