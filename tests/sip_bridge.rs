@@ -9,6 +9,7 @@
 //! - A busy target (a SIPp callee answering 486): `transfer_failed` with reason `busy`, and
 //!   the call goes on until it is hung up.
 //! - A caller whose side answers earshot's REFER 403: the transfer goes on as a bridge.
+//! - The caller hanging up a bridged call: baresip gets earshot's BYE.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -269,4 +270,45 @@ fn a_refer_refused_by_the_callers_side_becomes_a_bridge() {
     );
     assert_eq!(transfers[0]["method"], "refer", "{transfers:#?}");
     assert_eq!(transfers[1]["method"], "bridge", "{transfers:#?}");
+}
+
+/// The caller hangs up a bridged call: earshot ends the target's leg with a BYE (baresip says
+/// its call closed before it would have quit by itself), and the record says the caller hung
+/// up.
+#[test]
+fn the_caller_hanging_up_a_bridged_call_ends_the_targets_leg() {
+    let dir = temp_dir("bridge-caller-hangs-up");
+    // Longer than the call: baresip must not hang up first.
+    let source_path = dir.join("target.wav");
+    support::write_wav_8k(&source_path, &tone(TARGET_HZ, 30_000, 8000.0));
+    let params = ";regint=0;audio_codecs=PCMU;answermode=auto";
+    let (peer, baresip) = support::baresip::start(&dir, &source_path, params, 60);
+    let target = format!("sip:baresip@127.0.0.1:{}", peer.port);
+    let e = Earshot::start(&format!("[calls]\noutbound_allow = [{target:?}]\n"));
+    let talk = [("TALK_MS", "6000".to_owned())];
+    let sipp = caller_in(
+        &e,
+        "uac_hangs_up_no_refer.xml",
+        caller_pcap(e.dir(), 6000),
+        &talk,
+    );
+    let id = answered_call(&e);
+    transfer(&e, &id, &target);
+    e.wait_for("the bridge", Duration::from_secs(20), || {
+        has_event(&call_detail(&e, &id), "transferred")
+    });
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
+    let call = ended(&e, &id);
+    assert_eq!(call["end_reason"], "remote hangup", "{call:#}");
+    assert_eq!(call["transfer"]["method"], "bridge", "{call:#}");
+    // Give baresip a moment to take the BYE, then read what it said.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = support::baresip::stop(baresip);
+    assert!(log.contains("Call established"), "baresip:\n{log}");
+    // baresip's words for a BYE from the far end.
+    assert!(
+        log.contains("session closed: Connection reset by peer"),
+        "baresip got no BYE:\n{log}\n--- earshot ---\n{}",
+        e.log_tail(30)
+    );
 }
