@@ -9,7 +9,8 @@
 //! - A busy target (a SIPp callee answering 486): `transfer_failed` with reason `busy`, and
 //!   the call goes on until it is hung up.
 //! - A caller whose side answers earshot's REFER 403: the transfer goes on as a bridge.
-//! - The caller hanging up a bridged call: baresip gets earshot's BYE.
+//! - The caller hanging up a bridged call: baresip gets earshot's BYE; hanging up while the
+//!   target rings: the target gets earshot's CANCEL.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -311,4 +312,39 @@ fn the_caller_hanging_up_a_bridged_call_ends_the_targets_leg() {
         "baresip got no BYE:\n{log}\n--- earshot ---\n{}",
         e.log_tail(30)
     );
+}
+
+/// The caller hangs up while the target still rings: earshot cancels the target's INVITE
+/// (the SIPp callee gets the CANCEL), and the record names no transfer.
+#[test]
+fn the_caller_hanging_up_while_the_target_rings_cancels_it() {
+    let dir = temp_dir("bridge-cancel");
+    let ringing_port = sipp::port();
+    let ringing = sipp::start(
+        &dir,
+        &Scenario::load(
+            "uas_rings_until_cancel.xml",
+            &[("CANCEL_TIMEOUT_MS", "30000".to_owned())],
+        ),
+        None,
+        ringing_port,
+        &["-m", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:bob@127.0.0.1:{ringing_port}");
+    let e = Earshot::start("[calls]\noutbound_allow = [\"sip:bob@127.0.0.1:*\"]\n");
+    let talk = [("TALK_MS", "3000".to_owned())];
+    let sipp = caller_in(
+        &e,
+        "uac_hangs_up_no_refer.xml",
+        caller_pcap(e.dir(), 3000),
+        &talk,
+    );
+    let id = answered_call(&e);
+    transfer(&e, &id, &target);
+    sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
+    sipp::assert_passed(&ringing.wait(Duration::from_secs(30)), 1, &e);
+    let call = ended(&e, &id);
+    assert_eq!(call["end_reason"], "remote hangup", "{call:#}");
+    assert!(call["transfer"].is_null(), "{call:#}");
 }
