@@ -61,15 +61,7 @@ fn caller(e: &Earshot, pcap: String) -> Sipp {
 fn caller_in(e: &Earshot, scenario: &str, pcap: String, vars: &[(&str, String)]) -> Sipp {
     let mut all = vec![("PCAP", pcap), ("BYE_TIMEOUT_MS", "60000".to_owned())];
     all.extend(vars.iter().cloned());
-    let scenario = Scenario::load(scenario, &all);
-    let caller_port = sipp::port();
-    sipp::start(
-        e.dir(),
-        &scenario,
-        Some(e.sip_addr()),
-        caller_port,
-        &["-m", "1"],
-    )
+    sipp::caller(e, scenario, &all)
 }
 
 fn call_detail(e: &Earshot, id: &str) -> Value {
@@ -223,9 +215,7 @@ fn transfer_to_a_busy_target(prefix: &str, scenario: &str, vars: &[(&str, String
     let live = call_detail(&e, &id);
     assert_eq!(live["status"], "active", "the call goes on: {live:#}");
 
-    let path = format!("/api/calls/{id}/hangup");
-    let hangup = http::request(e.http_addr(), "POST", &path, &[], b"").unwrap();
-    assert_eq!(hangup.status, 202, "{}", hangup.text());
+    http::hang_up(e.http_addr(), &id, &[]);
     sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, &e);
     let call = ended(&e, &id);
     assert_eq!(call["end_reason"], "local hangup", "{call:#}");

@@ -103,13 +103,16 @@ pub enum TransferFailure {
 }
 
 impl TransferFailure {
-    pub const ALL: [TransferFailure; 6] = [
+    pub const ALL: [TransferFailure; 9] = [
         TransferFailure::NotSupported,
         TransferFailure::InProgress,
         TransferFailure::CallEnding,
         TransferFailure::Refused,
         TransferFailure::Timeout,
         TransferFailure::Unavailable,
+        TransferFailure::Busy,
+        TransferFailure::Declined,
+        TransferFailure::Unreachable,
     ];
 
     pub fn as_str(self) -> &'static str {
