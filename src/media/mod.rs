@@ -9,4 +9,5 @@ pub mod jitter;
 pub mod jitter_sim;
 pub mod playout_clock;
 pub mod plc;
+pub mod record_lane;
 pub mod vad;
