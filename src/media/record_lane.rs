@@ -32,6 +32,10 @@ pub const WINDOW: Duration = Duration::from_millis(600);
 const UNIT_DURATION: Duration = Duration::from_millis(10);
 /// A timestamp this many units away from the lane's place (3 s) restarts it.
 pub const RESYNC_UNITS: i64 = 300;
+/// Frames [`RecordLane::make_room`] may have to hand out before a packet is placed or the
+/// lane restarts: a jump just short of a restart, with the ring and its lead full.
+pub const RESYNC_FRAMES: usize =
+    (RESYNC_UNITS as usize + CAPACITY_UNITS + LEAD_UNITS as usize) / 2 + 1;
 /// Room kept before a stream's first packet (500 ms), for packets that overtook it.
 const LEAD_UNITS: u64 = 50;
 /// How far a packet later than its due time moves the anchor (20 µs a packet, 1 ms a second
