@@ -71,7 +71,8 @@ pub enum Placed {
 pub struct LaneStats {
     /// Frames handed out.
     pub frames: u64,
-    /// 10 ms units concealed (never arrived by their time, or room was needed).
+    /// 10 ms units concealed: missing while a later one arrived (by their time, or when room
+    /// was needed). Silence while nothing arrives is not counted.
     pub concealed_units: u64,
     /// Packets that arrived after their place was concealed.
     pub late: u64,
@@ -356,6 +357,11 @@ impl RecordLane {
                 // The concealer learns from a copy: arrived audio is recorded unchanged.
                 self.concealer.good(&mut block);
                 arrived += 1;
+            } else if unit >= self.end {
+                // Nothing later arrived: the caller paused (DTX, hold) or stopped. Silence,
+                // as sent, not a concealment of speech that was not there.
+                half.copy_from_slice(&block);
+                self.concealer.good(&mut block);
             } else {
                 self.concealer.conceal(&mut block);
                 half.copy_from_slice(&block);
@@ -596,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn a_packet_beyond_the_ring_makes_room_by_concealing_the_oldest_missing() {
+    fn a_packet_beyond_the_ring_makes_room_and_the_gap_is_never_taken_for_audio() {
         let t0 = Instant::now();
         let mut lane = RecordLane::new();
         let mut packets: Vec<_> = (0..10u32)
@@ -609,7 +615,10 @@ mod tests {
         assert_eq!(frames.len(), 111);
         assert_eq!(&frames[..10], &ids(0..10)[..]);
         assert_eq!(frames[110], Some(110));
-        assert_eq!(lane.stats().concealed_units, 200);
+        // What left to make room (nothing later had arrived) is silence; the rest of the gap
+        // is concealed, which fades to silence.
+        assert!(out[10..110].iter().all(|(f, _)| id(f).is_none()));
+        assert!(out[10..20].iter().all(|(f, _)| *f == SILENCE));
     }
 
     #[test]
@@ -635,6 +644,26 @@ mod tests {
         }
         assert!(!lane.holds_audio());
         assert_eq!(lane.drain(&mut f), None);
+    }
+
+    #[test]
+    fn after_the_last_packet_time_brings_silence_not_concealment() {
+        let t0 = Instant::now();
+        let mut lane = RecordLane::new();
+        let mut f = SILENCE;
+        for n in 0..10u32 {
+            lane.push(at(t0, 20 * u64::from(n)), 160 * n, SSRC, &frame(n));
+        }
+        let mut out = Vec::new();
+        for ms in (200..2000).step_by(20) {
+            while lane.pop(at(t0, ms), &mut f).is_some() {
+                out.push(f);
+            }
+        }
+        // Frame 10 is due at 200 ms and given up 600 ms later; then one a tick until 1980 ms.
+        assert!((58..=60).contains(&(out.len() - 10)), "{}", out.len());
+        assert!(out[10..].iter().all(|f| *f == SILENCE));
+        assert_eq!(lane.stats().concealed_units, 0);
     }
 
     #[test]
