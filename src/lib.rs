@@ -30,7 +30,8 @@
 //! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
 //!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
 //!   clock's phase (ticks that land just after the next frame falls due), the energy voice
-//!   detector — and the offline tools that replay traces through it: the `jitter-sim` runner
+//!   detector, the recording lane ([`media::record_lane`]: the arrived stream put back in order
+//!   by timestamp for the recording, apart from playout) — and the offline tools that replay traces through it: the `jitter-sim` runner
 //!   and its pcap/pcapng reader.
 //! - [`twilio`] (sans-IO): Twilio as a caller — Media Streams messages, signatures, TwiML,
 //!   stream tokens, the stream state machine (pacing, marks, clear).
@@ -41,6 +42,8 @@
 //! - [`call`]: one task per call, whatever its source ([`call::start`]). A call has a caller
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
 //!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
+//!   the recording is fed by [`call::record_feed`] (the caller from the recording lane, paired
+//!   with what earshot sent, drained before the file is finalized however the call ends);
 //!   events, limits, silence timeout, barge-in, DTMF and stats are written once, in the call
 //!   task, and so are transfers ([`call::transfer`]: the checked destination, the
 //!   `[calls].outbound_allow` policy, each leg's way of handing the caller over).
