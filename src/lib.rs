@@ -42,8 +42,6 @@
 //! - [`call`]: one task per call, whatever its source ([`call::start`]). A call has a caller
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
 //!   greeting, an agent, silence); [`call::Pipeline`] is the one media path between them;
-//!   the recording is fed by [`call::record_feed`] (the caller from the recording lane, paired
-//!   with what earshot sent, drained before the file is finalized however the call ends);
 //!   events, limits, silence timeout, barge-in, DTMF and stats are written once, in the call
 //!   task, and so are transfers ([`call::transfer`]: the checked destination, the
 //!   `[calls].outbound_allow` policy, each leg's way of handing the caller over).
@@ -64,7 +62,9 @@
 //!   talk-back ([`audio::capture`], [`audio::microphone`]): an allocation-free input callback
 //!   into a ring, read back at 8 kHz with drift correction by the one call that holds it.
 //! - [`recording`]: the WAV writer thread, the crash repair of unfinished files, and the
-//!   free-disk recording gate.
+//!   free-disk recording gate. Each call feeds its recording through [`call::record_feed`]:
+//!   the caller from the recording lane, paired with what earshot sent, drained before the
+//!   file is finalized however the call ends.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,
 //!   recordings housekeeping, history retention, commits retried through a full disk.
 //! - [`webhooks`]: signed webhooks out (Standard Webhooks): payloads enqueued in the store's
