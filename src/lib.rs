@@ -30,7 +30,8 @@
 //! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
 //!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
 //!   clock's phase (ticks that land just after the next frame falls due), the energy voice
-//!   detector — and the offline tools that replay traces through it: the `jitter-sim` runner
+//!   detector, the recording lane ([`media::record_lane`]: the arrived stream put back in order
+//!   by timestamp for the recording, apart from playout) — and the offline tools that replay traces through it: the `jitter-sim` runner
 //!   and its pcap/pcapng reader.
 //! - [`twilio`] (sans-IO): Twilio as a caller — Media Streams messages, signatures, TwiML,
 //!   stream tokens, the stream state machine (pacing, marks, clear).
@@ -64,7 +65,9 @@
 //!   talk-back ([`audio::capture`], [`audio::microphone`]): an allocation-free input callback
 //!   into a ring, read back at 8 kHz with drift correction by the one call that holds it.
 //! - [`recording`]: the WAV writer thread, the crash repair of unfinished files, and the
-//!   free-disk recording gate.
+//!   free-disk recording gate. Each call feeds its recording through [`call::record_feed`]:
+//!   the caller from the recording lane, paired with what earshot sent, drained before the
+//!   file is finalized however the call ends.
 //! - [`store`]: redb tables and queries, schema version, crash recovery of call states,
 //!   recordings housekeeping, history retention, commits retried through a full disk.
 //! - [`webhooks`]: signed webhooks out (Standard Webhooks): payloads enqueued in the store's

@@ -233,3 +233,171 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
     assert!(totals.contains("underruns=0"), "{totals}");
     assert!(!totals.contains("device=none"), "{totals}");
 }
+
+/// The recordings in earshot's directory that are not in `seen`, once one is finished (its
+/// length unchanged over three reads); adds it to `seen`.
+fn next_recording(e: &Earshot, seen: &mut Vec<std::path::PathBuf>) -> std::path::PathBuf {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = (None, 0);
+    loop {
+        let fresh: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
+            .unwrap()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wav") && !seen.contains(p))
+            .collect();
+        assert!(fresh.len() <= 1, "recordings: {fresh:?}");
+        if let Some(path) = fresh.first() {
+            let len = hound::WavReader::open(path).map(|r| r.len()).ok();
+            if len.is_some() && len == last.0 {
+                last.1 += 1;
+                if last.1 >= 3 {
+                    seen.push(path.clone());
+                    return path.clone();
+                }
+            } else {
+                last = (len, 0);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished recording\n{}",
+            e.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The caller channel is silence, then `sent` sample for sample, then silence: every frame
+/// from the first to the last, none concealed, none moved.
+fn assert_holds_exactly(left: &[i16], sent: &[i16], what: &str) {
+    let start =
+        find(left, sent).unwrap_or_else(|| panic!("{what}: the first frame is not recorded"));
+    let end = start + sent.len();
+    assert!(
+        left.len() >= end,
+        "{what}: recording ends {} samples early",
+        end - left.len()
+    );
+    if let Some(i) = (0..sent.len()).find(|&i| left[start + i] != sent[i]) {
+        panic!(
+            "{what}: differs at sample {i} of {} (frame {})",
+            sent.len(),
+            i / 160
+        );
+    }
+    assert!(
+        left[..start].iter().all(|&s| s == 0),
+        "{what}: sound before the first frame"
+    );
+    assert!(
+        left[end..].iter().all(|&s| s == 0),
+        "{what}: sound after the last frame"
+    );
+}
+
+/// Five SIP calls in a row on one earshot, each streaming a known capture through a jittering,
+/// reordering network; each recording's caller channel must equal the decoded capture sample
+/// for sample, from the first packet to the last, whatever ended the call: the caller's BYE
+/// (calls 1–3), an API hangup (4), shutdown (5).
+///
+/// The network is in the capture, not `tc netem`: this kernel has no `sch_netem` (`tc qdisc
+/// add dev lo root netem` fails with "Specified qdisc kind is unknown"), so each packet is
+/// written at the time `netem delay 20ms 10ms reorder 10%` would send it
+/// ([`pcap::netem_send_times`]) and SIPp replays those times: 10 % go at once, overtaking the
+/// ones before, the rest 20 ± 10 ms late.
+#[test]
+fn jittered_reordered_sip_calls_record_every_frame_call_after_call() {
+    let mut e = Earshot::start("");
+    let mut seen = Vec::new();
+    let pcm = pcap::test_signal(3000);
+    for call in 0..5u64 {
+        let (law, pt) = if call % 2 == 0 {
+            (Law::Alaw, 8)
+        } else {
+            (Law::Ulaw, 0)
+        };
+        let mut codes = vec![0u8; pcm.len()];
+        law.encode(&pcm, &mut codes);
+        // The last 20 ms carry sound too, so a lost tail cannot hide in silence.
+        let packets =
+            pcap::g711_packets(pt, 4_294_000_000u32.wrapping_add(call as u32 * 7), &codes);
+        let capture = e.dir().join(format!("caller-{call}.pcap"));
+        let send = pcap::netem_send_times(packets.len(), 11 + call);
+        let overtaken = send.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(
+            overtaken > 5,
+            "the capture reorders only {overtaken} packets"
+        );
+        pcap::write_rtp_pcap_at(&capture, 0x5eed_0000 + call as u32, 65_500, &packets, &send)
+            .unwrap();
+        let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
+        let run = if call < 3 {
+            let scenario = Scenario::load(
+                "uac_call.xml",
+                &[
+                    ("CODECS", pt.to_string()),
+                    ("PTS", pt.to_string()),
+                    (
+                        "RTPMAPS",
+                        format!(
+                            "a=rtpmap:{pt} {}/8000",
+                            if pt == 8 { "PCMA" } else { "PCMU" }
+                        ),
+                    ),
+                    ("ANSWER_PT", pt.to_string()),
+                    ("PCAP", capture.display().to_string()),
+                    ("PCAP_MS", "3300".into()),
+                    ("HOLD_MS", "100".into()),
+                    ("CALLER", "+15551234567".into()),
+                    ("CALLEE", "1000".into()),
+                ],
+            );
+            sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"])
+        } else {
+            let scenario = Scenario::load(
+                "uac_wait_bye.xml",
+                &[
+                    ("PCAP", capture.display().to_string()),
+                    ("BYE_TIMEOUT_MS", "15000".into()),
+                ],
+            );
+            let scenario = Scenario {
+                xml: scenario
+                    .xml
+                    .replace("RTP/AVP 0 101", &format!("RTP/AVP {pt} 101")),
+                ..scenario
+            };
+            let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
+            // The capture lasts 3 s (plus its network delay); then earshot ends the call.
+            std::thread::sleep(Duration::from_millis(4000));
+            if call == 3 {
+                let calls = http::get(e.http_addr(), "/api/calls?limit=1").json();
+                let id = calls["calls"][0]["id"].as_str().unwrap().to_owned();
+                let hangup = http::request(
+                    e.http_addr(),
+                    "POST",
+                    &format!("/api/calls/{id}/hangup"),
+                    &[],
+                    b"",
+                )
+                .unwrap();
+                assert_eq!(hangup.status, 202, "{}", hangup.text());
+            } else {
+                let status = e.terminate(Duration::from_secs(10));
+                assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+            }
+            run
+        };
+        let outcome = run.wait(Duration::from_secs(20));
+        assert!(
+            outcome.all_passed(1),
+            "call {call}: SIPp: {outcome:?}\n{}",
+            e.log_tail(20)
+        );
+        let (left, _) = channels(&next_recording(&e, &mut seen));
+        let mut decoded = vec![0i16; codes.len()];
+        law.decode(&codes, &mut decoded);
+        assert_holds_exactly(&left, &decoded, &format!("call {}", call + 1));
+    }
+}

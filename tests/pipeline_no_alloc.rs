@@ -1,6 +1,7 @@
 //! The per-packet receive path allocates nothing: an RTP datagram through
-//! `rtp::Session::handle_rtp`, G.711 decode, the jitter buffer's `push` and `pop`, and the
-//! frame's push into an rtrb ring like the speaker feed's — for 10 000 packets with jitter,
+//! `rtp::Session::handle_rtp`, G.711 decode, the jitter buffer's `push` and `pop`, the
+//! recording lane's `push`, `make_room`, `pop` and final `drain`, and the frame's push into an
+//! rtrb ring like the speaker feed's — for 10 000 packets with jitter,
 //! reordering, duplicates, bursty loss and sequence-number and timestamp wrap.
 //!
 //! It runs under `assert_no_alloc` (without `disable_release`, so in release builds too), whose
@@ -19,6 +20,7 @@ use earshot::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use earshot::media::g711::Law;
 use earshot::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use earshot::media::jitter_sim::speech_like;
+use earshot::media::record_lane::{Placed, RecordLane};
 use earshot::rtp::{Session, SessionConfig, Ssrc};
 use rtrb::{Producer, RingBuffer};
 
@@ -69,6 +71,7 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     let t0 = Instant::now();
     let mut session = session(t0);
     let mut jitter = JitterBuffer::new(JitterConfig::default());
+    let mut lane = RecordLane::new();
     let (mut ring, mut speaker) = RingBuffer::<i16>::new(8000);
     // Every datagram of the run, built before the checked region; seq starts 300 before its
     // wrap and the timestamp 100 frames before its own.
@@ -117,9 +120,11 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     arrivals.sort_by_key(|&(at, n)| (at, n));
     let received = arrivals.len();
 
-    let (played, concealed, pushed_frames) = assert_no_alloc(|| {
+    let (played, concealed, pushed_frames, recorded) = assert_no_alloc(|| {
         let (mut played, mut concealed, mut pushed_frames) = (0u64, 0u64, 0u64);
+        let mut recorded = 0u64;
         let mut frame = SILENCE;
+        let mut lane_frame = SILENCE;
         let mut next = 0;
         for k in 0..PACKETS + 20 {
             let tick_ms = 20 * k + 60;
@@ -138,7 +143,18 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
                         audio.ssrc.0,
                         &pcm[..len],
                     );
+                    while lane.push(now, audio.timestamp, audio.ssrc.0, &pcm[..len]) == Placed::Full
+                    {
+                        lane.make_room(&mut lane_frame);
+                        recorded += 1;
+                    }
                 }
+            }
+            while lane
+                .pop(t0 + Duration::from_millis(tick_ms), &mut lane_frame)
+                .is_some()
+            {
+                recorded += 1;
             }
             match jitter.pop(t0 + Duration::from_millis(tick_ms), &mut frame) {
                 Playout::Played { .. } => played += 1,
@@ -156,7 +172,10 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
                 }
             }
         }
-        (played, concealed, pushed_frames)
+        while lane.drain(&mut lane_frame).is_some() {
+            recorded += 1;
+        }
+        (played, concealed, pushed_frames, recorded)
     });
 
     let stats = session.stats();
@@ -179,4 +198,10 @@ fn rtp_to_speaker_ring_never_allocates_through_loss_reorder_and_wrap() {
     assert!(js.late < PACKETS / 50, "{js:?}");
     assert!(concealed > 200, "concealed {concealed}");
     assert_eq!(pushed_frames, PACKETS + 20);
+    // The recording lane put every packet in its place: one frame per packet sent (the run
+    // starts and ends with packets that arrived), none of the late ones the playout gave up.
+    let lane_stats = *lane.stats();
+    assert_eq!(recorded, PACKETS, "{lane_stats:?}");
+    assert_eq!(lane_stats.late, 0, "{lane_stats:?}");
+    assert_eq!(lane_stats.restarts, 0, "{lane_stats:?}");
 }

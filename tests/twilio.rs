@@ -784,3 +784,109 @@ async fn load_numbers_twilio_beside_sip() {
     let sip = twilio_client::sip_load(&dir, 50, &audio);
     eprintln!("sip x50:    {sip}");
 }
+
+/// The caller channel of each finished recording not in `seen`, once there is one (its length
+/// unchanged over three reads); adds it to `seen`.
+fn next_recorded_caller(e: &Earshot, seen: &mut Vec<std::path::PathBuf>) -> Vec<i16> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (None, 0);
+    loop {
+        let fresh: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
+            .unwrap()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wav") && !seen.contains(p))
+            .collect();
+        assert!(fresh.len() <= 1, "recordings: {fresh:?}");
+        if let Some(path) = fresh.first()
+            && let Ok(reader) = hound::WavReader::open(path)
+        {
+            let samples: Vec<i16> = reader.into_samples::<i16>().map_while(Result::ok).collect();
+            if !samples.is_empty() && last.0 == Some(samples.len()) {
+                last.1 += 1;
+                if last.1 >= 3 {
+                    seen.push(path.clone());
+                    return samples.chunks(2).map(|lr| lr[0]).collect();
+                }
+            } else {
+                last = (Some(samples.len()), 0);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished recording\n{}",
+            e.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Five Twilio streams in a row on one earshot, sent with jitter and 80 ms bursts, ending with
+/// speech (no silence to hide a lost tail): each recording's caller channel is the sent audio
+/// sample for sample, from its first sound to its last, then silence. Streams 1–4 end with
+/// Twilio's `stop` right after the last frame (the jitter buffer is full then); stream 5 with
+/// an API hangup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jittered_streams_record_every_frame_to_the_last_stream_after_stream() {
+    let _serial = REAL_TIME.lock().await;
+    let dir = dir_for("twilio-tail");
+    let e = Earshot::start(&twilio_client::config(""));
+    let audio = caller_audio(&dir, "One, two, three, four, five, six.", 0);
+    // Cut to end on sound: the last frame must be recorded, not just silence.
+    let sent_all = decode_ulaw(&audio);
+    let last_sound = sent_all.iter().rposition(|&s| s != 0).unwrap();
+    let frames = last_sound / 160 + 1;
+    let audio = audio[..frames * 160].to_vec();
+    let sent = decode_ulaw(&audio);
+    let first = |s: &[i16]| s.iter().position(|&v| v != 0).unwrap();
+    let a = first(&sent);
+    let side = TwilioSide::new(e.http_addr());
+    let mut seen = Vec::new();
+    for run in 0..5u64 {
+        let call_sid = twilio_client::call_sid();
+        let token = side.webhook(&call_sid).await;
+        let plan = Plan {
+            jitter: true,
+            seed: 7 + run,
+            linger: Duration::ZERO,
+            stop: run < 4,
+            ..Plan::new(&call_sid, &token, audio.clone())
+        };
+        if run < 4 {
+            let outcome = side.stream(&plan).await;
+            assert_eq!(outcome.bad_media, 0);
+        } else {
+            let stream = tokio::spawn(async move { side.stream(&plan).await });
+            let log = wait_log(&e, Duration::from_secs(5), "call start", |l| {
+                l.matches("twilio call started").count() == 5
+            });
+            let id = log_field(&log, "twilio call started", "call").unwrap();
+            // Every frame sent (with its jitter), then the hangup.
+            tokio::time::sleep(Duration::from_millis(frames as u64 * 20 + 600)).await;
+            let (status, body) = side
+                .post(&format!("/api/calls/{id}/hangup"), &[], None)
+                .await;
+            assert!((200..300).contains(&status), "hangup: {status} {body}");
+            tokio::time::timeout(Duration::from_secs(5), stream)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let recorded = next_recorded_caller(&e, &mut seen);
+        let b = first(&recorded);
+        let what = format!("stream {}", run + 1);
+        let len = sent.len() - a;
+        assert!(
+            recorded.len() >= b + len,
+            "{what}: the recording lacks the last {} samples",
+            b + len - recorded.len()
+        );
+        if let Some(m) = (0..len).find(|&i| sent[a + i] != recorded[b + i]) {
+            panic!("{what}: differs from the sent audio at sample {m} of {len}");
+        }
+        assert!(
+            recorded[b + len..].iter().all(|&s| s == 0),
+            "{what}: sound after the last frame"
+        );
+    }
+}

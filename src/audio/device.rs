@@ -482,16 +482,16 @@ impl SpeakerFeed {
         self.link.is_some()
     }
 
-    /// Removes the call from the mix (the same as dropping the feed).
+    /// Ends the call's feed (the same as dropping it): what it pushed still plays, then the
+    /// mixer retires the input.
     pub fn remove(self) {}
 }
 
 impl Drop for SpeakerFeed {
     fn drop(&mut self) {
         if let Some(link) = self.link.take() {
-            // If the command ring is full, the mixer still retires the input once it sees the
-            // ring abandoned and drained.
-            lock(&link.shared.control).remove(self.id);
+            // No remove command: the mixer retires the input once it sees the ring abandoned
+            // and drained, so the call's last frames (the jitter buffer's rest) are heard.
             link.shared.feeds.fetch_sub(1, Relaxed);
         }
     }

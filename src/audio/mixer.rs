@@ -301,7 +301,8 @@ impl Input {
         }
         if self.playout == Playout::Buffering {
             self.drop_stamps_before(self.consumed);
-            if self.ring.slots() < target {
+            // A call that ended pushes no more: what it left plays out at once.
+            if self.ring.slots() < target && !self.ring.is_abandoned() {
                 return;
             }
             self.playout = Playout::Playing;

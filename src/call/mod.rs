@@ -15,6 +15,7 @@ pub mod event_sink;
 mod greeting;
 pub mod leg;
 pub mod pipeline;
+pub mod record_feed;
 mod registry;
 pub mod responder;
 mod task;

@@ -3,7 +3,10 @@
 //! G.711 out (what the responder said).
 //!
 //! The call task owns one [`Pipeline`] and drives it: [`Pipeline::receive`] for each packet,
-//! [`Pipeline::tick`] every 20 ms.
+//! [`Pipeline::tick`] every 20 ms. The recording's caller side is written from the arrived
+//! stream put back in order ([`super::record_feed`]), not from what playout played; at the end
+//! it is drained before the file is finalized, and the jitter buffer's rest goes to the
+//! speakers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,12 +15,13 @@ use tokio::sync::watch;
 
 use super::agent::AgentConnector;
 use super::event::{CallEvent, CallId, CallInfo};
+use super::record_feed::{FeedStats, RecordFeed};
 use super::{EventSink, Greeting, LiveState, Registry};
 use crate::audio::{AudioService, SpeakerFeed};
 use crate::media::frame::{FRAME_SAMPLES, Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
-use crate::recording::{CallRecording, RecordingGate, RecordingService};
+use crate::recording::{RecordingGate, RecordingService};
 
 /// Largest payload decoded from one packet: 60 ms of G.711.
 const MAX_SAMPLES: usize = 3 * FRAME_SAMPLES;
@@ -28,6 +32,8 @@ const LIVE_EVERY: u64 = 5;
 /// Arrival times remembered, by sequence number modulo this: longer than any playout delay in
 /// packets, so a frame played finds its packet's arrival (for the latency measurement).
 const ARRIVALS: usize = 64;
+/// Most frames the jitter buffer is drained by at the end of a call (2 s, beyond its depth).
+const DRAIN_FRAMES: usize = 100;
 
 /// What calls share: the speakers, the recorder, the event sink, the registry, the greeting,
 /// the agent bridge.
@@ -58,7 +64,10 @@ pub struct Pipeline {
     law: Law,
     jitter: JitterBuffer,
     speaker: SpeakerFeed,
-    recording: Option<CallRecording>,
+    /// The recording and the reorder lane that feeds its caller side.
+    recording: Option<RecordFeed>,
+    /// The recording's counters, kept once it stopped or finished.
+    record_stats: FeedStats,
     events: EventSink,
     gate: RecordingGate,
     live: watch::Sender<LiveState>,
@@ -106,7 +115,7 @@ impl Pipeline {
                     id: info.id.clone(),
                     path: rec.path().display().to_string(),
                 });
-                Some(rec)
+                Some(RecordFeed::new(rec))
             }
             Err(err) => {
                 tracing::warn!(call = %info.id, %err, "recording not started");
@@ -124,6 +133,7 @@ impl Pipeline {
             jitter: JitterBuffer::new(jitter),
             speaker,
             recording,
+            record_stats: FeedStats::default(),
             events: services.events.clone(),
             gate: services.recording_gate.clone(),
             live,
@@ -159,6 +169,9 @@ impl Pipeline {
         if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
             self.law.decode(src, dst);
             self.jitter.push(now, seq, ts, marker, ssrc, dst);
+            if let Some(feed) = self.recording.as_mut() {
+                feed.receive(now, ts, ssrc, dst);
+            }
             if let Some(slot) = self.arrivals.get_mut(usize::from(seq) % ARRIVALS) {
                 *slot = Some((seq, now));
             }
@@ -213,7 +226,7 @@ impl Pipeline {
             None => self.speaker.push(&both),
         };
         let heard: &Frame = heard;
-        self.record(heard, &sent);
+        self.record(now, &sent);
         let energy = heard
             .iter()
             .map(|&s| f64::from(s) * f64::from(s))
@@ -239,21 +252,22 @@ impl Pipeline {
         self.law
     }
 
-    fn record(&mut self, heard: &Frame, said: &Frame) {
-        let Some(recording) = self.recording.as_mut() else {
+    fn record(&mut self, now: Instant, said: &Frame) {
+        let Some(feed) = self.recording.as_mut() else {
             return;
         };
         let reason = if !self.gate.recording_allowed() {
             "disk low"
         } else {
-            recording.push(heard, said);
+            feed.tick(now, said);
+            let recording = feed.recording();
             if !recording.is_stopped() {
                 return;
             }
             recording.stop_label().unwrap_or("write failed")
         };
-        if let Some(recording) = self.recording.take() {
-            recording.finish();
+        if let Some(feed) = self.recording.take() {
+            self.record_stats = feed.finish();
         }
         let _ = self.events.send(CallEvent::RecordingStopped {
             id: self.id.clone(),
@@ -283,12 +297,44 @@ impl Pipeline {
         (self.delay_sum / self.ticks.max(1)) as u32
     }
 
-    /// Stops the recording (its file is finalized by the writer) and the speaker feed.
-    pub fn finish(self) {
-        if let Some(recording) = self.recording {
-            recording.finish();
+    /// The recording lane's counters (late, duplicate and concealed caller audio).
+    pub fn record_stats(&self) -> FeedStats {
+        self.recording
+            .as_ref()
+            .map_or(self.record_stats, RecordFeed::stats)
+    }
+
+    /// Ends the call's media: the recording gets every caller frame that arrived (the lane is
+    /// drained) before its file is finalized by the writer; the speakers get what the jitter
+    /// buffer still holds; then the speaker feed stops. Returns the recording's counters.
+    pub fn finish(mut self) -> FeedStats {
+        if let Some(feed) = self.recording.take() {
+            self.record_stats = feed.finish();
         }
+        self.drain_to_speaker();
         self.speaker.remove();
+        self.record_stats
+    }
+
+    /// Plays out what the jitter buffer holds, each frame at its due time (so none is taken
+    /// for late), into the speaker ring; never blocks (a full ring drops, counted there).
+    fn drain_to_speaker(&mut self) {
+        let mut at = self.jitter.next_due();
+        let mut frame = SILENCE;
+        for _ in 0..DRAIN_FRAMES {
+            if self.jitter.is_drained() {
+                break;
+            }
+            let Some(due) = self.jitter.next_due().or(at) else {
+                break;
+            };
+            let _ = self.jitter.pop(due, &mut frame);
+            if self.talking {
+                frame = SILENCE;
+            }
+            self.speaker.push(&frame);
+            at = Some(due + crate::media::frame::FRAME_DURATION);
+        }
     }
 }
 

@@ -466,15 +466,21 @@ impl<L: Leg> CallTask<L> {
             jitter_delay_ms: self.pipeline.mean_delay_ms(),
             malformed_packets: leg.malformed_packets,
         };
+        // The recording's caller side is drained before its file is finalized, whatever ended
+        // the call: every way out of `run` comes here.
+        let record = self.pipeline.finish();
         tracing::debug!(
             call = %self.info.id,
             received = stats.packets_received,
             lost = stats.packets_lost,
             sent = stats.packets_sent,
+            recorded_late = record.lane.late,
+            recorded_concealed_ms = record.lane.concealed_units * 10,
+            recorded_duplicates = record.lane.duplicates,
+            recorded_unpaired = record.unpaired,
             %reason,
             "call media finished"
         );
-        self.pipeline.finish();
         self.services.registry.remove(&self.info.id);
         let _ = self.services.events.send(CallEvent::Ended {
             id: self.info.id.clone(),

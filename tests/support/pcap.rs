@@ -64,6 +64,44 @@ pub fn write_rtp_pcap(
     seq: u16,
     packets: &[RtpPacket],
 ) -> std::io::Result<()> {
+    let send_us: Vec<u64> = (0..packets.len() as u64).map(|i| i * 20_000).collect();
+    write_rtp_pcap_at(path, ssrc, seq, packets, &send_us)
+}
+
+/// Send times (µs) of `n` packets due every 20 ms through a network like `tc qdisc netem delay
+/// 20ms 10ms reorder 10%`: 10 % go at once, the rest 20 ms ± 10 ms (uniform) later — so some
+/// overtake others. Deterministic for a `seed`.
+pub fn netem_send_times(n: usize, seed: u64) -> Vec<u64> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    (0..n as u64)
+        .map(|i| {
+            let due = i * 20_000;
+            if next() % 10 == 0 {
+                due
+            } else {
+                due + 10_000 + next() % 20_000
+            }
+        })
+        .collect()
+}
+
+/// [`write_rtp_pcap`] with each packet's send time (µs from the first); the capture lists
+/// them in the order they go out, which SIPp replays.
+pub fn write_rtp_pcap_at(
+    path: &Path,
+    ssrc: u32,
+    seq: u16,
+    packets: &[RtpPacket],
+    send_us: &[u64],
+) -> std::io::Result<()> {
+    let mut order: Vec<usize> = (0..packets.len()).collect();
+    order.sort_by_key(|&i| send_us.get(i).copied().unwrap_or(0));
     let mut out = Vec::new();
     // Global header: magic, version 2.4, GMT offset, accuracy, snaplen, LINKTYPE_ETHERNET.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -73,7 +111,8 @@ pub fn write_rtp_pcap(
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, packet) in packets.iter().enumerate() {
+    for i in order {
+        let packet = &packets[i];
         let mut rtp = Vec::with_capacity(12 + packet.payload.len());
         rtp.push(0x80);
         rtp.push(packet.payload_type | if packet.marker { 0x80 } else { 0 });
@@ -82,7 +121,7 @@ pub fn write_rtp_pcap(
         rtp.extend_from_slice(&ssrc.to_be_bytes());
         rtp.extend_from_slice(&packet.payload);
         let frame = ethernet_ipv4_udp(&rtp, 40000, 40000);
-        let micros = i as u64 * 20_000;
+        let micros = send_us.get(i).copied().unwrap_or(0);
         out.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
         out.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
         out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
