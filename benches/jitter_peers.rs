@@ -13,7 +13,8 @@
 //! Run: `cargo bench --bench jitter_peers` (a plain `main`, no criterion). Environment:
 //! `JITTER_PEERS_SEEDS` (default 5) traces per family, `JITTER_PEERS_SECONDS` (default 60) each,
 //! `JITTER_PEERS_SET=tuning` to run on the tuning seeds instead, `JITTER_PEERS_ONLY=earshot` to
-//! skip the peers. Needs `cc` and libspeexdsp-dev.
+//! skip the peers, `JITTER_PEERS_DETAIL=1` to split earshot's loss into late and dropped.
+//! Needs `cc` and libspeexdsp-dev.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -43,6 +44,7 @@ fn main() {
     let seconds: u32 = env_or("JITTER_PEERS_SECONDS", 60);
     let tuning = std::env::var("JITTER_PEERS_SET").is_ok_and(|s| s == "tuning");
     let only_earshot = std::env::var("JITTER_PEERS_ONLY").is_ok_and(|s| s == "earshot");
+    let detail = std::env::var("JITTER_PEERS_DETAIL").is_ok();
     let first_seed = if tuning {
         traces::TUNING_SEEDS.start
     } else {
@@ -115,6 +117,11 @@ fn main() {
                 mean(&|s| s.mean_delay_ms),
                 mean(&|s| s.r)
             );
+            if detail && i == 0 {
+                let late = mean(&|s| s.late_loss_pct);
+                let dropped = mean(&|s| s.discarded_pct);
+                print!(" [late {late:.2} dropped {dropped:.2}]");
+            }
             all[i].extend(scores);
         }
         println!();
@@ -137,9 +144,21 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// earshot's defaults, or `JITTER_PEERS_CONFIG` as `coverage_permille,initial_delay_ms`.
+fn earshot_config() -> JitterConfig {
+    let mut cfg = JitterConfig::default();
+    if let Ok(text) = std::env::var("JITTER_PEERS_CONFIG")
+        && let Some((coverage, initial)) = text.split_once(',')
+    {
+        cfg.coverage_permille = coverage.parse().unwrap();
+        cfg.initial_delay_ms = initial.parse().unwrap();
+    }
+    cfg
+}
+
 fn play(buffer: &Buffer, speex: Option<&Path>, packets: &[TracePacket]) -> Score {
     match buffer {
-        Buffer::Earshot => score(packets, &simulate(packets, JitterConfig::default())),
+        Buffer::Earshot => score(packets, &simulate(packets, earshot_config())),
         Buffer::Hindsight => fixed::best_fixed(packets).1,
         Buffer::Speex(args) => {
             let exe = speex.unwrap();

@@ -107,8 +107,8 @@ fn a_config_files_jitter_settings_are_replayed_and_a_bad_one_names_its_field() {
     assert!(ok, "{err}");
     assert_eq!(
         first_played(&out),
-        0,
-        "the default plays the first packet at once"
+        20,
+        "the default plays the first packet with a 20 ms margin"
     );
     let (ok, out, err) = run_with(&trace, Some("[jitter]\ninitial_delay_ms = 100\n"));
     assert!(ok, "{err}");
