@@ -68,7 +68,7 @@ fn jitter(c: &mut Criterion) {
         (!hash(n).is_multiple_of(10)).then_some(0)
     });
 
-    let trace = traces::pareto(60, 1);
+    let trace = traces::generate(traces::Family::Pareto, 60, 1);
     let mut group = c.benchmark_group("jitter/simulate");
     group.throughput(Throughput::Elements(trace.len() as u64));
     group.sample_size(20);

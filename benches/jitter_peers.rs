@@ -1,35 +1,37 @@
-//! earshot's jitter buffer against two peers on the same traces, through the same interface and
-//! scored by the same scorer: speexdsp's adaptive jitter buffer (libspeexdsp-dev) and libre's
-//! `jbuf` (libre-dev 1.1.0, what baresip 1.0 uses).
+//! The held-out table: earshot's jitter buffer against speexdsp's (libspeexdsp-dev, with its
+//! defaults and with Mumble's settings) and against the best fixed playout delay chosen in
+//! hindsight for each trace, on the same traces and scored by the same scorer.
 //!
-//! Every trace comes from earshot's generators (`jitter_sim::traces`), is written as the CSV of
-//! `earshot jitter-sim`, and is replayed by earshot's `jitter_sim::simulate` and by two small C
-//! programs (`benches/c/speex_jb.c`, `benches/c/re_jbuf.c`, compiled here with the system `cc`)
-//! that print the same `tick_ms,seq|-` lines: ticks every 20 ms from the first arrival, every
-//! packet with arrival ≤ tick put before that tick's frame is taken. `jitter_sim::score` scores
-//! all of them. Late loss is packets that arrived but were never played because playout had
-//! already passed them; mean delay is from a packet's arrival to the tick that played it.
+//! Traces come from `jitter_sim::traces::generate`, one row per family, on seeds from
+//! `HELD_OUT_SEEDS` (never used to tune earshot's constants). earshot runs through
+//! `jitter_sim::simulate`; speexdsp through `benches/c/speex_jb.c` (compiled here with the
+//! system `cc`), which prints the same `tick_ms,seq|-` lines; the hindsight delay through
+//! `jitter_sim::fixed::best_fixed`. `jitter_sim::score` scores all of them: "lost" is the share
+//! of arrived frames not played (late, or dropped while in time), delay the mean from arrival to
+//! playout, R the G.107 E-model rating (Ta = 150 ms + that delay).
 //!
 //! Run: `cargo bench --bench jitter_peers` (a plain `main`, no criterion). Environment:
-//! `JITTER_PEERS_SEEDS` (default 5) and `JITTER_PEERS_SECONDS` (default 60) per trace.
-//! Needs `cc`, libspeexdsp-dev and libre-dev.
+//! `JITTER_PEERS_SEEDS` (default 5) traces per family, `JITTER_PEERS_SECONDS` (default 60) each,
+//! `JITTER_PEERS_SET=tuning` to run on the tuning seeds instead, `JITTER_PEERS_ONLY=earshot` to
+//! skip the peers, `JITTER_PEERS_DETAIL=1` to split earshot's loss into late and dropped.
+//! Needs `cc` and libspeexdsp-dev.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use earshot::media::jitter::JitterConfig;
-use earshot::media::jitter_sim::{Score, Tick, TracePacket, score, simulate, to_csv, traces};
+use earshot::media::jitter_sim::traces::{self, Family};
+use earshot::media::jitter_sim::{Score, Tick, TracePacket, fixed, score, simulate, to_csv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// One jitter buffer under test.
+/// One playout under test.
 enum Buffer {
     Earshot,
-    /// A C program and its arguments.
-    Peer {
-        exe: PathBuf,
-        args: Vec<String>,
-    },
+    /// speexdsp through its C driver, with these arguments.
+    Speex(Vec<&'static str>),
+    /// The best fixed delay for each trace, chosen in hindsight.
+    Hindsight,
 }
 
 struct Contender {
@@ -37,210 +39,129 @@ struct Contender {
     buffer: Buffer,
 }
 
-type Generator = Box<dyn Fn(u32, u64) -> Vec<TracePacket>>;
-
 fn main() {
     let seeds: u64 = env_or("JITTER_PEERS_SEEDS", 5);
     let seconds: u32 = env_or("JITTER_PEERS_SECONDS", 60);
+    let tuning = std::env::var("JITTER_PEERS_SET").is_ok_and(|s| s == "tuning");
+    let only_earshot = std::env::var("JITTER_PEERS_ONLY").is_ok_and(|s| s == "earshot");
+    let detail = std::env::var("JITTER_PEERS_DETAIL").is_ok();
+    let first_seed = if tuning {
+        traces::TUNING_SEEDS.start
+    } else {
+        traces::HELD_OUT_SEEDS.start
+    };
     let dir = std::env::temp_dir().join(format!("earshot-jitter-peers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let speex = build(&dir, "speex_jb", &["-lspeexdsp"]);
-    let re = build(&dir, "re_jbuf", &["-I/usr/include/re", "-lre"]);
-    let (speex, re) = match (speex, re) {
-        (Ok(s), Ok(r)) => (s, r),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("jitter_peers: {e}");
-            std::process::exit(1);
-        }
-    };
-    let peer = |name, exe: &Path, args: &[&str]| Contender {
-        name,
-        buffer: Buffer::Peer {
-            exe: exe.to_path_buf(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        },
-    };
-    let contenders = [
-        Contender {
-            name: "earshot",
-            buffer: Buffer::Earshot,
-        },
-        peer("speexdsp (default, max late 4%)", &speex, &[]),
-        peer("speexdsp (max late rate 1%)", &speex, &["1"]),
-        peer("libre jbuf 5-10 (baresip default)", &re, &[]),
-        peer("libre jbuf 1-10", &re, &["1", "10"]),
-    ];
-    let generators: Vec<(&str, Generator)> = vec![
-        ("clean", Box::new(traces::clean)),
-        // The tick grid starts at the first arrival, so on `clean` every packet lands exactly
-        // on a tick; here every packet after the first arrives 10 ms after a tick instead.
-        (
-            "clean, 10ms phase",
-            Box::new(|s, seed| {
-                let mut packets = traces::clean(s, seed);
-                packets
-                    .iter_mut()
-                    .skip(1)
-                    .for_each(|p| p.arrival_us += 10_000);
-                packets
-            }),
-        ),
-        ("pareto", Box::new(traces::pareto)),
-        ("spikes 200ms", Box::new(traces::spikes)),
-        ("bursty loss (G-E)", Box::new(traces::bursty_loss)),
-        ("reorder", Box::new(traces::reorder)),
-        (
-            "drift +100ppm",
-            Box::new(|s, seed| traces::drift(s, seed, 100.0)),
-        ),
-        (
-            "drift -100ppm",
-            Box::new(|s, seed| traces::drift(s, seed, -100.0)),
-        ),
-        ("wifi stalls", Box::new(traces::wifi)),
-    ];
-
-    println!(
-        "jitter buffers on earshot's traces: {seeds} seeds x {seconds} s each; mean over seeds (worst seed in brackets)"
-    );
-    println!(
-        "{:<18} {:<34} {:>16} {:>16} {:>8} {:>9} {:>7} {:>7}",
-        "trace", "buffer", "late loss %", "mean delay ms", "max ms", "discard%", "gap %", "ooo %"
-    );
-    let mut earshot_ok = true;
-    let mut verdicts = Vec::new();
-    for (trace_name, generate) in &generators {
-        let runs: Vec<Vec<TracePacket>> = (1..=seeds).map(|seed| generate(seconds, seed)).collect();
-        let mut summaries = Vec::new();
-        for contender in &contenders {
-            let scores: Vec<(Score, Vec<Tick>)> = runs
-                .iter()
-                .map(|packets| {
-                    let ticks = replay(&contender.buffer, packets);
-                    (score(packets, &ticks), ticks)
-                })
-                .collect();
-            let summary = Summary::of(&scores);
-            println!(
-                "{:<18} {:<34} {:>7.2} [{:>5.2}] {:>7.1} [{:>6.1}] {:>8.0} {:>9.2} {:>7.2} {:>7.2}",
-                trace_name,
-                contender.name,
-                summary.late_mean,
-                summary.late_worst,
-                summary.delay_mean,
-                summary.delay_worst,
-                summary.max_delay,
-                summary.discarded,
-                summary.gap_pct,
-                summary.out_of_order,
-            );
-            summaries.push(summary);
-        }
-        let ours = &summaries[0];
-        earshot_ok &= ours.late_worst <= 1.0;
-        // Two readings of "as fast as speexdsp at no more late loss", both checked: against
-        // the fastest speexdsp run that loses as much or more, and against every speexdsp run
-        // that loses as little or less. Delays are compared exactly (means over the seeds).
-        let speex = &summaries[1..3];
-        let fastest = |keep: &dyn Fn(&Summary) -> bool| {
-            speex
-                .iter()
-                .filter(|s| keep(s))
-                .map(|s| s.delay_mean)
-                .fold(f64::INFINITY, f64::min)
-        };
-        let at_more_loss = fastest(&|s| s.late_mean >= ours.late_mean);
-        let at_less_loss = fastest(&|s| s.late_mean <= ours.late_mean);
-        let verdict = |best: f64| {
-            if !best.is_finite() {
-                "n/a".to_string()
-            } else if ours.delay_mean <= best {
-                format!("yes ({best:.2} ms)")
-            } else {
-                format!("NO ({best:.2} ms)")
+    let mut contenders = vec![Contender {
+        name: "earshot",
+        buffer: Buffer::Earshot,
+    }];
+    let speex = if only_earshot {
+        None
+    } else {
+        match build(&dir, "speex_jb", &["-lspeexdsp"]) {
+            Ok(exe) => Some(exe),
+            Err(e) => {
+                eprintln!("jitter_peers: {e}");
+                std::process::exit(1);
             }
-        };
-        verdicts.push(format!(
-            "{trace_name}: earshot late {:.2}% (worst {:.2}%), delay {:.2} ms -> <= speexdsp at >= late loss: {}; at <= late loss: {}",
-            ours.late_mean,
-            ours.late_worst,
-            ours.delay_mean,
-            verdict(at_more_loss),
-            verdict(at_less_loss),
-        ));
+        }
+    };
+    if speex.is_some() {
+        contenders.push(Contender {
+            name: "speexdsp default",
+            buffer: Buffer::Speex(vec![]),
+        });
+        contenders.push(Contender {
+            name: "speexdsp Mumble",
+            buffer: Buffer::Speex(vec!["mumble"]),
+        });
+        contenders.push(Contender {
+            name: "hindsight fixed",
+            buffer: Buffer::Hindsight,
+        });
+    }
+    let set = if tuning { "TUNING" } else { "held-out" };
+    println!(
+        "jitter buffers on {set} seeds {first_seed}..{}: {seeds} traces x {seconds} s per family",
+        first_seed + seeds
+    );
+    println!("per cell: lost % mean (worst trace) / mean delay ms / mean R");
+    print!("{:<18}", "family");
+    for c in &contenders {
+        print!(" | {:<27}", c.name);
+    }
+    println!();
+    let mut all: Vec<Vec<Score>> = contenders.iter().map(|_| Vec::new()).collect();
+    let mut worst_family: Vec<(f64, &str)> = contenders.iter().map(|_| (0.0, "")).collect();
+    for family in Family::ALL {
+        let runs: Vec<Vec<TracePacket>> = (first_seed..first_seed + seeds)
+            .map(|seed| traces::generate(family, seconds, seed))
+            .collect();
+        print!("{:<18}", family.name());
+        for (i, contender) in contenders.iter().enumerate() {
+            let scores: Vec<Score> = runs
+                .iter()
+                .map(|packets| play(&contender.buffer, speex.as_deref(), packets))
+                .collect();
+            let n = scores.len().max(1) as f64;
+            let mean = |f: &dyn Fn(&Score) -> f64| scores.iter().map(f).sum::<f64>() / n;
+            let worst = scores.iter().map(|s| s.not_played_pct).fold(0.0, f64::max);
+            if worst > worst_family[i].0 {
+                worst_family[i] = (worst, family.name());
+            }
+            print!(
+                " | {:>5.2} ({:>5.2}) {:>6.1} {:>6.2}",
+                mean(&|s| s.not_played_pct),
+                worst,
+                mean(&|s| s.mean_delay_ms),
+                mean(&|s| s.r)
+            );
+            if detail && i == 0 {
+                let late = mean(&|s| s.late_loss_pct);
+                let dropped = mean(&|s| s.discarded_pct);
+                print!(" [late {late:.2} dropped {dropped:.2}]");
+            }
+            all[i].extend(scores);
+        }
         println!();
     }
-    for v in &verdicts {
-        println!("{v}");
+    println!();
+    for (i, c) in contenders.iter().enumerate() {
+        let n = all[i].len().max(1) as f64;
+        let r = all[i].iter().map(|s| s.r).sum::<f64>() / n;
+        let lost = all[i].iter().map(|s| s.not_played_pct).sum::<f64>() / n;
+        let delay = all[i].iter().map(|s| s.mean_delay_ms).sum::<f64>() / n;
+        let over = all[i].iter().filter(|s| s.not_played_pct > 1.0).count();
+        println!(
+            "{:<18} mean R {r:6.2}  lost {lost:5.2} %  delay {delay:6.1} ms  traces over 1 % lost: {over}/{}  worst {:.2} % ({})",
+            c.name,
+            all[i].len(),
+            worst_family[i].0,
+            worst_family[i].1,
+        );
     }
-    println!(
-        "earshot late loss <= 1% on every trace and seed: {}",
-        if earshot_ok { "yes" } else { "NO" }
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Scores of one buffer on one trace kind, over all seeds.
-struct Summary {
-    late_mean: f64,
-    late_worst: f64,
-    delay_mean: f64,
-    delay_worst: f64,
-    max_delay: f64,
-    discarded: f64,
-    gap_pct: f64,
-    /// Frames played after a later one had been played (the scorer counts them as played).
-    out_of_order: f64,
-}
-
-impl Summary {
-    fn of(scores: &[(Score, Vec<Tick>)]) -> Summary {
-        let n = scores.len().max(1) as f64;
-        let mean = |f: &dyn Fn(&Score) -> f64| scores.iter().map(|(s, _)| f(s)).sum::<f64>() / n;
-        let worst = |f: &dyn Fn(&Score) -> f64| {
-            scores
-                .iter()
-                .map(|(s, _)| f(s))
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
-        Summary {
-            late_mean: mean(&|s| s.late_loss_pct),
-            late_worst: worst(&|s| s.late_loss_pct),
-            delay_mean: mean(&|s| s.mean_delay_ms),
-            delay_worst: worst(&|s| s.mean_delay_ms),
-            max_delay: worst(&|s| s.max_delay_ms),
-            discarded: mean(&|s| s.discarded_pct),
-            gap_pct: scores
-                .iter()
-                .map(|(s, ticks)| 100.0 * s.gap_ticks as f64 / ticks.len().max(1) as f64)
-                .sum::<f64>()
-                / n,
-            out_of_order: scores
-                .iter()
-                .map(|(s, ticks)| 100.0 * out_of_order(ticks) as f64 / s.played.max(1) as f64)
-                .sum::<f64>()
-                / n,
-        }
+/// earshot's defaults, or `JITTER_PEERS_CONFIG` as `coverage_permille,initial_delay_ms`.
+fn earshot_config() -> JitterConfig {
+    let mut cfg = JitterConfig::default();
+    if let Ok(text) = std::env::var("JITTER_PEERS_CONFIG")
+        && let Some((coverage, initial)) = text.split_once(',')
+    {
+        cfg.coverage_permille = coverage.parse().unwrap();
+        cfg.initial_delay_ms = initial.parse().unwrap();
     }
+    cfg
 }
 
-/// Played frames whose sequence number is below one played before (across wrap).
-fn out_of_order(ticks: &[Tick]) -> usize {
-    let mut highest: Option<u16> = None;
-    let mut count = 0;
-    for seq in ticks.iter().filter_map(|t| t.seq) {
-        match highest {
-            Some(h) if (seq.wrapping_sub(h) as i16) < 0 => count += 1,
-            _ => highest = Some(seq),
-        }
-    }
-    count
-}
-
-fn replay(buffer: &Buffer, packets: &[TracePacket]) -> Vec<Tick> {
+fn play(buffer: &Buffer, speex: Option<&Path>, packets: &[TracePacket]) -> Score {
     match buffer {
-        Buffer::Earshot => simulate(packets, JitterConfig::default()),
-        Buffer::Peer { exe, args } => {
+        Buffer::Earshot => score(packets, &simulate(packets, earshot_config())),
+        Buffer::Hindsight => fixed::best_fixed(packets).1,
+        Buffer::Speex(args) => {
+            let exe = speex.unwrap();
             let mut child = Command::new(exe)
                 .args(args)
                 .stdin(Stdio::piped())
@@ -254,7 +175,10 @@ fn replay(buffer: &Buffer, packets: &[TracePacket]) -> Vec<Tick> {
             let output = child.wait_with_output().unwrap();
             writer.join().unwrap().unwrap();
             assert!(output.status.success(), "{} failed", exe.display());
-            parse_ticks(&String::from_utf8(output.stdout).unwrap())
+            score(
+                packets,
+                &parse_ticks(&String::from_utf8(output.stdout).unwrap()),
+            )
         }
     }
 }
@@ -290,7 +214,7 @@ fn build(dir: &Path, name: &str, flags: &[&str]) -> Result<PathBuf, String> {
         .map_err(|e| format!("running cc: {e} (install a C compiler)"))?;
     if !output.status.success() {
         return Err(format!(
-            "cc {name}.c failed (are libspeexdsp-dev and libre-dev installed?):\n{}",
+            "cc {name}.c failed (is libspeexdsp-dev installed?):\n{}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }

@@ -31,8 +31,10 @@
 //!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
 //!   clock's phase (ticks that land just after the next frame falls due), the energy voice
 //!   detector, the recording lane ([`media::record_lane`]: the arrived stream put back in order
-//!   by timestamp for the recording, apart from playout) — and the offline tools that replay traces through it: the `jitter-sim` runner
-//!   and its pcap/pcapng reader.
+//!   by timestamp for the recording, apart from playout) — and the offline tools that replay
+//!   traces through it: the `jitter-sim` runner and its pcap/pcapng reader, the trace corpus
+//!   (families; tuning and held-out seeds), the G.107 E-model scorer and the hindsight
+//!   fixed-delay baseline.
 //! - [`twilio`] (sans-IO): Twilio as a caller — Media Streams messages, signatures, TwiML,
 //!   stream tokens, the stream state machine (pacing, marks, clear).
 //! - [`agent`] (sans-IO): voice agents on earshot's side — [`agent::twilio`] plays Twilio's part

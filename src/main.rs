@@ -291,9 +291,23 @@ fn jitter_sim(input: &TraceInput, config: Option<&Path>) -> ExitCode {
     };
     let mut out = io::BufWriter::new(io::stdout().lock());
     let written = jitter_sim::write_playout(&packets, config.jitter, &mut out)
-        .and_then(|()| Ok(io::Write::flush(&mut out)?));
+        .and_then(|score| Ok(io::Write::flush(&mut out).map(|()| score)?));
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!(
+                "{} packets: {:.2} % not played ({} late, {} dropped in time), mean delay \
+                 {:.1} ms (max {:.1}), burst ratio {:.2}, E-model R {:.1}",
+                s.packets,
+                s.not_played_pct,
+                s.late,
+                s.discarded,
+                s.mean_delay_ms,
+                s.max_delay_ms,
+                s.burst_r,
+                s.r
+            );
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("earshot: jitter-sim: {err}");
             ExitCode::FAILURE

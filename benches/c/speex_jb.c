@@ -8,8 +8,9 @@
  * Usage as documented in speex_jitter.h and speexclient: jitter_buffer_init(160) (timestamps in
  * 8 kHz samples, one 20 ms frame per step), jitter_buffer_put() with timestamp = RTP timestamp,
  * span = 160, sequence = RTP seq; per tick jitter_buffer_get(160) then jitter_buffer_tick().
- * Defaults are kept (margin 0, max late rate 4 %, late cutoff 50) unless argv[1] sets
- * JITTER_BUFFER_SET_MAX_LATE_RATE (percent).
+ * Defaults are kept (margin 0, max late rate 4 %, late cutoff 50) unless argv[1] is `mumble`:
+ * then Mumble's settings (AudioOutputSpeech: JITTER_BUFFER_SET_MARGIN of one frame, its default
+ * jitter buffer size of 1, and jitter_buffer_update_delay() whenever a get finds no frame).
  *
  * Built by benches/jitter_peers.rs: cc -O2 speex_jb.c -lspeexdsp
  */
@@ -32,9 +33,10 @@ int main(int argc, char **argv)
 	if (n == 0)
 		return 0;
 	JitterBuffer *jb = jitter_buffer_init(160);
-	if (argc > 1) {
-		spx_int32_t rate = atoi(argv[1]);
-		jitter_buffer_ctl(jb, JITTER_BUFFER_SET_MAX_LATE_RATE, &rate);
+	const int mumble = argc > 1 && strcmp(argv[1], "mumble") == 0;
+	if (mumble) {
+		spx_int32_t margin = 160;
+		jitter_buffer_ctl(jb, JITTER_BUFFER_SET_MARGIN, &margin);
 	}
 	const int64_t first = p[0].arrival_us, last = p[n - 1].arrival_us;
 	long next = 0;
@@ -65,6 +67,8 @@ int main(int argc, char **argv)
 		spx_int32_t offset = 0;
 		int status = jitter_buffer_get(jb, &out, 160, &offset);
 		print_tick(tick, status == JITTER_BUFFER_OK, out.sequence);
+		if (mumble && status != JITTER_BUFFER_OK)
+			jitter_buffer_update_delay(jb, &out, NULL);
 		jitter_buffer_tick(jb);
 	}
 	jitter_buffer_destroy(jb);

@@ -1,5 +1,5 @@
 /*
- * The trace side shared by the C jitter-buffer peers (speex_jb.c, re_jbuf.c): reads the CSV
+ * The trace side shared by the C jitter-buffer peers (speex_jb.c): reads the CSV
  * trace `arrival_ms,seq,rtp_ts` of `earshot jitter-sim` (src/media/jitter_sim.rs) from stdin and
  * prints its `tick_ms,seq` / `tick_ms,-` lines. Header-only: each peer is one translation unit.
  */

@@ -8,9 +8,13 @@
 //! that runs backwards, or one that leaps more than three seconds restarts the stream.
 //!
 //! Timing is measured, never assumed. A frame is due once `now − media time` reaches the
-//! playout offset: the larger of two quantiles over the last 512 packets (~10 s; kept as
+//! playout offset: the largest of three delays over the last 512 packets (~10 s; kept as
 //! incremental histograms by the `delay` submodule, so a packet costs a few bin steps):
-//! - `coverage_permille` (default 95 %) of their relative delays (arrival minus media time), and
+//! - `coverage_permille` (default 95 %) of their relative delays (arrival minus media time);
+//! - the delay that the ITU-T G.107 E-model rates best for them (§7.3 Idd of 150 ms plus the
+//!   delay, plus §7.4 Ie,eff for G.711 with PLC of the share of packets later than it), chosen
+//!   again every half second with one pass over the histogram: a lost frame costs as much R
+//!   as tens of ms of delay, so a heavy tail is covered, while a rare stall is not;
 //! - 99 % of what each packet that arrived after a later one needed for that later one not to
 //!   be played first (a packet that arrived in order needs nothing): reordering is what loses
 //!   packets outright, so it is covered more tightly than plain lateness.
@@ -21,17 +25,17 @@
 //! - a frame missing when due is waited for, concealing, while it is less than 50 ms overdue
 //!   (or `min_delay_ms` if larger) — but only until the frame after it is due, or, in a stream
 //!   that reorders (where the missing one is likely on its way), 30 ms overdue;
-//! - a frame that arrives in order but after its time is given up, as an outlier the delay
-//!   need not cover, unless two others did within 600 ms: then lateness recurs, so it is played
-//!   and the delay it needed is kept for 10 s, by when the window has seen it. A rising delay
-//!   (drift across a tick, a slower route) thus costs a few concealed frames, not one per frame;
+//! - a frame that arrives in order but after its time (within that patience) is played, and
+//!   the delay it needed is kept for 10 s, by when the window has seen it: giving it up would
+//!   lose it for certain, while the added delay can be won back;
 //! - once a frame was given up, playout resumes with the first frame less than 20 ms late (or
 //!   `min_delay_ms`): the late rest of a stall is skipped rather than played with its delay;
 //! - a gap (loss, DTX silence, a talkspurt's marker) re-aligns playout to the target for free;
-//! - otherwise quiet frames are dropped while playout is a whole frame later than the target,
-//!   and concealment is inserted after a quiet frame while it is 10 ms early, so silence is cut
-//!   or stretched at once; a loud frame is only touched when 70 ms late or 30 ms early, at most
-//!   every 100 ms, and drops are cross-faded.
+//! - otherwise quiet frames are dropped while playout is 25 ms later than the target, and
+//!   concealment is inserted after a quiet frame while it is 10 ms early; a loud frame is only
+//!   touched when 70 ms late or 30 ms early, at most every 100 ms, and drops are cross-faded.
+//!   A dropped frame is lost audio, so drops are budgeted: one per 400 frames played (0.25 %),
+//!   at most three banked; inserting costs only delay and is not limited.
 //!
 //! Everything is allocated in [`JitterBuffer::new`]; `push` and `pop` never allocate. The core
 //! never reads the clock: callers pass `now`.
@@ -51,6 +55,8 @@ const SAMPLE_US: i64 = 125;
 const FRAME_US: i64 = FRAME_SAMPLES as i64 * SAMPLE_US;
 /// Packets whose delays form the target window (~10 s of 20 ms packets).
 const DELAY_WINDOW: usize = 512;
+/// Pops between two choices of the E-model's best delay (half a second).
+const RATE_EVERY: u32 = 25;
 /// Below this many delay samples the initial delay is a floor for the target.
 const WARMUP_PACKETS: usize = 50;
 /// Share of recent packets whose reordering the offset must absorb, in per mille.
@@ -65,9 +71,6 @@ const REORDER_WAIT_US: i64 = 30_000;
 /// Once a frame was given up, how late a frame may be to resume playout with (or
 /// `min_delay_ms` if larger).
 const RESUME_US: i64 = 20_000;
-/// A frame that arrives in order but late is played (not given up) if the two before it came
-/// within this: lateness that recurs (10 % of frames) raises the delay, an outlier does not.
-const STRAGGLER_MEMORY_US: i64 = 600_000;
 /// How long the delay needed by a late frame that was played is kept.
 const HOLD_US: i64 = 10_000_000;
 /// RFC 3550 §A.1: largest forward jump in sequence numbers still taken as loss.
@@ -78,8 +81,14 @@ const MAX_MISORDER: i64 = 100;
 const RESYNC_JUMP: i64 = 3 * 8000;
 /// Sequence numbers remembered for duplicate detection (more than `MAX_MISORDER`).
 const SEEN_WINDOW: i64 = 128;
-/// Late by at least a frame: drop a quiet frame (playout stays at or after the target).
-const DROP_MARGIN_US: i64 = 20_000;
+/// Late by at least a frame and a margin: drop a quiet frame (playout stays after the target,
+/// and timer noise around a whole frame of delay is no reason to drop).
+const DROP_MARGIN_US: i64 = 25_000;
+/// Frames played per drop allowed: drops of in-time frames stay under 0.25 % of frames, as
+/// each is lost audio (G.107 counts it like a late frame).
+const DROP_EARN: u32 = 400;
+/// Drops that may be banked and spent at once (after a stall, to come back down).
+const DROP_BURST: u32 = 3;
 /// Late by at least this much: drop even a loud frame.
 const FORCED_DROP_US: i64 = 70_000;
 /// Early by at least this much: insert concealment after a quiet frame.
@@ -109,11 +118,13 @@ pub struct JitterConfig {
     /// Capacity in 20 ms slots (default 64, i.e. 1.28 s; a 60 ms packet fills three). Raised to
     /// `max_delay_ms` plus 80 ms if smaller, so waiting up to the maximum delay always fits.
     pub max_packets: usize,
-    /// Target delay before 50 packets have been measured, in ms (default 0: play the first
-    /// packet at once); after a restart the previous stream's target is used instead.
+    /// Target delay before 50 packets have been measured, in ms (default 20: the first packet
+    /// is played with a margin, so that the second is not late on a perfect network); after a
+    /// restart the previous stream's target is used instead.
     pub initial_delay_ms: u32,
-    /// Share of recent packets' delays the playout delay must cover, in per mille (default
-    /// 950); reordered packets are covered to 99 % regardless.
+    /// Share of recent packets' delays the playout delay must cover at least, in per mille
+    /// (default 950); reordered packets are covered to 99 % regardless, and the delay the
+    /// G.107 E-model rates best for the window is covered whenever it is higher.
     pub coverage_permille: u16,
 }
 
@@ -123,7 +134,7 @@ impl Default for JitterConfig {
             min_delay_ms: 0,
             max_delay_ms: 500,
             max_packets: 64,
-            initial_delay_ms: 0,
+            initial_delay_ms: 20,
             coverage_permille: 950,
         }
     }
@@ -291,6 +302,11 @@ pub struct JitterBuffer {
     /// later one not to be played first; an entry without a delay for packets in order.
     reorder_needs: DelayWindow,
     plc: Concealer,
+    /// G.107 delay impairment Idd for 150 ms + `i` ms of buffer delay, `i` in 0..1024.
+    delay_cost: Box<[f32]>,
+    /// The delay above the floor that the E-model rates best for the window, and the pops
+    /// until it is chosen again.
+    rated: (i64, u32),
     /// Target used until the delay window warms up.
     initial_us: i64,
     /// Pops since the last drop or insertion.
@@ -305,9 +321,9 @@ pub struct JitterBuffer {
     outage: bool,
     /// The last frame waited for: missing when it was due.
     waited: Option<FrameIndex>,
-    /// When (stream µs) the last two frames that arrived in order but after their time were
-    /// seen, latest first.
-    stragglers: [i64; 2],
+    /// Frames played towards the next drop: a drop needs [`DROP_EARN`] and spends them; at
+    /// most [`DROP_BURST`] drops' worth is banked.
+    drop_credit: u32,
     /// Playout offset kept after a late frame was played, and until when (stream µs).
     hold: (i64, i64),
     stats: JitterStats,
@@ -338,6 +354,10 @@ impl JitterBuffer {
             delays: DelayWindow::new(DELAY_WINDOW, cfg.coverage_permille),
             reorder_needs: DelayWindow::new(DELAY_WINDOW, REORDER_COVERAGE_PERMILLE),
             plc: Concealer::new(),
+            delay_cost: (0..1024)
+                .map(|ms| delay_impairment(150.0 + ms as f32))
+                .collect(),
+            rated: (0, 0),
             initial_us: i64::from(cfg.initial_delay_ms) * 1000,
             since_adjust: 0,
             speech_level: 0.0,
@@ -345,7 +365,7 @@ impl JitterBuffer {
             last_played: false,
             outage: false,
             waited: None,
-            stragglers: [i64::MIN / 2; 2],
+            drop_credit: 0,
             hold: (0, i64::MIN),
             stats: JitterStats {
                 target_delay_ms: cfg.initial_delay_ms.clamp(cfg.min_delay_ms, max_delay_ms),
@@ -398,6 +418,10 @@ impl JitterBuffer {
             return self.fill_gap(out);
         };
         let now_us = micros_between(stream.epoch, now);
+        if self.rated.1 == 0 || self.delays.len() < WARMUP_PACKETS {
+            self.rated = (self.best_rated(), RATE_EVERY);
+        }
+        self.rated.1 -= 1;
         let (floor, mut offset) = self.playout_offset();
         if now_us < self.hold.1 {
             offset = offset.max(self.hold.0);
@@ -524,7 +548,6 @@ impl JitterBuffer {
         self.playing = false;
         self.outage = false;
         self.waited = None;
-        self.stragglers = [i64::MIN / 2; 2];
         self.hold = (0, i64::MIN);
     }
 
@@ -627,7 +650,11 @@ impl JitterBuffer {
     /// The fastest recent delay and the playout offset (media time → play time) in µs.
     fn playout_offset(&self) -> (i64, i64) {
         let floor = self.delays.floor().unwrap_or(0);
-        let covered = self.delays.quantile().unwrap_or(floor);
+        let covered = self
+            .delays
+            .quantile()
+            .unwrap_or(floor)
+            .max(floor + self.rated.0);
         let reordered = self.reorder_needs.quantile().unwrap_or(floor);
         let mut target = covered.max(reordered) - floor;
         if self.delays.len() < WARMUP_PACKETS {
@@ -636,6 +663,24 @@ impl JitterBuffer {
         let min = i64::from(self.cfg.min_delay_ms) * 1000;
         let max = i64::from(self.cfg.max_delay_ms) * 1000;
         (floor, floor + target.clamp(min, max))
+    }
+
+    /// The delay above the floor that minimizes the G.107 impairments over the window: Idd of
+    /// 150 ms plus that delay, plus Ie,eff (G.711 with PLC, random loss) of the share of the
+    /// window's packets later than it.
+    fn best_rated(&self) -> i64 {
+        let total = self.delays.len().max(1) as f32;
+        let cost = &self.delay_cost;
+        self.delays
+            .cheapest(|above_us, later| {
+                let idd = cost
+                    .get(usize::try_from(above_us / 1000).unwrap_or(0))
+                    .copied()
+                    .unwrap_or(f32::MAX);
+                let ppl = 100.0 * later as f32 / total;
+                idd + 95.0 * ppl / (ppl + 25.1)
+            })
+            .unwrap_or(0)
     }
 
     /// How late the frame after a missing one may get before the missing one is given up for
@@ -685,13 +730,10 @@ impl JitterBuffer {
             let gone = if present && self.last_played {
                 false
             } else if present && self.straggled(head) {
-                // A lone late frame is given up; one of several is played.
-                let recurring = self
-                    .stragglers
-                    .iter()
-                    .all(|&t| now_us - t < STRAGGLER_MEMORY_US);
-                self.stragglers = [now_us, self.stragglers[0]];
-                (!recurring && late >= floor_wait) || late >= patience || hopeless
+                // A frame that came late but in order is played while within patience, even
+                // after an outage: giving it up loses it for certain, playing it costs delay
+                // that the drop budget can win back.
+                late >= patience || hopeless
             } else {
                 late >= wait || hopeless
             };
@@ -750,11 +792,12 @@ impl JitterBuffer {
         let next = FrameIndex(self.next_play.0 + 1);
         let can_drop = head.is_some_and(|s| s.complete(self.next_play))
             && self.slot(next).is_some_and(|s| s.complete(next));
-        if can_drop && error >= DROP_MARGIN_US {
+        if can_drop && error >= DROP_MARGIN_US && self.drop_credit >= DROP_EARN {
             let quiet = head.is_some_and(|s| self.is_quiet(&s.pcm));
             if quiet || (error >= FORCED_DROP_US && loud_ok) {
                 let discarded = head.map_or(SILENCE, |s| s.pcm);
                 self.since_adjust = 0;
+                self.drop_credit -= DROP_EARN;
                 self.stats.discarded += 1;
                 self.advance();
                 return self.play_head(out, Some(&discarded));
@@ -848,6 +891,7 @@ impl JitterBuffer {
         self.speech_level = (self.speech_level * LEVEL_DECAY).max(energy);
         self.last_quiet = self.quiet_energy(energy);
         self.stats.played += 1;
+        self.drop_credit = (self.drop_credit + 1).min(DROP_EARN * DROP_BURST);
         Playout::Played { seq }
     }
 
@@ -874,6 +918,16 @@ impl JitterBuffer {
     fn quiet_energy(&self, energy: f32) -> bool {
         energy < QUIET_ENERGY || energy < self.speech_level * QUIET_RATIO
     }
+}
+
+/// Idd of ITU-T G.107 §7.3 for a one-way delay of `ta_ms`.
+fn delay_impairment(ta_ms: f32) -> f32 {
+    if ta_ms <= 100.0 {
+        return 0.0;
+    }
+    let x = (ta_ms / 100.0).log2();
+    let sixth = 1.0 / 6.0;
+    25.0 * ((1.0 + x.powi(6)).powf(sixth) - 3.0 * (1.0 + (x / 3.0).powi(6)).powf(sixth) + 2.0)
 }
 
 fn mean_square(frame: &Frame) -> f32 {
@@ -995,10 +1049,19 @@ mod tests {
     }
 
     #[test]
-    fn silence_until_the_first_packet_which_plays_at_once() {
+    fn silence_until_the_first_packet_which_plays_after_the_initial_margin() {
         let mut h = Harness::new();
         assert_eq!(h.pop(0), Playout::Silence);
         assert_eq!(h.out, SILENCE);
+        h.push(20, 100, 8000);
+        // 20 ms of margin: the next packet may come a little late without being late.
+        assert_eq!(h.pop(20), Playout::Silence);
+        h.push(40, 101, 8160);
+        assert_eq!(h.pop(40), Playout::Played { seq: 100 });
+        let mut h = Harness::with(JitterConfig {
+            initial_delay_ms: 0,
+            ..JitterConfig::default()
+        });
         h.push(20, 100, 8000);
         assert_eq!(h.pop(20), Playout::Played { seq: 100 });
     }
@@ -1113,7 +1176,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_late_frame_is_given_up_but_recurring_lateness_raises_the_delay() {
+    fn a_late_frame_in_order_is_played_and_the_delay_it_needed_kept() {
         let mut h = Harness::new();
         // On time, except packet 20 (5 ms late), then from packet 200 (4 s later) on, every
         // packet 5 ms late.
@@ -1121,11 +1184,9 @@ mod tests {
             20 * k + if k == 20 || k >= 200 { 5 } else { 0 }
         });
         let got = played(&seqs);
-        // The lone late frame is concealed; the first two late ones of the run too, then
-        // playout waits for the next one and keeps the delay that needed.
-        assert!(!got.contains(&20) && !got.contains(&200), "{got:?}");
+        // Every late frame is waited for and played; playout keeps the delay that needed.
         let missing: Vec<u16> = (0..300).filter(|k| !got.contains(k)).collect();
-        assert_eq!(missing, vec![20, 200, 201], "{:?}", h.jb.stats());
+        assert_eq!(missing, Vec::<u16>::new(), "{:?}", h.jb.stats());
         assert_eq!(h.jb.stats().discarded, 0);
         assert!(h.jb.target_delay_ms() >= 5, "{}", h.jb.target_delay_ms());
     }
@@ -1150,8 +1211,9 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(got, sorted);
         assert_eq!(got.len() as u64 + h.jb.stats().late, 1000);
-        // Ten stalled packets of the last 512 are under the 5 % the delay need not cover.
-        assert_eq!(h.jb.target_delay_ms(), 0);
+        // Ten stalled packets of the last 512 are not worth covering; what remains is the hold
+        // of a frame that came late in order at the stall's end.
+        assert!(h.jb.target_delay_ms() <= 20, "{}", h.jb.target_delay_ms());
         assert_eq!(h.jb.stats().discarded, 0, "{:?}", h.jb.stats());
     }
 
@@ -1178,7 +1240,7 @@ mod tests {
     }
 
     #[test]
-    fn a_short_delay_spike_is_waited_through_when_lateness_recurs() {
+    fn late_frames_and_a_short_delay_spike_are_waited_through() {
         let mut h = Harness::new();
         // Packets 40 and 45 come 5 ms late, then a 15 ms spike holds 50 until 51 is sent.
         let seqs = run(&mut h, 100, |k| match k {
@@ -1189,8 +1251,8 @@ mod tests {
         });
         let got = played(&seqs);
         let missing: Vec<u16> = (0..100).filter(|k| !got.contains(k)).collect();
-        assert_eq!(missing, vec![40, 45], "{:?}", h.jb.stats());
-        assert_eq!(h.jb.stats().late, 2);
+        assert_eq!(missing, Vec::<u16>::new(), "{:?}", h.jb.stats());
+        assert_eq!(h.jb.stats().late, 0);
     }
 
     #[test]

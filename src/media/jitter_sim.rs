@@ -1,5 +1,6 @@
-//! The jitter-buffer trace runner behind `earshot jitter-sim TRACE.csv`, with synthetic trace
-//! generators ([`traces`]) and a scorer ([`score`]) for tests and benchmarks.
+//! The jitter-buffer trace runner behind `earshot jitter-sim TRACE.csv`, with the corpus of
+//! synthetic traces ([`traces`]), the one scorer ([`score()`], E-model rating in [`emodel`]) and
+//! the hindsight fixed-delay baseline ([`fixed`]) that tests and benchmarks judge buffers by.
 //!
 //! Trace format (the whole contract): CSV with the header `arrival_ms,seq,rtp_ts`, one packet
 //! per line in arrival order; `seq` is the 16-bit RTP sequence number (it wraps), `rtp_ts` the
@@ -8,7 +9,9 @@
 //! played or `tick_ms,-` when it is not playing a received frame (initial buffering,
 //! concealment, silence). Tick k is at the first arrival + 20·k ms, on the trace's clock; every
 //! packet with `arrival_ms ≤ tick_ms` is pushed before that tick's frame is chosen. Output ends
-//! once the buffer has drained after the last arrival. No header is printed.
+//! once the buffer has drained after the last arrival. No header is printed. The trace carries
+//! no marker bit: the runner sets it, as RFC 3551 §4.1 senders do at a talkspurt's start, on a
+//! packet that follows the newest one's number but not its time (a silence was skipped).
 //!
 //! The audio pushed is synthetic speech-like PCM derived from the RTP timestamp (a voiced tone
 //! in 250 ms syllables with 150 ms pauses), so the buffer's quiet-frame preferences behave as
@@ -19,8 +22,14 @@
 
 use crate::media::frame::{Frame, SILENCE};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
-use std::collections::HashMap;
 use std::fmt;
+
+pub mod emodel;
+pub mod fixed;
+mod score;
+pub mod traces;
+
+pub use score::{Score, score};
 use std::time::{Duration, Instant};
 
 /// One received packet of a trace.
@@ -103,16 +112,17 @@ pub fn run_trace(
     csv: &str,
     cfg: JitterConfig,
     out: &mut impl std::io::Write,
-) -> Result<(), TraceError> {
+) -> Result<Score, TraceError> {
     write_playout(&parse_trace(csv)?, cfg, out)
 }
 
-/// Replays packets (in arrival order) and writes one `tick_ms,seq` line per tick.
+/// Replays packets (in arrival order), writes one `tick_ms,seq` line per tick and returns the
+/// playout's score.
 pub fn write_playout(
     packets: &[TracePacket],
     cfg: JitterConfig,
     out: &mut impl std::io::Write,
-) -> Result<(), TraceError> {
+) -> Result<Score, TraceError> {
     if let (Some(first), Some(last)) = (packets.first(), packets.last())
         && last.arrival_us - first.arrival_us > MAX_SPAN_US
     {
@@ -120,13 +130,14 @@ pub fn write_playout(
             hours: (last.arrival_us - first.arrival_us) / 3_600_000_000,
         });
     }
-    for tick in simulate(packets, cfg) {
+    let ticks = simulate(packets, cfg);
+    for tick in &ticks {
         match tick.seq {
             Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
             None => writeln!(out, "{},-", Millis(tick.tick_us))?,
         }
     }
-    Ok(())
+    Ok(score(packets, &ticks))
 }
 
 /// Parses a trace. Blank lines are skipped; line numbers in errors count them.
@@ -207,11 +218,17 @@ pub fn simulate(packets: &[TracePacket], cfg: JitterConfig) -> Vec<Tick> {
     let mut pcm = SILENCE;
     let mut frame = SILENCE;
     let mut next = 0;
+    let mut newest = (first.seq.wrapping_sub(1), first.rtp_ts.wrapping_sub(160));
     for k in 0.. {
         let tick_us = first.arrival_us + TICK_US * k;
         while let Some(p) = packets.get(next).filter(|p| p.arrival_us <= tick_us) {
             speech_like(p.rtp_ts, &mut pcm);
-            buffer.push(at(p.arrival_us), p.seq, p.rtp_ts, false, TRACE_SSRC, &pcm);
+            let step = p.seq.wrapping_sub(newest.0) as i16;
+            let marker = step == 1 && p.rtp_ts.wrapping_sub(newest.1) > 160;
+            if step > 0 {
+                newest = (p.seq, p.rtp_ts);
+            }
+            buffer.push(at(p.arrival_us), p.seq, p.rtp_ts, marker, TRACE_SSRC, &pcm);
             next += 1;
         }
         let all_in = next >= packets.len();
@@ -246,97 +263,6 @@ pub fn speech_like(ts: u32, out: &mut Frame) {
             0.0
         };
         *s = (envelope * period[(n % 64) as usize] * 8000.0) as i16;
-    }
-}
-
-/// How well a simulation did on a trace.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Score {
-    /// Distinct packets that arrived.
-    pub packets: usize,
-    /// Ticks that played a received frame.
-    pub played: usize,
-    /// Arrived packets never played because playout had already passed them on arrival.
-    pub late: usize,
-    /// Arrived packets never played although they were in time (dropped to cut the delay).
-    pub discarded: usize,
-    /// Ticks that played no received frame.
-    pub gap_ticks: usize,
-    /// `late` as a percentage of `packets`.
-    pub late_loss_pct: f64,
-    /// `discarded` as a percentage of `packets`.
-    pub discarded_pct: f64,
-    /// Mean time from a packet's arrival to its playout tick, in ms.
-    pub mean_delay_ms: f64,
-    /// Longest such time, in ms.
-    pub max_delay_ms: f64,
-}
-
-/// Scores a simulation's ticks against its trace.
-pub fn score(packets: &[TracePacket], ticks: &[Tick]) -> Score {
-    // Extend sequence numbers in arrival order; remember each one's first arrival.
-    let mut arrivals: HashMap<i64, i64> = HashMap::new();
-    let mut highest: Option<i64> = None;
-    for p in packets {
-        let ext = extend(highest, p.seq);
-        highest = Some(highest.map_or(ext, |h| h.max(ext)));
-        arrivals.entry(ext).or_insert(p.arrival_us);
-    }
-    // Extend the played numbers likewise; track the highest played so far at each tick.
-    let mut played_ext: Vec<(i64, i64)> = Vec::new(); // (tick_us, highest played ext seq)
-    let mut played = HashMap::new();
-    let mut last: Option<i64> = packets.first().map(|p| i64::from(p.seq));
-    let (mut delay_sum, mut max_delay, mut count) = (0i64, 0i64, 0usize);
-    let mut top = i64::MIN;
-    for tick in ticks {
-        if let Some(seq) = tick.seq {
-            let ext = extend(last, seq);
-            last = Some(ext);
-            top = top.max(ext);
-            played.insert(ext, tick.tick_us);
-            if let Some(&arrival) = arrivals.get(&ext) {
-                delay_sum += tick.tick_us - arrival;
-                max_delay = max_delay.max(tick.tick_us - arrival);
-                count += 1;
-            }
-        }
-        played_ext.push((tick.tick_us, top));
-    }
-    let (mut late, mut discarded) = (0, 0);
-    for (&ext, &arrival) in &arrivals {
-        if played.contains_key(&ext) {
-            continue;
-        }
-        let before = played_ext.partition_point(|&(t, _)| t < arrival);
-        let passed = before > 0
-            && played_ext
-                .get(before - 1)
-                .is_some_and(|&(_, top)| top > ext);
-        if passed {
-            late += 1;
-        } else {
-            discarded += 1;
-        }
-    }
-    let n = arrivals.len().max(1) as f64;
-    Score {
-        packets: arrivals.len(),
-        played: count,
-        late,
-        discarded,
-        gap_ticks: ticks.iter().filter(|t| t.seq.is_none()).count(),
-        late_loss_pct: 100.0 * late as f64 / n,
-        discarded_pct: 100.0 * discarded as f64 / n,
-        mean_delay_ms: delay_sum as f64 / count.max(1) as f64 / 1000.0,
-        max_delay_ms: max_delay as f64 / 1000.0,
-    }
-}
-
-/// Extends a 16-bit sequence number to the one nearest `reference`.
-fn extend(reference: Option<i64>, seq: u16) -> i64 {
-    match reference {
-        None => i64::from(seq),
-        Some(r) => r + i64::from(seq.wrapping_sub(r as u16) as i16),
     }
 }
 
@@ -417,181 +343,6 @@ impl<F: Fn(u64) -> Option<u64>> Arrivals<F> {
         self.len -= 1;
         self.in_flight.swap(i, self.len);
         Some((n, at))
-    }
-}
-
-/// Synthetic network traces, seeded and deterministic. Each sends one 20 ms packet per frame
-/// for `seconds` and returns the packets that arrive, in arrival order. Sequence numbers and
-/// timestamps start at seeded random values, so long traces wrap.
-pub mod traces {
-    use super::TracePacket;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    const FRAME_US: f64 = 20_000.0;
-
-    /// One packet as sent, with its arrival time once the network model has run.
-    struct Sent {
-        index: u64,
-        send_us: f64,
-        arrival_us: f64,
-        lost: bool,
-    }
-
-    fn send(seconds: u32, ppm: f64) -> Vec<Sent> {
-        let count = u64::from(seconds) * 50;
-        (0..count)
-            .map(|index| {
-                // A sender clock `ppm` fast emits its 20 ms frames slightly more often.
-                let send_us = index as f64 * FRAME_US / (1.0 + ppm * 1e-6);
-                Sent {
-                    index,
-                    send_us,
-                    arrival_us: send_us,
-                    lost: false,
-                }
-            })
-            .collect()
-    }
-
-    /// Packets leave a queue in order: nothing overtakes a packet ahead of it.
-    fn fifo(sent: &mut [Sent]) {
-        let mut previous = f64::MIN;
-        for s in sent.iter_mut().filter(|s| !s.lost) {
-            s.arrival_us = s.arrival_us.max(previous);
-            previous = s.arrival_us;
-        }
-    }
-
-    fn finish(sent: Vec<Sent>, rng: &mut StdRng) -> Vec<TracePacket> {
-        let seq0: u16 = rng.random();
-        let ts0: u32 = rng.random();
-        let mut packets: Vec<(f64, u64)> = sent
-            .iter()
-            .filter(|s| !s.lost)
-            .map(|s| (s.arrival_us, s.index))
-            .collect();
-        packets.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        packets
-            .into_iter()
-            .map(|(arrival, index)| TracePacket {
-                arrival_us: arrival.round() as i64,
-                seq: seq0.wrapping_add(index as u16),
-                rtp_ts: ts0.wrapping_add((index as u32).wrapping_mul(160)),
-            })
-            .collect()
-    }
-
-    /// Constant 40 ms network delay.
-    pub fn clean(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        for s in &mut sent {
-            s.arrival_us += 40_000.0;
-        }
-        finish(sent, &mut rng)
-    }
-
-    /// 30 ms plus independent Pareto jitter (x_m = 5 ms, α = 2, capped at 400 ms); packets may
-    /// overtake each other.
-    pub fn pareto(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        for s in &mut sent {
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            let jitter = (5_000.0 / u.sqrt()).min(400_000.0);
-            s.arrival_us += 30_000.0 + jitter;
-        }
-        finish(sent, &mut rng)
-    }
-
-    /// 40 ms ± 2.5 ms, with a 200 ms stall every 8–15 s: packets sent during a stall arrive
-    /// together when it ends.
-    pub fn spikes(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        let mut stall_at = rng.random_range(8e6..15e6);
-        for s in &mut sent {
-            if s.send_us >= stall_at + 200_000.0 {
-                stall_at += rng.random_range(8e6..15e6);
-            }
-            let release = if s.send_us >= stall_at {
-                stall_at + 200_000.0
-            } else {
-                s.send_us
-            };
-            s.arrival_us = release + 40_000.0 + rng.random_range(0.0..5_000.0);
-        }
-        fifo(&mut sent);
-        finish(sent, &mut rng)
-    }
-
-    /// Gilbert–Elliott bursty loss (good: 1 % loss, bad: 60 %; enter bad 4 %/packet, leave
-    /// 30 %/packet ≈ 6 % loss in bursts) over 40 ms + 0–10 ms queueing jitter.
-    pub fn bursty_loss(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        let mut bad = false;
-        for s in &mut sent {
-            bad = if bad {
-                !rng.random_bool(0.3)
-            } else {
-                rng.random_bool(0.04)
-            };
-            s.lost = rng.random_bool(if bad { 0.6 } else { 0.01 });
-            s.arrival_us += 40_000.0 + rng.random_range(0.0..10_000.0);
-        }
-        fifo(&mut sent);
-        finish(sent, &mut rng)
-    }
-
-    /// 40 ms ± 2.5 ms, with 3 % of packets held back 25–60 ms, behind up to three later ones.
-    pub fn reorder(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        for s in &mut sent {
-            s.arrival_us += 40_000.0 + rng.random_range(0.0..5_000.0);
-            if rng.random_bool(0.03) {
-                s.arrival_us += rng.random_range(25_000.0..60_000.0);
-            }
-        }
-        finish(sent, &mut rng)
-    }
-
-    /// A sender clock off by `ppm` parts per million, over 40 ms + 0–5 ms queueing jitter.
-    pub fn drift(seconds: u32, seed: u64, ppm: f64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, ppm);
-        for s in &mut sent {
-            s.arrival_us += 40_000.0 + rng.random_range(0.0..5_000.0);
-        }
-        fifo(&mut sent);
-        finish(sent, &mut rng)
-    }
-
-    /// Wi-Fi-like: 5 ms + exponential jitter (mean 3 ms), 0.5 % loss, and every 2–10 s a stall
-    /// of 50–300 ms (scanning, retransmissions) after which the queue flushes in a burst.
-    pub fn wifi(seconds: u32, seed: u64) -> Vec<TracePacket> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut sent = send(seconds, 0.0);
-        let mut stall_at = rng.random_range(2e6..10e6);
-        let mut stall_len = rng.random_range(50_000.0..300_000.0);
-        for s in &mut sent {
-            if s.send_us >= stall_at + stall_len {
-                stall_at += stall_len + rng.random_range(2e6..10e6);
-                stall_len = rng.random_range(50_000.0..300_000.0);
-            }
-            let release = if s.send_us >= stall_at {
-                stall_at + stall_len
-            } else {
-                s.send_us
-            };
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            s.arrival_us = release + 5_000.0 - 3_000.0 * u.ln();
-            s.lost = rng.random_bool(0.005);
-        }
-        fifo(&mut sent);
-        finish(sent, &mut rng)
     }
 }
 
@@ -721,62 +472,7 @@ mod tests {
 
     #[test]
     fn csv_round_trips_through_the_parser() {
-        let packets = traces::pareto(2, 7);
+        let packets = traces::generate(traces::Family::Pareto, 2, 7);
         assert_eq!(parse_trace(&to_csv(&packets)).unwrap(), packets);
-    }
-
-    #[test]
-    fn scorer_separates_late_from_discarded() {
-        let packets = [
-            TracePacket {
-                arrival_us: 0,
-                seq: 1,
-                rtp_ts: 0,
-            },
-            TracePacket {
-                arrival_us: 0,
-                seq: 2,
-                rtp_ts: 160,
-            },
-            TracePacket {
-                arrival_us: 0,
-                seq: 3,
-                rtp_ts: 320,
-            },
-            TracePacket {
-                arrival_us: 70_000,
-                seq: 5,
-                rtp_ts: 640,
-            },
-            TracePacket {
-                arrival_us: 90_000,
-                seq: 4,
-                rtp_ts: 480,
-            },
-        ];
-        let ticks = [
-            Tick {
-                tick_us: 20_000,
-                seq: Some(1),
-            },
-            Tick {
-                tick_us: 40_000,
-                seq: Some(3),
-            }, // 2 discarded while in time
-            Tick {
-                tick_us: 60_000,
-                seq: None,
-            },
-            Tick {
-                tick_us: 80_000,
-                seq: Some(5),
-            }, // 4 arrives after 5 played: late
-            Tick {
-                tick_us: 100_000,
-                seq: None,
-            },
-        ];
-        let s = score(&packets, &ticks);
-        assert_eq!((s.packets, s.played, s.late, s.discarded), (5, 3, 1, 1));
     }
 }

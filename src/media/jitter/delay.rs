@@ -140,6 +140,26 @@ impl DelayWindow {
         (self.rank() > self.nones).then(|| self.edge(self.quantile_bin))
     }
 
+    /// The delay above the floor, on a bin edge, that minimizes `cost(delay above the floor in
+    /// µs, entries later than it)`; `None` if the window holds no delay. One pass over the bins.
+    pub(super) fn cheapest(&self, cost: impl Fn(i64, usize) -> f32) -> Option<i64> {
+        self.floor()?;
+        let mut later = self.len - self.nones;
+        let mut best = (f32::MAX, 0);
+        for bin in self.floor_bin..BINS {
+            later -= usize::from(self.count(bin)).min(later);
+            let above = (bin - self.floor_bin) as i64 * BIN_US;
+            let c = cost(above, later);
+            if c < best.0 {
+                best = (c, above);
+            }
+            if later == 0 {
+                break;
+            }
+        }
+        Some(best.1)
+    }
+
     fn edge(&self, bin: usize) -> i64 {
         self.anchor + bin as i64 * BIN_US
     }
