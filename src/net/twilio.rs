@@ -160,6 +160,8 @@ struct Shared {
     /// The call history, where status callbacks find calls that are no longer live.
     store: Store,
     shutdown: CancellationToken,
+    /// While draining, new calls get the fallback TwiML (streams in progress go on).
+    drain: crate::call::Drain,
     /// Open stream tasks, so shutdown can wait for their close frames and recordings.
     streams: AtomicUsize,
     idle: Notify,
@@ -173,6 +175,7 @@ impl TwilioState {
         metrics: Arc<Metrics>,
         store: Store,
         shutdown: CancellationToken,
+        drain: crate::call::Drain,
     ) -> Self {
         let tokens = TokenBook::new(settings.handshake_timeout, REMEMBER, MAX_REMEMBERED);
         Self(Arc::new(Shared {
@@ -183,6 +186,7 @@ impl TwilioState {
             metrics,
             store,
             shutdown,
+            drain,
             streams: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
@@ -404,6 +408,11 @@ async fn voice(
     }
     if state.0.shutdown.is_cancelled() {
         state.fell_back("shutting down", Some(&call_sid));
+        return xml(state.fallback_twiml());
+    }
+    // A call already streaming here (a retried webhook) keeps its token.
+    if state.0.drain.is_draining() && state.lock_tokens().state(&call_sid).is_none() {
+        state.fell_back("draining", Some(&call_sid));
         return xml(state.fallback_twiml());
     }
     let remembered = state.lock_tokens().state(&call_sid).is_some();
