@@ -85,8 +85,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
         recording_events,
         &shutdown,
         metrics.clone(),
-        sip_channel.0.clone(),
-        &drain,
+        Steering {
+            sip: sip_channel.0.clone(),
+            drain: drain.clone(),
+        },
     )
     .await?;
     let mut driver = build_sip(&config, services, metrics, store, sip_channel).await?;
@@ -265,6 +267,13 @@ fn box_account_sid(config: &Config) -> String {
     format!("AC{hex}")
 }
 
+/// What the API and the Twilio webhook steer besides the store: the SIP task (where calls are
+/// placed) and the draining switch.
+struct Steering {
+    sip: mpsc::UnboundedSender<SipCommand>,
+    drain: crate::call::Drain,
+}
+
 /// Opens the call history (closing calls a crash left open), starts the webhooks (their
 /// pending deliveries resume), the store thread on the calls' events, the recorder's event
 /// watcher, the recordings housekeeping and the HTTP API. Returns the store thread, which
@@ -276,8 +285,7 @@ async fn start_history(
     recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
-    sip: mpsc::UnboundedSender<SipCommand>,
-    drain: &crate::call::Drain,
+    Steering { sip, drain }: Steering,
 ) -> Result<
     (
         crate::store::WriterHandle,
@@ -347,7 +355,7 @@ async fn start_history(
     state.audio = Some(services.audio.clone());
     state.gate = gate;
     state.dial = Some(sip);
-    state.drain = drain.clone();
+    state.drain = drain;
     state.node = Arc::from(config.node.name.as_str());
     let policy =
         crate::api::HostPolicy::new(&config.http.hosts, config.twilio.public_url.as_deref());
