@@ -49,7 +49,9 @@ impl Kamailio {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/kamailio.cfg");
         let log = File::create(dir.join("kamailio.log")).unwrap();
         let child = Command::new("kamailio")
-            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            // One receiving process: several would relay a 180 and the 200 right behind it in
+            // either order, and SIPp fails a call on a 180 after its 200.
+            .args(["-DD", "-E", "-n", "1", "-m", "64", "-M", "8"])
             .arg("-f")
             .arg(&cfg)
             .arg("-Y")
@@ -132,7 +134,13 @@ fn node(name: &str) -> Earshot {
 /// Starts `calls` SIPp calls through the proxy, `parallel` at most at once, 10 a second, each
 /// held `hold_ms` and hung up by the caller.
 fn calls(k: &Kamailio, calls: u32, parallel: u32, hold_ms: u32) -> Sipp {
-    let scenario = Scenario::load("uac_via_proxy.xml", &[("HOLD_MS", hold_ms.to_string())]);
+    calls_with(k, calls, parallel, hold_ms, String::new())
+}
+
+/// Like [`calls`], each call playing `media` (an action element) after its ACK.
+fn calls_with(k: &Kamailio, calls: u32, parallel: u32, hold_ms: u32, media: String) -> Sipp {
+    let vars = [("HOLD_MS", hold_ms.to_string()), ("MEDIA", media)];
+    let scenario = Scenario::load("uac_via_proxy.xml", &vars);
     let (total, at_once) = (calls.to_string(), parallel.to_string());
     let args = ["-m", total.as_str(), "-l", at_once.as_str(), "-r", "10"];
     sipp::start(&k.dir, &scenario, Some(k.addr), sipp::port(), &args)
@@ -324,4 +332,81 @@ fn killing_one_box_leaves_new_calls_and_the_survivors_calls_working() {
     assert!(b.panics().is_empty());
     assert_eq!(b.options(), Some(200));
     assert_eq!(live(&b), 0);
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel reports clock ticks of 1/100 s on Linux (USER_HZ).
+    Duration::from_millis(ticks * 10)
+}
+
+/// Figures for BENCHMARKS.md, printed, not asserted beyond every call completing: calls with
+/// two-way PCMU through Kamailio to one box and then to two (earshot CPU per call, each box),
+/// and how long new calls take to stop reaching a box killed with SIGKILL.
+#[test]
+fn fleet_figures_one_box_versus_two() {
+    const CALLS: u32 = 100;
+    const PARALLEL: u32 = 50;
+    const HOLD_MS: u32 = 3000;
+    let names = ["node-a", "node-b"];
+    for boxes in [1usize, 2] {
+        let nodes: Vec<Earshot> = names[..boxes].iter().map(|n| node(n)).collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(Earshot::sip_addr).collect();
+        let k = Kamailio::start(&addrs);
+        let codes = support::pcap::coded_test_signal(earshot::media::g711::Law::Ulaw, HOLD_MS);
+        let packets = support::pcap::g711_packets(0, 1000, &codes);
+        let pcap = k.dir.join("caller.pcap");
+        support::pcap::write_rtp_pcap(&pcap, 0x1234_5678, 100, &packets).unwrap();
+        let media = format!(
+            "<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>",
+            pcap.display()
+        );
+        let before: Vec<Duration> = nodes.iter().map(|e| cpu_time(e.pid())).collect();
+        let started = Instant::now();
+        let outcome =
+            calls_with(&k, CALLS, PARALLEL, HOLD_MS, media).wait(Duration::from_secs(180));
+        let wall = started.elapsed();
+        let refs: Vec<&Earshot> = nodes.iter().collect();
+        assert_all_passed(&outcome, u64::from(CALLS), &k, &refs);
+        let each = ended(&refs, CALLS as usize);
+        for ((e, before), calls) in nodes.iter().zip(&before).zip(&each) {
+            let cpu = cpu_time(e.pid()) - *before;
+            println!(
+                "fleet figures: {boxes} box(es), {CALLS} calls ({PARALLEL} at once, {HOLD_MS} ms \
+                 of PCMU each way) in {wall:?}: box {} carried {} calls, {:?} CPU, {:.1} ms CPU \
+                 per call; SIPp {} ok, {} failed",
+                e.pid(),
+                calls.len(),
+                cpu,
+                cpu.as_secs_f64() * 1000.0 / calls.len().max(1) as f64,
+                outcome.successful,
+                outcome.failed,
+            );
+        }
+    }
+    // Failover: one call at a time after a SIGKILL; each call's setup-to-end time shows when
+    // the dispatcher stopped trying the dead box (a try costs FR_TIMER_MS).
+    let (mut a, b) = (node("node-a"), node("node-b"));
+    let k = Kamailio::start(&[a.sip_addr(), b.sip_addr()]);
+    a.kill_9();
+    let killed = Instant::now();
+    let mut slow_until = Duration::ZERO;
+    for _ in 0..8 {
+        let started = Instant::now();
+        let one = calls(&k, 1, 1, 0).wait(Duration::from_secs(30));
+        assert_all_passed(&one, 1, &k, &[&b]);
+        if started.elapsed() > Duration::from_millis(u64::from(FR_TIMER_MS)) {
+            slow_until = killed.elapsed();
+        }
+    }
+    println!(
+        "fleet figures: after SIGKILL, the last call delayed by a try of the dead box ended \
+         {slow_until:?} after the kill; later calls went to the survivor at once (fr_timer \
+         {FR_TIMER_MS} ms, probing every {PING_SECS} s)"
+    );
 }
