@@ -7,9 +7,10 @@
 //! Every request must carry a valid `X-Twilio-Signature` (403 otherwise, and nothing is
 //! created). The webhook answers `<Connect><Stream>` with a one-time token in the Stream URL's
 //! path (and as a `<Parameter>`), or the fallback TwiML when the call cannot be taken (Twilio
-//! disabled, shutting down, at `[calls].max_concurrent`). The handshake watchdog expires tokens
-//! whose stream did not start within `[twilio].handshake_timeout_secs`: those calls are counted
-//! as fallen back, and the `<Connect action>` callback Twilio then makes answers the fallback.
+//! disabled, shutting down, draining, at `[calls].max_concurrent`). The handshake watchdog
+//! expires tokens whose stream did not start within `[twilio].handshake_timeout_secs`: those
+//! calls are counted as fallen back, and the `<Connect action>` callback Twilio then makes
+//! answers the fallback.
 //!
 //! Replays: Twilio signs the upgrade over the URL it connects to, token included, so a
 //! captured upgrade is good for that one token: the upgrade redeems it (a used, expired or
