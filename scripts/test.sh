@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(
     libasound2-dev libasound2-plugins pkg-config gcc
-    sip-tester baresip-core
+    sip-tester baresip-core kamailio
     pulseaudio pulseaudio-utils alsa-utils sox espeak-ng
     libspandsp-dev libspeexdsp-dev libre-dev
     iproute2 util-linux tcpdump systemd

@@ -1,6 +1,7 @@
 //! The appliance: binds the sockets, starts the drivers and call machinery from the config,
 //! and runs until SIGTERM or SIGINT, then shuts down gracefully (503 to new calls, BYE to
-//! active ones, unregister trunks).
+//! active ones, unregister trunks). SIGUSR1 starts draining (new calls refused, current ones
+//! go on; see [`Drain`](crate::call::Drain)) and SIGUSR2 ends it; SIGHUP reloads.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -66,7 +67,8 @@ pub enum AppError {
 /// Runs earshot until a shutdown signal. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
-    spawn_signal_handlers(shutdown.clone())?;
+    let drain = crate::call::Drain::default();
+    spawn_signal_handlers(shutdown.clone(), drain.clone())?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let (events_tx, events_rx) = crate::call::event_sink::channel(
         crate::call::event_sink::DETAIL_CAPACITY,
@@ -83,10 +85,14 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
         recording_events,
         &shutdown,
         metrics.clone(),
-        sip_channel.0.clone(),
+        Steering {
+            sip: sip_channel.0.clone(),
+            drain: drain.clone(),
+        },
     )
     .await?;
-    let driver = build_sip(&config, services, metrics, store, sip_channel).await?;
+    let mut driver = build_sip(&config, services, metrics, store, sip_channel).await?;
+    driver.drain = drain;
     spawn_reload_handler(
         config.clone(),
         config_path,
@@ -97,6 +103,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), AppError> {
         sip = %config.sip.listen,
         max_calls = config.calls.max_concurrent,
         trunks = config.sip.trunks.len(),
+        node = %config.node.name,
         "earshot running"
     );
     // Sockets bound, recorder and audio thread started: ready for systemd (Type=notify).
@@ -260,6 +267,13 @@ fn box_account_sid(config: &Config) -> String {
     format!("AC{hex}")
 }
 
+/// What the API and the Twilio webhook steer besides the store: the SIP task (where calls are
+/// placed) and the draining switch.
+struct Steering {
+    sip: mpsc::UnboundedSender<SipCommand>,
+    drain: crate::call::Drain,
+}
+
 /// Opens the call history (closing calls a crash left open), starts the webhooks (their
 /// pending deliveries resume), the store thread on the calls' events, the recorder's event
 /// watcher, the recordings housekeeping and the HTTP API. Returns the store thread, which
@@ -271,7 +285,7 @@ async fn start_history(
     recording_events: Option<mpsc::UnboundedReceiver<RecordingEvent>>,
     shutdown: &CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
-    sip: mpsc::UnboundedSender<SipCommand>,
+    Steering { sip, drain }: Steering,
 ) -> Result<
     (
         crate::store::WriterHandle,
@@ -325,6 +339,7 @@ async fn start_history(
         metrics.clone(),
         store.clone(),
         shutdown.clone(),
+        drain.clone(),
     );
     twilio.start();
     let twilio_own_listener = config.twilio.listen;
@@ -340,6 +355,8 @@ async fn start_history(
     state.audio = Some(services.audio.clone());
     state.gate = gate;
     state.dial = Some(sip);
+    state.drain = drain;
+    state.node = Arc::from(config.node.name.as_str());
     let policy =
         crate::api::HostPolicy::new(&config.http.hosts, config.twilio.public_url.as_deref());
     let limits = crate::api::ConnLimits::from_config(&config.http);
@@ -512,6 +529,7 @@ async fn build_sip(
         },
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
+        drain: crate::call::Drain::default(),
     })
 }
 
@@ -593,14 +611,37 @@ fn secs(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), AppError> {
+fn spawn_signal_handlers(
+    shutdown: CancellationToken,
+    drain: crate::call::Drain,
+) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(AppError::Signals)?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(AppError::Signals)?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    break;
+                }
+                _ = usr1.recv() => {
+                    if drain.set(true) {
+                        tracing::info!("SIGUSR1: draining (new calls refused, current ones go on)");
+                    }
+                }
+                _ = usr2.recv() => {
+                    if drain.set(false) {
+                        tracing::info!("SIGUSR2: draining ended, taking calls again");
+                    }
+                }
+            }
         }
         crate::systemd::notify("STOPPING=1");
         shutdown.cancel();
@@ -722,5 +763,6 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.log != new.log, "log");
     check(old.webhooks != new.webhooks, "webhook");
     check(old.webhook_retry != new.webhook_retry, "webhooks");
+    check(old.node != new.node, "node.name");
     fields
 }

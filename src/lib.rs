@@ -54,7 +54,8 @@
 //!   need a lock or a second copy of the dialog; the SIP leg hears of the dialog through the
 //!   SIP task's signals. Events reach the store through [`call::EventSink`]: lifecycle events
 //!   never dropped, details (DTMF, hold, agent notices) through a bounded lane, counted when
-//!   full.
+//!   full. [`call::Drain`] is the box's draining switch (`/api/drain`, SIGUSR1/SIGUSR2): the
+//!   SIP task hands it to the endpoint, the Twilio webhook reads it.
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
 //!   around the RTP session), outbound dialling ([`net::sip_dial`]: `[calls].outbound_allow`
 //!   and the trunk a call goes through), bridged transfers ([`net::sip_bridge`]: the far leg
@@ -83,7 +84,8 @@
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
 //! - [`doctor`]: `earshot doctor`'s checks of the box.
 //! - [`systemd`]: sd_notify readiness and watchdog.
-//! - [`app`]: wires everything together, runs until SIGTERM/SIGINT, reloads on SIGHUP.
+//! - [`app`]: wires everything together, runs until SIGTERM/SIGINT, reloads on SIGHUP, drains
+//!   on SIGUSR1 (SIGUSR2 undoes).
 //!
 //! Layers, lower never importing higher (no import loops): the sans-IO cores `sip`, `rtp`,
 //! `twilio`, `agent` and `clock` → `media` → `config` → `audio`, `recording` → `call` →

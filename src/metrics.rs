@@ -410,6 +410,8 @@ pub struct Snapshot {
     pub audio: Option<crate::audio::AudioStats>,
     /// Whether new recordings may start (enough free disk).
     pub recording_allowed: bool,
+    /// Whether the box is draining (refusing new calls, `/api/drain`).
+    pub draining: bool,
     pub uptime_secs: u64,
 }
 
@@ -907,6 +909,12 @@ impl Metrics {
             "earshot_recording_allowed {}",
             u8::from(snapshot.recording_allowed)
         );
+        gauge_header(
+            &mut out,
+            "earshot_draining",
+            "1 while draining: new calls are refused (SIP 503, Twilio fallback), current ones go on.",
+        );
+        let _ = writeln!(out, "earshot_draining {}", u8::from(snapshot.draining));
         out
     }
 }

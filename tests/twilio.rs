@@ -890,3 +890,37 @@ async fn jittered_streams_record_every_frame_to_the_last_stream_after_stream() {
         );
     }
 }
+
+/// SIGUSR1 drains the box: a new Twilio call gets the fallback TwiML (`<Reject reason="busy"/>`
+/// without `[twilio].fallback_say`), SIP OPTIONS 503; SIGUSR2 takes calls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_box_answers_new_twilio_calls_with_the_fallback() {
+    let e = Earshot::start(&twilio_client::config(""));
+    let side = TwilioSide::new(e.http_addr());
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &e.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-USR1");
+    wait_log(&e, Duration::from_secs(5), "draining", |l| {
+        l.contains("SIGUSR1: draining") && l.contains("draining switched")
+    });
+    let (status, twiml) = side.post_webhook(&twilio_client::call_sid(), "").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains(r#"<Reject reason="busy"/>"#), "{twiml}");
+    assert_eq!(e.options(), Some(503));
+    let (_, metrics) = side.get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "earshot_draining 1"),
+        "{metrics}"
+    );
+    signal("-USR2");
+    wait_log(&e, Duration::from_secs(5), "draining ended", |l| {
+        l.contains("SIGUSR2: draining ended")
+    });
+    let _token = side.webhook(&twilio_client::call_sid()).await;
+    assert_eq!(e.options(), Some(200));
+}

@@ -185,7 +185,7 @@ fn a_sip_call_sends_its_events_signed_with_one_id_per_event() {
     );
     assert!(rx.url().starts_with("https://"));
     let e = Earshot::start(&format!(
-        "{}[webhooks]\nca_file = {:?}\n",
+        "{}[webhooks]\nca_file = {:?}\n[node]\nname = \"box-7\"\n",
         webhook_toml(&rx.url(), "allow_private = true"),
         ca.display().to_string()
     ));
@@ -207,6 +207,11 @@ fn a_sip_call_sends_its_events_signed_with_one_id_per_event() {
         .iter()
         .map(|r| (r["type"].as_str().unwrap(), &r["payload"]))
         .collect();
+    // Every body names the box that sent it (`[node].name`).
+    assert!(
+        by_type.values().all(|p| p["source_node"] == "box-7"),
+        "{by_type:#?}"
+    );
     let started = &by_type["call.started"]["data"];
     assert_eq!(started["caller"], "+15550001234");
     let call_id = started["call_id"].as_str().unwrap();

@@ -60,7 +60,7 @@ pub(super) async fn list(
     let calls: Vec<Value> = page
         .calls
         .iter()
-        .map(|r| call_json(r, now, state.registry.get(&r.id).is_some()))
+        .map(|r| call_json(r, now, state.registry.get(&r.id).is_some(), &state.node))
         .collect();
     Ok(Json(
         json!({ "calls": calls, "next_cursor": page.next.map(|c| c.encode()) }),
@@ -79,7 +79,7 @@ pub(super) async fn get(
         .ok_or_else(|| ApiError::no_call(id.as_str()))?;
     let now = unix_ms(clock::wallclock());
     let live = state.registry.get(&id);
-    let mut body = call_json(&detail.record, now, live.is_some());
+    let mut body = call_json(&detail.record, now, live.is_some(), &state.node);
     if let Value::Object(map) = &mut body {
         map.insert(
             "note".into(),
@@ -298,7 +298,9 @@ fn instant(name: &str, s: &str) -> Result<u64, ApiError> {
 }
 
 /// A stored call as the API shows it: the record with RFC 3339 times and its duration.
-pub(super) fn call_json(r: &CallRecord, now_ms: u64, live: bool) -> Value {
+/// A call record as the API shows it; `node` (`[node].name`) becomes its `source_node`, so
+/// that records gathered from a fleet can be told apart.
+pub(super) fn call_json(r: &CallRecord, now_ms: u64, live: bool, node: &str) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
         map.insert("started_at".into(), format_rfc3339(r.started_ms).into());
@@ -309,6 +311,7 @@ pub(super) fn call_json(r: &CallRecord, now_ms: u64, live: bool) -> Value {
         map.insert("ended_at".into(), r.ended_ms.map(format_rfc3339).into());
         map.insert("duration_secs".into(), json!(r.duration_secs(now_ms)));
         map.insert("live".into(), live.into());
+        map.insert("source_node".into(), node.into());
     }
     v
 }

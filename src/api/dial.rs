@@ -74,7 +74,7 @@ pub(super) async fn place(
         0,
     );
     let now = unix_ms(clock::wallclock());
-    let body = id_first(call_json(&record, now, true));
+    let body = id_first(call_json(&record, now, true, &state.node));
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],

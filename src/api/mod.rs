@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /health` | `{"status", "uptime_secs", "active_calls"}`, no token needed |
+//! | `GET /health` | `{"status", "uptime_secs", "active_calls", "draining", "source_node"}`, no token needed; 503 while draining or shutting down |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /api/calls` | history, newest first: `limit`, `cursor`, `source`, `status`, `since`, `until`, `q` |
 //! | `POST /api/calls` | `{"to", "trunk"?}`: place a call ([`dial`]); 201 with its record, 403 not allowed, 422 not a target |
@@ -16,6 +16,8 @@
 //! | `GET /api/analytics` | `interval=hour\|day\|week`, `since`, `until` |
 //! | `GET /api/events` | server-sent events, `id:` = global sequence, `Last-Event-ID` resumes |
 //! | `GET /api/live` | live calls for the console (masked numbers, level) |
+//! | `POST /api/drain` | `{"drain": bool}` (default true): stop taking new calls, current ones go on ([`drain`]) |
+//! | `DELETE /api/drain` | stop draining; `GET /api/drain` shows the switch |
 //! | `GET /api/webhooks/deliveries` | recent webhook deliveries and their state: `limit` |
 //! | `GET /`, `/app.js`, `/style.css` | the console |
 //!
@@ -34,6 +36,7 @@ mod auth;
 mod calls;
 mod console;
 mod dial;
+mod drain;
 pub mod error;
 mod events;
 pub mod guard;
@@ -87,6 +90,10 @@ pub struct ApiState {
     /// The SIP task, where `POST /api/calls` places calls; `None` where there is none (tools,
     /// tests), and then no call is placed.
     pub dial: Option<tokio::sync::mpsc::UnboundedSender<crate::net::sip::SipCommand>>,
+    /// The draining switch (`/api/drain`, shown by `/health` and `/metrics`).
+    pub drain: crate::call::Drain,
+    /// `[node].name`: the `source_node` of every call record served.
+    pub node: Arc<str>,
 }
 
 impl ApiState {
@@ -110,6 +117,8 @@ impl ApiState {
             started: crate::clock::now(),
             shutdown,
             dial: None,
+            drain: crate::call::Drain::default(),
+            node: Arc::from(crate::config::NodeConfig::default().name),
         }
     }
 }
@@ -142,6 +151,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(events::stream))
         .route("/api/live", get(calls::live))
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))
+        .route(
+            "/api/drain",
+            get(drain::get).post(drain::post).delete(drain::delete),
+        )
         .route("/metrics", get(status::metrics))
         .route(
             "/2010-04-01/Accounts/{account}/Calls/{call}",

@@ -12,21 +12,30 @@ use super::{ApiError, ApiState, blocking};
 use crate::call::Source;
 use crate::metrics::Snapshot;
 
-/// `GET /health`: 200 while running, 503 once shutting down.
+/// `GET /health`: 200 while running and taking calls; 503 while draining (so that an HTTP
+/// load balancer in front of Twilio webhooks sends them elsewhere too) or shutting down.
 pub(super) async fn health(State(state): State<ApiState>) -> Response {
     let stopping = state.shutdown.is_cancelled();
+    let draining = state.drain.is_draining();
+    let status = match (stopping, draining) {
+        (true, _) => "shutting_down",
+        (false, true) => "draining",
+        (false, false) => "ok",
+    };
     let body = json!({
-        "status": if stopping { "shutting_down" } else { "ok" },
+        "status": status,
         "uptime_secs": state.started.elapsed().as_secs(),
         "active_calls": state.registry.len(),
+        "draining": draining,
+        "source_node": &*state.node,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let status = if stopping {
+    let code = if stopping || draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    (status, Json(body)).into_response()
+    (code, Json(body)).into_response()
 }
 
 /// `GET /metrics`.
@@ -42,6 +51,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
         stored,
         audio: state.audio.as_ref().map(|a| a.stats()),
         recording_allowed: state.gate.recording_allowed(),
+        draining: state.drain.is_draining(),
         uptime_secs: state.started.elapsed().as_secs(),
     };
     let mut response = state.metrics.render(&snapshot).into_response();

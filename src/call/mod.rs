@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod bridge;
+mod drain;
 pub mod event;
 pub mod event_sink;
 mod greeting;
@@ -22,6 +23,7 @@ mod task;
 pub mod transfer;
 
 pub use bridge::{BridgeEnd, BridgePeer};
+pub use drain::Drain;
 pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
     DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker, TalkStopReason,

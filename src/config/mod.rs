@@ -21,7 +21,7 @@
 //! `recording`, `store`, `http`, `twilio`, `agent` (its OpenAI Realtime keys in `realtime`),
 //! `outbound` (`[calls].outbound_allow` patterns and dial targets),
 //! `dtmf_rule` (`[[calls.dtmf_rule]]`), `dial_allow` (destinations and `[calls].outbound_allow`),
-//! `log`, `webhook` (`[[webhook]]` and `[webhooks]`). Value types shared by sections live in
+//! `log`, `webhook` (`[[webhook]]` and `[webhooks]`), `node`. Value types shared by sections live in
 //! `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
 //! `config::Xxx` whatever file it lives in.
@@ -43,6 +43,7 @@ mod http;
 mod jitter;
 mod log;
 mod net;
+mod node;
 mod outbound;
 mod realtime;
 mod recording;
@@ -62,6 +63,7 @@ pub use dtmf_rule::{DtmfAction, DtmfRule};
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};
+pub use node::NodeConfig;
 pub use outbound::{DialPattern, DialTarget, TargetError, outbound_allowed};
 pub use realtime::{MAX_INSTRUCTIONS, OpenAiRealtime, VadThreshold};
 pub use recording::RecordingConfig;
@@ -111,6 +113,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[webhooks]`: the retry schedule of every webhook.
     pub webhook_retry: WebhooksConfig,
+    /// `[node]`: this box's name in a fleet (`source_node`).
+    pub node: NodeConfig,
 }
 
 /// One invalid field: its dotted path in the file (`sip.trunk[0].expires_secs`) and why.
@@ -197,6 +201,7 @@ struct RawConfig {
     log: log::RawLog,
     webhook: Vec<webhook::RawWebhook>,
     webhooks: webhook::RawWebhooks,
+    node: node::RawNode,
 }
 
 /// Collects field errors during [`validate`].
@@ -350,6 +355,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let log = log::validate_log(&mut e, raw.log);
     let webhooks = webhook::validate_webhook_list(&mut e, raw.webhook);
     let webhook_retry = webhook::validate_webhooks(&mut e, raw.webhooks);
+    let node = node::validate_node(&mut e, raw.node);
     check_twilio_exposure(&mut e, &http, &twilio);
     let pairs = rtp.ports.pairs();
     if calls.max_concurrent > pairs {
@@ -376,6 +382,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         log,
         webhooks,
         webhook_retry,
+        node,
     };
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
 }

@@ -89,6 +89,8 @@ pub struct SipDriver {
     pub ring: Duration,
     /// Where calls may be placed, and through which trunks.
     pub dial: DialPolicy,
+    /// The draining switch: handed to the endpoint whenever it changes.
+    pub drain: crate::call::Drain,
 }
 
 /// How long shutdown waits for BYEs and unregistrations to be answered.
@@ -130,6 +132,8 @@ impl SipDriver {
             bridges: HashMap::new(),
             refers: HashMap::new(),
         };
+        let mut drain = self.drain.watch();
+        self.endpoint.set_draining(*drain.borrow_and_update());
         let trunks = std::mem::take(&mut self.trunks);
         self.endpoint.set_trunks(clock::now(), trunks);
         self.drain(&mut state).await;
@@ -166,6 +170,12 @@ impl SipDriver {
                     }
                 }
                 Some(event) = tcp_rx.recv() => self.tcp_event(&mut state, event),
+                // The sender lives in `self.drain`, so this never reports a closed channel.
+                Ok(()) = drain.changed() => {
+                    let draining = *drain.borrow_and_update();
+                    self.endpoint.set_draining(draining);
+                    tracing::info!(draining, calls = state.calls.len(), "SIP: draining switched");
+                }
                 Some(command) = self.commands.recv() => match command {
                     SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),

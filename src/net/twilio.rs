@@ -7,9 +7,10 @@
 //! Every request must carry a valid `X-Twilio-Signature` (403 otherwise, and nothing is
 //! created). The webhook answers `<Connect><Stream>` with a one-time token in the Stream URL's
 //! path (and as a `<Parameter>`), or the fallback TwiML when the call cannot be taken (Twilio
-//! disabled, shutting down, at `[calls].max_concurrent`). The handshake watchdog expires tokens
-//! whose stream did not start within `[twilio].handshake_timeout_secs`: those calls are counted
-//! as fallen back, and the `<Connect action>` callback Twilio then makes answers the fallback.
+//! disabled, shutting down, draining, at `[calls].max_concurrent`). The handshake watchdog
+//! expires tokens whose stream did not start within `[twilio].handshake_timeout_secs`: those
+//! calls are counted as fallen back, and the `<Connect action>` callback Twilio then makes
+//! answers the fallback.
 //!
 //! Replays: Twilio signs the upgrade over the URL it connects to, token included, so a
 //! captured upgrade is good for that one token: the upgrade redeems it (a used, expired or
@@ -160,6 +161,8 @@ struct Shared {
     /// The call history, where status callbacks find calls that are no longer live.
     store: Store,
     shutdown: CancellationToken,
+    /// While draining, new calls get the fallback TwiML (streams in progress go on).
+    drain: crate::call::Drain,
     /// Open stream tasks, so shutdown can wait for their close frames and recordings.
     streams: AtomicUsize,
     idle: Notify,
@@ -173,6 +176,7 @@ impl TwilioState {
         metrics: Arc<Metrics>,
         store: Store,
         shutdown: CancellationToken,
+        drain: crate::call::Drain,
     ) -> Self {
         let tokens = TokenBook::new(settings.handshake_timeout, REMEMBER, MAX_REMEMBERED);
         Self(Arc::new(Shared {
@@ -183,6 +187,7 @@ impl TwilioState {
             metrics,
             store,
             shutdown,
+            drain,
             streams: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
@@ -404,6 +409,11 @@ async fn voice(
     }
     if state.0.shutdown.is_cancelled() {
         state.fell_back("shutting down", Some(&call_sid));
+        return xml(state.fallback_twiml());
+    }
+    // A call already streaming here (a retried webhook) keeps its token.
+    if state.0.drain.is_draining() && state.lock_tokens().state(&call_sid).is_none() {
+        state.fell_back("draining", Some(&call_sid));
         return xml(state.fallback_twiml());
     }
     let remembered = state.lock_tokens().state(&call_sid).is_some();

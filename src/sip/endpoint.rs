@@ -24,7 +24,7 @@
 //!   Retry-After, statelessly: a trunk that bursts over the rate learns at once to slow down or
 //!   fail over instead of retransmitting for 32 s, and no call, dialog or transaction is made.
 //! - Refusals decided before any dialog exists (a failed §8.2.1–§8.2.3 check, 481 for an
-//!   unknown dialog or CANCEL, 486 at capacity, 503 while shutting down, 400/415 for an unusable
+//!   unknown dialog or CANCEL, 486 at capacity, 503 while draining or shutting down, 400/415 for an unusable
 //!   offer, the two 503s above) are sent **statelessly** (§8.2.7): no transaction, so no Timer G
 //!   retransmissions towards a possibly spoofed source; a retransmitted request is answered
 //!   again (with the same To tag, derived from the request) and the ACK is absorbed because
@@ -95,7 +95,8 @@ pub struct EndpointConfig {
     /// else the listening address as seen by peers.
     pub advertised: SocketAddr,
     pub user_agent: String,
-    /// `[calls].max_concurrent`: INVITEs beyond it get 486, and OPTIONS 503.
+    /// `[calls].max_concurrent`: INVITEs beyond it get 486, and OPTIONS 503 (so a dispatcher's
+    /// probing takes the box out until a call ends).
     pub max_calls: usize,
     pub limits: Limits,
 }
@@ -255,7 +256,8 @@ pub struct EndpointStats {
     pub malformed: u64,
     /// Datagrams dropped silently (unparseable, responses matching nothing).
     pub dropped: u64,
-    /// Requests refused at capacity (486) or while shutting down (503).
+    /// Requests refused at capacity (486), while draining or shutting down (503), and OPTIONS
+    /// answered 503 for either reason.
     pub refused: u64,
     /// Requests dropped unanswered: their source holds its most server transactions.
     pub overload_dropped: u64,
@@ -270,6 +272,38 @@ pub struct EndpointStats {
     /// REFERs refused with 403 (`[sip].accept_refer` off, or outside a dialog).
     pub refers_refused: u64,
 }
+
+/// Whether the endpoint takes new calls, as OPTIONS and new INVITEs are told (RFC 3261 §11:
+/// OPTIONS answers as an INVITE would; §21.5.4: 503 with Retry-After sends a dispatcher
+/// elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Room for a call: OPTIONS 200, INVITEs answered.
+    Open,
+    /// `max_calls` calls live: OPTIONS 503 (Retry-After 5), INVITEs 486.
+    Full,
+    /// Draining ([`Endpoint::set_draining`]): current calls go on, new ones are refused with
+    /// 503 (Retry-After 30), and OPTIONS too.
+    Draining,
+    /// Shutting down: everything new is refused with 503 (Retry-After 30).
+    ShuttingDown,
+}
+
+impl Admission {
+    /// The Retry-After of a 503 given for this reason, if it is one.
+    fn retry_after(self) -> Option<u32> {
+        match self {
+            Admission::Open => None,
+            Admission::Full => Some(FULL_RETRY_AFTER_SECS),
+            Admission::Draining | Admission::ShuttingDown => Some(DRAIN_RETRY_AFTER_SECS),
+        }
+    }
+}
+
+/// Retry-After when full: a call may end any moment.
+const FULL_RETRY_AFTER_SECS: u32 = 5;
+/// Retry-After when draining or shutting down: the box is going away for a while.
+const DRAIN_RETRY_AFTER_SECS: u32 = 30;
 
 /// Server transactions are found by §17.2.3 keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -310,6 +344,8 @@ pub struct Endpoint {
     config: EndpointConfig,
     rng: StdRng,
     accepting: bool,
+    /// Set by the application (`POST /api/drain`, SIGUSR1): no new calls, current ones go on.
+    draining: bool,
     server: Table<TxKey, ServerEntry>,
     invite_limiter: SourceLimiter,
     response_limiter: SourceLimiter,
@@ -341,6 +377,7 @@ impl Endpoint {
             config,
             rng,
             accepting: true,
+            draining: false,
             server: Table::new(limits.max_transactions, limits.max_transactions_per_source),
             invite_limiter: SourceLimiter::new(
                 limits.invite_rate,
@@ -376,6 +413,25 @@ impl Endpoint {
     pub fn shut_down(&mut self, now: Instant) {
         self.accepting = false;
         self.unregister_all(now);
+    }
+
+    /// Drain (or stop draining): while set, new INVITEs and OPTIONS get 503 with Retry-After,
+    /// and the calls in progress go on as before.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether a new call would be taken now, and why not.
+    pub fn admission(&self) -> Admission {
+        if !self.accepting {
+            Admission::ShuttingDown
+        } else if self.draining {
+            Admission::Draining
+        } else if self.calls.len() >= self.config.max_calls {
+            Admission::Full
+        } else {
+            Admission::Open
+        }
     }
 
     /// True when nothing is left in flight: no call, no client transaction, no unregistration.
@@ -605,19 +661,16 @@ impl Endpoint {
         match req.method {
             Method::Invite => self.handle_invite(now, flow, key, req),
             Method::Options => {
-                let status = if self.accepting && self.calls.len() < self.config.max_calls {
-                    200
-                } else {
-                    503
-                };
+                let retry_after = self.admission().retry_after();
+                let status = if retry_after.is_some() { 503 } else { 200 };
                 let mut resp =
                     ResponseBuilder::new(&req.headers, status, Some(self.random_token(8)))
                         .header("Allow", ALLOW)
                         .header("Accept", ACCEPT)
                         .header("Supported", SUPPORTED);
-                if status == 503 {
+                if let Some(secs) = retry_after {
                     self.stats.refused += 1;
-                    resp = resp.header("Retry-After", "5");
+                    resp = resp.header("Retry-After", secs.to_string());
                 }
                 self.respond_in_new_tx(now, flow, key, &req, resp.build());
             }

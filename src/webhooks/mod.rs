@@ -58,6 +58,8 @@ pub enum StartError {
 pub struct Webhooks {
     store: Store,
     endpoints: Arc<[Endpoint]>,
+    /// `[node].name`, the bodies' `source_node`.
+    node: Arc<str>,
     schedule: Schedule,
     tls: Arc<rustls::ClientConfig>,
     /// Wakes the delivery task after [`Webhooks`] enqueued something itself.
@@ -84,6 +86,7 @@ pub fn outbox_hook(config: &Config) -> Option<Arc<dyn Outbox>> {
     }
     Some(Arc::new(outbox::EventDeliveries {
         endpoints: endpoints(config),
+        node: Arc::from(config.node.name.as_str()),
     }))
 }
 
@@ -101,6 +104,7 @@ impl Webhooks {
         Ok(Some(Webhooks {
             store: store.clone(),
             endpoints: endpoints(config),
+            node: Arc::from(config.node.name.as_str()),
             schedule: Schedule::from(&config.webhook_retry),
             tls: crate::net::tls::client_config(config.webhook_retry.ca_file.as_deref())?,
             wake: Arc::new(Notify::new()),
@@ -113,7 +117,9 @@ impl Webhooks {
     /// still live keep theirs. Call it once at startup, after the recordings were repaired.
     pub async fn release_held(&self) {
         let (store, endpoints) = (self.store.clone(), Arc::clone(&self.endpoints));
-        let swept = tokio::task::spawn_blocking(move || release_held(&store, &endpoints)).await;
+        let node = Arc::clone(&self.node);
+        let swept =
+            tokio::task::spawn_blocking(move || release_held(&store, &endpoints, &node)).await;
         match swept {
             Ok(Ok(0)) => {}
             Ok(Ok(released)) => {
@@ -347,7 +353,7 @@ async fn attempt(hooks: &Webhooks, d: &Delivery) -> Outcome {
 }
 
 /// [`Webhooks::release_held`] on the blocking pool: how many were released.
-fn release_held(store: &Store, endpoints: &[Endpoint]) -> Result<usize, QueryError> {
+fn release_held(store: &Store, endpoints: &[Endpoint], node: &str) -> Result<usize, QueryError> {
     let now = unix_ms(clock::wallclock());
     let mut released = 0;
     for held in store.held_deliveries(MAX_HELD_SWEEP)? {
@@ -373,7 +379,7 @@ fn release_held(store: &Store, endpoints: &[Endpoint]) -> Result<usize, QueryErr
         };
         // Stereo 16-bit 8 kHz after the 44-byte header: 32 bytes a millisecond.
         let ready = RecordingReady::new(call, size_bytes.saturating_sub(44) / 32, size_bytes);
-        let owed: Vec<_> = outbox::recording_deliveries(endpoints, &ready, now, false)
+        let owed: Vec<_> = outbox::recording_deliveries(endpoints, node, &ready, now, false)
             .into_iter()
             .filter(|d| d.endpoint == held.endpoint)
             .collect();

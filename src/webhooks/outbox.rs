@@ -62,11 +62,13 @@ impl RecordingReady {
     }
 }
 
-/// The body sent for `event_type` with `data`.
-pub fn envelope(event_type: WebhookEvent, at_ms: u64, data: Value) -> String {
+/// The body sent for `event_type` with `data`, from the box named `node` (`[node].name`, so
+/// that one receiver of a fleet's webhooks can tell the boxes apart).
+pub fn envelope(node: &str, event_type: WebhookEvent, at_ms: u64, data: Value) -> String {
     json!({
         "type": event_type.as_str(),
         "timestamp": format_rfc3339(at_ms),
+        "source_node": node,
         "data": data,
     })
     .to_string()
@@ -109,12 +111,14 @@ pub fn recording_call(msg_id: &str) -> Option<CallId> {
 /// `recording.ready` for `ready`, released (`held` false) or as the promise (`held` true).
 pub fn recording_deliveries(
     endpoints: &[Endpoint],
+    node: &str,
     ready: &RecordingReady,
     at_ms: u64,
     held: bool,
 ) -> Vec<NewDelivery> {
     let event = WebhookEvent::RecordingReady;
     let body = envelope(
+        node,
         event,
         at_ms,
         serde_json::to_value(ready).unwrap_or_default(),
@@ -130,6 +134,8 @@ pub fn recording_deliveries(
 #[derive(Debug)]
 pub struct EventDeliveries {
     pub endpoints: Arc<[Endpoint]>,
+    /// `[node].name`, the bodies' `source_node`.
+    pub node: Arc<str>,
 }
 
 impl Outbox for EventDeliveries {
@@ -144,6 +150,7 @@ impl Outbox for EventDeliveries {
             CallEvent::RecordingStarted { id, .. } => {
                 return recording_deliveries(
                     &self.endpoints,
+                    &self.node,
                     &RecordingReady::new(id.clone(), 0, 0),
                     at_ms,
                     true,
@@ -156,6 +163,7 @@ impl Outbox for EventDeliveries {
             } => {
                 return recording_deliveries(
                     &self.endpoints,
+                    &self.node,
                     &RecordingReady::new(id.clone(), *duration_ms, *size_bytes),
                     at_ms,
                     false,
@@ -172,7 +180,7 @@ impl Outbox for EventDeliveries {
             &self.endpoints,
             event_type,
             &msg_id,
-            &envelope(event_type, at_ms, data),
+            &envelope(&self.node, event_type, at_ms, data),
         );
         if matches!(event, CallEvent::Ended { .. }) {
             deliveries.extend(self.transcript_ready(record, at_ms));
@@ -198,7 +206,7 @@ impl Outbox for EventDeliveries {
             &self.endpoints,
             event,
             &format!("msg_{}_interrupted", record.id),
-            &envelope(event, at_ms, data),
+            &envelope(&self.node, event, at_ms, data),
         );
         deliveries.extend(self.transcript_ready(record, at_ms));
         deliveries
@@ -221,7 +229,7 @@ impl EventDeliveries {
             &self.endpoints,
             WebhookEvent::TranscriptReady,
             &format!("msg_{}_transcript", record.id),
-            &envelope(WebhookEvent::TranscriptReady, at_ms, ready),
+            &envelope(&self.node, WebhookEvent::TranscriptReady, at_ms, ready),
         )
     }
 }
@@ -302,6 +310,7 @@ mod tests {
                 endpoint("https://b.example.com/", &[WebhookEvent::CallEnded]),
             ]
             .into(),
+            node: "node-a".into(),
         };
         let started = hooks.deliveries(
             &CallEvent::Started { info: info.clone() },
@@ -313,6 +322,7 @@ mod tests {
         assert_eq!(started[0].msg_id, format!("msg_{}_7", info.id));
         let body: Value = serde_json::from_str(&started[0].body).unwrap();
         assert_eq!(body["type"], "call.started");
+        assert_eq!(body["source_node"], "node-a");
         assert_eq!(body["data"]["caller"], "+15551234567");
         let ended = CallEvent::Ended {
             id: info.id.clone(),
@@ -357,6 +367,7 @@ mod tests {
         let hook = || -> Option<Arc<dyn crate::store::Outbox>> {
             Some(Arc::new(EventDeliveries {
                 endpoints: vec![endpoint("https://a.example.com/", &WebhookEvent::ALL)].into(),
+                node: "node-a".into(),
             }))
         };
         let call = |n: u64| CallInfo {

@@ -35,7 +35,8 @@ use super::response::ResponseBuilder;
 use super::transfer::{IncomingRefer, OutgoingRefer};
 use super::uac::Purpose;
 use super::{
-    ACCEPT, ALLOW, CallRef, EndReason, Endpoint, Event, IncomingCall, SUPPORTED, Transmit, TxKey,
+    ACCEPT, ALLOW, Admission, CallRef, DRAIN_RETRY_AFTER_SECS, EndReason, Endpoint, Event,
+    IncomingCall, SUPPORTED, Transmit, TxKey,
 };
 use crate::sip::dialog::{ConnId, Dialog, Flow, Transport, response_destination};
 use crate::sip::message::{Headers, Method, Request, Response};
@@ -457,18 +458,22 @@ impl Endpoint {
 
     /// An INVITE outside any dialog: a new call for the application (in its INVITE transaction,
     /// with 100 Trying at once), or a refusal sent statelessly (§8.2.7: shutting down, at
-    /// capacity, no usable offer), so that no transaction retransmits it.
+    /// capacity, draining, no usable offer), so that no transaction retransmits it.
     pub(super) fn handle_invite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
-        if !self.accepting {
-            self.stats.refused += 1;
-            self.unavailable(now, flow, &req, 30);
-            return;
-        }
-        if self.calls.len() >= self.config.max_calls {
-            self.stats.refused += 1;
-            let resp = self.stateless_response(&req, 486);
-            self.reply_stateless(now, flow, &req, resp);
-            return;
+        match self.admission() {
+            Admission::Open => {}
+            Admission::Full => {
+                self.stats.refused += 1;
+                let resp = self.stateless_response(&req, 486);
+                self.reply_stateless(now, flow, &req, resp);
+                return;
+            }
+            refusal @ (Admission::Draining | Admission::ShuttingDown) => {
+                self.stats.refused += 1;
+                let secs = refusal.retry_after().unwrap_or(DRAIN_RETRY_AFTER_SECS);
+                self.unavailable(now, flow, &req, secs);
+                return;
+            }
         }
         let offer = match offer_of(&req) {
             Ok(offer) => offer,

@@ -426,6 +426,116 @@ fn options_lists_allow_accept_and_shutdown_refuses_calls() {
     assert_eq!(h.responses(), [(503, "INVITE".into())]);
 }
 
+/// The Retry-After of the last response sent.
+fn retry_after(h: &mut Harness) -> Option<String> {
+    h.last_response()
+        .and_then(|r| r.headers.get("retry-after").map(str::to_string))
+}
+
+#[test]
+fn options_says_503_with_retry_after_when_full_and_200_again_when_a_call_ends() {
+    let mut h = Harness::new();
+    let mut tags = vec![];
+    for i in 0..2 {
+        tags.push(confirmed_call(
+            &mut h,
+            &format!("z9hG4bKf{i}"),
+            &format!("full{i}"),
+        ));
+    }
+    h.responses();
+    assert_eq!(h.ep.admission(), Admission::Full);
+    h.send(&options("z9hG4bKfo1"));
+    let full = h.last_response().unwrap();
+    assert_eq!(full.status, 503);
+    assert_eq!(full.headers.get("retry-after"), Some("5"));
+    h.send(&in_dialog("BYE", 2, "z9hG4bKfb", "full0", &tags[0]));
+    h.responses();
+    assert_eq!(h.ep.admission(), Admission::Open);
+    h.send(&options("z9hG4bKfo2"));
+    assert_eq!(h.responses(), [(200, "OPTIONS".into())]);
+}
+
+#[test]
+fn draining_refuses_new_calls_and_options_with_503_while_current_calls_go_on() {
+    let mut h = Harness::new();
+    let tag = confirmed_call(&mut h, "z9hG4bKd1", "drain1");
+    h.responses();
+    h.ep.set_draining(true);
+    assert_eq!(h.ep.admission(), Admission::Draining);
+    h.send(&options("z9hG4bKdo1"));
+    assert_eq!(h.ep.stats().refused, 1);
+    let refused = h.last_response().unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers.get("retry-after"), Some("30"));
+    h.send(&invite("z9hG4bKd2", "drain2"));
+    // Refused before any dialog, statelessly: no 100 Trying, no event.
+    assert_eq!(retry_after(&mut h).as_deref(), Some("30"));
+    h.send(&invite("z9hG4bKd3", "drain3"));
+    assert_eq!(h.responses(), [(503, "INVITE".into())]);
+    assert!(h.events().iter().all(|e| !matches!(e, Event::Incoming(_))));
+    assert_eq!(h.ep.stats().refused, 3);
+    // The call in progress is untouched and ends normally.
+    assert_eq!(h.ep.active_calls(), 1);
+    h.send(&in_dialog("BYE", 2, "z9hG4bKdb", "drain1", &tag));
+    assert_eq!(h.responses(), [(200, "BYE".into())]);
+    assert_eq!(h.ep.active_calls(), 0);
+    // Undrained: calls are taken again.
+    h.ep.set_draining(false);
+    h.send(&options("z9hG4bKdo2"));
+    assert_eq!(h.responses(), [(200, "OPTIONS".into())]);
+    h.send(&invite("z9hG4bKd4", "drain4"));
+    assert_eq!(h.responses(), [(100, "INVITE".into())]);
+}
+
+#[test]
+fn behind_a_record_routing_proxy_the_2xx_keeps_its_route_and_our_bye_goes_through_it() {
+    let mut h = Harness::new();
+    // A dispatcher on 127.0.0.2 that sends from another port than its Via names (rport).
+    let proxy: SocketAddr = "127.0.0.2:5999".parse().unwrap();
+    h.flow.remote = proxy;
+    let forwarded = invite("z9hG4bKrr1", "rr1").replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070",
+        "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKproxy1;rport\nRecord-Route: <sip:127.0.0.2;lr;ftag=caller>\nVia: SIP/2.0/UDP 127.0.0.1:5070",
+    );
+    h.send(&forwarded);
+    let call = h.answer_incoming(Duration::ZERO);
+    let mut sent = vec![];
+    while let Some(t) = h.ep.poll_transmit() {
+        sent.push(t);
+    }
+    let ok = sent
+        .iter()
+        .find_map(|t| match message::parse(&t.bytes) {
+            Ok(Message::Response(r)) if r.status == 200 => Some((t.flow, r)),
+            _ => None,
+        })
+        .unwrap();
+    // §18.2.2 and RFC 3581: to the proxy's source port, Vias and Record-Route as received.
+    assert_eq!(ok.0.remote, proxy);
+    assert_eq!(
+        ok.1.headers.values("record-route"),
+        ["<sip:127.0.0.2;lr;ftag=caller>"]
+    );
+    assert_eq!(ok.1.headers.vias().len(), 2);
+    let tag = to_tag(&ok.1);
+    h.send(&in_dialog("ACK", 1, "z9hG4bKrr1a", "rr1", &tag));
+    h.events();
+    h.ep.hangup(h.now, call);
+    let bye = h.ep.poll_transmit().unwrap();
+    // §12.2.1.1: loose routing — to the first Route, the caller's Contact as Request-URI.
+    assert_eq!(bye.flow.remote, "127.0.0.2:5060".parse().unwrap());
+    let Ok(Message::Request(req)) = message::parse(&bye.bytes) else {
+        panic!("not a request")
+    };
+    assert_eq!(req.method, Method::Bye);
+    assert_eq!(req.uri.to_string(), "sip:2000@127.0.0.1:5070");
+    assert_eq!(
+        req.headers.values("route"),
+        ["<sip:127.0.0.2;lr;ftag=caller>"]
+    );
+}
+
 #[test]
 fn reinvite_sendonly_is_answered_recvonly_and_reported() {
     let mut h = Harness::new();
