@@ -48,19 +48,7 @@ fn stream_and_record(law: Law, pt: u8, codecs: &str) {
     let packets: Vec<RtpPacket> = pcap::g711_packets(pt, 4_000_000_000, &codes);
     let capture = e.dir().join("caller.pcap");
     pcap::write_rtp_pcap(&capture, 0xdead_beef, 65_500, &packets).unwrap();
-    let scenario = Scenario::load(
-        "uac_wait_bye.xml",
-        &[
-            ("PCAP", capture.display().to_string()),
-            ("BYE_TIMEOUT_MS", "15000".into()),
-        ],
-    );
-    let scenario = Scenario {
-        xml: scenario
-            .xml
-            .replace("RTP/AVP 0 101", &format!("RTP/AVP {codecs} 101")),
-        ..scenario
-    };
+    let scenario = waiting_caller(&capture, codecs);
     let port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
     // The capture lasts 3 s; then earshot hangs up at its max duration... we end it instead:
@@ -234,40 +222,6 @@ fn callers_tone_plays_on_a_real_pulseaudio_device_at_pitch_without_gaps() {
     assert!(!totals.contains("device=none"), "{totals}");
 }
 
-/// The recordings in earshot's directory that are not in `seen`, once one is finished (its
-/// length unchanged over three reads); adds it to `seen`.
-fn next_recording(e: &Earshot, seen: &mut Vec<std::path::PathBuf>) -> std::path::PathBuf {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut last = (None, 0);
-    loop {
-        let fresh: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
-            .unwrap()
-            .flatten()
-            .map(|f| f.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wav") && !seen.contains(p))
-            .collect();
-        assert!(fresh.len() <= 1, "recordings: {fresh:?}");
-        if let Some(path) = fresh.first() {
-            let len = hound::WavReader::open(path).map(|r| r.len()).ok();
-            if len.is_some() && len == last.0 {
-                last.1 += 1;
-                if last.1 >= 3 {
-                    seen.push(path.clone());
-                    return path.clone();
-                }
-            } else {
-                last = (len, 0);
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no finished recording\n{}",
-            e.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// The caller channel is silence, then `sent` sample for sample, then silence: every frame
 /// from the first to the last, none concealed, none moved.
 fn assert_holds_exactly(left: &[i16], sent: &[i16], what: &str) {
@@ -355,19 +309,7 @@ fn jittered_reordered_sip_calls_record_every_frame_call_after_call() {
             );
             sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"])
         } else {
-            let scenario = Scenario::load(
-                "uac_wait_bye.xml",
-                &[
-                    ("PCAP", capture.display().to_string()),
-                    ("BYE_TIMEOUT_MS", "15000".into()),
-                ],
-            );
-            let scenario = Scenario {
-                xml: scenario
-                    .xml
-                    .replace("RTP/AVP 0 101", &format!("RTP/AVP {pt} 101")),
-                ..scenario
-            };
+            let scenario = waiting_caller(&capture, &pt.to_string());
             let run = sipp::start(e.dir(), &scenario, Some(e.sip_addr()), port, &["-m", "1"]);
             // The capture lasts 3 s (plus its network delay); then earshot ends the call.
             std::thread::sleep(Duration::from_millis(4000));
@@ -395,9 +337,27 @@ fn jittered_reordered_sip_calls_record_every_frame_call_after_call() {
             "call {call}: SIPp: {outcome:?}\n{}",
             e.log_tail(20)
         );
-        let (left, _) = channels(&next_recording(&e, &mut seen));
+        let (left, _) = channels(&support::next_recording(&e, &mut seen));
         let mut decoded = vec![0i16; codes.len()];
         law.decode(&codes, &mut decoded);
         assert_holds_exactly(&left, &decoded, &format!("call {}", call + 1));
+    }
+}
+
+/// A SIPp caller that streams `capture`, offering the payload types `codecs` (and 101), and
+/// waits up to 15 s for earshot's BYE.
+fn waiting_caller(capture: &std::path::Path, codecs: &str) -> Scenario {
+    let scenario = Scenario::load(
+        "uac_wait_bye.xml",
+        &[
+            ("PCAP", capture.display().to_string()),
+            ("BYE_TIMEOUT_MS", "15000".into()),
+        ],
+    );
+    Scenario {
+        xml: scenario
+            .xml
+            .replace("RTP/AVP 0 101", &format!("RTP/AVP {codecs} 101")),
+        ..scenario
     }
 }

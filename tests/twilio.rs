@@ -785,42 +785,6 @@ async fn load_numbers_twilio_beside_sip() {
     eprintln!("sip x50:    {sip}");
 }
 
-/// The caller channel of each finished recording not in `seen`, once there is one (its length
-/// unchanged over three reads); adds it to `seen`.
-fn next_recorded_caller(e: &Earshot, seen: &mut Vec<std::path::PathBuf>) -> Vec<i16> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = (None, 0);
-    loop {
-        let fresh: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
-            .unwrap()
-            .flatten()
-            .map(|f| f.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wav") && !seen.contains(p))
-            .collect();
-        assert!(fresh.len() <= 1, "recordings: {fresh:?}");
-        if let Some(path) = fresh.first()
-            && let Ok(reader) = hound::WavReader::open(path)
-        {
-            let samples: Vec<i16> = reader.into_samples::<i16>().map_while(Result::ok).collect();
-            if !samples.is_empty() && last.0 == Some(samples.len()) {
-                last.1 += 1;
-                if last.1 >= 3 {
-                    seen.push(path.clone());
-                    return samples.chunks(2).map(|lr| lr[0]).collect();
-                }
-            } else {
-                last = (Some(samples.len()), 0);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no finished recording\n{}",
-            e.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// Five Twilio streams in a row on one earshot, sent with jitter and 80 ms bursts, ending with
 /// speech (no silence to hide a lost tail): each recording's caller channel is the sent audio
 /// sample for sample, from its first sound to its last, then silence. Streams 1–4 end with
@@ -872,7 +836,12 @@ async fn jittered_streams_record_every_frame_to_the_last_stream_after_stream() {
                 .unwrap()
                 .unwrap();
         }
-        let recorded = next_recorded_caller(&e, &mut seen);
+        let recorded: Vec<i16> = hound::WavReader::open(support::next_recording(&e, &mut seen))
+            .unwrap()
+            .into_samples::<i16>()
+            .map_while(Result::ok)
+            .step_by(2)
+            .collect();
         let b = first(&recorded);
         let what = format!("stream {}", run + 1);
         let len = sent.len() - a;

@@ -972,3 +972,38 @@ pub fn tone_blocks(samples: &[i16], hz: f64) -> usize {
         })
         .count()
 }
+
+/// The one recording in earshot's directory not in `seen`, once it is finished (its length
+/// unchanged over three reads); adds it to `seen`.
+#[allow(dead_code)]
+pub fn next_recording(e: &Earshot, seen: &mut Vec<std::path::PathBuf>) -> std::path::PathBuf {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = (None, 0);
+    loop {
+        let fresh: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
+            .unwrap()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wav") && !seen.contains(p))
+            .collect();
+        assert!(fresh.len() <= 1, "recordings: {fresh:?}");
+        if let Some(path) = fresh.first() {
+            let len = hound::WavReader::open(path).map(|r| r.len()).ok();
+            if len.is_some() && len == last.0 {
+                last.1 += 1;
+                if last.1 >= 3 {
+                    seen.push(path.clone());
+                    return path.clone();
+                }
+            } else {
+                last = (len, 0);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished recording\n{}",
+            e.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
