@@ -196,7 +196,11 @@ fn parse_ticks(text: &str) -> Vec<Tick> {
                 "-" => None,
                 s => Some(s.parse().unwrap()),
             };
-            Tick { tick_us, seq }
+            Tick {
+                tick_us,
+                seq,
+                ..Tick::default()
+            }
         })
         .collect()
 }

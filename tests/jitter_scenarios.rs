@@ -1,7 +1,6 @@
 //! Jitter buffer scenarios over synthetic network traces in virtual time, on held-out seeds
-//! (never used to tune the buffer): at most 1 % of arrived frames go unplayed on every family
-//! where that can be had, none on a clean network, and the stall families stay within the
-//! bound BENCHMARKS.md reports; sender clock drift of ±100 ppm is followed for ten minutes
+//! (never used to tune the buffer): at most 1 % of arrived frames go unplayed on every family,
+//! stalls included (their backlog is compressed, not dropped), none on a clean network; sender clock drift of ±100 ppm is followed for ten minutes
 //! without growth or starvation; the trace runner's output follows its spec.
 
 #![allow(clippy::unwrap_used)]
@@ -64,16 +63,16 @@ fn at_most_1_percent_unplayed_on_jitter_loss_reordering_and_drift() {
 }
 
 #[test]
-fn stalls_cost_what_benchmarks_md_reports() {
-    // A stall of 150-300 ms every few seconds: covering it would cost more R than the frames
-    // it holds (see BENCHMARKS.md, held-out table); no buffer in the table meets 1 % here.
+fn at_most_1_percent_unplayed_through_stalls() {
+    // A stall of 150-300 ms every few seconds: its frames arrive together at its end, are
+    // waited for and then played faster (time-scale compression) instead of given up.
     for family in [
         Family::Spikes,
         Family::Wifi,
         Family::DelayStep,
         Family::Combined,
     ] {
-        loses_at_most(family, 2.5);
+        loses_at_most(family, 1.0);
     }
 }
 
@@ -136,7 +135,8 @@ fn trace_runner_prints_one_line_per_tick_and_plays_each_frame_once_in_order() {
         let (tick, seq) = line.split_once(',').unwrap();
         let tick_us = (tick.parse::<f64>().unwrap() * 1000.0).round() as i64;
         assert_eq!(tick_us, first + 20_000 * k as i64, "line {k}: {line}");
-        if seq != "-" {
+        // `seq`, or `seq+seq2` for two frames compressed into one tick.
+        for seq in seq.split('+').filter(|s| *s != "-") {
             let seq: u16 = seq.parse().unwrap();
             let ext = match last_played {
                 None => i64::from(seq),

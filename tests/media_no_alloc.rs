@@ -1,11 +1,12 @@
 //! The media real-time promise: after construction, the jitter buffer's `push` and `pop`
-//! (concealment included) and the G.711 codec never allocate. Any allocation inside
+//! (concealment and time-scale compression included) and the G.711 codec never allocate. Any allocation inside
 //! `assert_no_alloc` aborts this test binary (debug builds; release builds disable the check).
 
 use assert_no_alloc::{AllocDisabler, assert_no_alloc};
 use earshot::media::frame::SILENCE;
 use earshot::media::g711::Law;
 use earshot::media::jitter::{JitterBuffer, JitterConfig};
+use earshot::media::jitter_sim::speech_like;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -69,4 +70,45 @@ fn push_and_pop_never_allocate_through_loss_reorder_resync_and_floods() {
     });
     assert!(played > 3000, "only {played} frames played or concealed");
     assert!(jb.stats().resets >= 1);
+}
+
+#[test]
+fn a_stalls_backlog_is_compressed_without_allocating() {
+    let mut jb = JitterBuffer::new(JitterConfig::default());
+    let mut out = SILENCE;
+    let mut pcm = SILENCE;
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // A 200 ms stall every 3 s: the packets sent during it arrive together at its end.
+    let arrival = |k: u64| {
+        let stall = k % 150;
+        if (100..110).contains(&stall) {
+            20 * (k - stall + 110)
+        } else {
+            20 * k
+        }
+    };
+    assert_no_alloc(|| {
+        let mut next = 0u64;
+        for tick in 0..3000u64 {
+            let now = 20 * tick;
+            while next < 3000 && arrival(next) <= now {
+                speech_like(next as u32 * 160, &mut pcm);
+                jb.push(
+                    at(arrival(next)),
+                    next as u16,
+                    next as u32 * 160,
+                    false,
+                    9,
+                    &pcm,
+                );
+                next += 1;
+            }
+            jb.pop(at(now), &mut out);
+        }
+    });
+    let stats = jb.stats();
+    assert!(stats.accelerated > 100, "{stats:?}");
+    assert_eq!((stats.late, stats.discarded), (0, 0), "{stats:?}");
 }

@@ -6,8 +6,9 @@
 //! per line in arrival order; `seq` is the 16-bit RTP sequence number (it wraps), `rtp_ts` the
 //! 32-bit RTP timestamp at 8 kHz, 160 per 20 ms frame. `arrival_ms` may carry up to three
 //! decimals. The runner prints one line per 20 ms playout tick, `tick_ms,seq` for the frame
-//! played or `tick_ms,-` when it is not playing a received frame (initial buffering,
-//! concealment, silence). Tick k is at the first arrival + 20·k ms, on the trace's clock; every
+//! played, `tick_ms,seq+seq2` when a second frame was compressed into the same tick (time-scale
+//! compression, [`crate::media::accelerate`]), or `tick_ms,-` when it is not playing a received
+//! frame (initial buffering, concealment, silence). Tick k is at the first arrival + 20·k ms, on the trace's clock; every
 //! packet with `arrival_ms ≤ tick_ms` is pushed before that tick's frame is chosen. Output ends
 //! once the buffer has drained after the last arrival. No header is printed. The trace carries
 //! no marker bit: the runner sets it, as RFC 3551 §4.1 senders do at a talkspurt's start, on a
@@ -44,12 +45,18 @@ pub struct TracePacket {
 }
 
 /// One playout tick of a simulation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tick {
     /// Tick time in µs on the trace's clock.
     pub tick_us: i64,
     /// Sequence number of the frame played, or `None` when no received frame was played.
     pub seq: Option<u16>,
+    /// How long after the tick `seq` starts to be heard, in µs (audio carried over by
+    /// time-scale compression plays first).
+    pub lag_us: i64,
+    /// A second frame compressed into this tick, and how long after the tick it starts to be
+    /// heard, in µs.
+    pub merged: Option<(u16, i64)>,
 }
 
 /// Why a trace could not be replayed.
@@ -132,9 +139,12 @@ pub fn write_playout(
     }
     let ticks = simulate(packets, cfg);
     for tick in &ticks {
-        match tick.seq {
-            Some(seq) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
-            None => writeln!(out, "{},-", Millis(tick.tick_us))?,
+        match (tick.seq, tick.merged) {
+            (Some(seq), Some((merged, _))) => {
+                writeln!(out, "{},{seq}+{merged}", Millis(tick.tick_us))?
+            }
+            (Some(seq), None) => writeln!(out, "{},{seq}", Millis(tick.tick_us))?,
+            (None, _) => writeln!(out, "{},-", Millis(tick.tick_us))?,
         }
     }
     Ok(score(packets, &ticks))
@@ -239,7 +249,14 @@ pub fn simulate(packets: &[TracePacket], cfg: JitterConfig) -> Vec<Tick> {
             Playout::Played { seq } => Some(seq),
             Playout::Concealed | Playout::Silence => None,
         };
-        ticks.push(Tick { tick_us, seq });
+        let position = buffer.last_position();
+        let sample_us = |samples: usize| i64::try_from(samples).unwrap_or(0) * 125;
+        ticks.push(Tick {
+            tick_us,
+            seq,
+            lag_us: sample_us(position.lag),
+            merged: position.merged.map(|(seq, at)| (seq, sample_us(at))),
+        });
     }
     ticks
 }
@@ -373,13 +390,16 @@ mod tests {
         assert!(lines[0].starts_with("1000,"));
         let played: Vec<u16> = lines
             .iter()
-            .filter_map(|l| l.split_once(',').unwrap().1.parse().ok())
+            .flat_map(|l| l.split_once(',').unwrap().1.split('+'))
+            .filter_map(|seq| seq.parse().ok())
             .collect();
         let expected: Vec<u16> = (0..50u16).map(|k| 65530u16.wrapping_add(k)).collect();
         assert_eq!(played, expected);
-        // Only the initial buffering ticks are `-`, and output stops once drained.
+        // Only the initial buffering ticks are `-`, and output stops once drained (a tick that
+        // compressed two frames into one plays both).
         let gaps = lines.iter().take_while(|l| l.ends_with(",-")).count();
-        assert_eq!(gaps + 50, lines.len());
+        let merged = lines.iter().filter(|l| l.contains('+')).count();
+        assert_eq!(gaps + 50, lines.len() + merged);
         assert!(gaps <= 3, "{gaps} ticks of initial buffering");
     }
 

@@ -40,7 +40,11 @@ pub fn fixed_delay(packets: &[TracePacket], k: i64) -> Vec<Tick> {
                 .get(&t)
                 .filter(|&&(arrival, _)| arrival <= tick_us)
                 .map(|&(_, seq)| seq);
-            Tick { tick_us, seq }
+            Tick {
+                tick_us,
+                seq,
+                ..Tick::default()
+            }
         })
         .collect()
 }

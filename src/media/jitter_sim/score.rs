@@ -3,7 +3,9 @@
 //!
 //! A frame counts once however often it arrived. An arrived frame not played is lost, whether
 //! playout had passed it when it came (late) or it was dropped although in time (discarded):
-//! the listener hears a gap either way.
+//! the listener hears a gap either way. A frame compressed with another into one tick
+//! (time-scale compression) was played; its delay runs to where it is heard (the tick plus
+//! the audio carried over before it).
 
 use super::emodel;
 use super::{Tick, TracePacket};
@@ -55,15 +57,17 @@ pub fn score(packets: &[TracePacket], ticks: &[Tick]) -> Score {
     let (mut delay_sum, mut max_delay, mut count) = (0i64, 0i64, 0usize);
     let mut top = i64::MIN;
     for tick in ticks {
-        if let Some(seq) = tick.seq {
+        let heard = tick.seq.map(|seq| (seq, tick.lag_us));
+        for (seq, lag_us) in heard.into_iter().chain(tick.merged) {
             let ext = extend(last, seq);
             last = Some(ext);
             top = top.max(ext);
+            let at = tick.tick_us + lag_us;
             if let Some(&arrival) = arrivals.get(&ext)
-                && played.insert(ext, tick.tick_us).is_none()
+                && played.insert(ext, at).is_none()
             {
-                delay_sum += tick.tick_us - arrival;
-                max_delay = max_delay.max(tick.tick_us - arrival);
+                delay_sum += at - arrival;
+                max_delay = max_delay.max(at - arrival);
                 count += 1;
             }
         }
@@ -129,7 +133,26 @@ mod tests {
         Tick {
             tick_us: ms * 1000,
             seq,
+            ..Tick::default()
         }
+    }
+
+    #[test]
+    fn a_compressed_frame_counts_as_played_where_it_is_heard() {
+        let packets = [packet(0, 1), packet(0, 2), packet(0, 3)];
+        let ticks = [
+            tick(20, Some(1)),
+            Tick {
+                tick_us: 40_000,
+                seq: Some(2),
+                lag_us: 5_000,
+                merged: Some((3, 12_000)),
+            },
+        ];
+        let s = score(&packets, &ticks);
+        assert_eq!((s.played, s.late, s.discarded), (3, 0, 0));
+        // Delays 20, 45 and 52 ms.
+        assert!((s.mean_delay_ms - 39.0).abs() < 1e-9, "{s:?}");
     }
 
     #[test]
