@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::call::{
-    CallStats, FallbackReason, PlaceFailure, Source, TransferFailure, TransferMethod,
+    CallStats, FallbackReason, PlaceFailure, RecordingFrameKind, Source, TransferFailure,
+    TransferMethod,
 };
 
 /// Bucket bounds of per-call RTP interarrival jitter, ms.
@@ -240,6 +241,9 @@ pub struct Metrics {
     pub rtp_ports_exhausted: AtomicU64,
     /// Frames the jitter buffer concealed, over ended calls. The store writer.
     pub concealed_frames: AtomicU64,
+    /// Caller frames on their way into recordings, by what happened to them, over ended
+    /// calls. The store writer.
+    pub recording_frames: [AtomicU64; RecordingFrameKind::ALL.len()],
     /// Per ended call: its RTP interarrival jitter, ms. The store writer.
     pub call_jitter_ms: Histogram,
     /// Per ended call: its mean jitter-buffer target delay, ms. The store writer.
@@ -348,6 +352,7 @@ impl Default for Metrics {
             bridge_frames_dropped: AtomicU64::new(0),
             rtp_ports_exhausted: AtomicU64::new(0),
             concealed_frames: AtomicU64::new(0),
+            recording_frames: Default::default(),
             call_jitter_ms: Histogram::new(JITTER_MS_BOUNDS),
             jitter_buffer_delay_ms: Histogram::new(DELAY_MS_BOUNDS),
             twilio_handshake_seconds: Histogram::new(HANDSHAKE_BOUNDS),
@@ -464,6 +469,9 @@ impl Metrics {
             .fetch_add(stats.malformed_packets, Relaxed);
         self.concealed_frames
             .fetch_add(stats.concealed_frames, Relaxed);
+        for (kind, counter) in RecordingFrameKind::ALL.iter().zip(&self.recording_frames) {
+            counter.fetch_add(stats.recording.get(*kind), Relaxed);
+        }
         if stats.packets_received > 0 {
             self.call_jitter_ms.observe(stats.jitter_ms);
             self.jitter_buffer_delay_ms
@@ -773,6 +781,18 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP earshot_recording_frames_total Caller frames on their way into recordings, by what happened to them (ended calls).\n# TYPE earshot_recording_frames_total counter"
+        );
+        for (kind, n) in RecordingFrameKind::ALL.iter().zip(&self.recording_frames) {
+            let _ = writeln!(
+                out,
+                "earshot_recording_frames_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP earshot_calls_placed_total Outbound calls placed (INVITE sent).\n# TYPE earshot_calls_placed_total counter\nearshot_calls_placed_total {}",
             self.calls_placed.load(Relaxed)
         );
@@ -962,6 +982,11 @@ mod tests {
             packets_lost: 3,
             packets_sent: 99,
             jitter_ms: 4.0,
+            recording: crate::call::RecordingFrames {
+                reordered: 7,
+                duplicates: 2,
+                ..Default::default()
+            },
             ..CallStats::default()
         };
         m.call_ended(Source::Sip, &stats);
@@ -972,6 +997,9 @@ mod tests {
             ..Snapshot::default()
         });
         for line in [
+            "earshot_recording_frames_total{kind=\"reordered\"} 7",
+            "earshot_recording_frames_total{kind=\"duplicate\"} 2",
+            "earshot_recording_frames_total{kind=\"concealed\"} 0",
             "earshot_active_calls{source=\"sip\"} 2",
             "earshot_calls_ended_total{source=\"sip\"} 1",
             "earshot_rtp_packets_received_total 100",

@@ -341,6 +341,21 @@ fn jittered_reordered_sip_calls_record_every_frame_call_after_call() {
         let mut decoded = vec![0i16; codes.len()];
         law.decode(&codes, &mut decoded);
         assert_holds_exactly(&left, &decoded, &format!("call {}", call + 1));
+        if call == 3 {
+            // The calls that ended on this earshot had packets put back in their place, and
+            // none concealed: everything was sent and arrived.
+            let frames = |kind: &str| {
+                let text = http::get(e.http_addr(), "/metrics").text();
+                let series = format!("earshot_recording_frames_total{{kind=\"{kind}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str()))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let reordered = frames("reordered").unwrap();
+            assert!(reordered > 0, "reordered {reordered}");
+            assert_eq!(frames("concealed"), Some(0));
+            assert_eq!(frames("late"), Some(0));
+        }
     }
 }
 

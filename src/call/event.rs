@@ -89,6 +89,74 @@ pub struct CallStats {
     /// Mean jitter-buffer target delay over the call, in ms.
     pub jitter_delay_ms: u32,
     pub malformed_packets: u64,
+    /// What happened to the caller's frames on their way into the recording.
+    #[serde(default)]
+    pub recording: RecordingFrames,
+}
+
+/// What can happen to a caller's frame on its way into the recording
+/// ([`crate::media::record_lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordingFrameKind {
+    /// Arrived after a later one and was put back in its place.
+    Reordered,
+    /// Arrived after its place had been concealed: not recorded.
+    Late,
+    /// Arrived twice: recorded once.
+    Duplicate,
+    /// Never arrived while a later one did: concealed in the recording.
+    Concealed,
+}
+
+impl RecordingFrameKind {
+    /// The name in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingFrameKind::Reordered => "reordered",
+            RecordingFrameKind::Late => "late",
+            RecordingFrameKind::Duplicate => "duplicate",
+            RecordingFrameKind::Concealed => "concealed",
+        }
+    }
+
+    pub const ALL: [RecordingFrameKind; 4] = [
+        RecordingFrameKind::Reordered,
+        RecordingFrameKind::Late,
+        RecordingFrameKind::Duplicate,
+        RecordingFrameKind::Concealed,
+    ];
+}
+
+/// A call's recording counters by [`RecordingFrameKind`]: packets, and concealment in 20 ms
+/// frames (10 ms halves rounded up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFrames {
+    pub reordered: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub concealed: u64,
+}
+
+impl RecordingFrames {
+    /// The lane's counters as recording counters.
+    pub fn from_lane(lane: &crate::media::record_lane::LaneStats) -> Self {
+        Self {
+            reordered: lane.reordered,
+            late: lane.late,
+            duplicates: lane.duplicates,
+            concealed: lane.concealed_units.div_ceil(2),
+        }
+    }
+
+    /// The count of one kind.
+    pub fn get(&self, kind: RecordingFrameKind) -> u64 {
+        match kind {
+            RecordingFrameKind::Reordered => self.reordered,
+            RecordingFrameKind::Late => self.late,
+            RecordingFrameKind::Duplicate => self.duplicates,
+            RecordingFrameKind::Concealed => self.concealed,
+        }
+    }
 }
 
 /// How a caller's key press reached earshot.

@@ -26,8 +26,8 @@ pub use bridge::{BridgeEnd, BridgePeer};
 pub use drain::Drain;
 pub use event::{
     AgentNoticeKind, CallEvent, CallId, CallInfo, CallStats, CarrierStatus, Codec, Direction,
-    DtmfSource, EndReason, FallbackReason, PlaceFailure, Source, Speaker, TalkStopReason,
-    TransferFailure, TransferMethod, TransferOrigin,
+    DtmfSource, EndReason, FallbackReason, PlaceFailure, RecordingFrameKind, RecordingFrames,
+    Source, Speaker, TalkStopReason, TransferFailure, TransferMethod, TransferOrigin,
 };
 pub use event_sink::{EventSink, EventStream};
 pub use greeting::{Greeting, GreetingError, GreetingPlayer};

@@ -18,7 +18,8 @@ use super::agent::{
     AgentConnector, AgentEvent, AgentLink, AgentObservation, AgentOutcome, AgentState, FallbackMode,
 };
 use super::event::{
-    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, TransferOrigin,
+    CallEvent, CallInfo, CallStats, Codec, DtmfSource, EndReason, FallbackReason, RecordingFrames,
+    TransferOrigin,
 };
 use super::leg::{Leg, LegInput};
 use super::pipeline::{Pipeline, Services};
@@ -465,10 +466,15 @@ impl<L: Leg> CallTask<L> {
             concealed_frames: self.pipeline.jitter_stats().concealed,
             jitter_delay_ms: self.pipeline.mean_delay_ms(),
             malformed_packets: leg.malformed_packets,
+            recording: RecordingFrames::default(),
         };
         // The recording's caller side is drained before its file is finalized, whatever ended
         // the call: every way out of `run` comes here.
         let record = self.pipeline.finish();
+        let stats = CallStats {
+            recording: RecordingFrames::from_lane(&record.lane),
+            ..stats
+        };
         tracing::debug!(
             call = %self.info.id,
             received = stats.packets_received,

@@ -76,6 +76,8 @@ pub struct LaneStats {
     pub concealed_units: u64,
     /// Packets that arrived after their place was concealed.
     pub late: u64,
+    /// Packets put in their place after a later one had arrived (reordered, not lost).
+    pub reordered: u64,
     /// Packets whose audio the lane had already.
     pub duplicates: u64,
     /// Restarts on a new SSRC or a timestamp jump.
@@ -186,6 +188,7 @@ impl RecordLane {
             return Placed::Full;
         }
         self.follow(now, first);
+        let behind = first < self.end;
         let mut placed = Placed::Duplicate;
         for (k, chunk) in pcm.chunks_exact(UNIT).enumerate() {
             let unit = first + k as u64;
@@ -218,6 +221,7 @@ impl RecordLane {
         match placed {
             Placed::Late => self.stats.late += 1,
             Placed::Duplicate => self.stats.duplicates += 1,
+            Placed::Placed if behind => self.stats.reordered += 1,
             Placed::Placed | Placed::Full => {}
         }
         placed
@@ -475,6 +479,7 @@ mod tests {
         assert_eq!(arrived(&out), ids(0..100));
         assert!(out.iter().all(|(_, k)| *k == LaneFrame::Arrived));
         assert_eq!(lane.stats().concealed_units, 0);
+        assert_eq!(lane.stats().reordered, 0);
     }
 
     #[test]
@@ -493,6 +498,8 @@ mod tests {
         assert_eq!(arrived(&out), ids(0..100));
         assert_eq!(lane.stats().concealed_units, 0);
         assert_eq!(lane.stats().late, 0);
+        // Each even packet came after the odd one behind it.
+        assert_eq!(lane.stats().reordered, 50, "{:?}", lane.stats());
     }
 
     #[test]
