@@ -28,9 +28,10 @@
 //!   A.3, A.8), strict source learning in a window after the ACK, nothing sent before the ACK
 //!   and the peer heard (no reflection from a spoofed INVITE), RFC 4733 DTMF, SR/RR/BYE.
 //! - [`media`]: the media path, pure DSP and allocation-free after construction — G.711, the
-//!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, the playout
-//!   clock's phase (ticks that land just after the next frame falls due), the energy voice
-//!   detector, the recording lane ([`media::record_lane`]: the arrived stream put back in order
+//!   20 ms frame, the adaptive jitter buffer, G.711 Appendix I loss concealment, time-scale
+//!   compression ([`media::accelerate`]: a stall's backlog played faster, no frame lost), the
+//!   playout clock's phase (ticks that land just after the next frame falls due), the energy
+//!   voice detector, the recording lane ([`media::record_lane`]: the arrived stream put back in order
 //!   by timestamp for the recording, apart from playout) — and the offline tools that replay
 //!   traces through it: the `jitter-sim` runner and its pcap/pcapng reader, the trace corpus
 //!   (families; tuning and held-out seeds), the G.107 E-model scorer and the hindsight
