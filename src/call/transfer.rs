@@ -13,36 +13,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DialPattern;
-use crate::config::dial_allow::{TargetKind, allowed, check_target};
+use crate::config::destination::{DialPattern, DialTarget, TargetError, allowed};
 use crate::config::{DtmfAction, DtmfRule};
 
-/// A destination that passed the syntax check: a number or a `sip:` URI, as written.
-/// Personal data: never logged at info level.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferTarget {
-    text: String,
-    kind: TargetKind,
-}
-
-impl TransferTarget {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let kind = check_target(text)?;
-        Ok(Self {
-            text: text.to_owned(),
-            kind,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// A `sip:`/`sips:` URI rather than a number.
-    pub fn is_sip(&self) -> bool {
-        self.kind == TargetKind::Sip
-    }
-}
+/// A transfer's destination: a [`DialTarget`] (a number or a `sip:`/`sips:` URI, as written),
+/// parsed by the one parser of destinations, [`crate::config::destination`].
+pub type TransferTarget = DialTarget;
 
 /// How a transfer was carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,7 +158,7 @@ pub enum TransferStart {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     #[error("not a destination: {0}")]
-    Invalid(String),
+    Invalid(TargetError),
     /// Not matched by `[calls].outbound_allow` (the destination is not repeated: it is
     /// personal data and the caller knows it).
     #[error("the destination is not allowed by calls.outbound_allow")]
@@ -210,7 +186,7 @@ impl TransferPolicy {
     /// Parses `to` and checks it against the allow-list.
     pub fn check(&self, to: &str) -> Result<TransferTarget, TransferError> {
         let target = TransferTarget::parse(to).map_err(TransferError::Invalid)?;
-        if !allowed(&self.allow, target.as_str()) {
+        if !allowed(&self.allow, &target) {
             return Err(TransferError::NotAllowed);
         }
         Ok(target)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::Errors;
-use super::outbound::{DialPattern, MAX_PATTERNS};
+use super::destination::{DialPattern, MAX_PATTERNS};
 
 /// `[calls]`: admission and per-call limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,12 +184,12 @@ mod tests {
         )
         .unwrap();
         let allow = &config.calls.outbound_allow;
-        assert!(crate::config::outbound_allowed(allow, "+442071234567"));
-        assert!(crate::config::outbound_allowed(
-            allow,
-            "sip:bob@pbx.example.com"
-        ));
-        assert!(!crate::config::outbound_allowed(allow, "+15551234567"));
+        let allowed = |to: &str| {
+            crate::config::outbound_allowed(allow, &crate::config::DialTarget::parse(to).unwrap())
+        };
+        assert!(allowed("+442071234567"));
+        assert!(allowed("sip:bob@pbx.example.com"));
+        assert!(!allowed("+15551234567"));
         let errors = invalid("[calls]\noutbound_allow = [\"+4420*\", \"*\", \"a b\"]\n");
         assert_eq!(
             paths(&errors),

@@ -26,7 +26,6 @@ use crate::call::{
     Codec, EndReason as CallEnd, Leg, LegInput, TransferFailure, TransferMethod, TransferTarget,
 };
 use crate::clock;
-use crate::config::DialTarget;
 use crate::media::frame::{FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
@@ -104,10 +103,9 @@ impl SipDriver {
         caller: CallRef,
         target: &TransferTarget,
     ) -> Result<BridgePeer, TransferFailure> {
-        let dial = DialTarget::parse(target.as_str()).map_err(|_| TransferFailure::Unavailable)?;
         let route = self
             .dial
-            .route(&dial, None, self.endpoint.advertised())
+            .route(target, None, self.endpoint.advertised())
             .map_err(|err| {
                 tracing::info!(%err, "bridged transfer not placed");
                 route_failure(&err)

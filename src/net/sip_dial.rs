@@ -99,7 +99,7 @@ impl DialPolicy {
         trunk: Option<&str>,
         advertised: SocketAddr,
     ) -> Result<Route, DialError> {
-        if !outbound_allowed(&self.allow, target.as_str()) {
+        if !outbound_allowed(&self.allow, target) {
             return Err(DialError::NotAllowed);
         }
         let trunk = match trunk {

@@ -22,11 +22,7 @@ impl<L: Leg> CallTask<L> {
         match action {
             DtmfAction::Transfer { to } => {
                 tracing::debug!(call = %self.info.id, %digit, "DTMF rule: transfer");
-                match TransferTarget::parse(&to) {
-                    Ok(target) => self.transfer(target, TransferOrigin::Dtmf),
-                    // Checked when the configuration was loaded.
-                    Err(why) => tracing::warn!(call = %self.info.id, %why, "DTMF rule: bad target"),
-                }
+                self.transfer(to, TransferOrigin::Dtmf);
             }
             DtmfAction::Hangup => {
                 tracing::info!(call = %self.info.id, %digit, "DTMF rule: hanging up");
