@@ -518,10 +518,7 @@ async fn build_sip(
         sip_commands,
         metrics,
         store,
-        dial: net::sip_dial::DialPolicy {
-            allow: config.calls.outbound_allow.clone(),
-            trunks: trunks.clone(),
-        },
+        dial: net::sip_dial::DialPolicy::new(&config.calls, trunks.clone()),
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
         drain: crate::call::Drain::default(),
@@ -700,10 +697,10 @@ fn spawn_reload_handler(
             twilio.reload(greeting.clone(), new.audio.listen);
             let reload = Reload {
                 allow: new.sip.allow.clone(),
+                dial: net::sip_dial::DialPolicy::new(&new.calls, trunks.clone()),
                 trunks,
                 greeting,
                 listen_default: new.audio.listen,
-                outbound_allow: new.calls.outbound_allow.clone(),
             };
             if sip.send(SipCommand::Reload(Box::new(reload))).is_err() {
                 return;

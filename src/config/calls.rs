@@ -22,6 +22,13 @@ pub struct CallsConfig {
     /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
     /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
     pub ring_ms: u64,
+    /// Seconds a call earshot places (an outbound call, a bridged transfer's far leg) may ring
+    /// before it is cancelled: long enough for a person to pick up, short enough that a call
+    /// nobody answers does not hold a port pair and a call slot.
+    pub ring_timeout_secs: u64,
+    /// Redirections (3xx) a call earshot places follows before it fails; 0 follows none.
+    /// Bounded so a redirecting peer cannot bounce a call around the network.
+    pub max_redirects: usize,
     /// Targets outbound calls and transfers may go to (glob patterns,
     /// `[calls].outbound_allow`); empty, the default, places no outbound call at all
     /// (toll-fraud protection).
@@ -37,6 +44,8 @@ impl Default for CallsConfig {
             max_duration_secs: 14400,
             greeting: None,
             ring_ms: 0,
+            ring_timeout_secs: 60,
+            max_redirects: 3,
             outbound_allow: Vec::new(),
             dtmf_rules: Vec::new(),
         }
@@ -57,6 +66,8 @@ pub(super) struct RawCalls {
     max_duration_secs: Option<u64>,
     greeting: Option<PathBuf>,
     ring_ms: Option<u64>,
+    ring_timeout_secs: Option<u64>,
+    max_redirects: Option<usize>,
     outbound_allow: Option<Vec<String>>,
     dtmf_rule: Vec<super::dtmf_rule::RawDtmfRule>,
 }
@@ -80,6 +91,18 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
+        ring_timeout_secs: e.ranged(
+            "calls.ring_timeout_secs",
+            raw.ring_timeout_secs,
+            d.ring_timeout_secs,
+            5..=300,
+        ),
+        max_redirects: e.ranged(
+            "calls.max_redirects",
+            raw.max_redirects,
+            d.max_redirects,
+            0..=10,
+        ),
         outbound_allow,
         dtmf_rules,
     }
@@ -168,6 +191,39 @@ mod tests {
                 ok
             );
         }
+    }
+
+    #[test]
+    fn ring_timeout_and_redirects_default_and_name_their_field_out_of_range() {
+        let calls = Config::from_toml_str("").unwrap().calls;
+        assert_eq!((calls.ring_timeout_secs, calls.max_redirects), (60, 3));
+        let calls = Config::from_toml_str(
+            "[calls]
+ring_timeout_secs = 5
+max_redirects = 0
+",
+        )
+        .unwrap()
+        .calls;
+        assert_eq!((calls.ring_timeout_secs, calls.max_redirects), (5, 0));
+        let errors = invalid(
+            "[calls]
+ring_timeout_secs = 4
+max_redirects = 11
+",
+        );
+        assert_eq!(
+            paths(&errors),
+            ["calls.ring_timeout_secs", "calls.max_redirects"]
+        );
+        assert!(errors[0].reason.contains("5..=300"), "{}", errors[0].reason);
+        assert!(errors[1].reason.contains("0..=10"), "{}", errors[1].reason);
+        let errors = invalid(
+            "[calls]
+ring_timeout_secs = 301
+",
+        );
+        assert_eq!(paths(&errors), ["calls.ring_timeout_secs"]);
     }
 
     #[test]

@@ -14,15 +14,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::call::CallHandle;
-use crate::config::{DialPattern, DialTarget, outbound_allowed};
+use crate::config::{CallsConfig, DialPattern, DialTarget, outbound_allowed};
 use crate::sip::dialog::{Flow, Transport};
 use crate::sip::endpoint::{OutboundCall, PlaceError, TrunkCredentials};
 use crate::sip::message::Uri;
 use crate::sip::registration::TrunkRegistration;
 use crate::sip::sdp::LocalMedia;
-
-/// How long a placed call may ring before it is cancelled.
-pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A call to place, from the API.
 #[derive(Debug)]
@@ -58,6 +55,22 @@ pub struct DialPolicy {
     pub allow: Vec<DialPattern>,
     /// The trunks, resolved.
     pub trunks: Vec<TrunkRegistration>,
+    /// `[calls].ring_timeout_secs`: how long a placed call may ring before it is cancelled.
+    pub ring_timeout: Duration,
+    /// `[calls].max_redirects`.
+    pub max_redirects: usize,
+}
+
+impl DialPolicy {
+    /// The policy of `[calls]`, with the resolved trunks.
+    pub fn new(calls: &CallsConfig, trunks: Vec<TrunkRegistration>) -> Self {
+        Self {
+            allow: calls.outbound_allow.clone(),
+            trunks,
+            ring_timeout: Duration::from_secs(calls.ring_timeout_secs),
+            max_redirects: calls.max_redirects,
+        }
+    }
 }
 
 /// Where a call goes, as decided from its request before any media is taken.
@@ -74,6 +87,8 @@ pub struct Route {
     pub callee: String,
     /// Our user, as the call record names the caller.
     pub caller: String,
+    ring_timeout: Duration,
+    max_redirects: usize,
 }
 
 impl Route {
@@ -86,7 +101,8 @@ impl Route {
             next_hop: self.next_hop,
             via_proxy: self.via_proxy,
             media,
-            ring_timeout: RING_TIMEOUT,
+            ring_timeout: self.ring_timeout,
+            max_redirects: self.max_redirects,
         }
     }
 }
@@ -115,12 +131,12 @@ impl DialPolicy {
             (DialTarget::Number(number), trunk) => {
                 let trunk = trunk.or(self.trunks.first()).ok_or(DialError::NoTrunk)?;
                 let uri = Uri::sip(Some(number), &trunk.domain, None);
-                Ok(via_trunk(uri, trunk, number.clone()))
+                Ok(self.via_trunk(uri, trunk, number.clone()))
             }
             (DialTarget::Uri(text), Some(trunk)) => {
                 let uri = Uri::parse(text).map_err(|_| DialError::NeedsAddress)?;
                 let callee = uri.user.clone().unwrap_or_default();
-                Ok(via_trunk(uri, trunk, callee))
+                Ok(self.via_trunk(uri, trunk, callee))
             }
             (DialTarget::Uri(text), None) => {
                 let uri = Uri::parse(text).map_err(|_| DialError::NeedsAddress)?;
@@ -147,28 +163,32 @@ impl DialPolicy {
                     via_proxy: false,
                     trunk: None,
                     caller: "earshot".into(),
+                    ring_timeout: self.ring_timeout,
+                    max_redirects: self.max_redirects,
                 })
             }
         }
     }
-}
 
-fn via_trunk(target: Uri, trunk: &TrunkRegistration, callee: String) -> Route {
-    Route {
-        target,
-        from: Uri::sip(Some(&trunk.username), &trunk.domain, None),
-        credentials: Some(TrunkCredentials {
-            username: trunk.auth_username.clone(),
-            password: trunk.password.clone(),
-        }),
-        next_hop: Flow {
-            transport: trunk.transport,
-            remote: trunk.registrar,
-        },
-        via_proxy: true,
-        trunk: Some(trunk.name.clone()),
-        callee,
-        caller: trunk.username.clone(),
+    fn via_trunk(&self, target: Uri, trunk: &TrunkRegistration, callee: String) -> Route {
+        Route {
+            target,
+            from: Uri::sip(Some(&trunk.username), &trunk.domain, None),
+            credentials: Some(TrunkCredentials {
+                username: trunk.auth_username.clone(),
+                password: trunk.password.clone(),
+            }),
+            next_hop: Flow {
+                transport: trunk.transport,
+                remote: trunk.registrar,
+            },
+            via_proxy: true,
+            trunk: Some(trunk.name.clone()),
+            callee,
+            caller: trunk.username.clone(),
+            ring_timeout: self.ring_timeout,
+            max_redirects: self.max_redirects,
+        }
     }
 }
 
@@ -192,20 +212,53 @@ mod tests {
     }
 
     fn policy(allow: &[&str], trunks: &[&str]) -> DialPolicy {
-        let allow = allow
-            .iter()
-            .map(|p| {
-                let toml = format!("[calls]\noutbound_allow = [{p:?}]\n");
-                crate::config::Config::from_toml_str(&toml)
-                    .unwrap()
-                    .calls
-                    .outbound_allow
-                    .remove(0)
-            })
-            .collect();
-        DialPolicy {
-            allow,
-            trunks: trunks.iter().map(|n| trunk(n)).collect(),
+        policy_with(allow, trunks, "")
+    }
+
+    /// The policy of a `[calls]` section with `allow` and the `extra` lines.
+    fn policy_with(allow: &[&str], trunks: &[&str], extra: &str) -> DialPolicy {
+        let toml = format!("[calls]\noutbound_allow = {allow:?}\n{extra}");
+        let config = crate::config::Config::from_toml_str(&toml).unwrap();
+        DialPolicy::new(&config.calls, trunks.iter().map(|n| trunk(n)).collect())
+    }
+
+    fn media() -> LocalMedia {
+        LocalMedia {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 40000,
+            codecs: vec![crate::sip::sdp::Codec::Pcmu],
+            session_id: 1,
+            session_version: 1,
+            direction: crate::sip::sdp::Direction::SendRecv,
+        }
+    }
+
+    #[test]
+    fn placed_calls_ring_and_redirect_as_configured() {
+        let target = DialTarget::parse("+442071234567").unwrap();
+        let call = policy(&["+4420*"], &["t"])
+            .route(&target, None, US.parse().unwrap())
+            .unwrap()
+            .into_call(media());
+        assert_eq!(call.ring_timeout, Duration::from_secs(60));
+        assert_eq!(call.max_redirects, 3);
+        let p = policy_with(
+            &["+4420*", "sip:*"],
+            &["t"],
+            "ring_timeout_secs = 7\nmax_redirects = 0\n",
+        );
+        for (to, trunk) in [
+            ("+442071234567", None),
+            ("sip:bob@192.0.2.5", None),
+            ("sip:bob@x.example", Some("t")),
+        ] {
+            let target = DialTarget::parse(to).unwrap();
+            let call = p
+                .route(&target, trunk, US.parse().unwrap())
+                .unwrap()
+                .into_call(media());
+            assert_eq!(call.ring_timeout, Duration::from_secs(7), "{to}");
+            assert_eq!(call.max_redirects, 0, "{to}");
         }
     }
 
