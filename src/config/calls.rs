@@ -29,6 +29,9 @@ pub struct CallsConfig {
     /// Redirections (3xx) a call earshot places follows before it fails; 0 follows none.
     /// Bounded so a redirecting peer cannot bounce a call around the network.
     pub max_redirects: usize,
+    /// The `[[sip.trunk]]` a bridged transfer dials a number through when the call did not
+    /// come in on a trunk; `None` uses the first trunk.
+    pub transfer_trunk: Option<String>,
     /// Targets outbound calls and transfers may go to (glob patterns,
     /// `[calls].outbound_allow`); empty, the default, places no outbound call at all
     /// (toll-fraud protection).
@@ -46,6 +49,7 @@ impl Default for CallsConfig {
             ring_ms: 0,
             ring_timeout_secs: 60,
             max_redirects: 3,
+            transfer_trunk: None,
             outbound_allow: Vec::new(),
             dtmf_rules: Vec::new(),
         }
@@ -68,16 +72,29 @@ pub(super) struct RawCalls {
     ring_ms: Option<u64>,
     ring_timeout_secs: Option<u64>,
     max_redirects: Option<usize>,
+    transfer_trunk: Option<String>,
     outbound_allow: Option<Vec<String>>,
     dtmf_rule: Vec<super::dtmf_rule::RawDtmfRule>,
 }
 
-pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
+pub(super) fn validate_calls(
+    e: &mut Errors,
+    raw: RawCalls,
+    trunks: &[super::sip::Trunk],
+) -> CallsConfig {
     let d = CallsConfig::default();
     if let Some(greeting) = &raw.greeting
         && let Err(reason) = check_wav(greeting)
     {
         e.push("calls.greeting", reason);
+    }
+    if let Some(name) = &raw.transfer_trunk
+        && !trunks.iter().any(|t| &t.name == name)
+    {
+        e.push(
+            "calls.transfer_trunk",
+            format!("{name:?} is not the name of a [[sip.trunk]]"),
+        );
     }
     let outbound_allow = outbound_allow(e, raw.outbound_allow.unwrap_or_default());
     let dtmf_rules = super::dtmf_rule::validate_dtmf_rules(e, raw.dtmf_rule, &outbound_allow);
@@ -103,6 +120,7 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
             d.max_redirects,
             0..=10,
         ),
+        transfer_trunk: raw.transfer_trunk,
         outbound_allow,
         dtmf_rules,
     }
@@ -224,6 +242,23 @@ ring_timeout_secs = 301
 ",
         );
         assert_eq!(paths(&errors), ["calls.ring_timeout_secs"]);
+    }
+
+    #[test]
+    fn transfer_trunk_must_name_a_configured_trunk() {
+        let trunk = "[[sip.trunk]]\nname = \"desk\"\nregistrar = \"192.0.2.1\"\n\
+                     username = \"u\"\npassword = \"p\"\n";
+        let config =
+            Config::from_toml_str(&format!("{trunk}[calls]\ntransfer_trunk = \"desk\"\n")).unwrap();
+        assert_eq!(config.calls.transfer_trunk.as_deref(), Some("desk"));
+        assert_eq!(
+            Config::from_toml_str("").unwrap().calls.transfer_trunk,
+            None
+        );
+        let errors = invalid(&format!("{trunk}[calls]\ntransfer_trunk = \"other\"\n"));
+        assert_eq!(paths(&errors), ["calls.transfer_trunk"]);
+        let errors = invalid("[calls]\ntransfer_trunk = \"desk\"\n");
+        assert_eq!(paths(&errors), ["calls.transfer_trunk"]);
     }
 
     #[test]

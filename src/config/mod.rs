@@ -338,7 +338,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
     let sip = sip::validate_sip(&mut e, raw.sip);
     let rtp = rtp::validate_rtp(&mut e, raw.rtp);
-    let calls = calls::validate_calls(&mut e, raw.calls);
+    let calls = calls::validate_calls(&mut e, raw.calls, &sip.trunks);
     let audio = audio::validate_audio(&mut e, raw.audio);
     let jitter = jitter::validate_jitter(&mut e, raw.jitter);
     let recording = recording::validate_recording(&mut e, raw.recording);

@@ -59,6 +59,9 @@ pub struct DialPolicy {
     pub ring_timeout: Duration,
     /// `[calls].max_redirects`.
     pub max_redirects: usize,
+    /// `[calls].transfer_trunk`: bridged transfers to a number from a call that did not come
+    /// in on a trunk.
+    pub transfer_trunk: Option<String>,
 }
 
 impl DialPolicy {
@@ -69,7 +72,28 @@ impl DialPolicy {
             trunks,
             ring_timeout: Duration::from_secs(calls.ring_timeout_secs),
             max_redirects: calls.max_redirects,
+            transfer_trunk: calls.transfer_trunk.clone(),
         }
+    }
+
+    /// Works out where a bridged transfer's far leg goes. A number goes through the trunk the
+    /// call came in on (its INVITE came from that trunk's registrar address: `came_from`),
+    /// else `[calls].transfer_trunk`, else the first trunk; a `sip:` URI goes as any call to
+    /// it without a trunk.
+    pub fn route_transfer(
+        &self,
+        target: &DialTarget,
+        came_from: Option<SocketAddr>,
+        advertised: SocketAddr,
+    ) -> Result<Route, DialError> {
+        let trunk = match target {
+            DialTarget::Number(_) => came_from
+                .and_then(|from| self.trunks.iter().find(|t| t.registrar.ip() == from.ip()))
+                .map(|t| t.name.as_str())
+                .or(self.transfer_trunk.as_deref()),
+            DialTarget::Uri(_) => None,
+        };
+        self.route(target, trunk, advertised)
     }
 }
 
@@ -231,6 +255,50 @@ mod tests {
             session_version: 1,
             direction: crate::sip::sdp::Direction::SendRecv,
         }
+    }
+
+    #[test]
+    fn a_bridged_number_goes_through_the_trunk_the_call_came_in_on() {
+        let mut p = policy(&["+4420*", "sip:*"], &["first", "second", "third"]);
+        p.trunks[1].registrar = "203.0.113.2:5060".parse().unwrap();
+        p.trunks[2].registrar = "203.0.113.3:5060".parse().unwrap();
+        let number = DialTarget::parse("+442071234567").unwrap();
+        let us = US.parse().unwrap();
+        let via = |p: &DialPolicy, from: Option<&str>| {
+            let from = from.map(|f| f.parse().unwrap());
+            p.route_transfer(&number, from, us).unwrap().trunk
+        };
+        // From the second trunk's registrar (any port: TCP and some carriers send from others).
+        assert_eq!(
+            via(&p, Some("203.0.113.2:41000")).as_deref(),
+            Some("second")
+        );
+        assert_eq!(via(&p, Some("203.0.113.3:5060")).as_deref(), Some("third"));
+        // Not a trunk call: the first trunk, unless transfer_trunk names another.
+        assert_eq!(
+            via(&p, Some("198.51.100.99:5060")).as_deref(),
+            Some("first")
+        );
+        assert_eq!(via(&p, None).as_deref(), Some("first"));
+        p.transfer_trunk = Some("third".into());
+        assert_eq!(
+            via(&p, Some("198.51.100.99:5060")).as_deref(),
+            Some("third")
+        );
+        assert_eq!(via(&p, Some("203.0.113.2:5060")).as_deref(), Some("second"));
+        // A sip: URI still goes straight to its address.
+        let uri = DialTarget::parse("sip:bob@192.0.2.7").unwrap();
+        let route = p
+            .route_transfer(&uri, Some("203.0.113.2:5060".parse().unwrap()), us)
+            .unwrap();
+        assert!(route.trunk.is_none());
+        assert_eq!(route.next_hop.remote.to_string(), "192.0.2.7:5060");
+        // And the allow-list still applies.
+        let blocked = DialTarget::parse("+15551234567").unwrap();
+        assert_eq!(
+            p.route_transfer(&blocked, None, us).unwrap_err(),
+            DialError::NotAllowed
+        );
     }
 
     #[test]
