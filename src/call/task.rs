@@ -69,8 +69,6 @@ pub(super) struct CallTask<L: Leg> {
     talking: bool,
     /// A transfer the leg has under way, and who asked for it.
     transferring: Option<(TransferTarget, TransferOrigin)>,
-    /// The model's transfer function call awaiting its result ([`handoff`]).
-    agent_function: Option<String>,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -123,7 +121,6 @@ impl<L: Leg> CallTask<L> {
             ended: None,
             talking: false,
             transferring: None,
-            agent_function: None,
         }
     }
 

@@ -126,19 +126,68 @@ impl fmt::Display for TransferFailure {
     }
 }
 
-/// Who asked for a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The id of a model's function call (OpenAI Realtime `call_id`): what its result must name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionCallId(pub String);
+
+/// Who asked for a transfer. Recorded (in `transfer_requested`) as `api`, `agent`,
+/// `agent_fallback` or `dtmf`: a function call's id is the model's business, not the record's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "OriginName", from = "OriginName")]
 pub enum TransferOrigin {
     /// `POST /api/calls/{id}/transfer` (and the console).
     Api,
-    /// The agent: through the Twilio-compatible call REST, or an OpenAI Realtime model through
-    /// its transfer function.
+    /// The agent, through the Twilio-compatible call REST.
     Agent,
+    /// An OpenAI Realtime model, through its transfer function: this transfer, and no other,
+    /// answers that function call.
+    AgentFunction(FunctionCallId),
     /// The agent failed and `[agent].fallback = "transfer"`.
     AgentFallback,
     /// A `[[calls.dtmf_rule]]`.
     Dtmf,
+}
+
+impl TransferOrigin {
+    /// The model's function call this transfer answers, if a model asked for it.
+    pub fn function_call(&self) -> Option<&FunctionCallId> {
+        match self {
+            TransferOrigin::AgentFunction(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// [`TransferOrigin`] as recorded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OriginName {
+    Api,
+    Agent,
+    AgentFallback,
+    Dtmf,
+}
+
+impl From<TransferOrigin> for OriginName {
+    fn from(origin: TransferOrigin) -> Self {
+        match origin {
+            TransferOrigin::Api => OriginName::Api,
+            TransferOrigin::Agent | TransferOrigin::AgentFunction(_) => OriginName::Agent,
+            TransferOrigin::AgentFallback => OriginName::AgentFallback,
+            TransferOrigin::Dtmf => OriginName::Dtmf,
+        }
+    }
+}
+
+impl From<OriginName> for TransferOrigin {
+    fn from(name: OriginName) -> Self {
+        match name {
+            OriginName::Api => TransferOrigin::Api,
+            OriginName::Agent => TransferOrigin::Agent,
+            OriginName::AgentFallback => TransferOrigin::AgentFallback,
+            OriginName::Dtmf => TransferOrigin::Dtmf,
+        }
+    }
 }
 
 /// What a leg answers to [`super::Leg::transfer`].
@@ -261,6 +310,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&TransferFailure::NotSupported).unwrap(),
             "\"not_supported\""
+        );
+    }
+
+    #[test]
+    fn only_the_function_calls_own_transfer_carries_its_id() {
+        let model = TransferOrigin::AgentFunction(FunctionCallId("call_1".into()));
+        assert_eq!(
+            model.function_call(),
+            Some(&FunctionCallId("call_1".into()))
+        );
+        let other = TransferOrigin::AgentFunction(FunctionCallId("call_2".into()));
+        assert_ne!(model.function_call(), other.function_call());
+        for origin in [
+            TransferOrigin::Api,
+            TransferOrigin::Agent,
+            TransferOrigin::AgentFallback,
+            TransferOrigin::Dtmf,
+        ] {
+            assert_eq!(origin.function_call(), None, "{origin:?}");
+        }
+        // The record names the agent either way, and reads back as the agent.
+        assert_eq!(serde_json::to_string(&model).unwrap(), "\"agent\"");
+        assert_eq!(
+            serde_json::from_str::<TransferOrigin>("\"agent\"").unwrap(),
+            TransferOrigin::Agent
+        );
+        assert_eq!(
+            serde_json::to_string(&TransferOrigin::AgentFallback).unwrap(),
+            "\"agent_fallback\""
         );
     }
 
