@@ -134,9 +134,10 @@ fn host_port(s: &str) -> bool {
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return false;
         }
-        match after {
-            "" => return true,
-            _ => ("v6", after.strip_prefix(':')),
+        match (after, after.strip_prefix(':')) {
+            ("", _) => return true,
+            (_, Some(port)) => ("v6", Some(port)),
+            (_, None) => return false,
         }
     } else {
         match s.split_once(':') {
@@ -351,6 +352,7 @@ mod tests {
             "sip:bob@host:65536",
             "sip:bob@host:50x",
             "sip:bob@[::1",
+            "sip:bob@[::1]x",
             "sip:bob@[not-v6]",
             "sip:bob@-host",
             "sip:bob@a@b",
