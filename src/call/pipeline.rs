@@ -6,7 +6,8 @@
 //! [`Pipeline::tick`] every 20 ms. The recording's caller side is written from the arrived
 //! stream put back in order ([`super::record_feed`]), not from what playout played; at the end
 //! it is drained before the file is finalized, and the jitter buffer's rest goes to the
-//! speakers.
+//! speakers. The recording opens at the answer or the caller's first packet (a placed call's
+//! early media, [`Pipeline::start_recording`]): a call that fails before either leaves no file.
 
 use std::sync::Arc;
 use std::time::Instant;
