@@ -51,9 +51,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     #[error("agent.fallback_to: {0}")]
-    AgentFallbackTo(String),
-    #[error("agent.transfer_to: {0}")]
-    AgentTransferTo(String),
+    AgentFallbackTo(&'static str),
     #[error("agent.fallback_wav: {0}")]
     AgentFallback(GreetingError),
     #[error(transparent)]
@@ -218,8 +216,10 @@ fn agent_bridge(
     let fallback = match agent.fallback {
         config::AgentFallback::Listen => FallbackMode::Listen,
         config::AgentFallback::Transfer => FallbackMode::Transfer(
-            crate::call::TransferTarget::parse(agent.fallback_to.as_deref().unwrap_or_default())
-                .map_err(AppError::AgentFallbackTo)?,
+            agent
+                .fallback_to
+                .clone()
+                .ok_or(AppError::AgentFallbackTo("required for a transfer"))?,
         ),
         config::AgentFallback::Hangup => FallbackMode::Hangup(
             Greeting::configured(agent.fallback_wav.as_deref()).map_err(AppError::AgentFallback)?,
@@ -234,12 +234,7 @@ fn agent_bridge(
             .account_sid
             .clone()
             .unwrap_or_else(|| box_account_sid(config)),
-        transfer_to: agent
-            .transfer_to
-            .as_deref()
-            .map(crate::call::TransferTarget::parse)
-            .transpose()
-            .map_err(AppError::AgentTransferTo)?,
+        transfer_to: agent.transfer_to.clone(),
     };
     let target = crate::net::agent::AgentTarget {
         url: agent.url.as_str().to_owned(),
@@ -523,10 +518,7 @@ async fn build_sip(
         sip_commands,
         metrics,
         store,
-        dial: net::sip_dial::DialPolicy {
-            allow: config.calls.outbound_allow.clone(),
-            trunks: trunks.clone(),
-        },
+        dial: net::sip_dial::DialPolicy::new(&config.calls, trunks.clone()),
         trunks,
         ring: Duration::from_millis(config.calls.ring_ms),
         drain: crate::call::Drain::default(),
@@ -705,10 +697,10 @@ fn spawn_reload_handler(
             twilio.reload(greeting.clone(), new.audio.listen);
             let reload = Reload {
                 allow: new.sip.allow.clone(),
+                dial: net::sip_dial::DialPolicy::new(&new.calls, trunks.clone()),
                 trunks,
                 greeting,
                 listen_default: new.audio.listen,
-                outbound_allow: new.calls.outbound_allow.clone(),
             };
             if sip.send(SipCommand::Reload(Box::new(reload))).is_err() {
                 return;

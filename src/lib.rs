@@ -11,7 +11,9 @@
 //! around them.
 //!
 //! - [`config`]: typed configuration, one module per section, defaults, validation with
-//!   field-level errors.
+//!   field-level errors; [`config::destination`] is the one parser of destinations (a number or
+//!   a `sip:`/`sips:` URI) and the `[calls].outbound_allow` match every outbound call and
+//!   transfer goes through.
 //! - [`clock`]: the one process clock (monotonic and wall time); nothing else reads the time.
 //! - [`sip`] (sans-IO): [`sip::message`] (earshot's own tolerant parser and serializer; the only
 //!   module that touches rsip, as a cross-check in its tests), [`sip::transaction`] (RFC 3261
@@ -46,7 +48,7 @@
 //!   [`call::Leg`] (SIP/RTP or a Twilio stream) and a [`call::responder::Responder`] (the
 //!   greeting, an agent, silence, a bridged transfer's target); [`call::Pipeline`] is the one
 //!   media path between them; events, limits, silence timeout, barge-in, DTMF and stats are
-//!   written once, in the call task, and so are transfers ([`call::transfer`]: the checked
+//!   written once, in the call task, and so are transfers ([`call::transfer`]: the parsed
 //!   destination, the `[calls].outbound_allow` policy, each leg's way of handing the caller
 //!   over; [`call::bridge`]: the bounded frame queues that make a bridged transfer's target
 //!   the call's responder). [`call::CallHandle`] is all the rest of the program sees of a

@@ -7,6 +7,9 @@
 //! recording before the answer. baresip in auto-answer takes a call. A busy callee (a bare UDP
 //! socket answering 486) fails the call with its status; the same callee serves the post-dial
 //! delay measurement. A callee answering 422 gets the session interval its Min-SE asks for.
+//! earshot's side starts at the answer: over a callee's early media the greeting is not played
+//! (the recording's right channel is silent until the 200, then holds the whole greeting), and a
+//! call that fails after a 183 without audio leaves no recording at all.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -243,10 +246,26 @@ fn answered_by_sipp(
     file: &str,
     vars: &[(&str, String)],
 ) -> (Earshot, sipp::Sipp, String) {
+    answered_by_sipp_with(dir, file, vars, direct_config())
+}
+
+/// A SIPp callee running `file` for one call, started: it and its port.
+fn sipp_callee(dir: &Path, file: &str, vars: &[(&str, String)]) -> (sipp::Sipp, u16) {
     let port = sipp::port();
     let callee = sipp::start(dir, &Scenario::load(file, vars), None, port, &["-m", "1"]);
     std::thread::sleep(Duration::from_millis(300));
-    let e = Earshot::start(direct_config());
+    (callee, port)
+}
+
+/// [`answered_by_sipp`] with earshot's configuration `config`.
+fn answered_by_sipp_with(
+    dir: &Path,
+    file: &str,
+    vars: &[(&str, String)],
+    config: &str,
+) -> (Earshot, sipp::Sipp, String) {
+    let (callee, port) = sipp_callee(dir, file, vars);
+    let e = Earshot::start(config);
     let placed = post_call(&e, &format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#));
     assert_eq!(placed.status, 201, "{}", placed.text());
     let id = placed.json()["id"].as_str().unwrap().to_owned();
@@ -277,6 +296,114 @@ fn early_media_before_the_answer_reaches_the_recording() {
         tone >= 50,
         "{tone} blocks of early-media tone on the left channel"
     );
+}
+
+/// Whether each 20 ms block of `samples` is a tone of `hz`.
+fn tone_at(samples: &[i16], hz: f64) -> Vec<bool> {
+    samples
+        .chunks_exact(160)
+        .map(|block| tone_blocks(block, hz) == 1)
+        .collect()
+}
+
+/// A placed call's greeting starts when the callee answers, not over its early media: the
+/// callee streams a 1 kHz tone after its 183 and answers 500 ms after the tone ends. On the
+/// recording (left what the callee sent, right what earshot sent it) the right channel is
+/// silent while the early tone plays, and the whole greeting (a 400 Hz tone) comes after.
+#[test]
+fn a_placed_calls_greeting_starts_at_the_answer_not_over_early_media() {
+    const GREETING_HZ: f64 = 400.0;
+    let dir = temp_dir("outbound-early-greeting");
+    let greeting_path = dir.join("greeting.wav");
+    let greeting: Vec<i16> = (0..8000)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            (12000.0 * (2.0 * std::f64::consts::PI * GREETING_HZ * t).sin()) as i16
+        })
+        .collect();
+    support::write_wav_8k(&greeting_path, &greeting);
+    let vars = [
+        ("PCAP", tone_pcap(&dir)),
+        ("EARLY_MS", (TONE_MS + 500).to_string()),
+        ("BYE_TIMEOUT_MS", "30000".into()),
+    ];
+    let config = format!(
+        "{}greeting = {:?}\n",
+        direct_config(),
+        greeting_path.display().to_string()
+    );
+    let (e, callee, id) = answered_by_sipp_with(&dir, "uas_early_media.xml", &vars, &config);
+    // The 1 s greeting plays out after the answer, with margin.
+    std::thread::sleep(Duration::from_secs(3));
+    hang_up(&e, &id);
+    sipp::assert_passed(&callee.wait(Duration::from_secs(20)), 1, &e);
+    wait_for(
+        "the recording finished",
+        &e,
+        Duration::from_secs(10),
+        || call_detail(&e, &id)["recording"]["state"] == "complete",
+    );
+    let wav = only_recording(e.dir());
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let early = tone_at(&left, TONE_HZ);
+    let said = tone_at(&right, GREETING_HZ);
+    let early_blocks = early.iter().filter(|&&b| b).count();
+    assert!(
+        early_blocks >= 50,
+        "{early_blocks} blocks of early media recorded"
+    );
+    let last_early = early.iter().rposition(|&b| b).unwrap();
+    // Nothing of earshot's side while the callee's early media played.
+    let loud_before = right
+        .chunks_exact(160)
+        .take(last_early)
+        .filter(|block| {
+            let energy: f64 = block.iter().map(|&s| f64::from(s).powi(2)).sum();
+            (energy / 160.0).sqrt() > 300.0
+        })
+        .count();
+    assert_eq!(loud_before, 0, "earshot spoke over the early media");
+    // All of the greeting (50 blocks) after it.
+    let greeting_blocks = said.iter().filter(|&&b| b).count();
+    let first_said = said.iter().position(|&b| b).unwrap_or(0);
+    assert!(
+        first_said > last_early,
+        "greeting from block {first_said}, early media until {last_early}"
+    );
+    assert!(
+        greeting_blocks >= 45,
+        "{greeting_blocks} blocks of the greeting after the answer"
+    );
+}
+
+/// A callee that rings with a 183 and SDP but sends no audio, then answers 486: the call fails
+/// before anything was heard or said, and leaves no recording — no file, and the call's record
+/// names none.
+#[test]
+fn a_placed_call_failing_after_early_media_without_audio_leaves_no_recording() {
+    let dir = temp_dir("outbound-early-busy");
+    let (callee, port) = sipp_callee(&dir, "uas_early_then_busy.xml", &[]);
+    let e = Earshot::start(direct_config());
+    let placed = post_call(&e, &format!(r#"{{"to": "sip:bob@127.0.0.1:{port}"}}"#));
+    assert_eq!(placed.status, 201, "{}", placed.text());
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    wait_for("the call ended", &e, Duration::from_secs(20), || {
+        call_detail(&e, &id)["status"] == "ended"
+    });
+    sipp::assert_passed(&callee.wait(Duration::from_secs(20)), 1, &e);
+    let detail = call_detail(&e, &id);
+    assert_eq!(event(&detail, "ringing")["early_media"], true);
+    assert_eq!(event(&detail, "failed")["status"], 486);
+    assert!(detail["recording"].is_null(), "{detail}");
+    let wavs: Vec<_> = std::fs::read_dir(e.dir().join("recordings"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert!(wavs.is_empty(), "recordings of a failed call: {wavs:?}");
 }
 
 /// A callee that answers every INVITE with 486 Busy Here: a bare UDP socket.

@@ -1,14 +1,13 @@
 //! Fuzz target: the TwiML an agent sends through the call REST (`Twiml=`), read by
-//! `earshot::twilio::twiml::parse_dial`, and the destination it yields as earshot then checks it
-//! (`earshot::config::dial_allow`).
+//! `earshot::twilio::twiml::parse_dial`, and the destination it yields as earshot then reads it
+//! (`earshot::config::destination`, the one parser of destinations).
 //!
-//! Whatever the document, nothing may panic; a destination that parses and passes the check
-//! must survive the round trip through the `<Dial>` TwiML earshot answers Twilio with.
+//! Whatever the document, nothing may panic; a destination that parses must survive the round
+//! trip through the `<Dial>` TwiML earshot answers Twilio with.
 
 #![no_main]
 
-use earshot::config::DialPattern;
-use earshot::config::dial_allow::{allowed, check_target};
+use earshot::config::destination::{DialPattern, DialTarget, allowed};
 use earshot::twilio::twiml::{dial, parse_dial};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .filter_map(|p| DialPattern::parse(p).ok())
         .collect();
-    let _ = allowed(&patterns, &to);
-    if check_target(&to).is_ok() {
-        assert_eq!(parse_dial(&dial(&to)).as_deref(), Ok(to.as_str()));
+    if let Ok(target) = DialTarget::parse(&to) {
+        let _ = allowed(&patterns, &target);
+        assert_eq!(parse_dial(&dial(target.as_str())).as_deref(), Ok(to.as_str()));
     }
 });

@@ -47,8 +47,8 @@ pub(super) async fn place(
             "expected {{\"to\": \"...\", \"trunk\": \"...\"}} (trunk optional): {e}"
         ))
     })?;
-    let target =
-        DialTarget::parse(&to).map_err(|e| ApiError::Unprocessable(format!("\"to\": {e}")))?;
+    let target = DialTarget::parse(to.trim())
+        .map_err(|e| ApiError::Unprocessable(format!("\"to\": {e}")))?;
     let sip = state
         .dial
         .as_ref()

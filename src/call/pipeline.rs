@@ -6,7 +6,8 @@
 //! [`Pipeline::tick`] every 20 ms. The recording's caller side is written from the arrived
 //! stream put back in order ([`super::record_feed`]), not from what playout played; at the end
 //! it is drained before the file is finalized, and the jitter buffer's rest goes to the
-//! speakers.
+//! speakers. The recording opens at the answer or the caller's first packet (a placed call's
+//! early media, [`Pipeline::start_recording`]): a call that fails before either leaves no file.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,8 +65,13 @@ pub struct Pipeline {
     law: Law,
     jitter: JitterBuffer,
     speaker: SpeakerFeed,
-    /// The recording and the reorder lane that feeds its caller side.
+    /// The recording and the reorder lane that feeds its caller side, once the call is
+    /// answered.
     recording: Option<RecordFeed>,
+    /// The recorder and the call's number in it, until [`Pipeline::start_recording`] (at the
+    /// answer, or the first audio of a placed call's early media): a call that fails before
+    /// either leaves no file, rather than an empty one.
+    recorder: Option<(Arc<RecordingService>, u64)>,
     /// The recording's counters, kept once it stopped or finished.
     record_stats: FeedStats,
     events: EventSink,
@@ -84,7 +90,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the call's speaker feed and recording (all allocation happens here).
+    /// Starts the call's speaker feed (all allocation happens here, and in
+    /// [`Pipeline::start_recording`]).
     pub fn new(services: &Services, info: &CallInfo, live: watch::Sender<LiveState>) -> Self {
         Self::with_jitter(services, info, live, JitterConfig::default())
     }
@@ -101,38 +108,14 @@ impl Pipeline {
         // The speaker mixer and the recorder know calls by a number; each pipeline gets its own.
         let numeric = NEXT_MEDIA_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let speaker = services.audio.add_call(numeric, listen);
-        let allowed = services.recording_gate.recording_allowed();
-        if services.recordings.is_some() && !allowed {
-            let _ = services.events.send(CallEvent::RecordingStopped {
-                id: info.id.clone(),
-                reason: "disk low".into(),
-            });
-        }
-        let recordings = services.recordings.as_ref().filter(|_| allowed);
-        let recording = recordings.and_then(|r| match r.open(numeric, info.id.as_str()) {
-            Ok(rec) => {
-                let _ = services.events.send(CallEvent::RecordingStarted {
-                    id: info.id.clone(),
-                    path: rec.path().display().to_string(),
-                });
-                Some(RecordFeed::new(rec))
-            }
-            Err(err) => {
-                tracing::warn!(call = %info.id, %err, "recording not started");
-                let _ = services.events.send(CallEvent::RecordingStopped {
-                    id: info.id.clone(),
-                    reason: err.to_string(),
-                });
-                None
-            }
-        });
         live.send_modify(|l| l.listen = listen);
         Self {
             id: info.id.clone(),
             law: Law::Ulaw,
             jitter: JitterBuffer::new(jitter),
             speaker,
-            recording,
+            recording: None,
+            recorder: services.recordings.clone().map(|r| (r, numeric)),
             record_stats: FeedStats::default(),
             events: services.events.clone(),
             gate: services.recording_gate.clone(),
@@ -143,6 +126,38 @@ impl Pipeline {
             arrivals: [None; ARRIVALS],
             talking: false,
         }
+    }
+
+    /// Opens the call's recording: at the answer or the caller's first packet (early media),
+    /// so a call that fails before either records nothing. Only the first call does anything.
+    pub fn start_recording(&mut self) {
+        let Some((recordings, numeric)) = self.recorder.take() else {
+            return;
+        };
+        if !self.gate.recording_allowed() {
+            let _ = self.events.send(CallEvent::RecordingStopped {
+                id: self.id.clone(),
+                reason: "disk low".into(),
+            });
+            return;
+        }
+        self.recording = match recordings.open(numeric, self.id.as_str()) {
+            Ok(rec) => {
+                let _ = self.events.send(CallEvent::RecordingStarted {
+                    id: self.id.clone(),
+                    path: rec.path().display().to_string(),
+                });
+                Some(RecordFeed::new(rec))
+            }
+            Err(err) => {
+                tracing::warn!(call = %self.id, %err, "recording not started");
+                let _ = self.events.send(CallEvent::RecordingStopped {
+                    id: self.id.clone(),
+                    reason: err.to_string(),
+                });
+                None
+            }
+        };
     }
 
     /// Mutes the call's speaker playout while the operator talks on it (echo).
@@ -169,6 +184,9 @@ impl Pipeline {
         if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
             self.law.decode(src, dst);
             self.jitter.push(now, seq, ts, marker, ssrc, dst);
+            if self.recorder.is_some() {
+                self.start_recording();
+            }
             if let Some(feed) = self.recording.as_mut() {
                 feed.receive(now, ts, ssrc, dst);
             }
@@ -371,12 +389,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_call_ending_leaves_the_other_calls_recording_running() {
-        let dir = std::env::temp_dir().join(format!("earshot-pipeline-{}", std::process::id()));
-        let (events, _rx) = crate::call::event_sink::channel(8, Arc::default());
-        let (rec_events, _rec_rx) = tokio::sync::mpsc::unbounded_channel();
-        let recordings = Arc::new(RecordingService::start(dir.clone(), rec_events).unwrap());
+    /// Calls' services with a recorder writing into `dir`: the services, the recorder, the
+    /// calls' events, and the recorder's (kept open for the test).
+    fn recording_services(
+        dir: &std::path::Path,
+    ) -> (
+        Services,
+        Arc<RecordingService>,
+        crate::call::event_sink::EventStream,
+        tokio::sync::mpsc::UnboundedReceiver<crate::recording::RecordingEvent>,
+    ) {
+        let (events, rx) = crate::call::event_sink::channel(8, Arc::default());
+        let (rec_events, rec_rx) = tokio::sync::mpsc::unbounded_channel();
+        let recordings = Arc::new(RecordingService::start(dir.to_owned(), rec_events).unwrap());
         let services = Services {
             audio: Arc::new(AudioService::start(&AudioConfig {
                 output: AudioOutput::None,
@@ -393,9 +418,62 @@ mod tests {
             routes: Arc::from([]),
             transfer: crate::call::TransferPolicy::default(),
         };
+        (services, recordings, rx, rec_rx)
+    }
+
+    #[test]
+    fn a_call_failing_before_answer_or_audio_leaves_no_recording() {
+        let dir = std::env::temp_dir().join(format!("earshot-unanswered-{}", std::process::id()));
+        let (services, recordings, mut rx, _rec_rx) = recording_services(&dir);
+        let live = || watch::channel(LiveState::default()).0;
+        let (silent, early) = (info(3), info(4));
+        let t0 = Instant::now();
+        let (mut out, mut heard) = ([0u8; FRAME_SAMPLES], SILENCE);
+        // A 183 with SDP and no audio, then a failure: the media path ticked, nothing came.
+        let mut p = Pipeline::new(&services, &silent, live());
+        for i in 0..10u64 {
+            p.tick(
+                t0 + Duration::from_millis(20 * i),
+                &SILENCE,
+                &mut heard,
+                &mut out,
+            );
+        }
+        p.finish();
+        // Early media that carried audio is recorded, answered or not: the box played it.
+        let mut p = Pipeline::new(&services, &early, live());
+        for i in 0..10u64 {
+            let at = t0 + Duration::from_millis(20 * i);
+            p.receive(at, i as u16, (160 * i) as u32, i == 0, 7, &[0x55; 160]);
+            p.tick(at, &SILENCE, &mut heard, &mut out);
+        }
+        p.finish();
+        drop(services);
+        Arc::try_unwrap(recordings).unwrap().shutdown();
+        assert!(
+            !dir.join(format!("{}.wav", silent.id)).exists(),
+            "no empty WAV"
+        );
+        assert!(dir.join(format!("{}.wav", early.id)).exists());
+        let mut started = Vec::new();
+        while let Some(event) = rx.try_recv() {
+            if let CallEvent::RecordingStarted { id, .. } = event {
+                started.push(id);
+            }
+        }
+        assert_eq!(started.as_slice(), std::slice::from_ref(&early.id));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn one_call_ending_leaves_the_other_calls_recording_running() {
+        let dir = std::env::temp_dir().join(format!("earshot-pipeline-{}", std::process::id()));
+        let (services, recordings, _rx, _rec_rx) = recording_services(&dir);
         let (a_info, b_info) = (info(1), info(2));
         let mut a = Pipeline::new(&services, &a_info, watch::channel(LiveState::default()).0);
         let mut b = Pipeline::new(&services, &b_info, watch::channel(LiveState::default()).0);
+        a.start_recording();
+        b.start_recording();
         let t0 = Instant::now();
         let mut out = [0u8; FRAME_SAMPLES];
         let mut heard = SILENCE;

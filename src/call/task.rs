@@ -70,8 +70,6 @@ pub(super) struct CallTask<L: Leg> {
     talking: bool,
     /// A transfer the leg has under way, and who asked for it.
     transferring: Option<(TransferTarget, TransferOrigin)>,
-    /// The model's transfer function call awaiting its result ([`handoff`]).
-    agent_function: Option<String>,
 }
 
 impl<L: Leg> CallTask<L> {
@@ -124,7 +122,6 @@ impl<L: Leg> CallTask<L> {
             ended: None,
             talking: false,
             transferring: None,
-            agent_function: None,
         }
     }
 
@@ -230,6 +227,7 @@ impl<L: Leg> CallTask<L> {
         });
         if self.media_since.is_none() {
             self.media_since = Some(now);
+            self.pipeline.start_recording();
             self.live.send_modify(|l| l.answered = true);
             let _ = self.services.events.send(CallEvent::Answered {
                 id: self.info.id.clone(),
@@ -286,8 +284,15 @@ impl<L: Leg> CallTask<L> {
     async fn tick(&mut self) {
         let now = clock::now();
         let mut said: Frame = SILENCE;
-        let was_playing = self.responder.message_playing();
-        let outcome = self.responder.next_frame(now, &mut said);
+        // Earshot's side starts at the answer: a placed call ticks for its early media, and
+        // its greeting or agent must not be spent on (or barged in by) a callee still ringing.
+        let answered = self.media_since.is_some();
+        let was_playing = answered && self.responder.message_playing();
+        let outcome = if answered {
+            self.responder.next_frame(now, &mut said)
+        } else {
+            Said::Quiet
+        };
         let captured = self.talk_frame(&mut said);
         let mut heard: Frame = SILENCE;
         let mut out = [0u8; FRAME_SAMPLES];
@@ -317,7 +322,7 @@ impl<L: Leg> CallTask<L> {
             Some(VadEvent::Started) if was_playing && !self.responder.hangs_up_after() => {
                 self.barge_in("speech");
             }
-            Some(VadEvent::Ended { at }) => {
+            Some(VadEvent::Ended { at }) if answered => {
                 if let Some(link) = self.responder.agent() {
                     link.caller_turn_ended(at);
                 }
@@ -329,6 +334,7 @@ impl<L: Leg> CallTask<L> {
         let sent = self
             .responder
             .agent()
+            .filter(|_| answered)
             .map(|link| (link.caller_frame(now, &ulaw), link.state()));
         if let Some((outcome, state)) = sent {
             if self.live.borrow().agent != Some(state) {

@@ -13,36 +13,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DialPattern;
-use crate::config::dial_allow::{TargetKind, allowed, check_target};
+use crate::config::destination::{DialPattern, DialTarget, TargetError, allowed};
 use crate::config::{DtmfAction, DtmfRule};
 
-/// A destination that passed the syntax check: a number or a `sip:` URI, as written.
-/// Personal data: never logged at info level.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferTarget {
-    text: String,
-    kind: TargetKind,
-}
-
-impl TransferTarget {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let kind = check_target(text)?;
-        Ok(Self {
-            text: text.to_owned(),
-            kind,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// A `sip:`/`sips:` URI rather than a number.
-    pub fn is_sip(&self) -> bool {
-        self.kind == TargetKind::Sip
-    }
-}
+/// A transfer's destination: a [`DialTarget`] (a number or a `sip:`/`sips:` URI, as written),
+/// parsed by the one parser of destinations, [`crate::config::destination`].
+pub type TransferTarget = DialTarget;
 
 /// How a transfer was carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -150,19 +126,68 @@ impl fmt::Display for TransferFailure {
     }
 }
 
-/// Who asked for a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The id of a model's function call (OpenAI Realtime `call_id`): what its result must name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionCallId(pub String);
+
+/// Who asked for a transfer. Recorded (in `transfer_requested`) as `api`, `agent`,
+/// `agent_fallback` or `dtmf`: a function call's id is the model's business, not the record's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "OriginName", from = "OriginName")]
 pub enum TransferOrigin {
     /// `POST /api/calls/{id}/transfer` (and the console).
     Api,
-    /// The agent: through the Twilio-compatible call REST, or an OpenAI Realtime model through
-    /// its transfer function.
+    /// The agent, through the Twilio-compatible call REST.
     Agent,
+    /// An OpenAI Realtime model, through its transfer function: this transfer, and no other,
+    /// answers that function call.
+    AgentFunction(FunctionCallId),
     /// The agent failed and `[agent].fallback = "transfer"`.
     AgentFallback,
     /// A `[[calls.dtmf_rule]]`.
     Dtmf,
+}
+
+impl TransferOrigin {
+    /// The model's function call this transfer answers, if a model asked for it.
+    pub fn function_call(&self) -> Option<&FunctionCallId> {
+        match self {
+            TransferOrigin::AgentFunction(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// [`TransferOrigin`] as recorded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OriginName {
+    Api,
+    Agent,
+    AgentFallback,
+    Dtmf,
+}
+
+impl From<TransferOrigin> for OriginName {
+    fn from(origin: TransferOrigin) -> Self {
+        match origin {
+            TransferOrigin::Api => OriginName::Api,
+            TransferOrigin::Agent | TransferOrigin::AgentFunction(_) => OriginName::Agent,
+            TransferOrigin::AgentFallback => OriginName::AgentFallback,
+            TransferOrigin::Dtmf => OriginName::Dtmf,
+        }
+    }
+}
+
+impl From<OriginName> for TransferOrigin {
+    fn from(name: OriginName) -> Self {
+        match name {
+            OriginName::Api => TransferOrigin::Api,
+            OriginName::Agent => TransferOrigin::Agent,
+            OriginName::AgentFallback => TransferOrigin::AgentFallback,
+            OriginName::Dtmf => TransferOrigin::Dtmf,
+        }
+    }
 }
 
 /// What a leg answers to [`super::Leg::transfer`].
@@ -182,7 +207,7 @@ pub enum TransferStart {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     #[error("not a destination: {0}")]
-    Invalid(String),
+    Invalid(TargetError),
     /// Not matched by `[calls].outbound_allow` (the destination is not repeated: it is
     /// personal data and the caller knows it).
     #[error("the destination is not allowed by calls.outbound_allow")]
@@ -210,7 +235,7 @@ impl TransferPolicy {
     /// Parses `to` and checks it against the allow-list.
     pub fn check(&self, to: &str) -> Result<TransferTarget, TransferError> {
         let target = TransferTarget::parse(to).map_err(TransferError::Invalid)?;
-        if !allowed(&self.allow, target.as_str()) {
+        if !allowed(&self.allow, &target) {
             return Err(TransferError::NotAllowed);
         }
         Ok(target)
@@ -285,6 +310,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&TransferFailure::NotSupported).unwrap(),
             "\"not_supported\""
+        );
+    }
+
+    #[test]
+    fn only_the_function_calls_own_transfer_carries_its_id() {
+        let model = TransferOrigin::AgentFunction(FunctionCallId("call_1".into()));
+        assert_eq!(
+            model.function_call(),
+            Some(&FunctionCallId("call_1".into()))
+        );
+        let other = TransferOrigin::AgentFunction(FunctionCallId("call_2".into()));
+        assert_ne!(model.function_call(), other.function_call());
+        for origin in [
+            TransferOrigin::Api,
+            TransferOrigin::Agent,
+            TransferOrigin::AgentFallback,
+            TransferOrigin::Dtmf,
+        ] {
+            assert_eq!(origin.function_call(), None, "{origin:?}");
+        }
+        // The record names the agent either way, and reads back as the agent.
+        assert_eq!(serde_json::to_string(&model).unwrap(), "\"agent\"");
+        assert_eq!(
+            serde_json::from_str::<TransferOrigin>("\"agent\"").unwrap(),
+            TransferOrigin::Agent
+        );
+        assert_eq!(
+            serde_json::to_string(&TransferOrigin::AgentFallback).unwrap(),
+            "\"agent_fallback\""
         );
     }
 

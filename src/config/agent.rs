@@ -36,7 +36,7 @@ pub struct AgentConfig {
     pub fallback: AgentFallback,
     /// Where [`AgentFallback::Transfer`] transfers the caller; allowed by
     /// `[calls].outbound_allow`. `Some` exactly with that fallback.
-    pub fallback_to: Option<String>,
+    pub fallback_to: Option<super::DialTarget>,
     /// WAV file played to the caller before hanging up with [`AgentFallback::Hangup`]; checked
     /// to be a WAV when loading. `None` hangs up without a word.
     pub fallback_wav: Option<PathBuf>,
@@ -55,7 +55,7 @@ pub struct AgentConfig {
     /// Where the model's `transfer_call` function transfers the caller (a person); allowed by
     /// `[calls].outbound_allow`. `None`: the model is offered no such function. OpenAI
     /// Realtime only (an agent speaking Twilio's protocol transfers through the call REST).
-    pub transfer_to: Option<String>,
+    pub transfer_to: Option<super::DialTarget>,
 }
 
 /// The protocol spoken to the agent.
@@ -616,7 +616,10 @@ mod tests {
         .unwrap();
         let a = config.agent.unwrap();
         assert_eq!(a.fallback, AgentFallback::Transfer);
-        assert_eq!(a.fallback_to.as_deref(), Some("+15551234567"));
+        assert_eq!(
+            a.fallback_to.as_ref().map(super::super::DialTarget::as_str),
+            Some("+15551234567")
+        );
         let errors = invalid("[agent]\nurl = \"ws://agent\"\nfallback = \"transfer\"\n");
         assert_eq!(paths(&errors), ["agent.fallback_to"]);
         let errors = invalid(
@@ -638,7 +641,10 @@ mod tests {
         )
         .unwrap();
         let a = config.agent.unwrap();
-        assert_eq!(a.transfer_to.as_deref(), Some("sip:help@desk.example.com"));
+        assert_eq!(
+            a.transfer_to.as_ref().map(super::super::DialTarget::as_str),
+            Some("sip:help@desk.example.com")
+        );
         let errors = invalid(
             "[agent]\nprotocol = \"openai-realtime\"\napi_key = \"sk-test-0123456789abcdef0123\"\n\
              transfer_to = \"sip:help@desk.example.com\"\n",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::Errors;
-use super::outbound::{DialPattern, MAX_PATTERNS};
+use super::destination::{DialPattern, MAX_PATTERNS};
 
 /// `[calls]`: admission and per-call limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,16 @@ pub struct CallsConfig {
     /// Milliseconds of ringing (180) before the answer; some carriers expect a ring before
     /// the 200 OK, and callers may cancel meanwhile. 0 answers at once.
     pub ring_ms: u64,
+    /// Seconds a call earshot places (an outbound call, a bridged transfer's far leg) may ring
+    /// before it is cancelled: long enough for a person to pick up, short enough that a call
+    /// nobody answers does not hold a port pair and a call slot.
+    pub ring_timeout_secs: u64,
+    /// Redirections (3xx) a call earshot places follows before it fails; 0 follows none.
+    /// Bounded so a redirecting peer cannot bounce a call around the network.
+    pub max_redirects: usize,
+    /// The `[[sip.trunk]]` a bridged transfer dials a number through when the call did not
+    /// come in on a trunk; `None` uses the first trunk.
+    pub transfer_trunk: Option<String>,
     /// Targets outbound calls and transfers may go to (glob patterns,
     /// `[calls].outbound_allow`); empty, the default, places no outbound call at all
     /// (toll-fraud protection).
@@ -37,6 +47,9 @@ impl Default for CallsConfig {
             max_duration_secs: 14400,
             greeting: None,
             ring_ms: 0,
+            ring_timeout_secs: 60,
+            max_redirects: 3,
+            transfer_trunk: None,
             outbound_allow: Vec::new(),
             dtmf_rules: Vec::new(),
         }
@@ -57,16 +70,31 @@ pub(super) struct RawCalls {
     max_duration_secs: Option<u64>,
     greeting: Option<PathBuf>,
     ring_ms: Option<u64>,
+    ring_timeout_secs: Option<u64>,
+    max_redirects: Option<usize>,
+    transfer_trunk: Option<String>,
     outbound_allow: Option<Vec<String>>,
     dtmf_rule: Vec<super::dtmf_rule::RawDtmfRule>,
 }
 
-pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
+pub(super) fn validate_calls(
+    e: &mut Errors,
+    raw: RawCalls,
+    trunks: &[super::sip::Trunk],
+) -> CallsConfig {
     let d = CallsConfig::default();
     if let Some(greeting) = &raw.greeting
         && let Err(reason) = check_wav(greeting)
     {
         e.push("calls.greeting", reason);
+    }
+    if let Some(name) = &raw.transfer_trunk
+        && !trunks.iter().any(|t| &t.name == name)
+    {
+        e.push(
+            "calls.transfer_trunk",
+            format!("{name:?} is not the name of a [[sip.trunk]]"),
+        );
     }
     let outbound_allow = outbound_allow(e, raw.outbound_allow.unwrap_or_default());
     let dtmf_rules = super::dtmf_rule::validate_dtmf_rules(e, raw.dtmf_rule, &outbound_allow);
@@ -80,6 +108,19 @@ pub(super) fn validate_calls(e: &mut Errors, raw: RawCalls) -> CallsConfig {
         max_duration_secs: max_duration(e, raw.max_duration_secs.unwrap_or(d.max_duration_secs)),
         greeting: raw.greeting,
         ring_ms: e.ranged("calls.ring_ms", raw.ring_ms, d.ring_ms, 0..=60_000),
+        ring_timeout_secs: e.ranged(
+            "calls.ring_timeout_secs",
+            raw.ring_timeout_secs,
+            d.ring_timeout_secs,
+            5..=300,
+        ),
+        max_redirects: e.ranged(
+            "calls.max_redirects",
+            raw.max_redirects,
+            d.max_redirects,
+            0..=10,
+        ),
+        transfer_trunk: raw.transfer_trunk,
         outbound_allow,
         dtmf_rules,
     }
@@ -171,6 +212,56 @@ mod tests {
     }
 
     #[test]
+    fn ring_timeout_and_redirects_default_and_name_their_field_out_of_range() {
+        let calls = Config::from_toml_str("").unwrap().calls;
+        assert_eq!((calls.ring_timeout_secs, calls.max_redirects), (60, 3));
+        let calls = Config::from_toml_str(
+            "[calls]
+ring_timeout_secs = 5
+max_redirects = 0
+",
+        )
+        .unwrap()
+        .calls;
+        assert_eq!((calls.ring_timeout_secs, calls.max_redirects), (5, 0));
+        let errors = invalid(
+            "[calls]
+ring_timeout_secs = 4
+max_redirects = 11
+",
+        );
+        assert_eq!(
+            paths(&errors),
+            ["calls.ring_timeout_secs", "calls.max_redirects"]
+        );
+        assert!(errors[0].reason.contains("5..=300"), "{}", errors[0].reason);
+        assert!(errors[1].reason.contains("0..=10"), "{}", errors[1].reason);
+        let errors = invalid(
+            "[calls]
+ring_timeout_secs = 301
+",
+        );
+        assert_eq!(paths(&errors), ["calls.ring_timeout_secs"]);
+    }
+
+    #[test]
+    fn transfer_trunk_must_name_a_configured_trunk() {
+        let trunk = "[[sip.trunk]]\nname = \"desk\"\nregistrar = \"192.0.2.1\"\n\
+                     username = \"u\"\npassword = \"p\"\n";
+        let config =
+            Config::from_toml_str(&format!("{trunk}[calls]\ntransfer_trunk = \"desk\"\n")).unwrap();
+        assert_eq!(config.calls.transfer_trunk.as_deref(), Some("desk"));
+        assert_eq!(
+            Config::from_toml_str("").unwrap().calls.transfer_trunk,
+            None
+        );
+        let errors = invalid(&format!("{trunk}[calls]\ntransfer_trunk = \"other\"\n"));
+        assert_eq!(paths(&errors), ["calls.transfer_trunk"]);
+        let errors = invalid("[calls]\ntransfer_trunk = \"desk\"\n");
+        assert_eq!(paths(&errors), ["calls.transfer_trunk"]);
+    }
+
+    #[test]
     fn outbound_allow_is_empty_by_default_and_names_the_bad_entry() {
         assert!(
             Config::from_toml_str("")
@@ -184,12 +275,12 @@ mod tests {
         )
         .unwrap();
         let allow = &config.calls.outbound_allow;
-        assert!(crate::config::outbound_allowed(allow, "+442071234567"));
-        assert!(crate::config::outbound_allowed(
-            allow,
-            "sip:bob@pbx.example.com"
-        ));
-        assert!(!crate::config::outbound_allowed(allow, "+15551234567"));
+        let allowed = |to: &str| {
+            crate::config::outbound_allowed(allow, &crate::config::DialTarget::parse(to).unwrap())
+        };
+        assert!(allowed("+442071234567"));
+        assert!(allowed("sip:bob@pbx.example.com"));
+        assert!(!allowed("+15551234567"));
         let errors = invalid("[calls]\noutbound_allow = [\"+4420*\", \"*\", \"a b\"]\n");
         assert_eq!(
             paths(&errors),

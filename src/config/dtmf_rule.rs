@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::Errors;
-use super::dial_allow::{allowed, check_target};
+use super::destination::{DialTarget, allowed};
 
 /// The keys of a phone pad, RFC 4733 events 0–15.
 const DIGITS: &str = "0123456789*#ABCD";
@@ -22,7 +22,7 @@ pub struct DtmfRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtmfAction {
     /// Transfers the caller to this destination (checked against `outbound_allow`).
-    Transfer { to: String },
+    Transfer { to: DialTarget },
     /// Ends the call.
     Hangup,
     /// Ends the call's agent session; the call goes on without it.
@@ -109,19 +109,22 @@ pub(super) fn transfer_to(
     path: &str,
     raw: Option<String>,
     outbound_allow: &[super::DialPattern],
-) -> Option<String> {
-    let Some(to) = raw else {
+) -> Option<DialTarget> {
+    let Some(raw) = raw else {
         e.push(path, "required for a transfer");
         return None;
     };
-    if let Err(reason) = check_target(&to) {
-        e.push(path, reason);
-        return None;
-    }
+    let to = match DialTarget::parse(&raw) {
+        Ok(to) => to,
+        Err(reason) => {
+            e.push(path, format!("{raw:?}: {reason}"));
+            return None;
+        }
+    };
     if !allowed(outbound_allow, &to) {
         e.push(
             path,
-            format!("{to:?} is not allowed by calls.outbound_allow"),
+            format!("{raw:?} is not allowed by calls.outbound_allow"),
         );
         return None;
     }
@@ -151,7 +154,7 @@ mod tests {
                 DtmfRule {
                     digit: '0',
                     action: DtmfAction::Transfer {
-                        to: "+15551234567".into()
+                        to: DialTarget::Number("+15551234567".into())
                     }
                 },
                 DtmfRule {

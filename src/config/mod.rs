@@ -19,8 +19,8 @@
 //! accumulator. Each TOML section has its own module with its typed struct, its raw serde form
 //! and its `validate_*` function: `sip` (with the trunks), `rtp`, `calls`, `audio`, `jitter`,
 //! `recording`, `store`, `http`, `twilio`, `agent` (its OpenAI Realtime keys in `realtime`),
-//! `outbound` (`[calls].outbound_allow` patterns and dial targets),
-//! `dtmf_rule` (`[[calls.dtmf_rule]]`), `dial_allow` (destinations and `[calls].outbound_allow`),
+//! `destination` (what a call may be placed or transferred to, and the `[calls].outbound_allow`
+//! patterns that allow it: the one parser of destinations), `dtmf_rule` (`[[calls.dtmf_rule]]`),
 //! `log`, `webhook` (`[[webhook]]` and `[webhooks]`), `node`. Value types shared by sections live in
 //! `net` ([`Cidr`], [`PortRange`], [`HostPort`]) and `secret` ([`Secret`]); `syntax` locates
 //! TOML syntax and type errors. Every public type is re-exported here, so callers name it
@@ -37,14 +37,13 @@ use crate::media::jitter::JitterConfig;
 mod agent;
 mod audio;
 mod calls;
-pub mod dial_allow;
+pub mod destination;
 mod dtmf_rule;
 mod http;
 mod jitter;
 mod log;
 mod net;
 mod node;
-mod outbound;
 mod realtime;
 mod recording;
 mod route;
@@ -59,12 +58,12 @@ mod webhook;
 pub use agent::{AgentConfig, AgentFallback, AgentProtocol, WsUrl};
 pub use audio::{AudioConfig, AudioInput, AudioOutput};
 pub use calls::CallsConfig;
+pub use destination::{DialPattern, DialTarget, TargetError, allowed as outbound_allowed};
 pub use dtmf_rule::{DtmfAction, DtmfRule};
 pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, HostPort, PortRange};
 pub use node::NodeConfig;
-pub use outbound::{DialPattern, DialTarget, TargetError, outbound_allowed};
 pub use realtime::{MAX_INSTRUCTIONS, OpenAiRealtime, VadThreshold};
 pub use recording::RecordingConfig;
 pub use route::{NumberPattern, Route, RouteSource, wants_agent};
@@ -339,7 +338,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
     let sip = sip::validate_sip(&mut e, raw.sip);
     let rtp = rtp::validate_rtp(&mut e, raw.rtp);
-    let calls = calls::validate_calls(&mut e, raw.calls);
+    let calls = calls::validate_calls(&mut e, raw.calls, &sip.trunks);
     let audio = audio::validate_audio(&mut e, raw.audio);
     let jitter = jitter::validate_jitter(&mut e, raw.jitter);
     let recording = recording::validate_recording(&mut e, raw.recording);

@@ -64,8 +64,8 @@ pub struct Reload {
     pub trunks: Vec<TrunkRegistration>,
     pub greeting: crate::call::Greeting,
     pub listen_default: bool,
-    /// `[calls].outbound_allow`.
-    pub outbound_allow: Vec<crate::config::DialPattern>,
+    /// `[calls].outbound_allow`, ring timeout and redirect limit, with the trunks.
+    pub dial: DialPolicy,
 }
 
 /// Everything the SIP task needs, bound and ready.
@@ -195,10 +195,10 @@ impl SipDriver {
                     }
                     SipCommand::Bridge { call, target } => self.bridge(&mut state, call, &target),
                     SipCommand::Reload(reload) => {
-                        let Reload { allow, trunks, greeting, listen_default, outbound_allow } = *reload;
+                        let Reload { allow, trunks, greeting, listen_default, dial } = *reload;
                         self.allow = allow;
                         self.share_allow();
-                        self.dial = DialPolicy { allow: outbound_allow, trunks: trunks.clone() };
+                        self.dial = dial;
                         self.endpoint.set_trunks(clock::now(), trunks);
                         self.calls.services.greeting = greeting;
                         self.calls.services.listen_default = listen_default;

@@ -1,7 +1,8 @@
 //! Bridged transfers of SIP calls: when the caller's side does not take REFER (RFC 3515; its
 //! Allow leaves REFER out, or it answers our REFER 405/501/420), earshot places a call to the
 //! target itself (the far leg: an outbound INVITE through the dial rules of
-//! [`super::sip_dial`], RFC 3261 §13 as a UAC) and joins the two legs' media.
+//! [`super::sip_dial`], RFC 3261 §13 as a UAC: a number through the trunk the call came in on,
+//! else `[calls].transfer_trunk`, else the first trunk) and joins the two legs' media.
 //!
 //! One call task keeps owning the call: once the target answers, the far leg's media link
 //! ([`crate::call::bridge`]) becomes the call's responder. The far leg itself is a
@@ -26,7 +27,6 @@ use crate::call::{
     Codec, EndReason as CallEnd, Leg, LegInput, TransferFailure, TransferMethod, TransferTarget,
 };
 use crate::clock;
-use crate::config::DialTarget;
 use crate::media::frame::{FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
@@ -104,10 +104,10 @@ impl SipDriver {
         caller: CallRef,
         target: &TransferTarget,
     ) -> Result<BridgePeer, TransferFailure> {
-        let dial = DialTarget::parse(target.as_str()).map_err(|_| TransferFailure::Unavailable)?;
+        let came_from = self.endpoint.call_peer(caller);
         let route = self
             .dial
-            .route(&dial, None, self.endpoint.advertised())
+            .route_transfer(target, came_from, self.endpoint.advertised())
             .map_err(|err| {
                 tracing::info!(%err, "bridged transfer not placed");
                 route_failure(&err)

@@ -14,15 +14,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::call::CallHandle;
-use crate::config::{DialPattern, DialTarget, outbound_allowed};
+use crate::config::{CallsConfig, DialPattern, DialTarget, outbound_allowed};
 use crate::sip::dialog::{Flow, Transport};
 use crate::sip::endpoint::{OutboundCall, PlaceError, TrunkCredentials};
 use crate::sip::message::Uri;
 use crate::sip::registration::TrunkRegistration;
 use crate::sip::sdp::LocalMedia;
-
-/// How long a placed call may ring before it is cancelled.
-pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A call to place, from the API.
 #[derive(Debug)]
@@ -58,6 +55,46 @@ pub struct DialPolicy {
     pub allow: Vec<DialPattern>,
     /// The trunks, resolved.
     pub trunks: Vec<TrunkRegistration>,
+    /// `[calls].ring_timeout_secs`: how long a placed call may ring before it is cancelled.
+    pub ring_timeout: Duration,
+    /// `[calls].max_redirects`.
+    pub max_redirects: usize,
+    /// `[calls].transfer_trunk`: bridged transfers to a number from a call that did not come
+    /// in on a trunk.
+    pub transfer_trunk: Option<String>,
+}
+
+impl DialPolicy {
+    /// The policy of `[calls]`, with the resolved trunks.
+    pub fn new(calls: &CallsConfig, trunks: Vec<TrunkRegistration>) -> Self {
+        Self {
+            allow: calls.outbound_allow.clone(),
+            trunks,
+            ring_timeout: Duration::from_secs(calls.ring_timeout_secs),
+            max_redirects: calls.max_redirects,
+            transfer_trunk: calls.transfer_trunk.clone(),
+        }
+    }
+
+    /// Works out where a bridged transfer's far leg goes. A number goes through the trunk the
+    /// call came in on (its INVITE came from that trunk's registrar address: `came_from`),
+    /// else `[calls].transfer_trunk`, else the first trunk; a `sip:` URI goes as any call to
+    /// it without a trunk.
+    pub fn route_transfer(
+        &self,
+        target: &DialTarget,
+        came_from: Option<SocketAddr>,
+        advertised: SocketAddr,
+    ) -> Result<Route, DialError> {
+        let trunk = match target {
+            DialTarget::Number(_) => came_from
+                .and_then(|from| self.trunks.iter().find(|t| t.registrar.ip() == from.ip()))
+                .map(|t| t.name.as_str())
+                .or(self.transfer_trunk.as_deref()),
+            DialTarget::Uri(_) => None,
+        };
+        self.route(target, trunk, advertised)
+    }
 }
 
 /// Where a call goes, as decided from its request before any media is taken.
@@ -74,6 +111,8 @@ pub struct Route {
     pub callee: String,
     /// Our user, as the call record names the caller.
     pub caller: String,
+    ring_timeout: Duration,
+    max_redirects: usize,
 }
 
 impl Route {
@@ -86,7 +125,8 @@ impl Route {
             next_hop: self.next_hop,
             via_proxy: self.via_proxy,
             media,
-            ring_timeout: RING_TIMEOUT,
+            ring_timeout: self.ring_timeout,
+            max_redirects: self.max_redirects,
         }
     }
 }
@@ -99,7 +139,7 @@ impl DialPolicy {
         trunk: Option<&str>,
         advertised: SocketAddr,
     ) -> Result<Route, DialError> {
-        if !outbound_allowed(&self.allow, target.as_str()) {
+        if !outbound_allowed(&self.allow, target) {
             return Err(DialError::NotAllowed);
         }
         let trunk = match trunk {
@@ -115,12 +155,12 @@ impl DialPolicy {
             (DialTarget::Number(number), trunk) => {
                 let trunk = trunk.or(self.trunks.first()).ok_or(DialError::NoTrunk)?;
                 let uri = Uri::sip(Some(number), &trunk.domain, None);
-                Ok(via_trunk(uri, trunk, number.clone()))
+                Ok(self.via_trunk(uri, trunk, number.clone()))
             }
             (DialTarget::Uri(text), Some(trunk)) => {
                 let uri = Uri::parse(text).map_err(|_| DialError::NeedsAddress)?;
                 let callee = uri.user.clone().unwrap_or_default();
-                Ok(via_trunk(uri, trunk, callee))
+                Ok(self.via_trunk(uri, trunk, callee))
             }
             (DialTarget::Uri(text), None) => {
                 let uri = Uri::parse(text).map_err(|_| DialError::NeedsAddress)?;
@@ -147,28 +187,32 @@ impl DialPolicy {
                     via_proxy: false,
                     trunk: None,
                     caller: "earshot".into(),
+                    ring_timeout: self.ring_timeout,
+                    max_redirects: self.max_redirects,
                 })
             }
         }
     }
-}
 
-fn via_trunk(target: Uri, trunk: &TrunkRegistration, callee: String) -> Route {
-    Route {
-        target,
-        from: Uri::sip(Some(&trunk.username), &trunk.domain, None),
-        credentials: Some(TrunkCredentials {
-            username: trunk.auth_username.clone(),
-            password: trunk.password.clone(),
-        }),
-        next_hop: Flow {
-            transport: trunk.transport,
-            remote: trunk.registrar,
-        },
-        via_proxy: true,
-        trunk: Some(trunk.name.clone()),
-        callee,
-        caller: trunk.username.clone(),
+    fn via_trunk(&self, target: Uri, trunk: &TrunkRegistration, callee: String) -> Route {
+        Route {
+            target,
+            from: Uri::sip(Some(&trunk.username), &trunk.domain, None),
+            credentials: Some(TrunkCredentials {
+                username: trunk.auth_username.clone(),
+                password: trunk.password.clone(),
+            }),
+            next_hop: Flow {
+                transport: trunk.transport,
+                remote: trunk.registrar,
+            },
+            via_proxy: true,
+            trunk: Some(trunk.name.clone()),
+            callee,
+            caller: trunk.username.clone(),
+            ring_timeout: self.ring_timeout,
+            max_redirects: self.max_redirects,
+        }
     }
 }
 
@@ -192,20 +236,97 @@ mod tests {
     }
 
     fn policy(allow: &[&str], trunks: &[&str]) -> DialPolicy {
-        let allow = allow
-            .iter()
-            .map(|p| {
-                let toml = format!("[calls]\noutbound_allow = [{p:?}]\n");
-                crate::config::Config::from_toml_str(&toml)
-                    .unwrap()
-                    .calls
-                    .outbound_allow
-                    .remove(0)
-            })
-            .collect();
-        DialPolicy {
-            allow,
-            trunks: trunks.iter().map(|n| trunk(n)).collect(),
+        policy_with(allow, trunks, "")
+    }
+
+    /// The policy of a `[calls]` section with `allow` and the `extra` lines.
+    fn policy_with(allow: &[&str], trunks: &[&str], extra: &str) -> DialPolicy {
+        let toml = format!("[calls]\noutbound_allow = {allow:?}\n{extra}");
+        let config = crate::config::Config::from_toml_str(&toml).unwrap();
+        DialPolicy::new(&config.calls, trunks.iter().map(|n| trunk(n)).collect())
+    }
+
+    fn media() -> LocalMedia {
+        LocalMedia {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 40000,
+            codecs: vec![crate::sip::sdp::Codec::Pcmu],
+            session_id: 1,
+            session_version: 1,
+            direction: crate::sip::sdp::Direction::SendRecv,
+        }
+    }
+
+    #[test]
+    fn a_bridged_number_goes_through_the_trunk_the_call_came_in_on() {
+        let mut p = policy(&["+4420*", "sip:*"], &["first", "second", "third"]);
+        p.trunks[1].registrar = "203.0.113.2:5060".parse().unwrap();
+        p.trunks[2].registrar = "203.0.113.3:5060".parse().unwrap();
+        let number = DialTarget::parse("+442071234567").unwrap();
+        let us = US.parse().unwrap();
+        let via = |p: &DialPolicy, from: Option<&str>| {
+            let from = from.map(|f| f.parse().unwrap());
+            p.route_transfer(&number, from, us).unwrap().trunk
+        };
+        // From the second trunk's registrar (any port: TCP and some carriers send from others).
+        assert_eq!(
+            via(&p, Some("203.0.113.2:41000")).as_deref(),
+            Some("second")
+        );
+        assert_eq!(via(&p, Some("203.0.113.3:5060")).as_deref(), Some("third"));
+        // Not a trunk call: the first trunk, unless transfer_trunk names another.
+        assert_eq!(
+            via(&p, Some("198.51.100.99:5060")).as_deref(),
+            Some("first")
+        );
+        assert_eq!(via(&p, None).as_deref(), Some("first"));
+        p.transfer_trunk = Some("third".into());
+        assert_eq!(
+            via(&p, Some("198.51.100.99:5060")).as_deref(),
+            Some("third")
+        );
+        assert_eq!(via(&p, Some("203.0.113.2:5060")).as_deref(), Some("second"));
+        // A sip: URI still goes straight to its address.
+        let uri = DialTarget::parse("sip:bob@192.0.2.7").unwrap();
+        let route = p
+            .route_transfer(&uri, Some("203.0.113.2:5060".parse().unwrap()), us)
+            .unwrap();
+        assert!(route.trunk.is_none());
+        assert_eq!(route.next_hop.remote.to_string(), "192.0.2.7:5060");
+        // And the allow-list still applies.
+        let blocked = DialTarget::parse("+15551234567").unwrap();
+        assert_eq!(
+            p.route_transfer(&blocked, None, us).unwrap_err(),
+            DialError::NotAllowed
+        );
+    }
+
+    #[test]
+    fn placed_calls_ring_and_redirect_as_configured() {
+        let target = DialTarget::parse("+442071234567").unwrap();
+        let call = policy(&["+4420*"], &["t"])
+            .route(&target, None, US.parse().unwrap())
+            .unwrap()
+            .into_call(media());
+        assert_eq!(call.ring_timeout, Duration::from_secs(60));
+        assert_eq!(call.max_redirects, 3);
+        let p = policy_with(
+            &["+4420*", "sip:*"],
+            &["t"],
+            "ring_timeout_secs = 7\nmax_redirects = 0\n",
+        );
+        for (to, trunk) in [
+            ("+442071234567", None),
+            ("sip:bob@192.0.2.5", None),
+            ("sip:bob@x.example", Some("t")),
+        ] {
+            let target = DialTarget::parse(to).unwrap();
+            let call = p
+                .route(&target, trunk, US.parse().unwrap())
+                .unwrap()
+                .into_call(media());
+            assert_eq!(call.ring_timeout, Duration::from_secs(7), "{to}");
+            assert_eq!(call.max_redirects, 0, "{to}");
         }
     }
 

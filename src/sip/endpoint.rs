@@ -67,7 +67,7 @@ use rand::{Rng, SeedableRng};
 use self::call::Call;
 pub use self::call::MediaFilter;
 use self::outbound::Outbound;
-pub use self::outbound::{FailReason, MAX_REDIRECTS, OutboundCall, PlaceError, TrunkCredentials};
+pub use self::outbound::{FailReason, OutboundCall, PlaceError, TrunkCredentials};
 use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
 pub use self::transfer::{ReferError, TransferProgress};
 use self::uac::ClientEntry;

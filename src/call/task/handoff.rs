@@ -13,7 +13,7 @@ use crate::call::agent::AgentState;
 use crate::call::event::{CallEvent, EndReason, TransferFailure, TransferMethod, TransferOrigin};
 use crate::call::leg::Leg;
 use crate::call::responder::Responder;
-use crate::call::transfer::{TransferStart, TransferTarget};
+use crate::call::transfer::{FunctionCallId, TransferStart, TransferTarget};
 use crate::clock;
 use crate::config::DtmfAction;
 
@@ -22,11 +22,7 @@ impl<L: Leg> CallTask<L> {
         match action {
             DtmfAction::Transfer { to } => {
                 tracing::debug!(call = %self.info.id, %digit, "DTMF rule: transfer");
-                match TransferTarget::parse(&to) {
-                    Ok(target) => self.transfer(target, TransferOrigin::Dtmf),
-                    // Checked when the configuration was loaded.
-                    Err(why) => tracing::warn!(call = %self.info.id, %why, "DTMF rule: bad target"),
-                }
+                self.transfer(to, TransferOrigin::Dtmf);
             }
             DtmfAction::Hangup => {
                 tracing::info!(call = %self.info.id, %digit, "DTMF rule: hanging up");
@@ -86,7 +82,7 @@ impl<L: Leg> CallTask<L> {
             id: self.info.id.clone(),
             to: target.as_str().to_owned(),
             method,
-            by,
+            by: by.clone(),
         });
         if done {
             self.transferred(&target, by, method);
@@ -103,8 +99,10 @@ impl<L: Leg> CallTask<L> {
             self.agent_function_result(&call_id, "failed", "not_configured");
             return;
         };
-        self.agent_function = Some(call_id);
-        self.transfer(target, TransferOrigin::Agent);
+        self.transfer(
+            target,
+            TransferOrigin::AgentFunction(FunctionCallId(call_id)),
+        );
     }
 
     /// Answers the model's function call, if the agent is still on the call.
@@ -136,7 +134,7 @@ impl<L: Leg> CallTask<L> {
             id: self.info.id.clone(),
             to: target.as_str().to_owned(),
             method,
-            by: *by,
+            by: by.clone(),
         });
     }
 
@@ -191,10 +189,9 @@ impl<L: Leg> CallTask<L> {
         if by == TransferOrigin::AgentFallback {
             self.hang_up(EndReason::AgentFailed);
         }
-        if by == TransferOrigin::Agent
-            && let Some(call_id) = self.agent_function.take()
-        {
-            self.agent_function_result(&call_id, "failed", reason.as_str());
+        // Only the transfer the model asked for answers its function call.
+        if let Some(FunctionCallId(call_id)) = by.function_call() {
+            self.agent_function_result(call_id, "failed", reason.as_str());
         }
     }
 }

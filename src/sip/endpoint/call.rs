@@ -373,6 +373,12 @@ impl Endpoint {
         self.media_filter = filter;
     }
 
+    /// Where the call's INVITE came from, or for a call we placed where it went: a bridged
+    /// transfer looks up by it the trunk the call came in on.
+    pub fn call_peer(&self, call: CallRef) -> Option<std::net::SocketAddr> {
+        self.calls.get(&call).map(|c| c.dialog.flow.remote)
+    }
+
     /// The call's media leg heard the peer: a missing ACK will then be answered with a BYE.
     pub fn peer_media(&mut self, call: CallRef) {
         if let Some(c) = self.calls.get_mut(&call) {

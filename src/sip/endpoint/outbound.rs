@@ -8,7 +8,7 @@
 //! - 401/407 is answered once per challenge (§22.2, §22.3; MD5 or SHA-256 as for REGISTER): a
 //!   new INVITE with a new CSeq and branch, the same Call-ID and From tag (§8.1.3.5). A second
 //!   challenge in a row that is not `stale` means the credentials were refused.
-//! - 3xx: the first Contact becomes the new Request-URI (§8.1.3.4), at most [`MAX_REDIRECTS`]
+//! - 3xx: the first Contact becomes the new Request-URI (§8.1.3.4), at most `max_redirects`
 //!   times and never to a target already tried.
 //! - 2xx: the dialog of §12.1.2 (route set from Record-Route reversed, remote target from
 //!   Contact) becomes a call like an incoming one, ACKed per §13.2.2.4; every retransmission
@@ -41,8 +41,6 @@ use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::sip::session_timer::TimerPolicy;
 use crate::sip::transaction::{Action, ClientInvite, ClientNonInvite, Delivery, TIMEOUT};
 
-/// Redirections (3xx) followed for one call before it fails.
-pub const MAX_REDIRECTS: usize = 3;
 /// Challenges answered for one call (stale nonces included) before it fails.
 const MAX_CHALLENGES: usize = 4;
 /// 422 answers retried with a longer session interval before the call fails.
@@ -72,8 +70,11 @@ pub struct OutboundCall {
     pub via_proxy: bool,
     /// Our media, offered in the INVITE.
     pub media: LocalMedia,
-    /// How long the callee may ring before the INVITE is cancelled.
+    /// How long the callee may ring before the INVITE is cancelled (`[calls].ring_timeout_secs`).
     pub ring_timeout: Duration,
+    /// Redirections (3xx) followed before the call fails (`[calls].max_redirects`; 0 fails the
+    /// first 3xx).
+    pub max_redirects: usize,
 }
 
 /// Why a call could not be placed at all.
@@ -98,7 +99,7 @@ pub enum FailReason {
     NoAnswer,
     /// Hung up from our side before the answer: cancelled.
     Cancelled,
-    /// More than [`MAX_REDIRECTS`] redirects.
+    /// More redirects than [`OutboundCall::max_redirects`].
     TooManyRedirects,
     /// A redirect back to a target already tried.
     RedirectLoop,
@@ -669,7 +670,8 @@ impl Endpoint {
             return;
         };
         let key = target.to_string();
-        let reason = if out.tried.len() > MAX_REDIRECTS {
+        // `tried` holds the first Request-URI and one per redirect followed.
+        let reason = if out.tried.len() > out.spec.max_redirects {
             Some(FailReason::TooManyRedirects)
         } else if out.tried.contains(&key) {
             Some(FailReason::RedirectLoop)

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::super::{CallRef, Endpoint, EndpointConfig, Event, Limits};
-use super::{FailReason, MAX_REDIRECTS, OutboundCall, TrunkCredentials};
+use super::{FailReason, OutboundCall, TrunkCredentials};
 use crate::sip::auth::{Algorithm, Challenge, Credentials, authorization};
 use crate::sip::dialog::{Flow, Transport};
 use crate::sip::message::{self, Message, Method, Request, Uri};
@@ -18,6 +18,8 @@ use crate::sip::sdp::{Codec, Direction, LocalMedia};
 
 const PROXY: &str = "192.0.2.10:5060";
 const RING: Duration = Duration::from_secs(30);
+/// `[calls].max_redirects`' default.
+const MAX_REDIRECTS: usize = 3;
 
 fn sdp_answer(port: u16) -> String {
     format!(
@@ -48,6 +50,7 @@ fn spec(target: &str) -> OutboundCall {
             direction: Direction::SendRecv,
         },
         ring_timeout: RING,
+        max_redirects: MAX_REDIRECTS,
     }
 }
 
@@ -469,6 +472,42 @@ fn redirects_stop_at_the_limit_and_at_a_loop() {
     );
     assert_eq!(h.methods(), [Method::Ack]);
     assert_eq!(h.failed(), Some((301, FailReason::RedirectLoop)));
+}
+
+#[test]
+fn no_redirects_allowed_fails_the_first_3xx() {
+    let mut none = spec("sip:bob@pbx.example");
+    none.max_redirects = 0;
+    let mut h = Harness::place_spec(none);
+    let invite = h.invite();
+    h.respond(
+        &invite,
+        302,
+        Some("r"),
+        &["Contact: <sip:bob@192.0.2.50>"],
+        "",
+    );
+    assert_eq!(h.methods(), [Method::Ack], "no second INVITE");
+    assert_eq!(h.failed(), Some((302, FailReason::TooManyRedirects)));
+}
+
+#[test]
+fn a_configured_ring_timeout_cancels_at_that_time() {
+    let mut short = spec("sip:bob@pbx.example");
+    short.ring_timeout = Duration::from_secs(7);
+    let mut h = Harness::place_spec(short);
+    let invite = h.invite();
+    h.respond(&invite, 180, Some("b1"), &[], "");
+    h.events();
+    h.advance(Duration::from_millis(6_999));
+    assert!(
+        !h.methods().contains(&Method::Cancel),
+        "still ringing just before the timeout"
+    );
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.methods(), [Method::Cancel]);
+    h.respond(&invite, 487, Some("b1"), &[], "");
+    assert_eq!(h.failed(), Some((487, FailReason::NoAnswer)));
 }
 
 #[test]
