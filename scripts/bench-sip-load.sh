@@ -414,8 +414,11 @@ run_target() { # NAME
 # One snapshot for the steady-state figures: time, CPU ticks of $1, and earshot's RTP packets
 # received and sent (/metrics; 0 for targets without it).
 steady_snapshot() {
-    local m
-    m=$(curl -s --max-time 2 http://127.0.0.1:25080/metrics 2>/dev/null)
+    local m="" _
+    for _ in 1 2 3; do
+        m=$(curl -s --max-time 5 http://127.0.0.1:25080/metrics 2>/dev/null)
+        grep -q '^earshot_rtp_packets_sent_total' <<<"$m" && break
+    done
     echo "$(date +%s.%N) $(cpu_ticks "$1") $(awk '$1 == "earshot_rtp_packets_received_total" {print $2 + 0}' <<<"$m") $(awk '$1 == "earshot_rtp_packets_sent_total" {print $2 + 0}' <<<"$m")"
 }
 
@@ -440,7 +443,7 @@ steady_row() { # NAME FILE
         END {
             if (NR < 2) { printf "%-13s (no steady window: SECONDS_PER_CALL too short)", n; exit }
             wall = t1 - t0; cpu = (c1 - c0) / hz; pk = (r1 - r0) + (s1 - s0); src = "counted"
-            if (pk <= 0) { pk = 2 * 50 * calls * wall; src = "nominal" }
+            if (r0 == "" || r1 == "" || s0 == "" || s1 == "" || pk <= 0) { pk = 2 * 50 * calls * wall; src = "nominal" }
             printf "%-13s %6.1f %6.2f %6.1f %10d %-8s %6.2f %8.2f", n, wall, cpu, 100 * cpu / wall, pk, src, 1e6 * cpu / pk, 1000 * cpu / wall / calls
         }' "$2"
 }
