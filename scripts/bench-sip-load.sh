@@ -42,8 +42,8 @@
 #   peak RSS       the highest VmRSS sampled every 0.5 s during the run (VmHWM printed too);
 #   per call       CPU / CALLS, and (peak - idle) / CALLS;
 #   steady state   CPU between two snapshots while every call is up (from 3 s after the ramp
-#                  to 3 s before the first call ends), per second and per RTP packet in + out
-#                  (earshot's /metrics counters; for baresip the nominal 50 a second each way).
+#                  to 3 s before the first call ends), per call-second and per RTP packet in +
+#                  out (50 a second each way per call: valid when no call failed).
 # SIPp itself runs on the same two cores and is not counted. Everything is on loopback; every
 # process started here is killed on exit; each run is bounded by `timeout`.
 #
@@ -411,40 +411,29 @@ run_target() { # NAME
     fi
 }
 
-# One snapshot for the steady-state figures: time, CPU ticks of $1, and earshot's RTP packets
-# received and sent (/metrics; 0 for targets without it).
-steady_snapshot() {
-    local m="" _
-    for _ in 1 2 3; do
-        m=$(curl -s --max-time 5 http://127.0.0.1:25080/metrics 2>/dev/null)
-        grep -q '^earshot_rtp_packets_sent_total' <<<"$m" && break
-    done
-    echo "$(date +%s.%N) $(cpu_ticks "$1") $(awk '$1 == "earshot_rtp_packets_received_total" {print $2 + 0}' <<<"$m") $(awk '$1 == "earshot_rtp_packets_sent_total" {print $2 + 0}' <<<"$m")"
-}
-
-# Writes two snapshots to $2: 3 s after the last call should be up (CALLS / RATE s after SIPp
-# starts) and 3 s before the first should end, when that window is at least 5 s long.
+# Writes two snapshots (time, CPU ticks of $1) to $2: 3 s after the last call should be up
+# (CALLS / RATE s after SIPp starts) and 3 s before the first should end, when that window is
+# at least 5 s long.
 steady_probe() { # PID FILE
     local from=$((CALLS / RATE + 3)) to=$((SECONDS_PER_CALL - 3))
     [ "$to" -ge $((from + 5)) ] || return 0
     sleep "$from"
-    steady_snapshot "$1" >>"$2"
+    echo "$(date +%s.%N) $(cpu_ticks "$1")" >>"$2"
     sleep $((to - from))
-    steady_snapshot "$1" >>"$2"
+    echo "$(date +%s.%N) $(cpu_ticks "$1")" >>"$2"
 }
 
-# The steady-state row of target $1 from its snapshots $2: CPU per second, and CPU per RTP
-# packet (in + out) counted by earshot, or, for other targets, the packets the calls carry
-# nominally (CALLS x 50 each way per second).
+# The steady-state row of target $1 from its snapshots $2: CPU per second and per call, and
+# per RTP packet in + out, the packets being what the calls carry (CALLS x 50 each way a
+# second; earshot's own counters move only when a call ends). Valid when no call failed.
 steady_row() { # NAME FILE
     awk -v n="$1" -v hz="$CLK_TCK" -v calls="$CALLS" '
-        NR == 1 { t0 = $1; c0 = $2; r0 = $3; s0 = $4 }
-        NR == 2 { t1 = $1; c1 = $2; r1 = $3; s1 = $4 }
+        NR == 1 { t0 = $1; c0 = $2 }
+        NR == 2 { t1 = $1; c1 = $2 }
         END {
             if (NR < 2) { printf "%-13s (no steady window: SECONDS_PER_CALL too short)", n; exit }
-            wall = t1 - t0; cpu = (c1 - c0) / hz; pk = (r1 - r0) + (s1 - s0); src = "counted"
-            if (r0 == "" || r1 == "" || s0 == "" || s1 == "" || pk <= 0) { pk = 2 * 50 * calls * wall; src = "nominal" }
-            printf "%-13s %6.1f %6.2f %6.1f %10d %-8s %6.2f %8.2f", n, wall, cpu, 100 * cpu / wall, pk, src, 1e6 * cpu / pk, 1000 * cpu / wall / calls
+            wall = t1 - t0; cpu = (c1 - c0) / hz; pk = 2 * 50 * calls * wall
+            printf "%-13s %6.1f %6.2f %6.1f %10d %6.2f %8.2f", n, wall, cpu, 100 * cpu / wall, pk, 1e6 * cpu / pk, 1000 * cpu / wall / calls
         }' "$2"
 }
 
@@ -493,8 +482,8 @@ load() {
         target ok failed rc "cpu s" "cpu %" "ms/call" "wall s" "idle MiB" "peak MiB" "HWM MiB" "kB/call" \
         "pa cpu" "pa ms/c" "pa kB/c" "alive err/warn"
     printf '%s\n' "${RESULTS[@]}"
-    echo "steady state (every call up): CPU and RTP packets (in + out) between two snapshots"
-    printf '%-13s %6s %6s %6s %10s %-8s %6s %8s\n' target "wall s" "cpu s" "cpu %" packets "" "us/pkt" "ms/s/call"
+    echo "steady state (every call up): CPU between two snapshots; packets in + out = calls x 100/s"
+    printf '%-13s %6s %6s %6s %10s %6s %8s\n' target "wall s" "cpu s" "cpu %" packets "us/pkt" "ms/s/call"
     printf '%s\n' "${STEADY[@]}"
     if [ ${#HOPS[@]} -gt 0 ]; then
         echo "time inside earshot, agent calls (uplink: caller frame's tick -> written to the agent;"
