@@ -48,11 +48,6 @@ mod talk;
 /// Leg inputs the call has room for before its queue grows.
 const INPUTS: usize = 4;
 
-/// The earliest of the deadlines there are.
-fn earliest<const N: usize>(deadlines: [Option<Instant>; N]) -> Option<Instant> {
-    deadlines.into_iter().flatten().min()
-}
-
 pub(super) struct CallTask<L: Leg> {
     info: Arc<CallInfo>,
     leg: L,
@@ -140,17 +135,14 @@ impl<L: Leg> CallTask<L> {
         // over 500 bytes each, are all touched as the queue turns: 64 of them were 32 kB of
         // every call's memory.)
         let mut inputs: VecDeque<LegInput> = VecDeque::with_capacity(INPUTS);
-        let max_end = self.settings.max_duration.map(|d| self.started + d);
-        // One timer for the call, at the earliest of its deadlines, moved only when that
-        // changes (in steady state once per tick, not once per packet).
-        let mut alarm = clock::Alarm::new();
+        let max_end = self
+            .settings
+            .max_duration
+            .map(|d| tokio::time::Instant::from_std(self.started + d));
         while self.ended.is_none() {
-            let tick_at = self.leg.tick_at();
-            let timer_at = self.leg.timer_at();
-            let ending = self.hanging_up.is_some();
-            let silence_at = self.silence_deadline().filter(|_| !ending);
-            let end_at = max_end.filter(|_| !ending);
-            alarm.set(earliest([tick_at, timer_at, silence_at, end_at]));
+            let tick_at = self.leg.tick_at().map(tokio::time::Instant::from_std);
+            let timer_at = self.leg.timer_at().map(tokio::time::Instant::from_std);
+            let silence_at = self.silence_deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(CallCommand::Hangup(reason)) => self.hang_up(reason),
@@ -168,29 +160,21 @@ impl<L: Leg> CallTask<L> {
                     }
                     self.agent_events(now);
                 }
-                () = alarm.fired() => {
-                    let now = clock::now();
-                    let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
-                    if due(tick_at) {
-                        self.leg.drain(&mut inputs);
-                        self.handle_inputs(&mut inputs);
-                        if self.ended.is_none() {
-                            self.tick().await;
-                        }
+                () = clock::sleep_until(tick_at) => {
+                    self.leg.drain(&mut inputs);
+                    self.handle_inputs(&mut inputs);
+                    if self.ended.is_none() {
+                        self.tick().await;
                     }
-                    // The tick may have taken audio or ended the call: the others are asked
-                    // again.
-                    if due(self.leg.timer_at()) {
-                        self.leg.on_timer(clock::now()).await;
-                    }
-                    let ending = self.hanging_up.is_some() || self.ended.is_some();
-                    if !ending && due(self.silence_deadline()) {
-                        tracing::info!(call = %self.info.id, "no media from the caller, hanging up");
-                        self.hang_up(EndReason::MediaTimeout);
-                    } else if !ending && due(max_end) {
-                        tracing::info!(call = %self.info.id, "maximum call duration reached, hanging up");
-                        self.hang_up(EndReason::MaxDuration);
-                    }
+                }
+                () = clock::sleep_until(timer_at) => self.leg.on_timer(clock::now()).await,
+                () = clock::sleep_until(silence_at), if self.hanging_up.is_none() => {
+                    tracing::info!(call = %self.info.id, "no media from the caller, hanging up");
+                    self.hang_up(EndReason::MediaTimeout);
+                }
+                () = clock::sleep_until(max_end), if self.hanging_up.is_none() => {
+                    tracing::info!(call = %self.info.id, "maximum call duration reached, hanging up");
+                    self.hang_up(EndReason::MaxDuration);
                 }
             }
             self.handle_inputs(&mut inputs);
