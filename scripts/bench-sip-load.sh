@@ -34,7 +34,8 @@
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
 # the work directory, PERIOD_MS ([audio].period_ms, 10), LATENCY_SECONDS (latency run, 30),
 # PROFILE (cargo profile of the earshot binary, release; "ci" reuses a test build), EARSHOT_BIN
-# (measure this binary instead of building one).
+# (measure this binary instead of building one), SIPP_RTP (pcap, or stream: SIPp's rtp_stream
+# instead of its raw-socket pcap replay; see scenario()).
 #
 # What is measured, per target, from /proc/PID of the callee process:
 #   idle RSS       VmRSS two seconds after it is ready, before any call;
@@ -170,11 +171,34 @@ open(path, "wb").write(out)
 PY
 }
 
-# Fills the scenario's placeholders into $WORK/uac_load.xml.
+# Fills the scenario's placeholders into $WORK/uac_load.xml. With SIPP_RTP=stream, SIPp sends
+# the same tone from its rtp_stream (ordinary UDP sockets, one per call)
+# instead of replaying the pcap: play_pcap_audio sends through one raw IPPROTO_UDP socket per
+# call, and the kernel offers every UDP datagram on loopback to each of them (raw_local_deliver,
+# in the sender's system time: 17 % of earshot's CPU at 500 calls, 29 % at 1000, and as much
+# of baresip's), which also starves SIPp itself.
 scenario() { # PCAP PCAP_MS
-    sed -e "s|{{PCAP}}|$1|g" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
+    local media=(-e "s|{{PCAP}}|$1|g")
+    if [ "${SIPP_RTP:-pcap}" = stream ]; then
+        python3 - "$WORK/load.ulaw" <<'PY'
+import math, sys
+def ulaw(x):
+    x = max(-32635, min(32635, int(x)))
+    sign = 0x80 if x < 0 else 0
+    x = abs(x) + 0x84
+    exp = max(0, min(7, x.bit_length() - 8))
+    return ~(sign | (exp << 4) | ((x >> (exp + 3)) & 0x0F)) & 0xFF
+# One second of the pcap's tone (440 Hz + 1250 Hz: whole periods in 1 s), looped by SIPp.
+open(sys.argv[1], "wb").write(bytes(ulaw(0.3 * 20000 * math.sin(2 * math.pi * 440 * i / 8000)
+    + 0.2 * 20000 * math.sin(2 * math.pi * 1250 * i / 8000)) for i in range(8000)))
+PY
+        media=(-e "s|<exec play_pcap_audio=\"{{PCAP}}\"/>|<exec rtp_stream=\"$WORK/load.ulaw,-1,0\"/>|"
+            -e "s|m=audio \[media_port\]|m=audio [rtpstream_audio_port]|")
+    fi
+    sed "${media[@]}" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
         "$ROOT/tests/sipp/uac_load.xml" >"$WORK/uac_load.xml"
 }
+
 
 AGENT_PORT=25090
 
