@@ -33,13 +33,18 @@
 # PulseAudio's own CPU and RSS are shown beside the callee's for the targets that use it.
 # Environment: CALLS (200), SECONDS_PER_CALL (60), RATE (new calls per second, 20), KEEP=1 keeps
 # the work directory, PERIOD_MS ([audio].period_ms, 10), LATENCY_SECONDS (latency run, 30),
-# PROFILE (cargo profile of the earshot binary, release; "ci" reuses a test build).
+# PROFILE (cargo profile of the earshot binary, release; "ci" reuses a test build), EARSHOT_BIN
+# (measure this binary instead of building one), SIPP_RTP (pcap, or stream: SIPp's rtp_stream
+# instead of its raw-socket pcap replay; see scenario()).
 #
 # What is measured, per target, from /proc/PID of the callee process:
 #   idle RSS       VmRSS two seconds after it is ready, before any call;
 #   CPU            utime+stime (all threads) consumed from SIPp's start to its end;
 #   peak RSS       the highest VmRSS sampled every 0.5 s during the run (VmHWM printed too);
-#   per call       CPU / CALLS, and (peak - idle) / CALLS.
+#   per call       CPU / CALLS, and (peak - idle) / CALLS;
+#   steady state   CPU between two snapshots while every call is up (from 3 s after the ramp
+#                  to 3 s before the first call ends), per call-second and per RTP packet in +
+#                  out (50 a second each way per call: valid when no call failed).
 # SIPp itself runs on the same two cores and is not counted. Everything is on loopback; every
 # process started here is killed on exit; each run is bounded by `timeout`.
 #
@@ -51,11 +56,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
 PROFILE=${PROFILE:-release}
-EARSHOT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/earshot"
+# EARSHOT_BIN: an earshot binary to measure as it is (not built), e.g. an older build to compare.
+BUILT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/earshot"
+EARSHOT_BIN=${EARSHOT_BIN:-$BUILT_BIN}
 # [sip].allow of earshot; the flood run narrows it to show a disallowed source.
 SIP_ALLOW=${SIP_ALLOW:-'["127.0.0.0/8"]'}
 
 build_earshot() {
+    [ "$EARSHOT_BIN" = "$BUILT_BIN" ] || { say "measuring $EARSHOT_BIN as it is"; return 0; }
     say "building earshot ($PROFILE)"
     cargo build --profile "$PROFILE" --bin earshot >&2 || die "build failed"
 }
@@ -70,6 +78,9 @@ RATE=${RATE:-20}
 SIP_PORT=25060       # callee
 SIPP_PORT=25062      # SIPp's SIP port
 MEDIA_PORT=26000     # SIPp's media port (its RTP comes from here; callees send here)
+# earshot's RTP/RTCP port range: 30000-30999, or as many pairs as [calls].max_concurrent needs.
+RTP_LAST=$((30000 + 2 * (CALLS + 50) + 99))
+[ "$RTP_LAST" -lt 30999 ] && RTP_LAST=30999
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -160,11 +171,34 @@ open(path, "wb").write(out)
 PY
 }
 
-# Fills the scenario's placeholders into $WORK/uac_load.xml.
+# Fills the scenario's placeholders into $WORK/uac_load.xml. With SIPP_RTP=stream, SIPp sends
+# the same tone from its rtp_stream (ordinary UDP sockets, one per call)
+# instead of replaying the pcap: play_pcap_audio sends through one raw IPPROTO_UDP socket per
+# call, and the kernel offers every UDP datagram on loopback to each of them (raw_local_deliver,
+# in the sender's system time: 17 % of earshot's CPU at 500 calls, 29 % at 1000, and as much
+# of baresip's), which also starves SIPp itself.
 scenario() { # PCAP PCAP_MS
-    sed -e "s|{{PCAP}}|$1|g" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
+    local media=(-e "s|{{PCAP}}|$1|g")
+    if [ "${SIPP_RTP:-pcap}" = stream ]; then
+        python3 - "$WORK/load.ulaw" <<'PY'
+import math, sys
+def ulaw(x):
+    x = max(-32635, min(32635, int(x)))
+    sign = 0x80 if x < 0 else 0
+    x = abs(x) + 0x84
+    exp = max(0, min(7, x.bit_length() - 8))
+    return ~(sign | (exp << 4) | ((x >> (exp + 3)) & 0x0F)) & 0xFF
+# One second of the pcap's tone (440 Hz + 1250 Hz: whole periods in 1 s), looped by SIPp.
+open(sys.argv[1], "wb").write(bytes(ulaw(0.3 * 20000 * math.sin(2 * math.pi * 440 * i / 8000)
+    + 0.2 * 20000 * math.sin(2 * math.pi * 1250 * i / 8000)) for i in range(8000)))
+PY
+        media=(-e "s|<exec play_pcap_audio=\"{{PCAP}}\"/>|<exec rtp_stream=\"$WORK/load.ulaw,-1,0\"/>|"
+            -e "s|m=audio \[media_port\]|m=audio [rtpstream_audio_port]|")
+    fi
+    sed "${media[@]}" -e "s|{{PCAP_MS}}|$2|g" -e "s|{{CALLEE}}|1000|g" \
         "$ROOT/tests/sipp/uac_load.xml" >"$WORK/uac_load.xml"
 }
+
 
 AGENT_PORT=25090
 
@@ -198,7 +232,7 @@ api_key = \"sk-bench-0123456789abcdef\""
 listen = "127.0.0.1:$SIP_PORT"
 allow = $SIP_ALLOW
 [rtp]
-ports = "30000-30999"
+ports = "30000-$RTP_LAST"
 [calls]
 max_concurrent = $((CALLS + 50))
 [audio]
@@ -297,6 +331,7 @@ stop_pulse() {
 
 RESULTS=()
 HOPS=()
+STEADY=()
 
 # Runs the load against one target and appends a result row.
 run_target() { # NAME
@@ -333,6 +368,13 @@ run_target() { # NAME
     local sampler=$!
     PIDS+=("$sampler")
 
+    # Steady state: CPU and RTP packets between two snapshots while every call is up.
+    local steady="$WORK/$name.steady"
+    : >"$steady"
+    steady_probe "$TARGET_PID" "$steady" &
+    local prober=$!
+    PIDS+=("$prober")
+
     local cpu0 t0 cpu1 t1 pcpu0=0 pcpu1=0
     cpu0=$(cpu_ticks "$TARGET_PID")
     [ -n "$PULSE_PID" ] && pcpu0=$(cpu_ticks "$PULSE_PID")
@@ -354,6 +396,10 @@ run_target() { # NAME
     kill -0 "$TARGET_PID" 2>/dev/null || alive=NO
     kill "$sampler" 2>/dev/null
     wait "$sampler" 2>/dev/null
+
+    kill "$prober" 2>/dev/null
+    wait "$prober" 2>/dev/null
+    STEADY+=("$(steady_row "$name" "$steady")")
 
     local ok failed peak_kb pulse_peak_kb=0
     ok=$(stat_col "$WORK/$name.stat.csv" 'SuccessfulCall(C)')
@@ -387,6 +433,32 @@ run_target() { # NAME
         tail -5 "$WORK/$name.sipp-errors.log" 2>/dev/null >&2
         grep -E 'ERROR|WARN' "$TARGET_LOG" | sort | uniq -c | sort -rn | head -5 >&2
     fi
+}
+
+# Writes two snapshots (time, CPU ticks of $1) to $2: 3 s after the last call should be up
+# (CALLS / RATE s after SIPp starts) and 3 s before the first should end, when that window is
+# at least 5 s long.
+steady_probe() { # PID FILE
+    local from=$((CALLS / RATE + 3)) to=$((SECONDS_PER_CALL - 3))
+    [ "$to" -ge $((from + 5)) ] || return 0
+    sleep "$from"
+    echo "$(date +%s.%N) $(cpu_ticks "$1")" >>"$2"
+    sleep $((to - from))
+    echo "$(date +%s.%N) $(cpu_ticks "$1")" >>"$2"
+}
+
+# The steady-state row of target $1 from its snapshots $2: CPU per second and per call, and
+# per RTP packet in + out, the packets being what the calls carry (CALLS x 50 each way a
+# second; earshot's own counters move only when a call ends). Valid when no call failed.
+steady_row() { # NAME FILE
+    awk -v n="$1" -v hz="$CLK_TCK" -v calls="$CALLS" '
+        NR == 1 { t0 = $1; c0 = $2 }
+        NR == 2 { t1 = $1; c1 = $2 }
+        END {
+            if (NR < 2) { printf "%-13s (no steady window: SECONDS_PER_CALL too short)", n; exit }
+            wall = t1 - t0; cpu = (c1 - c0) / hz; pk = 2 * 50 * calls * wall
+            printf "%-13s %6.1f %6.2f %6.1f %10d %6.2f %8.2f", n, wall, cpu, 100 * cpu / wall, pk, 1e6 * cpu / pk, 1000 * cpu / wall / calls
+        }' "$2"
 }
 
 # p50 and p99 of a Prometheus histogram $2 in the metrics text $1, as the upper bound of the
@@ -434,6 +506,9 @@ load() {
         target ok failed rc "cpu s" "cpu %" "ms/call" "wall s" "idle MiB" "peak MiB" "HWM MiB" "kB/call" \
         "pa cpu" "pa ms/c" "pa kB/c" "alive err/warn"
     printf '%s\n' "${RESULTS[@]}"
+    echo "steady state (every call up): CPU between two snapshots; packets in + out = calls x 100/s"
+    printf '%-13s %6s %6s %6s %10s %6s %8s\n' target "wall s" "cpu s" "cpu %" packets "us/pkt" "ms/s/call"
+    printf '%s\n' "${STEADY[@]}"
     if [ ${#HOPS[@]} -gt 0 ]; then
         echo "time inside earshot, agent calls (uplink: caller frame's tick -> written to the agent;"
         echo "downlink: agent message read -> audio queued; frame_out: tick -> RTP sent):"

@@ -4,7 +4,8 @@
 //!
 //! The two sides are paired frame by frame in order: before the caller's first packet every
 //! tick records silence on the left, then the lane's frames follow. Each side waits in a
-//! bounded queue ([`QUEUE_FRAMES`], 1.28 s) for its partner; the lane lags the ticks by at most
+//! bounded queue ([`QUEUE_FRAMES`], 1.28 s; one queue, since only one side waits at a time)
+//! for its partner; the lane lags the ticks by at most
 //! its window while a packet is missing. A side whose queue is full (a sender clock far off
 //! ours) is written against silence, counted in [`FeedStats::unpaired`]. At the end the lane
 //! is drained and the rest written, so the recording ends with the last frame that arrived.
@@ -71,12 +72,23 @@ impl Frames {
     }
 }
 
-/// One call's recording and the lane and queues that feed it.
+/// Which side of the recording a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Sent,
+}
+
+/// One call's recording and the lane and queue that feed it.
 pub(super) struct RecordFeed {
     recording: CallRecording,
     lane: RecordLane,
-    caller: Frames,
-    sent: Frames,
+    /// Frames of one side waiting for their partners. Only one side ever waits (a frame that
+    /// finds the other side's oldest waiting is written with it at once), so one queue serves
+    /// both: each side still has [`QUEUE_FRAMES`], in half the memory of a queue per side.
+    waiting: Frames,
+    /// The side the waiting frames are.
+    side: Side,
     /// The caller's first packet came: from then on the lane fills the left side.
     started: bool,
     unpaired: u64,
@@ -87,8 +99,8 @@ impl RecordFeed {
         Self {
             recording,
             lane: RecordLane::new(),
-            caller: Frames::new(),
-            sent: Frames::new(),
+            waiting: Frames::new(),
+            side: Side::Sent,
             started: false,
             unpaired: 0,
         }
@@ -119,18 +131,11 @@ impl RecordFeed {
             }
             self.caller_frame(&frame);
         }
-        self.write_pairs();
     }
 
     /// Every 20 ms: what earshot sent, and the caller's frames now in order.
     pub(super) fn tick(&mut self, now: Instant, sent: &Frame) {
-        if self.sent.is_full() {
-            if let Some(frame) = self.sent.pop() {
-                self.recording.push(&SILENCE, &frame);
-            }
-            self.unpaired += 1;
-        }
-        self.sent.push(sent);
+        self.arrive(Side::Sent, sent);
         if !self.started {
             self.caller_frame(&SILENCE);
         }
@@ -138,7 +143,6 @@ impl RecordFeed {
         while self.lane.pop(now, &mut frame).is_some() {
             self.caller_frame(&frame);
         }
-        self.write_pairs();
     }
 
     /// Ends the recording: the lane's rest and both queues are written, then the file is
@@ -148,12 +152,8 @@ impl RecordFeed {
         while self.lane.drain(&mut frame).is_some() {
             self.caller_frame(&frame);
         }
-        self.write_pairs();
-        while let Some(frame) = self.caller.pop() {
-            self.recording.push(&frame, &SILENCE);
-        }
-        while let Some(frame) = self.sent.pop() {
-            self.recording.push(&SILENCE, &frame);
+        while let Some(frame) = self.waiting.pop() {
+            self.write_alone(self.side, &frame);
         }
         let stats = self.stats();
         self.recording.finish();
@@ -161,22 +161,38 @@ impl RecordFeed {
     }
 
     fn caller_frame(&mut self, frame: &Frame) {
-        if self.caller.is_full() {
-            if let Some(oldest) = self.caller.pop() {
-                self.recording.push(&oldest, &SILENCE);
+        self.arrive(Side::Caller, frame);
+    }
+
+    /// A frame of `side`: written with the other side's oldest waiting frame, or queued to
+    /// wait for its partner (the oldest waiting is written against silence when the queue is
+    /// full, counted as unpaired).
+    fn arrive(&mut self, side: Side, frame: &Frame) {
+        if side != self.side {
+            if let Some(partner) = self.waiting.pop() {
+                match side {
+                    Side::Caller => self.recording.push(frame, &partner),
+                    Side::Sent => self.recording.push(&partner, frame),
+                };
+                return;
+            }
+            self.side = side;
+        }
+        if self.waiting.is_full() {
+            if let Some(oldest) = self.waiting.pop() {
+                self.write_alone(side, &oldest);
             }
             self.unpaired += 1;
         }
-        self.caller.push(frame);
-        self.write_pairs();
+        self.waiting.push(frame);
     }
 
-    fn write_pairs(&mut self) {
-        while self.caller.len > 0 && self.sent.len > 0 {
-            if let (Some(caller), Some(sent)) = (self.caller.pop(), self.sent.pop()) {
-                self.recording.push(&caller, &sent);
-            }
-        }
+    /// Writes `frame` of `side` against silence on the other.
+    fn write_alone(&mut self, side: Side, frame: &Frame) {
+        match side {
+            Side::Caller => self.recording.push(frame, &SILENCE),
+            Side::Sent => self.recording.push(&SILENCE, frame),
+        };
     }
 }
 

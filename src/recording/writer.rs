@@ -48,6 +48,11 @@ const RING_SAMPLES: usize = SAMPLE_RATE as usize * 2 * RING_SECONDS;
 /// Samples one push adds: a frame pair, interleaved.
 const PUSH_SAMPLES: usize = FRAME_SAMPLES * 2;
 
+/// Samples encoded at a time when a ring is drained: one frame pair, as pushed (640 bytes of
+/// scratch in hound per recording). A write that fails (a full disk) thus loses at most that
+/// frame pair, and the frames counted written are whole 20 ms frames.
+const WRITE_SAMPLES: usize = PUSH_SAMPLES;
+
 /// Header bytes counted in the RIFF size (the 44-byte PCM header minus `RIFF` and its size).
 const RIFF_HEADER_BYTES: u64 = 36;
 
@@ -681,15 +686,30 @@ fn drain(recording: &mut Recording, max_frames: u64) -> Result<(), StopReason> {
     };
     let (first, second) = chunk.as_slices();
     let written = first
-        .iter()
-        .chain(second)
-        .try_for_each(|&sample| recording.writer.write_sample(sample));
+        .chunks(WRITE_SAMPLES)
+        .chain(second.chunks(WRITE_SAMPLES))
+        .try_for_each(|part| write_samples(&mut recording.writer, part));
     chunk.commit_all();
     written.map_err(|e| StopReason::from_hound(&e))?;
     if take < available {
         return Err(StopReason::SizeLimit);
     }
     Ok(())
+}
+
+/// Writes `samples` (at most [`WRITE_SAMPLES`]) to the file in one go: hound's 16-bit writer
+/// encodes them into the recording's scratch buffer and hands that to the buffered file, where
+/// `write_sample` dispatches on the format and writes two bytes at a time for each.
+fn write_samples(writer: &mut WavWriter<Box<dyn WavSink>>, samples: &[i16]) -> hound::Result<()> {
+    let Ok(n) = u32::try_from(samples.len()) else {
+        return Err(hound::Error::TooWide);
+    };
+    // SPEC is 16-bit integer PCM, which this writer requires.
+    let mut out = writer.get_i16_writer(n);
+    for &sample in samples {
+        out.write_sample(sample);
+    }
+    out.flush()
 }
 
 /// Whether `stem` is safe as a file name inside the recording folder: not empty, at most
