@@ -87,6 +87,7 @@ impl Route {
             via_proxy: self.via_proxy,
             media,
             ring_timeout: RING_TIMEOUT,
+            referred_by: None,
         }
     }
 }

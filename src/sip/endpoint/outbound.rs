@@ -74,6 +74,8 @@ pub struct OutboundCall {
     pub media: LocalMedia,
     /// How long the callee may ring before the INVITE is cancelled.
     pub ring_timeout: Duration,
+    /// RFC 3892: who asked for this call, when it carries out a peer's REFER.
+    pub referred_by: Option<String>,
 }
 
 /// Why a call could not be placed at all.
@@ -383,6 +385,9 @@ impl Endpoint {
         headers.push("Session-Expires", timers.request_value().to_string());
         headers.push("Min-SE", timers.min_se.to_string());
         headers.push("User-Agent", user_agent);
+        if let Some(referred_by) = &spec.referred_by {
+            headers.push("Referred-By", referred_by.clone());
+        }
         if let (Some((ch, proxy)), Some(creds)) = (&out.challenge, &spec.credentials) {
             let creds = Credentials {
                 username: &creds.username,

@@ -48,6 +48,7 @@ fn spec(target: &str) -> OutboundCall {
             direction: Direction::SendRecv,
         },
         ring_timeout: RING,
+        referred_by: None,
     }
 }
 
