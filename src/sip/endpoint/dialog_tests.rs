@@ -505,6 +505,33 @@ fn a_failed_target_is_the_final_notify_and_the_call_goes_on() {
 }
 
 #[test]
+fn one_notify_at_a_time_and_the_latest_status_goes_when_it_is_answered() {
+    let mut h = Harness::new();
+    let headers = "Refer-To: <sip:3000@10.0.0.9>\n";
+    let (_, responses, requests) = peer_refers(&mut h, "rm6", headers);
+    assert_eq!(responses[0].status, 202);
+    let call = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ReferRequested { call, .. } => Some(call),
+            _ => None,
+        })
+        .unwrap();
+    // NOTIFY 100 unanswered: the 180 and then the 403 wait; only the 403 goes.
+    h.ep.refer_outcome(h.now, call, 180);
+    h.ep.refer_outcome(h.now, call, 403);
+    let (_, waiting) = sent(&mut h);
+    assert!(waiting.is_empty(), "{:?}", methods(&waiting));
+    h.send(&reply(&requests[0], 200, ""));
+    answer_notify(&mut h, "SIP/2.0 403 Forbidden", "terminated");
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    assert_eq!(h.ep.active_calls(), 1, "the call goes on");
+}
+
+#[test]
 fn an_attended_transfer_with_replaces_is_answered_501() {
     let mut h = Harness::new();
     let replaces = "Refer-To: <sip:3000@pbx?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>\n";

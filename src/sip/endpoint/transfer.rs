@@ -9,7 +9,8 @@
 //! whoever dials reports the outcome with [`Endpoint::refer_outcome`]: a 1xx (the target
 //! rings) is a NOTIFY "180 Ringing" and gives the target [`REFER_RINGING`] to answer, a final
 //! status the last NOTIFY. If nobody reports within 64·T1 (or that ringing time) the peer is
-//! told "503". A REFER whose Refer-To carries Replaces (RFC 3891, attended transfer) is
+//! told "503". One NOTIFY is in flight at a time (RFC 6665 §4.2.2): a status reported
+//! meanwhile waits for its answer, the latest one winning. A REFER whose Refer-To carries Replaces (RFC 3891, attended transfer) is
 //! answered 501: earshot does blind transfers only.
 //!
 //! **The call moves.** After a 2xx outcome the call lives on with the target (the driver
@@ -83,11 +84,19 @@ pub(super) struct IncomingRefer {
     cseq: u32,
     deadline: Instant,
     moved: bool,
+    /// The final status was reported: later ones are ignored.
+    done: bool,
+    /// A NOTIFY of ours awaits its answer.
+    notifying: bool,
+    /// The status to NOTIFY once that answer comes (the latest reported).
+    queued: Option<u16>,
 }
 
 impl IncomingRefer {
-    pub(super) fn deadline(&self) -> Instant {
-        self.deadline
+    /// When the endpoint acts on its own: tells the peer "503", or BYEs the old dialog of a
+    /// call that moved. None once a failure is final (its NOTIFY only waits for its turn).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        (!self.done || self.moved).then_some(self.deadline)
     }
 }
 
@@ -150,10 +159,13 @@ impl Endpoint {
                 cseq,
                 deadline: now + TIMEOUT,
                 moved: false,
+                done: false,
+                notifying: false,
+                queued: None,
             });
         }
         // §2.4.4: the NOTIFY that starts the subscription, at once.
-        self.send_notify(now, call, cseq, 100, false);
+        self.notify_now(now, call, 100);
         self.events.push_back(Event::ReferRequested {
             call,
             target,
@@ -173,20 +185,50 @@ impl Endpoint {
         let Some(refer) = c.refer_in.as_mut() else {
             return;
         };
-        if refer.moved {
+        if refer.done {
             return;
         }
-        let cseq = refer.cseq;
-        let done = status >= 200;
+        refer.done = status >= 200;
         if (200..300).contains(&status) {
             refer.moved = true;
             refer.deadline = now + TIMEOUT;
-        } else if done {
-            c.refer_in = None;
-        } else {
+        } else if !refer.done {
             refer.deadline = now + REFER_RINGING;
         }
-        self.send_notify(now, call, cseq, status, done);
+        if refer.notifying {
+            refer.queued = Some(status);
+            return;
+        }
+        self.notify_now(now, call, status);
+    }
+
+    /// Sends the NOTIFY stating `status`; a final one ends the subscription (and, unless the
+    /// call moved and awaits the BYE, the transfer's state).
+    fn notify_now(&mut self, now: Instant, call: CallRef, status: u16) {
+        let Some(refer) = self.calls.get_mut(&call).and_then(|c| c.refer_in.as_mut()) else {
+            return;
+        };
+        refer.notifying = true;
+        let cseq = refer.cseq;
+        let last = status >= 200;
+        if last
+            && !refer.moved
+            && let Some(c) = self.calls.get_mut(&call)
+        {
+            c.refer_in = None;
+        }
+        self.send_notify(now, call, cseq, status, last);
+    }
+
+    /// Our NOTIFY was answered (or timed out): the status waiting, if any, goes now.
+    pub(super) fn notify_answered(&mut self, now: Instant, call: CallRef) {
+        let Some(refer) = self.calls.get_mut(&call).and_then(|c| c.refer_in.as_mut()) else {
+            return;
+        };
+        refer.notifying = false;
+        if let Some(status) = refer.queued.take() {
+            self.notify_now(now, call, status);
+        }
     }
 
     /// Nobody reported on the peer's REFER in time: tell it the transfer failed. Or the call
@@ -196,7 +238,7 @@ impl Endpoint {
             .calls
             .get(&call)
             .and_then(|c| c.refer_in.as_ref())
-            .filter(|r| r.deadline <= now)
+            .filter(|r| r.deadline().is_some_and(|at| at <= now))
             .map(|r| r.moved);
         match due {
             Some(true) => self.send_bye(now, call, EndReason::Transferred),
@@ -230,7 +272,7 @@ impl Endpoint {
         let reason = crate::sip::message::Response::reason_for(status);
         notify.body = sipfrag_body(status, reason).into_bytes();
         let flow = c.dialog.next_hop();
-        self.send_request(now, flow, notify, Purpose::Notify);
+        self.send_request(now, flow, notify, Purpose::Notify(call));
     }
 
     /// Transfers the call to `target` by REFER (blind transfer). Progress comes as
