@@ -7,9 +7,11 @@
 //!   recording's left channel, earshot's greeting reaches baresip, and baresip hanging up
 //!   ends the call, once.
 //! - A Refer-To that `[calls].outbound_allow` does not match: NOTIFY 403, no INVITE anywhere,
-//!   the call goes on.
+//!   the call goes on (the caller hangs it up afterwards).
 //! - A busy target (a SIPp callee that also checks the Referred-By): NOTIFY 486, the call goes
 //!   on.
+//! - A caller that hangs up right after the NOTIFY 100 (blind transfer): the call waits for the
+//!   target, moves there when it answers, or ends with `refer failed` when it is busy.
 
 #![allow(clippy::unwrap_used)]
 // Real peers run in real time.
@@ -51,20 +53,6 @@ const SEND_BYE: &str = r#"  <send retrans="500">
   </send>
   <recv response="200" crlf="true"/>"#;
 
-/// The call goes on with the caller after the final NOTIFY, until earshot hangs up.
-const WAIT_BYE: &str = r#"  <recv request="BYE" timeout="60000"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>"#;
-
 fn tone(hz: f64, ms: u32, amplitude: f64) -> Vec<i16> {
     (0..ms * 8)
         .map(|i| {
@@ -97,12 +85,17 @@ fn earshot(allow: &str) -> Earshot {
     ))
 }
 
-/// The SIPp caller: REFERs to `target`, expects the final NOTIFY `final_status`, then `after`.
+/// The SIPp caller: REFERs to `target`, expects the final NOTIFY `final_status` (or, empty,
+/// only the NOTIFY 100), then `after`.
 fn caller(e: &Earshot, target: &str, final_status: &str, after: &str) -> Sipp {
     let vars = [
         ("PCAP", caller_pcap(e.dir(), 20_000)),
         ("TARGET", target.to_owned()),
         ("FINAL", final_status.to_owned()),
+        (
+            "LOOP",
+            if final_status.is_empty() { "2" } else { "1" }.to_owned(),
+        ),
         ("AFTER", after.to_owned()),
     ];
     sipp::caller(e, "uac_refers_earshot.xml", &vars)
@@ -224,27 +217,22 @@ fn a_caller_that_refers_earshot_to_baresip_moves_the_call_there() {
     );
 }
 
-/// A caller REFERs `e`'s call to `target` and expects the final NOTIFY `final_status`; once
-/// the transfer failed (and `peer` is done: the target's side), the call goes on until hung up
-/// through the API. Returns the failure's reason.
+/// A caller REFERs `e`'s call to `target` and expects the final NOTIFY `final_status`; then
+/// (and once `peer`, the target's side, is done) it hangs up itself: the call went on after
+/// the failed transfer, with its dialog intact, and ends as callers' calls do. Returns the
+/// failure's reason.
 fn the_call_goes_on_after_a_failed_refer(
     e: &Earshot,
     target: &str,
     final_status: &str,
     peer: impl FnOnce(),
 ) -> Value {
-    let sipp = caller(e, target, final_status, WAIT_BYE);
+    let sipp = caller(e, target, final_status, SEND_BYE);
     let id = only_call(e);
-    e.wait_for("transfer_failed", Duration::from_secs(20), || {
-        has_event(&call_detail(e, &id), "transfer_failed")
-    });
     peer();
-    let live = call_detail(e, &id);
-    assert_eq!(live["status"], "active", "the call goes on: {live:#}");
-    http::hang_up(e.http_addr(), &id, &[]);
     sipp::assert_passed(&sipp.wait(Duration::from_secs(30)), 1, e);
     let call = ended(e, &id);
-    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    assert_eq!(call["end_reason"], "remote hangup", "{call:#}");
     assert!(call["transfer"].is_null(), "{call:#}");
     let transfers = events_of(&call, "transfer");
     assert_eq!(
@@ -294,4 +282,59 @@ fn a_busy_target_is_notified_486_and_the_call_goes_on() {
         sipp::assert_passed(&busy.wait(Duration::from_secs(20)), 1, &e);
     });
     assert_eq!(reason, "busy");
+}
+
+/// The caller REFERs to a SIPp `callee` (a scenario) that rings, and hangs up right after
+/// the NOTIFY 100: the call must outlive it. Returns earshot, the call, and the callee.
+fn referrer_leaves_before_the_answer(prefix: &str, callee: &str) -> (Earshot, String, Sipp) {
+    let dir = temp_dir(prefix);
+    let callee_port = sipp::port();
+    let callee = sipp::start(
+        &dir,
+        &Scenario::load(callee, &[]),
+        None,
+        callee_port,
+        &["-m", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:bob@127.0.0.1:{callee_port}");
+    let e = earshot("sip:bob@127.0.0.1:*");
+    let referrer = caller(&e, &target, "", SEND_BYE);
+    let id = only_call(&e);
+    sipp::assert_passed(&referrer.wait(Duration::from_secs(30)), 1, &e);
+    (e, id, callee)
+}
+
+#[test]
+fn a_referrer_that_hangs_up_while_the_target_rings_leaves_the_call_to_the_target() {
+    let (e, id, callee) =
+        referrer_leaves_before_the_answer("refer-in-blind", "uas_rings_then_answers.xml");
+    e.wait_for("transferred", Duration::from_secs(20), || {
+        has_event(&call_detail(&e, &id), "transferred")
+    });
+    let live = call_detail(&e, &id);
+    assert_eq!(live["status"], "active", "the call moved: {live:#}");
+    http::hang_up(e.http_addr(), &id, &[]);
+    // The callee got earshot's BYE.
+    sipp::assert_passed(&callee.wait(Duration::from_secs(30)), 1, &e);
+    let call = ended(&e, &id);
+    assert_eq!(call["end_reason"], "local hangup", "{call:#}");
+    assert_eq!(call["transfer"]["method"], "referred_by_peer", "{call:#}");
+    assert_eq!(events_of(&call, "ended").len(), 1, "{call:#}");
+}
+
+#[test]
+fn a_referrer_that_hung_up_and_a_target_that_fails_end_the_call_with_refer_failed() {
+    let (e, id, callee) =
+        referrer_leaves_before_the_answer("refer-in-blind-busy", "uas_rings_then_busy.xml");
+    sipp::assert_passed(&callee.wait(Duration::from_secs(30)), 1, &e);
+    let call = ended(&e, &id);
+    assert_eq!(call["end_reason"], "refer failed", "{call:#}");
+    let transfers = events_of(&call, "transfer");
+    assert_eq!(
+        kinds(&transfers),
+        ["transfer_requested", "transfer_failed"],
+        "{transfers:#?}"
+    );
+    assert_eq!(transfers[1]["reason"], "busy", "{transfers:#?}");
 }
