@@ -89,7 +89,7 @@ impl SipDriver {
             return;
         };
         let to = dial_text(target);
-        tracing::info!(call = %call.handle.id(), "the caller's side asked for a transfer (REFER)");
+        tracing::info!(call = %call.handle.id(), "the caller's side asked for a transfer (REFER accepted)");
         call.signal(SipSignal::Referred {
             to: to.clone(),
             news: PeerTransfer::Requested,
