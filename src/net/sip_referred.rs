@@ -102,6 +102,7 @@ impl SipDriver {
             });
         match placed {
             Ok((target_call, sockets)) => {
+                self.endpoint.refer_dialling(now, caller);
                 let referred = Referred {
                     caller,
                     to,

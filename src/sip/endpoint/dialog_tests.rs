@@ -532,6 +532,21 @@ fn one_notify_at_a_time_and_the_latest_status_goes_when_it_is_answered() {
 }
 
 #[test]
+fn a_target_being_dialled_is_given_the_ringing_time_before_503() {
+    let mut h = Harness::new();
+    let (call, _, _) = refer_accepted(&mut h, "rm7", "");
+    h.ep.refer_dialling(h.now, call);
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    h.advance(REFER_RINGING);
+    let (_, requests) = sent(&mut h);
+    // The NOTIFY and its retransmissions (nobody answers them here).
+    assert!(requests.iter().all(|r| r.method == Method::Notify));
+    assert!(String::from_utf8_lossy(&requests[0].body).starts_with("SIP/2.0 503 "));
+}
+
+#[test]
 fn an_attended_transfer_with_replaces_is_answered_501() {
     let mut h = Harness::new();
     let replaces = "Refer-To: <sip:3000@pbx?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>\n";

@@ -202,6 +202,20 @@ impl Endpoint {
         self.notify_now(now, call, status);
     }
 
+    /// The target of the peer's REFER is being called: the peer is not told "503" at 64·T1
+    /// but only after [`REFER_RINGING`] (the call placed has its own, shorter, ring timeout
+    /// and reports its outcome). Sends nothing.
+    pub fn refer_dialling(&mut self, now: Instant, call: CallRef) {
+        if let Some(refer) = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.refer_in.as_mut())
+            .filter(|r| !r.done)
+        {
+            refer.deadline = now + REFER_RINGING;
+        }
+    }
+
     /// Sends the NOTIFY stating `status`; a final one ends the subscription (and, unless the
     /// call moved and awaits the BYE, the transfer's state).
     fn notify_now(&mut self, now: Instant, call: CallRef, status: u16) {
