@@ -62,7 +62,10 @@
 //! - [`net`]: IO drivers — the SIP transport (UDP, TCP with limits), the SIP leg (RTP sockets
 //!   around the RTP session), outbound dialling ([`net::sip_dial`]: `[calls].outbound_allow`
 //!   and the trunk a call goes through), bridged transfers ([`net::sip_bridge`]: the far leg
-//!   placed to the target for a caller that does not take REFER, and its media driver), the Twilio webhook and WebSocket (the Twilio leg), the agents'
+//!   placed to the target for a caller that does not take REFER, and its media driver),
+//!   transfers the caller's side asks for ([`net::sip_referred`]: the call placed to a REFER's
+//!   target, moved onto the call's leg once it answers), the Twilio webhook and WebSocket (the
+//!   Twilio leg), the agents'
 //!   WebSocket client and the TLS client settings it shares with webhooks; RTP port pairs are
 //!   drawn at random from `[rtp].ports`.
 //! - [`audio`]: the real-time audio thread (cpal), per-call SPSC rings, the mixer, 8 kHz to

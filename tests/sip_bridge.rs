@@ -16,6 +16,8 @@
 // Real peers run in real time.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "call_record/mod.rs"]
+mod call_record;
 #[path = "console/http.rs"]
 mod http;
 mod support;
@@ -23,6 +25,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use call_record::{call_detail, ended, events_of, has_event};
 use earshot::media::g711::Law;
 use serde_json::{Value, json};
 use support::pcap;
@@ -64,27 +67,6 @@ fn caller_in(e: &Earshot, scenario: &str, pcap: String, vars: &[(&str, String)])
     sipp::caller(e, scenario, &all)
 }
 
-fn call_detail(e: &Earshot, id: &str) -> Value {
-    http::get(e.http_addr(), &format!("/api/calls/{id}")).json()
-}
-
-fn events_of(detail: &Value, prefix: &str) -> Vec<Value> {
-    detail["events"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .filter(|ev| ev["type"].as_str().unwrap_or_default().starts_with(prefix))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn has_event(detail: &Value, kind: &str) -> bool {
-    events_of(detail, kind).iter().any(|ev| ev["type"] == kind)
-}
-
 /// The one call earshot has, once it is answered.
 fn answered_call(e: &Earshot) -> String {
     let mut id = String::new();
@@ -116,13 +98,6 @@ fn transfer(e: &Earshot, id: &str, to: &str) {
         &json!({ "to": to }),
     );
     assert_eq!(asked.status, 202, "{}", asked.text());
-}
-
-fn ended(e: &Earshot, id: &str) -> Value {
-    e.wait_for("the call ended", Duration::from_secs(20), || {
-        call_detail(e, id)["status"] == "ended"
-    });
-    call_detail(e, id)
 }
 
 #[test]

@@ -227,10 +227,12 @@ pub enum EndReason {
     TargetHangup,
     /// A `[[calls.dtmf_rule]]` with `action = "hangup"`.
     DtmfHangup,
+    /// The caller asked for a transfer (REFER) and hung up; the target could not be reached.
+    ReferFailed,
 }
 
 impl EndReason {
-    const FIXED: [EndReason; 16] = [
+    const FIXED: [EndReason; 17] = [
         EndReason::RemoteHangup,
         EndReason::Cancelled,
         EndReason::LocalHangup,
@@ -247,6 +249,7 @@ impl EndReason {
         EndReason::Carrier(CarrierStatus::Completed),
         EndReason::SessionExpired,
         EndReason::TargetHangup,
+        EndReason::ReferFailed,
     ];
 
     /// The reason as stored and shown (`remote hangup`, `rejected 486`, `twilio busy`, ...).
@@ -270,6 +273,7 @@ impl EndReason {
             EndReason::Transferred => Borrowed("transferred"),
             EndReason::TargetHangup => Borrowed("target hangup"),
             EndReason::DtmfHangup => Borrowed("dtmf hangup"),
+            EndReason::ReferFailed => Borrowed("refer failed"),
         }
     }
 

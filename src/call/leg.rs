@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::bridge::BridgePeer;
 use super::event::{Codec, DtmfSource, EndReason, TransferFailure, TransferMethod};
-use super::transfer::{TransferStart, TransferTarget};
+use super::transfer::{PeerTransfer, TransferStart, TransferTarget};
 use crate::media::frame::FRAME_SAMPLES;
 
 /// Largest payload of one caller packet: 60 ms of G.711.
@@ -90,6 +90,12 @@ pub enum LegInput {
     TransferVia(TransferMethod),
     /// The far leg of a bridged transfer hung up (or failed after the answer).
     TargetEnded,
+    /// A transfer the caller's side asked for (REFER) to `to`: begun, done (the leg now
+    /// carries the target), or failed.
+    Referred {
+        to: String,
+        news: PeerTransfer,
+    },
     /// The leg is over.
     Ended(EndReason),
 }

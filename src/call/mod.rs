@@ -35,7 +35,7 @@ pub use leg::{Leg, LegAudio, LegInput, LegStats};
 pub use pipeline::{Pipeline, Services};
 pub use registry::Registry;
 pub use task::GREETING_MARK;
-pub use transfer::{TransferError, TransferPolicy, TransferStart, TransferTarget};
+pub use transfer::{PeerTransfer, TransferError, TransferPolicy, TransferStart, TransferTarget};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -213,6 +213,7 @@ impl<L: Leg> CallTask<L> {
                 LegInput::Transfer(outcome) => self.transfer_over(outcome),
                 LegInput::TransferVia(method) => self.transfer_via(method),
                 LegInput::TargetEnded => self.target_ended(),
+                LegInput::Referred { to, news } => self.peer_transfer(to, news),
                 LegInput::Ended(reason) => {
                     // A hangup we asked for keeps our own, more precise reason.
                     self.ended = Some(self.hanging_up.unwrap_or(reason));

@@ -30,13 +30,17 @@ pub enum TransferMethod {
     Bridge,
     /// The Twilio call was handed back to Twilio with `<Dial>` TwiML.
     TwilioDial,
+    /// The caller's side asked by REFER (RFC 3515) and earshot called the target itself: the
+    /// call moved there, the target is its caller leg now.
+    ReferredByPeer,
 }
 
 impl TransferMethod {
-    pub const ALL: [TransferMethod; 3] = [
+    pub const ALL: [TransferMethod; 4] = [
         TransferMethod::Refer,
         TransferMethod::Bridge,
         TransferMethod::TwilioDial,
+        TransferMethod::ReferredByPeer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl TransferMethod {
             TransferMethod::Refer => "refer",
             TransferMethod::Bridge => "bridge",
             TransferMethod::TwilioDial => "twilio_dial",
+            TransferMethod::ReferredByPeer => "referred_by_peer",
         }
     }
 }
@@ -76,10 +81,12 @@ pub enum TransferFailure {
     Declined,
     /// The bridged target does not exist or cannot be reached (SIP 404, 410, 484, 604, 503).
     Unreachable,
+    /// The destination a peer's REFER named is not matched by `[calls].outbound_allow`.
+    NotAllowed,
 }
 
 impl TransferFailure {
-    pub const ALL: [TransferFailure; 9] = [
+    pub const ALL: [TransferFailure; 10] = [
         TransferFailure::NotSupported,
         TransferFailure::InProgress,
         TransferFailure::CallEnding,
@@ -89,6 +96,7 @@ impl TransferFailure {
         TransferFailure::Busy,
         TransferFailure::Declined,
         TransferFailure::Unreachable,
+        TransferFailure::NotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +110,7 @@ impl TransferFailure {
             TransferFailure::Busy => "busy",
             TransferFailure::Declined => "declined",
             TransferFailure::Unreachable => "unreachable",
+            TransferFailure::NotAllowed => "not_allowed",
         }
     }
 }
@@ -146,6 +155,21 @@ pub enum TransferOrigin {
     AgentFallback,
     /// A `[[calls.dtmf_rule]]`.
     Dtmf,
+    /// The caller's side, by a REFER (RFC 3515) that `[sip].accept_refer` let in.
+    Peer,
+}
+
+/// What a leg reports of a transfer the caller's side asked for (a SIP REFER earshot carries
+/// out by calling the target itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerTransfer {
+    /// The target is being called.
+    Requested,
+    /// The target answered: it is the call's caller leg from now on.
+    Moved,
+    /// The target was not called (`[calls].outbound_allow`, no route) or did not answer; the
+    /// call goes on with the caller as before (or ends, if the caller already hung up).
+    Failed(TransferFailure),
 }
 
 impl TransferOrigin {

@@ -45,8 +45,9 @@ pub struct SipConfig {
     pub session_expires_secs: u32,
     /// RFC 4028 Min-SE: shorter intervals are refused with 422 (at least 90, the RFC's floor).
     pub min_se_secs: u32,
-    /// Whether a REFER from the far end is accepted (202); off, it gets 403, so that nobody can
-    /// turn the box into a dialer.
+    /// Whether a REFER from the far end is accepted (202) and carried out (earshot calls the
+    /// target, within `[calls].outbound_allow`); off, it gets 403, so that nobody can turn the
+    /// box into a dialer.
     pub accept_refer: bool,
     /// Trunks to register with (`[[sip.trunk]]`); empty means only direct SIP calls are taken.
     pub trunks: Vec<Trunk>,

@@ -16,6 +16,7 @@ pub mod sip;
 pub mod sip_bridge;
 pub mod sip_dial;
 pub mod sip_leg;
+pub mod sip_referred;
 pub mod tcp;
 pub mod tls;
 pub mod twilio;

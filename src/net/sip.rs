@@ -2,7 +2,8 @@
 //! [`Endpoint`]. It filters sources by `[sip].allow`, drops datagrams over
 //! `[sip].max_message_bytes` (both counted, neither answered), feeds the endpoint, sends what
 //! it asks, and carries call events to and from the call tasks (and the far legs of bridged
-//! transfers, [`super::sip_bridge`]). It decides nothing about SIP itself.
+//! transfers, [`super::sip_bridge`], and the calls placed for the caller's REFERs,
+//! [`super::sip_referred`]). It decides nothing about SIP itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +15,11 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::rtp::RtpSockets;
 use super::sip_bridge::{self, FarLeg};
-use super::sip_dial::{DialError, DialPolicy, DialRequest};
+use super::sip_dial::{DialError, DialPolicy, DialRequest, Route};
 use super::sip_leg::{SipCall, SipCalls, SipSignal};
+use super::sip_referred::Referred;
 use super::tcp::{self, TcpEvent, TcpLimits};
 use crate::call::{
     CallEvent, CallHandle, EndReason as CallEnd, PlaceFailure, TransferFailure, TransferMethod,
@@ -131,6 +134,7 @@ impl SipDriver {
             dialled: Vec::new(),
             bridges: HashMap::new(),
             refers: HashMap::new(),
+            referred: HashMap::new(),
         };
         let mut drain = self.drain.watch();
         self.endpoint.set_draining(*drain.borrow_and_update());
@@ -156,7 +160,7 @@ impl SipDriver {
                 _ = shutdown.cancelled(), if stopping.is_none() => {
                     let now = clock::now();
                     self.endpoint.shut_down(now);
-                    let calls = state.calls.keys().chain(state.bridges.keys());
+                    let calls = state.calls.keys().chain(state.bridges.keys()).chain(state.referred.keys());
                     for call in calls.copied().collect::<Vec<_>>() {
                         self.endpoint.hangup(now, call);
                     }
@@ -177,7 +181,11 @@ impl SipDriver {
                     tracing::info!(draining, calls = state.calls.len(), "SIP: draining switched");
                 }
                 Some(command) = self.commands.recv() => match command {
-                    SipCommand::Hangup(call) => self.endpoint.hangup(clock::now(), call),
+                    SipCommand::Hangup(call) => {
+                        if !self.hang_up_held(&mut state, call) {
+                            self.endpoint.hangup(clock::now(), call);
+                        }
+                    }
                     SipCommand::PeerMedia(call) => self.endpoint.peer_media(call),
                     SipCommand::Dial(request) => self.dial(&mut state, *request),
                     SipCommand::Refer { call, target, then_bridge } => {
@@ -224,6 +232,9 @@ impl SipDriver {
         }
         for far in state.bridges.values() {
             let _ = far.signals.send(SipSignal::Ended(CallEnd::Shutdown));
+        }
+        for held in state.referred.values_mut().filter_map(Referred::take_held) {
+            held.signal(SipSignal::Ended(CallEnd::Shutdown));
         }
     }
 
@@ -402,6 +413,10 @@ impl SipDriver {
             self.far_leg_event(state, event);
             return;
         }
+        if sip_bridge::event_call(&event).is_some_and(|call| state.referred.contains_key(&call)) {
+            self.referred_event(state, event);
+            return;
+        }
         match event {
             Event::Incoming(incoming) if self.call_id_used(&incoming.sip_call_id) => {
                 // RFC 3261 §8.1.1.4: a Call-ID names one call, forever. A new INVITE (no To tag:
@@ -456,6 +471,9 @@ impl SipDriver {
             } => {
                 state.refers.remove(&call_ref);
                 self.end_far_legs(state, call_ref);
+                if self.referrer_ended(state, call_ref, &reason) {
+                    return;
+                }
                 if let Some(call) = state.calls.remove(&call_ref) {
                     tracing::info!(call = %call.handle.id(), ?reason, "call ended");
                     call.signal(SipSignal::Ended(end_reason(&reason)));
@@ -511,12 +529,11 @@ impl SipDriver {
                     call.signal(SipSignal::Ended(CallEnd::Rejected(status)));
                 }
             }
-            Event::ReferRequested { call, .. } => {
-                // Nothing dials yet: the endpoint tells the peer 503 after 64·T1.
-                if let Some(call) = state.calls.get(&call) {
-                    tracing::info!(call = %call.handle.id(), "caller asked for a transfer (REFER accepted)");
-                }
-            }
+            Event::ReferRequested {
+                call,
+                target,
+                referred_by,
+            } => self.refer_requested(state, call, &target, referred_by),
             Event::Transfer {
                 call: call_ref,
                 progress,
@@ -587,19 +604,9 @@ impl SipDriver {
         trunk: Option<&str>,
     ) -> Result<CallHandle, DialError> {
         let route = self.dial.route(target, trunk, self.endpoint.advertised())?;
-        let (sockets, media) = self.calls.media().map_err(|err| {
-            self.metrics
-                .rtp_ports_exhausted
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%err, "cannot place call: no media sockets");
-            DialError::NoMediaPorts
-        })?;
         let trunk_name = route.trunk.clone();
         let (caller, callee) = (route.caller.clone(), route.callee.clone());
-        let call = self
-            .endpoint
-            .place_call(clock::now(), route.into_call(media))
-            .map_err(DialError::Refused)?;
+        let (call, sockets) = self.place_route(route, None)?;
         let call_id = self
             .endpoint
             .outbound_call_id(call)
@@ -613,6 +620,31 @@ impl SipDriver {
         });
         state.calls.insert(call, sip_call);
         Ok(handle)
+    }
+}
+
+impl SipDriver {
+    /// Takes media sockets and sends the INVITE of `route` (with `referred_by` for a REFER's
+    /// target): the new call and its sockets.
+    pub(super) fn place_route(
+        &mut self,
+        route: Route,
+        referred_by: Option<String>,
+    ) -> Result<(CallRef, RtpSockets), DialError> {
+        let (sockets, media) = self.calls.media().map_err(|err| {
+            self.metrics
+                .rtp_ports_exhausted
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%err, "cannot place call: no media sockets");
+            DialError::NoMediaPorts
+        })?;
+        let mut call = route.into_call(media);
+        call.referred_by = referred_by;
+        let call = self
+            .endpoint
+            .place_call(clock::now(), call)
+            .map_err(DialError::Refused)?;
+        Ok((call, sockets))
     }
 }
 
@@ -652,6 +684,9 @@ pub(super) struct LoopState {
     /// REFERs under way, with the target to bridge to if the caller's side turns out not to
     /// take REFER (at most one per call).
     refers: HashMap<CallRef, TransferTarget>,
+    /// Calls placed for the caller's REFERs, by their own call, until answered or failed (at
+    /// most one per call: the endpoint takes one REFER at a time).
+    pub(super) referred: HashMap<CallRef, Referred>,
 }
 
 /// Connection limits from the config. The allow-list is filled in when the driver starts.

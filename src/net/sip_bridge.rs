@@ -112,18 +112,10 @@ impl SipDriver {
                 tracing::info!(%err, "bridged transfer not placed");
                 route_failure(&err)
             })?;
-        let (sockets, media) = self.calls.media().map_err(|err| {
-            self.metrics.rtp_ports_exhausted.fetch_add(1, Relaxed);
-            tracing::warn!(%err, "bridged transfer not placed: no media sockets");
-            TransferFailure::Unavailable
+        let (far, sockets) = self.place_route(route, None).map_err(|err| {
+            tracing::info!(%err, "bridged transfer not placed");
+            route_failure(&err)
         })?;
-        let far = self
-            .endpoint
-            .place_call(clock::now(), route.into_call(media))
-            .map_err(|err| {
-                tracing::info!(%err, "bridged transfer not placed");
-                TransferFailure::Unavailable
-            })?;
         let cname = format!("earshot-bridge-{}", rand::random::<u32>());
         let (leg, signals) = self.calls.leg(far, sockets, cname);
         let (peer, end) = bridge::pair(Arc::default());
@@ -281,7 +273,8 @@ impl FarMedia {
                 LegInput::Dtmf { .. }
                 | LegInput::Transfer(_)
                 | LegInput::TransferVia(_)
-                | LegInput::TargetEnded => {}
+                | LegInput::TargetEnded
+                | LegInput::Referred { .. } => {}
             }
         }
         over

@@ -127,6 +127,7 @@ impl Route {
             media,
             ring_timeout: self.ring_timeout,
             max_redirects: self.max_redirects,
+            referred_by: None,
         }
     }
 }

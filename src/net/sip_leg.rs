@@ -8,6 +8,13 @@
 //! starts when the caller can hear it rather than being spent on a closed gate. The first
 //! packet heard from the peer is reported to the SIP task ([`SipCommand::PeerMedia`]): a
 //! dialog whose ACK never comes is then ended with a BYE only if the peer was ever heard.
+//!
+//! A REFER from the caller's side (RFC 3515) that earshot carries out moves the call: the SIP
+//! task places a call to the target, and once it answers hands this leg the new dialog and its
+//! sockets ([`SipSignal::Moved`]). The leg drops the old RTP session (its counters kept for the
+//! record) and goes on with a new one towards the target: same call task, same recording.
+//! While the caller has hung up and the target still rings, the leg is idle (no ticks, no
+//! silence timeout).
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,8 +29,8 @@ use super::rtp::{PortAllocator, RtpSockets};
 use super::sip::SipCommand;
 use crate::call::{
     self, BridgePeer, CallHandle, CallId, CallInfo, CallSettings, Codec, DtmfSource, EndReason,
-    Leg, LegAudio, LegInput, LegStats, Services, Source, TransferFailure, TransferMethod,
-    TransferStart, TransferTarget,
+    Leg, LegAudio, LegInput, LegStats, PeerTransfer, Services, Source, TransferFailure,
+    TransferMethod, TransferStart, TransferTarget,
 };
 use crate::clock;
 use crate::media::frame::FRAME_SAMPLES;
@@ -68,6 +75,18 @@ pub enum SipSignal {
     BridgePlaced(BridgePeer),
     /// The far leg of the bridged transfer hung up.
     TargetEnded,
+    /// News of a transfer the caller's side asked for by REFER, to `to`.
+    Referred { to: String, news: PeerTransfer },
+    /// The caller hung up after asking for a transfer whose target still rings: the leg has
+    /// no one to talk to until [`SipSignal::Moved`] (or its end).
+    ReferrerGone,
+    /// The target of the caller's REFER answered: the leg is the dialog `call` now, its media
+    /// on `sockets` as agreed in `media`.
+    Moved {
+        call: CallRef,
+        sockets: RtpSockets,
+        media: Negotiated,
+    },
     /// The dialog is over.
     Ended(EndReason),
 }
@@ -193,6 +212,8 @@ impl SipCalls {
             metrics: self.metrics.clone(),
             refer: true,
             bridge: None,
+            idle: false,
+            earlier: LegStats::default(),
         };
         (leg, signals)
     }
@@ -228,6 +249,10 @@ pub struct SipLeg {
     refer: bool,
     /// The far leg of a bridged transfer being placed, until the call task takes it.
     bridge: Option<BridgePeer>,
+    /// The caller hung up while the target of its REFER rings: nothing to send or expect.
+    idle: bool,
+    /// The counters of the sessions before the call moved (REFER), added to the last one's.
+    earlier: LegStats,
 }
 
 impl SipLeg {
@@ -267,7 +292,39 @@ impl SipLeg {
             SipSignal::TransferVia(method) => inputs.push_back(LegInput::TransferVia(method)),
             SipSignal::BridgePlaced(peer) => self.bridge = Some(peer),
             SipSignal::TargetEnded => inputs.push_back(LegInput::TargetEnded),
+            SipSignal::Referred { to, news } => inputs.push_back(LegInput::Referred { to, news }),
+            SipSignal::ReferrerGone => {
+                self.idle = true;
+                self.ticking = false;
+                self.retire_session();
+            }
+            SipSignal::Moved {
+                call,
+                sockets,
+                media,
+            } => {
+                self.retire_session();
+                self.call = call;
+                self.sockets = sockets;
+                self.early.clear();
+                self.early_media = false;
+                self.idle = false;
+                self.ticking = false;
+                self.foreign_counted = 0;
+                // The target's 2xx is ACKed: the new dialog is confirmed.
+                self.confirmed = true;
+                let input = self.apply_media(media);
+                inputs.push_back(input);
+            }
             SipSignal::Ended(reason) => inputs.push_back(LegInput::Ended(reason)),
+        }
+    }
+
+    /// Ends the current RTP session (the call moves, or its caller left): its counters go to
+    /// the record with the next one's.
+    fn retire_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            add_stats(&mut self.earlier, &session);
         }
     }
 
@@ -306,7 +363,8 @@ impl SipLeg {
                     peer_grace: PEER_GRACE,
                     rtcp_interval: self.rtp.rtcp_interval,
                     rtcp_seed: rand::random(),
-                    cname: std::mem::take(&mut self.cname),
+                    // Kept: a call that moves to a REFER's target starts a new session.
+                    cname: self.cname.clone(),
                     clock_rate: 8000,
                     initial_seq: rand::random(),
                     initial_ts: rand::random(),
@@ -516,7 +574,7 @@ impl Leg for SipLeg {
     }
 
     fn expects_media(&self) -> bool {
-        self.receiving
+        self.receiving && !self.idle
     }
 
     fn clear(&mut self) {}
@@ -564,19 +622,24 @@ impl Leg for SipLeg {
     }
 
     async fn finish(mut self) -> LegStats {
-        let mut stats = LegStats::default();
+        let mut stats = std::mem::take(&mut self.earlier);
         let now = clock::now();
         if let Some(session) = self.session.as_mut() {
             if let Some(bye) = session.bye(now) {
                 let _ = self.sockets.rtcp.send_to(&bye.bytes, bye.dest).await;
             }
-            let s = session.stats();
-            stats.packets_received = s.packets_received;
-            stats.packets_lost = s.packets_lost;
-            stats.packets_sent = s.packets_sent;
-            stats.jitter_ms = s.jitter_ms();
-            stats.malformed_packets = s.malformed + s.wrong_pt + s.foreign_source;
+            add_stats(&mut stats, session);
         }
         stats
     }
+}
+
+/// Adds a session's counters to a leg's (the jitter of the latest session stands).
+fn add_stats(stats: &mut LegStats, session: &Session) {
+    let s = session.stats();
+    stats.packets_received += s.packets_received;
+    stats.packets_lost += s.packets_lost;
+    stats.packets_sent += s.packets_sent;
+    stats.jitter_ms = s.jitter_ms();
+    stats.malformed_packets += s.malformed + s.wrong_pt + s.foreign_source;
 }

@@ -69,7 +69,7 @@ pub use self::call::MediaFilter;
 use self::outbound::Outbound;
 pub use self::outbound::{FailReason, OutboundCall, PlaceError, TrunkCredentials};
 use self::response::{ResponseBuilder, stateless_tag, wants_to_tag};
-pub use self::transfer::{ReferError, TransferProgress};
+pub use self::transfer::{REFER_RINGING, ReferError, TransferProgress};
 use self::uac::ClientEntry;
 use super::dialog::{ConnId, DialogId, Flow, response_destination};
 use super::message::Uri;
@@ -207,10 +207,12 @@ pub enum Event {
     },
     /// The peer asked, by a REFER we accepted (202), that the call be transferred to `target`.
     /// Whoever dials reports back with [`Endpoint::refer_outcome`]; without it, the peer is
-    /// told 503 after 64·T1.
+    /// told 503 after 64·T1 (or [`REFER_RINGING`] after a 1xx outcome).
     ReferRequested {
         call: CallRef,
         target: Uri,
+        /// The REFER's Referred-By (RFC 3892), as sent, for the INVITE to the target.
+        referred_by: Option<String>,
     },
     /// Progress of a transfer we asked for with [`Endpoint::refer`].
     Transfer {

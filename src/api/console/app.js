@@ -133,8 +133,8 @@ function eventText(e) {
     case 'agent_connected': return `Agent connected (${e.connect_ms} ms)`;
     case 'agent_fallback': return `Agent failed (${e.reason}): fallback taken`;
     case 'agent_notice': return `Agent service ${e.kind.replace('_', ' ')}: ${e.code}`;
-    case 'transfer_requested': return `Transfer to ${e.to} requested (${e.method.replace('_', ' ')}, by ${e.by.replace('_', ' ')})`;
-    case 'transferred': return `Transferred to ${e.to} (${e.method.replace('_', ' ')})`;
+    case 'transfer_requested': return `Transfer to ${e.to} requested (${e.method.replaceAll('_', ' ')}, by ${e.by.replaceAll('_', ' ')})`;
+    case 'transferred': return `Transferred to ${e.to} (${e.method.replaceAll('_', ' ')})`;
     case 'transfer_failed': return `Transfer to ${e.to} failed: ${e.reason.replace('_', ' ')}`;
     case 'transcript': return `${e.speaker === 'agent' ? 'Agent' : 'Caller'}: ${e.text}`;
     default: return e.type;
@@ -540,7 +540,7 @@ async function loadCall(id, keepPlayer) {
     ['Codec', call.codec || '—'],
     ['Agent', call.agent ? (call.agent.fallback ? `fell back (${call.agent.fallback})` : `connected in ${call.agent.connect_ms} ms`) : '—'],
     ['Keys pressed', call.dtmf || '—'],
-    ['Transferred to', call.transfer ? `${call.transfer.to} (${call.transfer.method.replace('_', ' ')})` : '—'],
+    ['Transferred to', call.transfer ? `${call.transfer.to} (${call.transfer.method.replaceAll('_', ' ')})` : '—'],
     ['Packets in / lost', call.stats ? `${stats.packets_received} / ${stats.packets_lost}` : '—'],
     ['Jitter', call.stats ? `${Number(stats.jitter_ms).toFixed(1)} ms` : '—'],
     ['External id', call.external_id],

@@ -7,17 +7,48 @@
 //! keeps it: the answered target becomes the call's responder ([`Responder::Bridge`]), the
 //! agent or greeting stops, and the call lasts until either side hangs up
 //! ([`EndReason::TargetHangup`] when the target does).
+//!
+//! A transfer the caller's side asks for (a SIP REFER earshot carries out itself, method
+//! `referred_by_peer`, by `peer`) is not run here: the leg calls the target and, once it
+//! answers, carries it as the call's caller; this task only records what the leg reports
+//! ([`PeerTransfer`]). The responder, the recording and everything else stay as they were.
 
 use super::CallTask;
 use crate::call::agent::AgentState;
 use crate::call::event::{CallEvent, EndReason, TransferFailure, TransferMethod, TransferOrigin};
 use crate::call::leg::Leg;
 use crate::call::responder::Responder;
-use crate::call::transfer::{FunctionCallId, TransferStart, TransferTarget};
+use crate::call::transfer::{FunctionCallId, PeerTransfer, TransferStart, TransferTarget};
 use crate::clock;
 use crate::config::DtmfAction;
 
 impl<L: Leg> CallTask<L> {
+    /// The leg's news of a transfer the caller's side asked for, to `to`.
+    pub(super) fn peer_transfer(&mut self, to: String, news: PeerTransfer) {
+        let id = self.info.id.clone();
+        let method = TransferMethod::ReferredByPeer;
+        let event = match news {
+            PeerTransfer::Requested => {
+                tracing::info!(call = %id, %method, "the caller's side asked for a transfer");
+                CallEvent::TransferRequested {
+                    id,
+                    to,
+                    method,
+                    by: TransferOrigin::Peer,
+                }
+            }
+            PeerTransfer::Moved => {
+                tracing::info!(call = %id, %method, "call moved to the transfer target");
+                CallEvent::Transferred { id, to, method }
+            }
+            PeerTransfer::Failed(reason) => {
+                tracing::info!(call = %id, %reason, "the caller's transfer failed");
+                CallEvent::TransferFailed { id, to, reason }
+            }
+        };
+        let _ = self.services.events.send(event);
+    }
+
     pub(super) fn dtmf_rule(&mut self, digit: char, action: DtmfAction) {
         match action {
             DtmfAction::Transfer { to } => {

@@ -223,7 +223,7 @@ impl Call {
             _ => None,
         };
         let refresh = self.refresh.as_ref().and_then(Refresh::poll_timeout);
-        let refer = self.refer_in.as_ref().map(IncomingRefer::deadline);
+        let refer = self.refer_in.as_ref().and_then(IncomingRefer::deadline);
         ring.into_iter()
             .chain(unacked)
             .chain(timer)

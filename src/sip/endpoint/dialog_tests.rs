@@ -354,15 +354,7 @@ fn malformed_refer_to_and_replaces_get_400() {
 #[test]
 fn an_accepted_refer_gets_202_a_notify_100_and_503_when_nobody_acts() {
     let mut h = Harness::new();
-    accept_refer(&mut h);
-    let tag = confirmed_call(&mut h, "z9hG4bKrf3", "rf3");
-    h.send(&refer_from_peer(
-        "rf3",
-        &tag,
-        2,
-        "Refer-To: <sip:3000@10.0.0.9>\n",
-    ));
-    let (responses, requests) = sent(&mut h);
+    let (_, responses, requests) = peer_refers(&mut h, "rf3", "Refer-To: <sip:3000@10.0.0.9>\n");
     assert_eq!(responses[0].status, 202);
     assert_eq!(methods(&requests), ["NOTIFY"]);
     let notify = &requests[0];
@@ -386,6 +378,190 @@ fn an_accepted_refer_gets_202_a_notify_100_and_503_when_nobody_acts() {
             .starts_with("terminated")
     );
     assert_eq!(h.ep.active_calls(), 1, "the call goes on");
+}
+
+/// With REFER accepted, a confirmed call (Call-ID `call_id`) whose peer sends a REFER with
+/// `headers`: our tag, and what we sent back.
+fn peer_refers(
+    h: &mut Harness,
+    call_id: &str,
+    headers: &str,
+) -> (String, Vec<Response>, Vec<Request>) {
+    accept_refer(h);
+    let tag = confirmed_call(h, &format!("z9hG4bK{call_id}"), call_id);
+    h.send(&refer_from_peer(call_id, &tag, 2, headers));
+    let (responses, requests) = sent(h);
+    (tag, responses, requests)
+}
+
+/// A confirmed call whose peer sent an accepted REFER (202, NOTIFY 100 answered): its ref,
+/// our tag, and what the endpoint reported.
+fn refer_accepted(h: &mut Harness, call_id: &str, extra: &str) -> (CallRef, String, Event) {
+    let headers = format!("Refer-To: <sip:3000@10.0.0.9>\n{extra}");
+    let (tag, responses, requests) = peer_refers(h, call_id, &headers);
+    assert_eq!(responses[0].status, 202);
+    h.send(&reply(&requests[0], 200, ""));
+    let event = h
+        .events()
+        .into_iter()
+        .find(|e| matches!(e, Event::ReferRequested { .. }))
+        .unwrap();
+    let Event::ReferRequested { call, .. } = event else {
+        unreachable!()
+    };
+    (call, tag, event)
+}
+
+/// The one request sent is a NOTIFY stating `status_line`, its subscription `state`: answered
+/// 200.
+fn answer_notify(h: &mut Harness, status_line: &str, state: &str) {
+    let (_, requests) = sent(h);
+    assert_eq!(methods(&requests), ["NOTIFY"]);
+    let notify = &requests[0];
+    assert_eq!(
+        String::from_utf8_lossy(&notify.body).trim_end(),
+        status_line
+    );
+    let subscription = notify.headers.get("subscription-state").unwrap();
+    assert!(subscription.starts_with(state), "{subscription}");
+    h.send(&reply(notify, 200, ""));
+}
+
+#[test]
+fn the_target_ringing_is_notified_as_180_and_its_answer_as_200_then_the_old_dialog_is_byed() {
+    let mut h = Harness::new();
+    let (call, _tag, event) = refer_accepted(&mut h, "rm1", "Referred-By: <sip:2000@127.0.0.1>\n");
+    let Event::ReferRequested { referred_by, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(referred_by.as_deref(), Some("<sip:2000@127.0.0.1>"));
+    h.ep.refer_outcome(h.now, call, 180);
+    answer_notify(&mut h, "SIP/2.0 180 Ringing", "active");
+    // Ringing past 64·T1 is no failure once the target rings.
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    h.ep.refer_outcome(h.now, call, 200);
+    answer_notify(&mut h, "SIP/2.0 200 OK", "terminated");
+    // Outcomes after the final one are ignored.
+    h.ep.refer_outcome(h.now, call, 486);
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty());
+    // The referrer never hangs up: earshot does, after 64·T1, and says the call was
+    // transferred.
+    h.advance(Duration::from_secs(33));
+    let (_, requests) = sent(&mut h);
+    let methods = methods(&requests);
+    assert!(
+        !methods.is_empty() && methods.iter().all(|m| m == "BYE"),
+        "the BYE and its retransmissions: {methods:?}"
+    );
+    assert_eq!(ended(&h.events()), Some(EndReason::Transferred));
+}
+
+#[test]
+fn the_referrers_bye_after_the_200_notify_ends_the_old_dialog_without_a_bye_of_ours() {
+    let mut h = Harness::new();
+    let (call, tag, event) = refer_accepted(&mut h, "rm2", "");
+    let Event::ReferRequested { referred_by, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(referred_by, None);
+    h.ep.refer_outcome(h.now, call, 200);
+    answer_notify(&mut h, "SIP/2.0 200 OK", "terminated");
+    h.send(&in_dialog("BYE", 3, "z9hG4bKrm2b", "rm2", &tag));
+    let (responses, _) = sent(&mut h);
+    assert_eq!(responses[0].status, 200);
+    assert_eq!(ended(&h.events()), Some(EndReason::RemoteBye));
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+}
+
+#[test]
+fn an_outcome_after_the_referrers_bye_sends_nothing() {
+    let mut h = Harness::new();
+    let (call, tag, _) = refer_accepted(&mut h, "rm3", "");
+    h.send(&in_dialog("BYE", 3, "z9hG4bKrm3b", "rm3", &tag));
+    assert_eq!(ended(&h.events()), Some(EndReason::RemoteBye));
+    sent(&mut h);
+    h.ep.refer_outcome(h.now, call, 180);
+    h.ep.refer_outcome(h.now, call, 486);
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+}
+
+#[test]
+fn a_failed_target_is_the_final_notify_and_the_call_goes_on() {
+    let mut h = Harness::new();
+    let (call, _, _) = refer_accepted(&mut h, "rm4", "");
+    h.ep.refer_outcome(h.now, call, 486);
+    answer_notify(&mut h, "SIP/2.0 486 Busy Here", "terminated");
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    assert_eq!(h.ep.active_calls(), 1, "the call goes on");
+}
+
+#[test]
+fn one_notify_at_a_time_and_the_latest_status_goes_when_it_is_answered() {
+    let mut h = Harness::new();
+    let headers = "Refer-To: <sip:3000@10.0.0.9>\n";
+    let (_, responses, requests) = peer_refers(&mut h, "rm6", headers);
+    assert_eq!(responses[0].status, 202);
+    let call = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ReferRequested { call, .. } => Some(call),
+            _ => None,
+        })
+        .unwrap();
+    // NOTIFY 100 unanswered: the 180 and then the 403 wait; only the 403 goes.
+    h.ep.refer_outcome(h.now, call, 180);
+    h.ep.refer_outcome(h.now, call, 403);
+    let (_, waiting) = sent(&mut h);
+    assert!(waiting.is_empty(), "{:?}", methods(&waiting));
+    h.send(&reply(&requests[0], 200, ""));
+    answer_notify(&mut h, "SIP/2.0 403 Forbidden", "terminated");
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    assert_eq!(h.ep.active_calls(), 1, "the call goes on");
+}
+
+#[test]
+fn a_target_being_dialled_is_given_the_ringing_time_before_503() {
+    let mut h = Harness::new();
+    let (call, _, _) = refer_accepted(&mut h, "rm7", "");
+    h.ep.refer_dialling(h.now, call);
+    h.advance(Duration::from_secs(40));
+    let (_, requests) = sent(&mut h);
+    assert!(requests.is_empty(), "{:?}", methods(&requests));
+    h.advance(REFER_RINGING);
+    let (_, requests) = sent(&mut h);
+    // The NOTIFY and its retransmissions (nobody answers them here).
+    assert!(requests.iter().all(|r| r.method == Method::Notify));
+    assert!(String::from_utf8_lossy(&requests[0].body).starts_with("SIP/2.0 503 "));
+}
+
+#[test]
+fn an_attended_transfer_with_replaces_is_answered_501() {
+    let mut h = Harness::new();
+    let replaces = "Refer-To: <sip:3000@pbx?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>\n";
+    let (_, responses, requests) = peer_refers(&mut h, "rm5", replaces);
+    assert_eq!(responses[0].status, 501);
+    assert!(
+        requests.is_empty(),
+        "no subscription: {:?}",
+        methods(&requests)
+    );
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::ReferRequested { .. }))
+    );
 }
 
 #[test]

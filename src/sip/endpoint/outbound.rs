@@ -75,6 +75,8 @@ pub struct OutboundCall {
     /// Redirections (3xx) followed before the call fails (`[calls].max_redirects`; 0 fails the
     /// first 3xx).
     pub max_redirects: usize,
+    /// RFC 3892: who asked for this call, when it carries out a peer's REFER.
+    pub referred_by: Option<String>,
 }
 
 /// Why a call could not be placed at all.
@@ -384,6 +386,9 @@ impl Endpoint {
         headers.push("Session-Expires", timers.request_value().to_string());
         headers.push("Min-SE", timers.min_se.to_string());
         headers.push("User-Agent", user_agent);
+        if let Some(referred_by) = &spec.referred_by {
+            headers.push("Referred-By", referred_by.clone());
+        }
         if let (Some((ch, proxy)), Some(creds)) = (&out.challenge, &spec.credentials) {
             let creds = Credentials {
                 username: &creds.username,

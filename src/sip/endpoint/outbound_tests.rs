@@ -51,6 +51,7 @@ fn spec(target: &str) -> OutboundCall {
         },
         ring_timeout: RING,
         max_redirects: MAX_REDIRECTS,
+        referred_by: None,
     }
 }
 

@@ -5,8 +5,18 @@
 //! may turn earshot into a dialer); one whose Refer-To is missing, repeated or unusable, or
 //! whose Replaces (RFC 3891) does not parse, gets 400 first. An accepted REFER is answered 202,
 //! followed at once by the NOTIFY "100 Trying" §2.4.4 requires, and reported as
-//! [`Event::ReferRequested`]; whoever dials reports the outcome with
-//! [`Endpoint::refer_outcome`], and if nobody has within 64·T1 the peer is told "503".
+//! [`Event::ReferRequested`] (with its Referred-By, RFC 3892, for the INVITE to the target);
+//! whoever dials reports the outcome with [`Endpoint::refer_outcome`]: a 1xx (the target
+//! rings) is a NOTIFY "180 Ringing" and gives the target [`REFER_RINGING`] to answer, a final
+//! status the last NOTIFY. If nobody reports within 64·T1 (or that ringing time) the peer is
+//! told "503". One NOTIFY is in flight at a time (RFC 6665 §4.2.2): a status reported
+//! meanwhile waits for its answer, the latest one winning. A REFER whose Refer-To carries Replaces (RFC 3891, attended transfer) is
+//! answered 501: earshot does blind transfers only.
+//!
+//! **The call moves.** After a 2xx outcome the call lives on with the target (the driver
+//! swaps the call's leg); RFC 5589 §6 has the transferor BYE the old dialog once it reads the
+//! 200 NOTIFY. If it has not within 64·T1, earshot sends the BYE itself
+//! ([`EndReason::Transferred`]). Either way the call of the application goes on.
 //!
 //! **From earshot.** [`Endpoint::refer`] sends a REFER (Refer-To, Referred-By per RFC 3892)
 //! and reports [`TransferProgress`]: the REFER's answer (202 accepted; 405, 501 or 420 not
@@ -59,17 +69,34 @@ pub enum ReferError {
     BadTarget,
 }
 
+/// How long the target of a peer's REFER may ring, once a 1xx was reported, before the peer
+/// is told "503": longer than any ring timeout a driver sets on the call it places.
+pub const REFER_RINGING: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Longest Referred-By (RFC 3892) carried from a REFER to the INVITE; longer ones are left out.
+const MAX_REFERRED_BY: usize = 512;
+
 /// A transfer the peer asked for: the REFER's CSeq (the subscription's `id`) and when the
-/// peer is told it failed unless someone reports an outcome first.
+/// peer is told it failed unless someone reports an outcome first; once it succeeded
+/// (`moved`), when earshot BYEs the old dialog unless the peer has.
 #[derive(Debug, Clone)]
 pub(super) struct IncomingRefer {
     cseq: u32,
     deadline: Instant,
+    moved: bool,
+    /// The final status was reported: later ones are ignored.
+    done: bool,
+    /// A NOTIFY of ours awaits its answer.
+    notifying: bool,
+    /// The status to NOTIFY once that answer comes (the latest reported).
+    queued: Option<u16>,
 }
 
 impl IncomingRefer {
-    pub(super) fn deadline(&self) -> Instant {
-        self.deadline
+    /// When the endpoint acts on its own: tells the peer "503", or BYEs the old dialog of a
+    /// call that moved. None once a failure is final (its NOTIFY only waits for its turn).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        (!self.done || self.moved).then_some(self.deadline)
     }
 }
 
@@ -89,8 +116,8 @@ impl Endpoint {
         req: Request,
         call: CallRef,
     ) {
-        let target = match refer_to(&req.headers) {
-            Ok(refer) => refer.target,
+        let (target, replaces) = match refer_to(&req.headers) {
+            Ok(refer) => (refer.target, refer.replaces.is_some()),
             Err(err) => {
                 self.stats.malformed += 1;
                 let resp = ResponseBuilder::new(&req.headers, 400, None)
@@ -107,6 +134,9 @@ impl Endpoint {
         let status = if !self.policy.accept_refer {
             self.stats.refers_refused += 1;
             403
+        } else if replaces {
+            // RFC 3891 attended transfer: not done; the REFER fails, the call goes on.
+            501
         } else if busy {
             // §14.1-like: one transfer at a time, and only of an established call.
             491
@@ -119,44 +149,115 @@ impl Endpoint {
             return;
         }
         let cseq = req.headers.cseq().map_or(0, |c| c.seq);
+        let referred_by = req
+            .headers
+            .get("referred-by")
+            .filter(|v| !v.is_empty() && v.len() <= MAX_REFERRED_BY)
+            .map(str::to_owned);
         if let Some(c) = self.calls.get_mut(&call) {
             c.refer_in = Some(IncomingRefer {
                 cseq,
                 deadline: now + TIMEOUT,
+                moved: false,
+                done: false,
+                notifying: false,
+                queued: None,
             });
         }
         // §2.4.4: the NOTIFY that starts the subscription, at once.
-        self.send_notify(now, call, cseq, 100, false);
-        self.events
-            .push_back(Event::ReferRequested { call, target });
+        self.notify_now(now, call, 100);
+        self.events.push_back(Event::ReferRequested {
+            call,
+            target,
+            referred_by,
+        });
     }
 
     /// Reports how the transfer the peer asked for went (the status of our call to its
-    /// target): a NOTIFY with that status; a final one (≥200) ends the subscription.
+    /// target): a NOTIFY with that status; a final one (≥200) ends the subscription. A 1xx
+    /// gives the target [`REFER_RINGING`] more; a 2xx means the call moved to the target, and
+    /// the old dialog gets our BYE unless the peer sends its own within 64·T1. Nothing is sent
+    /// once the peer's dialog is over (it hung up first: a blind transfer goes on without it).
     pub fn refer_outcome(&mut self, now: Instant, call: CallRef, status: u16) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some(refer) = c.refer_in.as_ref() else {
+        let Some(refer) = c.refer_in.as_mut() else {
             return;
         };
-        let cseq = refer.cseq;
-        let done = status >= 200;
-        if done {
-            c.refer_in = None;
+        if refer.done {
+            return;
         }
-        self.send_notify(now, call, cseq, status, done);
+        refer.done = status >= 200;
+        if (200..300).contains(&status) {
+            refer.moved = true;
+            refer.deadline = now + TIMEOUT;
+        } else if !refer.done {
+            refer.deadline = now + REFER_RINGING;
+        }
+        if refer.notifying {
+            refer.queued = Some(status);
+            return;
+        }
+        self.notify_now(now, call, status);
     }
 
-    /// Nobody reported on the peer's REFER in time: tell it the transfer failed.
+    /// The target of the peer's REFER is being called: the peer is not told "503" at 64·T1
+    /// but only after [`REFER_RINGING`] (the call placed has its own, shorter, ring timeout
+    /// and reports its outcome). Sends nothing.
+    pub fn refer_dialling(&mut self, now: Instant, call: CallRef) {
+        if let Some(refer) = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.refer_in.as_mut())
+            .filter(|r| !r.done)
+        {
+            refer.deadline = now + REFER_RINGING;
+        }
+    }
+
+    /// Sends the NOTIFY stating `status`; a final one ends the subscription (and, unless the
+    /// call moved and awaits the BYE, the transfer's state).
+    fn notify_now(&mut self, now: Instant, call: CallRef, status: u16) {
+        let Some(refer) = self.calls.get_mut(&call).and_then(|c| c.refer_in.as_mut()) else {
+            return;
+        };
+        refer.notifying = true;
+        let cseq = refer.cseq;
+        let last = status >= 200;
+        if last
+            && !refer.moved
+            && let Some(c) = self.calls.get_mut(&call)
+        {
+            c.refer_in = None;
+        }
+        self.send_notify(now, call, cseq, status, last);
+    }
+
+    /// Our NOTIFY was answered (or timed out): the status waiting, if any, goes now.
+    pub(super) fn notify_answered(&mut self, now: Instant, call: CallRef) {
+        let Some(refer) = self.calls.get_mut(&call).and_then(|c| c.refer_in.as_mut()) else {
+            return;
+        };
+        refer.notifying = false;
+        if let Some(status) = refer.queued.take() {
+            self.notify_now(now, call, status);
+        }
+    }
+
+    /// Nobody reported on the peer's REFER in time: tell it the transfer failed. Or the call
+    /// moved to the target and the peer never hung up its leg: hang it up.
     pub(super) fn refer_deadline(&mut self, now: Instant, call: CallRef) {
         let due = self
             .calls
             .get(&call)
             .and_then(|c| c.refer_in.as_ref())
-            .is_some_and(|r| r.deadline <= now);
-        if due {
-            self.refer_outcome(now, call, 503);
+            .filter(|r| r.deadline().is_some_and(|at| at <= now))
+            .map(|r| r.moved);
+        match due {
+            Some(true) => self.send_bye(now, call, EndReason::Transferred),
+            Some(false) => self.refer_outcome(now, call, 503),
+            None => {}
         }
     }
 
@@ -185,7 +286,7 @@ impl Endpoint {
         let reason = crate::sip::message::Response::reason_for(status);
         notify.body = sipfrag_body(status, reason).into_bytes();
         let flow = c.dialog.next_hop();
-        self.send_request(now, flow, notify, Purpose::Notify);
+        self.send_request(now, flow, notify, Purpose::Notify(call));
     }
 
     /// Transfers the call to `target` by REFER (blind transfer). Progress comes as

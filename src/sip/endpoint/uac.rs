@@ -20,8 +20,8 @@ pub(super) enum Purpose {
     Bye(CallRef),
     /// Our REFER in the call's dialog (RFC 3515).
     Refer(CallRef),
-    /// A NOTIFY of the subscription a peer's REFER made: its answer changes nothing.
-    Notify,
+    /// A NOTIFY of the subscription a peer's REFER made: its answer lets the next one go.
+    Notify(CallRef),
     /// The registration's Call-ID and the request's CSeq.
     Register {
         call_id: String,
@@ -128,7 +128,8 @@ impl Endpoint {
                 self.calls.remove(&call);
             }
             Purpose::Refer(call) => self.refer_answered(now, call, resp.status),
-            Purpose::Notify | Purpose::Stray => {}
+            Purpose::Notify(call) => self.notify_answered(now, call),
+            Purpose::Stray => {}
             Purpose::Register { call_id, cseq } => {
                 // A registration dropped since, or an answer to a REGISTER superseded by a
                 // newer one (an unregistration sent while it was in flight).
@@ -174,7 +175,7 @@ impl Endpoint {
                 }
                 // §8.1.3.1: a timeout is a 408.
                 Some(Purpose::Refer(call)) => self.refer_answered(now, call, 408),
-                Some(Purpose::Notify) => {}
+                Some(Purpose::Notify(call)) => self.notify_answered(now, call),
                 Some(Purpose::Register { call_id, cseq }) => {
                     if let Some(reg) = self
                         .registration(&call_id)
