@@ -190,6 +190,7 @@ enum OriginName {
     Agent,
     AgentFallback,
     Dtmf,
+    Peer,
 }
 
 impl From<TransferOrigin> for OriginName {
@@ -199,6 +200,7 @@ impl From<TransferOrigin> for OriginName {
             TransferOrigin::Agent | TransferOrigin::AgentFunction(_) => OriginName::Agent,
             TransferOrigin::AgentFallback => OriginName::AgentFallback,
             TransferOrigin::Dtmf => OriginName::Dtmf,
+            TransferOrigin::Peer => OriginName::Peer,
         }
     }
 }
@@ -210,6 +212,7 @@ impl From<OriginName> for TransferOrigin {
             OriginName::Agent => TransferOrigin::Agent,
             OriginName::AgentFallback => TransferOrigin::AgentFallback,
             OriginName::Dtmf => TransferOrigin::Dtmf,
+            OriginName::Peer => TransferOrigin::Peer,
         }
     }
 }
