@@ -536,10 +536,60 @@ fn post_dial_delay() {
         assert_eq!(post.join().unwrap(), 201);
         callee.busy(&invite, from);
     }
+    report("earshot (POST /api/calls sent", &mut delays);
+    drop(e);
+
+    // The peer in the same run: baresip asked to dial over its control socket (ctrl_tcp,
+    // netstring JSON), from the command leaving the client to its INVITE at the same callee.
+    let dir = temp_dir("post-dial-baresip");
+    let silence = dir.join("silence.wav");
+    support::write_wav_8k(&silence, &[0; 8000]);
+    let peer = support::baresip::configure(&dir, &silence, ";regint=0;audio_codecs=PCMU");
+    // Not sip_listen + 1: baresip takes that port for SIP over TLS.
+    let ctrl = support::free_tcp_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
+    let config = peer.cfg.join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let baresip = peer.spawn(600);
+    let mut control = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", ctrl)).ok()
+        })
+        .expect("baresip's ctrl_tcp socket");
+    let mut delays = Vec::with_capacity(CALLS);
+    for n in 0..CALLS {
+        let command = format!(
+            r#"{{"command":"dial","params":"sip:bob@127.0.0.1:{}","token":"{n}"}}"#,
+            callee.port()
+        );
+        let started = Instant::now();
+        std::io::Write::write_all(
+            &mut control,
+            format!("{}:{command},", command.len()).as_bytes(),
+        )
+        .unwrap();
+        let (arrived, invite, from) = callee.invite();
+        delays.push(arrived - started);
+        assert!(
+            invite.contains("baresip"),
+            "not baresip's INVITE:\n{invite}"
+        );
+        callee.busy(&invite, from);
+    }
+    support::baresip::stop(baresip);
+    report("baresip 1.0 (dial command sent", &mut delays);
+}
+
+fn report(who: &str, delays: &mut [Duration]) {
     delays.sort();
     let at = |q: f64| delays[((delays.len() as f64 * q) as usize).min(delays.len() - 1)];
     println!(
-        "post-dial delay over {CALLS} calls (POST /api/calls sent -> INVITE received): p50 {:?}, p99 {:?}, max {:?}",
+        "post-dial delay, {who} -> INVITE received), {} calls: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
         at(0.50),
         at(0.99),
         delays[delays.len() - 1]
