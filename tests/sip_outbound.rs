@@ -546,7 +546,10 @@ fn post_dial_delay() {
     support::write_wav_8k(&silence, &[0; 8000]);
     let peer = support::baresip::configure(&dir, &silence, ";regint=0;audio_codecs=PCMU");
     // Not sip_listen + 1: baresip takes that port for SIP over TLS.
-    let ctrl = support::free_tcp_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
+    let ctrl =
+        std::iter::repeat_with(|| support::free_tcp_port(std::net::Ipv4Addr::LOCALHOST).unwrap())
+            .find(|&p| p != peer.port + 1)
+            .unwrap();
     let config = peer.cfg.join("config");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
