@@ -184,9 +184,8 @@ impl Pipeline {
         if let (Some(src), Some(dst)) = (payload.get(..n), pcm.get_mut(..n)) {
             self.law.decode(src, dst);
             self.jitter.push(now, seq, ts, marker, ssrc, dst);
-            if self.recorder.is_some() {
-                self.start_recording();
-            }
+            // The first audio opens the recording (early media included); after that a no-op.
+            self.start_recording();
             if let Some(feed) = self.recording.as_mut() {
                 feed.receive(now, ts, ssrc, dst);
             }
